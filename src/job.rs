@@ -1,0 +1,445 @@
+//! The job and event records, their statuses, and the listing query over them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::state::{self, TransitionForbidden};
+
+/// The nine job statuses of the Job Queue API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Status {
+    Created,
+    Waiting,
+    Processing,
+    Success,
+    Warning,
+    Error,
+    Terminating,
+    Terminated,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::Created,
+        Status::Waiting,
+        Status::Processing,
+        Status::Success,
+        Status::Warning,
+        Status::Error,
+        Status::Terminating,
+        Status::Terminated,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Waiting => "waiting",
+            Status::Processing => "processing",
+            Status::Success => "success",
+            Status::Warning => "warning",
+            Status::Error => "error",
+            Status::Terminating => "terminating",
+            Status::Terminated => "terminated",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Success, warning, error, terminated and cancelled are final.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Status::Success
+                | Status::Warning
+                | Status::Error
+                | Status::Terminated
+                | Status::Cancelled
+        )
+    }
+
+    /// A stable one-byte code, used as a key by the store's status index.
+    pub fn code(self) -> u8 {
+        Status::ALL.iter().position(|s| *s == self).unwrap_or(0) as u8
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a job was asked to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    Run,
+    ForceRun,
+    Debug,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Run => "run",
+            Mode::ForceRun => "forceRun",
+            Mode::Debug => "debug",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Mode> {
+        [Mode::Run, Mode::ForceRun, Mode::Debug]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+    }
+
+    /// `KBC_COMPONENT_RUN_MODE`: forceRun runs like run.
+    pub fn component_run_mode(self) -> &'static str {
+        match self {
+            Mode::Debug => "debug",
+            Mode::Run | Mode::ForceRun => "run",
+        }
+    }
+}
+
+/// What the system wants the job to become: `processing` until someone kills it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DesiredStatus {
+    Processing,
+    Terminating,
+}
+
+impl DesiredStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredStatus::Processing => "processing",
+            DesiredStatus::Terminating => "terminating",
+        }
+    }
+}
+
+/// The job type; chosen by the system, never by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobType {
+    Standard,
+    Container,
+    OrchestrationContainer,
+    PhaseContainer,
+}
+
+impl JobType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobType::Standard => "standard",
+            JobType::Container => "container",
+            JobType::OrchestrationContainer => "orchestrationContainer",
+            JobType::PhaseContainer => "phaseContainer",
+        }
+    }
+}
+
+/// A job as the store keeps it. Times are Unix microseconds (UTC).
+///
+/// JSON-valued fields are kept as JSON text so that the record encodes with bincode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    pub run_id: String,
+    pub parent_run_id: String,
+    pub project_id: String,
+    pub project_name: String,
+    pub token_id: String,
+    pub token_description: String,
+    pub status: Status,
+    pub desired_status: DesiredStatus,
+    pub mode: Mode,
+    pub component: String,
+    pub config: Option<String>,
+    #[serde(with = "json_text")]
+    pub config_data: Value,
+    pub config_row_ids: Vec<String>,
+    pub tag: String,
+    pub branch_id: String,
+    pub created_time: i64,
+    pub start_time: Option<i64>,
+    pub end_time: Option<i64>,
+    #[serde(with = "json_text")]
+    pub result: Value,
+    #[serde(with = "json_text")]
+    pub usage_data: Value,
+    pub variable_values_id: Option<String>,
+    #[serde(with = "json_text")]
+    pub variable_values_data: Value,
+    #[serde(with = "json_text")]
+    pub backend: Value,
+    #[serde(with = "json_text")]
+    pub metrics: Value,
+    #[serde(with = "json_text")]
+    pub behavior: Value,
+    pub parallelism: Option<String>,
+    pub job_type: JobType,
+    /// The Docker container running the job; persisted before the container starts.
+    pub container_id: Option<String>,
+}
+
+impl Job {
+    /// Moves the job to `to` through the state machine, stamping start and end times.
+    pub fn move_to(&mut self, to: Status, now: i64) -> Result<(), TransitionForbidden> {
+        self.status = state::transition(self.status, to)?;
+        match to {
+            Status::Processing => self.start_time = Some(now),
+            // A requeued job starts afresh.
+            Status::Created | Status::Waiting => self.start_time = None,
+            s if s.is_finished() => self.end_time = Some(now),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Seconds spent in `processing`; `None` until the job has both ends.
+    pub fn duration_seconds(&self) -> Option<i64> {
+        match (self.start_time, self.end_time) {
+            (Some(start), Some(end)) => Some((end - start).max(0) / 1_000_000),
+            (None, Some(_)) => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The job's `config` id, or `""` for jobs run from `configData` only.
+    pub fn config_id(&self) -> &str {
+        self.config.as_deref().unwrap_or("")
+    }
+}
+
+/// Event severity, as Storage events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventType {
+    Info,
+    Warn,
+    Error,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Info => "info",
+            EventType::Warn => "warn",
+            EventType::Error => "error",
+        }
+    }
+}
+
+/// One line of a job's log. `id` comes from one sequence across all jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: u64,
+    pub job_id: u64,
+    pub event_type: EventType,
+    pub message: String,
+    pub created: i64,
+    pub run_id: String,
+    pub component: String,
+}
+
+/// The listing keys `sortBy` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Id,
+    RunId,
+    ComponentId,
+    ConfigId,
+    Status,
+    CreatedTime,
+    StartTime,
+    EndTime,
+    DurationSeconds,
+}
+
+impl SortKey {
+    pub const NAMES: [(&'static str, SortKey); 9] = [
+        ("id", SortKey::Id),
+        ("runId", SortKey::RunId),
+        ("componentId", SortKey::ComponentId),
+        ("configId", SortKey::ConfigId),
+        ("status", SortKey::Status),
+        ("createdTime", SortKey::CreatedTime),
+        ("startTime", SortKey::StartTime),
+        ("endTime", SortKey::EndTime),
+        ("durationSeconds", SortKey::DurationSeconds),
+    ];
+
+    pub fn parse(text: &str) -> Option<SortKey> {
+        SortKey::NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, key)| *key)
+    }
+}
+
+/// A listing request: every non-empty filter must match; then sort and page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobQuery {
+    pub ids: Vec<u64>,
+    pub run_ids: Vec<String>,
+    pub branch_ids: Vec<String>,
+    pub token_ids: Vec<String>,
+    pub token_descriptions: Vec<String>,
+    pub component_ids: Vec<String>,
+    pub config_ids: Vec<String>,
+    pub config_row_ids: Vec<String>,
+    pub modes: Vec<Mode>,
+    pub statuses: Vec<Status>,
+    pub job_type: Option<JobType>,
+    /// `Some("")` selects root jobs only.
+    pub parent_run_id: Option<String>,
+    pub created_time: TimeRange,
+    pub start_time: TimeRange,
+    pub end_time: TimeRange,
+    pub duration_from: Option<i64>,
+    pub duration_to: Option<i64>,
+    pub sort_by: SortKey,
+    pub descending: bool,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// An inclusive range of Unix microseconds; open where `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+impl TimeRange {
+    fn admits(&self, time: Option<i64>) -> bool {
+        if self.from.is_none() && self.to.is_none() {
+            return true;
+        }
+        let Some(time) = time else { return false };
+        self.from.is_none_or(|from| time >= from) && self.to.is_none_or(|to| time <= to)
+    }
+}
+
+impl Default for JobQuery {
+    fn default() -> Self {
+        JobQuery {
+            ids: Vec::new(),
+            run_ids: Vec::new(),
+            branch_ids: Vec::new(),
+            token_ids: Vec::new(),
+            token_descriptions: Vec::new(),
+            component_ids: Vec::new(),
+            config_ids: Vec::new(),
+            config_row_ids: Vec::new(),
+            modes: Vec::new(),
+            statuses: Vec::new(),
+            job_type: None,
+            parent_run_id: None,
+            created_time: TimeRange::default(),
+            start_time: TimeRange::default(),
+            end_time: TimeRange::default(),
+            duration_from: None,
+            duration_to: None,
+            sort_by: SortKey::Id,
+            descending: true,
+            offset: 0,
+            limit: JobQuery::DEFAULT_LIMIT,
+        }
+    }
+}
+
+impl JobQuery {
+    pub const DEFAULT_LIMIT: usize = 100;
+    pub const MAX_LIMIT: usize = 500;
+
+    /// Whether `job` passes every filter of the query.
+    pub fn matches(&self, job: &Job) -> bool {
+        fn any<T: PartialEq>(wanted: &[T], value: &T) -> bool {
+            wanted.is_empty() || wanted.contains(value)
+        }
+        let duration = job.duration_seconds();
+        any(&self.ids, &job.id)
+            && any(&self.run_ids, &job.run_id)
+            && any(&self.branch_ids, &job.branch_id)
+            && any(&self.token_ids, &job.token_id)
+            && any(&self.token_descriptions, &job.token_description)
+            && any(&self.component_ids, &job.component)
+            && any(&self.config_ids, &job.config_id().to_string())
+            && (self.config_row_ids.is_empty()
+                || job
+                    .config_row_ids
+                    .iter()
+                    .any(|row| self.config_row_ids.contains(row)))
+            && any(&self.modes, &job.mode)
+            && any(&self.statuses, &job.status)
+            && self.job_type.is_none_or(|t| t == job.job_type)
+            && self
+                .parent_run_id
+                .as_ref()
+                .is_none_or(|parent| *parent == job.parent_run_id)
+            && self.created_time.admits(Some(job.created_time))
+            && self.start_time.admits(job.start_time)
+            && self.end_time.admits(job.end_time)
+            && self
+                .duration_from
+                .is_none_or(|from| duration.is_some_and(|d| d >= from))
+            && self
+                .duration_to
+                .is_none_or(|to| duration.is_some_and(|d| d <= to))
+    }
+
+    /// Sorts `jobs` by the query's key and order (ties by id), then cuts the page.
+    pub fn sort_and_page(&self, mut jobs: Vec<Job>) -> Vec<Job> {
+        jobs.sort_by(|a, b| {
+            let ordering = match self.sort_by {
+                SortKey::Id => a.id.cmp(&b.id),
+                SortKey::RunId => a.run_id.cmp(&b.run_id),
+                SortKey::ComponentId => a.component.cmp(&b.component),
+                SortKey::ConfigId => a.config_id().cmp(b.config_id()),
+                SortKey::Status => a.status.as_str().cmp(b.status.as_str()),
+                SortKey::CreatedTime => a.created_time.cmp(&b.created_time),
+                SortKey::StartTime => a.start_time.cmp(&b.start_time),
+                SortKey::EndTime => a.end_time.cmp(&b.end_time),
+                SortKey::DurationSeconds => a.duration_seconds().cmp(&b.duration_seconds()),
+            }
+            .then(a.id.cmp(&b.id));
+            if self.descending {
+                ordering.reverse()
+            } else {
+                ordering
+            }
+        });
+        jobs.into_iter().skip(self.offset).take(self.limit).collect()
+    }
+}
+
+/// Serde adapter that keeps a JSON value as its text (bincode cannot decode `Value` directly).
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_json::Value;
+
+    pub fn serialize<S: Serializer>(value: &Value, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The current time as Unix microseconds.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// ISO 8601 UTC with `+00:00`, as the Queue API writes times.
+pub fn format_time(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}

@@ -1,0 +1,4 @@
+//! jobq: a single-host daemon that runs Keboola component jobs.
+
+pub mod job;
+pub mod state;
