@@ -413,7 +413,10 @@ impl JobQuery {
                 ordering
             }
         });
-        jobs.into_iter().skip(self.offset).take(self.limit).collect()
+        jobs.into_iter()
+            .skip(self.offset)
+            .take(self.limit)
+            .collect()
     }
 }
 

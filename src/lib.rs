@@ -1,4 +1,11 @@
 //! jobq: a single-host daemon that runs Keboola component jobs.
 
+pub mod daemon;
+pub mod demo;
+pub mod http;
 pub mod job;
+pub mod queue;
+pub mod runner;
+pub mod settings;
 pub mod state;
+pub mod store;

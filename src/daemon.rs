@@ -1,0 +1,144 @@
+//! Wires settings, store, runner, queue and HTTP server into one running daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{Queue, QueueError};
+use crate::runner::{Runner, RunnerError};
+use crate::settings::Settings;
+use crate::store::{Store, StoreError};
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot create data_dir {path}: {source}; choose a writable `data_dir`")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot listen on {addr}: {source}; choose another `listen` address or stop what uses it"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    #[error("cannot settle the jobs of the previous run: {0}")]
+    Recover(#[from] QueueError),
+    #[error("the daemon's thread stopped unexpectedly")]
+    Crashed,
+}
+
+/// Runs the daemon on the current (multi-threaded) runtime until `shutdown` is cancelled.
+/// `ready` receives the bound address once the API answers.
+pub async fn run(
+    settings: Settings,
+    ready: oneshot::Sender<SocketAddr>,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| DaemonError::DataDir {
+        path: settings.data_dir.clone(),
+        source,
+    })?;
+    let store = Arc::new(Store::open(&settings.database_path())?);
+    let runner = Arc::new(Runner::new(settings.docker_host.as_deref())?);
+    let listener =
+        TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                addr: settings.listen,
+                source,
+            })?;
+    let addr = listener.local_addr().map_err(|source| DaemonError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    let mut settings = settings;
+    if settings.public_url == format!("http://{}", settings.listen) {
+        // The default base follows the real port when listening on port 0.
+        settings.public_url = format!("http://{addr}");
+    }
+    let queue = Queue::new(store, Arc::new(settings), runner);
+    queue.recover().await?;
+    let scheduler = tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()));
+    tracing::info!(%addr, "jobq is listening");
+    let _ = ready.send(addr);
+    crate::http::serve(listener, queue, shutdown).await;
+    let _ = scheduler.await;
+    tracing::info!("jobq stopped");
+    Ok(())
+}
+
+/// A daemon on its own thread and runtime: what `jobq demo` and the tests start.
+pub struct Daemon {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<Result<(), DaemonError>>>,
+}
+
+impl Daemon {
+    /// Starts the daemon and returns once it listens.
+    pub fn start(settings: Settings) -> Result<Daemon, DaemonError> {
+        let shutdown = CancellationToken::new();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let token = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name("jobq-daemon".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| DaemonError::DataDir {
+                        path: PathBuf::from("<runtime>"),
+                        source,
+                    })?;
+                runtime.block_on(run(settings, ready_tx, token))
+            })
+            .map_err(|_| DaemonError::Crashed)?;
+        match ready_rx.blocking_recv() {
+            Ok(addr) => Ok(Daemon {
+                addr,
+                shutdown,
+                thread: Some(thread),
+            }),
+            Err(_) => Err(thread
+                .join()
+                .map_err(|_| DaemonError::Crashed)?
+                .err()
+                .unwrap_or(DaemonError::Crashed)),
+        }
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the daemon gracefully and waits until its store is closed.
+    pub fn stop(mut self) -> Result<(), DaemonError> {
+        self.shutdown_and_join()
+    }
+
+    fn shutdown_and_join(&mut self) -> Result<(), DaemonError> {
+        self.shutdown.cancel();
+        match self.thread.take() {
+            Some(thread) => thread.join().map_err(|_| DaemonError::Crashed)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.shutdown_and_join();
+    }
+}

@@ -1,0 +1,124 @@
+//! A small client of the jobq API, used by `jobq demo` and by the integration tests.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{HeaderMap, Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use crate::http::TOKEN_HEADER;
+
+/// Why a request to the API failed before an answer arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to jobq at {addr}: {source}; is the daemon running?")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP exchange with jobq failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("cannot build the request: {0}")]
+    Request(#[from] hyper::http::Error),
+}
+
+/// One answer: status, headers and the raw body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// Talks to one daemon with one token (`None`: send no token).
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+}
+
+impl ApiClient {
+    pub fn new(addr: SocketAddr, token: &str) -> ApiClient {
+        ApiClient {
+            addr,
+            token: Some(token.to_string()),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Answer, ClientError> {
+        self.send(Method::GET, path, &[], Bytes::new()).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Answer, ClientError> {
+        self.post_with(path, &[], body).await
+    }
+
+    /// A JSON POST with extra headers (such as `X-KBC-RunId`).
+    pub async fn post_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> Result<Answer, ClientError> {
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send(Method::POST, path, &all, Bytes::from(body.to_string()))
+            .await
+    }
+
+    /// Sends any request over a fresh connection.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Answer, ClientError> {
+        let stream =
+            TcpStream::connect(self.addr)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    addr: self.addr,
+                    source,
+                })?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(token) = &self.token {
+            request = request.header(TOKEN_HEADER, token.as_str());
+        }
+        let mut request = request.body(Full::new(body))?;
+        let host =
+            HeaderValue::from_str(&self.addr.to_string()).map_err(hyper::http::Error::from)?;
+        request.headers_mut().insert(HOST, host);
+        if !request.headers().contains_key(CONTENT_TYPE) && request.method() == Method::POST {
+            request
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}

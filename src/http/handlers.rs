@@ -1,0 +1,180 @@
+//! One function per endpoint: parse the request, ask the queue, render the answer.
+
+use hyper::{HeaderMap, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::http::error::ApiError;
+use crate::http::query::{self, Query};
+use crate::http::{render, RUN_ID_HEADER};
+use crate::job::Mode;
+use crate::queue::{NewJob, Queue};
+use crate::settings::Token;
+
+/// What every handler may look at.
+pub struct Context<'a> {
+    pub queue: &'a Queue,
+    pub token: &'a Token,
+    pub query: &'a Query,
+    pub headers: &'a HeaderMap,
+}
+
+type Answer = Result<(StatusCode, Value), ApiError>;
+
+/// `POST /jobs`
+pub fn create_job(context: &Context<'_>, body: &[u8]) -> Answer {
+    let body: Value = serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(format!("The request body is not valid JSON: {error}"))
+    })?;
+    let Value::Object(body) = body else {
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+        ));
+    };
+    let parent_run_id = match context.headers.get(RUN_ID_HEADER) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("The X-KBC-RunId header is not valid text."))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let mode = match optional_string(&body, "mode")? {
+        None => None,
+        Some(text) => Some(Mode::parse(&text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Field \"mode\" must be one of run, forceRun, debug; \"{text}\" given."
+            ))
+        })?),
+    };
+    let request = NewJob {
+        component: optional_string(&body, "component")?
+            .ok_or_else(|| ApiError::bad_request("Field \"component\" is required."))?,
+        mode,
+        config: optional_id(&body, "config")?,
+        config_data: optional_object(&body, "configData")?.unwrap_or_else(|| json!({})),
+        config_row_ids: string_list(&body, "configRowIds")?,
+        branch_id: optional_id(&body, "branchId")?,
+        tag: optional_string(&body, "tag")?,
+        variable_values_id: optional_id(&body, "variableValuesId")?,
+        variable_values_data: optional_object(&body, "variableValuesData")?,
+        backend: optional_object(&body, "backend")?,
+        parallelism: optional_id(&body, "parallelism")?,
+        parent_run_id,
+    };
+    let job = tokio::task::block_in_place(|| context.queue.create(request, context.token))?;
+    Ok((
+        StatusCode::CREATED,
+        render::job(&job, &context.queue.settings().public_url),
+    ))
+}
+
+/// `GET /jobs/{id}`
+pub fn get_job(context: &Context<'_>, id: &str) -> Answer {
+    let job = context.queue.job(id)?;
+    Ok((
+        StatusCode::OK,
+        render::job(&job, &context.queue.settings().public_url),
+    ))
+}
+
+/// `POST /jobs/{id}/kill`
+pub fn kill_job(context: &Context<'_>, id: &str) -> Answer {
+    let job = tokio::task::block_in_place(|| context.queue.kill(id))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        render::job(&job, &context.queue.settings().public_url),
+    ))
+}
+
+/// `GET /search/jobs` and `GET /jobs`
+pub fn search_jobs(context: &Context<'_>) -> Answer {
+    let filter = query::job_query(context.query)?;
+    let public_url = &context.queue.settings().public_url;
+    let jobs = context.queue.search(&filter)?;
+    let jobs: Vec<Value> = jobs
+        .iter()
+        .map(|job| render::job(job, public_url))
+        .collect();
+    Ok((StatusCode::OK, Value::Array(jobs)))
+}
+
+/// `GET /v2/storage/events?runId=<job id>`: the job's events, newest first.
+pub fn events(context: &Context<'_>) -> Answer {
+    let query = context.query;
+    let run_id = query.one("runId").ok_or_else(|| {
+        ApiError::bad_request(
+            "Parameter \"runId\" is required: the id of the job whose events to list.",
+        )
+    })?;
+    let limit = query.number("limit")?.unwrap_or(100).min(1000) as usize;
+    let offset = query.number("offset")?.unwrap_or(0) as usize;
+    let since_id = query.number("sinceId")?;
+    let events = context.queue.events(run_id, since_id, offset, limit)?;
+    Ok((
+        StatusCode::OK,
+        Value::Array(events.iter().map(render::event).collect()),
+    ))
+}
+
+/// `GET /v2/storage/tokens/verify`
+pub fn verify_token(context: &Context<'_>) -> (StatusCode, Value) {
+    let project = &context.queue.settings().project;
+    (
+        StatusCode::OK,
+        json!({
+            "id": context.token.id,
+            "description": context.token.description,
+            "owner": {"id": project.id, "name": project.name},
+        }),
+    )
+}
+
+fn wrong_type(field: &str, expected: &str) -> ApiError {
+    ApiError::bad_request(format!("Field \"{field}\" must be {expected}."))
+}
+
+fn optional_string(body: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(wrong_type(field, "a string")),
+    }
+}
+
+/// Ids arrive as strings or numbers; both mean the same id.
+fn optional_id(body: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.is_empty() => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(Value::Number(number)) => Ok(Some(number.to_string())),
+        Some(_) => Err(wrong_type(field, "a string or a number")),
+    }
+}
+
+/// An object field; `[]` (the public API's empty object) is accepted as `{}`.
+fn optional_object(body: &Map<String, Value>, field: &str) -> Result<Option<Value>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(Value::Object(map.clone()))),
+        Some(Value::Array(items)) if items.is_empty() => Ok(Some(json!({}))),
+        Some(_) => Err(wrong_type(field, "an object")),
+    }
+}
+
+fn string_list(body: &Map<String, Value>, field: &str) -> Result<Vec<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(text) => Ok(text.clone()),
+                Value::Number(number) => Ok(number.to_string()),
+                _ => Err(wrong_type(field, "an array of strings")),
+            })
+            .collect(),
+        Some(_) => Err(wrong_type(field, "an array of strings")),
+    }
+}

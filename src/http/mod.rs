@@ -1,0 +1,184 @@
+//! The HTTP API on hyper (the only module that knows hyper): routing, tokens, bodies, answers.
+
+pub mod client;
+pub mod error;
+mod handlers;
+pub mod query;
+pub mod render;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::Queue;
+use crate::settings::Token;
+use error::ApiError;
+
+/// The header carrying the API token.
+pub const TOKEN_HEADER: &str = "X-StorageApi-Token";
+/// The header that makes a new job a child of a run.
+pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
+
+/// Serves the API on `listener` until `shutdown`, then lets open requests finish (up to 10 s).
+pub async fn serve(listener: TcpListener, queue: Arc<Queue>, shutdown: CancellationToken) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept a connection");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let queue = Arc::clone(&queue);
+        let service = hyper::service::service_fn(move |request| {
+            let queue = Arc::clone(&queue);
+            async move { Ok::<_, Infallible>(answer(&queue, request, peer).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open after 10 s; closing them");
+    }
+}
+
+/// Handles one request; every failure becomes a Keboola error body.
+async fn answer(
+    queue: &Queue,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = match dispatch(queue, request).await {
+        Ok(response) => response,
+        Err(error) => json_response(error.status, &error.body()),
+    };
+    tracing::debug!(%peer, %method, %path, status = response.status().as_u16(), "request");
+    response
+}
+
+async fn dispatch(
+    queue: &Queue,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let token = authenticate(queue, &request)?;
+    let (parts, body) = request.into_parts();
+    let query = query::Query::parse(parts.uri.query());
+    let segments: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
+    let context = handlers::Context {
+        queue,
+        token: &token,
+        query: &query,
+        headers: &parts.headers,
+    };
+    let (status, value) = match (&parts.method, segments.as_slice()) {
+        (&Method::POST, ["jobs"]) => {
+            let body = read_body(body, &parts.headers, queue.settings().max_body_bytes).await?;
+            handlers::create_job(&context, &body)?
+        }
+        (&Method::GET, ["jobs"]) | (&Method::GET, ["search", "jobs"]) => {
+            handlers::search_jobs(&context)?
+        }
+        (&Method::GET, ["jobs", id]) => handlers::get_job(&context, id)?,
+        (&Method::POST, ["jobs", id, "kill"]) => handlers::kill_job(&context, id)?,
+        (&Method::GET, ["v2", "storage", "events"]) => handlers::events(&context)?,
+        (&Method::GET, ["v2", "storage", "tokens", "verify"]) => handlers::verify_token(&context),
+        (_, ["jobs"] | ["search", "jobs"] | ["jobs", _] | ["jobs", _, "kill"])
+        | (_, ["v2", "storage", "events"] | ["v2", "storage", "tokens", "verify"]) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "Method {} is not allowed on {}.",
+                    parts.method,
+                    parts.uri.path()
+                ),
+            ))
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("Route {} {} not found.", parts.method, parts.uri.path()),
+            ))
+        }
+    };
+    Ok(json_response(status, &value))
+}
+
+/// The token of the request, compared in constant time against every configured token.
+fn authenticate(queue: &Queue, request: &Request<Incoming>) -> Result<Token, ApiError> {
+    let unauthorized = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, message);
+    let given = request
+        .headers()
+        .get(TOKEN_HEADER)
+        .ok_or_else(|| unauthorized("Access token must be set in the X-StorageApi-Token header."))?
+        .as_bytes();
+    let mut found = None;
+    for token in &queue.settings().tokens {
+        if bool::from(token.token.as_bytes().ct_eq(given)) {
+            found = Some(token.clone());
+        }
+    }
+    found.ok_or_else(|| unauthorized("Invalid access token."))
+}
+
+/// Reads a body of at most `limit` bytes; larger ones are refused with 413.
+async fn read_body(
+    body: Incoming,
+    headers: &hyper::HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The request body is larger than the limit of {limit} bytes."),
+        )
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(ApiError::bad_request(format!(
+            "Cannot read the request body: {error}"
+        ))),
+    }
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,274 @@
+//! Query strings: the three array encodings, and the job listing filters.
+
+use std::collections::BTreeMap;
+
+use crate::http::error::ApiError;
+use crate::job::{JobQuery, JobType, Mode, SortKey, Status, TimeRange};
+
+/// A parsed query string: each name (with `[]` / `[N]` removed) and its values in order.
+pub struct Query {
+    values: BTreeMap<String, Vec<String>>,
+}
+
+impl Query {
+    /// Accepts `x[]=a&x[]=b`, `x[0]=a&x[1]=b` and `x=a&x=b` alike.
+    pub fn parse(text: Option<&str>) -> Query {
+        let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (key, value) in form_urlencoded::parse(text.unwrap_or("").as_bytes()) {
+            let name = match key.find('[') {
+                Some(open) if key.ends_with(']') => &key[..open],
+                _ => &key[..],
+            };
+            values
+                .entry(name.to_string())
+                .or_default()
+                .push(value.into_owned());
+        }
+        Query { values }
+    }
+
+    /// Every value given for `name` (an empty list when absent).
+    pub fn all(&self, name: &str) -> &[String] {
+        self.values.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Values of `name` and of its alias together.
+    pub fn all_of(&self, name: &str, alias: &str) -> Vec<String> {
+        [self.all(name), self.all(alias)].concat()
+    }
+
+    /// The last value given for `name`.
+    pub fn one(&self, name: &str) -> Option<&str> {
+        self.all(name).last().map(String::as_str)
+    }
+
+    /// A non-negative integer parameter, or a 400 naming it.
+    pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.one(name)
+            .map(|text| {
+                text.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "Parameter \"{name}\" must be a non-negative integer, \"{text}\" given."
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// The filters of `GET /search/jobs` (and `GET /jobs`) as spec/queue.md lists them.
+pub fn job_query(query: &Query) -> Result<JobQuery, ApiError> {
+    let parse_each = |name: &str, values: &[String], parse: &dyn Fn(&str) -> bool| {
+        values.iter().find(|v| !parse(v)).map_or(Ok(()), |bad| {
+            Err(ApiError::bad_request(format!(
+                "Parameter \"{name}\" has an invalid value \"{bad}\"."
+            )))
+        })
+    };
+    parse_each("status", query.all("status"), &|v| {
+        Status::parse(v).is_some()
+    })?;
+    parse_each("mode", query.all("mode"), &|v| Mode::parse(v).is_some())?;
+    parse_each("id", query.all("id"), &|v| v.parse::<u64>().is_ok())?;
+
+    let limit = query
+        .number("limit")?
+        .unwrap_or(JobQuery::DEFAULT_LIMIT as u64) as usize;
+    if limit == 0 || limit > JobQuery::MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "Parameter \"limit\" must be between 1 and {}, {limit} given.",
+            JobQuery::MAX_LIMIT
+        )));
+    }
+    let sort_by = match query.one("sortBy") {
+        None => SortKey::Id,
+        Some(name) => SortKey::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = SortKey::NAMES.iter().map(|(n, _)| *n).collect();
+            ApiError::bad_request(format!(
+                "Parameter \"sortBy\" must be one of {}, \"{name}\" given.",
+                known.join(", ")
+            ))
+        })?,
+    };
+    let descending = match query.one("sortOrder") {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Parameter \"sortOrder\" must be asc or desc, \"{other}\" given."
+            )))
+        }
+    };
+    let job_type = match query.one("type") {
+        None => None,
+        Some(text) => Some(
+            [
+                JobType::Standard,
+                JobType::Container,
+                JobType::OrchestrationContainer,
+                JobType::PhaseContainer,
+            ]
+            .into_iter()
+            .find(|t| t.as_str() == text)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Parameter \"type\" has an invalid value \"{text}\"."
+                ))
+            })?,
+        ),
+    };
+    Ok(JobQuery {
+        ids: query
+            .all("id")
+            .iter()
+            .filter_map(|v| v.parse().ok())
+            .collect(),
+        run_ids: query.all("runId").to_vec(),
+        branch_ids: query.all("branchId").to_vec(),
+        token_ids: query.all("tokenId").to_vec(),
+        token_descriptions: query.all("tokenDescription").to_vec(),
+        component_ids: query.all_of("componentId", "component"),
+        config_ids: query.all_of("configId", "config"),
+        config_row_ids: query.all("configRowIds").to_vec(),
+        modes: query
+            .all("mode")
+            .iter()
+            .filter_map(|v| Mode::parse(v))
+            .collect(),
+        statuses: query
+            .all("status")
+            .iter()
+            .filter_map(|v| Status::parse(v))
+            .collect(),
+        job_type,
+        parent_run_id: query.one("parentRunId").map(str::to_string),
+        created_time: time_range(query, "createdTime")?,
+        start_time: time_range(query, "startTime")?,
+        end_time: time_range(query, "endTime")?,
+        duration_from: query.number("durationSecondsFrom")?.map(|n| n as i64),
+        duration_to: query.number("durationSecondsTo")?.map(|n| n as i64),
+        sort_by,
+        descending,
+        offset: query.number("offset")?.unwrap_or(0) as usize,
+        limit,
+    })
+}
+
+fn time_range(query: &Query, name: &str) -> Result<TimeRange, ApiError> {
+    let bound = |suffix: &str| -> Result<Option<i64>, ApiError> {
+        let key = format!("{name}{suffix}");
+        query
+            .one(&key)
+            .map(|text| {
+                parse_time(text).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "Parameter \"{key}\" must be an ISO 8601 time (or a relative one like \"-1 week\"), \"{text}\" given."
+                    ))
+                })
+            })
+            .transpose()
+    };
+    Ok(TimeRange {
+        from: bound("From")?,
+        to: bound("To")?,
+    })
+}
+
+/// ISO 8601 (`2024-01-02T03:04:05+00:00`, or a plain date), `now`, `today`, `yesterday`,
+/// or relative `-N unit` / `N units ago` (second, minute, hour, day, week).
+pub fn parse_time(text: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, Utc};
+    let text = text.trim();
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Some(time.timestamp_micros());
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
+    }
+    let now = Utc::now();
+    let midnight = now.date_naive().and_hms_opt(0, 0, 0)?.and_utc();
+    match text {
+        "now" => return Some(now.timestamp_micros()),
+        "today" => return Some(midnight.timestamp_micros()),
+        "yesterday" => return Some((midnight - chrono::Duration::days(1)).timestamp_micros()),
+        _ => {}
+    }
+    let relative = text.strip_suffix(" ago").map(|t| format!("-{t}"));
+    let relative = relative.as_deref().unwrap_or(text);
+    let mut words = relative.split_whitespace();
+    let amount: i64 = words.next()?.parse().ok()?;
+    let unit = words.next()?.trim_end_matches('s');
+    let seconds = match unit {
+        "second" | "sec" => 1,
+        "minute" | "min" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        "week" => 604_800,
+        _ => return None,
+    };
+    if words.next().is_some() {
+        return None;
+    }
+    Some(now.timestamp_micros() + amount * seconds * 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_array_encodings_mean_the_same() {
+        for text in [
+            "status[]=error&status[]=success",
+            "status[0]=error&status[1]=success",
+            "status=error&status=success",
+        ] {
+            let query = job_query(&Query::parse(Some(text))).unwrap();
+            assert_eq!(query.statuses, [Status::Error, Status::Success], "{text}");
+        }
+    }
+
+    #[test]
+    fn aliases_and_defaults() {
+        let query = job_query(&Query::parse(Some("component=a&componentId=b&config=7"))).unwrap();
+        assert_eq!(query.component_ids, ["b", "a"]);
+        assert_eq!(query.config_ids, ["7"]);
+        assert_eq!(query.limit, 100);
+        assert_eq!(query.offset, 0);
+        assert_eq!(query.sort_by, SortKey::Id);
+        assert!(query.descending);
+    }
+
+    #[test]
+    fn parent_run_id_empty_selects_roots() {
+        let query = job_query(&Query::parse(Some("parentRunId="))).unwrap();
+        assert_eq!(query.parent_run_id.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        for (text, name) in [
+            ("limit=501", "limit"),
+            ("limit=0", "limit"),
+            ("offset=-1", "offset"),
+            ("status=done", "status"),
+            ("sortBy=color", "sortBy"),
+            ("sortOrder=up", "sortOrder"),
+            ("createdTimeFrom=whenever", "createdTimeFrom"),
+        ] {
+            let error = job_query(&Query::parse(Some(text))).unwrap_err();
+            assert!(error.message.contains(name), "{text}: {}", error.message);
+        }
+    }
+
+    #[test]
+    fn times_absolute_and_relative() {
+        assert_eq!(parse_time("1970-01-01T00:00:01+00:00"), Some(1_000_000));
+        assert_eq!(parse_time("1970-01-02"), Some(86_400_000_000));
+        let week_ago = parse_time("-1 week").unwrap();
+        let also = parse_time("1 week ago").unwrap();
+        assert!((week_ago - also).abs() < 1_000_000);
+        assert!(week_ago < parse_time("today").unwrap());
+        assert_eq!(parse_time("soon"), None);
+    }
+}

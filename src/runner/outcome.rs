@@ -1,0 +1,213 @@
+//! Exit classification: how a container's end becomes the job's status and result.
+
+use serde_json::{json, Value};
+
+use crate::job::Status;
+use crate::runner::output::message_text;
+
+/// How the container ended, as the runner observed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i64),
+    /// The engine reports the container OOM-killed.
+    OutOfMemory,
+    /// The daemon killed it at the process timeout.
+    TimedOut,
+    /// The daemon stopped it because the job was killed.
+    Terminated,
+}
+
+/// Which side is to blame for a failed job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    User,
+    Application,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::User => "user",
+            ErrorKind::Application => "application",
+        }
+    }
+}
+
+/// What the job becomes after its container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: Status,
+    pub message: String,
+    pub error: Option<ErrorKind>,
+}
+
+/// What the classification needs to know besides the exit itself.
+pub struct ExitContext<'a> {
+    /// `image:tag`, named by the timeout message.
+    pub image: &'a str,
+    pub memory_limit: &'a str,
+    pub timeout_seconds: u64,
+    pub stdout: &'a str,
+    pub stderr: &'a str,
+}
+
+pub const SUCCESS_MESSAGE: &str = "Component processing finished.";
+pub const APPLICATION_ERROR_MESSAGE: &str = "Application error";
+
+/// Classifies an exit exactly as the table in spec/runner.md.
+pub fn classify(exit: Exit, context: &ExitContext<'_>) -> Verdict {
+    let user = |message: String| Verdict {
+        status: Status::Error,
+        message,
+        error: Some(ErrorKind::User),
+    };
+    match exit {
+        Exit::Code(0) => Verdict {
+            status: Status::Success,
+            message: SUCCESS_MESSAGE.into(),
+            error: None,
+        },
+        Exit::Terminated => Verdict {
+            status: Status::Terminated,
+            message: "Job was terminated.".into(),
+            error: None,
+        },
+        Exit::OutOfMemory => user(format!(
+            "Component out of memory (exceeded {})",
+            context.memory_limit
+        )),
+        Exit::TimedOut => user(format!(
+            "Running {} container exceeded the timeout of {} seconds.",
+            context.image, context.timeout_seconds
+        )),
+        Exit::Code(137) | Exit::Code(125) => {
+            user("Component terminated. Possibly due to out of memory error".into())
+        }
+        Exit::Code(1) => {
+            let text = [context.stderr, context.stdout]
+                .into_iter()
+                .map(str::trim)
+                .find(|text| !text.is_empty())
+                .unwrap_or("No error message.");
+            user(message_text(text))
+        }
+        Exit::Code(_) => Verdict {
+            status: Status::Error,
+            message: APPLICATION_ERROR_MESSAGE.into(),
+            error: Some(ErrorKind::Application),
+        },
+    }
+}
+
+/// A new `exception-<hex>` id, shared by an error answer or result and the log line that explains it.
+pub fn new_exception_id() -> String {
+    format!("exception-{:032x}", rand::random::<u128>())
+}
+
+/// The job's `result` object for a verdict.
+pub fn result_json(verdict: &Verdict, images: Value, exception_id: &str) -> Value {
+    let mut result = json!({
+        "message": verdict.message,
+        "images": images,
+    });
+    if let Some(kind) = verdict.error {
+        result["error"] = json!({"type": kind.as_str(), "exceptionId": exception_id});
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(exit: Exit, stdout: &str, stderr: &str) -> Verdict {
+        classify(
+            exit,
+            &ExitContext {
+                image: "local/ex:1.0.0",
+                memory_limit: "32m",
+                timeout_seconds: 5,
+                stdout,
+                stderr,
+            },
+        )
+    }
+
+    #[test]
+    fn exit_zero_is_success() {
+        let verdict = check(Exit::Code(0), "out", "err");
+        assert_eq!(verdict.status, Status::Success);
+        assert_eq!(verdict.message, "Component processing finished.");
+        assert_eq!(verdict.error, None);
+    }
+
+    #[test]
+    fn oom_is_a_user_error_naming_the_limit() {
+        let verdict = check(Exit::OutOfMemory, "", "");
+        assert_eq!(verdict.message, "Component out of memory (exceeded 32m)");
+        assert_eq!(verdict.error, Some(ErrorKind::User));
+    }
+
+    #[test]
+    fn timeout_names_image_and_seconds() {
+        let verdict = check(Exit::TimedOut, "", "");
+        assert_eq!(
+            verdict.message,
+            "Running local/ex:1.0.0 container exceeded the timeout of 5 seconds."
+        );
+        assert_eq!(verdict.error, Some(ErrorKind::User));
+    }
+
+    #[test]
+    fn exit_137_and_125_suggest_out_of_memory() {
+        for code in [137, 125] {
+            let verdict = check(Exit::Code(code), "", "");
+            assert_eq!(
+                verdict.message,
+                "Component terminated. Possibly due to out of memory error"
+            );
+            assert_eq!(verdict.error, Some(ErrorKind::User));
+        }
+    }
+
+    #[test]
+    fn exit_one_prefers_stderr_then_stdout_then_a_default() {
+        assert_eq!(check(Exit::Code(1), "out", "err\n").message, "err");
+        assert_eq!(check(Exit::Code(1), "out\n", " \n").message, "out");
+        assert_eq!(check(Exit::Code(1), "", "").message, "No error message.");
+        let long = "x".repeat(10_000);
+        assert_eq!(
+            check(Exit::Code(1), "", &long).message.chars().count(),
+            4000
+        );
+    }
+
+    #[test]
+    fn other_exits_are_application_errors() {
+        for code in [2, 3, 127, 255] {
+            let verdict = check(Exit::Code(code), "", "details");
+            assert_eq!(verdict.status, Status::Error);
+            assert_eq!(verdict.message, "Application error");
+            assert_eq!(verdict.error, Some(ErrorKind::Application));
+        }
+    }
+
+    #[test]
+    fn termination_ends_terminated() {
+        assert_eq!(check(Exit::Terminated, "", "").status, Status::Terminated);
+    }
+
+    #[test]
+    fn result_has_error_only_on_failure() {
+        let ok = result_json(&check(Exit::Code(0), "", ""), json!([]), "exception-1");
+        assert_eq!(
+            ok,
+            json!({"message": "Component processing finished.", "images": []})
+        );
+        let failed = result_json(&check(Exit::Code(2), "", ""), json!([]), "exception-1");
+        assert_eq!(
+            failed["error"],
+            json!({"type": "application", "exceptionId": "exception-1"})
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! What a container prints: stdout split into event lines, bounded buffers for error messages.
+
+/// Longest event message; longer ones end with ` [trimmed]`.
+pub const MAX_EVENT_CHARS: usize = 60_000;
+/// Longest user error message; longer ones keep their head and tail around ` ... `.
+pub const MAX_MESSAGE_CHARS: usize = 4_000;
+
+/// Splits a byte stream into lines, whatever the chunking.
+#[derive(Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// A line longer than this is emitted in pieces rather than buffered without bound.
+    const MAX_PENDING: usize = 4 * MAX_EVENT_CHARS;
+
+    /// Feeds a chunk; returns the lines it completed, without their line breaks.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for &byte in chunk {
+            if byte == b'\n' {
+                lines.push(self.take());
+            } else {
+                self.pending.push(byte);
+                if self.pending.len() >= Self::MAX_PENDING {
+                    lines.push(self.take());
+                }
+            }
+        }
+        lines
+    }
+
+    /// The unfinished last line, if any.
+    pub fn finish(&mut self) -> Option<String> {
+        (!self.pending.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> String {
+        let mut bytes = std::mem::take(&mut self.pending);
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Keeps the first and the last bytes of a stream of any length.
+pub struct HeadTail {
+    head: Vec<u8>,
+    tail: std::collections::VecDeque<u8>,
+    dropped: bool,
+}
+
+impl Default for HeadTail {
+    fn default() -> Self {
+        HeadTail {
+            head: Vec::new(),
+            tail: std::collections::VecDeque::new(),
+            dropped: false,
+        }
+    }
+}
+
+impl HeadTail {
+    /// Enough bytes on each side for `MAX_MESSAGE_CHARS / 2` characters of 4-byte UTF-8.
+    const SIDE: usize = 4 * MAX_MESSAGE_CHARS;
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        let room = Self::SIDE.saturating_sub(self.head.len());
+        let (to_head, rest) = chunk.split_at(room.min(chunk.len()));
+        self.head.extend_from_slice(to_head);
+        self.tail.extend(rest);
+        while self.tail.len() > Self::SIDE {
+            self.tail.pop_front();
+            self.dropped = true;
+        }
+    }
+
+    /// The kept text, valid UTF-8; ` ... ` marks where bytes were dropped.
+    pub fn text(&self) -> String {
+        let head = String::from_utf8_lossy(&self.head);
+        let tail: Vec<u8> = self.tail.iter().copied().collect();
+        let tail = String::from_utf8_lossy(&tail);
+        if self.dropped {
+            format!("{head} ... {tail}")
+        } else {
+            format!("{head}{tail}")
+        }
+    }
+}
+
+/// An event message: at most `MAX_EVENT_CHARS`, then ` [trimmed]`.
+pub fn event_text(text: &str) -> String {
+    match text.char_indices().nth(MAX_EVENT_CHARS) {
+        Some((cut, _)) => format!("{} [trimmed]", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// A user error message: at most `MAX_MESSAGE_CHARS`, keeping head and tail around ` ... `.
+pub fn message_text(text: &str) -> String {
+    const SEPARATOR: &str = " ... ";
+    let count = text.chars().count();
+    if count <= MAX_MESSAGE_CHARS {
+        return text.to_string();
+    }
+    let keep = MAX_MESSAGE_CHARS - SEPARATOR.len();
+    let head: String = text.chars().take(keep / 2).collect();
+    let tail: String = text.chars().skip(count - (keep - keep / 2)).collect();
+    format!("{head}{SEPARATOR}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_survive_any_chunking() {
+        let mut splitter = LineSplitter::default();
+        let mut lines = splitter.push(b"first li");
+        lines.extend(splitter.push(b"ne\r\nsecond\nthi"));
+        lines.extend(splitter.push(b"rd"));
+        lines.extend(splitter.finish());
+        assert_eq!(lines, ["first line", "second", "third"]);
+        assert_eq!(splitter.finish(), None);
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_characters() {
+        let mut splitter = LineSplitter::default();
+        assert_eq!(splitter.push(b"a\xffb\n"), ["a\u{fffd}b"]);
+    }
+
+    #[test]
+    fn an_endless_line_is_emitted_in_pieces() {
+        let mut splitter = LineSplitter::default();
+        let lines = splitter.push(&vec![b'x'; LineSplitter::MAX_PENDING * 2 + 5]);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(splitter.finish().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn event_text_is_trimmed_at_60000_characters() {
+        assert_eq!(event_text("short"), "short");
+        let long = "é".repeat(MAX_EVENT_CHARS + 1);
+        let trimmed = event_text(&long);
+        assert!(trimmed.ends_with("é [trimmed]"));
+        assert_eq!(
+            trimmed.chars().count(),
+            MAX_EVENT_CHARS + " [trimmed]".len()
+        );
+    }
+
+    #[test]
+    fn message_text_keeps_head_and_tail_within_4000_characters() {
+        let text = format!(
+            "{}{}{}",
+            "a".repeat(3000),
+            "b".repeat(3000),
+            "c".repeat(3000)
+        );
+        let cut = message_text(&text);
+        assert_eq!(cut.chars().count(), MAX_MESSAGE_CHARS);
+        assert!(cut.starts_with("aaa") && cut.ends_with("ccc"));
+        assert!(cut.contains("a ... c"));
+        assert_eq!(message_text("exact"), "exact");
+    }
+
+    #[test]
+    fn head_tail_keeps_both_ends_of_a_long_stream() {
+        let mut buffer = HeadTail::default();
+        buffer.push(b"BEGIN");
+        for _ in 0..10_000 {
+            buffer.push(b"middle middle middle ");
+        }
+        buffer.push(b"END");
+        let text = buffer.text();
+        assert!(text.starts_with("BEGIN") && text.ends_with("END"));
+        assert!(text.len() <= 2 * HeadTail::SIDE + 5);
+        let message = message_text(&text);
+        assert!(message.starts_with("BEGIN") && message.ends_with("END"));
+    }
+}

@@ -1,0 +1,181 @@
+//! The job folder a component sees: `data/` with `config.json`, in/out folders and state, plus its environment.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+use crate::job::Job;
+use crate::settings::{Component, Settings};
+
+/// The folders of one job run on the host.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// Mounted at `/data`.
+    pub data: PathBuf,
+    /// Mounted at `/tmp`.
+    pub tmp: PathBuf,
+}
+
+/// The sub-folders every component may rely on; `keboola.component` does not create them itself.
+pub const DATA_FOLDERS: [&str; 5] = [
+    "in/tables",
+    "in/files",
+    "in/user",
+    "out/tables",
+    "out/files",
+];
+
+/// Creates `<job dir>/data` and `<job dir>/tmp` with `config.json` and an empty `in/state.json`,
+/// owned by `owner` (`uid`, `gid`) when given.
+pub fn prepare(
+    job_dir: &Path,
+    config: &Value,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<Workspace> {
+    let workspace = Workspace {
+        data: job_dir.join("data"),
+        tmp: job_dir.join("tmp"),
+    };
+    // A folder left by an earlier attempt of this job must not leak into this one.
+    if workspace.data.exists() {
+        fs::remove_dir_all(&workspace.data)?;
+    }
+    for folder in DATA_FOLDERS {
+        fs::create_dir_all(workspace.data.join(folder))?;
+    }
+    fs::create_dir_all(&workspace.tmp)?;
+    fs::write(
+        workspace.data.join("config.json"),
+        serde_json::to_vec_pretty(config)?,
+    )?;
+    fs::write(workspace.data.join("in/state.json"), b"{}")?;
+    if let Some((uid, gid)) = owner {
+        chown_tree(job_dir, uid, gid)?;
+    }
+    Ok(workspace)
+}
+
+/// Who the container runs as, and who must own the job folder: the configured non-root user when
+/// the daemon is root (it hands the folder over), else the daemon's own user (never root).
+pub fn container_identity(settings: &Settings) -> std::io::Result<(String, Option<(u32, u32)>)> {
+    let (uid, gid) = own_ids(&settings.data_dir)?;
+    if uid != 0 {
+        return Ok((format!("{uid}:{gid}"), None));
+    }
+    let owner = settings
+        .container_user
+        .split_once(':')
+        .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+        .unwrap_or((1000, 1000));
+    Ok((settings.container_user.clone(), Some(owner)))
+}
+
+/// `config.json`: configData without `runtime`/`processors`, with `action`, `image_parameters`
+/// and `authorization.context`; `storage` dropped when empty.
+pub fn config_json(job: &Job, component: &Component) -> Value {
+    let mut config = match &job.config_data {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    config.remove("runtime");
+    config.remove("processors");
+    if config.get("storage").is_some_and(is_empty) {
+        config.remove("storage");
+    }
+    if config.get("parameters").is_none_or(|p| !p.is_object()) {
+        config.insert("parameters".into(), json!({}));
+    }
+    let mut authorization = match config.remove("authorization") {
+        Some(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    authorization.insert(
+        "context".into(),
+        json!(format!("{}_{}", job.project_id, job.component)),
+    );
+    config.insert("authorization".into(), Value::Object(authorization));
+    config.insert(
+        "image_parameters".into(),
+        component.image_parameters.clone(),
+    );
+    config.insert("action".into(), json!("run"));
+    Value::Object(config)
+}
+
+/// The environment of spec/runner.md, as `NAME=value` pairs.
+pub fn environment(job: &Job, component: &Component, settings: &Settings) -> Vec<String> {
+    let config_id = match &job.config {
+        Some(id) => id.clone(),
+        None => parameters_hash(&job.config_data),
+    };
+    let pairs = [
+        ("KBC_DATADIR", "/data/".to_string()),
+        ("KBC_RUNID", job.id.to_string()),
+        ("KBC_PROJECTID", job.project_id.clone()),
+        ("KBC_CONFIGID", config_id),
+        ("KBC_CONFIGVERSION", String::new()),
+        ("KBC_COMPONENTID", component.id.clone()),
+        ("KBC_STACKID", settings.stack_id.clone()),
+        ("KBC_BRANCHID", job.branch_id.clone()),
+        (
+            "KBC_COMPONENT_RUN_MODE",
+            job.mode.component_run_mode().to_string(),
+        ),
+        ("KBC_PROJECT_FEATURE_GATES", "queuev2".to_string()),
+        ("KBC_STAGING_FILE_PROVIDER", "local".to_string()),
+    ];
+    pairs
+        .into_iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect()
+}
+
+/// `KBC_CONFIGID` of a configData-only job: a stable hash of its parameters.
+pub fn parameters_hash(config_data: &Value) -> String {
+    let text = config_data
+        .get("parameters")
+        .unwrap_or(&Value::Null)
+        .to_string();
+    // FNV-1a: stable across runs and builds, unlike std's randomly seeded hasher.
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Reads `out/usage.json` when the component wrote one.
+pub fn usage_data(workspace: &Workspace) -> Option<Value> {
+    let text = fs::read(workspace.data.join("out/usage.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(map) => map.values().all(is_empty),
+        Value::Array(items) => items.is_empty(),
+        _ => false,
+    }
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    if fs::symlink_metadata(path)?.is_dir() {
+        for entry in fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// The daemon's effective uid and gid, read off a file it creates (no libc needed).
+fn own_ids(dir: &Path) -> std::io::Result<(u32, u32)> {
+    fs::create_dir_all(dir)?;
+    let probe = dir.join(".jobq-owner-probe");
+    fs::write(&probe, b"")?;
+    let metadata = fs::metadata(&probe)?;
+    fs::remove_file(&probe)?;
+    Ok((metadata.uid(), metadata.gid()))
+}

@@ -1,0 +1,511 @@
+//! The daemon's settings: one TOML file, validated into typed values the rest of the code trusts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Settings after validation.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Base of each job's `url`, without a trailing slash.
+    pub public_url: String,
+    /// `None`: `DOCKER_HOST`, else the local socket.
+    pub docker_host: Option<String>,
+    pub max_concurrent_jobs: usize,
+    pub max_body_bytes: usize,
+    /// Time between SIGTERM and SIGKILL when a running job is killed.
+    pub kill_grace: Duration,
+    /// `KBC_STACKID` given to components.
+    pub stack_id: String,
+    /// `uid:gid` the containers run as (never root).
+    pub container_user: String,
+    pub project: Project,
+    pub tokens: Vec<Token>,
+    pub components: Vec<Component>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    /// The id jobs of the main branch carry as `branchId`.
+    pub default_branch_id: String,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    pub id: String,
+    pub description: String,
+    pub token: String,
+}
+
+// The secret stays out of any debug output (and so out of logs).
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("id", &self.id)
+            .field("description", &self.description)
+            .field("token", &"[hidden]")
+            .finish()
+    }
+}
+
+/// A registered component: which local image runs it, with which limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Component {
+    pub id: String,
+    pub image: String,
+    pub tag: String,
+    pub memory_bytes: i64,
+    pub process_timeout: Duration,
+    pub network: Network,
+    /// The component's own `image_parameters`, given to it in `config.json`.
+    pub image_parameters: serde_json::Value,
+}
+
+impl Component {
+    /// `image:tag` as Docker names it.
+    pub fn image_reference(&self, tag: &str) -> String {
+        format!("{}:{}", self.image, tag)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Bridge,
+    None,
+}
+
+impl Network {
+    pub fn docker_mode(self) -> &'static str {
+        match self {
+            Network::Bridge => "bridge",
+            Network::None => "none",
+        }
+    }
+}
+
+/// Why the settings file cannot be used. Each message names the file or the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read the settings file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the settings file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("setting `{key}` is not valid: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Settings {
+    /// Reads and validates a settings file.
+    pub fn load(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Settings::parse(&text).map_err(|error| match error {
+            SettingsError::Parse { message, .. } => SettingsError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates settings from TOML text.
+    pub fn parse(text: &str) -> Result<Settings, SettingsError> {
+        let raw: RawSettings = toml::from_str(text).map_err(|error| SettingsError::Parse {
+            path: PathBuf::new(),
+            message: error.to_string(),
+        })?;
+        raw.validate()
+    }
+
+    /// The registered component `id`, if any.
+    pub fn component(&self, id: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.id == id)
+    }
+
+    /// Where the redb file lives.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("jobq.redb")
+    }
+
+    /// The folder of one job (its `data/` and `tmp/` live inside).
+    pub fn job_dir(&self, job_id: u64) -> PathBuf {
+        self.data_dir.join("jobs").join(job_id.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    public_url: Option<String>,
+    docker_host: Option<String>,
+    #[serde(default = "default_max_concurrent_jobs")]
+    max_concurrent_jobs: i64,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: i64,
+    #[serde(default = "default_kill_grace_seconds")]
+    kill_grace_seconds: i64,
+    #[serde(default = "default_stack_id")]
+    stack_id: String,
+    #[serde(default = "default_container_user")]
+    container_user: String,
+    #[serde(default)]
+    project: RawProject,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+    #[serde(default)]
+    components: Vec<RawComponent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProject {
+    #[serde(default = "default_project_id")]
+    id: String,
+    #[serde(default = "default_project_name")]
+    name: String,
+    #[serde(default = "default_branch_id")]
+    default_branch_id: String,
+}
+
+impl Default for RawProject {
+    fn default() -> Self {
+        RawProject {
+            id: default_project_id(),
+            name: default_project_name(),
+            default_branch_id: default_branch_id(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    id: String,
+    #[serde(default)]
+    description: String,
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    id: String,
+    image: String,
+    tag: String,
+    #[serde(default = "default_memory")]
+    memory: String,
+    #[serde(default = "default_process_timeout")]
+    process_timeout: i64,
+    #[serde(default = "default_network")]
+    network: String,
+    #[serde(default)]
+    image_parameters: toml::Table,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_max_concurrent_jobs() -> i64 {
+    4
+}
+fn default_max_body_bytes() -> i64 {
+    10 * 1024 * 1024
+}
+fn default_kill_grace_seconds() -> i64 {
+    10
+}
+fn default_stack_id() -> String {
+    "jobq.local".into()
+}
+fn default_container_user() -> String {
+    "1000:1000".into()
+}
+fn default_project_id() -> String {
+    "1".into()
+}
+fn default_project_name() -> String {
+    "Local".into()
+}
+fn default_branch_id() -> String {
+    "1".into()
+}
+fn default_memory() -> String {
+    "256m".into()
+}
+fn default_process_timeout() -> i64 {
+    3600
+}
+fn default_network() -> String {
+    "bridge".into()
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+fn positive(key: &str, value: i64) -> Result<i64, SettingsError> {
+    if value < 1 {
+        return Err(invalid(key, format!("must be at least 1, not {value}")));
+    }
+    Ok(value)
+}
+
+fn not_empty(key: String, value: String) -> Result<String, SettingsError> {
+    if value.trim().is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    Ok(value)
+}
+
+/// `256m`, `1g`, `512k` or plain bytes; `k`/`m`/`g` are powers of ten.
+pub fn parse_memory(text: &str) -> Option<i64> {
+    let text = text.trim().to_ascii_lowercase();
+    let (digits, factor) = match text.char_indices().last()? {
+        (i, 'k') => (&text[..i], 1_000),
+        (i, 'm') => (&text[..i], 1_000_000),
+        (i, 'g') => (&text[..i], 1_000_000_000),
+        _ => (text.as_str(), 1),
+    };
+    let value: i64 = digits.parse().ok()?;
+    (value > 0).then(|| value.checked_mul(factor)).flatten()
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, SettingsError> {
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("\"{}\" is not an address like 127.0.0.1:8080", self.listen),
+            )
+        })?;
+        let public_url = match self.public_url {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                url.trim_end_matches('/').to_string()
+            }
+            Some(url) => {
+                return Err(invalid(
+                    "public_url",
+                    format!("\"{url}\" must start with http:// or https://"),
+                ))
+            }
+            None => format!("http://{listen}"),
+        };
+        if let Some(host) = &self.docker_host {
+            let known = ["unix://", "tcp://", "http://", "https://"];
+            if !known.iter().any(|scheme| host.starts_with(scheme)) {
+                return Err(invalid(
+                    "docker_host",
+                    format!("\"{host}\" must start with unix://, tcp:// or http://"),
+                ));
+            }
+        }
+        let container_user = self.container_user;
+        let uid_gid: Vec<&str> = container_user.split(':').collect();
+        let numeric = uid_gid.len() == 2 && uid_gid.iter().all(|p| p.parse::<u32>().is_ok());
+        if !numeric || uid_gid[0] == "0" {
+            return Err(invalid(
+                "container_user",
+                format!("\"{container_user}\" must be a non-root numeric uid:gid like 1000:1000"),
+            ));
+        }
+
+        let mut tokens = Vec::new();
+        for (i, raw) in self.tokens.into_iter().enumerate() {
+            tokens.push(Token {
+                id: not_empty(format!("tokens[{i}].id"), raw.id)?,
+                description: raw.description,
+                token: not_empty(format!("tokens[{i}].token"), raw.token)?,
+            });
+        }
+        if tokens.is_empty() {
+            return Err(invalid(
+                "tokens",
+                "add at least one [[tokens]] entry: every API request needs a token",
+            ));
+        }
+
+        let mut components: Vec<Component> = Vec::new();
+        for (i, raw) in self.components.into_iter().enumerate() {
+            let key = |name: &str| format!("components[{i}].{name}");
+            let id = not_empty(key("id"), raw.id)?;
+            if components.iter().any(|c| c.id == id) {
+                return Err(invalid(
+                    key("id"),
+                    format!("component \"{id}\" is listed twice"),
+                ));
+            }
+            let memory_bytes = parse_memory(&raw.memory).ok_or_else(|| {
+                invalid(
+                    key("memory"),
+                    format!("\"{}\" is not a size like 256m or 1g", raw.memory),
+                )
+            })?;
+            let network = match raw.network.as_str() {
+                "bridge" => Network::Bridge,
+                "none" => Network::None,
+                other => {
+                    return Err(invalid(
+                        key("network"),
+                        format!("\"{other}\" is not one of bridge, none"),
+                    ))
+                }
+            };
+            let timeout = positive(&key("process_timeout"), raw.process_timeout)?;
+            let image_parameters = serde_json::to_value(&raw.image_parameters)
+                .map_err(|e| invalid(key("image_parameters"), e.to_string()))?;
+            components.push(Component {
+                id,
+                image: not_empty(key("image"), raw.image)?,
+                tag: not_empty(key("tag"), raw.tag)?,
+                memory_bytes,
+                process_timeout: Duration::from_secs(timeout as u64),
+                network,
+                image_parameters,
+            });
+        }
+
+        Ok(Settings {
+            listen,
+            data_dir: self.data_dir,
+            public_url,
+            docker_host: self.docker_host,
+            max_concurrent_jobs: positive("max_concurrent_jobs", self.max_concurrent_jobs)?
+                as usize,
+            max_body_bytes: positive("max_body_bytes", self.max_body_bytes)? as usize,
+            kill_grace: Duration::from_secs(
+                positive("kill_grace_seconds", self.kill_grace_seconds)? as u64,
+            ),
+            stack_id: not_empty("stack_id".into(), self.stack_id)?,
+            container_user,
+            project: Project {
+                id: not_empty("project.id".into(), self.project.id)?,
+                name: self.project.name,
+                default_branch_id: not_empty(
+                    "project.default_branch_id".into(),
+                    self.project.default_branch_id,
+                )?,
+            },
+            tokens,
+            components,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config.example.toml");
+
+    fn error_of(text: &str) -> String {
+        Settings::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn example_file_parses_with_documented_values() {
+        let settings = Settings::parse(EXAMPLE).unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.public_url, "http://127.0.0.1:8080");
+        assert_eq!(settings.max_concurrent_jobs, 4);
+        assert_eq!(settings.max_body_bytes, 10 * 1024 * 1024);
+        let component = settings.component("keboola.ex-sample").unwrap();
+        assert_eq!(component.memory_bytes, 256_000_000);
+        assert_eq!(component.process_timeout, Duration::from_secs(3600));
+        assert_eq!(component.network, Network::Bridge);
+        assert_eq!(component.image_reference("1.0.0"), "local/ex-sample:1.0.0");
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_tokens() {
+        let settings = Settings::parse("[[tokens]]\nid = \"1\"\ntoken = \"t\"\n").unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("./data"));
+        assert_eq!(settings.kill_grace, Duration::from_secs(10));
+        assert_eq!(settings.project.id, "1");
+        assert!(settings.components.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let message = error_of("[[tokens]]\nid = \"1\"\ntoken = \"t\"\nmax_jobs = 3\n");
+        assert!(message.contains("max_jobs"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let component = "[[components]]\nid = \"c\"\nimage = \"i\"\ntag = \"1\"\n";
+        let cases = [
+            (format!("listen = \"nowhere\"\n{base}"), "`listen`"),
+            (
+                format!("max_concurrent_jobs = 0\n{base}"),
+                "`max_concurrent_jobs`",
+            ),
+            (
+                format!("container_user = \"0:0\"\n{base}"),
+                "`container_user`",
+            ),
+            (format!("public_url = \"ftp://x\"\n{base}"), "`public_url`"),
+            (
+                format!("{base}{component}memory = \"lots\"\n"),
+                "`components[0].memory`",
+            ),
+            (
+                format!("{base}{component}network = \"host\"\n"),
+                "`components[0].network`",
+            ),
+            (
+                format!("{base}{component}process_timeout = -1\n"),
+                "`components[0].process_timeout`",
+            ),
+            ("listen = \"127.0.0.1:1\"\n".to_string(), "`tokens`"),
+        ];
+        for (text, key) in cases {
+            let message = error_of(&text);
+            assert!(message.contains(key), "{key} not named in: {message}");
+        }
+    }
+
+    #[test]
+    fn wrong_type_is_reported_with_key() {
+        let message = error_of("max_concurrent_jobs = \"four\"\n");
+        assert!(message.contains("max_concurrent_jobs"), "{message}");
+    }
+
+    #[test]
+    fn memory_units_are_powers_of_ten() {
+        assert_eq!(parse_memory("256m"), Some(256_000_000));
+        assert_eq!(parse_memory("1g"), Some(1_000_000_000));
+        assert_eq!(parse_memory("32M"), Some(32_000_000));
+        assert_eq!(parse_memory("1000"), Some(1000));
+        assert_eq!(parse_memory("0m"), None);
+        assert_eq!(parse_memory("m"), None);
+    }
+
+    #[test]
+    fn token_secret_never_in_debug_output() {
+        let settings =
+            Settings::parse("[[tokens]]\nid = \"1\"\ntoken = \"s3cret-value\"\n").unwrap();
+        assert!(!format!("{settings:?}").contains("s3cret-value"));
+    }
+}

@@ -1,0 +1,213 @@
+//! Record encoding of the job store: one format-version byte, then the bincode (standard config) body.
+//!
+//! A later change to `Job` or `Event` adds a version here and decodes the older ones into the new
+//! shape, so stored records migrate as they are read.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::error::StoreError;
+use crate::job::{Event, Job};
+
+/// The format version written for job records.
+pub(super) const JOB_VERSION: u8 = 1;
+/// The format version written for event records.
+pub(super) const EVENT_VERSION: u8 = 1;
+
+pub(super) fn encode_job(job: &Job) -> Result<Vec<u8>, StoreError> {
+    encode("job record", JOB_VERSION, job)
+}
+
+pub(super) fn decode_job(bytes: &[u8]) -> Result<Job, StoreError> {
+    let (version, body) = split("job record", bytes, JOB_VERSION)?;
+    match version {
+        1 => decode_body("job record", body),
+        _ => Err(unknown("job record", version, JOB_VERSION)),
+    }
+}
+
+pub(super) fn encode_event(event: &Event) -> Result<Vec<u8>, StoreError> {
+    encode("event record", EVENT_VERSION, event)
+}
+
+pub(super) fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
+    let (version, body) = split("event record", bytes, EVENT_VERSION)?;
+    match version {
+        1 => decode_body("event record", body),
+        _ => Err(unknown("event record", version, EVENT_VERSION)),
+    }
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+fn encode<T: Serialize>(
+    record: &'static str,
+    version: u8,
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = vec![version];
+    bincode::serde::encode_into_std_write(value, &mut bytes, config()).map_err(|e| {
+        StoreError::Encode {
+            record,
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(bytes)
+}
+
+/// Splits off the version byte; a version above `known` is a newer jobq's record.
+fn split<'a>(
+    record: &'static str,
+    bytes: &'a [u8],
+    known: u8,
+) -> Result<(u8, &'a [u8]), StoreError> {
+    let Some((&version, body)) = bytes.split_first() else {
+        return Err(StoreError::Corrupt {
+            record,
+            detail: "the record is empty".to_string(),
+        });
+    };
+    if version > known {
+        return Err(unknown(record, version, known));
+    }
+    Ok((version, body))
+}
+
+fn unknown(record: &'static str, version: u8, known: u8) -> StoreError {
+    if version > known {
+        StoreError::UnknownVersion {
+            record,
+            version: version.into(),
+            known: known.into(),
+        }
+    } else {
+        // No jobq ever wrote this version.
+        StoreError::Corrupt {
+            record,
+            detail: format!("unknown format version {version}"),
+        }
+    }
+}
+
+fn decode_body<T: DeserializeOwned>(record: &'static str, body: &[u8]) -> Result<T, StoreError> {
+    let (value, read) =
+        bincode::serde::decode_from_slice(body, config()).map_err(|e| StoreError::Corrupt {
+            record,
+            detail: e.to_string(),
+        })?;
+    if read != body.len() {
+        return Err(StoreError::Corrupt {
+            record,
+            detail: format!("{} bytes left over after the record", body.len() - read),
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{DesiredStatus, EventType, JobType, Mode, Status};
+    use serde_json::json;
+
+    fn job() -> Job {
+        Job {
+            id: 7,
+            run_id: "3.7".to_string(),
+            parent_run_id: "3".to_string(),
+            project_id: "1".to_string(),
+            project_name: "Project".to_string(),
+            token_id: "42".to_string(),
+            token_description: "me".to_string(),
+            status: Status::Processing,
+            desired_status: DesiredStatus::Processing,
+            mode: Mode::ForceRun,
+            component: "keboola.ex-db".to_string(),
+            config: Some("123".to_string()),
+            config_data: json!({"parameters": {"a": [1, 2.5, null, "x"]}}),
+            config_row_ids: vec!["r1".to_string(), "r2".to_string()],
+            tag: "1.2.3".to_string(),
+            branch_id: "default".to_string(),
+            created_time: -5,
+            start_time: Some(1_700_000_000_000_000),
+            end_time: None,
+            result: json!({}),
+            usage_data: json!(null),
+            variable_values_id: None,
+            variable_values_data: json!({"values": [{"name": "v", "value": "1"}]}),
+            backend: json!({"type": "small"}),
+            metrics: json!(null),
+            behavior: json!({"onError": "stop"}),
+            parallelism: Some("5".to_string()),
+            job_type: JobType::Container,
+            container_id: Some("abc".to_string()),
+        }
+    }
+
+    #[test]
+    fn job_round_trips() {
+        let job = job();
+        let bytes = encode_job(&job).expect("encode");
+        assert_eq!(bytes[0], JOB_VERSION);
+        assert_eq!(decode_job(&bytes).expect("decode"), job);
+    }
+
+    #[test]
+    fn event_round_trips() {
+        let event = Event {
+            id: 9,
+            job_id: 7,
+            event_type: EventType::Warn,
+            message: "héllo\nworld".to_string(),
+            created: 12,
+            run_id: "7".to_string(),
+            component: "c".to_string(),
+        };
+        let bytes = encode_event(&event).expect("encode");
+        assert_eq!(bytes[0], EVENT_VERSION);
+        assert_eq!(decode_event(&bytes).expect("decode"), event);
+    }
+
+    #[test]
+    fn newer_version_says_jobq_is_too_old() {
+        let mut bytes = encode_job(&job()).expect("encode");
+        bytes[0] = 200;
+        let error = decode_job(&bytes).expect_err("must refuse");
+        assert!(
+            matches!(
+                error,
+                StoreError::UnknownVersion {
+                    version: 200,
+                    known: 1,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("version 200"), "{message}");
+        assert!(message.contains("too old"), "{message}");
+    }
+
+    #[test]
+    fn damaged_records_are_corrupt() {
+        assert!(matches!(decode_job(&[]), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            decode_job(&[0, 1]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let bytes = encode_job(&job()).expect("encode");
+        assert!(matches!(
+            decode_job(&bytes[..bytes.len() / 2]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            decode_job(&longer),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,110 @@
+//! The errors of the job store, each saying what went wrong and what the user can do about it.
+
+use std::path::PathBuf;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (or another `Store` in this one) holds the file.
+    #[error(
+        "the job store {} is open in another jobq process: stop the other jobq or choose another data_dir",
+        path.display()
+    )]
+    Locked { path: PathBuf },
+
+    /// The file is in a database file format this jobq cannot open.
+    #[error(
+        "the job store {} uses database file format {version}, which this jobq cannot open: \
+         upgrade the file with a jobq release that reads it, or choose another data_dir",
+        path.display()
+    )]
+    OldFileFormat { path: PathBuf, version: u8 },
+
+    /// The file could not be opened or created.
+    #[error(
+        "cannot open the job store {}: {source}; check that data_dir exists, that jobq may read \
+         and write it, and that the file is a jobq store",
+        path.display()
+    )]
+    Open { path: PathBuf, source: DbError },
+
+    /// The database failed during an operation.
+    #[error(
+        "the job store failed while {action}: {source}; check free disk space and the data_dir \
+         file system, then retry"
+    )]
+    Database {
+        action: &'static str,
+        source: DbError,
+    },
+
+    /// A record (or the store layout) is newer than this jobq understands.
+    #[error(
+        "a stored {record} has format version {version}, but this jobq knows versions up to \
+         {known} only: this jobq is too old for its data_dir; run the newer jobq that wrote it"
+    )]
+    UnknownVersion {
+        record: &'static str,
+        version: u64,
+        known: u64,
+    },
+
+    /// A record could not be decoded, or the tables disagree with each other.
+    #[error(
+        "a stored {record} is damaged ({detail}): restore data_dir from a backup, or move the \
+         store file away to start empty"
+    )]
+    Corrupt {
+        record: &'static str,
+        detail: String,
+    },
+
+    /// A record could not be encoded; a jobq bug.
+    #[error("cannot encode a {record} for the job store ({detail}): please report this jobq bug")]
+    Encode {
+        record: &'static str,
+        detail: String,
+    },
+
+    /// No job has this id.
+    #[error("job {id} does not exist")]
+    JobNotFound { id: u64 },
+
+    /// A sequence reached `u64::MAX`.
+    #[error("the {sequence} id sequence is exhausted: start jobq with a new data_dir")]
+    SequenceExhausted { sequence: &'static str },
+}
+
+/// Why `Store::update_job` did not write.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<E> {
+    /// The store failed, or the job does not exist (`StoreError::JobNotFound`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The update function refused the change; nothing was written.
+    #[error("{0}")]
+    Rejected(E),
+}
+
+impl<E> UpdateError<E> {
+    /// Whether the job to update does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, UpdateError::Store(StoreError::JobNotFound { .. }))
+    }
+}
+
+/// An error of the underlying database, kept opaque so its types stay inside the store.
+#[derive(Debug)]
+pub struct DbError(pub(super) redb::Error);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}

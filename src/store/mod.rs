@@ -1,0 +1,765 @@
+//! The job store: jobs, their indexes and their events in one redb file; the only module that knows redb.
+//!
+//! Every change to a job rewrites its indexes in the same write transaction, so readers never
+//! see a job and its index entries disagree. Job and event ids come from sequences kept in the
+//! `meta` table, so they keep increasing across restarts.
+
+mod codec;
+mod error;
+mod tables;
+
+pub use error::{DbError, StoreError, UpdateError};
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, DatabaseError, MultimapTable, ReadOnlyMultimapTable, ReadTransaction,
+    ReadableDatabase, ReadableTable, WriteTransaction,
+};
+
+use crate::job::{Event, EventType, Job, JobQuery, SortKey, Status};
+use tables::*;
+
+/// The job store over one redb file. Cheap to share through an `Arc`; every method is blocking.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens or creates `<path>` (the redb file).
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path).map_err(|error| open_error(path, error))?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+        };
+        store.write("preparing the tables", |txn| {
+            {
+                let mut meta = txn.open_table(META)?;
+                let schema = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
+                match schema {
+                    None => {
+                        meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+                    }
+                    Some(version) if version > SCHEMA_VERSION => {
+                        return Err(Fail::Store(StoreError::UnknownVersion {
+                            record: "table layout",
+                            version,
+                            known: SCHEMA_VERSION,
+                        }));
+                    }
+                    Some(_) => {}
+                }
+            }
+            txn.open_table(JOBS)?;
+            Indexes::open(txn)?;
+            txn.open_table(EVENTS)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// The path of the redb file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Allocates the next id from the sequence and inserts the job `make(id)` returns, with all
+    /// indexes, in one write transaction. The job's `id` is set to the allocated id.
+    pub fn create_job(&self, make: impl FnOnce(u64) -> Job) -> Result<Job, StoreError> {
+        self.write("creating a job", |txn| {
+            let id = next_in_sequence(txn, META_LAST_JOB_ID, "job")?;
+            let mut job = make(id);
+            job.id = id;
+            let mut jobs = txn.open_table(JOBS)?;
+            if jobs.get(id)?.is_some() {
+                return Err(Fail::Store(StoreError::Corrupt {
+                    record: "job sequence",
+                    detail: format!("job {id} already exists although the sequence handed it out"),
+                }));
+            }
+            jobs.insert(id, codec::encode_job(&job)?.as_slice())?;
+            Indexes::open(txn)?.insert(&job)?;
+            Ok(job)
+        })
+    }
+
+    /// The job with this id, if any.
+    pub fn job(&self, id: u64) -> Result<Option<Job>, StoreError> {
+        self.read("reading a job", |txn| {
+            let jobs = txn.open_table(JOBS)?;
+            load_job(&jobs, id)
+        })
+    }
+
+    /// Read-modify-write of one job in one write transaction; indexes follow the change.
+    ///
+    /// `f` returning `Err` aborts (nothing is written) and comes back as `UpdateError::Rejected`.
+    /// A missing job is `UpdateError::Store(StoreError::JobNotFound)`. `f` cannot change the id.
+    pub fn update_job<E>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&mut Job) -> Result<(), E>,
+    ) -> Result<Job, UpdateError<E>> {
+        let outcome = self.write_or_abort("updating a job", |txn| {
+            let mut jobs = txn.open_table(JOBS)?;
+            let Some(old) = load_job(&jobs, id)? else {
+                return Err(Fail::Store(StoreError::JobNotFound { id }));
+            };
+            let mut job = old.clone();
+            if let Err(rejection) = f(&mut job) {
+                return Ok(Err(rejection));
+            }
+            job.id = id;
+            jobs.insert(id, codec::encode_job(&job)?.as_slice())?;
+            Indexes::open(txn)?.replace(&old, &job)?;
+            Ok(Ok(job))
+        })?;
+        outcome.map_err(UpdateError::Rejected)
+    }
+
+    /// Jobs in `status`, oldest (lowest id) first, via the status index.
+    pub fn jobs_with_status(&self, status: Status) -> Result<Vec<Job>, StoreError> {
+        self.read("listing jobs by status", |txn| {
+            let index = txn.open_multimap_table(JOBS_BY_STATUS)?;
+            let ids = collect_ids(index.get(status.code())?)?;
+            load_jobs(txn, &ids)
+        })
+    }
+
+    /// The jobs `query` selects, sorted and paged by it.
+    ///
+    /// Candidates come from the most selective index that applies (ids; run ids; statuses;
+    /// component + config (+ branch); parent run id), judged by how many ids each would yield;
+    /// without any, from the created-time index when the query bounds the created time, else
+    /// from all jobs. Then `query.matches` filters and `query.sort_and_page` orders and pages.
+    /// Sorted by id, the scan stops as soon as the page is full.
+    pub fn search(&self, query: &JobQuery) -> Result<Vec<Job>, StoreError> {
+        self.read("searching jobs", |txn| {
+            let jobs = txn.open_table(JOBS)?;
+            let wanted = query.offset.saturating_add(query.limit);
+            let by_id = query.sort_by == SortKey::Id;
+            let mut found = Vec::new();
+            let mut keep = |job: Job| {
+                if query.matches(&job) {
+                    found.push(job);
+                }
+                // Ids arrive in sort order: a full page ends the scan.
+                !(by_id && found.len() >= wanted)
+            };
+            match candidates(txn, query)? {
+                Some(Candidates {
+                    mut ids,
+                    from_index,
+                }) => {
+                    if query.descending {
+                        ids.reverse();
+                    }
+                    for id in ids {
+                        let job = match load_job(&jobs, id)? {
+                            Some(job) => job,
+                            // The query's own ids may name no job.
+                            None if !from_index => continue,
+                            None => return Err(dangling(id)),
+                        };
+                        if !keep(job) {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    let range = jobs.range::<u64>(..)?;
+                    let entries: Box<dyn Iterator<Item = _>> = if query.descending {
+                        Box::new(range.rev())
+                    } else {
+                        Box::new(range)
+                    };
+                    for entry in entries {
+                        let (_, record) = entry?;
+                        if !keep(codec::decode_job(record.value())?) {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(query.sort_and_page(found))
+        })
+    }
+
+    /// The direct children of `parent_run_id`: jobs whose `parent_run_id` it is, lowest id first.
+    pub fn children(&self, parent_run_id: &str) -> Result<Vec<Job>, StoreError> {
+        self.read("listing child jobs", |txn| {
+            let index = txn.open_multimap_table(JOBS_BY_PARENT)?;
+            let ids = collect_ids(index.get(parent_run_id)?)?;
+            load_jobs(txn, &ids)
+        })
+    }
+
+    /// The job whose `run_id` is `run_id`, if any (the lowest id, should there be several).
+    pub fn job_by_run_id(&self, run_id: &str) -> Result<Option<Job>, StoreError> {
+        self.read("finding a job by run id", |txn| {
+            let index = txn.open_multimap_table(JOBS_BY_RUN_ID)?;
+            let ids = collect_ids(index.get(run_id)?)?;
+            Ok(load_jobs(txn, &ids)?.into_iter().next())
+        })
+    }
+
+    /// Appends an event for an existing job, with the next id of the global event sequence,
+    /// keyed (job id, event id).
+    pub fn add_event(
+        &self,
+        job_id: u64,
+        event_type: EventType,
+        message: &str,
+        run_id: &str,
+        component: &str,
+        created: i64,
+    ) -> Result<Event, StoreError> {
+        self.write("adding an event", |txn| {
+            if txn.open_table(JOBS)?.get(job_id)?.is_none() {
+                return Err(Fail::Store(StoreError::JobNotFound { id: job_id }));
+            }
+            let id = next_in_sequence(txn, META_LAST_EVENT_ID, "event")?;
+            let event = Event {
+                id,
+                job_id,
+                event_type,
+                message: message.to_string(),
+                created,
+                run_id: run_id.to_string(),
+                component: component.to_string(),
+            };
+            txn.open_table(EVENTS)?
+                .insert((job_id, id), codec::encode_event(&event)?.as_slice())?;
+            Ok(event)
+        })
+    }
+
+    /// A job's events newest first, skipping `offset` and returning at most `limit`;
+    /// with `since_id`, only events with a greater id.
+    pub fn events(
+        &self,
+        job_id: u64,
+        since_id: Option<u64>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let first = match since_id {
+            None => 0,
+            Some(since) => match since.checked_add(1) {
+                Some(first) => first,
+                None => return Ok(Vec::new()),
+            },
+        };
+        self.read("reading events", |txn| {
+            let table = txn.open_table(EVENTS)?;
+            let mut events = Vec::new();
+            for entry in table
+                .range((job_id, first)..=(job_id, u64::MAX))?
+                .rev()
+                .skip(offset)
+                .take(limit)
+            {
+                let (_, record) = entry?;
+                events.push(codec::decode_event(record.value())?);
+            }
+            Ok(events)
+        })
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// A failure inside a transaction: the database's, or one the store diagnosed.
+enum Fail {
+    Db(redb::Error),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Fail {
+    fn from(error: StoreError) -> Self {
+        Fail::Store(error)
+    }
+}
+
+macro_rules! fail_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Fail {
+            fn from(error: $t) -> Self {
+                Fail::Db(error.into())
+            }
+        }
+    )*};
+}
+
+fail_from_redb!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+impl Fail {
+    fn during(self, action: &'static str) -> StoreError {
+        match self {
+            Fail::Db(error) => StoreError::Database {
+                action,
+                source: DbError(error),
+            },
+            Fail::Store(error) => error,
+        }
+    }
+}
+
+impl Store {
+    fn read<T>(
+        &self,
+        action: &'static str,
+        body: impl FnOnce(&ReadTransaction) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        let run = || {
+            let txn = self.db.begin_read()?;
+            body(&txn)
+        };
+        run().map_err(|fail| fail.during(action))
+    }
+
+    /// Runs `body` in a write transaction and commits it, or aborts when `body` fails.
+    fn write<T>(
+        &self,
+        action: &'static str,
+        body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        self.write_or_abort(action, |txn| {
+            body(txn).map(Ok::<T, std::convert::Infallible>)
+        })
+        .map(|outcome| match outcome {
+            Ok(value) => value,
+            Err(never) => match never {},
+        })
+    }
+
+    /// Runs `body` in a write transaction; commits when it returns `Ok(Ok(_))`, aborts otherwise.
+    fn write_or_abort<T, R>(
+        &self,
+        action: &'static str,
+        body: impl FnOnce(&WriteTransaction) -> Result<Result<T, R>, Fail>,
+    ) -> Result<Result<T, R>, StoreError> {
+        let run = || {
+            let txn = self.db.begin_write()?;
+            match body(&txn) {
+                Ok(Ok(value)) => {
+                    txn.commit()?;
+                    Ok(Ok(value))
+                }
+                Ok(Err(rejection)) => {
+                    txn.abort()?;
+                    Ok(Err(rejection))
+                }
+                Err(fail) => {
+                    // The failure is what the caller needs; an abort error would hide it.
+                    let _ = txn.abort();
+                    Err(fail)
+                }
+            }
+        };
+        run().map_err(|fail: Fail| fail.during(action))
+    }
+}
+
+fn open_error(path: &Path, error: DatabaseError) -> StoreError {
+    let path = path.to_path_buf();
+    match error {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            StoreError::Locked { path }
+        }
+        DatabaseError::UpgradeRequired(version) => StoreError::OldFileFormat { path, version },
+        other => StoreError::Open {
+            path,
+            source: DbError(other.into()),
+        },
+    }
+}
+
+/// Takes the next id of the sequence stored under `key` in `meta`.
+fn next_in_sequence(
+    txn: &WriteTransaction,
+    key: &str,
+    sequence: &'static str,
+) -> Result<u64, Fail> {
+    let mut meta = txn.open_table(META)?;
+    let last = meta.get(key)?.map(|v| v.value()).unwrap_or(0);
+    let next = last
+        .checked_add(1)
+        .ok_or(StoreError::SequenceExhausted { sequence })?;
+    meta.insert(key, next)?;
+    Ok(next)
+}
+
+fn load_job(jobs: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<Option<Job>, Fail> {
+    let Some(record) = jobs.get(id)? else {
+        return Ok(None);
+    };
+    let job = codec::decode_job(record.value())?;
+    if job.id != id {
+        return Err(Fail::Store(StoreError::Corrupt {
+            record: "job record",
+            detail: format!("the record under id {id} says it is job {}", job.id),
+        }));
+    }
+    Ok(Some(job))
+}
+
+/// The jobs an index named, in the order of `ids`.
+fn load_jobs(txn: &ReadTransaction, ids: &[u64]) -> Result<Vec<Job>, Fail> {
+    let jobs = txn.open_table(JOBS)?;
+    let mut found = Vec::with_capacity(ids.len());
+    for &id in ids {
+        match load_job(&jobs, id)? {
+            Some(job) => found.push(job),
+            None => return Err(dangling(id)),
+        }
+    }
+    Ok(found)
+}
+
+fn dangling(id: u64) -> Fail {
+    Fail::Store(StoreError::Corrupt {
+        record: "job index",
+        detail: format!("an index names job {id}, which does not exist"),
+    })
+}
+
+fn collect_ids<'a>(
+    values: impl Iterator<Item = Result<redb::AccessGuard<'a, u64>, redb::StorageError>>,
+) -> Result<Vec<u64>, Fail> {
+    let mut ids = Vec::new();
+    for id in values {
+        ids.push(id?.value());
+    }
+    Ok(ids)
+}
+
+/// The jobs worth loading for a query.
+struct Candidates {
+    /// Ascending and distinct.
+    ids: Vec<u64>,
+    /// Whether the ids come from an index (so each must name a job) rather than the query.
+    from_index: bool,
+}
+
+/// The ids of the smallest applicable index selection, or `None` to scan every job.
+fn candidates(txn: &ReadTransaction, query: &JobQuery) -> Result<Option<Candidates>, Fail> {
+    let by_status = txn.open_multimap_table(JOBS_BY_STATUS)?;
+    let by_config = txn.open_multimap_table(JOBS_BY_CONFIG)?;
+    let by_parent = txn.open_multimap_table(JOBS_BY_PARENT)?;
+    let by_run_id = txn.open_multimap_table(JOBS_BY_RUN_ID)?;
+
+    // Each applicable index with the number of ids it would yield, counted without reading them.
+    let mut best: Option<(u64, Selection)> = None;
+    let mut consider = |count: u64, selection: Selection| {
+        if best.as_ref().is_none_or(|(least, _)| count < *least) {
+            best = Some((count, selection));
+        }
+    };
+    if !query.ids.is_empty() {
+        consider(query.ids.len() as u64, Selection::Ids);
+    }
+    if !query.run_ids.is_empty() {
+        let mut count = 0;
+        for run_id in &query.run_ids {
+            count += by_run_id.get(run_id.as_str())?.len();
+        }
+        consider(count, Selection::RunIds);
+    }
+    if !query.statuses.is_empty() {
+        let mut count = 0;
+        for status in distinct(&query.statuses) {
+            count += by_status.get(status.code())?.len();
+        }
+        consider(count, Selection::Statuses);
+    }
+    if !query.component_ids.is_empty() {
+        let count = config_selection(&by_config, query, None)?;
+        consider(count, Selection::Config);
+    }
+    if let Some(parent) = &query.parent_run_id {
+        consider(by_parent.get(parent.as_str())?.len(), Selection::Parent);
+    }
+
+    let mut ids = match best.as_ref().map(|(_, selection)| *selection) {
+        Some(Selection::Ids) => query.ids.clone(),
+        Some(Selection::RunIds) => {
+            let mut ids = Vec::new();
+            for run_id in &query.run_ids {
+                ids.extend(collect_ids(by_run_id.get(run_id.as_str())?)?);
+            }
+            ids
+        }
+        Some(Selection::Statuses) => {
+            let mut ids = Vec::new();
+            for status in distinct(&query.statuses) {
+                ids.extend(collect_ids(by_status.get(status.code())?)?);
+            }
+            ids
+        }
+        Some(Selection::Config) => {
+            let mut ids = Vec::new();
+            config_selection(&by_config, query, Some(&mut ids))?;
+            ids
+        }
+        Some(Selection::Parent) => {
+            let parent = query.parent_run_id.as_deref().unwrap_or("");
+            collect_ids(by_parent.get(parent)?)?
+        }
+        None => {
+            let range = query.created_time;
+            if range.from.is_none() && range.to.is_none() {
+                return Ok(None);
+            }
+            let from = range.from.map_or(Bound::Unbounded, Bound::Included);
+            let to = range.to.map_or(Bound::Unbounded, Bound::Included);
+            if let (Bound::Included(from), Bound::Included(to)) = (from, to) {
+                if from > to {
+                    return Ok(Some(Candidates {
+                        ids: Vec::new(),
+                        from_index: true,
+                    }));
+                }
+            }
+            let by_created = txn.open_multimap_table(JOBS_BY_CREATED)?;
+            let mut ids = Vec::new();
+            for entry in by_created.range::<i64>((from, to))? {
+                let (_, values) = entry?;
+                ids.extend(collect_ids(values)?);
+            }
+            ids
+        }
+    };
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Some(Candidates {
+        ids,
+        from_index: !matches!(best, Some((_, Selection::Ids))),
+    }))
+}
+
+#[derive(Clone, Copy)]
+enum Selection {
+    Ids,
+    RunIds,
+    Statuses,
+    Config,
+    Parent,
+}
+
+fn distinct<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(item) {
+            seen.push(*item);
+        }
+    }
+    seen
+}
+
+/// Walks the config index for the query's components (× configs (× branches)); returns how many
+/// ids it names, and appends them to `ids` when given.
+fn config_selection(
+    index: &ReadOnlyMultimapTable<(&'static str, &'static str, &'static str), u64>,
+    query: &JobQuery,
+    mut ids: Option<&mut Vec<u64>>,
+) -> Result<u64, Fail> {
+    let mut count = 0;
+    for component in &query.component_ids {
+        let component = component.as_str();
+        if query.config_ids.is_empty() {
+            count += config_prefix(index, component, None, ids.as_deref_mut())?;
+            continue;
+        }
+        for config in &query.config_ids {
+            let config = config.as_str();
+            if query.branch_ids.is_empty() {
+                count += config_prefix(index, component, Some(config), ids.as_deref_mut())?;
+                continue;
+            }
+            for branch in &query.branch_ids {
+                let values = index.get((component, config, branch.as_str()))?;
+                count += values.len();
+                if let Some(ids) = ids.as_deref_mut() {
+                    ids.extend(collect_ids(values)?);
+                }
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// The ids under keys starting with `component` (and `config`, when given).
+fn config_prefix(
+    index: &ReadOnlyMultimapTable<(&'static str, &'static str, &'static str), u64>,
+    component: &str,
+    config: Option<&str>,
+    mut ids: Option<&mut Vec<u64>>,
+) -> Result<u64, Fail> {
+    let start = (component, config.unwrap_or(""), "");
+    let mut count = 0;
+    for entry in index.range(start..)? {
+        let (key, values) = entry?;
+        let (key_component, key_config, _) = key.value();
+        if key_component != component || config.is_some_and(|c| c != key_config) {
+            break;
+        }
+        count += values.len();
+        if let Some(ids) = ids.as_deref_mut() {
+            ids.extend(collect_ids(values)?);
+        }
+    }
+    Ok(count)
+}
+
+/// The index tables of `JOBS`, open in a write transaction.
+struct Indexes<'txn> {
+    by_status: MultimapTable<'txn, u8, u64>,
+    by_config: MultimapTable<'txn, (&'static str, &'static str, &'static str), u64>,
+    by_parent: MultimapTable<'txn, &'static str, u64>,
+    by_created: MultimapTable<'txn, i64, u64>,
+    by_run_id: MultimapTable<'txn, &'static str, u64>,
+}
+
+impl<'txn> Indexes<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, Fail> {
+        Ok(Indexes {
+            by_status: txn.open_multimap_table(JOBS_BY_STATUS)?,
+            by_config: txn.open_multimap_table(JOBS_BY_CONFIG)?,
+            by_parent: txn.open_multimap_table(JOBS_BY_PARENT)?,
+            by_created: txn.open_multimap_table(JOBS_BY_CREATED)?,
+            by_run_id: txn.open_multimap_table(JOBS_BY_RUN_ID)?,
+        })
+    }
+
+    fn insert(&mut self, job: &Job) -> Result<(), Fail> {
+        let id = job.id;
+        self.by_status.insert(job.status.code(), id)?;
+        self.by_config.insert(config_key(job), id)?;
+        self.by_parent.insert(job.parent_run_id.as_str(), id)?;
+        self.by_created.insert(job.created_time, id)?;
+        self.by_run_id.insert(job.run_id.as_str(), id)?;
+        Ok(())
+    }
+
+    /// Moves the entries of `old` to those of `new` (the same job), touching only what changed.
+    fn replace(&mut self, old: &Job, new: &Job) -> Result<(), Fail> {
+        let id = new.id;
+        if old.status != new.status {
+            self.by_status.remove(old.status.code(), id)?;
+            self.by_status.insert(new.status.code(), id)?;
+        }
+        if config_key(old) != config_key(new) {
+            self.by_config.remove(config_key(old), id)?;
+            self.by_config.insert(config_key(new), id)?;
+        }
+        if old.parent_run_id != new.parent_run_id {
+            self.by_parent.remove(old.parent_run_id.as_str(), id)?;
+            self.by_parent.insert(new.parent_run_id.as_str(), id)?;
+        }
+        if old.created_time != new.created_time {
+            self.by_created.remove(old.created_time, id)?;
+            self.by_created.insert(new.created_time, id)?;
+        }
+        if old.run_id != new.run_id {
+            self.by_run_id.remove(old.run_id.as_str(), id)?;
+            self.by_run_id.insert(new.run_id.as_str(), id)?;
+        }
+        Ok(())
+    }
+}
+
+fn config_key(job: &Job) -> (&str, &str, &str) {
+    (
+        job.component.as_str(),
+        job.config_id(),
+        job.branch_id.as_str(),
+    )
+}
+
+#[cfg(test)]
+impl Store {
+    /// Panics unless every index entry names an existing job with that value, every job is in
+    /// every index, the sequences are ahead of every id, and every event belongs to a job.
+    fn assert_internally_consistent(&self) {
+        use redb::{ReadOnlyTable, ReadableMultimapTable};
+        use std::collections::BTreeMap;
+
+        let txn = self.db.begin_read().expect("begin read");
+        let table = txn.open_table(JOBS).expect("jobs table");
+        let mut jobs = BTreeMap::new();
+        for entry in table.range::<u64>(..).expect("range") {
+            let (key, record) = entry.expect("entry");
+            let job = codec::decode_job(record.value()).expect("decode job");
+            assert_eq!(job.id, key.value(), "job record under another id");
+            jobs.insert(job.id, job);
+        }
+
+        macro_rules! check_index {
+            ($name:literal, $table:expr, $job_key:expr) => {{
+                let index = txn.open_multimap_table($table).expect($name);
+                let mut entries = 0;
+                for entry in index.iter().expect("iter") {
+                    let (key, values) = entry.expect("entry");
+                    let key = format!("{:?}", key.value());
+                    for id in values {
+                        let id = id.expect("id").value();
+                        entries += 1;
+                        let job = jobs
+                            .get(&id)
+                            .unwrap_or_else(|| panic!("{} names missing job {id}", $name));
+                        let wanted = format!("{:?}", ($job_key)(job));
+                        assert_eq!(wanted, key, "{} entry of job {id} is stale", $name);
+                    }
+                }
+                assert_eq!(
+                    entries,
+                    jobs.len(),
+                    "{} does not hold every job once",
+                    $name
+                );
+            }};
+        }
+        check_index!("status index", JOBS_BY_STATUS, |j: &Job| j.status.code());
+        check_index!("config index", JOBS_BY_CONFIG, config_key);
+        check_index!("parent index", JOBS_BY_PARENT, |j: &Job| j
+            .parent_run_id
+            .clone());
+        check_index!("created index", JOBS_BY_CREATED, |j: &Job| j.created_time);
+        check_index!("run id index", JOBS_BY_RUN_ID, |j: &Job| j.run_id.clone());
+
+        let meta: ReadOnlyTable<&str, u64> = txn.open_table(META).expect("meta");
+        let last = |key: &str| meta.get(key).expect("meta get").map_or(0, |v| v.value());
+        if let Some(max) = jobs.keys().next_back() {
+            assert!(last(META_LAST_JOB_ID) >= *max, "job sequence behind");
+        }
+        let events = txn.open_table(EVENTS).expect("events");
+        for entry in events.range::<(u64, u64)>(..).expect("range") {
+            let (key, record) = entry.expect("entry");
+            let (job_id, event_id) = key.value();
+            let event = codec::decode_event(record.value()).expect("decode event");
+            assert_eq!((event.job_id, event.id), (job_id, event_id), "event key");
+            assert!(jobs.contains_key(&job_id), "event of missing job {job_id}");
+            assert!(
+                last(META_LAST_EVENT_ID) >= event_id,
+                "event sequence behind"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
