@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{Queue, QueueError};
@@ -39,10 +38,10 @@ pub enum DaemonError {
 }
 
 /// Runs the daemon on the current (multi-threaded) runtime until `shutdown` is cancelled.
-/// `ready` receives the bound address once the API answers.
+/// `ready` is told the bound address and the store's instance id once the API answers.
 pub async fn run(
     settings: Settings,
-    ready: oneshot::Sender<SocketAddr>,
+    ready: impl FnOnce(SocketAddr, &str),
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| DaemonError::DataDir {
@@ -50,7 +49,8 @@ pub async fn run(
         source,
     })?;
     let store = Arc::new(Store::open(&settings.database_path())?);
-    let runner = Arc::new(Runner::new(settings.docker_host.as_deref())?);
+    let instance_id = store.instance_id().to_string();
+    let runner = Arc::new(Runner::new(settings.docker_host.as_deref(), &instance_id)?);
     let listener =
         TcpListener::bind(settings.listen)
             .await
@@ -71,7 +71,7 @@ pub async fn run(
     queue.recover().await?;
     let scheduler = tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()));
     tracing::info!(%addr, "jobq is listening");
-    let _ = ready.send(addr);
+    ready(addr, &instance_id);
     crate::http::serve(listener, queue, shutdown).await;
     let _ = scheduler.await;
     tracing::info!("jobq stopped");
@@ -81,6 +81,7 @@ pub async fn run(
 /// A daemon on its own thread and runtime: what `jobq demo` and the tests start.
 pub struct Daemon {
     addr: SocketAddr,
+    instance_id: String,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<Result<(), DaemonError>>>,
 }
@@ -89,7 +90,8 @@ impl Daemon {
     /// Starts the daemon and returns once it listens.
     pub fn start(settings: Settings) -> Result<Daemon, DaemonError> {
         let shutdown = CancellationToken::new();
-        let (ready_tx, ready_rx) = oneshot::channel();
+        // A std channel: the caller may be inside an async runtime, where blocking_recv panics.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let token = shutdown.clone();
         let thread = std::thread::Builder::new()
             .name("jobq-daemon".into())
@@ -101,12 +103,19 @@ impl Daemon {
                         path: PathBuf::from("<runtime>"),
                         source,
                     })?;
-                runtime.block_on(run(settings, ready_tx, token))
+                runtime.block_on(run(
+                    settings,
+                    move |addr, instance: &str| {
+                        let _ = ready_tx.send((addr, instance.to_string()));
+                    },
+                    token,
+                ))
             })
             .map_err(|_| DaemonError::Crashed)?;
-        match ready_rx.blocking_recv() {
-            Ok(addr) => Ok(Daemon {
+        match ready_rx.recv() {
+            Ok((addr, instance_id)) => Ok(Daemon {
                 addr,
+                instance_id,
                 shutdown,
                 thread: Some(thread),
             }),
@@ -121,6 +130,11 @@ impl Daemon {
     /// The address the API listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The store's instance id, which labels its containers.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
     }
 
     /// Stops the daemon gracefully and waits until its store is closed.

@@ -28,7 +28,7 @@ pub fn run() -> anyhow::Result<Value> {
         .context("cannot create a temporary data folder")?;
 
     println!("Building the demo component image {DEMO_IMAGE}:{DEMO_TAG} locally...");
-    let runner = Runner::new(None)?;
+    let runner = Runner::new(None, "demo")?;
     runtime
         .block_on(runner.ensure_fixture_image(&format!("{DEMO_IMAGE}:{DEMO_TAG}")))
         .context("cannot build the demo image; is the Docker engine running?")?;

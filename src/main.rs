@@ -29,14 +29,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own progress; the daemon's log lines would only interleave with it.
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        Command::Demo => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve { config } => serve(config),
         Command::Demo => jobq::demo::run().map(drop),
@@ -63,8 +68,7 @@ fn serve(config: PathBuf) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             on_signal.cancel();
         });
-        let (ready, _) = tokio::sync::oneshot::channel();
-        jobq::daemon::run(settings, ready, shutdown).await
+        jobq::daemon::run(settings, |_, _| {}, shutdown).await
     })?;
     Ok(())
 }

@@ -16,8 +16,15 @@ pub const HASH_LABEL: &str = "jobq.fixture.sha";
 /// How many trailing lines of the build output an error message keeps.
 const BUILD_LOG_TAIL: usize = 20;
 
+/// Why the fixture image could not be made available; each message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// The engine rejected the reference itself.
+    #[error(
+        "{reference:?} is not a valid image reference ({message}); use a lowercase name with a tag, \
+         e.g. \"local/jobq-fixture:1.0.0\""
+    )]
+    InvalidReference { reference: String, message: String },
     /// The engine could not be asked about the image.
     #[error(
         "cannot inspect image {reference}: {source}; check that the Docker engine is running and \
@@ -84,6 +91,15 @@ pub async fn ensure_fixture_image(docker: &Docker, reference: &str) -> Result<()
         Err(DockerError::DockerResponseServerError {
             status_code: 404, ..
         }) => None,
+        Err(DockerError::DockerResponseServerError {
+            status_code: 400,
+            message,
+        }) => {
+            return Err(ImageError::InvalidReference {
+                reference: reference.to_owned(),
+                message,
+            })
+        }
         Err(source) => {
             return Err(ImageError::Inspect {
                 reference: reference.to_owned(),

@@ -27,6 +27,8 @@ use outcome::{Exit, ExitContext, Verdict};
 use output::{HeadTail, LineSplitter};
 
 /// Labels every jobq container carries, so that leftovers can be found.
+/// The instance label tells the containers of different jobq stores on one engine apart.
+pub const LABEL_INSTANCE: &str = "jobq.instance";
 pub const LABEL_JOB_ID: &str = "jobq.job-id";
 pub const LABEL_RUN_ID: &str = "jobq.run-id";
 pub const LABEL_ROW_ID: &str = "jobq.row-id";
@@ -76,13 +78,15 @@ pub enum RunOutcome {
 /// A connection to the Docker engine, negotiated on first use.
 pub struct Runner {
     host: String,
+    instance_id: String,
     client: Docker,
     negotiated: Mutex<Option<Docker>>,
 }
 
 impl Runner {
-    /// Prepares a client for `docker_host` (else `DOCKER_HOST`, else the local socket); connects lazily.
-    pub fn new(docker_host: Option<&str>) -> Result<Runner, RunnerError> {
+    /// Prepares a client for `docker_host` (else `DOCKER_HOST`, else the local socket); connects
+    /// lazily. `instance_id` names and labels this store's containers.
+    pub fn new(docker_host: Option<&str>, instance_id: &str) -> Result<Runner, RunnerError> {
         let host = docker_host
             .map(str::to_string)
             .or_else(|| std::env::var("DOCKER_HOST").ok())
@@ -93,6 +97,7 @@ impl Runner {
         })?;
         Ok(Runner {
             host,
+            instance_id: instance_id.to_string(),
             client,
             negotiated: Mutex::new(None),
         })
@@ -187,6 +192,7 @@ impl Runner {
             env: Some(workspace::environment(job, component, settings)),
             user: Some(user),
             labels: Some(HashMap::from([
+                (LABEL_INSTANCE.to_string(), self.instance_id.clone()),
                 (LABEL_JOB_ID.to_string(), job.id.to_string()),
                 (LABEL_RUN_ID.to_string(), job.run_id.clone()),
                 (LABEL_ROW_ID.to_string(), String::new()),
@@ -203,7 +209,7 @@ impl Runner {
             }),
             ..Default::default()
         };
-        let name = container_name(job);
+        let name = self.container_name(job);
         // A container of the same name is a leftover of an attempt that never started.
         let _ = docker
             .remove_container(
@@ -351,16 +357,28 @@ impl Runner {
         Ok(image::ensure_fixture_image(&docker, reference).await?)
     }
 
-    /// Ids of every container carrying jobq's job label.
-    pub async fn labelled_containers(&self) -> Result<Vec<String>, RunnerError> {
+    /// Every container of this store (by its instance label), as (container id, job id).
+    pub async fn labelled_containers(&self) -> Result<Vec<(String, String)>, RunnerError> {
         let docker = self.docker().await?;
-        let filters = HashMap::from([("label".to_string(), vec![LABEL_JOB_ID.to_string()])]);
+        let instance = format!("{LABEL_INSTANCE}={}", self.instance_id);
+        let filters = HashMap::from([("label".to_string(), vec![instance])]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
             .build();
         let containers = docker.list_containers(Some(options)).await?;
-        Ok(containers.into_iter().filter_map(|c| c.id).collect())
+        Ok(containers
+            .into_iter()
+            .filter_map(|container| {
+                let job_id = container.labels?.get(LABEL_JOB_ID)?.clone();
+                Some((container.id?, job_id))
+            })
+            .collect())
+    }
+
+    /// `jobq-<instance>-<run id>`: unique per job and store, readable in `docker ps`.
+    pub fn container_name(&self, job: &Job) -> String {
+        format!("jobq-{}-{}", self.instance_id, job.run_id)
     }
 
     fn unreachable(&self, source: bollard::errors::Error) -> RunnerError {
@@ -413,11 +431,6 @@ async fn collect_logs(
     }
     lines.finish().into_iter().for_each(emit);
     (stdout, stderr)
-}
-
-/// `jobq-<run id>`: unique per job, readable in `docker ps`.
-pub fn container_name(job: &Job) -> String {
-    format!("jobq-{}", job.run_id)
 }
 
 /// `256m`-style text of a byte count, as the settings wrote it.

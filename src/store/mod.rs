@@ -25,19 +25,30 @@ use tables::*;
 pub struct Store {
     db: Database,
     path: PathBuf,
+    instance_id: String,
 }
 
 impl Store {
     /// Opens or creates `<path>` (the redb file).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::create(path).map_err(|error| open_error(path, error))?;
-        let store = Store {
+        let mut store = Store {
             db,
             path: path.to_path_buf(),
+            instance_id: String::new(),
         };
-        store.write("preparing the tables", |txn| {
-            {
+        let instance = store.write("preparing the tables", |txn| {
+            let instance = {
                 let mut meta = txn.open_table(META)?;
+                let instance = meta.get(META_INSTANCE_ID)?.map(|v| v.value());
+                let instance = match instance {
+                    Some(instance) => instance,
+                    None => {
+                        let instance = rand::random::<u64>();
+                        meta.insert(META_INSTANCE_ID, instance)?;
+                        instance
+                    }
+                };
                 let schema = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
                 match schema {
                     None => {
@@ -52,13 +63,21 @@ impl Store {
                     }
                     Some(_) => {}
                 }
-            }
+                instance
+            };
             txn.open_table(JOBS)?;
             Indexes::open(txn)?;
             txn.open_table(EVENTS)?;
-            Ok(())
+            Ok(instance)
         })?;
+        store.instance_id = format!("{instance:016x}");
         Ok(store)
+    }
+
+    /// A random id made when the store file was created: it tells this store's containers
+    /// apart from those of other jobq stores on the same Docker engine.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
     }
 
     /// The path of the redb file.

@@ -1,0 +1,441 @@
+//! Jobs run end to end with real containers: statuses, results, events and the data folder.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
+use serde_json::{json, Value};
+
+fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn is_iso_time(value: &Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|t| t.ends_with("+00:00") && chrono::DateTime::parse_from_rfc3339(t).is_ok())
+}
+
+#[tokio::test]
+async fn created_job_runs_to_success_with_the_exact_job_json() {
+    let t = TestDaemon::start(Options::default()).await;
+    let created = t
+        .create(
+            COMPONENT,
+            json!({"print": ["hello", "world"], "usage": [{"metric": "rows", "value": 2}]}),
+        )
+        .await;
+    let id = created["id"].as_str().expect("id is a string").to_string();
+
+    let expected_keys = [
+        "backend",
+        "behavior",
+        "branchId",
+        "component",
+        "config",
+        "configData",
+        "configRowIds",
+        "createdTime",
+        "desiredStatus",
+        "durationSeconds",
+        "endTime",
+        "id",
+        "isFinished",
+        "metrics",
+        "mode",
+        "parallelism",
+        "parentRunId",
+        "project",
+        "result",
+        "runId",
+        "startTime",
+        "status",
+        "tag",
+        "token",
+        "type",
+        "url",
+        "usageData",
+        "variableValuesData",
+        "variableValuesId",
+    ];
+    assert_eq!(keys(&created), expected_keys);
+    assert_eq!(created["status"], "created");
+    assert_eq!(created["desiredStatus"], "processing");
+    assert_eq!(created["isFinished"], false);
+    assert_eq!(created["runId"], id.as_str());
+    assert_eq!(created["parentRunId"], "");
+    assert_eq!(
+        created["project"],
+        json!({"id": "123", "name": "Test project"})
+    );
+    assert_eq!(
+        created["token"],
+        json!({"id": "7", "description": "test token"})
+    );
+    assert_eq!(created["mode"], "run");
+    assert_eq!(created["component"], COMPONENT);
+    assert_eq!(created["config"], Value::Null);
+    assert_eq!(created["tag"], "1.0.0");
+    assert_eq!(created["branchId"], "456");
+    assert_eq!(created["type"], "standard");
+    assert_eq!(created["startTime"], Value::Null);
+    assert_eq!(created["durationSeconds"], Value::Null);
+    assert_eq!(created["variableValuesData"], json!({"values": []}));
+    assert_eq!(
+        created["url"],
+        format!("http://{}/jobs/{id}", t.client.addr)
+    );
+    assert!(
+        is_iso_time(&created["createdTime"]),
+        "{}",
+        created["createdTime"]
+    );
+
+    let job = t.wait_finished(&id).await;
+    assert_eq!(job["status"], "success", "{job:#}");
+    assert_eq!(job["isFinished"], true);
+    assert_eq!(keys(&job), expected_keys);
+    assert_eq!(job["result"]["message"], "Component processing finished.");
+    let images = job["result"]["images"].as_array().expect("images");
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0][0]["id"], "local/jobq-fixture:1.0.0");
+    let digest = images[0][0]["digests"][0]
+        .as_str()
+        .expect("a digest or image id");
+    assert!(digest.contains("sha256:"), "{digest}");
+    assert!(job["result"].get("error").is_none());
+    assert_eq!(job["usageData"], json!([{"metric": "rows", "value": 2}]));
+    assert!(is_iso_time(&job["startTime"]) && is_iso_time(&job["endTime"]));
+    assert!(job["durationSeconds"].as_i64().is_some_and(|d| d >= 0));
+    assert_eq!(t.containers_of_job(&id).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn container_sees_the_data_folder_config_and_environment_of_the_contract() {
+    let t = TestDaemon::start(Options::default()).await;
+    let answer = t
+        .post(
+            "/jobs",
+            &json!({
+                "component": COMPONENT,
+                "configData": {
+                    "parameters": {"answer": 42},
+                    "runtime": {"tag": "1.0.0"},
+                    "processors": {"before": []},
+                    "storage": {},
+                    "authorization": {"oauth_api": {"id": "1"}},
+                },
+            }),
+        )
+        .await;
+    assert_eq!(answer.status, 201);
+    let id = answer.json()["id"].as_str().unwrap().to_string();
+    let job = t.wait_finished(&id).await;
+    assert_eq!(job["status"], "success", "{job:#}");
+
+    let echo = t.echo(&id);
+    assert_eq!(
+        echo["config"],
+        json!({
+            "parameters": {"answer": 42},
+            "authorization": {"oauth_api": {"id": "1"}, "context": format!("123_{COMPONENT}")},
+            "image_parameters": {"greeting": "hello"},
+            "action": "run",
+        })
+    );
+    let env = &echo["env"];
+    assert_eq!(env["KBC_DATADIR"], "/data/");
+    assert_eq!(env["KBC_RUNID"], id.as_str());
+    assert_eq!(env["KBC_PROJECTID"], "123");
+    assert_eq!(env["KBC_COMPONENTID"], COMPONENT);
+    assert_eq!(env["KBC_BRANCHID"], "456");
+    assert_eq!(env["KBC_STACKID"], "jobq.local");
+    assert_eq!(env["KBC_COMPONENT_RUN_MODE"], "run");
+    assert_eq!(env["KBC_CONFIGVERSION"], "");
+    assert!(env["KBC_PROJECT_FEATURE_GATES"]
+        .as_str()
+        .unwrap()
+        .contains("queuev2"));
+    let config_id = env["KBC_CONFIGID"].as_str().unwrap();
+    assert_eq!(config_id.len(), 16, "a hash of the parameters: {config_id}");
+    assert_ne!(echo["uid"], 0, "the container must not run as root");
+    assert_eq!(echo["in"], json!(["files", "state.json", "tables", "user"]));
+    let state = std::fs::read_to_string(
+        t.data_dir
+            .path()
+            .join(format!("jobs/{id}/data/in/state.json")),
+    )
+    .unwrap();
+    assert_eq!(state, "{}");
+    for folder in ["out/tables", "out/files"] {
+        assert!(t
+            .data_dir
+            .path()
+            .join(format!("jobs/{id}/data/{folder}"))
+            .is_dir());
+    }
+}
+
+#[tokio::test]
+async fn exit_one_is_a_user_error_with_the_stderr_message() {
+    let t = TestDaemon::start(Options::default()).await;
+    let job = t
+        .create(
+            COMPONENT,
+            json!({"print": ["working"], "stderr": ["Table \"x\" is missing."], "exit_code": 1}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let job = t.wait_finished(id).await;
+    assert_eq!(job["status"], "error");
+    assert_eq!(job["result"]["message"], "Table \"x\" is missing.");
+    assert_eq!(job["result"]["error"]["type"], "user");
+    assert!(job["result"]["error"]["exceptionId"]
+        .as_str()
+        .unwrap()
+        .starts_with("exception-"));
+    let messages = t.messages(id).await;
+    assert_eq!(
+        messages.last().unwrap(),
+        &format!("Job \"{id}\" ended with user error: \"Table \"x\" is missing.\"")
+    );
+    assert!(messages.contains(&"working".to_string()));
+}
+
+#[tokio::test]
+async fn exit_one_without_stderr_uses_stdout() {
+    let t = TestDaemon::start(Options::default()).await;
+    let job = t
+        .create(COMPONENT, json!({"print": ["only stdout"], "exit_code": 1}))
+        .await;
+    let job = t.wait_finished(job["id"].as_str().unwrap()).await;
+    assert_eq!(job["result"]["message"], "only stdout");
+}
+
+#[tokio::test]
+async fn exit_two_is_an_application_error() {
+    let t = TestDaemon::start(Options::default()).await;
+    let job = t
+        .create(
+            COMPONENT,
+            json!({"stderr": ["internal details"], "exit_code": 2}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let job = t.wait_finished(id).await;
+    assert_eq!(job["status"], "error");
+    assert_eq!(job["result"]["message"], "Application error");
+    assert_eq!(job["result"]["error"]["type"], "application");
+    let events = t.events(id).await;
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "error" && e["message"] == "Application error"));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["message"].as_str().unwrap().contains("internal details")),
+        "an application error's details stay in the daemon log"
+    );
+}
+
+#[tokio::test]
+async fn timeout_kills_the_container_with_a_user_error() {
+    let t = TestDaemon::start(Options::default()).await;
+    let job = t.create(SMALL_COMPONENT, json!({"sleep": 30})).await;
+    let id = job["id"].as_str().unwrap();
+    let job = t.wait_finished(id).await;
+    assert_eq!(job["status"], "error");
+    assert_eq!(
+        job["result"]["message"],
+        "Running local/jobq-fixture:1.0.0 container exceeded the timeout of 3 seconds."
+    );
+    assert_eq!(job["result"]["error"]["type"], "user");
+    assert!(job["durationSeconds"].as_i64().unwrap() < 30);
+    assert_eq!(t.containers_of_job(id).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn out_of_memory_is_a_user_error_naming_the_limit() {
+    let t = TestDaemon::start(Options::default()).await;
+    let job = t
+        .create(SMALL_COMPONENT, json!({"allocate_mib": 200}))
+        .await;
+    let job = t.wait_finished(job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "error");
+    assert_eq!(
+        job["result"]["message"],
+        "Component out of memory (exceeded 32m)"
+    );
+    assert_eq!(job["result"]["error"]["type"], "user");
+}
+
+#[tokio::test]
+async fn stdout_lines_become_info_events_in_order() {
+    let t = TestDaemon::start(Options::default()).await;
+    let lines: Vec<String> = (1..=20).map(|i| format!("line {i}")).collect();
+    let job = t
+        .create(
+            COMPONENT,
+            json!({"print": lines, "stderr": ["a warning on stderr"]}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(t.wait_finished(id).await["status"], "success");
+
+    let events = t.events(id).await;
+    let messages: Vec<&str> = events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    let mut expected = vec![format!("Running component {COMPONENT} (row 1 of 1)")];
+    expected.extend(lines);
+    expected.push("a warning on stderr".into());
+    assert_eq!(messages, expected);
+    for event in &events {
+        assert_eq!(
+            keys(event),
+            ["component", "created", "id", "message", "runId", "type"]
+        );
+        assert_eq!(event["runId"], id);
+        assert_eq!(event["component"], COMPONENT);
+        assert!(is_iso_time(&event["created"]));
+    }
+    assert_eq!(
+        events.last().unwrap()["type"],
+        "error",
+        "stderr after success is one error event"
+    );
+    assert!(events[..events.len() - 1]
+        .iter()
+        .all(|e| e["type"] == "info"));
+    let ids: Vec<u64> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids grow with time: {ids:?}"
+    );
+
+    // Newest first, paged.
+    let page = t
+        .get(&format!("/v2/storage/events?runId={id}&limit=2&offset=1"))
+        .await
+        .json();
+    let page: Vec<&str> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(page, ["line 20", "line 19"]);
+}
+
+#[tokio::test]
+async fn kill_of_created_job_cancels_it() {
+    let t = TestDaemon::start(Options {
+        max_concurrent_jobs: 1,
+        ..Options::default()
+    })
+    .await;
+    let blocker = t.create(COMPONENT, json!({"sleep": 30})).await;
+    let blocker = blocker["id"].as_str().unwrap();
+    t.wait_status(blocker, "processing").await;
+    let queued = t.create(COMPONENT, json!({})).await;
+    let queued = queued["id"].as_str().unwrap();
+
+    let killed = t.post(&format!("/jobs/{queued}/kill"), &json!({})).await;
+    assert_eq!(killed.status, 202);
+    assert_eq!(killed.json()["desiredStatus"], "terminating");
+    let job = t.wait_finished(queued).await;
+    assert_eq!(job["status"], "cancelled");
+    assert_eq!(job["startTime"], Value::Null);
+    assert!(
+        !t.data_dir.path().join(format!("jobs/{queued}")).exists(),
+        "a cancelled job did nothing"
+    );
+
+    let again = t.post(&format!("/jobs/{queued}/kill"), &json!({})).await;
+    assert_eq!(again.status, 400);
+    assert!(again.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("killable states"));
+    assert_eq!(
+        again.json()["context"]["stringCode"],
+        "statusTransitionForbidden"
+    );
+    t.post(&format!("/jobs/{blocker}/kill"), &json!({})).await;
+    t.wait_finished(blocker).await;
+}
+
+#[tokio::test]
+async fn kill_of_processing_job_terminates_it_and_removes_its_container() {
+    let t = TestDaemon::start(Options::default()).await;
+    let job = t
+        .create(COMPONENT, json!({"print": ["started"], "sleep": 60}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    t.wait_for(id, Duration::from_secs(60), |job| {
+        job["status"] == "processing"
+    })
+    .await;
+    // Wait until the container really runs (its first line arrived).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !t.messages(id).await.contains(&"started".to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fixture never printed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(t.containers_of_job(id).await.len(), 1);
+
+    let killed = t.post(&format!("/jobs/{id}/kill"), &json!({})).await;
+    assert_eq!(killed.status, 202);
+    assert_eq!(killed.json()["desiredStatus"], "terminating");
+    let job = t.wait_finished(id).await;
+    assert_eq!(job["status"], "terminated");
+    assert!(job["durationSeconds"].as_i64().unwrap() < 60);
+    assert_eq!(t.containers_of_job(id).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn capacity_keeps_jobs_created_until_a_slot_frees() {
+    let t = TestDaemon::start(Options {
+        max_concurrent_jobs: 1,
+        ..Options::default()
+    })
+    .await;
+    let first = t.create(COMPONENT, json!({"sleep": 3})).await;
+    let second = t.create(COMPONENT, json!({})).await;
+    let third = t.create(COMPONENT, json!({})).await;
+    let [first, second, third] =
+        [&first, &second, &third].map(|j| j["id"].as_str().unwrap().to_string());
+
+    t.wait_status(&first, "processing").await;
+    for id in [&second, &third] {
+        assert_eq!(
+            t.job(id).await["status"],
+            "created",
+            "job {id} must wait for capacity"
+        );
+    }
+    let first_job = t.wait_finished(&first).await;
+    let second_job = t.wait_finished(&second).await;
+    let third_job = t.wait_finished(&third).await;
+    for job in [&first_job, &second_job, &third_job] {
+        assert_eq!(job["status"], "success");
+    }
+    // One slot: each started only after the one before ended.
+    assert!(second_job["startTime"].as_str().unwrap() >= first_job["endTime"].as_str().unwrap());
+    assert!(third_job["startTime"].as_str().unwrap() >= second_job["endTime"].as_str().unwrap());
+}
