@@ -439,3 +439,35 @@ async fn capacity_keeps_jobs_created_until_a_slot_frees() {
     assert!(second_job["startTime"].as_str().unwrap() >= first_job["endTime"].as_str().unwrap());
     assert!(third_job["startTime"].as_str().unwrap() >= second_job["endTime"].as_str().unwrap());
 }
+
+#[tokio::test]
+async fn kill_of_a_component_ignoring_sigterm_ends_terminated_after_the_grace_period() {
+    let t = TestDaemon::start(Options {
+        kill_grace_seconds: 1,
+        ..Options::default()
+    })
+    .await;
+    let job = t
+        .create(
+            COMPONENT,
+            json!({"ignore_sigterm": true, "print": ["up"], "sleep": 60}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !t.messages(id).await.contains(&"up".to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fixture never printed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        t.post(&format!("/jobs/{id}/kill"), &json!({})).await.status,
+        202
+    );
+    let job = t.wait_finished(id).await;
+    assert_eq!(job["status"], "terminated");
+    assert!(job["durationSeconds"].as_i64().unwrap() < 60);
+    assert_eq!(t.containers_of_job(id).await, Vec::<String>::new());
+}

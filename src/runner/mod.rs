@@ -205,6 +205,9 @@ impl Runner {
                 memory: Some(component.memory_bytes),
                 memory_swap: Some(component.memory_bytes),
                 network_mode: Some(component.network.docker_mode().to_string()),
+                // An init process as PID 1 forwards SIGTERM, so components without a handler stop
+                // at a kill instead of waiting out the grace period.
+                init: Some(true),
                 ..Default::default()
             }),
             ..Default::default()

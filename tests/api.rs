@@ -1,0 +1,397 @@
+//! The HTTP API as a client sees it: tokens, errors, listing filters, children, restarts.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Options, TestDaemon, COMPONENT, SMALL_COMPONENT, TOKEN};
+use hyper::Method;
+use jobq::http::client::ApiClient;
+use serde_json::{json, Value};
+
+fn assert_error_body(body: &Value, code: u16, message_part: &str) {
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], "error", "{body}");
+    assert!(
+        body["exceptionId"]
+            .as_str()
+            .unwrap()
+            .starts_with("exception-"),
+        "{body}"
+    );
+    assert!(body["context"].is_object(), "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains(message_part),
+        "\"{message}\" lacks \"{message_part}\""
+    );
+}
+
+fn ids(answer: &Value) -> Vec<String> {
+    answer
+        .as_array()
+        .expect("an array of jobs")
+        .iter()
+        .map(|job| job["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn missing_or_wrong_token_is_401_with_the_error_body() {
+    let t = TestDaemon::start(Options::default()).await;
+    let anonymous = ApiClient {
+        addr: t.client.addr,
+        token: None,
+    };
+    let wrong = ApiClient::new(t.client.addr, "not-the-token");
+    for client in [&anonymous, &wrong] {
+        for path in ["/jobs/1", "/search/jobs", "/v2/storage/tokens/verify"] {
+            let answer = client.get(path).await.unwrap();
+            assert_eq!(answer.status, 401, "{path}");
+            assert_eq!(answer.headers["content-type"], "application/json");
+            assert_error_body(&answer.json(), 401, "token");
+        }
+        let answer = client
+            .post_json("/jobs", &json!({"component": COMPONENT}))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 401);
+    }
+    assert_eq!(
+        t.get("/search/jobs").await.json(),
+        json!([]),
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn verify_token_answers_id_description_and_owner() {
+    let t = TestDaemon::start(Options::default()).await;
+    let answer = t.get("/v2/storage/tokens/verify").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.json(),
+        json!({"id": "7", "description": "test token", "owner": {"id": "123", "name": "Test project"}})
+    );
+    assert!(
+        !answer
+            .body
+            .windows(TOKEN.len())
+            .any(|w| w == TOKEN.as_bytes()),
+        "the secret is never answered"
+    );
+}
+
+#[tokio::test]
+async fn bad_create_requests_are_400_naming_the_field() {
+    let t = TestDaemon::start(Options::default()).await;
+    let cases = [
+        (json!({"configData": {}}), "component"),
+        (json!({"component": "keboola.unknown"}), "keboola.unknown"),
+        (json!({"component": COMPONENT, "mode": "fast"}), "mode"),
+        (
+            json!({"component": COMPONENT, "configData": "text"}),
+            "configData",
+        ),
+        (
+            json!({"component": COMPONENT, "configRowIds": "1"}),
+            "configRowIds",
+        ),
+        (json!({"component": 5}), "component"),
+        (
+            json!({"component": COMPONENT, "variableValuesId": "1", "variableValuesData": {"values": []}}),
+            "variableValuesData",
+        ),
+        (json!([1, 2]), "object"),
+    ];
+    for (body, field) in cases {
+        let answer = t.post("/jobs", &body).await;
+        assert_eq!(answer.status, 400, "{body}");
+        assert_error_body(&answer.json(), 400, field);
+    }
+    let malformed = t
+        .client
+        .send(
+            Method::POST,
+            "/jobs",
+            &[("Content-Type", "application/json")],
+            Bytes::from("{\"component\": "),
+        )
+        .await
+        .unwrap();
+    assert_eq!(malformed.status, 400);
+    assert_error_body(&malformed.json(), 400, "not valid JSON");
+    assert_eq!(
+        t.get("/search/jobs").await.json(),
+        json!([]),
+        "no job was created"
+    );
+}
+
+#[tokio::test]
+async fn empty_objects_may_come_as_empty_arrays() {
+    let t = TestDaemon::start(Options::default()).await;
+    let answer = t
+        .post(
+            "/jobs",
+            &json!({"component": COMPONENT, "configData": [], "backend": [], "mode": "forceRun"}),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    let job = answer.json();
+    assert_eq!(job["configData"], json!({}));
+    assert_eq!(job["mode"], "forceRun");
+    assert_eq!(
+        t.wait_finished(job["id"].as_str().unwrap()).await["status"],
+        "success"
+    );
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let t = TestDaemon::start(Options::default()).await;
+    let padding = "x".repeat(11 * 1024 * 1024);
+    let answer = t
+        .post(
+            "/jobs",
+            &json!({"component": COMPONENT, "configData": {"parameters": {"padding": padding}}}),
+        )
+        .await;
+    assert_eq!(answer.status, 413);
+    assert_error_body(&answer.json(), 413, "larger than the limit");
+}
+
+#[tokio::test]
+async fn unknown_job_route_and_method_have_error_bodies() {
+    let t = TestDaemon::start(Options::default()).await;
+    let answer = t.get("/jobs/999").await;
+    assert_eq!(answer.status, 404);
+    assert_error_body(&answer.json(), 404, "999");
+    let answer = t.get("/jobs/not-a-number").await;
+    assert_eq!(answer.status, 404);
+    let answer = t.get("/nowhere").await;
+    assert_eq!(answer.status, 404);
+    assert_error_body(&answer.json(), 404, "/nowhere");
+    let answer = t
+        .client
+        .send(Method::DELETE, "/jobs/1", &[], Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 405);
+    assert_error_body(&answer.json(), 405, "DELETE");
+    let answer = t.post("/jobs/999/kill", &json!({})).await;
+    assert_eq!(answer.status, 404);
+}
+
+#[tokio::test]
+async fn run_id_header_makes_child_jobs_at_any_depth() {
+    let t = TestDaemon::start(Options::default()).await;
+    let parent = t.create(COMPONENT, json!({})).await;
+    let parent_id = parent["id"].as_str().unwrap();
+    let child = t
+        .client
+        .post_with(
+            "/jobs",
+            &[("X-KBC-RunId", parent_id)],
+            &json!({"component": COMPONENT}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(child.status, 201);
+    let child = child.json();
+    let child_id = child["id"].as_str().unwrap();
+    assert_eq!(child["runId"], format!("{parent_id}.{child_id}"));
+    assert_eq!(child["parentRunId"], parent_id);
+
+    let grandchild = t
+        .client
+        .post_with(
+            "/jobs",
+            &[("X-KBC-RunId", child["runId"].as_str().unwrap())],
+            &json!({"component": COMPONENT}),
+        )
+        .await
+        .unwrap()
+        .json();
+    let grandchild_id = grandchild["id"].as_str().unwrap();
+    assert_eq!(
+        grandchild["runId"],
+        format!("{parent_id}.{child_id}.{grandchild_id}")
+    );
+    assert_eq!(grandchild["parentRunId"], format!("{parent_id}.{child_id}"));
+
+    let roots = t.get("/search/jobs?parentRunId=").await.json();
+    assert_eq!(ids(&roots), [parent_id]);
+    let children = t
+        .get(&format!("/search/jobs?parentRunId={parent_id}"))
+        .await
+        .json();
+    assert_eq!(ids(&children), [child_id]);
+
+    let orphan = t
+        .client
+        .post_with(
+            "/jobs",
+            &[("X-KBC-RunId", "424242")],
+            &json!({"component": COMPONENT}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(orphan.status, 400);
+    assert_error_body(&orphan.json(), 400, "424242");
+}
+
+async fn check(t: &TestDaemon, path: &str, expected: &[&str]) {
+    let answer = t.get(path).await;
+    assert_eq!(answer.status, 200, "{path}: {}", answer.json());
+    assert_eq!(ids(&answer.json()), expected, "{path}");
+}
+
+#[tokio::test]
+async fn search_filters_sorts_and_pages() {
+    let t = TestDaemon::start(Options::default()).await;
+    let mut created = Vec::new();
+    for (component, config, exit) in [
+        (COMPONENT, "a", 0),
+        (COMPONENT, "b", 1),
+        (SMALL_COMPONENT, "a", 0),
+        (COMPONENT, "a", 1),
+        (SMALL_COMPONENT, "b", 0),
+    ] {
+        let answer = t
+            .post(
+                "/jobs",
+                &json!({"component": component, "config": config, "configData": {"parameters": {"exit_code": exit}}}),
+            )
+            .await;
+        assert_eq!(answer.status, 201);
+        created.push(answer.json()["id"].as_str().unwrap().to_string());
+    }
+    for id in &created {
+        t.wait_finished(id).await;
+    }
+    let [j1, j2, j3, j4, j5] = [0, 1, 2, 3, 4].map(|i| created[i].as_str());
+
+    check(&t, "/search/jobs", &[j5, j4, j3, j2, j1]).await;
+    check(&t, "/jobs", &[j5, j4, j3, j2, j1]).await;
+    check(&t, "/search/jobs?sortOrder=asc", &[j1, j2, j3, j4, j5]).await;
+    check(&t, "/search/jobs?status=error", &[j4, j2]).await;
+    check(
+        &t,
+        "/search/jobs?status[]=error&status[]=success&limit=2",
+        &[j5, j4],
+    )
+    .await;
+    check(
+        &t,
+        "/search/jobs?status[0]=error&status[1]=success&limit=2&offset=2",
+        &[j3, j2],
+    )
+    .await;
+    check(
+        &t,
+        "/search/jobs?status=error&status=success&offset=4",
+        &[j1],
+    )
+    .await;
+    check(
+        &t,
+        "/search/jobs?componentId=keboola.ex-fixture-small",
+        &[j5, j3],
+    )
+    .await;
+    check(
+        &t,
+        "/search/jobs?component=keboola.ex-fixture&configId=a",
+        &[j4, j1],
+    )
+    .await;
+    check(&t, "/search/jobs?config=b", &[j5, j2]).await;
+    check(&t, "/search/jobs?configId[]=b&status[]=success", &[j5]).await;
+    check(&t, "/search/jobs?runId=3", &[j3]).await;
+    check(&t, "/search/jobs?id[]=2&id[]=4&sortOrder=asc", &[j2, j4]).await;
+    check(
+        &t,
+        "/search/jobs?sortBy=componentId&sortOrder=asc&limit=3",
+        &[j1, j2, j4],
+    )
+    .await;
+    check(
+        &t,
+        "/search/jobs?createdTimeFrom=-1%20day",
+        &[j5, j4, j3, j2, j1],
+    )
+    .await;
+    check(&t, "/search/jobs?createdTimeTo=-1%20day", &[]).await;
+
+    for bad in [
+        "/search/jobs?limit=501",
+        "/search/jobs?sortBy=colour",
+        "/search/jobs?status=finished",
+    ] {
+        let answer = t.get(bad).await;
+        assert_eq!(answer.status, 400, "{bad}");
+    }
+    let answer = t.get("/search/jobs?limit=500").await;
+    assert_eq!(answer.status, 200);
+}
+
+#[tokio::test]
+async fn restart_keeps_every_job_with_the_same_fields() {
+    let mut t = TestDaemon::start(Options::default()).await;
+    let finished = t
+        .create(COMPONENT, json!({"print": ["before restart"]}))
+        .await;
+    let finished_id = finished["id"].as_str().unwrap().to_string();
+    t.wait_finished(&finished_id).await;
+    let failed = t
+        .create(COMPONENT, json!({"exit_code": 1, "stderr": ["bad input"]}))
+        .await;
+    let failed_id = failed["id"].as_str().unwrap().to_string();
+    t.wait_finished(&failed_id).await;
+    let before = t.get("/search/jobs").await.json();
+    let events_before = t.events(&finished_id).await;
+
+    t.restart();
+    let after = t.get("/search/jobs").await.json();
+    // Only the url's port changes with the new listener.
+    let without_url = |jobs: &Value| -> Vec<Value> {
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .map(|job| {
+                let mut job = job.clone();
+                job.as_object_mut().unwrap().remove("url");
+                job
+            })
+            .collect()
+    };
+    assert_eq!(without_url(&after), without_url(&before));
+    assert_eq!(after.as_array().unwrap().len(), 2);
+    assert_eq!(t.events(&finished_id).await, events_before);
+
+    // New ids continue the sequence.
+    let next = t.create(COMPONENT, json!({})).await;
+    let next_id: u64 = next["id"].as_str().unwrap().parse().unwrap();
+    assert!(next_id > failed_id.parse().unwrap());
+    assert_eq!(
+        t.wait_finished(&next_id.to_string()).await["status"],
+        "success"
+    );
+}
+
+#[tokio::test]
+async fn restart_requeues_created_jobs_and_runs_them() {
+    let mut t = TestDaemon::start(Options {
+        max_concurrent_jobs: 1,
+        ..Options::default()
+    })
+    .await;
+    let running = t.create(COMPONENT, json!({"sleep": 2})).await;
+    let queued = t.create(COMPONENT, json!({})).await;
+    let queued_id = queued["id"].as_str().unwrap().to_string();
+    t.wait_status(running["id"].as_str().unwrap(), "processing")
+        .await;
+    assert_eq!(t.job(&queued_id).await["status"], "created");
+    t.restart();
+    assert_eq!(t.wait_finished(&queued_id).await["status"], "success");
+}
