@@ -388,15 +388,8 @@ async fn kill_of_processing_job_terminates_it_and_removes_its_container() {
         job["status"] == "processing"
     })
     .await;
-    // Wait until the container really runs (its first line arrived).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !t.messages(id).await.contains(&"started".to_string()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fixture never printed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The container really runs once its first line arrived.
+    t.wait_for_message(id, "started").await;
     assert_eq!(t.containers_of_job(id).await.len(), 1);
 
     let killed = t.post(&format!("/jobs/{id}/kill"), &json!({})).await;
@@ -454,14 +447,7 @@ async fn kill_of_a_component_ignoring_sigterm_ends_terminated_after_the_grace_pe
         )
         .await;
     let id = job["id"].as_str().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !t.messages(id).await.contains(&"up".to_string()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fixture never printed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    t.wait_for_message(id, "up").await;
     assert_eq!(
         t.post(&format!("/jobs/{id}/kill"), &json!({})).await.status,
         202

@@ -46,20 +46,11 @@ impl LineSplitter {
 }
 
 /// Keeps the first and the last bytes of a stream of any length.
+#[derive(Default)]
 pub struct HeadTail {
     head: Vec<u8>,
     tail: std::collections::VecDeque<u8>,
     dropped: bool,
-}
-
-impl Default for HeadTail {
-    fn default() -> Self {
-        HeadTail {
-            head: Vec::new(),
-            tail: std::collections::VecDeque::new(),
-            dropped: false,
-        }
-    }
 }
 
 impl HeadTail {

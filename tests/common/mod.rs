@@ -197,6 +197,15 @@ network = "none"
         events
     }
 
+    /// Polls until the job has an event with `message` (at most 30 s).
+    pub async fn wait_for_message(&self, id: &str, message: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.messages(id).await.iter().any(|m| m == message) {
+            assert!(Instant::now() < deadline, "job {id} never logged \"{message}\"");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Messages of the job's events, oldest first.
     pub async fn messages(&self, id: &str) -> Vec<String> {
         self.events(id)
