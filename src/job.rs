@@ -184,6 +184,10 @@ pub struct Job {
     pub job_type: JobType,
     /// The Docker container running the job; persisted before the container starts.
     pub container_id: Option<String>,
+    /// The job stays `created` until this time (`delay` / `delayedStartTime`).
+    pub delayed_start_time: Option<i64>,
+    /// Counts the changes of the job; the store bumps it on every update (long polls wait on it).
+    pub revision: u64,
 }
 
 impl Job {
@@ -233,16 +237,41 @@ impl EventType {
     }
 }
 
+/// Who wrote an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventSource {
+    /// jobq itself (runner messages, the final error).
+    Jobq,
+    /// A line the component printed to stdout. Counting these lets a re-attached run resume
+    /// the container's log exactly where the stored events stop.
+    Stdout,
+    /// The component's stderr.
+    Stderr,
+}
+
 /// One line of a job's log. `id` comes from one sequence across all jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub id: u64,
     pub job_id: u64,
     pub event_type: EventType,
+    pub source: EventSource,
     pub message: String,
     pub created: i64,
     pub run_id: String,
     pub component: String,
+}
+
+/// An event to append; the store gives it its id.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    pub job_id: u64,
+    pub event_type: EventType,
+    pub source: EventSource,
+    pub message: &'a str,
+    pub run_id: &'a str,
+    pub component: &'a str,
+    pub created: i64,
 }
 
 /// The listing keys `sortBy` accepts.
@@ -445,4 +474,42 @@ pub fn format_time(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+/// ISO 8601 (`2024-01-02T03:04:05+00:00`, or a plain date), `now`, `today`, `yesterday`,
+/// or relative `-N unit` / `N units ago` (second, minute, hour, day, week).
+pub fn parse_time(text: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, Utc};
+    let text = text.trim();
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Some(time.timestamp_micros());
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
+    }
+    let now = Utc::now();
+    let midnight = now.date_naive().and_hms_opt(0, 0, 0)?.and_utc();
+    match text {
+        "now" => return Some(now.timestamp_micros()),
+        "today" => return Some(midnight.timestamp_micros()),
+        "yesterday" => return Some((midnight - chrono::Duration::days(1)).timestamp_micros()),
+        _ => {}
+    }
+    let relative = text.strip_suffix(" ago").map(|t| format!("-{t}"));
+    let relative = relative.as_deref().unwrap_or(text);
+    let mut words = relative.split_whitespace();
+    let amount: i64 = words.next()?.parse().ok()?;
+    let unit = words.next()?.trim_end_matches('s');
+    let seconds = match unit {
+        "second" | "sec" => 1,
+        "minute" | "min" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        "week" => 604_800,
+        _ => return None,
+    };
+    if words.next().is_some() {
+        return None;
+    }
+    Some(now.timestamp_micros() + amount * seconds * 1_000_000)
 }

@@ -2,6 +2,7 @@
 
 pub mod daemon;
 pub mod demo;
+pub mod failpoint;
 pub mod http;
 pub mod job;
 pub mod queue;

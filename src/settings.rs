@@ -19,6 +19,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Time between SIGTERM and SIGKILL when a running job is killed.
     pub kill_grace: Duration,
+    /// How long the folder of a finished job is kept.
+    pub job_folder_retention: Duration,
     /// `KBC_STACKID` given to components.
     pub stack_id: String,
     /// `uid:gid` the containers run as (never root).
@@ -159,6 +161,8 @@ struct RawSettings {
     max_body_bytes: i64,
     #[serde(default = "default_kill_grace_seconds")]
     kill_grace_seconds: i64,
+    #[serde(default = "default_job_folder_retention_hours")]
+    job_folder_retention_hours: i64,
     #[serde(default = "default_stack_id")]
     stack_id: String,
     #[serde(default = "default_container_user")]
@@ -231,6 +235,9 @@ fn default_max_body_bytes() -> i64 {
 }
 fn default_kill_grace_seconds() -> i64 {
     10
+}
+fn default_job_folder_retention_hours() -> i64 {
+    168
 }
 fn default_stack_id() -> String {
     "jobq.local".into()
@@ -395,6 +402,13 @@ impl RawSettings {
             max_body_bytes: positive("max_body_bytes", self.max_body_bytes)? as usize,
             kill_grace: Duration::from_secs(
                 positive("kill_grace_seconds", self.kill_grace_seconds)? as u64,
+            ),
+            job_folder_retention: Duration::from_secs(
+                positive(
+                    "job_folder_retention_hours",
+                    self.job_folder_retention_hours,
+                )? as u64
+                    * 3600,
             ),
             stack_id: not_empty("stack_id".into(), self.stack_id)?,
             container_user,

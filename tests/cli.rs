@@ -12,7 +12,11 @@ fn serve_fails_with(settings: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobq.toml");
     std::fs::write(&path, settings).unwrap();
-    let output = Command::new(BINARY).args(["serve", "--config"]).arg(&path).output().unwrap();
+    let output = Command::new(BINARY)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!output.status.success(), "serve must refuse: {settings}");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -66,28 +70,40 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
     let mut log = String::new();
     let addr = loop {
         let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "jobq exited early: {log}");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "jobq exited early: {log}"
+        );
         log.push_str(&line);
         if let Some(rest) = line.split("addr=").nth(1) {
             break rest.trim().parse().expect("a socket address");
         }
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let answer = runtime
         .block_on(ApiClient::new(addr, secret).get("/v2/storage/tokens/verify"))
         .unwrap();
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["id"], "9");
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "jobq did not stop within 20 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "jobq did not stop within 20 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut rest = String::new();
@@ -95,6 +111,9 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
     log.push_str(&rest);
     assert!(exit.success(), "exit {exit:?}: {log}");
     assert!(log.contains("jobq stopped"), "{log}");
-    assert!(!log.contains(secret), "the token must never be logged: {log}");
+    assert!(
+        !log.contains(secret),
+        "the token must never be logged: {log}"
+    );
     assert!(dir.path().join("data/jobq.redb").exists());
 }

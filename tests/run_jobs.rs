@@ -44,6 +44,7 @@ async fn created_job_runs_to_success_with_the_exact_job_json() {
         "configData",
         "configRowIds",
         "createdTime",
+        "delayedStartTime",
         "desiredStatus",
         "durationSeconds",
         "endTime",

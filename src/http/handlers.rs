@@ -61,6 +61,8 @@ pub fn create_job(context: &Context<'_>, body: &[u8]) -> Answer {
         variable_values_data: optional_object(&body, "variableValuesData")?,
         backend: optional_object(&body, "backend")?,
         parallelism: optional_id(&body, "parallelism")?,
+        delay: optional_seconds(&body, "delay")?,
+        delayed_start_time: optional_string(&body, "delayedStartTime")?,
         parent_run_id,
     };
     let job = tokio::task::block_in_place(|| context.queue.create(request, context.token))?;
@@ -141,6 +143,19 @@ fn optional_string(body: &Map<String, Value>, field: &str) -> Result<Option<Stri
         Some(Value::String(text)) => Ok(Some(text.clone())),
         Some(_) => Err(wrong_type(field, "a string")),
     }
+}
+
+/// A non-negative number of seconds, as a number or a numeric string.
+fn optional_seconds(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiError> {
+    let seconds = match body.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(number)) => number.as_u64(),
+        Some(Value::String(text)) => text.trim().parse().ok(),
+        Some(_) => None,
+    };
+    seconds
+        .map(Some)
+        .ok_or_else(|| wrong_type(field, "a non-negative number of seconds"))
 }
 
 /// Ids arrive as strings or numbers; both mean the same id.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::http::error::ApiError;
-use crate::job::{JobQuery, JobType, Mode, SortKey, Status, TimeRange};
+use crate::job::{parse_time, JobQuery, JobType, Mode, SortKey, Status, TimeRange};
 
 /// A parsed query string: each name (with `[]` / `[N]` removed) and its values in order.
 pub struct Query {
@@ -172,44 +172,6 @@ fn time_range(query: &Query, name: &str) -> Result<TimeRange, ApiError> {
         from: bound("From")?,
         to: bound("To")?,
     })
-}
-
-/// ISO 8601 (`2024-01-02T03:04:05+00:00`, or a plain date), `now`, `today`, `yesterday`,
-/// or relative `-N unit` / `N units ago` (second, minute, hour, day, week).
-pub fn parse_time(text: &str) -> Option<i64> {
-    use chrono::{DateTime, NaiveDate, Utc};
-    let text = text.trim();
-    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-        return Some(time.timestamp_micros());
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
-    }
-    let now = Utc::now();
-    let midnight = now.date_naive().and_hms_opt(0, 0, 0)?.and_utc();
-    match text {
-        "now" => return Some(now.timestamp_micros()),
-        "today" => return Some(midnight.timestamp_micros()),
-        "yesterday" => return Some((midnight - chrono::Duration::days(1)).timestamp_micros()),
-        _ => {}
-    }
-    let relative = text.strip_suffix(" ago").map(|t| format!("-{t}"));
-    let relative = relative.as_deref().unwrap_or(text);
-    let mut words = relative.split_whitespace();
-    let amount: i64 = words.next()?.parse().ok()?;
-    let unit = words.next()?.trim_end_matches('s');
-    let seconds = match unit {
-        "second" | "sec" => 1,
-        "minute" | "min" => 60,
-        "hour" => 3600,
-        "day" => 86_400,
-        "week" => 604_800,
-        _ => return None,
-    };
-    if words.next().is_some() {
-        return None;
-    }
-    Some(now.timestamp_micros() + amount * seconds * 1_000_000)
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ pub fn job(job: &Job, public_url: &str) -> Value {
         "behavior": job.behavior,
         "parallelism": job.parallelism,
         "type": job.job_type.as_str(),
+        "delayedStartTime": job.delayed_start_time.map(format_time),
     })
 }
 

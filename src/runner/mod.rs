@@ -21,7 +21,8 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{EventType, Job, Status};
+use crate::failpoint;
+use crate::job::{EventSource, EventType, Job, Status};
 use crate::settings::{Component, Settings};
 use outcome::{Exit, ExitContext, Verdict};
 use output::{HeadTail, LineSplitter};
@@ -59,7 +60,33 @@ pub trait RunObserver: Send + Sync {
     /// Called after the container is created and before it starts. An error aborts the run.
     fn container_created(&self, container_id: &str) -> Result<(), String>;
     /// An event for the job's log.
-    fn event(&self, event_type: EventType, message: &str);
+    fn event(&self, event_type: EventType, source: EventSource, message: &str);
+    /// How many stdout lines of this job are recorded already; a resumed log skips them.
+    fn stdout_lines_recorded(&self) -> usize;
+}
+
+/// One job to run: what it is, with which component, under which settings, reporting where.
+#[derive(Clone, Copy)]
+pub struct Run<'a> {
+    pub job: &'a Job,
+    pub component: &'a Component,
+    pub settings: &'a Settings,
+    pub observer: &'a dyn RunObserver,
+}
+
+/// How long to wait before asking an unreachable engine again.
+const ENGINE_RETRY: Duration = Duration::from_secs(1);
+
+/// How one wait for a container ended.
+enum Waited {
+    Ended(Exit),
+    /// The engine went away; the container's fate is unknown until it is back.
+    EngineLost(bollard::errors::Error),
+}
+
+enum ImageProblem {
+    Missing,
+    Engine(RunnerError),
 }
 
 /// How a run ended.
@@ -129,14 +156,13 @@ impl Runner {
     }
 
     /// Runs `job` with `component`'s image to the end; `cancel` requests termination.
-    pub async fn run(
-        &self,
-        job: &Job,
-        component: &Component,
-        settings: &Settings,
-        observer: &dyn RunObserver,
-        cancel: CancellationToken,
-    ) -> RunOutcome {
+    pub async fn run(&self, run: &Run<'_>, cancel: CancellationToken) -> RunOutcome {
+        let Run {
+            job,
+            component,
+            settings,
+            observer,
+        } = *run;
         let image = component.image_reference(&job.tag);
         let docker = match self.docker().await {
             Ok(docker) => docker,
@@ -146,27 +172,13 @@ impl Runner {
                 }
             }
         };
-        let images = match docker.inspect_image(&image).await {
-            Ok(inspect) => json!([[{
-                "id": image,
-                "digests": inspect
-                    .repo_digests
-                    .filter(|digests| !digests.is_empty())
-                    .unwrap_or_else(|| inspect.id.into_iter().collect()),
-            }]]),
-            Err(error) if is_not_found(&error) => {
-                return user_error(
-                    format!(
-                        "Image \"{image}\" of component \"{}\" is not present in the local Docker engine; build or load it first.",
-                        component.id
-                    ),
-                );
-            }
-            Err(error) => {
-                return RunOutcome::Requeue {
-                    reason: self.unreachable(error).to_string(),
-                }
-            }
+        let images = match self.image_result(&docker, &image).await {
+            Ok(images) => images,
+            Err(ImageProblem::Missing) => return user_error(format!(
+                "Image \"{image}\" of component \"{}\" is not present in the local Docker engine; build or load it first.",
+                component.id
+            )),
+            Err(ImageProblem::Engine(error)) => return RunOutcome::Requeue { reason: error.to_string() },
         };
 
         let prepared = tokio::task::block_in_place(|| {
@@ -238,24 +250,103 @@ impl Runner {
             self.remove(&docker, &container_id).await;
             return RunOutcome::Requeue { reason };
         }
+        failpoint::hit(failpoint::CONTAINER_CREATED);
         if let Err(error) = docker.start_container(&container_id, None).await {
             self.remove(&docker, &container_id).await;
             return user_error(format!(
                 "Cannot start the container of image \"{image}\": {error}"
             ));
         }
+        failpoint::hit(failpoint::CONTAINER_STARTED);
+        self.follow(run, &container_id, &images, cancel).await
+    }
 
-        let (exit, (stdout, stderr)) = tokio::join!(
-            self.wait(
-                &docker,
-                &container_id,
-                component.process_timeout,
-                settings.kill_grace,
-                &cancel
-            ),
-            collect_logs(&docker, &container_id, observer),
-        );
-        self.remove(&docker, &container_id).await;
+    /// Takes over the container a previous jobq process started for `run`'s job: starts it if
+    /// it never started, resumes its log after the lines already recorded, and records its end.
+    /// The job never runs twice. While the engine is unreachable, this waits for it.
+    pub async fn attach(
+        &self,
+        run: &Run<'_>,
+        container_id: &str,
+        cancel: CancellationToken,
+    ) -> RunOutcome {
+        let image = run.component.image_reference(&run.job.tag);
+        loop {
+            let docker = self.wait_for_engine().await;
+            let state = match docker.inspect_container(container_id, None).await {
+                Ok(inspect) => inspect.state,
+                Err(error) if is_not_found(&error) => return lost(),
+                Err(error) => {
+                    tracing::warn!(container_id, %error, "cannot inspect a container to re-attach; retrying");
+                    tokio::time::sleep(ENGINE_RETRY).await;
+                    continue;
+                }
+            };
+            let never_started = state
+                .as_ref()
+                .and_then(|s| s.started_at.as_deref())
+                .is_none_or(|started| started.starts_with("0001-"));
+            if never_started {
+                if let Err(error) = docker.start_container(container_id, None).await {
+                    self.remove(&docker, container_id).await;
+                    return user_error(format!(
+                        "Cannot start the container of image \"{image}\": {error}"
+                    ));
+                }
+            }
+            let images = match self.image_result(&docker, &image).await {
+                Ok(images) => images,
+                Err(_) => json!([[{"id": image, "digests": []}]]),
+            };
+            return self.follow(run, container_id, &images, cancel).await;
+        }
+    }
+
+    /// Streams the running container's log into events until it ends, riding out engine
+    /// restarts, then classifies the end and removes the container.
+    async fn follow(
+        &self,
+        run: &Run<'_>,
+        container_id: &str,
+        images: &Value,
+        cancel: CancellationToken,
+    ) -> RunOutcome {
+        let Run {
+            job,
+            component,
+            settings,
+            observer,
+        } = *run;
+        let image = component.image_reference(&job.tag);
+        let started = job.start_time.unwrap_or_else(crate::job::now_micros);
+        let elapsed = Duration::from_micros((crate::job::now_micros() - started).max(0) as u64);
+        let deadline =
+            tokio::time::Instant::now() + component.process_timeout.saturating_sub(elapsed);
+        let (exit, stdout, stderr) = loop {
+            let docker = self.wait_for_engine().await;
+            let recorded = observer.stdout_lines_recorded();
+            let (waited, (stdout, stderr)) = tokio::join!(
+                self.wait(
+                    &docker,
+                    container_id,
+                    deadline,
+                    settings.kill_grace,
+                    &cancel
+                ),
+                collect_logs(&docker, container_id, observer, recorded),
+            );
+            match waited {
+                Waited::Ended(exit) => break (exit, stdout, stderr),
+                Waited::EngineLost(error) => {
+                    tracing::warn!(job_id = job.id, %error, "lost the Docker engine while a job ran; re-attaching when it is back");
+                    tokio::time::sleep(ENGINE_RETRY).await;
+                }
+            }
+        };
+        failpoint::hit(failpoint::CONTAINER_ENDED);
+        if exit != Exit::Lost {
+            self.remove_container(container_id).await;
+        }
 
         let memory_limit = format_memory(component.memory_bytes);
         let verdict = outcome::classify(
@@ -272,7 +363,11 @@ impl Runner {
         if verdict.status == Status::Success {
             let stderr = stderr.text();
             if !stderr.trim().is_empty() {
-                observer.event(EventType::Error, &output::event_text(stderr.trim_end()));
+                observer.event(
+                    EventType::Error,
+                    EventSource::Stderr,
+                    &output::event_text(stderr.trim_end()),
+                );
             }
         }
         if verdict.error == Some(outcome::ErrorKind::Application) {
@@ -283,59 +378,108 @@ impl Runner {
                 stderr = %stderr.text(),
                 "component failed with an application error"
             );
-            observer.event(EventType::Error, outcome::APPLICATION_ERROR_MESSAGE);
+            observer.event(EventType::Error, EventSource::Jobq, &verdict.message);
         }
+        let folders = workspace::Workspace::of(&settings.job_dir(job.id));
         let usage_data = tokio::task::block_in_place(|| workspace::usage_data(&folders));
         RunOutcome::Finished {
-            result: outcome::result_json(&verdict, images, &exception_id),
+            result: outcome::result_json(&verdict, images.clone(), &exception_id),
             verdict,
             usage_data,
         }
     }
 
-    /// Waits for the container to end, enforcing the timeout and honouring `cancel`.
+    /// Waits for the container to end, enforcing `deadline` and honouring `cancel`.
     async fn wait(
         &self,
         docker: &Docker,
         container_id: &str,
-        timeout: Duration,
+        deadline: tokio::time::Instant,
         grace: Duration,
         cancel: &CancellationToken,
-    ) -> Exit {
+    ) -> Waited {
         let options = WaitContainerOptionsBuilder::default()
             .condition("not-running")
             .build();
         let mut waited = docker.wait_container(container_id, Some(options));
         // A non-zero exit arrives as an error item; the exit code is read from inspect below.
-        let ended = async { while waited.next().await.is_some() {} };
+        let ended = async {
+            while let Some(item) = waited.next().await {
+                match item {
+                    Ok(_) | Err(bollard::errors::Error::DockerContainerWaitError { .. }) => {
+                        return Ok(())
+                    }
+                    Err(error) if is_not_found(&error) => return Ok(()),
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(())
+        };
         tokio::pin!(ended);
-        let forced = tokio::select! {
-            () = &mut ended => None,
-            () = tokio::time::sleep(timeout) => {
+        let (forced, ended) = tokio::select! {
+            result = &mut ended => (None, result),
+            () = tokio::time::sleep_until(deadline) => {
                 let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
                 let _ = docker.kill_container(container_id, Some(kill)).await;
-                Some(Exit::TimedOut)
+                (Some(Exit::TimedOut), ended.await)
             }
             () = cancel.cancelled() => {
                 let stop = StopContainerOptionsBuilder::default().t(grace.as_secs() as i32).build();
                 let _ = docker.stop_container(container_id, Some(stop)).await;
-                Some(Exit::Terminated)
+                (Some(Exit::Terminated), ended.await)
             }
         };
-        if forced.is_some() {
-            ended.await;
+        if let Err(error) = ended {
+            return Waited::EngineLost(error);
         }
-        let state = docker
-            .inspect_container(container_id, None)
-            .await
-            .ok()
-            .and_then(|inspect| inspect.state);
+        let state = match docker.inspect_container(container_id, None).await {
+            Ok(inspect) => inspect.state,
+            Err(error) if is_not_found(&error) => {
+                return Waited::Ended(forced.unwrap_or(Exit::Lost))
+            }
+            Err(error) => return Waited::EngineLost(error),
+        };
+        let running = state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        if running {
+            // The wait broke off while the container still runs (an engine hiccup): wait again.
+            return Waited::EngineLost(bollard::errors::Error::RequestTimeoutError);
+        }
         let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
         let code = state.as_ref().and_then(|s| s.exit_code).unwrap_or(-1);
-        match forced {
+        Waited::Ended(match forced {
             Some(exit) => exit,
             None if oom => Exit::OutOfMemory,
             None => Exit::Code(code),
+        })
+    }
+
+    /// The engine's client once it answers; retries every `ENGINE_RETRY` until then.
+    async fn wait_for_engine(&self) -> Docker {
+        loop {
+            match self.ping().await {
+                Ok(()) => {
+                    if let Ok(docker) = self.docker().await {
+                        return docker;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "waiting for the Docker engine"),
+            }
+            tokio::time::sleep(ENGINE_RETRY).await;
+        }
+    }
+
+    /// `result.images` for one image: its name and repo digests (its id when it has none).
+    async fn image_result(&self, docker: &Docker, image: &str) -> Result<Value, ImageProblem> {
+        match docker.inspect_image(image).await {
+            Ok(inspect) => Ok(json!([[{
+                "id": image,
+                "digests": inspect
+                    .repo_digests
+                    .filter(|digests| !digests.is_empty())
+                    .unwrap_or_else(|| inspect.id.into_iter().collect()),
+            }]])),
+            Err(error) if is_not_found(&error) => Err(ImageProblem::Missing),
+            Err(error) => Err(ImageProblem::Engine(self.unreachable(error))),
         }
     }
 
@@ -398,12 +542,14 @@ impl Runner {
     }
 }
 
-/// Streams the container's output until it ends: stdout lines become `info` events as they come;
-/// both streams are kept (head and tail) for the error message.
+/// Streams the container's output from its start until it ends: stdout lines after the first
+/// `recorded` become `info` events as they come; both streams are kept (head and tail) for the
+/// error message.
 async fn collect_logs(
     docker: &Docker,
     container_id: &str,
     observer: &dyn RunObserver,
+    recorded: usize,
 ) -> (HeadTail, HeadTail) {
     let options = LogsOptionsBuilder::default()
         .follow(true)
@@ -413,26 +559,34 @@ async fn collect_logs(
     let mut stream = docker.logs(container_id, Some(options));
     let mut lines = LineSplitter::default();
     let (mut stdout, mut stderr) = (HeadTail::default(), HeadTail::default());
-    let emit = |line: String| {
+    let mut seen = 0;
+    let mut emit = |line: String| {
         if !line.trim().is_empty() {
-            observer.event(EventType::Info, &output::event_text(&line));
+            seen += 1;
+            if seen > recorded {
+                observer.event(
+                    EventType::Info,
+                    EventSource::Stdout,
+                    &output::event_text(&line),
+                );
+            }
         }
     };
     while let Some(item) = stream.next().await {
         match item {
             Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
                 stdout.push(&message);
-                lines.push(&message).into_iter().for_each(emit);
+                lines.push(&message).into_iter().for_each(&mut emit);
             }
             Ok(LogOutput::StdErr { message }) => stderr.push(&message),
             Ok(LogOutput::StdIn { .. }) => {}
             Err(error) => {
                 tracing::warn!(container_id, %error, "the container's log stream broke off");
-                break;
+                return (stdout, stderr);
             }
         }
     }
-    lines.finish().into_iter().for_each(emit);
+    lines.finish().into_iter().for_each(&mut emit);
     (stdout, stderr)
 }
 
@@ -443,6 +597,15 @@ fn format_memory(bytes: i64) -> String {
         b if b % 1_000_000 == 0 => format!("{}m", b / 1_000_000),
         b if b % 1_000 == 0 => format!("{}k", b / 1_000),
         b => b.to_string(),
+    }
+}
+
+fn lost() -> RunOutcome {
+    let verdict = outcome::classify_lost();
+    RunOutcome::Finished {
+        result: outcome::result_json(&verdict, json!([]), &outcome::new_exception_id()),
+        verdict,
+        usage_data: None,
     }
 }
 

@@ -15,6 +15,8 @@ pub enum Exit {
     TimedOut,
     /// The daemon stopped it because the job was killed.
     Terminated,
+    /// The container no longer exists in the engine.
+    Lost,
 }
 
 /// Which side is to blame for a failed job.
@@ -52,6 +54,8 @@ pub struct ExitContext<'a> {
 }
 
 pub const SUCCESS_MESSAGE: &str = "Component processing finished.";
+pub const LOST_MESSAGE: &str =
+    "The container of the job was lost: it no longer exists in the Docker engine.";
 pub const APPLICATION_ERROR_MESSAGE: &str = "Application error";
 
 /// Classifies an exit exactly as the table in spec/runner.md.
@@ -96,6 +100,16 @@ pub fn classify(exit: Exit, context: &ExitContext<'_>) -> Verdict {
             message: APPLICATION_ERROR_MESSAGE.into(),
             error: Some(ErrorKind::Application),
         },
+        Exit::Lost => classify_lost(),
+    }
+}
+
+/// A job whose container vanished ends with an application error saying so.
+pub fn classify_lost() -> Verdict {
+    Verdict {
+        status: Status::Error,
+        message: LOST_MESSAGE.into(),
+        error: Some(ErrorKind::Application),
     }
 }
 

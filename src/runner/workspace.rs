@@ -18,6 +18,16 @@ pub struct Workspace {
     pub tmp: PathBuf,
 }
 
+impl Workspace {
+    /// The folders of the job whose folder is `job_dir`.
+    pub fn of(job_dir: &Path) -> Workspace {
+        Workspace {
+            data: job_dir.join("data"),
+            tmp: job_dir.join("tmp"),
+        }
+    }
+}
+
 /// The sub-folders every component may rely on; `keboola.component` does not create them itself.
 pub const DATA_FOLDERS: [&str; 5] = [
     "in/tables",
@@ -34,10 +44,7 @@ pub fn prepare(
     config: &Value,
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<Workspace> {
-    let workspace = Workspace {
-        data: job_dir.join("data"),
-        tmp: job_dir.join("tmp"),
-    };
+    let workspace = Workspace::of(job_dir);
     // A folder left by an earlier attempt of this job must not leak into this one.
     if workspace.data.exists() {
         fs::remove_dir_all(&workspace.data)?;

@@ -143,6 +143,8 @@ mod tests {
             parallelism: Some("5".to_string()),
             job_type: JobType::Container,
             container_id: Some("abc".to_string()),
+            delayed_start_time: Some(1_700_000_100_000_000),
+            revision: 3,
         }
     }
 
@@ -160,6 +162,7 @@ mod tests {
             id: 9,
             job_id: 7,
             event_type: EventType::Warn,
+            source: crate::job::EventSource::Stderr,
             message: "héllo\nworld".to_string(),
             created: 12,
             run_id: "7".to_string(),

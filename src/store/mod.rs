@@ -18,7 +18,7 @@ use redb::{
     ReadableDatabase, ReadableTable, WriteTransaction,
 };
 
-use crate::job::{Event, EventType, Job, JobQuery, SortKey, Status};
+use crate::job::{Event, EventSource, Job, JobQuery, NewEvent, SortKey, Status};
 use tables::*;
 
 /// The job store over one redb file. Cheap to share through an `Arc`; every method is blocking.
@@ -113,7 +113,8 @@ impl Store {
         })
     }
 
-    /// Read-modify-write of one job in one write transaction; indexes follow the change.
+    /// Read-modify-write of one job in one write transaction; indexes follow the change and
+    /// `revision` goes up by one.
     ///
     /// `f` returning `Err` aborts (nothing is written) and comes back as `UpdateError::Rejected`.
     /// A missing job is `UpdateError::Store(StoreError::JobNotFound)`. `f` cannot change the id.
@@ -122,19 +123,39 @@ impl Store {
         id: u64,
         f: impl FnOnce(&mut Job) -> Result<(), E>,
     ) -> Result<Job, UpdateError<E>> {
-        let outcome = self.write_or_abort("updating a job", |txn| {
+        let mut f = Some(f);
+        let mut updated = self.update_jobs(&[id], |job| match f.take() {
+            Some(f) => f(job),
+            None => Ok(()),
+        })?;
+        Ok(updated.remove(0))
+    }
+
+    /// `update_job` for several jobs in one write transaction: all are written, or none.
+    pub fn update_jobs<E>(
+        &self,
+        ids: &[u64],
+        mut f: impl FnMut(&mut Job) -> Result<(), E>,
+    ) -> Result<Vec<Job>, UpdateError<E>> {
+        let outcome = self.write_or_abort("updating jobs", |txn| {
             let mut jobs = txn.open_table(JOBS)?;
-            let Some(old) = load_job(&jobs, id)? else {
-                return Err(Fail::Store(StoreError::JobNotFound { id }));
-            };
-            let mut job = old.clone();
-            if let Err(rejection) = f(&mut job) {
-                return Ok(Err(rejection));
+            let mut indexes = Indexes::open(txn)?;
+            let mut updated = Vec::with_capacity(ids.len());
+            for &id in ids {
+                let Some(old) = load_job(&jobs, id)? else {
+                    return Err(Fail::Store(StoreError::JobNotFound { id }));
+                };
+                let mut job = old.clone();
+                if let Err(rejection) = f(&mut job) {
+                    return Ok(Err(rejection));
+                }
+                job.id = id;
+                job.revision = old.revision + 1;
+                jobs.insert(id, codec::encode_job(&job)?.as_slice())?;
+                indexes.replace(&old, &job)?;
+                updated.push(job);
             }
-            job.id = id;
-            jobs.insert(id, codec::encode_job(&job)?.as_slice())?;
-            Indexes::open(txn)?.replace(&old, &job)?;
-            Ok(Ok(job))
+            Ok(Ok(updated))
         })?;
         outcome.map_err(UpdateError::Rejected)
     }
@@ -227,32 +248,40 @@ impl Store {
 
     /// Appends an event for an existing job, with the next id of the global event sequence,
     /// keyed (job id, event id).
-    pub fn add_event(
-        &self,
-        job_id: u64,
-        event_type: EventType,
-        message: &str,
-        run_id: &str,
-        component: &str,
-        created: i64,
-    ) -> Result<Event, StoreError> {
+    pub fn add_event(&self, new: NewEvent<'_>) -> Result<Event, StoreError> {
         self.write("adding an event", |txn| {
-            if txn.open_table(JOBS)?.get(job_id)?.is_none() {
-                return Err(Fail::Store(StoreError::JobNotFound { id: job_id }));
+            if txn.open_table(JOBS)?.get(new.job_id)?.is_none() {
+                return Err(Fail::Store(StoreError::JobNotFound { id: new.job_id }));
             }
             let id = next_in_sequence(txn, META_LAST_EVENT_ID, "event")?;
             let event = Event {
                 id,
-                job_id,
-                event_type,
-                message: message.to_string(),
-                created,
-                run_id: run_id.to_string(),
-                component: component.to_string(),
+                job_id: new.job_id,
+                event_type: new.event_type,
+                source: new.source,
+                message: new.message.to_string(),
+                created: new.created,
+                run_id: new.run_id.to_string(),
+                component: new.component.to_string(),
             };
             txn.open_table(EVENTS)?
-                .insert((job_id, id), codec::encode_event(&event)?.as_slice())?;
+                .insert((new.job_id, id), codec::encode_event(&event)?.as_slice())?;
             Ok(event)
+        })
+    }
+
+    /// How many of a job's events came from `source`.
+    pub fn count_events(&self, job_id: u64, source: EventSource) -> Result<usize, StoreError> {
+        self.read("counting events", |txn| {
+            let table = txn.open_table(EVENTS)?;
+            let mut count = 0;
+            for entry in table.range((job_id, 0)..=(job_id, u64::MAX))? {
+                let (_, record) = entry?;
+                if codec::decode_event(record.value())?.source == source {
+                    count += 1;
+                }
+            }
+            Ok(count)
         })
     }
 
@@ -375,6 +404,7 @@ impl Store {
             let txn = self.db.begin_write()?;
             match body(&txn) {
                 Ok(Ok(value)) => {
+                    crate::failpoint::hit(crate::failpoint::STORE_COMMIT);
                     txn.commit()?;
                     Ok(Ok(value))
                 }

@@ -5,8 +5,28 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::job::{DesiredStatus, JobType, Mode, TimeRange};
+use crate::job::{DesiredStatus, EventType, JobType, Mode, TimeRange};
 use crate::state::TransitionForbidden;
+
+/// An event of `job_id` as the runner records a stdout line.
+fn new_event<'a>(
+    job_id: u64,
+    event_type: EventType,
+    message: &'a str,
+    run_id: &'a str,
+    component: &'a str,
+    created: i64,
+) -> NewEvent<'a> {
+    NewEvent {
+        job_id,
+        event_type,
+        source: EventSource::Stdout,
+        message,
+        run_id,
+        component,
+        created,
+    }
+}
 
 /// A root job of `component`/`config`, created at `created`; the store sets the id.
 fn job(component: &str, config: Option<&str>, created: i64) -> impl FnOnce(u64) -> Job {
@@ -42,6 +62,8 @@ fn job(component: &str, config: Option<&str>, created: i64) -> impl FnOnce(u64) 
         parallelism: None,
         job_type: JobType::Standard,
         container_id: None,
+        delayed_start_time: None,
+        revision: 0,
     }
 }
 
@@ -121,7 +143,7 @@ fn ids_keep_increasing_across_reopen() {
         assert_eq!(store.create_job(job("c", None, 1)).expect("create").id, 1);
         assert_eq!(store.create_job(job("c", None, 2)).expect("create").id, 2);
         let event = store
-            .add_event(2, EventType::Info, "hello", "2", "c", 3)
+            .add_event(new_event(2, EventType::Info, "hello", "2", "c", 3))
             .expect("event");
         assert_eq!(event.id, 1);
     }
@@ -129,7 +151,7 @@ fn ids_keep_increasing_across_reopen() {
     assert_eq!(store.job(2).expect("read").expect("kept").id, 2);
     assert_eq!(store.create_job(job("c", None, 3)).expect("create").id, 3);
     let event = store
-        .add_event(1, EventType::Info, "again", "1", "c", 4)
+        .add_event(new_event(1, EventType::Info, "again", "1", "c", 4))
         .expect("event");
     assert_eq!(event.id, 2);
     store.assert_internally_consistent();
@@ -465,7 +487,14 @@ fn events_come_newest_first_and_page() {
             EventType::Info
         };
         let event = store
-            .add_event(job_id, kind, &format!("message {n}"), "run", "c", n as i64)
+            .add_event(new_event(
+                job_id,
+                kind,
+                &format!("message {n}"),
+                "run",
+                "c",
+                n as i64,
+            ))
             .expect("add");
         assert_eq!(event.id, n + 1);
         assert_eq!(event.job_id, job_id);
@@ -501,7 +530,7 @@ fn events_come_newest_first_and_page() {
 fn events_need_an_existing_job() {
     let (_dir, store) = open_temp();
     let error = store
-        .add_event(5, EventType::Info, "lost", "5", "c", 0)
+        .add_event(new_event(5, EventType::Info, "lost", "5", "c", 0))
         .expect_err("no job 5");
     assert!(
         matches!(error, StoreError::JobNotFound { id: 5 }),
@@ -510,7 +539,7 @@ fn events_need_an_existing_job() {
     store.create_job(job("c", None, 1)).expect("create");
     // The failed add used no event id.
     let event = store
-        .add_event(1, EventType::Info, "found", "1", "c", 0)
+        .add_event(new_event(1, EventType::Info, "found", "1", "c", 0))
         .expect("add");
     assert_eq!(event.id, 1);
 }

@@ -201,7 +201,10 @@ network = "none"
     pub async fn wait_for_message(&self, id: &str, message: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.messages(id).await.iter().any(|m| m == message) {
-            assert!(Instant::now() < deadline, "job {id} never logged \"{message}\"");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never logged \"{message}\""
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -1,0 +1,37 @@
+//! Crash points for the crash tests: `JOBQ_CRASH_AT=<point>[:<n>]` aborts the process, like a
+//! SIGKILL, the n-th time (default 1) it passes `<point>`. Unset, a pass costs one atomic load.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The environment variable that arms a crash point.
+pub const VARIABLE: &str = "JOBQ_CRASH_AT";
+
+/// Before a store write transaction commits.
+pub const STORE_COMMIT: &str = "store-commit";
+/// After the container id is stored, before the container starts.
+pub const CONTAINER_CREATED: &str = "container-created";
+/// After the container started, before anything else is written.
+pub const CONTAINER_STARTED: &str = "container-started";
+/// After the container ended, before the job's final status is written.
+pub const CONTAINER_ENDED: &str = "container-ended";
+
+/// Aborts the process if `point` is armed and this is its n-th pass.
+pub fn hit(point: &str) {
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let value = std::env::var(VARIABLE).ok()?;
+        let (name, nth) = match value.split_once(':') {
+            Some((name, nth)) => (name.to_string(), nth.parse().ok()?),
+            None => (value, 1),
+        };
+        Some((name, nth))
+    });
+    if let Some((name, nth)) = armed {
+        if name == point && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *nth {
+            eprintln!("jobq: crash point {point} reached; aborting");
+            std::process::abort();
+        }
+    }
+}
