@@ -72,14 +72,23 @@ pub fn create_job(context: &Context<'_>, body: &[u8]) -> Answer {
     ))
 }
 
-/// `GET /jobs/{id}`
-pub fn get_job(context: &Context<'_>, id: &str) -> Answer {
-    let job = context.queue.job(id)?;
-    Ok((
-        StatusCode::OK,
-        render::job(&job, &context.queue.settings().public_url),
-    ))
+/// `GET /jobs/{id}`; with `wait=<seconds>` (at most 60) and `index=<n>`, a long poll: the answer
+/// comes once the job's revision (the `X-Jobq-Index` header) is above `n`, or after `wait`.
+pub async fn get_job(context: &Context<'_>, id: &str) -> Result<(StatusCode, Value, u64), ApiError> {
+    let job = match context.query.number("wait")? {
+        Some(wait) => {
+            let index = context.query.number("index")?.unwrap_or(0);
+            let wait = std::time::Duration::from_secs(wait.min(MAX_WAIT_SECONDS));
+            context.queue.job_after(id, index, wait).await?
+        }
+        None => context.queue.job(id)?,
+    };
+    let body = render::job(&job, &context.queue.settings().public_url);
+    Ok((StatusCode::OK, body, job.revision))
 }
+
+/// The longest long poll.
+const MAX_WAIT_SECONDS: u64 = 60;
 
 /// `POST /jobs/{id}/kill`
 pub fn kill_job(context: &Context<'_>, id: &str) -> Answer {

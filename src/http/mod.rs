@@ -27,6 +27,8 @@ use error::ApiError;
 
 /// The header carrying the API token.
 pub const TOKEN_HEADER: &str = "X-StorageApi-Token";
+/// The header carrying a job's revision, for long polls (`?wait=<s>&index=<revision>`).
+pub const INDEX_HEADER: &str = "X-Jobq-Index";
 /// The header that makes a new job a child of a run.
 pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
 
@@ -104,7 +106,12 @@ async fn dispatch(
         (&Method::GET, ["jobs"]) | (&Method::GET, ["search", "jobs"]) => {
             handlers::search_jobs(&context)?
         }
-        (&Method::GET, ["jobs", id]) => handlers::get_job(&context, id)?,
+        (&Method::GET, ["jobs", id]) => {
+            let (status, value, revision) = handlers::get_job(&context, id).await?;
+            let mut response = json_response(status, &value);
+            response.headers_mut().insert(INDEX_HEADER, HeaderValue::from(revision));
+            return Ok(response);
+        }
         (&Method::POST, ["jobs", id, "kill"]) => handlers::kill_job(&context, id)?,
         (&Method::GET, ["v2", "storage", "events"]) => handlers::events(&context)?,
         (&Method::GET, ["v2", "storage", "tokens", "verify"]) => handlers::verify_token(&context),

@@ -404,16 +404,12 @@ impl Runner {
         let mut waited = docker.wait_container(container_id, Some(options));
         // A non-zero exit arrives as an error item; the exit code is read from inspect below.
         let ended = async {
-            while let Some(item) = waited.next().await {
-                match item {
-                    Ok(_) | Err(bollard::errors::Error::DockerContainerWaitError { .. }) => {
-                        return Ok(())
-                    }
-                    Err(error) if is_not_found(&error) => return Ok(()),
-                    Err(error) => return Err(error),
-                }
+            match waited.next().await {
+                None | Some(Ok(_)) => Ok(()),
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => Ok(()),
+                Some(Err(error)) if is_not_found(&error) => Ok(()),
+                Some(Err(error)) => Err(error),
             }
-            Ok(())
         };
         tokio::pin!(ended);
         let (forced, ended) = tokio::select! {
