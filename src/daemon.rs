@@ -70,7 +70,7 @@ pub async fn run(
     let queue = Queue::new(store, Arc::new(settings), runner);
     queue.recover().await?;
     let scheduler = tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()));
-    tracing::info!(%addr, "jobq is listening");
+    tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);
     crate::http::serve(listener, queue, shutdown).await;
     let _ = scheduler.await;

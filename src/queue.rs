@@ -548,8 +548,20 @@ impl Queue {
             },
         };
         let requeued = matches!(outcome, RunOutcome::Requeue { .. });
-        if let Err(error) = self.finish(&job, outcome) {
-            tracing::error!(job_id = job.id, %error, "cannot record the end of a job");
+        let finished_container = match &outcome {
+            RunOutcome::Finished { container_id, .. } => container_id.clone(),
+            RunOutcome::Requeue { .. } => None,
+        };
+        match self.finish(&job, outcome) {
+            // Only now that the result is stored may its container go.
+            Ok(()) => {
+                if let Some(container_id) = finished_container {
+                    self.runner.remove_container(&container_id).await;
+                }
+            }
+            Err(error) => {
+                tracing::error!(job_id = job.id, %error, "cannot record the end of a job")
+            }
         }
         if requeued {
             // Retried after a pause rather than in a tight loop.
@@ -577,6 +589,7 @@ impl Queue {
                 verdict,
                 result,
                 usage_data,
+                ..
             } => {
                 let finished = self.update(job.id, |job| {
                     job.result = result;

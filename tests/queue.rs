@@ -35,7 +35,10 @@ async fn create_child(t: &TestDaemon, parent_run_id: &str, parameters: Value) ->
 }
 
 fn time(job: &Value, field: &str) -> String {
-    job[field].as_str().unwrap_or_else(|| panic!("{field} missing: {job}")).to_string()
+    job[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} missing: {job}"))
+        .to_string()
 }
 
 #[tokio::test]
@@ -48,7 +51,10 @@ async fn lock_makes_a_newer_job_of_the_same_configuration_wait_then_run() {
     assert_eq!(waiting["startTime"], Value::Null);
     // Another configuration and a configData-only job are not held by that lock.
     let other = create_for_config(&t, "cfg-2", json!({})).await;
-    let data_only = t.create(COMPONENT, json!({})).await["id"].as_str().unwrap().to_string();
+    let data_only = t.create(COMPONENT, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(t.wait_finished(&other).await["status"], "success");
     assert_eq!(t.wait_finished(&data_only).await["status"], "success");
     assert_eq!(t.job(&second).await["status"], "waiting");
@@ -57,9 +63,10 @@ async fn lock_makes_a_newer_job_of_the_same_configuration_wait_then_run() {
     let second = t.wait_finished(&second).await;
     assert_eq!(second["status"], "success");
     assert!(time(&second, "startTime") >= time(&first, "endTime"));
-    assert!(t.messages(second["id"].as_str().unwrap()).await.contains(
-        &"Waiting for an earlier job of the same configuration to finish.".to_string()
-    ));
+    assert!(t
+        .messages(second["id"].as_str().unwrap())
+        .await
+        .contains(&"Waiting for an earlier job of the same configuration to finish.".to_string()));
 }
 
 #[tokio::test]
@@ -88,11 +95,18 @@ async fn three_jobs_of_one_configuration_run_one_after_another_in_order() {
 
 #[tokio::test]
 async fn a_lock_blocked_job_never_blocks_unrelated_jobs_behind_it() {
-    let t = TestDaemon::start(Options { max_concurrent_jobs: 2, ..Options::default() }).await;
+    let t = TestDaemon::start(Options {
+        max_concurrent_jobs: 2,
+        ..Options::default()
+    })
+    .await;
     let holder = create_for_config(&t, "cfg", json!({"sleep": 4})).await;
     t.wait_status(&holder, "processing").await;
     let blocked = create_for_config(&t, "cfg", json!({})).await;
-    let unrelated = t.create(COMPONENT, json!({})).await["id"].as_str().unwrap().to_string();
+    let unrelated = t.create(COMPONENT, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     t.wait_status(&blocked, "waiting").await;
     let unrelated = t.wait_finished(&unrelated).await;
     assert_eq!(unrelated["status"], "success");
@@ -102,8 +116,15 @@ async fn a_lock_blocked_job_never_blocks_unrelated_jobs_behind_it() {
 
 #[tokio::test]
 async fn capacity_keeps_jobs_created_never_waiting() {
-    let t = TestDaemon::start(Options { max_concurrent_jobs: 1, ..Options::default() }).await;
-    let busy = t.create(COMPONENT, json!({"sleep": 3})).await["id"].as_str().unwrap().to_string();
+    let t = TestDaemon::start(Options {
+        max_concurrent_jobs: 1,
+        ..Options::default()
+    })
+    .await;
+    let busy = t.create(COMPONENT, json!({"sleep": 3})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     t.wait_status(&busy, "processing").await;
     let queued = create_for_config(&t, "cfg", json!({})).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -118,7 +139,10 @@ async fn capacity_keeps_jobs_created_never_waiting() {
 async fn delay_holds_a_job_in_created_until_its_time() {
     let t = TestDaemon::start(Options::default()).await;
     let answer = t
-        .post("/jobs", &json!({"component": COMPONENT, "delay": 3, "configData": {"parameters": {}}}))
+        .post(
+            "/jobs",
+            &json!({"component": COMPONENT, "delay": 3, "configData": {"parameters": {}}}),
+        )
         .await;
     assert_eq!(answer.status, 201);
     let job = answer.json();
@@ -134,7 +158,10 @@ async fn delay_holds_a_job_in_created_until_its_time() {
     let at = (chrono::Utc::now() + chrono::Duration::seconds(2))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
     let answer = t
-        .post("/jobs", &json!({"component": COMPONENT, "delayedStartTime": at}))
+        .post(
+            "/jobs",
+            &json!({"component": COMPONENT, "delayedStartTime": at}),
+        )
         .await;
     assert_eq!(answer.status, 201);
     assert_eq!(answer.json()["delayedStartTime"], at.as_str());
@@ -142,10 +169,16 @@ async fn delay_holds_a_job_in_created_until_its_time() {
     assert!(time(&job, "startTime") >= at);
 
     let both = t
-        .post("/jobs", &json!({"component": COMPONENT, "delay": 1, "delayedStartTime": at}))
+        .post(
+            "/jobs",
+            &json!({"component": COMPONENT, "delay": 1, "delayedStartTime": at}),
+        )
         .await;
     assert_eq!(both.status, 400);
-    assert!(both.json()["error"].as_str().unwrap().contains("delayedStartTime"));
+    assert!(both.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("delayedStartTime"));
 }
 
 #[tokio::test]
@@ -155,7 +188,12 @@ async fn kill_during_waiting_cancels_a_job_that_did_nothing() {
     t.wait_status(&holder, "processing").await;
     let waiting = create_for_config(&t, "cfg", json!({})).await;
     t.wait_status(&waiting, "waiting").await;
-    assert_eq!(t.post(&format!("/jobs/{waiting}/kill"), &json!({})).await.status, 202);
+    assert_eq!(
+        t.post(&format!("/jobs/{waiting}/kill"), &json!({}))
+            .await
+            .status,
+        202
+    );
     let job = t.wait_finished(&waiting).await;
     assert_eq!(job["status"], "cancelled");
     assert_eq!(job["startTime"], Value::Null);
@@ -168,12 +206,15 @@ async fn kill_during_waiting_cancels_a_job_that_did_nothing() {
 #[tokio::test]
 async fn kill_cascades_through_three_levels_with_mixed_statuses() {
     let t = TestDaemon::start(Options::default()).await;
-    let parent = t.create(COMPONENT, json!({"print": ["parent"], "sleep": 60})).await;
+    let parent = t
+        .create(COMPONENT, json!({"print": ["parent"], "sleep": 60}))
+        .await;
     let parent_id = parent["id"].as_str().unwrap().to_string();
     let done_child = create_child(&t, &parent_id, json!({})).await;
     let done_child_id = done_child["id"].as_str().unwrap().to_string();
     assert_eq!(t.wait_finished(&done_child_id).await["status"], "success");
-    let running_child = create_child(&t, &parent_id, json!({"print": ["child"], "sleep": 60})).await;
+    let running_child =
+        create_child(&t, &parent_id, json!({"print": ["child"], "sleep": 60})).await;
     let running_child_id = running_child["id"].as_str().unwrap().to_string();
     let delayed = t
         .client
@@ -195,11 +236,18 @@ async fn kill_cascades_through_three_levels_with_mixed_statuses() {
     let killed = t.post(&format!("/jobs/{parent_id}/kill"), &json!({})).await;
     assert_eq!(killed.status, 202);
     assert_eq!(t.wait_finished(&parent_id).await["status"], "terminated");
-    assert_eq!(t.wait_finished(&running_child_id).await["status"], "terminated");
+    assert_eq!(
+        t.wait_finished(&running_child_id).await["status"],
+        "terminated"
+    );
     let grandchild = t.wait_finished(&grandchild_id).await;
     assert_eq!(grandchild["status"], "cancelled");
     assert_eq!(t.wait_finished(&great_id).await["status"], "terminated");
-    assert_eq!(t.job(&done_child_id).await["status"], "success", "finished jobs never change");
+    assert_eq!(
+        t.job(&done_child_id).await["status"],
+        "success",
+        "finished jobs never change"
+    );
     for id in [&parent_id, &running_child_id, &great_id] {
         assert_eq!(t.containers_of_job(id).await, Vec::<String>::new());
     }
@@ -212,15 +260,25 @@ async fn kill_cascades_through_three_levels_with_mixed_statuses() {
 
 #[tokio::test]
 async fn killing_a_terminating_job_again_is_harmless() {
-    let t = TestDaemon::start(Options { kill_grace_seconds: 2, ..Options::default() }).await;
+    let t = TestDaemon::start(Options {
+        kill_grace_seconds: 2,
+        ..Options::default()
+    })
+    .await;
     let id = t
-        .create(COMPONENT, json!({"ignore_sigterm": true, "print": ["up"], "sleep": 60}))
+        .create(
+            COMPONENT,
+            json!({"ignore_sigterm": true, "print": ["up"], "sleep": 60}),
+        )
         .await["id"]
         .as_str()
         .unwrap()
         .to_string();
     t.wait_for_message(&id, "up").await;
-    assert_eq!(t.post(&format!("/jobs/{id}/kill"), &json!({})).await.status, 202);
+    assert_eq!(
+        t.post(&format!("/jobs/{id}/kill"), &json!({})).await.status,
+        202
+    );
     t.wait_status(&id, "terminating").await;
     let again = t.post(&format!("/jobs/{id}/kill"), &json!({})).await;
     assert_eq!(again.status, 202);
@@ -231,14 +289,21 @@ async fn killing_a_terminating_job_again_is_harmless() {
 #[tokio::test]
 async fn long_poll_answers_at_the_next_change() {
     let t = TestDaemon::start(Options::default()).await;
-    let id = t.create(COMPONENT, json!({"sleep": 2})).await["id"].as_str().unwrap().to_string();
+    let id = t.create(COMPONENT, json!({"sleep": 2})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut index: u64 = 0;
     let mut statuses = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let answer = t.get(&format!("/jobs/{id}?wait=30&index={index}")).await;
         assert_eq!(answer.status, 200);
-        let next: u64 = answer.headers["x-jobq-index"].to_str().unwrap().parse().unwrap();
+        let next: u64 = answer.headers["x-jobq-index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(next > index || next == index, "the index never goes back");
         index = next;
         let job = answer.json();
@@ -273,8 +338,18 @@ async fn events_since_id_returns_only_newer_events() {
     t.wait_finished(&id).await;
     let events = t.events(&id).await;
     let second_id = events[1]["id"].as_str().unwrap();
-    let newer = t.get(&format!("/v2/storage/events?runId={id}&sinceId={second_id}")).await.json();
-    let newer: Vec<&str> = newer.as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    let newer = t
+        .get(&format!(
+            "/v2/storage/events?runId={id}&sinceId={second_id}"
+        ))
+        .await
+        .json();
+    let newer: Vec<&str> = newer
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
     assert_eq!(newer, ["c", "b"]);
 }
 
@@ -302,7 +377,8 @@ async fn restart_re_attaches_to_a_running_container_without_running_it_twice() {
         .filter(|m| m == "one" || m == "two")
         .collect();
     assert_eq!(stdout, ["one", "two"], "no line lost or repeated");
-    let ran = std::fs::read_to_string(t.data_dir.path().join(format!("jobs/{id}/tmp/ran.txt"))).unwrap();
+    let ran =
+        std::fs::read_to_string(t.data_dir.path().join(format!("jobs/{id}/tmp/ran.txt"))).unwrap();
     assert_eq!(ran.lines().count(), 1, "the container ran once: {ran:?}");
     assert_eq!(t.containers_of_job(&id).await, Vec::<String>::new());
 }
@@ -310,7 +386,9 @@ async fn restart_re_attaches_to_a_running_container_without_running_it_twice() {
 #[tokio::test]
 async fn timeout_still_counts_after_a_restart() {
     let mut t = TestDaemon::start(Options::default()).await;
-    let id = t.create(SMALL_COMPONENT, json!({"print": ["up"], "sleep": 30})).await["id"]
+    let id = t
+        .create(SMALL_COMPONENT, json!({"print": ["up"], "sleep": 30}))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_string();

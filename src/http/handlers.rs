@@ -74,7 +74,10 @@ pub fn create_job(context: &Context<'_>, body: &[u8]) -> Answer {
 
 /// `GET /jobs/{id}`; with `wait=<seconds>` (at most 60) and `index=<n>`, a long poll: the answer
 /// comes once the job's revision (the `X-Jobq-Index` header) is above `n`, or after `wait`.
-pub async fn get_job(context: &Context<'_>, id: &str) -> Result<(StatusCode, Value, u64), ApiError> {
+pub async fn get_job(
+    context: &Context<'_>,
+    id: &str,
+) -> Result<(StatusCode, Value, u64), ApiError> {
     let job = match context.query.number("wait")? {
         Some(wait) => {
             let index = context.query.number("index")?.unwrap_or(0);

@@ -109,7 +109,9 @@ async fn dispatch(
         (&Method::GET, ["jobs", id]) => {
             let (status, value, revision) = handlers::get_job(&context, id).await?;
             let mut response = json_response(status, &value);
-            response.headers_mut().insert(INDEX_HEADER, HeaderValue::from(revision));
+            response
+                .headers_mut()
+                .insert(INDEX_HEADER, HeaderValue::from(revision));
             return Ok(response);
         }
         (&Method::POST, ["jobs", id, "kill"]) => handlers::kill_job(&context, id)?,

@@ -92,11 +92,13 @@ enum ImageProblem {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
-    /// The container ran: its verdict, the job's `result` and `usageData`.
+    /// The container ran: its verdict, the job's `result` and `usageData`, and the container
+    /// to remove once the result is stored (kept until then, so a crash cannot lose the result).
     Finished {
         verdict: Verdict,
         result: Value,
         usage_data: Option<Value>,
+        container_id: Option<String>,
     },
     /// The platform failed before the container started; the job goes back to `created`.
     Requeue { reason: String },
@@ -344,9 +346,6 @@ impl Runner {
             }
         };
         failpoint::hit(failpoint::CONTAINER_ENDED);
-        if exit != Exit::Lost {
-            self.remove_container(container_id).await;
-        }
 
         let memory_limit = format_memory(component.memory_bytes);
         let verdict = outcome::classify(
@@ -386,6 +385,7 @@ impl Runner {
             result: outcome::result_json(&verdict, images.clone(), &exception_id),
             verdict,
             usage_data,
+            container_id: (exit != Exit::Lost).then(|| container_id.to_string()),
         }
     }
 
@@ -602,6 +602,7 @@ fn lost() -> RunOutcome {
         result: outcome::result_json(&verdict, json!([]), &outcome::new_exception_id()),
         verdict,
         usage_data: None,
+        container_id: None,
     }
 }
 
@@ -615,6 +616,7 @@ fn user_error(message: String) -> RunOutcome {
         result: outcome::result_json(&verdict, json!([]), &outcome::new_exception_id()),
         verdict,
         usage_data: None,
+        container_id: None,
     }
 }
 

@@ -1,0 +1,309 @@
+//! The crash harness: the real `jobq` binary is SIGKILLed (or aborts at a crash point) again and
+//! again while it runs a mix of jobs; after the last restart every job must have finished, each
+//! at most once, with the right status, complete events, and no container left behind.
+//!
+//! CI runs a small count. The full count: `JOBQ_CRASH_JOBS=120 JOBQ_CRASH_ROUNDS=10 cargo test
+//! --release --test crash -- --nocapture`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fixture_image, COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG, TOKEN};
+use jobq::http::client::ApiClient;
+use serde_json::{json, Value};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_jobq");
+
+/// Crash points armed in turn; `None` is a SIGKILL at a random moment.
+const CRASH_POINTS: [Option<&str>; 5] = [
+    None,
+    Some("container-started"),
+    Some("store-commit"),
+    Some("container-created"),
+    Some("container-ended"),
+];
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A tiny deterministic generator, so a failing run can be repeated with the same seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below.max(1)
+    }
+}
+
+struct Process {
+    child: Child,
+    client: ApiClient,
+    instance: String,
+}
+
+/// Starts `jobq serve`, optionally armed with a crash point, and waits until it listens.
+fn start(settings: &Path, log: &Path, crash_at: Option<String>) -> Process {
+    let log_file = std::fs::File::create(log).unwrap();
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--config"])
+        .arg(settings)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log_file);
+    match &crash_at {
+        Some(point) => command.env(jobq::failpoint::VARIABLE, point),
+        None => command.env_remove(jobq::failpoint::VARIABLE),
+    };
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("jobq is listening")) {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .unwrap()
+                    .to_string()
+            };
+            let addr = field("addr").parse().unwrap();
+            return Process {
+                child,
+                client: ApiClient::new(addr, TOKEN),
+                instance: field("instance"),
+            };
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            // Armed early crash points may fire during start-up recovery: that is a crash too.
+            assert!(
+                crash_at.is_some(),
+                "jobq exited during start-up ({status}): {text}"
+            );
+            return Process {
+                child,
+                client: ApiClient::new("127.0.0.1:9".parse().unwrap(), TOKEN),
+                instance: String::new(),
+            };
+        }
+        assert!(Instant::now() < deadline, "jobq did not start: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Process {
+    /// Waits up to `limit` for the process to die by itself, then SIGKILLs it.
+    fn kill_after(mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        false
+    }
+}
+
+struct Plan {
+    exit_code: i64,
+    killed: bool,
+}
+
+fn parameters(i: usize, plan: &Plan) -> Value {
+    let mut parameters = json!({
+        "print": [format!("job {i} line 1"), format!("job {i} line 2")],
+        "sleep": (i % 4) as f64 * 0.4,
+        "append_run_id_to": "/tmp/ran.txt",
+        "exit_code": plan.exit_code,
+    });
+    if plan.exit_code == 1 {
+        parameters["stderr"] = json!([format!("job {i} failed")]);
+    }
+    parameters
+}
+
+async fn all_jobs(client: &ApiClient) -> Option<Vec<Value>> {
+    let answer = client
+        .get("/search/jobs?limit=500&sortOrder=asc")
+        .await
+        .ok()?;
+    answer.json().as_array().cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
+    fixture_image().await;
+    let jobs = env_number("JOBQ_CRASH_JOBS", 30);
+    let rounds = env_number("JOBQ_CRASH_ROUNDS", CRASH_POINTS.len());
+    let seed = env_number("JOBQ_CRASH_SEED", 0x5eed) as u64;
+    let mut rng = Rng(seed | 1);
+    let dir = tempfile::Builder::new()
+        .prefix("jobq-crash-")
+        .tempdir()
+        .unwrap();
+    let data_dir: PathBuf = dir.path().join("data");
+    let settings = dir.path().join("jobq.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nmax_concurrent_jobs = 4\nkill_grace_seconds = 1\n\
+             [[tokens]]\nid = \"1\"\ntoken = \"{TOKEN}\"\n\
+             [[components]]\nid = \"{COMPONENT}\"\nimage = \"{FIXTURE_IMAGE}\"\ntag = \"{FIXTURE_TAG}\"\nmemory = \"64m\"\nprocess_timeout = 120\nnetwork = \"none\"\n",
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+    let plans: Vec<Plan> = (0..jobs)
+        .map(|i| Plan {
+            exit_code: if i % 7 == 3 { 1 } else { 0 },
+            killed: i % 10 == 5,
+        })
+        .collect();
+
+    // Round 0: submit everything, ask for the kills, then SIGKILL at a random moment.
+    let log = |round: usize| dir.path().join(format!("jobq-{round}.log"));
+    let first = start(&settings, &log(0), None);
+    let instance = first.instance.clone();
+    let mut ids = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let body =
+            json!({"component": COMPONENT, "configData": {"parameters": parameters(i, plan)}});
+        let answer = first.client.post_json("/jobs", &body).await.unwrap();
+        assert_eq!(answer.status, 201);
+        ids.push(answer.json()["id"].as_str().unwrap().to_string());
+    }
+    for (id, plan) in ids.iter().zip(&plans) {
+        if plan.killed {
+            let answer = first
+                .client
+                .post_json(&format!("/jobs/{id}/kill"), &json!({}))
+                .await
+                .unwrap();
+            assert!(
+                answer.status == 202 || answer.status == 400,
+                "{}",
+                answer.json()
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200 + rng.next(1500))).await;
+    first.kill_after(Duration::ZERO);
+
+    let mut self_crashes = 0;
+    for round in 1..=rounds {
+        let point = CRASH_POINTS[round % CRASH_POINTS.len()];
+        let armed = point.map(|p| match p {
+            "store-commit" => format!("{p}:{}", 3 + rng.next(40)),
+            p => p.to_string(),
+        });
+        let process = start(&settings, &log(round), armed.clone());
+        let crashed_itself = match armed {
+            Some(_) => process.kill_after(Duration::from_secs(15)),
+            None => process.kill_after(Duration::from_millis(300 + rng.next(2500))),
+        };
+        self_crashes += usize::from(crashed_itself);
+        println!("round {round}: {armed:?}, crashed by itself: {crashed_itself}");
+    }
+
+    // The last start runs everything to the end.
+    let last = start(&settings, &log(rounds + 1), None);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let finished = loop {
+        if let Some(jobs) = all_jobs(&last.client).await {
+            if jobs.len() == plans.len() && jobs.iter().all(|j| j["isFinished"] == true) {
+                break jobs;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every job finished within 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for ((i, plan), job) in plans.iter().enumerate().zip(&finished) {
+        let id = job["id"].as_str().unwrap();
+        assert_eq!(id, ids[i]);
+        let status = job["status"].as_str().unwrap().to_string();
+        *counts.entry(status.clone()).or_default() += 1;
+        let ran = std::fs::read_to_string(data_dir.join(format!("jobs/{id}/tmp/ran.txt")))
+            .unwrap_or_default();
+        let runs = ran.lines().count();
+        assert!(runs <= 1, "job {id} ran {runs} times");
+        assert_ne!(
+            job["result"]["message"],
+            jobq::runner::outcome::LOST_MESSAGE,
+            "job {id} lost its container"
+        );
+        let expected_status = if plan.exit_code == 0 {
+            "success"
+        } else {
+            "error"
+        };
+        match status.as_str() {
+            "cancelled" => {
+                assert!(plan.killed, "job {id} was cancelled but never killed");
+                assert_eq!(runs, 0, "a cancelled job did nothing");
+            }
+            "terminated" => assert!(plan.killed, "job {id} was terminated but never killed"),
+            other => {
+                assert_eq!(other, expected_status, "job {id}: {job}");
+                assert_eq!(runs, 1, "job {id} finished {other} but never ran");
+                let lines: Vec<String> = last
+                    .client
+                    .get(&format!("/v2/storage/events?runId={id}&limit=1000"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .map(|e| e["message"].as_str().unwrap().to_string())
+                    .filter(|m| m.starts_with(&format!("job {i} line")))
+                    .collect();
+                assert_eq!(
+                    lines,
+                    [format!("job {i} line 1"), format!("job {i} line 2")],
+                    "events of job {id}"
+                );
+                if plan.exit_code == 1 {
+                    assert_eq!(job["result"]["message"], format!("job {i} failed"));
+                }
+            }
+        }
+    }
+    last.kill_after(Duration::ZERO);
+    let leftovers = containers_of_instance(&instance).await;
+    assert_eq!(leftovers, Vec::<String>::new(), "containers left behind");
+    println!(
+        "crash harness: {} jobs, {rounds} crashes ({self_crashes} at crash points), final statuses {counts:?}",
+        plans.len()
+    );
+}
+
+async fn containers_of_instance(instance: &str) -> Vec<String> {
+    let runner = jobq::runner::Runner::new(None, instance).unwrap();
+    runner
+        .labelled_containers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
