@@ -184,6 +184,9 @@ pub struct Job {
     pub job_type: JobType,
     /// The Docker container running the job; persisted before the container starts.
     pub container_id: Option<String>,
+    /// The status the finished container gave the job, stored with `result` before the
+    /// container is removed; the job takes it once the container is gone.
+    pub outcome: Option<Status>,
     /// The job stays `created` until this time (`delay` / `delayedStartTime`).
     pub delayed_start_time: Option<i64>,
     /// Counts the changes of the job; the store bumps it on every update (long polls wait on it).

@@ -250,6 +250,7 @@ impl Queue {
             parallelism,
             job_type: JobType::Standard,
             container_id: None,
+            outcome: None,
             delayed_start_time,
             revision: 0,
         })?;
@@ -342,6 +343,14 @@ impl Queue {
     pub async fn recover(self: &Arc<Self>) -> Result<(), QueueError> {
         for status in [Status::Processing, Status::Terminating] {
             for job in self.store.jobs_with_status(status)? {
+                if job.outcome.is_some() {
+                    // It ended before the crash: only the cleanup was left.
+                    if let Some(container_id) = &job.container_id {
+                        self.runner.remove_container(container_id).await;
+                    }
+                    self.finalize(&job)?;
+                    continue;
+                }
                 match job.container_id.clone() {
                     None if status == Status::Processing => {
                         self.update(job.id, |job| job.move_to(Status::Created, now_micros()))?;
@@ -548,20 +557,8 @@ impl Queue {
             },
         };
         let requeued = matches!(outcome, RunOutcome::Requeue { .. });
-        let finished_container = match &outcome {
-            RunOutcome::Finished { container_id, .. } => container_id.clone(),
-            RunOutcome::Requeue { .. } => None,
-        };
-        match self.finish(&job, outcome) {
-            // Only now that the result is stored may its container go.
-            Ok(()) => {
-                if let Some(container_id) = finished_container {
-                    self.runner.remove_container(&container_id).await;
-                }
-            }
-            Err(error) => {
-                tracing::error!(job_id = job.id, %error, "cannot record the end of a job")
-            }
+        if let Err(error) = self.finish(&job, outcome).await {
+            tracing::error!(job_id = job.id, %error, "cannot record the end of a job");
         }
         if requeued {
             // Retried after a pause rather than in a tight loop.
@@ -571,7 +568,10 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    fn finish(&self, job: &Job, outcome: RunOutcome) -> Result<(), QueueError> {
+    /// Records how a run ended. A finished container's result is stored first, then the
+    /// container is removed, then the job takes its final status: a crash at any step loses
+    /// neither the result nor the container, and a finished job has no container left.
+    async fn finish(&self, job: &Job, outcome: RunOutcome) -> Result<(), QueueError> {
         match outcome {
             RunOutcome::Requeue { reason } => {
                 tracing::warn!(job_id = job.id, %reason, "platform failure; the job goes back to created");
@@ -589,36 +589,49 @@ impl Queue {
                 verdict,
                 result,
                 usage_data,
-                ..
+                container_id,
             } => {
-                let finished = self.update(job.id, |job| {
+                let recorded = self.update(job.id, |job| {
                     job.result = result;
                     if let Some(usage) = usage_data {
                         job.usage_data = usage;
                     }
-                    // A killed job ends terminated even if its container had already exited.
-                    let to = if job.status == Status::Terminating {
-                        Status::Terminated
-                    } else {
-                        verdict.status
-                    };
-                    job.move_to(to, now_micros())
+                    job.outcome = Some(verdict.status);
+                    Ok(())
                 })?;
-                if let Some(kind) = verdict.error {
-                    if finished.status == Status::Error {
-                        let message = format!(
-                            "Job \"{}\" ended with {} error: \"{}\"",
-                            job.id,
-                            kind.as_str(),
-                            verdict.message
-                        );
-                        self.event(job, EventType::Error, &message);
-                    }
+                if let Some(container_id) = container_id {
+                    self.runner.remove_container(&container_id).await;
                 }
-                tracing::info!(job_id = job.id, status = %finished.status, "job finished");
-                Ok(())
+                self.finalize(&recorded)
             }
         }
+    }
+
+    /// Moves a job whose outcome is recorded to its final status, with the final error event.
+    fn finalize(&self, job: &Job) -> Result<(), QueueError> {
+        let Some(outcome) = job.outcome else {
+            return Ok(());
+        };
+        let finished = self.update(job.id, |job| {
+            // A killed job ends terminated even if its container had already exited.
+            let to = if job.status == Status::Terminating {
+                Status::Terminated
+            } else {
+                outcome
+            };
+            job.move_to(to, now_micros())
+        })?;
+        let kind = finished.result["error"]["type"].as_str();
+        if let (Status::Error, Some(kind)) = (finished.status, kind) {
+            let message = format!(
+                "Job \"{}\" ended with {kind} error: \"{}\"",
+                job.id,
+                finished.result["message"].as_str().unwrap_or_default()
+            );
+            self.event(job, EventType::Error, &message);
+        }
+        tracing::info!(job_id = job.id, status = %finished.status, "job finished");
+        Ok(())
     }
 
     /// Removes containers of this store that no running job owns, and folders of jobs

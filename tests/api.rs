@@ -146,18 +146,49 @@ async fn empty_objects_may_come_as_empty_arrays() {
     );
 }
 
+/// Sends a request head (and, in the background, `body` chunks) over raw TCP and reads the
+/// answer: a server refusing a large body answers before the client has sent it all, which
+/// general-purpose clients report as a broken pipe instead of the answer.
+async fn raw_exchange(addr: std::net::SocketAddr, head: String, chunks: usize) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let sender = tokio::spawn(async move {
+        let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, "x".repeat(1 << 20));
+        for _ in 0..chunks {
+            if writer.write_all(chunk.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.write_all(b"0\r\n\r\n").await;
+    });
+    let mut answer = Vec::new();
+    let _ = reader.read_to_end(&mut answer).await;
+    sender.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
 #[tokio::test]
 async fn oversized_body_is_413() {
     let t = TestDaemon::start(Options::default()).await;
-    let padding = "x".repeat(11 * 1024 * 1024);
-    let answer = t
-        .post(
-            "/jobs",
-            &json!({"component": COMPONENT, "configData": {"parameters": {"padding": padding}}}),
+    let head = |framing: &str| {
+        format!(
+            "POST /jobs HTTP/1.1\r\nHost: jobq\r\nX-StorageApi-Token: {TOKEN}\r\nContent-Type: application/json\r\nConnection: close\r\n{framing}\r\n\r\n"
         )
-        .await;
-    assert_eq!(answer.status, 413);
-    assert_error_body(&answer.json(), 413, "larger than the limit");
+    };
+    // Declared too large: refused before any body byte is read.
+    let (status, body) = raw_exchange(t.client.addr, head("Content-Length: 11534336"), 0).await;
+    assert_eq!(status, 413);
+    assert_error_body(&body, 413, "larger than the limit");
+    // Streamed without a length: refused once the limit (10 MiB) is passed.
+    let (status, body) = raw_exchange(t.client.addr, head("Transfer-Encoding: chunked"), 12).await;
+    assert_eq!(status, 413);
+    assert_error_body(&body, 413, "larger than the limit");
+    assert_eq!(t.get("/search/jobs").await.json(), json!([]));
 }
 
 #[tokio::test]

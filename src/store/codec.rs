@@ -143,6 +143,7 @@ mod tests {
             parallelism: Some("5".to_string()),
             job_type: JobType::Container,
             container_id: Some("abc".to_string()),
+            outcome: Some(Status::Success),
             delayed_start_time: Some(1_700_000_100_000_000),
             revision: 3,
         }

@@ -62,6 +62,7 @@ fn job(component: &str, config: Option<&str>, created: i64) -> impl FnOnce(u64) 
         parallelism: None,
         job_type: JobType::Standard,
         container_id: None,
+        outcome: None,
         delayed_start_time: None,
         revision: 0,
     }

@@ -229,6 +229,32 @@ network = "none"
     }
 }
 
+/// A test's daemon may stop while it creates a container; its store is gone for good then, so
+/// nothing else would ever remove that container: the harness does.
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let Some(daemon) = self.daemon.take() else {
+            return;
+        };
+        let instance = daemon.instance_id().to_string();
+        drop(daemon);
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let runner = Runner::new(None, &instance).ok()?;
+                for (container, _) in runner.labelled_containers().await.ok()? {
+                    runner.remove_container(&container).await;
+                }
+                Some(())
+            })
+        });
+        let _ = cleanup.join();
+    }
+}
+
 impl TestDaemon {
     /// Containers of this daemon's store still labelled with `job_id` in the engine.
     pub async fn containers_of_job(&self, job_id: &str) -> Vec<String> {
