@@ -453,7 +453,7 @@ impl JobQuery {
 }
 
 /// Serde adapter that keeps a JSON value as its text (bincode cannot decode `Value` directly).
-mod json_text {
+pub(crate) mod json_text {
     use serde::{Deserialize, Deserializer, Serializer};
     use serde_json::Value;
 

@@ -1,5 +1,6 @@
 //! jobq: a single-host daemon that runs Keboola component jobs.
 
+pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod failpoint;
