@@ -187,6 +187,11 @@ pub struct Job {
     /// The status the finished container gave the job, stored with `result` before the
     /// container is removed; the job takes it once the container is gone.
     pub outcome: Option<Status>,
+    /// Rows (containers) of this job that have finished; a resumed job goes on after them.
+    pub rows_done: u32,
+    /// Stdout events recorded before the current container started; a re-attached container's
+    /// log resumes after `stdout events - stdout_base` lines.
+    pub stdout_base: u64,
     /// The job stays `created` until this time (`delay` / `delayedStartTime`).
     pub delayed_start_time: Option<i64>,
     /// Counts the changes of the job; the store bumps it on every update (long polls wait on it).

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod failpoint;
 pub mod http;
 pub mod job;
+pub mod plan;
 pub mod queue;
 pub mod runner;
 pub mod settings;

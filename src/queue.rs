@@ -2,6 +2,7 @@
 //! trees, records how runs end, and settles what a previous process left behind.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,11 +10,13 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Configuration;
 use crate::job::{
     now_micros, parse_time, DesiredStatus, Event, EventSource, EventType, Job, JobQuery, JobType,
     Mode, NewEvent, Status,
 };
-use crate::runner::{Run, RunObserver, RunOutcome, Runner};
+use crate::plan::{self, Plan};
+use crate::runner::{outcome, Run, RunObserver, RunOutcome, Runner};
 use crate::settings::{Settings, Token};
 use crate::state::TransitionForbidden;
 use crate::store::{Store, StoreError, UpdateError};
@@ -51,6 +54,12 @@ pub enum QueueError {
     },
     #[error("Job \"{id}\" not found.")]
     JobNotFound { id: String },
+    #[error("Configuration \"{config}\" of component \"{component}\" not found in branch \"{branch}\".")]
+    ConfigurationNotFound {
+        component: String,
+        config: String,
+        branch: String,
+    },
     #[error("Job \"{id}\" is already finished ({status}); only jobs in one of killable states (created, waiting, processing, terminating) can be killed.")]
     NotKillable { id: u64, status: Status },
     #[error(transparent)]
@@ -177,24 +186,78 @@ impl Queue {
             })?),
             (None, None) => None,
         };
-        let runtime = request.config_data.get("runtime");
+        let branch_id = request
+            .branch_id
+            .clone()
+            .unwrap_or_else(|| self.settings.project.default_branch_id.clone());
+        let stored = self.stored_configuration(
+            request.config.as_deref(),
+            &request.config_data,
+            &request.component,
+            &branch_id,
+        )?;
+        let mode = request.mode.unwrap_or(Mode::Run);
+        let mut rows = Vec::new();
+        if let Some(stored) = &stored {
+            if stored.is_disabled && mode != Mode::ForceRun {
+                return Err(invalid(
+                    "config",
+                    format!(
+                        "Configuration \"{}\" of component \"{}\" is disabled.",
+                        stored.id, stored.component
+                    ),
+                ));
+            }
+            plan::check_processors(stored).map_err(|message| invalid("configData", message))?;
+            let (selected, _) = plan::select_rows(stored, &request.config_row_ids)
+                .map_err(|message| invalid("configRowIds", message))?;
+            rows = selected.into_iter().map(|row| row.id.clone()).collect();
+        }
+        // Resolution order of spec/queue.md: the job, then configData, then the stored configuration.
+        let runtime_of = |configuration: &Value, key: &str| -> Option<String> {
+            let value = configuration.get("runtime")?.get(key)?;
+            value
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| value.as_u64().map(|n| n.to_string()))
+        };
+        let stored_configuration = stored.as_ref().map(|s| &s.configuration);
         let tag = request
             .tag
             .clone()
-            .or_else(|| {
-                runtime
-                    .and_then(|r| r.get("tag"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
+            .or_else(|| runtime_of(&request.config_data, "tag"))
+            .or_else(|| stored_configuration.and_then(|c| runtime_of(c, "tag").or_else(|| runtime_of(c, "image_tag"))))
             .unwrap_or_else(|| component.tag.clone());
-        let parallelism = request.parallelism.clone().or_else(|| {
-            runtime.and_then(|r| r.get("parallelism")).and_then(|p| {
-                p.as_str()
-                    .map(str::to_string)
-                    .or_else(|| p.as_u64().map(|n| n.to_string()))
-            })
-        });
+        let parallelism = request
+            .parallelism
+            .clone()
+            .or_else(|| runtime_of(&request.config_data, "parallelism"))
+            .or_else(|| stored_configuration.and_then(|c| runtime_of(c, "parallelism")));
+        if let Some(parallelism) = &parallelism {
+            let valid = parallelism == "infinity" || parallelism.parse::<u32>().is_ok_and(|n| n <= 100);
+            if !valid {
+                return Err(invalid(
+                    "parallelism",
+                    format!("Field \"parallelism\" must be \"0\"..\"100\" or \"infinity\", \"{parallelism}\" given."),
+                ));
+            }
+        }
+        // Backend: stored configuration, then configData, then the job; non-null values win.
+        let mut backend = json!({});
+        for layer in [
+            stored_configuration.and_then(|c| c.get("runtime")).and_then(|r| r.get("backend")),
+            request.config_data.get("runtime").and_then(|r| r.get("backend")),
+            request.backend.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (key, value) in layer.as_object().into_iter().flatten() {
+                if !value.is_null() {
+                    backend[key] = value.clone();
+                }
+            }
+        }
         let parent_run_id = match &request.parent_run_id {
             Some(parent) if !parent.is_empty() => {
                 if self.store.job_by_run_id(parent)?.is_none() {
@@ -209,31 +272,30 @@ impl Queue {
             }
             _ => String::new(),
         };
+        // Parallelism over two or more rows: a container job with one child per row.
+        let parallel = parallelism.as_deref().is_some_and(|p| p != "0") && rows.len() >= 2;
         let settings = &self.settings;
-        let job = self.store.create_job(|id| Job {
+        let make = |id: u64, parent_run_id: &str, job_type: JobType, row_ids: Vec<String>, parallelism: Option<String>| Job {
             id,
             run_id: if parent_run_id.is_empty() {
                 id.to_string()
             } else {
                 format!("{parent_run_id}.{id}")
             },
-            parent_run_id: parent_run_id.clone(),
+            parent_run_id: parent_run_id.to_string(),
             project_id: settings.project.id.clone(),
             project_name: settings.project.name.clone(),
             token_id: token.id.clone(),
             token_description: token.description.clone(),
             status: Status::Created,
             desired_status: DesiredStatus::Processing,
-            mode: request.mode.unwrap_or(Mode::Run),
+            mode,
             component: request.component.clone(),
             config: request.config.clone(),
             config_data: request.config_data.clone(),
-            config_row_ids: request.config_row_ids.clone(),
-            tag,
-            branch_id: request
-                .branch_id
-                .clone()
-                .unwrap_or_else(|| settings.project.default_branch_id.clone()),
+            config_row_ids: row_ids,
+            tag: tag.clone(),
+            branch_id: branch_id.clone(),
             created_time: now,
             start_time: None,
             end_time: None,
@@ -244,16 +306,32 @@ impl Queue {
                 .variable_values_data
                 .clone()
                 .unwrap_or_else(|| json!({"values": []})),
-            backend: request.backend.clone().unwrap_or_else(|| json!({})),
+            backend: backend.clone(),
             metrics: json!({}),
             behavior: json!({"onError": null}),
             parallelism,
-            job_type: JobType::Standard,
+            job_type,
             container_id: None,
             outcome: None,
+            rows_done: 0,
+            stdout_base: 0,
             delayed_start_time,
             revision: 0,
-        })?;
+        };
+        let job = if parallel {
+            let mut jobs = self.store.create_jobs(rows.len() + 1, |ids| {
+                let container = make(ids[0], &parent_run_id, JobType::Container, request.config_row_ids.clone(), parallelism.clone());
+                let children = ids[1..].iter().zip(&rows).map(|(&id, row)| {
+                    make(id, &container.run_id, JobType::Standard, vec![row.clone()], None)
+                });
+                std::iter::once(container.clone()).chain(children).collect()
+            })?;
+            jobs.remove(0)
+        } else {
+            self.store.create_job(|id| {
+                make(id, &parent_run_id, JobType::Standard, request.config_row_ids.clone(), parallelism.clone())
+            })?
+        };
         tracing::info!(job_id = job.id, component = %job.component, "job created");
         self.changed();
         Ok(job)
@@ -343,6 +421,11 @@ impl Queue {
     pub async fn recover(self: &Arc<Self>) -> Result<(), QueueError> {
         for status in [Status::Processing, Status::Terminating] {
             for job in self.store.jobs_with_status(status)? {
+                if job.job_type == JobType::Container {
+                    // Virtual: it finishes when its children do.
+                    self.settle_container(&job.run_id)?;
+                    continue;
+                }
                 if job.outcome.is_some() {
                     // It ended before the crash: only the cleanup was left.
                     if let Some(container_id) = &job.container_id {
@@ -422,13 +505,15 @@ impl Queue {
         }
 
         let mut held: HashSet<LockKey> = HashSet::new();
+        // Processing children per parent run, for the parallelism of container jobs.
+        let mut active_children: HashMap<String, usize> = HashMap::new();
         for status in [Status::Processing, Status::Terminating] {
-            held.extend(
-                self.store
-                    .jobs_with_status(status)?
-                    .iter()
-                    .filter_map(lock_key),
-            );
+            for job in self.store.jobs_with_status(status)? {
+                held.extend(lock_key(&job));
+                if !job.parent_run_id.is_empty() {
+                    *active_children.entry(job.parent_run_id.clone()).or_default() += 1;
+                }
+            }
         }
         let mut free = self
             .settings
@@ -448,16 +533,26 @@ impl Queue {
                 continue;
             }
             let key = lock_key(&job);
-            // A configuration lock is a reason inside the project: the job waits.
-            if key.as_ref().is_some_and(|key| held.contains(key)) {
+            // A configuration lock and a container's parallelism are reasons inside the
+            // project: the job waits.
+            let wait_reason = if key.as_ref().is_some_and(|key| held.contains(key)) {
+                Some("Waiting for an earlier job of the same configuration to finish.")
+            } else if self.parallelism_full(&job, &active_children)? {
+                Some("Waiting for a free slot of the configuration's parallelism.")
+            } else {
+                None
+            };
+            if let Some(reason) = wait_reason {
                 if job.status == Status::Created {
                     self.update(job.id, |job| job.move_to(Status::Waiting, now_micros()))?;
-                    self.event(
-                        &job,
-                        EventType::Info,
-                        "Waiting for an earlier job of the same configuration to finish.",
-                    );
+                    self.event(&job, EventType::Info, reason);
                 }
+                continue;
+            }
+            if job.job_type == JobType::Container {
+                // Virtual: no container, no capacity; it finishes when its children do.
+                self.update(job.id, |job| job.move_to(Status::Processing, now_micros()))?;
+                held.extend(key);
                 continue;
             }
             // Capacity and the engine are platform reasons: the job stays (or goes back to) created.
@@ -478,6 +573,9 @@ impl Queue {
             }
             let job = self.update(job.id, |job| job.move_to(Status::Processing, now_micros()))?;
             free -= 1;
+            if !job.parent_run_id.is_empty() {
+                *active_children.entry(job.parent_run_id.clone()).or_default() += 1;
+            }
             if let Some(key) = key {
                 held.insert(key);
             }
@@ -486,6 +584,24 @@ impl Queue {
             tokio::spawn(Arc::clone(self).execute(job, None, cancel));
         }
         Ok(pass)
+    }
+
+    /// Whether `job` is a child of a container job whose parallelism is used up.
+    fn parallelism_full(&self, job: &Job, active_children: &HashMap<String, usize>) -> Result<bool, QueueError> {
+        if job.parent_run_id.is_empty() {
+            return Ok(false);
+        }
+        let Some(parent) = self.store.job_by_run_id(&job.parent_run_id)? else {
+            return Ok(false);
+        };
+        if parent.job_type != JobType::Container {
+            return Ok(false);
+        }
+        let limit = match parent.parallelism.as_deref() {
+            Some("infinity") | None => return Ok(false),
+            Some(limit) => limit.parse::<usize>().unwrap_or(usize::MAX).max(1),
+        };
+        Ok(active_children.get(&job.parent_run_id).copied().unwrap_or(0) >= limit)
     }
 
     async fn engine_answers(&self) -> bool {
@@ -505,6 +621,11 @@ impl Queue {
                 self.update(job.id, |job| job.move_to(Status::Cancelled, now_micros()))?;
                 self.event(job, EventType::Warn, "Job was cancelled before it started.");
             }
+            Status::Processing if job.job_type == JobType::Container => {
+                self.update(job.id, |job| job.move_to(Status::Terminating, now_micros()))?;
+                // Its children were asked to terminate with it; it ends when they have.
+                self.settle_container(&job.run_id)?;
+            }
             Status::Processing => {
                 self.update(job.id, |job| job.move_to(Status::Terminating, now_micros()))?;
                 self.event(job, EventType::Warn, "Job termination requested.");
@@ -521,45 +642,20 @@ impl Queue {
         Ok(())
     }
 
-    /// Runs one job's container (or re-attaches to `container_id`) and records how it ended.
+    /// Runs one job's containers (re-attaching to `container_id` first) and records how it ended.
     async fn execute(
         self: Arc<Self>,
         job: Job,
         container_id: Option<String>,
         cancel: CancellationToken,
     ) {
-        let outcome = match self.settings.component(&job.component) {
-            Some(component) => {
-                let observer = JobObserver {
-                    queue: &self,
-                    job: &job,
-                };
-                let run = Run {
-                    job: &job,
-                    component,
-                    settings: &self.settings,
-                    observer: &observer,
-                };
-                match &container_id {
-                    Some(container_id) => self.runner.attach(&run, container_id, cancel).await,
-                    None => {
-                        self.event(
-                            &job,
-                            EventType::Info,
-                            &format!("Running component {} (row 1 of 1)", component.id),
-                        );
-                        self.runner.run(&run, cancel).await
-                    }
-                }
+        let requeued = match self.run_job(&job, container_id, &cancel).await {
+            Ok(requeued) => requeued,
+            Err(error) => {
+                tracing::error!(job_id = job.id, %error, "cannot record the end of a job");
+                false
             }
-            None => RunOutcome::Requeue {
-                reason: format!("component \"{}\" is no longer registered", job.component),
-            },
         };
-        let requeued = matches!(outcome, RunOutcome::Requeue { .. });
-        if let Err(error) = self.finish(&job, outcome).await {
-            tracing::error!(job_id = job.id, %error, "cannot record the end of a job");
-        }
         if requeued {
             // Retried after a pause rather than in a tight loop.
             tokio::time::sleep(RETRY_INTERVAL).await;
@@ -568,43 +664,244 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// Records how a run ended. A finished container's result is stored first, then the
-    /// container is removed, then the job takes its final status: a crash at any step loses
-    /// neither the result nor the container, and a finished job has no container left.
-    async fn finish(&self, job: &Job, outcome: RunOutcome) -> Result<(), QueueError> {
-        match outcome {
-            RunOutcome::Requeue { reason } => {
-                tracing::warn!(job_id = job.id, %reason, "platform failure; the job goes back to created");
-                self.update(job.id, |job| {
-                    job.container_id = None;
-                    match job.status {
-                        // Killed meanwhile: nothing ran, so it ends without running.
-                        Status::Terminating => job.move_to(Status::Terminated, now_micros()),
-                        _ => job.move_to(Status::Created, now_micros()),
-                    }
-                })?;
-                Ok(())
-            }
-            RunOutcome::Finished {
-                verdict,
-                result,
-                usage_data,
-                container_id,
-            } => {
-                let recorded = self.update(job.id, |job| {
-                    job.result = result;
-                    if let Some(usage) = usage_data {
-                        job.usage_data = usage;
-                    }
-                    job.outcome = Some(verdict.status);
+    /// Runs the job's remaining tasks (rows) one after another, recording each. A finished
+    /// container's result is stored first, then the container is removed, then the job takes
+    /// its final status: a crash at any step loses neither a result nor a container, and a
+    /// finished job has no container left. Returns whether the job went back to `created`.
+    async fn run_job(
+        &self,
+        job: &Job,
+        mut attach_to: Option<String>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, QueueError> {
+        let Some(component) = self.settings.component(&job.component) else {
+            let reason = format!("component \"{}\" is no longer registered", job.component);
+            return self.requeue(job, &reason).map(|()| true);
+        };
+        let plan = match self.plan(job) {
+            Ok(plan) => plan,
+            Err(message) => {
+                let failed = self.update(job.id, |job| {
+                    job.result = json!({
+                        "message": message,
+                        "images": [],
+                        "error": {"type": "user", "exceptionId": outcome::new_exception_id()},
+                    });
+                    job.outcome = Some(Status::Error);
                     Ok(())
                 })?;
-                if let Some(container_id) = container_id {
-                    self.runner.remove_container(&container_id).await;
-                }
-                self.finalize(&recorded)
+                return self.finalize(&failed).map(|()| false);
+            }
+        };
+        if job.rows_done == 0 && attach_to.is_none() {
+            for row in &plan.skipped_rows {
+                self.event(job, EventType::Info, &format!("Skipping disabled configuration: {row}"));
             }
         }
+        let total = plan.tasks.len();
+        let mut job = job.clone();
+        for (index, task) in plan.tasks.iter().enumerate().skip(job.rows_done as usize) {
+            let observer = JobObserver {
+                queue: self,
+                job: &job,
+                stdout_base: AtomicU64::new(job.stdout_base),
+            };
+            let run = Run { job: &job, task, component, settings: &self.settings, observer: &observer };
+            let outcome = match attach_to.take() {
+                Some(container_id) => self.runner.attach(&run, &container_id, cancel.clone()).await,
+                None => {
+                    let message = format!("Running component {} (row {} of {total})", component.id, index + 1);
+                    self.event(&job, EventType::Info, &message);
+                    self.runner.run(&run, cancel.clone()).await
+                }
+            };
+            let (verdict, images, exception_id, usage_data, container_id) = match outcome {
+                RunOutcome::Finished { verdict, images, exception_id, usage_data, container_id } => {
+                    (verdict, images, exception_id, usage_data, container_id)
+                }
+                RunOutcome::Requeue { reason } => return self.requeue(&job, &reason).map(|()| true),
+            };
+            let ends = index + 1 == total || verdict.status != Status::Success;
+            if ends && verdict.status == Status::Success {
+                self.save_state(&job, &plan)?;
+            }
+            job = self.update(job.id, |job| {
+                if !job.result["images"].is_array() {
+                    job.result = json!({"images": []});
+                }
+                if let Some(list) = job.result["images"].as_array_mut() {
+                    list.push(images);
+                }
+                if let Some(usage) = usage_data {
+                    job.usage_data = usage;
+                }
+                job.rows_done += 1;
+                job.container_id = None;
+                if ends {
+                    job.result["message"] = json!(verdict.message);
+                    if let Some(kind) = verdict.error {
+                        job.result["error"] = json!({"type": kind.as_str(), "exceptionId": exception_id});
+                    }
+                    plan.describe(&mut job.result);
+                    job.outcome = Some(verdict.status);
+                }
+                Ok(())
+            })?;
+            if let Some(container_id) = container_id {
+                self.runner.remove_container(&container_id).await;
+            }
+            if ends {
+                return self.finalize(&job).map(|()| false);
+            }
+        }
+        // No row was selected: nothing ran.
+        let finished = self.update(job.id, |job| {
+            job.result = json!({"message": "No configurations executed.", "images": []});
+            plan.describe(&mut job.result);
+            job.outcome = Some(Status::Success);
+            Ok(())
+        })?;
+        self.finalize(&finished).map(|()| false)
+    }
+
+    /// A platform failure before a container started: the job goes back to `created`.
+    fn requeue(&self, job: &Job, reason: &str) -> Result<(), QueueError> {
+        tracing::warn!(job_id = job.id, %reason, "platform failure; the job goes back to created");
+        self.update(job.id, |job| {
+            job.container_id = None;
+            match job.status {
+                // Killed meanwhile: nothing more runs, so it ends.
+                Status::Terminating => job.move_to(Status::Terminated, now_micros()),
+                _ => job.move_to(Status::Created, now_micros()),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Resolves what the job runs, loading its stored configuration (and variables) as it is now.
+    fn plan(&self, job: &Job) -> Result<Plan, String> {
+        let stored = match self.stored_configuration(job.config.as_deref(), &job.config_data, &job.component, &job.branch_id) {
+            Ok(stored) => stored,
+            Err(error) => return Err(error.to_string()),
+        };
+        let variables = match stored.as_ref().and_then(|s| s.configuration.get("variables_id")) {
+            Some(id) => {
+                let id = id.as_str().map(str::to_string).unwrap_or_else(|| id.to_string());
+                match self.store.configuration(&job.branch_id, plan::VARIABLES_COMPONENT, &id) {
+                    Ok(Some(variables)) => Some(variables),
+                    Ok(None) => return Err(format!("Variables configuration \"{id}\" not found.")),
+                    Err(error) => return Err(error.to_string()),
+                }
+            }
+            None => None,
+        };
+        plan::plan(job, &self.settings.job_dir(job.id), stored.as_ref(), variables.as_ref())
+    }
+
+    /// The stored configuration a job of `config` runs, when it runs one (no `configData`).
+    fn stored_configuration(
+        &self,
+        config: Option<&str>,
+        config_data: &Value,
+        component: &str,
+        branch: &str,
+    ) -> Result<Option<Configuration>, QueueError> {
+        let Some(config) = config.filter(|_| plan::runs_stored(config, config_data)) else {
+            return Ok(None);
+        };
+        match self.store.configuration(branch, component, config)? {
+            Some(stored) => Ok(Some(stored)),
+            None => Err(QueueError::ConfigurationNotFound {
+                component: component.to_string(),
+                config: config.to_string(),
+                branch: branch.to_string(),
+            }),
+        }
+    }
+
+    /// After a successful run of a stored configuration in run mode, each task's
+    /// `out/state.json` (missing: cleared) becomes the stored state, all in one transaction.
+    fn save_state(&self, job: &Job, plan: &Plan) -> Result<(), QueueError> {
+        let Some(config) = job.config.as_deref() else { return Ok(()) };
+        if job.mode == Mode::Debug || plan.config_version.is_none() {
+            return Ok(());
+        }
+        let states: Vec<(Option<String>, Value)> = plan
+            .tasks
+            .iter()
+            .map(|task| {
+                let path = task.folder.join("data/out/state.json");
+                let state = std::fs::read(&path)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                    .unwrap_or_else(|| json!({}));
+                (task.row_id.clone(), state)
+            })
+            .collect();
+        let saved = tokio::task::block_in_place(|| {
+            self.store.update_state(&job.branch_id, &job.component, config, |configuration| {
+                for (row, state) in &states {
+                    let target = match row {
+                        Some(row) => match configuration.row_mut(row) {
+                            Some(row) => &mut row.state,
+                            None => continue,
+                        },
+                        None => &mut configuration.state,
+                    };
+                    if !target.is_object() {
+                        *target = json!({});
+                    }
+                    target["component"] = state.clone();
+                }
+                Ok::<(), std::convert::Infallible>(())
+            })
+        });
+        match saved {
+            Ok(_) => Ok(()),
+            // Deleted meanwhile: there is nothing to keep the state in.
+            Err(error) if error.is_not_found() => Ok(()),
+            Err(UpdateError::Store(error)) => Err(error.into()),
+            Err(UpdateError::Rejected(never)) => match never {},
+        }
+    }
+
+    /// Finishes a `container` job once all its children have finished: `error` if any failed
+    /// (`warning` with `behavior.onError: "warning"`), `terminated` if it was killed, else `success`.
+    fn settle_container(&self, run_id: &str) -> Result<(), QueueError> {
+        let Some(container) = self.store.job_by_run_id(run_id)? else { return Ok(()) };
+        if container.job_type != JobType::Container || container.status.is_finished() {
+            return Ok(());
+        }
+        let children = self.store.children(run_id)?;
+        if !children.iter().all(|child| child.status.is_finished()) {
+            return Ok(());
+        }
+        let failed = children.iter().any(|child| child.status != Status::Success);
+        let outcome = match (failed, container.behavior["onError"].as_str()) {
+            (false, _) => Status::Success,
+            (true, Some("warning")) => Status::Warning,
+            (true, _) => Status::Error,
+        };
+        let message = match outcome {
+            Status::Success => "All rows finished.".to_string(),
+            _ => {
+                let failed: Vec<String> = children
+                    .iter()
+                    .filter(|child| child.status != Status::Success)
+                    .map(|child| format!("{} ({})", child.id, child.status))
+                    .collect();
+                format!("Some child jobs did not succeed: {}.", failed.join(", "))
+            }
+        };
+        let recorded = self.update(container.id, |job| {
+            job.result = json!({"message": message});
+            if outcome == Status::Error {
+                job.result["error"] = json!({"type": "user", "exceptionId": outcome::new_exception_id()});
+            }
+            job.outcome = Some(outcome);
+            Ok(())
+        })?;
+        self.finalize(&recorded)
     }
 
     /// Moves a job whose outcome is recorded to its final status, with the final error event.
@@ -631,6 +928,9 @@ impl Queue {
             self.event(job, EventType::Error, &message);
         }
         tracing::info!(job_id = job.id, status = %finished.status, "job finished");
+        if !finished.parent_run_id.is_empty() {
+            self.settle_container(&finished.parent_run_id)?;
+        }
         Ok(())
     }
 
@@ -739,13 +1039,18 @@ impl Queue {
 struct JobObserver<'a> {
     queue: &'a Queue,
     job: &'a Job,
+    /// Stdout events recorded before the current container started.
+    stdout_base: AtomicU64,
 }
 
 impl RunObserver for JobObserver<'_> {
     fn container_created(&self, container_id: &str) -> Result<(), String> {
+        let recorded = self.recorded_stdout_events() as u64;
+        self.stdout_base.store(recorded, Ordering::SeqCst);
         self.queue
             .update(self.job.id, |job| {
                 job.container_id = Some(container_id.to_string());
+                job.stdout_base = recorded;
                 Ok(())
             })
             .map(drop)
@@ -757,14 +1062,17 @@ impl RunObserver for JobObserver<'_> {
     }
 
     fn stdout_lines_recorded(&self) -> usize {
-        tokio::task::block_in_place(|| {
-            self.queue
-                .store
-                .count_events(self.job.id, EventSource::Stdout)
-        })
-        .unwrap_or_else(|error| {
-            tracing::error!(job_id = self.job.id, %error, "cannot count recorded log lines");
-            0
-        })
+        self.recorded_stdout_events()
+            .saturating_sub(self.stdout_base.load(Ordering::SeqCst) as usize)
+    }
+}
+
+impl JobObserver<'_> {
+    fn recorded_stdout_events(&self) -> usize {
+        tokio::task::block_in_place(|| self.queue.store.count_events(self.job.id, EventSource::Stdout))
+            .unwrap_or_else(|error| {
+                tracing::error!(job_id = self.job.id, %error, "cannot count recorded log lines");
+                0
+            })
     }
 }

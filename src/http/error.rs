@@ -60,7 +60,9 @@ impl From<QueueError> for ApiError {
         let message = error.to_string();
         match error {
             QueueError::Invalid { .. } => ApiError::bad_request(message),
-            QueueError::JobNotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, message),
+            QueueError::JobNotFound { .. } | QueueError::ConfigurationNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, message)
+            }
             QueueError::NotKillable { .. } => {
                 ApiError::bad_request(message).with_code("statusTransitionForbidden")
             }

@@ -1,7 +1,9 @@
-//! The JSON a client sees: the Queue API's job object and Storage's event object.
+//! The JSON a client sees: the Queue API's job object and Storage's event, branch, component,
+//! configuration and row objects.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
+use crate::config::{Branch, Configuration, Row};
 use crate::job::{format_time, Event, Job};
 
 /// The job object of spec/queue.md: every field, ids as strings, times ISO 8601.
@@ -50,4 +52,94 @@ pub fn event(event: &Event) -> Value {
         "runId": event.run_id,
         "component": event.component,
     })
+}
+
+/// A dev branch (or the default one); its id is a number, as in the public API.
+pub fn branch(branch: &Branch) -> Value {
+    json!({
+        "id": numeric_id(&branch.id),
+        "name": branch.name,
+        "description": branch.description,
+        "isDefault": branch.is_default,
+        "created": format_time(branch.created),
+    })
+}
+
+/// Which parts of a configuration an answer carries besides its summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Include {
+    pub configuration: bool,
+    pub rows: bool,
+    pub state: bool,
+}
+
+impl Include {
+    /// A configuration's own answers carry everything.
+    pub const ALL: Include = Include {
+        configuration: true,
+        rows: true,
+        state: true,
+    };
+}
+
+/// A registered component with its configurations (in a component listing).
+pub fn component(id: &str, configurations: &[&Configuration], include: Include) -> Value {
+    json!({
+        "id": id,
+        "type": "other",
+        "name": id,
+        "description": "",
+        "configurations": configurations
+            .iter()
+            .map(|c| configuration(c, include))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// A configuration: always its summary, and the parts `include` asks for.
+pub fn configuration(configuration: &Configuration, include: Include) -> Value {
+    let mut value = Map::new();
+    let mut put = |key: &str, field: Value| {
+        value.insert(key.to_string(), field);
+    };
+    put("id", json!(configuration.id));
+    put("name", json!(configuration.name));
+    put("description", json!(configuration.description));
+    put("created", json!(format_time(configuration.created)));
+    put("version", json!(configuration.version));
+    put("changeDescription", json!(configuration.change_description));
+    put("isDisabled", json!(configuration.is_disabled));
+    put("isDeleted", json!(false));
+    if include.configuration {
+        put("configuration", configuration.configuration.clone());
+    }
+    if include.rows {
+        let order: Vec<&str> = configuration.rows.iter().map(|r| r.id.as_str()).collect();
+        put("rowsSortOrder", json!(order));
+        put("rows", configuration.rows.iter().map(row).collect());
+    }
+    if include.state {
+        put("state", configuration.state.clone());
+    }
+    Value::Object(value)
+}
+
+/// A configuration row.
+pub fn row(row: &Row) -> Value {
+    json!({
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "isDisabled": row.is_disabled,
+        "version": row.version,
+        "created": format_time(row.created),
+        "changeDescription": row.change_description,
+        "configuration": row.configuration,
+        "state": row.state,
+    })
+}
+
+/// An id that is a number answers as one; any other stays a string.
+fn numeric_id(id: &str) -> Value {
+    id.parse::<u64>().map_or_else(|_| json!(id), |number| json!(number))
 }

@@ -26,6 +26,7 @@ use crate::job::{EventSource, EventType, Job, Status};
 use crate::settings::{Component, Settings};
 use outcome::{Exit, ExitContext, Verdict};
 use output::{HeadTail, LineSplitter};
+pub use workspace::Task;
 
 /// Labels every jobq container carries, so that leftovers can be found.
 /// The instance label tells the containers of different jobq stores on one engine apart.
@@ -65,10 +66,12 @@ pub trait RunObserver: Send + Sync {
     fn stdout_lines_recorded(&self) -> usize;
 }
 
-/// One job to run: what it is, with which component, under which settings, reporting where.
+/// One container to run: for which job and task, with which component, under which settings,
+/// reporting where.
 #[derive(Clone, Copy)]
 pub struct Run<'a> {
     pub job: &'a Job,
+    pub task: &'a Task,
     pub component: &'a Component,
     pub settings: &'a Settings,
     pub observer: &'a dyn RunObserver,
@@ -92,11 +95,13 @@ enum ImageProblem {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
-    /// The container ran: its verdict, the job's `result` and `usageData`, and the container
-    /// to remove once the result is stored (kept until then, so a crash cannot lose the result).
+    /// The container ran: its verdict, its entry of `result.images`, the exception id its
+    /// error is logged under, `usageData`, and the container to remove once the result is
+    /// stored (kept until then, so a crash cannot lose the result).
     Finished {
         verdict: Verdict,
-        result: Value,
+        images: Value,
+        exception_id: String,
         usage_data: Option<Value>,
         container_id: Option<String>,
     },
@@ -161,6 +166,7 @@ impl Runner {
     pub async fn run(&self, run: &Run<'_>, cancel: CancellationToken) -> RunOutcome {
         let Run {
             job,
+            task,
             component,
             settings,
             observer,
@@ -185,8 +191,8 @@ impl Runner {
 
         let prepared = tokio::task::block_in_place(|| {
             let (user, owner) = workspace::container_identity(settings)?;
-            let config = workspace::config_json(job, component);
-            let folders = workspace::prepare(&settings.job_dir(job.id), &config, owner)?;
+            let config = workspace::config_json(job, component, task);
+            let folders = workspace::prepare(&task.folder, &config, &task.state, owner)?;
             Ok::<_, std::io::Error>((user, folders))
         });
         let (user, folders) = match prepared {
@@ -203,13 +209,13 @@ impl Runner {
 
         let body = ContainerCreateBody {
             image: Some(image.clone()),
-            env: Some(workspace::environment(job, component, settings)),
+            env: Some(workspace::environment(job, component, task, settings)),
             user: Some(user),
             labels: Some(HashMap::from([
                 (LABEL_INSTANCE.to_string(), self.instance_id.clone()),
                 (LABEL_JOB_ID.to_string(), job.id.to_string()),
                 (LABEL_RUN_ID.to_string(), job.run_id.clone()),
-                (LABEL_ROW_ID.to_string(), String::new()),
+                (LABEL_ROW_ID.to_string(), task.row_id.clone().unwrap_or_default()),
             ])),
             host_config: Some(HostConfig {
                 binds: Some(vec![
@@ -226,7 +232,7 @@ impl Runner {
             }),
             ..Default::default()
         };
-        let name = self.container_name(job);
+        let name = self.container_name(job, task);
         // A container of the same name is a leftover of an attempt that never started.
         let _ = docker
             .remove_container(
@@ -298,7 +304,7 @@ impl Runner {
             }
             let images = match self.image_result(&docker, &image).await {
                 Ok(images) => images,
-                Err(_) => json!([[{"id": image, "digests": []}]]),
+                Err(_) => json!([{"id": image, "digests": []}]),
             };
             return self.follow(run, container_id, &images, cancel).await;
         }
@@ -315,6 +321,7 @@ impl Runner {
     ) -> RunOutcome {
         let Run {
             job,
+            task,
             component,
             settings,
             observer,
@@ -379,11 +386,12 @@ impl Runner {
             );
             observer.event(EventType::Error, EventSource::Jobq, &verdict.message);
         }
-        let folders = workspace::Workspace::of(&settings.job_dir(job.id));
+        let folders = workspace::Workspace::of(&task.folder);
         let usage_data = tokio::task::block_in_place(|| workspace::usage_data(&folders));
         RunOutcome::Finished {
-            result: outcome::result_json(&verdict, images.clone(), &exception_id),
             verdict,
+            images: images.clone(),
+            exception_id,
             usage_data,
             container_id: (exit != Exit::Lost).then(|| container_id.to_string()),
         }
@@ -467,13 +475,13 @@ impl Runner {
     /// `result.images` for one image: its name and repo digests (its id when it has none).
     async fn image_result(&self, docker: &Docker, image: &str) -> Result<Value, ImageProblem> {
         match docker.inspect_image(image).await {
-            Ok(inspect) => Ok(json!([[{
+            Ok(inspect) => Ok(json!([{
                 "id": image,
                 "digests": inspect
                     .repo_digests
                     .filter(|digests| !digests.is_empty())
                     .unwrap_or_else(|| inspect.id.into_iter().collect()),
-            }]])),
+            }])),
             Err(error) if is_not_found(&error) => Err(ImageProblem::Missing),
             Err(error) => Err(ImageProblem::Engine(self.unreachable(error))),
         }
@@ -519,9 +527,18 @@ impl Runner {
             .collect())
     }
 
-    /// `jobq-<instance>-<run id>`: unique per job and store, readable in `docker ps`.
-    pub fn container_name(&self, job: &Job) -> String {
-        format!("jobq-{}-{}", self.instance_id, job.run_id)
+    /// `jobq-<instance>-<run id>[-row-<row>]`: unique per container and store, readable in
+    /// `docker ps`.
+    pub fn container_name(&self, job: &Job, task: &Task) -> String {
+        let mut name = format!("jobq-{}-{}", self.instance_id, job.run_id);
+        if let Some(row) = &task.row_id {
+            let row: String = row
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+                .collect();
+            name.push_str(&format!("-row-{row}"));
+        }
+        name
     }
 
     fn unreachable(&self, source: bollard::errors::Error) -> RunnerError {
@@ -599,8 +616,9 @@ fn format_memory(bytes: i64) -> String {
 fn lost() -> RunOutcome {
     let verdict = outcome::classify_lost();
     RunOutcome::Finished {
-        result: outcome::result_json(&verdict, json!([]), &outcome::new_exception_id()),
         verdict,
+        images: json!([]),
+        exception_id: outcome::new_exception_id(),
         usage_data: None,
         container_id: None,
     }
@@ -613,8 +631,9 @@ fn user_error(message: String) -> RunOutcome {
         error: Some(outcome::ErrorKind::User),
     };
     RunOutcome::Finished {
-        result: outcome::result_json(&verdict, json!([]), &outcome::new_exception_id()),
         verdict,
+        images: json!([]),
+        exception_id: outcome::new_exception_id(),
         usage_data: None,
         container_id: None,
     }

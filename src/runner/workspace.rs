@@ -9,6 +9,19 @@ use serde_json::{json, Map, Value};
 use crate::job::Job;
 use crate::settings::{Component, Settings};
 
+/// What one container of a job runs: the effective configuration (rows merged, variables
+/// replaced), its state, and the folder it runs in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub configuration: Value,
+    /// The component state given as `in/state.json`.
+    pub state: Value,
+    pub row_id: Option<String>,
+    /// `jobs/<id>` for a job without rows, `jobs/<id>/rows/<row>` for a row.
+    pub folder: PathBuf,
+    pub config_version: Option<u64>,
+}
+
 /// The folders of one job run on the host.
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -37,14 +50,15 @@ pub const DATA_FOLDERS: [&str; 5] = [
     "out/files",
 ];
 
-/// Creates `<job dir>/data` and `<job dir>/tmp` with `config.json` and an empty `in/state.json`,
-/// owned by `owner` (`uid`, `gid`) when given.
+/// Creates `<folder>/data` and `<folder>/tmp` with `config.json` and `in/state.json`, owned by
+/// `owner` (`uid`, `gid`) when given.
 pub fn prepare(
-    job_dir: &Path,
+    folder: &Path,
     config: &Value,
+    state: &Value,
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<Workspace> {
-    let workspace = Workspace::of(job_dir);
+    let workspace = Workspace::of(folder);
     // A folder left by an earlier attempt of this job must not leak into this one.
     if workspace.data.exists() {
         fs::remove_dir_all(&workspace.data)?;
@@ -57,9 +71,9 @@ pub fn prepare(
         workspace.data.join("config.json"),
         serde_json::to_vec_pretty(config)?,
     )?;
-    fs::write(workspace.data.join("in/state.json"), b"{}")?;
+    fs::write(workspace.data.join("in/state.json"), serde_json::to_vec(state)?)?;
     if let Some((uid, gid)) = owner {
-        chown_tree(job_dir, uid, gid)?;
+        chown_tree(folder, uid, gid)?;
     }
     Ok(workspace)
 }
@@ -79,10 +93,10 @@ pub fn container_identity(settings: &Settings) -> std::io::Result<(String, Optio
     Ok((settings.container_user.clone(), Some(owner)))
 }
 
-/// `config.json`: configData without `runtime`/`processors`, with `action`, `image_parameters`
-/// and `authorization.context`; `storage` dropped when empty.
-pub fn config_json(job: &Job, component: &Component) -> Value {
-    let mut config = match &job.config_data {
+/// `config.json`: the task's configuration without `runtime`/`processors`, with `action`,
+/// `image_parameters` and `authorization.context`; `storage` dropped when empty.
+pub fn config_json(job: &Job, component: &Component, task: &Task) -> Value {
+    let mut config = match &task.configuration {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
     };
@@ -103,36 +117,36 @@ pub fn config_json(job: &Job, component: &Component) -> Value {
         json!(format!("{}_{}", job.project_id, job.component)),
     );
     config.insert("authorization".into(), Value::Object(authorization));
-    config.insert(
-        "image_parameters".into(),
-        component.image_parameters.clone(),
-    );
+    config.insert("image_parameters".into(), component.image_parameters.clone());
     config.insert("action".into(), json!("run"));
     Value::Object(config)
 }
 
 /// The environment of spec/runner.md, as `NAME=value` pairs.
-pub fn environment(job: &Job, component: &Component, settings: &Settings) -> Vec<String> {
+pub fn environment(job: &Job, component: &Component, task: &Task, settings: &Settings) -> Vec<String> {
     let config_id = match &job.config {
         Some(id) => id.clone(),
-        None => parameters_hash(&job.config_data),
+        None => parameters_hash(&task.configuration),
     };
-    let pairs = [
+    let mut pairs = vec![
         ("KBC_DATADIR", "/data/".to_string()),
         ("KBC_RUNID", job.id.to_string()),
         ("KBC_PROJECTID", job.project_id.clone()),
         ("KBC_CONFIGID", config_id),
-        ("KBC_CONFIGVERSION", String::new()),
+        (
+            "KBC_CONFIGVERSION",
+            task.config_version.map(|v| v.to_string()).unwrap_or_default(),
+        ),
         ("KBC_COMPONENTID", component.id.clone()),
         ("KBC_STACKID", settings.stack_id.clone()),
         ("KBC_BRANCHID", job.branch_id.clone()),
-        (
-            "KBC_COMPONENT_RUN_MODE",
-            job.mode.component_run_mode().to_string(),
-        ),
+        ("KBC_COMPONENT_RUN_MODE", job.mode.component_run_mode().to_string()),
         ("KBC_PROJECT_FEATURE_GATES", "queuev2".to_string()),
         ("KBC_STAGING_FILE_PROVIDER", "local".to_string()),
     ];
+    if let Some(row) = &task.row_id {
+        pairs.push(("KBC_CONFIGROWID", row.clone()));
+    }
     pairs
         .into_iter()
         .map(|(name, value)| format!("{name}={value}"))

@@ -7,12 +7,17 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::StoreError;
+use crate::config::{Branch, Configuration};
 use crate::job::{Event, Job};
 
 /// The format version written for job records.
 pub(super) const JOB_VERSION: u8 = 1;
 /// The format version written for event records.
 pub(super) const EVENT_VERSION: u8 = 1;
+/// The format version written for configuration records (rows inside).
+pub(super) const CONFIGURATION_VERSION: u8 = 1;
+/// The format version written for dev branch records.
+pub(super) const BRANCH_VERSION: u8 = 1;
 
 pub(super) fn encode_job(job: &Job) -> Result<Vec<u8>, StoreError> {
     encode("job record", JOB_VERSION, job)
@@ -35,6 +40,36 @@ pub(super) fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
     match version {
         1 => decode_body("event record", body),
         _ => Err(unknown("event record", version, EVENT_VERSION)),
+    }
+}
+
+pub(super) fn encode_configuration(configuration: &Configuration) -> Result<Vec<u8>, StoreError> {
+    encode("configuration record", CONFIGURATION_VERSION, configuration)
+}
+
+pub(super) fn decode_configuration(bytes: &[u8]) -> Result<Configuration, StoreError> {
+    decode_first_version("configuration record", bytes, CONFIGURATION_VERSION)
+}
+
+pub(super) fn encode_branch(branch: &Branch) -> Result<Vec<u8>, StoreError> {
+    encode("branch record", BRANCH_VERSION, branch)
+}
+
+pub(super) fn decode_branch(bytes: &[u8]) -> Result<Branch, StoreError> {
+    decode_first_version("branch record", bytes, BRANCH_VERSION)
+}
+
+/// Decodes a record whose only format so far is version 1. A record type that gets a second
+/// version gets its own decode function with a match over the versions, like `decode_job`.
+fn decode_first_version<T: DeserializeOwned>(
+    record: &'static str,
+    bytes: &[u8],
+    known: u8,
+) -> Result<T, StoreError> {
+    let (version, body) = split(record, bytes, known)?;
+    match version {
+        1 => decode_body(record, body),
+        _ => Err(unknown(record, version, known)),
     }
 }
 
@@ -144,6 +179,8 @@ mod tests {
             job_type: JobType::Container,
             container_id: Some("abc".to_string()),
             outcome: Some(Status::Success),
+            rows_done: 2,
+            stdout_base: 17,
             delayed_start_time: Some(1_700_000_100_000_000),
             revision: 3,
         }
@@ -212,6 +249,55 @@ mod tests {
         assert!(matches!(
             decode_job(&longer),
             Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn configuration_and_branch_round_trip() {
+        let row = crate::config::Row {
+            id: "r1".to_string(),
+            name: "row".to_string(),
+            description: String::new(),
+            change_description: "added".to_string(),
+            version: 2,
+            is_disabled: true,
+            configuration: json!({"parameters": {"n": [1, 2.5, null]}}),
+            state: json!({"component": {"last": "x"}}),
+            created: 5,
+        };
+        let configuration = Configuration {
+            component: "keboola.ex-db".to_string(),
+            branch_id: "1".to_string(),
+            id: "12".to_string(),
+            name: "ünï".to_string(),
+            description: "d".to_string(),
+            change_description: String::new(),
+            version: 3,
+            is_disabled: false,
+            configuration: json!({"parameters": {"#secret": "KBC::x"}, "storage": {}}),
+            state: json!({}),
+            rows: vec![row],
+            created: -1,
+        };
+        let bytes = encode_configuration(&configuration).expect("encode");
+        assert_eq!(bytes[0], CONFIGURATION_VERSION);
+        assert_eq!(decode_configuration(&bytes).expect("decode"), configuration);
+
+        let branch = Branch {
+            id: "9".to_string(),
+            name: "feature".to_string(),
+            description: "try things".to_string(),
+            is_default: false,
+            created: 7,
+        };
+        let bytes = encode_branch(&branch).expect("encode");
+        assert_eq!(bytes[0], BRANCH_VERSION);
+        assert_eq!(decode_branch(&bytes).expect("decode"), branch);
+        let mut newer = bytes.clone();
+        newer[0] = BRANCH_VERSION + 1;
+        assert!(matches!(
+            decode_branch(&newer),
+            Err(StoreError::UnknownVersion { version: 2, .. })
         ));
     }
 }

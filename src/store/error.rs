@@ -70,12 +70,57 @@ pub enum StoreError {
     #[error("job {id} does not exist")]
     JobNotFound { id: u64 },
 
+    /// No configuration has this key.
+    #[error(
+        "Configuration \"{config}\" of component \"{component}\" not found in branch \"{branch}\"."
+    )]
+    ConfigurationNotFound {
+        branch: String,
+        component: String,
+        config: String,
+    },
+
+    /// The configuration has no row with this id.
+    #[error(
+        "Row \"{row}\" of configuration \"{config}\" of component \"{component}\" not found in \
+         branch \"{branch}\"."
+    )]
+    RowNotFound {
+        branch: String,
+        component: String,
+        config: String,
+        row: String,
+    },
+
+    /// A new configuration would take the key of an existing one.
+    #[error(
+        "Configuration \"{config}\" of component \"{component}\" already exists in branch \
+         \"{branch}\"; choose another id, or send none to get a new one."
+    )]
+    ConfigurationExists {
+        branch: String,
+        component: String,
+        config: String,
+    },
+
+    /// Two rows of one configuration would share an id.
+    #[error(
+        "Row \"{row}\" already exists in configuration \"{config}\" of component \
+         \"{component}\" in branch \"{branch}\"; choose another id, or send none to get a new one."
+    )]
+    RowExists {
+        branch: String,
+        component: String,
+        config: String,
+        row: String,
+    },
+
     /// A sequence reached `u64::MAX`.
     #[error("the {sequence} id sequence is exhausted: start jobq with a new data_dir")]
     SequenceExhausted { sequence: &'static str },
 }
 
-/// Why `Store::update_job` did not write.
+/// Why `Store::update_job` (or `update_configuration`, `update_state`) did not write.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError<E> {
     /// The store failed, or the job does not exist (`StoreError::JobNotFound`).
@@ -87,9 +132,14 @@ pub enum UpdateError<E> {
 }
 
 impl<E> UpdateError<E> {
-    /// Whether the job to update does not exist.
+    /// Whether the job or configuration to update does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, UpdateError::Store(StoreError::JobNotFound { .. }))
+        matches!(
+            self,
+            UpdateError::Store(
+                StoreError::JobNotFound { .. } | StoreError::ConfigurationNotFound { .. }
+            )
+        )
     }
 }
 

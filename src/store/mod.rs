@@ -5,6 +5,7 @@
 //! `meta` table, so they keep increasing across restarts.
 
 mod codec;
+mod configs;
 mod error;
 mod tables;
 
@@ -68,6 +69,7 @@ impl Store {
             txn.open_table(JOBS)?;
             Indexes::open(txn)?;
             txn.open_table(EVENTS)?;
+            configs::prepare(txn)?;
             Ok(instance)
         })?;
         store.instance_id = format!("{instance:016x}");
@@ -88,20 +90,36 @@ impl Store {
     /// Allocates the next id from the sequence and inserts the job `make(id)` returns, with all
     /// indexes, in one write transaction. The job's `id` is set to the allocated id.
     pub fn create_job(&self, make: impl FnOnce(u64) -> Job) -> Result<Job, StoreError> {
-        self.write("creating a job", |txn| {
-            let id = next_in_sequence(txn, META_LAST_JOB_ID, "job")?;
-            let mut job = make(id);
-            job.id = id;
+        let mut jobs = self.create_jobs(1, |ids| vec![make(ids[0])])?;
+        Ok(jobs.remove(0))
+    }
+
+    /// Allocates `count` ids and inserts the jobs `make(ids)` returns (one per id, in order) in
+    /// one write transaction: a job tree is stored whole or not at all.
+    pub fn create_jobs(
+        &self,
+        count: usize,
+        make: impl FnOnce(&[u64]) -> Vec<Job>,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.write("creating jobs", |txn| {
+            let ids = (0..count)
+                .map(|_| next_in_sequence(txn, META_LAST_JOB_ID, "job"))
+                .collect::<Result<Vec<u64>, Fail>>()?;
+            let mut made = make(&ids);
             let mut jobs = txn.open_table(JOBS)?;
-            if jobs.get(id)?.is_some() {
-                return Err(Fail::Store(StoreError::Corrupt {
-                    record: "job sequence",
-                    detail: format!("job {id} already exists although the sequence handed it out"),
-                }));
+            let mut indexes = Indexes::open(txn)?;
+            for (job, &id) in made.iter_mut().zip(&ids) {
+                job.id = id;
+                if jobs.get(id)?.is_some() {
+                    return Err(Fail::Store(StoreError::Corrupt {
+                        record: "job sequence",
+                        detail: format!("job {id} already exists although the sequence handed it out"),
+                    }));
+                }
+                jobs.insert(id, codec::encode_job(job)?.as_slice())?;
+                indexes.insert(job)?;
             }
-            jobs.insert(id, codec::encode_job(&job)?.as_slice())?;
-            Indexes::open(txn)?.insert(&job)?;
-            Ok(job)
+            Ok(made)
         })
     }
 

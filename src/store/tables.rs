@@ -42,3 +42,15 @@ pub(super) const JOBS_BY_RUN_ID: MultimapTableDefinition<&str, u64> =
 
 /// (job id, event id) -> the event record (see `codec`).
 pub(super) const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("events");
+
+/// `meta` key: when the store file was made (Unix microseconds); the default branch's `created`.
+pub(super) const META_CREATED_TIME: &str = "created_time";
+/// `meta` key: the last id handed out to a configuration, row or dev branch made without one.
+pub(super) const META_LAST_CONFIGURATION_ID: &str = "last_configuration_id";
+
+/// Dev branch id -> the branch record (see `codec`). The default branch is not stored.
+pub(super) const BRANCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("branches");
+
+/// (branch id, component, configuration id) -> the configuration record, rows inside.
+pub(super) const CONFIGURATIONS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("configurations");

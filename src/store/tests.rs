@@ -63,6 +63,8 @@ fn job(component: &str, config: Option<&str>, created: i64) -> impl FnOnce(u64) 
         job_type: JobType::Standard,
         container_id: None,
         outcome: None,
+        rows_done: 0,
+        stdout_base: 0,
         delayed_start_time: None,
         revision: 0,
     }

@@ -1,0 +1,217 @@
+//! What a job runs: its configuration resolved into tasks, one per container (rows selected
+//! and deep-merged over the root, variables replaced, state attached).
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::config::{deep_merge, replace_placeholders, Configuration, Row};
+use crate::job::Job;
+use crate::runner::Task;
+
+/// The component whose configurations hold variable definitions and their value sets.
+pub const VARIABLES_COMPONENT: &str = "keboola.variables";
+
+/// The tasks of a job and what its result reports about them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub tasks: Vec<Task>,
+    /// Disabled rows that were not asked for.
+    pub skipped_rows: Vec<String>,
+    /// The stored configuration's version; `None` for configData jobs.
+    pub config_version: Option<u64>,
+    /// The variables that were replaced, in order.
+    pub variables: Vec<(String, String)>,
+}
+
+impl Plan {
+    /// Adds `configVersion` and `variables` to a job's `result`.
+    pub fn describe(&self, result: &mut Value) {
+        if let Some(version) = self.config_version {
+            result["configVersion"] = json!(version.to_string());
+        }
+        if !self.variables.is_empty() {
+            let pairs: Vec<Value> = self
+                .variables
+                .iter()
+                .map(|(name, value)| json!({"name": name, "value": value}))
+                .collect();
+            result["variables"] = json!(pairs);
+        }
+    }
+}
+
+/// Whether the job runs its stored configuration (a `config` and no `configData`).
+pub fn runs_stored(config: Option<&str>, config_data: &Value) -> bool {
+    config.is_some() && config_data.as_object().is_none_or(|data| data.is_empty())
+}
+
+/// The rows a job of `stored` runs: the listed ones (in the configuration's order, disabled or
+/// not), else every enabled row. Also the disabled rows skipped. Unknown listed ids: an error
+/// naming them.
+pub fn select_rows<'a>(
+    stored: &'a Configuration,
+    listed: &[String],
+) -> Result<(Vec<&'a Row>, Vec<String>), String> {
+    let unknown: Vec<&str> = listed
+        .iter()
+        .filter(|id| stored.row(id).is_none())
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "Configuration row(s) \"{}\" not found in configuration \"{}\" of component \"{}\".",
+            unknown.join("\", \""),
+            stored.id,
+            stored.component
+        ));
+    }
+    let mut selected = Vec::new();
+    let mut skipped = Vec::new();
+    for row in &stored.rows {
+        if listed.is_empty() {
+            if row.is_disabled {
+                skipped.push(row.id.clone());
+            } else {
+                selected.push(row);
+            }
+        } else if listed.contains(&row.id) {
+            selected.push(row);
+        }
+    }
+    Ok((selected, skipped))
+}
+
+/// Processors live at the root or in rows, never both.
+pub fn check_processors(stored: &Configuration) -> Result<(), String> {
+    let has = |configuration: &Value| {
+        configuration
+            .get("processors")
+            .is_some_and(|p| p.as_object().is_some_and(|p| p.values().any(|list| list.as_array().is_some_and(|l| !l.is_empty()))))
+    };
+    if has(&stored.configuration) && stored.rows.iter().any(|row| has(&row.configuration)) {
+        return Err("Processors may be set either in configuration or in configuration row, but not in both places.".into());
+    }
+    Ok(())
+}
+
+/// Resolves `job` into tasks. `stored` is its stored configuration when it runs one;
+/// `variables` the variables configuration that `stored` names, if any. An error is the user
+/// error message the job fails with.
+pub fn plan(
+    job: &Job,
+    job_dir: &Path,
+    stored: Option<&Configuration>,
+    variables: Option<&Configuration>,
+) -> Result<Plan, String> {
+    let values = variable_values(job, stored, variables)?;
+    let (mut tasks, skipped_rows, config_version) = match stored {
+        None => (
+            vec![Task {
+                configuration: job.config_data.clone(),
+                state: json!({}),
+                row_id: None,
+                folder: job_dir.to_path_buf(),
+                config_version: None,
+            }],
+            Vec::new(),
+            None,
+        ),
+        Some(stored) if stored.rows.is_empty() => (
+            vec![Task {
+                configuration: stored.configuration.clone(),
+                state: component_state(&stored.state),
+                row_id: None,
+                folder: job_dir.to_path_buf(),
+                config_version: Some(stored.version),
+            }],
+            Vec::new(),
+            Some(stored.version),
+        ),
+        Some(stored) => {
+            let (rows, skipped) = select_rows(stored, &job.config_row_ids)?;
+            let tasks = rows
+                .into_iter()
+                .map(|row| Task {
+                    configuration: deep_merge(&stored.configuration, &row.configuration),
+                    state: component_state(&row.state),
+                    row_id: Some(row.id.clone()),
+                    folder: job_dir.join("rows").join(&row.id),
+                    config_version: Some(stored.version),
+                })
+                .collect();
+            (tasks, skipped, Some(stored.version))
+        }
+    };
+    let mut missing: Vec<String> = Vec::new();
+    for task in &mut tasks {
+        for name in replace_placeholders(&mut task.configuration, &values) {
+            if !missing.contains(&name) {
+                missing.push(name);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!("Missing values for placeholders: {}", missing.join(", ")));
+    }
+    Ok(Plan {
+        tasks,
+        skipped_rows,
+        config_version,
+        variables: values,
+    })
+}
+
+/// The `component` part of a stored state (`{}` when none).
+pub fn component_state(state: &Value) -> Value {
+    match state.get("component") {
+        Some(component) if component.is_object() => component.clone(),
+        _ => json!({}),
+    }
+}
+
+/// Variable values: the job's `variableValuesData`, else the value set (`variableValuesId`, else
+/// the configuration's `variables_values_id`) of the variables configuration it names.
+fn variable_values(
+    job: &Job,
+    stored: Option<&Configuration>,
+    variables: Option<&Configuration>,
+) -> Result<Vec<(String, String)>, String> {
+    let pairs = |values: &Value| -> Vec<(String, String)> {
+        values
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|pair| {
+                let name = pair.get("name")?.as_str()?.to_string();
+                let value = match pair.get("value")? {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                Some((name, value))
+            })
+            .collect()
+    };
+    let given = pairs(&job.variable_values_data["values"]);
+    if !given.is_empty() {
+        return Ok(given);
+    }
+    let Some(variables) = variables else {
+        return Ok(Vec::new());
+    };
+    let values_id = job.variable_values_id.clone().or_else(|| {
+        stored
+            .and_then(|s| s.configuration.get("variables_values_id"))
+            .and_then(|id| id.as_str().map(str::to_string).or_else(|| id.as_u64().map(|n| n.to_string())))
+    });
+    let Some(values_id) = values_id else {
+        return Ok(Vec::new());
+    };
+    let row = variables.row(&values_id).ok_or_else(|| {
+        format!(
+            "Variable values \"{values_id}\" not found in variables configuration \"{}\".",
+            variables.id
+        )
+    })?;
+    Ok(pairs(&row.configuration["values"]))
+}
