@@ -227,6 +227,50 @@ impl Job {
     }
 }
 
+#[cfg(test)]
+impl Job {
+    /// A plain created root job of component `c`, for tests to adjust with struct update syntax.
+    pub(crate) fn example() -> Job {
+        use serde_json::json;
+        Job {
+            id: 1,
+            run_id: "1".into(),
+            parent_run_id: String::new(),
+            project_id: "1".into(),
+            project_name: "Test".into(),
+            token_id: "10".into(),
+            token_description: "tester".into(),
+            status: Status::Created,
+            desired_status: DesiredStatus::Processing,
+            mode: Mode::Run,
+            component: "c".into(),
+            config: None,
+            config_data: json!({}),
+            config_row_ids: Vec::new(),
+            tag: "latest".into(),
+            branch_id: "1".into(),
+            created_time: 0,
+            start_time: None,
+            end_time: None,
+            result: json!({}),
+            usage_data: json!({}),
+            variable_values_id: None,
+            variable_values_data: json!({"values": []}),
+            backend: json!({}),
+            metrics: json!({}),
+            behavior: json!({"onError": null}),
+            parallelism: None,
+            job_type: JobType::Standard,
+            container_id: None,
+            outcome: None,
+            rows_done: 0,
+            stdout_base: 0,
+            delayed_start_time: None,
+            revision: 0,
+        }
+    }
+}
+
 /// Event severity, as Storage events name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventType {

@@ -85,9 +85,12 @@ pub fn select_rows<'a>(
 /// Processors live at the root or in rows, never both.
 pub fn check_processors(stored: &Configuration) -> Result<(), String> {
     let has = |configuration: &Value| {
-        configuration
-            .get("processors")
-            .is_some_and(|p| p.as_object().is_some_and(|p| p.values().any(|list| list.as_array().is_some_and(|l| !l.is_empty()))))
+        configuration.get("processors").is_some_and(|p| {
+            p.as_object().is_some_and(|p| {
+                p.values()
+                    .any(|list| list.as_array().is_some_and(|l| !l.is_empty()))
+            })
+        })
     };
     if has(&stored.configuration) && stored.rows.iter().any(|row| has(&row.configuration)) {
         return Err("Processors may be set either in configuration or in configuration row, but not in both places.".into());
@@ -152,7 +155,10 @@ pub fn plan(
         }
     }
     if !missing.is_empty() {
-        return Err(format!("Missing values for placeholders: {}", missing.join(", ")));
+        return Err(format!(
+            "Missing values for placeholders: {}",
+            missing.join(", ")
+        ));
     }
     Ok(Plan {
         tasks,
@@ -202,7 +208,11 @@ fn variable_values(
     let values_id = job.variable_values_id.clone().or_else(|| {
         stored
             .and_then(|s| s.configuration.get("variables_values_id"))
-            .and_then(|id| id.as_str().map(str::to_string).or_else(|| id.as_u64().map(|n| n.to_string())))
+            .and_then(|id| {
+                id.as_str()
+                    .map(str::to_string)
+                    .or_else(|| id.as_u64().map(|n| n.to_string()))
+            })
     });
     let Some(values_id) = values_id else {
         return Ok(Vec::new());
@@ -214,4 +224,183 @@ fn variable_values(
         )
     })?;
     Ok(pairs(&row.configuration["values"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Row;
+
+    fn row(id: &str, disabled: bool, configuration: Value) -> Row {
+        Row {
+            id: id.into(),
+            name: id.into(),
+            description: String::new(),
+            change_description: String::new(),
+            version: 1,
+            is_disabled: disabled,
+            configuration,
+            state: json!({"component": {"row": id}}),
+            created: 0,
+        }
+    }
+
+    fn stored(configuration: Value, rows: Vec<Row>) -> Configuration {
+        Configuration {
+            component: "c".into(),
+            branch_id: "1".into(),
+            id: "cfg".into(),
+            name: "cfg".into(),
+            description: String::new(),
+            change_description: String::new(),
+            version: 7,
+            is_disabled: false,
+            configuration,
+            state: json!({"component": {"root": true}}),
+            rows,
+            created: 0,
+        }
+    }
+
+    fn job(rows: &[&str], values: Value) -> Job {
+        Job {
+            id: 5,
+            config: Some("cfg".into()),
+            config_row_ids: rows.iter().map(|r| r.to_string()).collect(),
+            variable_values_data: json!({"values": values}),
+            ..Job::example()
+        }
+    }
+
+    #[test]
+    fn enabled_rows_run_and_disabled_ones_are_skipped_unless_listed() {
+        let config = stored(
+            json!({}),
+            vec![row("a", false, json!({})), row("b", true, json!({}))],
+        );
+        let (selected, skipped) = select_rows(&config, &[]).unwrap();
+        assert_eq!(
+            selected.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(skipped, ["b"]);
+        let (selected, skipped) = select_rows(&config, &["b".to_string()]).unwrap();
+        assert_eq!(
+            selected.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert!(skipped.is_empty());
+        let error = select_rows(&config, &["x".to_string(), "b".to_string()]).unwrap_err();
+        assert!(
+            error.contains("\"x\"") && !error.contains("\"b\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn processors_at_root_and_in_rows_are_refused() {
+        let processors = json!({"processors": {"before": [{"definition": {"component": "p"}}]}});
+        let both = stored(
+            processors.clone(),
+            vec![row("a", false, processors.clone())],
+        );
+        assert!(check_processors(&both).is_err());
+        assert!(check_processors(&stored(
+            processors.clone(),
+            vec![row("a", false, json!({}))]
+        ))
+        .is_ok());
+        assert!(check_processors(&stored(
+            json!({"processors": {"before": []}}),
+            vec![row("a", false, processors)]
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn rows_become_tasks_with_merged_configuration_and_their_own_state_and_folder() {
+        let config = stored(
+            json!({"parameters": {"x": 1, "greeting": "hi {{who}}"}}),
+            vec![row("a", false, json!({"parameters": {"y": 2}}))],
+        );
+        let plan = plan(
+            &job(&[], json!([{"name": "who", "value": "you"}])),
+            Path::new("/j/5"),
+            Some(&config),
+            None,
+        )
+        .unwrap();
+        assert_eq!(plan.config_version, Some(7));
+        let task = &plan.tasks[0];
+        assert_eq!(
+            task.configuration,
+            json!({"parameters": {"x": 1, "y": 2, "greeting": "hi you"}})
+        );
+        assert_eq!(task.state, json!({"row": "a"}));
+        assert_eq!(task.folder, Path::new("/j/5/rows/a"));
+        assert_eq!(task.row_id.as_deref(), Some("a"));
+        let mut result = json!({});
+        plan.describe(&mut result);
+        assert_eq!(
+            result,
+            json!({"configVersion": "7", "variables": [{"name": "who", "value": "you"}]})
+        );
+    }
+
+    #[test]
+    fn a_configuration_without_rows_is_one_task_with_the_root_state() {
+        let plan = plan(
+            &job(&[], json!([])),
+            Path::new("/j/5"),
+            Some(&stored(json!({}), vec![])),
+            None,
+        )
+        .unwrap();
+        assert_eq!(plan.tasks.len(), 1);
+        assert_eq!(plan.tasks[0].state, json!({"root": true}));
+        assert_eq!(plan.tasks[0].folder, Path::new("/j/5"));
+    }
+
+    #[test]
+    fn missing_placeholder_values_fail_with_the_spec_message() {
+        let config = stored(
+            json!({"parameters": {"a": "{{one}}", "b": "{{two}}"}}),
+            vec![],
+        );
+        let error = plan(&job(&[], json!([])), Path::new("/j"), Some(&config), None).unwrap_err();
+        assert_eq!(error, "Missing values for placeholders: one, two");
+    }
+
+    #[test]
+    fn stored_value_sets_fill_variables() {
+        let config = stored(
+            json!({"variables_id": "9", "variables_values_id": "v1", "parameters": {"a": "{{one}}"}}),
+            vec![],
+        );
+        let mut variables = stored(
+            json!({"variables": [{"name": "one"}]}),
+            vec![row(
+                "v1",
+                false,
+                json!({"values": [{"name": "one", "value": "1"}]}),
+            )],
+        );
+        variables.id = "9".into();
+        let plan = plan(
+            &job(&[], json!([])),
+            Path::new("/j"),
+            Some(&config),
+            Some(&variables),
+        )
+        .unwrap();
+        assert_eq!(plan.tasks[0].configuration["parameters"]["a"], "1");
+    }
+
+    #[test]
+    fn only_a_config_without_config_data_runs_the_stored_configuration() {
+        assert!(runs_stored(Some("1"), &json!({})));
+        assert!(runs_stored(Some("1"), &json!([])));
+        assert!(!runs_stored(Some("1"), &json!({"parameters": {}})));
+        assert!(!runs_stored(None, &json!({})));
+    }
 }

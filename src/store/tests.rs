@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::job::{DesiredStatus, EventType, JobType, Mode, TimeRange};
+use crate::job::{EventType, Mode, TimeRange};
 use crate::state::TransitionForbidden;
 
 /// An event of `job_id` as the runner records a stdout line.
@@ -35,38 +35,15 @@ fn job(component: &str, config: Option<&str>, created: i64) -> impl FnOnce(u64) 
     move |id| Job {
         id,
         run_id: id.to_string(),
-        parent_run_id: String::new(),
-        project_id: "1".to_string(),
-        project_name: "Test".to_string(),
-        token_id: "10".to_string(),
-        token_description: "tester".to_string(),
-        status: Status::Created,
-        desired_status: DesiredStatus::Processing,
-        mode: Mode::Run,
         component,
         config,
         config_data: json!({"parameters": {"rows": [1, 2, {"x": null}], "name": "ünï"}}),
         config_row_ids: vec!["row1".to_string()],
-        tag: "latest".to_string(),
         branch_id: "default".to_string(),
         created_time: created,
-        start_time: None,
-        end_time: None,
-        result: json!({}),
         usage_data: json!([]),
-        variable_values_id: None,
-        variable_values_data: json!({"values": []}),
         backend: json!({"type": null}),
-        metrics: json!({}),
-        behavior: json!({"onError": null}),
-        parallelism: None,
-        job_type: JobType::Standard,
-        container_id: None,
-        outcome: None,
-        rows_done: 0,
-        stdout_base: 0,
-        delayed_start_time: None,
-        revision: 0,
+        ..Job::example()
     }
 }
 
