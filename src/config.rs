@@ -75,7 +75,9 @@ pub fn placeholders(value: &Value) -> Vec<String> {
             Value::String(text) => {
                 let mut rest = text.as_str();
                 while let Some(start) = rest.find("{{") {
-                    let Some(length) = rest[start + 2..].find("}}") else { break };
+                    let Some(length) = rest[start + 2..].find("}}") else {
+                        break;
+                    };
                     let name = rest[start + 2..start + 2 + length].trim().to_string();
                     if !name.is_empty() && !found.contains(&name) {
                         found.push(name);
@@ -159,7 +161,8 @@ mod tests {
 
     #[test]
     fn deep_merge_merges_objects_by_key_and_lists_by_index() {
-        let root = json!({"parameters": {"a": 1, "b": {"c": 2}, "list": [1, {"x": 1}, 3]}, "storage": {}});
+        let root =
+            json!({"parameters": {"a": 1, "b": {"c": 2}, "list": [1, {"x": 1}, 3]}, "storage": {}});
         let row = json!({"parameters": {"b": {"d": 4}, "list": [9, {"y": 2}]}, "extra": true});
         assert_eq!(
             deep_merge(&root, &row),
@@ -173,7 +176,10 @@ mod tests {
 
     #[test]
     fn scalars_and_mismatched_types_take_the_row_value() {
-        assert_eq!(deep_merge(&json!({"a": [1]}), &json!({"a": "x"})), json!({"a": "x"}));
+        assert_eq!(
+            deep_merge(&json!({"a": [1]}), &json!({"a": "x"})),
+            json!({"a": "x"})
+        );
         assert_eq!(deep_merge(&json!(1), &json!(2)), json!(2));
     }
 
@@ -182,8 +188,14 @@ mod tests {
         let mut value = json!({"p": "{{a}} and {{ b }}", "l": ["{{a}}", "{{missing}}"], "n": 5});
         // Objects are walked in key order: "l" before "p".
         assert_eq!(placeholders(&value), ["a", "missing", "b"]);
-        let missing = replace_placeholders(&mut value, &[("a".into(), "1".into()), ("b".into(), "2".into())]);
+        let missing = replace_placeholders(
+            &mut value,
+            &[("a".into(), "1".into()), ("b".into(), "2".into())],
+        );
         assert_eq!(missing, ["missing"]);
-        assert_eq!(value, json!({"p": "1 and 2", "l": ["1", "{{missing}}"], "n": 5}));
+        assert_eq!(
+            value,
+            json!({"p": "1 and 2", "l": ["1", "{{missing}}"], "n": 5})
+        );
     }
 }

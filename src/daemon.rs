@@ -67,12 +67,12 @@ pub async fn run(
         // The default base follows the real port when listening on port 0.
         settings.public_url = format!("http://{addr}");
     }
-    let queue = Queue::new(store, Arc::new(settings), runner);
+    let queue = Queue::new(Arc::clone(&store), Arc::new(settings), runner);
     queue.recover().await?;
     let scheduler = tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()));
     tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);
-    crate::http::serve(listener, queue, shutdown).await;
+    crate::http::serve(listener, queue, store, shutdown).await;
     let _ = scheduler.await;
     tracing::info!("jobq stopped");
     Ok(())

@@ -54,7 +54,9 @@ pub enum QueueError {
     },
     #[error("Job \"{id}\" not found.")]
     JobNotFound { id: String },
-    #[error("Configuration \"{config}\" of component \"{component}\" not found in branch \"{branch}\".")]
+    #[error(
+        "Configuration \"{config}\" of component \"{component}\" not found in branch \"{branch}\"."
+    )]
     ConfigurationNotFound {
         component: String,
         config: String,
@@ -226,7 +228,10 @@ impl Queue {
             .tag
             .clone()
             .or_else(|| runtime_of(&request.config_data, "tag"))
-            .or_else(|| stored_configuration.and_then(|c| runtime_of(c, "tag").or_else(|| runtime_of(c, "image_tag"))))
+            .or_else(|| {
+                stored_configuration
+                    .and_then(|c| runtime_of(c, "tag").or_else(|| runtime_of(c, "image_tag")))
+            })
             .unwrap_or_else(|| component.tag.clone());
         let parallelism = request
             .parallelism
@@ -234,7 +239,8 @@ impl Queue {
             .or_else(|| runtime_of(&request.config_data, "parallelism"))
             .or_else(|| stored_configuration.and_then(|c| runtime_of(c, "parallelism")));
         if let Some(parallelism) = &parallelism {
-            let valid = parallelism == "infinity" || parallelism.parse::<u32>().is_ok_and(|n| n <= 100);
+            let valid =
+                parallelism == "infinity" || parallelism.parse::<u32>().is_ok_and(|n| n <= 100);
             if !valid {
                 return Err(invalid(
                     "parallelism",
@@ -245,8 +251,13 @@ impl Queue {
         // Backend: stored configuration, then configData, then the job; non-null values win.
         let mut backend = json!({});
         for layer in [
-            stored_configuration.and_then(|c| c.get("runtime")).and_then(|r| r.get("backend")),
-            request.config_data.get("runtime").and_then(|r| r.get("backend")),
+            stored_configuration
+                .and_then(|c| c.get("runtime"))
+                .and_then(|r| r.get("backend")),
+            request
+                .config_data
+                .get("runtime")
+                .and_then(|r| r.get("backend")),
             request.backend.as_ref(),
         ]
         .into_iter()
@@ -275,7 +286,11 @@ impl Queue {
         // Parallelism over two or more rows: a container job with one child per row.
         let parallel = parallelism.as_deref().is_some_and(|p| p != "0") && rows.len() >= 2;
         let settings = &self.settings;
-        let make = |id: u64, parent_run_id: &str, job_type: JobType, row_ids: Vec<String>, parallelism: Option<String>| Job {
+        let make = |id: u64,
+                    parent_run_id: &str,
+                    job_type: JobType,
+                    row_ids: Vec<String>,
+                    parallelism: Option<String>| Job {
             id,
             run_id: if parent_run_id.is_empty() {
                 id.to_string()
@@ -320,16 +335,34 @@ impl Queue {
         };
         let job = if parallel {
             let mut jobs = self.store.create_jobs(rows.len() + 1, |ids| {
-                let container = make(ids[0], &parent_run_id, JobType::Container, request.config_row_ids.clone(), parallelism.clone());
+                let container = make(
+                    ids[0],
+                    &parent_run_id,
+                    JobType::Container,
+                    request.config_row_ids.clone(),
+                    parallelism.clone(),
+                );
                 let children = ids[1..].iter().zip(&rows).map(|(&id, row)| {
-                    make(id, &container.run_id, JobType::Standard, vec![row.clone()], None)
+                    make(
+                        id,
+                        &container.run_id,
+                        JobType::Standard,
+                        vec![row.clone()],
+                        None,
+                    )
                 });
                 std::iter::once(container.clone()).chain(children).collect()
             })?;
             jobs.remove(0)
         } else {
             self.store.create_job(|id| {
-                make(id, &parent_run_id, JobType::Standard, request.config_row_ids.clone(), parallelism.clone())
+                make(
+                    id,
+                    &parent_run_id,
+                    JobType::Standard,
+                    request.config_row_ids.clone(),
+                    parallelism.clone(),
+                )
             })?
         };
         tracing::info!(job_id = job.id, component = %job.component, "job created");
@@ -511,7 +544,9 @@ impl Queue {
             for job in self.store.jobs_with_status(status)? {
                 held.extend(lock_key(&job));
                 if !job.parent_run_id.is_empty() {
-                    *active_children.entry(job.parent_run_id.clone()).or_default() += 1;
+                    *active_children
+                        .entry(job.parent_run_id.clone())
+                        .or_default() += 1;
                 }
             }
         }
@@ -574,7 +609,9 @@ impl Queue {
             let job = self.update(job.id, |job| job.move_to(Status::Processing, now_micros()))?;
             free -= 1;
             if !job.parent_run_id.is_empty() {
-                *active_children.entry(job.parent_run_id.clone()).or_default() += 1;
+                *active_children
+                    .entry(job.parent_run_id.clone())
+                    .or_default() += 1;
             }
             if let Some(key) = key {
                 held.insert(key);
@@ -587,7 +624,11 @@ impl Queue {
     }
 
     /// Whether `job` is a child of a container job whose parallelism is used up.
-    fn parallelism_full(&self, job: &Job, active_children: &HashMap<String, usize>) -> Result<bool, QueueError> {
+    fn parallelism_full(
+        &self,
+        job: &Job,
+        active_children: &HashMap<String, usize>,
+    ) -> Result<bool, QueueError> {
         if job.parent_run_id.is_empty() {
             return Ok(false);
         }
@@ -601,7 +642,11 @@ impl Queue {
             Some("infinity") | None => return Ok(false),
             Some(limit) => limit.parse::<usize>().unwrap_or(usize::MAX).max(1),
         };
-        Ok(active_children.get(&job.parent_run_id).copied().unwrap_or(0) >= limit)
+        Ok(active_children
+            .get(&job.parent_run_id)
+            .copied()
+            .unwrap_or(0)
+            >= limit)
     }
 
     async fn engine_answers(&self) -> bool {
@@ -695,7 +740,11 @@ impl Queue {
         };
         if job.rows_done == 0 && attach_to.is_none() {
             for row in &plan.skipped_rows {
-                self.event(job, EventType::Info, &format!("Skipping disabled configuration: {row}"));
+                self.event(
+                    job,
+                    EventType::Info,
+                    &format!("Skipping disabled configuration: {row}"),
+                );
             }
         }
         let total = plan.tasks.len();
@@ -706,20 +755,40 @@ impl Queue {
                 job: &job,
                 stdout_base: AtomicU64::new(job.stdout_base),
             };
-            let run = Run { job: &job, task, component, settings: &self.settings, observer: &observer };
+            let run = Run {
+                job: &job,
+                task,
+                component,
+                settings: &self.settings,
+                observer: &observer,
+            };
             let outcome = match attach_to.take() {
-                Some(container_id) => self.runner.attach(&run, &container_id, cancel.clone()).await,
+                Some(container_id) => {
+                    self.runner
+                        .attach(&run, &container_id, cancel.clone())
+                        .await
+                }
                 None => {
-                    let message = format!("Running component {} (row {} of {total})", component.id, index + 1);
+                    let message = format!(
+                        "Running component {} (row {} of {total})",
+                        component.id,
+                        index + 1
+                    );
                     self.event(&job, EventType::Info, &message);
                     self.runner.run(&run, cancel.clone()).await
                 }
             };
             let (verdict, images, exception_id, usage_data, container_id) = match outcome {
-                RunOutcome::Finished { verdict, images, exception_id, usage_data, container_id } => {
-                    (verdict, images, exception_id, usage_data, container_id)
+                RunOutcome::Finished {
+                    verdict,
+                    images,
+                    exception_id,
+                    usage_data,
+                    container_id,
+                } => (verdict, images, exception_id, usage_data, container_id),
+                RunOutcome::Requeue { reason } => {
+                    return self.requeue(&job, &reason).map(|()| true)
                 }
-                RunOutcome::Requeue { reason } => return self.requeue(&job, &reason).map(|()| true),
             };
             let ends = index + 1 == total || verdict.status != Status::Success;
             if ends && verdict.status == Status::Success {
@@ -740,7 +809,8 @@ impl Queue {
                 if ends {
                     job.result["message"] = json!(verdict.message);
                     if let Some(kind) = verdict.error {
-                        job.result["error"] = json!({"type": kind.as_str(), "exceptionId": exception_id});
+                        job.result["error"] =
+                            json!({"type": kind.as_str(), "exceptionId": exception_id});
                     }
                     plan.describe(&mut job.result);
                     job.outcome = Some(verdict.status);
@@ -780,14 +850,28 @@ impl Queue {
 
     /// Resolves what the job runs, loading its stored configuration (and variables) as it is now.
     fn plan(&self, job: &Job) -> Result<Plan, String> {
-        let stored = match self.stored_configuration(job.config.as_deref(), &job.config_data, &job.component, &job.branch_id) {
+        let stored = match self.stored_configuration(
+            job.config.as_deref(),
+            &job.config_data,
+            &job.component,
+            &job.branch_id,
+        ) {
             Ok(stored) => stored,
             Err(error) => return Err(error.to_string()),
         };
-        let variables = match stored.as_ref().and_then(|s| s.configuration.get("variables_id")) {
+        let variables = match stored
+            .as_ref()
+            .and_then(|s| s.configuration.get("variables_id"))
+        {
             Some(id) => {
-                let id = id.as_str().map(str::to_string).unwrap_or_else(|| id.to_string());
-                match self.store.configuration(&job.branch_id, plan::VARIABLES_COMPONENT, &id) {
+                let id = id
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| id.to_string());
+                match self
+                    .store
+                    .configuration(&job.branch_id, plan::VARIABLES_COMPONENT, &id)
+                {
                     Ok(Some(variables)) => Some(variables),
                     Ok(None) => return Err(format!("Variables configuration \"{id}\" not found.")),
                     Err(error) => return Err(error.to_string()),
@@ -795,7 +879,12 @@ impl Queue {
             }
             None => None,
         };
-        plan::plan(job, &self.settings.job_dir(job.id), stored.as_ref(), variables.as_ref())
+        plan::plan(
+            job,
+            &self.settings.job_dir(job.id),
+            stored.as_ref(),
+            variables.as_ref(),
+        )
     }
 
     /// The stored configuration a job of `config` runs, when it runs one (no `configData`).
@@ -822,7 +911,9 @@ impl Queue {
     /// After a successful run of a stored configuration in run mode, each task's
     /// `out/state.json` (missing: cleared) becomes the stored state, all in one transaction.
     fn save_state(&self, job: &Job, plan: &Plan) -> Result<(), QueueError> {
-        let Some(config) = job.config.as_deref() else { return Ok(()) };
+        let Some(config) = job.config.as_deref() else {
+            return Ok(());
+        };
         if job.mode == Mode::Debug || plan.config_version.is_none() {
             return Ok(());
         }
@@ -839,22 +930,23 @@ impl Queue {
             })
             .collect();
         let saved = tokio::task::block_in_place(|| {
-            self.store.update_state(&job.branch_id, &job.component, config, |configuration| {
-                for (row, state) in &states {
-                    let target = match row {
-                        Some(row) => match configuration.row_mut(row) {
-                            Some(row) => &mut row.state,
-                            None => continue,
-                        },
-                        None => &mut configuration.state,
-                    };
-                    if !target.is_object() {
-                        *target = json!({});
+            self.store
+                .update_state(&job.branch_id, &job.component, config, |configuration| {
+                    for (row, state) in &states {
+                        let target = match row {
+                            Some(row) => match configuration.row_mut(row) {
+                                Some(row) => &mut row.state,
+                                None => continue,
+                            },
+                            None => &mut configuration.state,
+                        };
+                        if !target.is_object() {
+                            *target = json!({});
+                        }
+                        target["component"] = state.clone();
                     }
-                    target["component"] = state.clone();
-                }
-                Ok::<(), std::convert::Infallible>(())
-            })
+                    Ok::<(), std::convert::Infallible>(())
+                })
         });
         match saved {
             Ok(_) => Ok(()),
@@ -868,7 +960,9 @@ impl Queue {
     /// Finishes a `container` job once all its children have finished: `error` if any failed
     /// (`warning` with `behavior.onError: "warning"`), `terminated` if it was killed, else `success`.
     fn settle_container(&self, run_id: &str) -> Result<(), QueueError> {
-        let Some(container) = self.store.job_by_run_id(run_id)? else { return Ok(()) };
+        let Some(container) = self.store.job_by_run_id(run_id)? else {
+            return Ok(());
+        };
         if container.job_type != JobType::Container || container.status.is_finished() {
             return Ok(());
         }
@@ -896,7 +990,8 @@ impl Queue {
         let recorded = self.update(container.id, |job| {
             job.result = json!({"message": message});
             if outcome == Status::Error {
-                job.result["error"] = json!({"type": "user", "exceptionId": outcome::new_exception_id()});
+                job.result["error"] =
+                    json!({"type": "user", "exceptionId": outcome::new_exception_id()});
             }
             job.outcome = Some(outcome);
             Ok(())
@@ -1069,10 +1164,14 @@ impl RunObserver for JobObserver<'_> {
 
 impl JobObserver<'_> {
     fn recorded_stdout_events(&self) -> usize {
-        tokio::task::block_in_place(|| self.queue.store.count_events(self.job.id, EventSource::Stdout))
-            .unwrap_or_else(|error| {
-                tracing::error!(job_id = self.job.id, %error, "cannot count recorded log lines");
-                0
-            })
+        tokio::task::block_in_place(|| {
+            self.queue
+                .store
+                .count_events(self.job.id, EventSource::Stdout)
+        })
+        .unwrap_or_else(|error| {
+            tracing::error!(job_id = self.job.id, %error, "cannot count recorded log lines");
+            0
+        })
     }
 }

@@ -5,6 +5,7 @@ pub mod error;
 mod handlers;
 pub mod query;
 pub mod render;
+mod storage;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::Queue;
 use crate::settings::Token;
+use crate::store::Store;
 use error::ApiError;
 
 /// The header carrying the API token.
@@ -33,7 +35,13 @@ pub const INDEX_HEADER: &str = "X-Jobq-Index";
 pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
 
 /// Serves the API on `listener` until `shutdown`, then lets open requests finish (up to 10 s).
-pub async fn serve(listener: TcpListener, queue: Arc<Queue>, shutdown: CancellationToken) {
+/// The queue answers the job routes, the store the Storage configuration routes.
+pub async fn serve(
+    listener: TcpListener,
+    queue: Arc<Queue>,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -47,9 +55,11 @@ pub async fn serve(listener: TcpListener, queue: Arc<Queue>, shutdown: Cancellat
             () = shutdown.cancelled() => break,
         };
         let queue = Arc::clone(&queue);
+        let store = Arc::clone(&store);
         let service = hyper::service::service_fn(move |request| {
             let queue = Arc::clone(&queue);
-            async move { Ok::<_, Infallible>(answer(&queue, request, peer).await) }
+            let store = Arc::clone(&store);
+            async move { Ok::<_, Infallible>(answer(&queue, &store, request, peer).await) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service);
@@ -71,12 +81,13 @@ pub async fn serve(listener: TcpListener, queue: Arc<Queue>, shutdown: Cancellat
 /// Handles one request; every failure becomes a Keboola error body.
 async fn answer(
     queue: &Queue,
+    store: &Store,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let response = match dispatch(queue, request).await {
+    let response = match dispatch(queue, store, request).await {
         Ok(response) => response,
         Err(error) => json_response(error.status, &error.body()),
     };
@@ -86,6 +97,7 @@ async fn answer(
 
 async fn dispatch(
     queue: &Queue,
+    store: &Store,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let token = authenticate(queue, &request)?;
@@ -119,23 +131,37 @@ async fn dispatch(
         (&Method::GET, ["v2", "storage", "tokens", "verify"]) => handlers::verify_token(&context),
         (_, ["jobs"] | ["search", "jobs"] | ["jobs", _] | ["jobs", _, "kill"])
         | (_, ["v2", "storage", "events"] | ["v2", "storage", "tokens", "verify"]) => {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!(
-                    "Method {} is not allowed on {}.",
-                    parts.method,
-                    parts.uri.path()
-                ),
-            ))
+            return Err(method_not_allowed(&parts))
         }
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("Route {} {} not found.", parts.method, parts.uri.path()),
-            ))
+        (_, ["v2", "storage", ..]) => {
+            let context = storage::Context {
+                store,
+                settings: queue.settings(),
+                query: &query,
+            };
+            return storage::route(&context, &parts, &segments, body).await;
         }
+        _ => return Err(route_not_found(&parts)),
     };
     Ok(json_response(status, &value))
+}
+
+fn method_not_allowed(parts: &hyper::http::request::Parts) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "Method {} is not allowed on {}.",
+            parts.method,
+            parts.uri.path()
+        ),
+    )
+}
+
+fn route_not_found(parts: &hyper::http::request::Parts) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("Route {} {} not found.", parts.method, parts.uri.path()),
+    )
 }
 
 /// The token of the request, compared in constant time against every configured token.

@@ -141,5 +141,6 @@ pub fn row(row: &Row) -> Value {
 
 /// An id that is a number answers as one; any other stays a string.
 fn numeric_id(id: &str) -> Value {
-    id.parse::<u64>().map_or_else(|_| json!(id), |number| json!(number))
+    id.parse::<u64>()
+        .map_or_else(|_| json!(id), |number| json!(number))
 }

@@ -215,7 +215,10 @@ impl Runner {
                 (LABEL_INSTANCE.to_string(), self.instance_id.clone()),
                 (LABEL_JOB_ID.to_string(), job.id.to_string()),
                 (LABEL_RUN_ID.to_string(), job.run_id.clone()),
-                (LABEL_ROW_ID.to_string(), task.row_id.clone().unwrap_or_default()),
+                (
+                    LABEL_ROW_ID.to_string(),
+                    task.row_id.clone().unwrap_or_default(),
+                ),
             ])),
             host_config: Some(HostConfig {
                 binds: Some(vec![
@@ -534,7 +537,13 @@ impl Runner {
         if let Some(row) = &task.row_id {
             let row: String = row
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             name.push_str(&format!("-row-{row}"));
         }

@@ -71,7 +71,10 @@ pub fn prepare(
         workspace.data.join("config.json"),
         serde_json::to_vec_pretty(config)?,
     )?;
-    fs::write(workspace.data.join("in/state.json"), serde_json::to_vec(state)?)?;
+    fs::write(
+        workspace.data.join("in/state.json"),
+        serde_json::to_vec(state)?,
+    )?;
     if let Some((uid, gid)) = owner {
         chown_tree(folder, uid, gid)?;
     }
@@ -117,13 +120,21 @@ pub fn config_json(job: &Job, component: &Component, task: &Task) -> Value {
         json!(format!("{}_{}", job.project_id, job.component)),
     );
     config.insert("authorization".into(), Value::Object(authorization));
-    config.insert("image_parameters".into(), component.image_parameters.clone());
+    config.insert(
+        "image_parameters".into(),
+        component.image_parameters.clone(),
+    );
     config.insert("action".into(), json!("run"));
     Value::Object(config)
 }
 
 /// The environment of spec/runner.md, as `NAME=value` pairs.
-pub fn environment(job: &Job, component: &Component, task: &Task, settings: &Settings) -> Vec<String> {
+pub fn environment(
+    job: &Job,
+    component: &Component,
+    task: &Task,
+    settings: &Settings,
+) -> Vec<String> {
     let config_id = match &job.config {
         Some(id) => id.clone(),
         None => parameters_hash(&task.configuration),
@@ -135,12 +146,17 @@ pub fn environment(job: &Job, component: &Component, task: &Task, settings: &Set
         ("KBC_CONFIGID", config_id),
         (
             "KBC_CONFIGVERSION",
-            task.config_version.map(|v| v.to_string()).unwrap_or_default(),
+            task.config_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
         ),
         ("KBC_COMPONENTID", component.id.clone()),
         ("KBC_STACKID", settings.stack_id.clone()),
         ("KBC_BRANCHID", job.branch_id.clone()),
-        ("KBC_COMPONENT_RUN_MODE", job.mode.component_run_mode().to_string()),
+        (
+            "KBC_COMPONENT_RUN_MODE",
+            job.mode.component_run_mode().to_string(),
+        ),
         ("KBC_PROJECT_FEATURE_GATES", "queuev2".to_string()),
         ("KBC_STAGING_FILE_PROVIDER", "local".to_string()),
     ];

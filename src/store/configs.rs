@@ -68,8 +68,10 @@ impl Store {
             let mut branch = make(id.clone());
             branch.id = id;
             branch.is_default = false;
-            txn.open_table(BRANCHES)?
-                .insert(branch.id.as_str(), codec::encode_branch(&branch)?.as_slice())?;
+            txn.open_table(BRANCHES)?.insert(
+                branch.id.as_str(),
+                codec::encode_branch(&branch)?.as_slice(),
+            )?;
             Ok(branch)
         })
     }
@@ -95,7 +97,8 @@ impl Store {
         component: Option<&str>,
     ) -> Result<Vec<Configuration>, StoreError> {
         self.read("listing configurations", |txn| {
-            let mut found = configurations_in(&txn.open_table(CONFIGURATIONS)?, branch_id, component)?;
+            let mut found =
+                configurations_in(&txn.open_table(CONFIGURATIONS)?, branch_id, component)?;
             found.sort_by(|a, b| {
                 a.component
                     .cmp(&b.component)
@@ -287,7 +290,10 @@ fn load_configuration(
     if key(&configuration) != wanted {
         return Err(StoreError::Corrupt {
             record: "configuration record",
-            detail: format!("the record under {wanted:?} says it is {:?}", key(&configuration)),
+            detail: format!(
+                "the record under {wanted:?} says it is {:?}",
+                key(&configuration)
+            ),
         }
         .into());
     }
@@ -345,7 +351,11 @@ impl RowIds {
             last,
             drawn: false,
             exhausted: false,
-            taken: configuration.rows.iter().map(|row| row.id.clone()).collect(),
+            taken: configuration
+                .rows
+                .iter()
+                .map(|row| row.id.clone())
+                .collect(),
         })
     }
 

@@ -72,9 +72,14 @@ fn ids(configurations: &[Configuration]) -> Vec<&str> {
 #[test]
 fn create_and_read_round_trip_with_generated_ids() {
     let (_dir, store) = open_temp();
-    let created = store.create_configuration(configuration("1", "c", "")).expect("create");
+    let created = store
+        .create_configuration(configuration("1", "c", ""))
+        .expect("create");
     assert_eq!((created.id.as_str(), created.version), ("1", 1));
-    let read = store.configuration("1", "c", "1").expect("read").expect("present");
+    let read = store
+        .configuration("1", "c", "1")
+        .expect("read")
+        .expect("present");
     assert_eq!(read, created);
     assert_eq!(store.configuration("1", "c", "2").expect("read"), None);
     assert_eq!(store.configuration("1", "other", "1").expect("read"), None);
@@ -84,7 +89,9 @@ fn create_and_read_round_trip_with_generated_ids() {
 #[test]
 fn a_chosen_id_is_kept_and_a_taken_one_refused() {
     let (_dir, store) = open_temp();
-    store.create_configuration(configuration("1", "c", "2")).expect("create");
+    store
+        .create_configuration(configuration("1", "c", "2"))
+        .expect("create");
     let error = store
         .create_configuration(configuration("1", "c", "2"))
         .expect_err("taken");
@@ -94,8 +101,12 @@ fn a_chosen_id_is_kept_and_a_taken_one_refused() {
     );
     assert!(error.to_string().contains("send none"), "{error}");
     // The sequence skips the taken "2".
-    let first = store.create_configuration(configuration("1", "c", "")).expect("create");
-    let second = store.create_configuration(configuration("1", "c", "")).expect("create");
+    let first = store
+        .create_configuration(configuration("1", "c", ""))
+        .expect("create");
+    let second = store
+        .create_configuration(configuration("1", "c", ""))
+        .expect("create");
     assert_eq!((first.id.as_str(), second.id.as_str()), ("1", "3"));
 }
 
@@ -113,17 +124,31 @@ fn listing_filters_by_branch_and_component_in_numeric_order() {
             .create_configuration(configuration(branch, component, id))
             .expect("create");
     }
-    assert_eq!(ids(&store.configurations("1", None).unwrap()), ["5", "9", "10"]);
-    assert_eq!(ids(&store.configurations("1", Some("b")).unwrap()), ["9", "10"]);
-    assert_eq!(ids(&store.configurations("1", Some("bb")).unwrap()), [] as [&str; 0]);
+    assert_eq!(
+        ids(&store.configurations("1", None).unwrap()),
+        ["5", "9", "10"]
+    );
+    assert_eq!(
+        ids(&store.configurations("1", Some("b")).unwrap()),
+        ["9", "10"]
+    );
+    assert_eq!(
+        ids(&store.configurations("1", Some("bb")).unwrap()),
+        [] as [&str; 0]
+    );
     assert_eq!(ids(&store.configurations("10", None).unwrap()), ["7"]);
-    assert_eq!(ids(&store.configurations("3", None).unwrap()), [] as [&str; 0]);
+    assert_eq!(
+        ids(&store.configurations("3", None).unwrap()),
+        [] as [&str; 0]
+    );
 }
 
 #[test]
 fn updates_bump_the_version_and_keep_the_key() {
     let (_dir, store) = open_temp();
-    store.create_configuration(configuration("1", "c", "7")).expect("create");
+    store
+        .create_configuration(configuration("1", "c", "7"))
+        .expect("create");
     let updated = store
         .update_configuration("1", "c", "7", |configuration, _| {
             configuration.name = "renamed".to_string();
@@ -134,7 +159,10 @@ fn updates_bump_the_version_and_keep_the_key() {
         })
         .expect("update");
     assert_eq!((updated.name.as_str(), updated.version), ("renamed", 2));
-    assert_eq!((updated.branch_id.as_str(), updated.id.as_str()), ("1", "7"));
+    assert_eq!(
+        (updated.branch_id.as_str(), updated.id.as_str()),
+        ("1", "7")
+    );
     assert_eq!(store.configuration("1", "c", "7").unwrap(), Some(updated));
     assert_eq!(store.configuration("2", "c", "8").unwrap(), None);
 }
@@ -142,7 +170,9 @@ fn updates_bump_the_version_and_keep_the_key() {
 #[test]
 fn a_rejected_update_writes_nothing_and_a_missing_one_is_named() {
     let (_dir, store) = open_temp();
-    let created = store.create_configuration(configuration("1", "c", "7")).expect("create");
+    let created = store
+        .create_configuration(configuration("1", "c", "7"))
+        .expect("create");
     let rejected = store.update_configuration("1", "c", "7", |configuration, next_id| {
         configuration.rows.push(row(next_id()));
         Err("no")
@@ -157,7 +187,10 @@ fn a_rejected_update_writes_nothing_and_a_missing_one_is_named() {
         .expect_err("missing");
     let message = missing.to_string();
     assert!(
-        matches!(missing, UpdateError::Store(StoreError::ConfigurationNotFound { .. })),
+        matches!(
+            missing,
+            UpdateError::Store(StoreError::ConfigurationNotFound { .. })
+        ),
         "{message}"
     );
     for part in ["\"8\"", "\"c\"", "branch \"1\""] {
@@ -171,7 +204,9 @@ fn row_ids_are_distinct_and_never_repeat_a_taken_one() {
     let path = dir.path().join("jobq.redb");
     {
         let store = Store::open(&path).expect("open");
-        store.create_configuration(configuration("1", "c", "")).expect("create");
+        store
+            .create_configuration(configuration("1", "c", ""))
+            .expect("create");
         add_row(&store, "1", "1", Some("3"));
         add_row(&store, "1", "1", None);
         let updated = store
@@ -188,7 +223,13 @@ fn row_ids_are_distinct_and_never_repeat_a_taken_one() {
     }
     let store = Store::open(&path).expect("reopen");
     assert_eq!(add_row(&store, "1", "1", None).rows[4].id, "6");
-    assert_eq!(store.create_configuration(configuration("1", "c", "")).unwrap().id, "7");
+    assert_eq!(
+        store
+            .create_configuration(configuration("1", "c", ""))
+            .unwrap()
+            .id,
+        "7"
+    );
 
     let duplicate = store
         .update_configuration("1", "c", "1", |configuration, _| {
@@ -200,13 +241,23 @@ fn row_ids_are_distinct_and_never_repeat_a_taken_one() {
         matches!(&duplicate, UpdateError::Store(StoreError::RowExists { row, .. }) if row == "3"),
         "{duplicate:?}"
     );
-    assert_eq!(store.configuration("1", "c", "1").unwrap().unwrap().rows.len(), 5);
+    assert_eq!(
+        store
+            .configuration("1", "c", "1")
+            .unwrap()
+            .unwrap()
+            .rows
+            .len(),
+        5
+    );
 }
 
 #[test]
 fn state_is_saved_without_a_new_version_and_nothing_else_changes() {
     let (_dir, store) = open_temp();
-    store.create_configuration(configuration("1", "c", "7")).expect("create");
+    store
+        .create_configuration(configuration("1", "c", "7"))
+        .expect("create");
     add_row(&store, "1", "7", Some("r"));
     add_row(&store, "1", "7", Some("s"));
     let saved = store
@@ -245,8 +296,12 @@ fn state_is_saved_without_a_new_version_and_nothing_else_changes() {
 #[test]
 fn the_same_id_in_two_branches_is_two_configurations() {
     let (_dir, store) = open_temp();
-    store.create_configuration(configuration("1", "c", "7")).expect("main");
-    store.create_configuration(configuration("2", "c", "7")).expect("dev");
+    store
+        .create_configuration(configuration("1", "c", "7"))
+        .expect("main");
+    store
+        .create_configuration(configuration("2", "c", "7"))
+        .expect("dev");
     store
         .update_configuration("2", "c", "7", |configuration, _| {
             configuration.name = "dev only".to_string();
@@ -274,7 +329,12 @@ fn branch_ids_skip_the_default_branch_and_list_in_numeric_order() {
         })
         .collect();
     assert_eq!(made, ["1", "3", "4", "5", "6", "7", "8", "9", "10", "11"]);
-    let listed: Vec<String> = store.branches().unwrap().into_iter().map(|b| b.id).collect();
+    let listed: Vec<String> = store
+        .branches()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
     assert_eq!(listed, made);
     let first = store.branch("1").unwrap().expect("stored");
     assert_eq!((first.name.as_str(), first.is_default), ("b0", false));
@@ -284,18 +344,31 @@ fn branch_ids_skip_the_default_branch_and_list_in_numeric_order() {
 #[test]
 fn deleting_a_branch_deletes_its_configurations_only() {
     let (_dir, store) = open_temp();
-    let dev = store.create_branch("100", branch("dev")).expect("branch").id;
-    let other = store.create_branch("100", branch("other")).expect("branch").id;
+    let dev = store
+        .create_branch("100", branch("dev"))
+        .expect("branch")
+        .id;
+    let other = store
+        .create_branch("100", branch("other"))
+        .expect("branch")
+        .id;
     for branch_id in ["100", dev.as_str(), other.as_str()] {
-        store.create_configuration(configuration(branch_id, "a", "x")).unwrap();
-        store.create_configuration(configuration(branch_id, "b", "y")).unwrap();
+        store
+            .create_configuration(configuration(branch_id, "a", "x"))
+            .unwrap();
+        store
+            .create_configuration(configuration(branch_id, "b", "y"))
+            .unwrap();
     }
     assert!(store.delete_branch(&dev).unwrap());
     assert!(!store.delete_branch(&dev).unwrap());
     assert_eq!(store.branch(&dev).unwrap(), None);
     assert!(store.configurations(&dev, None).unwrap().is_empty());
     assert_eq!(ids(&store.configurations("100", None).unwrap()), ["x", "y"]);
-    assert_eq!(ids(&store.configurations(&other, None).unwrap()), ["x", "y"]);
+    assert_eq!(
+        ids(&store.configurations(&other, None).unwrap()),
+        ["x", "y"]
+    );
 }
 
 #[test]
@@ -312,16 +385,25 @@ fn the_creation_time_is_kept_across_reopen() {
 #[test]
 fn a_configuration_from_a_newer_jobq_is_refused() {
     let (_dir, store) = open_temp();
-    store.create_configuration(configuration("1", "c", "7")).expect("create");
+    store
+        .create_configuration(configuration("1", "c", "7"))
+        .expect("create");
     let txn = store.db.begin_write().expect("write");
     {
         let mut table = txn.open_table(CONFIGURATIONS).expect("table");
         let key = ("1", "c", "7");
-        let mut record = table.get(key).expect("get").expect("present").value().to_vec();
+        let mut record = table
+            .get(key)
+            .expect("get")
+            .expect("present")
+            .value()
+            .to_vec();
         record[0] = codec::CONFIGURATION_VERSION + 1;
         table.insert(key, record.as_slice()).expect("insert");
     }
     txn.commit().expect("commit");
-    let error = store.configuration("1", "c", "7").expect_err("newer record");
+    let error = store
+        .configuration("1", "c", "7")
+        .expect_err("newer record");
     assert!(error.to_string().contains("too old"), "{error}");
 }

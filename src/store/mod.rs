@@ -113,7 +113,9 @@ impl Store {
                 if jobs.get(id)?.is_some() {
                     return Err(Fail::Store(StoreError::Corrupt {
                         record: "job sequence",
-                        detail: format!("job {id} already exists although the sequence handed it out"),
+                        detail: format!(
+                            "job {id} already exists although the sequence handed it out"
+                        ),
                     }));
                 }
                 jobs.insert(id, codec::encode_job(job)?.as_slice())?;

@@ -279,3 +279,46 @@ pub async fn containers_of_job(instance: &str, job_id: &str) -> Vec<String> {
         .map(|(id, _)| id)
         .collect()
 }
+
+impl TestDaemon {
+    /// Sends `body` as JSON with any method (PUT, PATCH, ...).
+    pub async fn send_json(&self, method: hyper::Method, path: &str, body: &Value) -> Answer {
+        self.client
+            .send(
+                method,
+                path,
+                &[("Content-Type", "application/json")],
+                bytes::Bytes::from(body.to_string()),
+            )
+            .await
+            .expect("the daemon answers")
+    }
+
+    /// Sends `fields` as an `application/x-www-form-urlencoded` body, as Storage API clients do.
+    pub async fn send_form(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> Answer {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.client
+            .send(
+                method,
+                path,
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+                bytes::Bytes::from(body),
+            )
+            .await
+            .expect("the daemon answers")
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.client
+            .send(hyper::Method::DELETE, path, &[], bytes::Bytes::new())
+            .await
+            .expect("the daemon answers")
+    }
+}
