@@ -5,7 +5,7 @@ mod common;
 
 use common::{Options, TestDaemon, COMPONENT, SMALL_COMPONENT, TOKEN};
 use hyper::Method;
-use jobq::http::client::{Answer, ApiClient};
+use jobq::http::client::Answer;
 use serde_json::{json, Value};
 
 /// The default branch's id in the test settings.
@@ -60,9 +60,14 @@ async fn created(t: &TestDaemon, path: &str, body: Value) -> Value {
     answer.json()
 }
 
-async fn ok(answer: Answer) -> Value {
+fn ok(answer: Answer) -> Value {
     assert_eq!(answer.status, 200, "{}", answer.json());
     answer.json()
+}
+
+/// A JSON PUT that must answer 200; its body.
+async fn put(t: &TestDaemon, path: &str, body: Value) -> Value {
+    ok(t.send_json(Method::PUT, path, &body).await)
 }
 
 #[tokio::test]
@@ -137,23 +142,18 @@ async fn configurations_are_created_from_json_and_from_forms() {
     assert_eq!(as_text["id"], "2");
     assert_eq!(as_text["configuration"], json!({"parameters": {}}));
 
-    let listed = ok(t.get(&configs_path(COMPONENT)).await).await;
+    let listed = ok(t.get(&configs_path(COMPONENT)).await);
     assert_eq!(listed, json!([from_json, as_text, from_form]));
-    assert_eq!(
-        ok(t.get(&configs_path(SMALL_COMPONENT)).await).await,
-        json!([])
-    );
+    assert_eq!(ok(t.get(&configs_path(SMALL_COMPONENT)).await), json!([]));
     let detail = ok(t
         .get(&format!("{}/my-config", configs_path(COMPONENT)))
-        .await)
-    .await;
+        .await);
     assert_eq!(detail, from_form);
     assert_eq!(
         ok(
             t.get(&format!("{}?isDeleted=true", configs_path(COMPONENT)))
                 .await
-        )
-        .await,
+        ),
         json!([])
     );
 }
@@ -170,10 +170,7 @@ async fn changes_and_row_changes_raise_the_version_and_state_keeps_it() {
     )
     .await;
 
-    let renamed = ok(t
-        .send_json(Method::PUT, &config, &json!({"name": "renamed"}))
-        .await)
-    .await;
+    let renamed = put(&t, &config, json!({"name": "renamed"})).await;
     assert_eq!(
         (
             &renamed["name"],
@@ -194,7 +191,7 @@ async fn changes_and_row_changes_raise_the_version_and_state_keeps_it() {
             ],
         )
         .await;
-    let disabled = ok(disabled).await;
+    let disabled = ok(disabled);
     assert_eq!(
         (
             &disabled["isDisabled"],
@@ -226,7 +223,7 @@ async fn changes_and_row_changes_raise_the_version_and_state_keeps_it() {
             "state": {},
         })
     );
-    let after_row = ok(t.get(&config).await).await;
+    let after_row = ok(t.get(&config).await);
     assert_eq!(
         (&after_row["version"], &after_row["changeDescription"]),
         (&json!(4), &json!("Row 1 added"))
@@ -241,14 +238,7 @@ async fn changes_and_row_changes_raise_the_version_and_state_keeps_it() {
     assert_eq!(custom.status, 201, "{}", custom.json());
     assert_eq!(custom.json()["id"], "custom");
 
-    let changed = ok(t
-        .send_json(
-            Method::PUT,
-            &format!("{rows}/1"),
-            &json!({"isDisabled": true}),
-        )
-        .await)
-    .await;
+    let changed = put(&t, &format!("{rows}/1"), json!({"isDisabled": true})).await;
     assert_eq!(
         (
             &changed["isDisabled"],
@@ -257,18 +247,10 @@ async fn changes_and_row_changes_raise_the_version_and_state_keeps_it() {
         ),
         (&json!(true), &json!(2), &json!("r"))
     );
-    let sorted = ok(t
-        .send_json(
-            Method::PUT,
-            &config,
-            &json!({"rowsSortOrder": ["custom", "1"]}),
-        )
-        .await)
-    .await;
+    let sorted = put(&t, &config, json!({"rowsSortOrder": ["custom", "1"]})).await;
     assert_eq!(sorted["version"], 7);
     assert_eq!(sorted["rowsSortOrder"], json!(["custom", "1"]));
     let listed: Vec<Value> = ok(t.get(&rows).await)
-        .await
         .as_array()
         .unwrap()
         .iter()
@@ -278,14 +260,7 @@ async fn changes_and_row_changes_raise_the_version_and_state_keeps_it() {
 
     // State: replaced, answered, and no version moves.
     let state = json!({"component": {"cursor": 10}});
-    let saved = ok(t
-        .send_json(
-            Method::PUT,
-            &format!("{config}/state"),
-            &json!({"state": state}),
-        )
-        .await)
-    .await;
+    let saved = put(&t, &format!("{config}/state"), json!({"state": state})).await;
     assert_eq!((&saved["state"], &saved["version"]), (&state, &json!(7)));
     let row_state = t
         .send_form(
@@ -294,20 +269,20 @@ async fn changes_and_row_changes_raise_the_version_and_state_keeps_it() {
             &[("state", r#"{"component": {"row": 1}}"#)],
         )
         .await;
-    let row_state = ok(row_state).await;
+    let row_state = ok(row_state);
     assert_eq!(row_state["state"], json!({"component": {"row": 1}}));
     assert_eq!(
         (&row_state["id"], &row_state["version"]),
         (&json!("1"), &json!(2))
     );
-    let detail = ok(t.get(&config).await).await;
+    let detail = ok(t.get(&config).await);
     assert_eq!((&detail["version"], &detail["state"]), (&json!(7), &state));
-    assert_eq!(ok(t.get(&format!("{rows}/1")).await).await, row_state);
+    assert_eq!(ok(t.get(&format!("{rows}/1")).await), row_state);
 
     // Deleting answers 204 without a body; what is deleted is 404 after.
     let deleted = t.delete(&format!("{rows}/1")).await;
     assert_eq!((deleted.status, deleted.body.len()), (204, 0));
-    let detail = ok(t.get(&config).await).await;
+    let detail = ok(t.get(&config).await);
     assert_eq!(
         (&detail["version"], &detail["rowsSortOrder"]),
         (&json!(8), &json!(["custom"]))
@@ -339,13 +314,9 @@ async fn the_same_id_in_the_default_and_a_dev_branch_are_two_configurations() {
         )
         .await;
     }
-    ok(
-        t.send_json(Method::PUT, &dev_path, &json!({"name": "dev, changed"}))
-            .await,
-    )
-    .await;
-    let main = ok(t.get(&main_path).await).await;
-    let dev = ok(t.get(&dev_path).await).await;
+    put(&t, &dev_path, json!({"name": "dev, changed"})).await;
+    let main = ok(t.get(&main_path).await);
+    let dev = ok(t.get(&dev_path).await);
     assert_eq!(
         (&main["name"], &main["version"]),
         (&json!("main"), &json!(1))
@@ -363,15 +334,13 @@ async fn the_same_id_in_the_default_and_a_dev_branch_are_two_configurations() {
         .get(&format!(
             "/v2/storage/branch/{MAIN}/components/{COMPONENT}/configs/same"
         ))
-        .await)
-    .await;
+        .await);
     assert_eq!(by_id, main);
 
     // Components: every registered one, configurations summarised unless included.
     let summary = ok(t
         .get(&format!("/v2/storage/branch/{dev_id}/components"))
-        .await)
-    .await;
+        .await);
     assert_eq!(
         settled(summary),
         json!([
@@ -384,8 +353,7 @@ async fn the_same_id_in_the_default_and_a_dev_branch_are_two_configurations() {
     );
     let included = ok(t
         .get("/v2/storage/components?include=configuration,rows")
-        .await)
-    .await;
+        .await);
     let listed = &included[0]["configurations"][0];
     assert_eq!(
         listed["configuration"],
@@ -398,8 +366,7 @@ async fn the_same_id_in_the_default_and_a_dev_branch_are_two_configurations() {
     assert_eq!(listed.get("state"), None, "state only with include=state");
     let with_state = ok(t
         .get("/v2/storage/branch/default/components?include=state")
-        .await)
-    .await;
+        .await);
     assert_eq!(with_state[0]["configurations"][0]["state"], json!({}));
     assert_eq!(
         with_state[0]["configurations"][0].get("configuration"),
@@ -416,7 +383,7 @@ async fn the_same_id_in_the_default_and_a_dev_branch_are_two_configurations() {
         404,
         &[&format!("Branch \"{dev_id}\"")],
     );
-    assert_eq!(ok(t.get(&main_path).await).await, main);
+    assert_eq!(ok(t.get(&main_path).await), main);
 }
 
 #[tokio::test]
@@ -424,7 +391,7 @@ async fn dev_branches_are_listed_read_created_and_deleted() {
     let t = TestDaemon::start(Options::default()).await;
     let main = json!({"id": MAIN, "name": "Main", "description": "", "isDefault": true, "created": "<time>"});
     assert_eq!(
-        settled(ok(t.get("/v2/storage/dev-branches").await).await),
+        settled(ok(t.get("/v2/storage/dev-branches").await)),
         json!([main])
     );
     let made = t
@@ -442,15 +409,17 @@ async fn dev_branches_are_listed_read_created_and_deleted() {
         json!({"id": id, "name": "feature", "description": "tries things", "isDefault": false, "created": "<time>"})
     );
     assert_eq!(
-        ok(t.get(&format!("/v2/storage/dev-branches/{id}")).await).await,
+        ok(t.get(&format!("/v2/storage/dev-branches/{id}")).await),
         made
     );
-    let listed = ok(t.get("/v2/storage/dev-branches").await).await;
+    let listed = ok(t.get("/v2/storage/dev-branches").await);
     assert_eq!(settled(listed[0].clone()), main);
     assert_eq!(listed[1], made);
     for default in ["default".to_string(), MAIN.to_string()] {
         assert_eq!(
-            settled(ok(t.get(&format!("/v2/storage/dev-branches/{default}")).await).await),
+            settled(ok(t
+                .get(&format!("/v2/storage/dev-branches/{default}"))
+                .await)),
             main
         );
         assert_error(
@@ -485,7 +454,6 @@ async fn dev_branches_are_listed_read_created_and_deleted() {
     );
     assert_eq!(
         ok(t.get("/v2/storage/dev-branches").await)
-            .await
             .as_array()
             .unwrap()
             .len(),
@@ -600,7 +568,7 @@ async fn unknown_things_and_bad_bodies_are_named() {
         &["\"r\"", "already exists"],
     );
     // Nothing of the refused requests was written.
-    let detail = ok(t.get(&format!("{configs}/cfg")).await).await;
+    let detail = ok(t.get(&format!("{configs}/cfg")).await);
     assert_eq!(
         (
             &detail["name"],
@@ -609,7 +577,7 @@ async fn unknown_things_and_bad_bodies_are_named() {
         ),
         (&json!("n"), &json!(2), &json!(["r"]))
     );
-    assert_eq!(ok(t.get(&configs).await).await.as_array().unwrap().len(), 1);
+    assert_eq!(ok(t.get(&configs).await).as_array().unwrap().len(), 1);
 
     let not_allowed = [
         (Method::PATCH, configs.clone()),
@@ -627,12 +595,7 @@ async fn unknown_things_and_bad_bodies_are_named() {
 #[tokio::test]
 async fn storage_routes_need_the_token() {
     let t = TestDaemon::start(Options::default()).await;
-    let anonymous = ApiClient {
-        addr: t.client.addr,
-        token: None,
-    };
-    let wrong = ApiClient::new(t.client.addr, "not-the-token");
-    for client in [&anonymous, &wrong] {
+    for client in t.clients_without_a_valid_token() {
         for path in [
             "/v2/storage/components",
             "/v2/storage/dev-branches",
@@ -646,7 +609,7 @@ async fn storage_routes_need_the_token() {
             .unwrap();
         assert_error(&answer, 401, &["token"]);
     }
-    assert_eq!(ok(t.get(&configs_path(COMPONENT)).await).await, json!([]));
+    assert_eq!(ok(t.get(&configs_path(COMPONENT)).await), json!([]));
 }
 
 #[tokio::test]

@@ -299,21 +299,23 @@ fn list_components(context: &Context<'_>, branch: &str) -> Answer {
 fn create_configuration(at: &At, store: &Store, fields: &Fields) -> Answer {
     let changes = Changes::parse(fields)?;
     fields.required_text("name")?;
-    let mut configuration = Configuration {
+    // A configuration starts with what a row starts with, plus its component, branch and rows.
+    let id = fields.chosen_id("configurationId")?.unwrap_or_default();
+    let new = new_row(id, &changes);
+    let configuration = Configuration {
         component: at.component.clone(),
         branch_id: at.branch.clone(),
-        id: fields.chosen_id("configurationId")?.unwrap_or_default(),
-        name: String::new(),
-        description: String::new(),
-        change_description: String::new(),
-        version: 1,
-        is_disabled: false,
-        configuration: json!({}),
-        state: json!({}),
+        id: new.id,
+        name: new.name,
+        description: new.description,
+        change_description: new.change_description,
+        version: new.version,
+        is_disabled: new.is_disabled,
+        configuration: new.configuration,
+        state: new.state,
         rows: Vec::new(),
-        created: now_micros(),
+        created: new.created,
     };
-    changes.apply(editable!(configuration));
     let created = store
         .create_configuration(configuration)
         .map_err(store_error)?;
@@ -329,18 +331,7 @@ fn create_row(at: &At, store: &Store, config: &str, fields: &Fields) -> Answer {
     let chosen = fields.chosen_id("rowId")?;
     let mut id = String::new();
     let updated = at.update(store, config, |configuration, next_id| {
-        let mut row = Row {
-            id: chosen.unwrap_or_else(next_id),
-            name: String::new(),
-            description: String::new(),
-            change_description: String::new(),
-            version: 1,
-            is_disabled: false,
-            configuration: json!({}),
-            state: json!({}),
-            created: now_micros(),
-        };
-        changes.apply(editable!(row));
+        let row = new_row(chosen.unwrap_or_else(next_id), &changes);
         configuration.change_description = changes.describe(&row.id, "added");
         id.clone_from(&row.id);
         configuration.rows.push(row);
@@ -350,6 +341,23 @@ fn create_row(at: &At, store: &Store, config: &str, fields: &Fields) -> Answer {
         StatusCode::CREATED,
         Some(render::row(at.row(&updated, &id)?)),
     ))
+}
+
+/// A row at version 1 with what the request gives, empty or `{}` where it gives nothing.
+fn new_row(id: String, changes: &Changes) -> Row {
+    let mut row = Row {
+        id,
+        name: String::new(),
+        description: String::new(),
+        change_description: String::new(),
+        version: 1,
+        is_disabled: false,
+        configuration: json!({}),
+        state: json!({}),
+        created: now_micros(),
+    };
+    changes.apply(editable!(row));
+    row
 }
 
 /// Puts the rows `order` names first, in that order; the others keep theirs after them.

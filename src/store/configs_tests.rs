@@ -31,6 +31,12 @@ fn configuration(branch: &str, component: &str, id: &str) -> Configuration {
     }
 }
 
+fn create(store: &Store, branch: &str, component: &str, id: &str) -> Configuration {
+    store
+        .create_configuration(configuration(branch, component, id))
+        .expect("create")
+}
+
 fn row(id: String) -> Row {
     Row {
         id,
@@ -72,9 +78,7 @@ fn ids(configurations: &[Configuration]) -> Vec<&str> {
 #[test]
 fn create_and_read_round_trip_with_generated_ids() {
     let (_dir, store) = open_temp();
-    let created = store
-        .create_configuration(configuration("1", "c", ""))
-        .expect("create");
+    let created = create(&store, "1", "c", "");
     assert_eq!((created.id.as_str(), created.version), ("1", 1));
     let read = store
         .configuration("1", "c", "1")
@@ -89,9 +93,7 @@ fn create_and_read_round_trip_with_generated_ids() {
 #[test]
 fn a_chosen_id_is_kept_and_a_taken_one_refused() {
     let (_dir, store) = open_temp();
-    store
-        .create_configuration(configuration("1", "c", "2"))
-        .expect("create");
+    create(&store, "1", "c", "2");
     let error = store
         .create_configuration(configuration("1", "c", "2"))
         .expect_err("taken");
@@ -101,12 +103,8 @@ fn a_chosen_id_is_kept_and_a_taken_one_refused() {
     );
     assert!(error.to_string().contains("send none"), "{error}");
     // The sequence skips the taken "2".
-    let first = store
-        .create_configuration(configuration("1", "c", ""))
-        .expect("create");
-    let second = store
-        .create_configuration(configuration("1", "c", ""))
-        .expect("create");
+    let first = create(&store, "1", "c", "");
+    let second = create(&store, "1", "c", "");
     assert_eq!((first.id.as_str(), second.id.as_str()), ("1", "3"));
 }
 
@@ -120,9 +118,7 @@ fn listing_filters_by_branch_and_component_in_numeric_order() {
         ("2", "b", "1"),
         ("10", "b", "7"),
     ] {
-        store
-            .create_configuration(configuration(branch, component, id))
-            .expect("create");
+        create(&store, branch, component, id);
     }
     assert_eq!(
         ids(&store.configurations("1", None).unwrap()),
@@ -146,9 +142,7 @@ fn listing_filters_by_branch_and_component_in_numeric_order() {
 #[test]
 fn updates_bump_the_version_and_keep_the_key() {
     let (_dir, store) = open_temp();
-    store
-        .create_configuration(configuration("1", "c", "7"))
-        .expect("create");
+    create(&store, "1", "c", "7");
     let updated = store
         .update_configuration("1", "c", "7", |configuration, _| {
             configuration.name = "renamed".to_string();
@@ -170,9 +164,7 @@ fn updates_bump_the_version_and_keep_the_key() {
 #[test]
 fn a_rejected_update_writes_nothing_and_a_missing_one_is_named() {
     let (_dir, store) = open_temp();
-    let created = store
-        .create_configuration(configuration("1", "c", "7"))
-        .expect("create");
+    let created = create(&store, "1", "c", "7");
     let rejected = store.update_configuration("1", "c", "7", |configuration, next_id| {
         configuration.rows.push(row(next_id()));
         Err("no")
@@ -204,9 +196,7 @@ fn row_ids_are_distinct_and_never_repeat_a_taken_one() {
     let path = dir.path().join("jobq.redb");
     {
         let store = Store::open(&path).expect("open");
-        store
-            .create_configuration(configuration("1", "c", ""))
-            .expect("create");
+        create(&store, "1", "c", "");
         add_row(&store, "1", "1", Some("3"));
         add_row(&store, "1", "1", None);
         let updated = store
@@ -223,13 +213,7 @@ fn row_ids_are_distinct_and_never_repeat_a_taken_one() {
     }
     let store = Store::open(&path).expect("reopen");
     assert_eq!(add_row(&store, "1", "1", None).rows[4].id, "6");
-    assert_eq!(
-        store
-            .create_configuration(configuration("1", "c", ""))
-            .unwrap()
-            .id,
-        "7"
-    );
+    assert_eq!(create(&store, "1", "c", "").id, "7");
 
     let duplicate = store
         .update_configuration("1", "c", "1", |configuration, _| {
@@ -255,9 +239,7 @@ fn row_ids_are_distinct_and_never_repeat_a_taken_one() {
 #[test]
 fn state_is_saved_without_a_new_version_and_nothing_else_changes() {
     let (_dir, store) = open_temp();
-    store
-        .create_configuration(configuration("1", "c", "7"))
-        .expect("create");
+    create(&store, "1", "c", "7");
     add_row(&store, "1", "7", Some("r"));
     add_row(&store, "1", "7", Some("s"));
     let saved = store
@@ -296,12 +278,8 @@ fn state_is_saved_without_a_new_version_and_nothing_else_changes() {
 #[test]
 fn the_same_id_in_two_branches_is_two_configurations() {
     let (_dir, store) = open_temp();
-    store
-        .create_configuration(configuration("1", "c", "7"))
-        .expect("main");
-    store
-        .create_configuration(configuration("2", "c", "7"))
-        .expect("dev");
+    create(&store, "1", "c", "7");
+    create(&store, "2", "c", "7");
     store
         .update_configuration("2", "c", "7", |configuration, _| {
             configuration.name = "dev only".to_string();
@@ -353,12 +331,8 @@ fn deleting_a_branch_deletes_its_configurations_only() {
         .expect("branch")
         .id;
     for branch_id in ["100", dev.as_str(), other.as_str()] {
-        store
-            .create_configuration(configuration(branch_id, "a", "x"))
-            .unwrap();
-        store
-            .create_configuration(configuration(branch_id, "b", "y"))
-            .unwrap();
+        create(&store, branch_id, "a", "x");
+        create(&store, branch_id, "b", "y");
     }
     assert!(store.delete_branch(&dev).unwrap());
     assert!(!store.delete_branch(&dev).unwrap());
@@ -385,9 +359,7 @@ fn the_creation_time_is_kept_across_reopen() {
 #[test]
 fn a_configuration_from_a_newer_jobq_is_refused() {
     let (_dir, store) = open_temp();
-    store
-        .create_configuration(configuration("1", "c", "7"))
-        .expect("create");
+    create(&store, "1", "c", "7");
     let txn = store.db.begin_write().expect("write");
     {
         let mut table = txn.open_table(CONFIGURATIONS).expect("table");

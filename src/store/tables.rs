@@ -7,9 +7,9 @@ pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 
 /// `meta` key: the layout version of the tables below.
 pub(super) const META_SCHEMA_VERSION: &str = "schema_version";
-/// `meta` key: the last job id handed out (0 before the first job).
-/// Random id of this store, labelling its containers.
+/// `meta` key: a random id of this store, labelling its containers.
 pub(super) const META_INSTANCE_ID: &str = "instance_id";
+/// `meta` key: the last job id handed out (0 before the first job).
 pub(super) const META_LAST_JOB_ID: &str = "last_job_id";
 /// `meta` key: the last event id handed out (0 before the first event).
 pub(super) const META_LAST_EVENT_ID: &str = "last_event_id";

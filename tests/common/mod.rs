@@ -321,4 +321,13 @@ impl TestDaemon {
             .await
             .expect("the daemon answers")
     }
+
+    /// Clients of this daemon that send no token, and a wrong one.
+    pub fn clients_without_a_valid_token(&self) -> [ApiClient; 2] {
+        let anonymous = ApiClient {
+            addr: self.client.addr,
+            token: None,
+        };
+        [anonymous, ApiClient::new(self.client.addr, "not-the-token")]
+    }
 }
