@@ -35,6 +35,8 @@ pub struct NewJob {
     pub variable_values_data: Option<Value>,
     pub backend: Option<Value>,
     pub parallelism: Option<String>,
+    /// `{"onError": "stop" | "warning" | "fail"}`: how a container job takes a failed child.
+    pub behavior: Option<Value>,
     /// Seconds to hold the job in `created`.
     pub delay: Option<u64>,
     /// The earliest start, ISO 8601 (or relative, like `+5 minutes`).
@@ -169,6 +171,21 @@ impl Queue {
                     .into(),
             ));
         }
+        let behavior =
+            match request.behavior.as_ref().map(|b| b.get("onError")) {
+                None | Some(None) | Some(Some(Value::Null)) => json!({"onError": null}),
+                Some(Some(Value::String(on_error)))
+                    if ["stop", "warning", "fail"].contains(&on_error.as_str()) =>
+                {
+                    json!({"onError": on_error})
+                }
+                Some(Some(other)) => return Err(invalid(
+                    "behavior",
+                    format!(
+                        "Field \"behavior.onError\" must be stop, warning or fail; {other} given."
+                    ),
+                )),
+            };
         let now = now_micros();
         let delayed_start_time = match (request.delay, &request.delayed_start_time) {
             (Some(_), Some(_)) => {
@@ -323,7 +340,7 @@ impl Queue {
                 .unwrap_or_else(|| json!({"values": []})),
             backend: backend.clone(),
             metrics: json!({}),
-            behavior: json!({"onError": null}),
+            behavior: behavior.clone(),
             parallelism,
             job_type,
             container_id: None,

@@ -61,6 +61,7 @@ pub fn create_job(context: &Context<'_>, body: &[u8]) -> Answer {
         variable_values_data: optional_object(&body, "variableValuesData")?,
         backend: optional_object(&body, "backend")?,
         parallelism: optional_id(&body, "parallelism")?,
+        behavior: optional_object(&body, "behavior")?,
         delay: optional_seconds(&body, "delay")?,
         delayed_start_time: optional_string(&body, "delayedStartTime")?,
         parent_run_id,
