@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::queue::{Queue, QueueError};
 use crate::runner::{Runner, RunnerError};
 use crate::settings::Settings;
+use crate::storage::{Storage, StorageError};
 use crate::store::{Store, StoreError};
 
 /// Why the daemon could not start or stopped with an error.
@@ -31,6 +32,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runner(#[from] RunnerError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("cannot settle the jobs of the previous run: {0}")]
     Recover(#[from] QueueError),
     #[error("the daemon's thread stopped unexpectedly")]
@@ -67,12 +70,18 @@ pub async fn run(
         // The default base follows the real port when listening on port 0.
         settings.public_url = format!("http://{addr}");
     }
-    let queue = Queue::new(Arc::clone(&store), Arc::new(settings), runner);
+    let storage = Arc::new(Storage::open(Arc::clone(&store), &settings.data_dir)?);
+    let queue = Queue::new(
+        Arc::clone(&store),
+        Arc::clone(&storage),
+        Arc::new(settings),
+        runner,
+    );
     queue.recover().await?;
     let scheduler = tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()));
     tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);
-    crate::http::serve(listener, queue, store, shutdown).await;
+    crate::http::serve(listener, queue, store, storage, shutdown).await;
     let _ = scheduler.await;
     tracing::info!("jobq stopped");
     Ok(())

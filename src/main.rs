@@ -1,8 +1,10 @@
-//! The `jobq` command line: `serve` runs the daemon, `demo` runs one job end to end.
+//! The `jobq` command line: `serve` runs the daemon, `demo` runs one job end to end,
+//! `load-table` loads a CSV file into a Storage table of a running daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +28,27 @@ enum Command {
     },
     /// Build the demo component image and run one job through a queue on a temporary store.
     Demo,
+    /// Load a CSV file (with a header) into a Storage table of a running daemon, creating the
+    /// table (and its bucket) when missing; prints the table.
+    LoadTable {
+        /// The daemon's address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An API token of the daemon.
+        #[arg(long)]
+        token: String,
+        /// The table id, like in.c-main.orders.
+        #[arg(long, value_name = "TABLE_ID")]
+        table: String,
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// Keep the table's rows (with a primary key: replace the rows with the same key).
+        #[arg(long)]
+        incremental: bool,
+        /// The primary key of a new table (an existing table keeps its own).
+        #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+        primary_key: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -33,7 +56,7 @@ fn main() -> ExitCode {
     // The demo prints its own progress; the daemon's log lines would only interleave with it.
     let default_level = match cli.command {
         Command::Serve { .. } => "info",
-        Command::Demo => "warn",
+        Command::Demo | Command::LoadTable { .. } => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -45,6 +68,14 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve { config } => serve(config),
         Command::Demo => jobq::demo::run().map(drop),
+        Command::LoadTable {
+            url,
+            token,
+            table,
+            file,
+            incremental,
+            primary_key,
+        } => load_table(&url, &token, &table, &file, incremental, &primary_key),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,6 +101,38 @@ fn serve(config: PathBuf) -> anyhow::Result<()> {
         });
         jobq::daemon::run(settings, |_, _| {}, shutdown).await
     })?;
+    Ok(())
+}
+
+fn load_table(
+    url: &str,
+    token: &str,
+    table: &str,
+    file: &Path,
+    incremental: bool,
+    primary_key: &[String],
+) -> anyhow::Result<()> {
+    let csv = std::fs::read(file)
+        .with_context(|| format!("cannot read {}: check the --file path", file.display()))?;
+    let client = jobq::http::client::ApiClient::from_url(url, token)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(client.load_table(
+        table,
+        bytes::Bytes::from(csv),
+        incremental,
+        primary_key,
+    ))?;
+    let body = answer.json();
+    if !(200..300).contains(&answer.status) {
+        let message = body["error"].as_str().map_or_else(
+            || String::from_utf8_lossy(&answer.body).into_owned(),
+            str::to_string,
+        );
+        anyhow::bail!("jobq answered {}: {message}", answer.status);
+    }
+    println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(())
 }
 

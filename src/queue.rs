@@ -15,10 +15,15 @@ use crate::job::{
     now_micros, parse_time, DesiredStatus, Event, EventSource, EventType, Job, JobQuery, JobType,
     Mode, NewEvent, Status,
 };
+use crate::mapping::input::{self, Inputs};
+use crate::mapping::output::{self, OutputMapping, Outputs};
 use crate::plan::{self, Plan};
-use crate::runner::{outcome, Run, RunObserver, RunOutcome, Runner};
+use crate::runner::outcome::Verdict;
+use crate::runner::{outcome, Run, RunObserver, RunOutcome, Runner, Task};
+use crate::settings::Component;
 use crate::settings::{Settings, Token};
 use crate::state::TransitionForbidden;
+use crate::storage::Storage;
 use crate::store::{Store, StoreError, UpdateError};
 
 /// A create request after the HTTP layer parsed its body and headers.
@@ -85,6 +90,7 @@ impl From<UpdateError<TransitionForbidden>> for QueueError {
 /// The job queue shared by the HTTP handlers and the scheduler.
 pub struct Queue {
     store: Arc<Store>,
+    storage: Arc<Storage>,
     settings: Arc<Settings>,
     runner: Arc<Runner>,
     /// Wakes the scheduler: a job was created, killed or finished.
@@ -131,9 +137,15 @@ struct Pass {
 }
 
 impl Queue {
-    pub fn new(store: Arc<Store>, settings: Arc<Settings>, runner: Arc<Runner>) -> Arc<Queue> {
+    pub fn new(
+        store: Arc<Store>,
+        storage: Arc<Storage>,
+        settings: Arc<Settings>,
+        runner: Arc<Runner>,
+    ) -> Arc<Queue> {
         Arc::new(Queue {
             store,
+            storage,
             settings,
             runner,
             wake: Notify::new(),
@@ -171,21 +183,22 @@ impl Queue {
                     .into(),
             ));
         }
-        let behavior =
-            match request.behavior.as_ref().map(|b| b.get("onError")) {
-                None | Some(None) | Some(Some(Value::Null)) => json!({"onError": null}),
-                Some(Some(Value::String(on_error)))
-                    if ["stop", "warning", "fail"].contains(&on_error.as_str()) =>
-                {
-                    json!({"onError": on_error})
-                }
-                Some(Some(other)) => return Err(invalid(
+        let behavior = match request.behavior.as_ref().map(|b| b.get("onError")) {
+            None | Some(None) | Some(Some(Value::Null)) => json!({"onError": null}),
+            Some(Some(Value::String(on_error)))
+                if ["stop", "warning", "fail"].contains(&on_error.as_str()) =>
+            {
+                json!({"onError": on_error})
+            }
+            Some(Some(other)) => {
+                return Err(invalid(
                     "behavior",
                     format!(
                         "Field \"behavior.onError\" must be stop, warning or fail; {other} given."
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let now = now_micros();
         let delayed_start_time = match (request.delay, &request.delayed_start_time) {
             (Some(_), Some(_)) => {
@@ -770,7 +783,9 @@ impl Queue {
             let observer = JobObserver {
                 queue: self,
                 job: &job,
+                task,
                 stdout_base: AtomicU64::new(job.stdout_base),
+                inputs: Mutex::new(Inputs::default()),
             };
             let run = Run {
                 job: &job,
@@ -795,7 +810,7 @@ impl Queue {
                     self.runner.run(&run, cancel.clone()).await
                 }
             };
-            let (verdict, images, exception_id, usage_data, container_id) = match outcome {
+            let (mut verdict, images, exception_id, usage_data, container_id) = match outcome {
                 RunOutcome::Finished {
                     verdict,
                     images,
@@ -805,6 +820,15 @@ impl Queue {
                 } => (verdict, images, exception_id, usage_data, container_id),
                 RunOutcome::Requeue { reason } => {
                     return self.requeue(&job, &reason).map(|()| true)
+                }
+            };
+            let inputs =
+                std::mem::take(&mut *observer.inputs.lock().unwrap_or_else(|p| p.into_inner()));
+            let outputs = match self.map_outputs(&job, component, task, &verdict) {
+                Ok(outputs) => outputs,
+                Err(message) => {
+                    verdict = outcome::user_verdict(message);
+                    Outputs::default()
                 }
             };
             let ends = index + 1 == total || verdict.status != Status::Success;
@@ -821,6 +845,7 @@ impl Queue {
                 if let Some(usage) = usage_data {
                     job.usage_data = usage;
                 }
+                add_storage_results(&mut job.result, &mut job.metrics, &inputs, &outputs);
                 job.rows_done += 1;
                 job.container_id = None;
                 if ends {
@@ -849,6 +874,36 @@ impl Queue {
             Ok(())
         })?;
         self.finalize(&finished).map(|()| false)
+    }
+
+    /// Loads the task's `out/` into Storage after its container ended (run mode only; after a
+    /// failure only `write_always` tables). An error is the user error the job fails with.
+    fn map_outputs(
+        &self,
+        job: &Job,
+        component: &Component,
+        task: &Task,
+        verdict: &Verdict,
+    ) -> Result<Outputs, String> {
+        if job.mode == Mode::Debug || verdict.status == Status::Terminated {
+            return Ok(Outputs::default());
+        }
+        let mapping = OutputMapping {
+            storage: &self.storage,
+            configuration: &task.configuration,
+            default_bucket: job
+                .config
+                .as_deref()
+                .filter(|_| component.default_bucket)
+                .map(|config| output::default_bucket(&component.id, config)),
+            failed: verdict.status != Status::Success,
+        };
+        let data = crate::runner::workspace::Workspace::of(&task.folder).data;
+        let outputs = tokio::task::block_in_place(|| mapping.run(&data))?;
+        if verdict.status == Status::Success {
+            self.event(job, EventType::Info, "Output mapping done.");
+        }
+        Ok(outputs)
     }
 
     /// A platform failure before a container started: the job goes back to `created`.
@@ -1147,10 +1202,38 @@ impl Queue {
     }
 }
 
+/// Adds one task's mapped tables to `result.input/output.tables` and their sizes to
+/// `metrics.storage`.
+fn add_storage_results(
+    result: &mut Value,
+    metrics: &mut Value,
+    inputs: &Inputs,
+    outputs: &Outputs,
+) {
+    for (side, tables) in [("input", &inputs.tables), ("output", &outputs.tables)] {
+        if !result[side]["tables"].is_array() {
+            result[side] = json!({"tables": []});
+        }
+        if let Some(list) = result[side]["tables"].as_array_mut() {
+            list.extend(tables.iter().cloned());
+        }
+    }
+    for (key, bytes) in [
+        ("inputTablesBytesSum", inputs.bytes),
+        ("outputTablesBytesSum", outputs.bytes),
+    ] {
+        let sum = metrics["storage"][key].as_u64().unwrap_or(0) + bytes;
+        metrics["storage"][key] = json!(sum);
+    }
+}
+
 /// Persists what a run reports for one job.
 struct JobObserver<'a> {
     queue: &'a Queue,
     job: &'a Job,
+    task: &'a Task,
+    /// What the input mapping put into `in/`.
+    inputs: Mutex<Inputs>,
     /// Stdout events recorded before the current container started.
     stdout_base: AtomicU64,
 }
@@ -1171,6 +1254,14 @@ impl RunObserver for JobObserver<'_> {
 
     fn event(&self, event_type: EventType, source: EventSource, message: &str) {
         self.queue.record(self.job, event_type, source, message);
+    }
+
+    fn prepared(&self, data: &std::path::Path) -> Result<(), String> {
+        let inputs = tokio::task::block_in_place(|| {
+            input::map_inputs(&self.queue.storage, &self.task.configuration, data)
+        })?;
+        *self.inputs.lock().unwrap_or_else(|p| p.into_inner()) = inputs;
+        Ok(())
     }
 
     fn stdout_lines_recorded(&self) -> usize {

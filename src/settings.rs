@@ -67,6 +67,8 @@ pub struct Component {
     pub network: Network,
     /// The component's own `image_parameters`, given to it in `config.json`.
     pub image_parameters: serde_json::Value,
+    /// Output tables without a destination go to `in.c-<component>-<config>`.
+    pub default_bucket: bool,
 }
 
 impl Component {
@@ -219,6 +221,8 @@ struct RawComponent {
     network: String,
     #[serde(default)]
     image_parameters: toml::Table,
+    #[serde(default)]
+    default_bucket: bool,
 }
 
 fn default_listen() -> String {
@@ -389,6 +393,7 @@ impl RawSettings {
                 process_timeout: Duration::from_secs(timeout as u64),
                 network,
                 image_parameters,
+                default_bucket: raw.default_bucket,
             });
         }
 

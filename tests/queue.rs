@@ -350,7 +350,7 @@ async fn events_since_id_returns_only_newer_events() {
         .iter()
         .map(|e| e["message"].as_str().unwrap())
         .collect();
-    assert_eq!(newer, ["c", "b"]);
+    assert_eq!(newer, ["Output mapping done.", "c", "b"]);
 }
 
 #[tokio::test]

@@ -299,6 +299,7 @@ async fn stdout_lines_become_info_events_in_order() {
     let mut expected = vec![format!("Running component {COMPONENT} (row 1 of 1)")];
     expected.extend(lines);
     expected.push("a warning on stderr".into());
+    expected.push("Output mapping done.".into());
     assert_eq!(messages, expected);
     for event in &events {
         assert_eq!(
@@ -309,14 +310,16 @@ async fn stdout_lines_become_info_events_in_order() {
         assert_eq!(event["component"], COMPONENT);
         assert!(is_iso_time(&event["created"]));
     }
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let stderr_at = events.len() - 2;
     assert_eq!(
-        events.last().unwrap()["type"],
-        "error",
+        types[stderr_at], "error",
         "stderr after success is one error event"
     );
-    assert!(events[..events.len() - 1]
+    assert!(types
         .iter()
-        .all(|e| e["type"] == "info"));
+        .enumerate()
+        .all(|(i, t)| i == stderr_at || *t == "info"));
     let ids: Vec<u64> = events
         .iter()
         .map(|e| e["id"].as_str().unwrap().parse().unwrap())
@@ -337,7 +340,7 @@ async fn stdout_lines_become_info_events_in_order() {
         .iter()
         .map(|e| e["message"].as_str().unwrap())
         .collect();
-    assert_eq!(page, ["line 20", "line 19"]);
+    assert_eq!(page, ["a warning on stderr", "line 20"]);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Options, TestDaemon, COMPONENT, SMALL_COMPONENT, TOKEN};
+use common::{Options, TestDaemon, BUCKET_COMPONENT, COMPONENT, SMALL_COMPONENT, TOKEN};
 use hyper::Method;
 use jobq::http::client::Answer;
 use serde_json::{json, Value};
@@ -349,6 +349,7 @@ async fn the_same_id_in_the_default_and_a_dev_branch_are_two_configurations() {
                 "changeDescription": "", "isDisabled": false, "isDeleted": false,
             }]},
             {"id": SMALL_COMPONENT, "type": "other", "name": SMALL_COMPONENT, "description": "", "configurations": []},
+            {"id": BUCKET_COMPONENT, "type": "other", "name": BUCKET_COMPONENT, "description": "", "configurations": []},
         ])
     );
     let included = ok(t
@@ -490,8 +491,8 @@ async fn unknown_things_and_bad_bodies_are_named() {
             vec!["\"999\""],
         ),
         (
-            "/v2/storage/buckets".to_string(),
-            vec!["Route GET /v2/storage/buckets"],
+            "/v2/storage/nowhere".to_string(),
+            vec!["Route GET /v2/storage/nowhere"],
         ),
     ];
     for (path, parts) in not_found {

@@ -1,6 +1,7 @@
-//! A small client of the jobq API, used by `jobq demo` and by the integration tests.
+//! A small client of the jobq API, used by `jobq demo`, `jobq load-table` and the integration
+//! tests.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -24,6 +25,8 @@ pub enum ClientError {
     Http(#[from] hyper::Error),
     #[error("cannot build the request: {0}")]
     Request(#[from] hyper::http::Error),
+    #[error("\"{url}\" is not the address of a jobq: give http://<host>:<port>")]
+    Url { url: String },
 }
 
 /// One answer: status, headers and the raw body.
@@ -54,6 +57,52 @@ impl ApiClient {
             addr,
             token: Some(token.to_string()),
         }
+    }
+
+    /// A client of the daemon at `url` (`http://<host>:<port>`, the host resolved now).
+    pub fn from_url(url: &str, token: &str) -> Result<ApiClient, ClientError> {
+        let invalid = || ClientError::Url {
+            url: url.to_string(),
+        };
+        let authority = url.strip_prefix("http://").ok_or_else(invalid)?;
+        let authority = authority.trim_end_matches('/');
+        let addr = authority
+            .to_socket_addrs()
+            .map_err(|_| invalid())?
+            .next()
+            .ok_or_else(invalid)?;
+        Ok(ApiClient::new(addr, token))
+    }
+
+    /// Loads CSV (with a header) into a Storage table: creates the table (with `primary_key`)
+    /// when it does not exist, else imports into it, incrementally when asked. The answer is the
+    /// create's or import's (the table), or the failed look-up's.
+    pub async fn load_table(
+        &self,
+        table_id: &str,
+        csv: Bytes,
+        incremental: bool,
+        primary_key: &[String],
+    ) -> Result<Answer, ClientError> {
+        let found = self.get(&format!("/v2/storage/tables/{table_id}")).await?;
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if !primary_key.is_empty() {
+            query.append_pair("primaryKey", &primary_key.join(","));
+        }
+        let path = match (found.status, table_id.rsplit_once('.')) {
+            (404, Some((bucket, name))) => {
+                query.append_pair("name", name);
+                format!("/v2/storage/buckets/{bucket}/tables")
+            }
+            (200, _) => {
+                query.append_pair("incremental", if incremental { "1" } else { "0" });
+                format!("/v2/storage/tables/{table_id}/import")
+            }
+            _ => return Ok(found),
+        };
+        let path = format!("{path}?{}", query.finish());
+        self.send(Method::POST, &path, &[("Content-Type", "text/csv")], csv)
+            .await
     }
 
     pub async fn get(&self, path: &str) -> Result<Answer, ClientError> {

@@ -6,6 +6,7 @@ mod handlers;
 pub mod query;
 pub mod render;
 mod storage;
+mod tables;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::Queue;
 use crate::settings::Token;
+use crate::storage::Storage;
 use crate::store::Store;
 use error::ApiError;
 
@@ -35,11 +37,13 @@ pub const INDEX_HEADER: &str = "X-Jobq-Index";
 pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
 
 /// Serves the API on `listener` until `shutdown`, then lets open requests finish (up to 10 s).
-/// The queue answers the job routes, the store the Storage configuration routes.
+/// The queue answers the job routes, the store the Storage configuration routes, `storage` the
+/// bucket, table and file routes.
 pub async fn serve(
     listener: TcpListener,
     queue: Arc<Queue>,
     store: Arc<Store>,
+    storage: Arc<Storage>,
     shutdown: CancellationToken,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -56,10 +60,15 @@ pub async fn serve(
         };
         let queue = Arc::clone(&queue);
         let store = Arc::clone(&store);
+        let storage = Arc::clone(&storage);
         let service = hyper::service::service_fn(move |request| {
             let queue = Arc::clone(&queue);
             let store = Arc::clone(&store);
-            async move { Ok::<_, Infallible>(answer(&queue, &store, request, peer).await) }
+            let storage = Arc::clone(&storage);
+            async move {
+                let answered = answer(&queue, &store, &storage, request, peer).await;
+                Ok::<_, Infallible>(answered)
+            }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service);
@@ -82,12 +91,13 @@ pub async fn serve(
 async fn answer(
     queue: &Queue,
     store: &Store,
+    storage: &Storage,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let response = match dispatch(queue, store, request).await {
+    let response = match dispatch(queue, store, storage, request).await {
         Ok(response) => response,
         Err(error) => json_response(error.status, &error.body()),
     };
@@ -98,6 +108,7 @@ async fn answer(
 async fn dispatch(
     queue: &Queue,
     store: &Store,
+    storage: &Storage,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let token = authenticate(queue, &request)?;
@@ -132,6 +143,14 @@ async fn dispatch(
         (_, ["jobs"] | ["search", "jobs"] | ["jobs", _] | ["jobs", _, "kill"])
         | (_, ["v2", "storage", "events"] | ["v2", "storage", "tokens", "verify"]) => {
             return Err(method_not_allowed(&parts))
+        }
+        (_, ["v2", "storage", "buckets" | "tables" | "files", ..]) => {
+            let context = tables::Context {
+                storage,
+                settings: queue.settings(),
+                query: &query,
+            };
+            return tables::route(&context, &parts, &segments, body).await;
         }
         (_, ["v2", "storage", ..]) => {
             let context = storage::Context {

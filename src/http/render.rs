@@ -1,10 +1,11 @@
 //! The JSON a client sees: the Queue API's job object and Storage's event, branch, component,
-//! configuration and row objects.
+//! configuration, row, bucket, table and file objects.
 
 use serde_json::{json, Map, Value};
 
 use crate::config::{Branch, Configuration, Row};
 use crate::job::{format_time, Event, Job};
+use crate::storage::{Bucket, StoredFile, Table};
 
 /// The job object of spec/queue.md: every field, ids as strings, times ISO 8601.
 pub fn job(job: &Job, public_url: &str) -> Value {
@@ -136,6 +137,84 @@ pub fn row(row: &Row) -> Value {
         "changeDescription": row.change_description,
         "configuration": row.configuration,
         "state": row.state,
+    })
+}
+
+/// A Storage bucket; its size, row count and last change are those of its `tables`.
+pub fn bucket(bucket: &Bucket, tables: &[&Table], public_url: &str, branch_id: &str) -> Value {
+    let uri = format!("{public_url}/v2/storage/buckets/{}", bucket.id);
+    let last_change = tables
+        .iter()
+        .map(|table| table.last_import)
+        .max()
+        .unwrap_or(bucket.created);
+    json!({
+        "uri": uri,
+        "id": bucket.id,
+        "name": bucket.name(),
+        "displayName": bucket.display_name(),
+        "idBranch": numeric_id(branch_id),
+        "stage": bucket.stage(),
+        "description": "",
+        "tables": format!("{uri}/tables"),
+        "created": format_time(bucket.created),
+        "lastChangeDate": format_time(last_change),
+        "isReadOnly": false,
+        "dataSizeBytes": tables.iter().map(|table| table.data_size_bytes).sum::<u64>(),
+        "rowsCount": tables.iter().map(|table| table.rows_count).sum::<u64>(),
+        "isMaintenance": false,
+        "backend": "local",
+        "hasExternalSchema": false,
+        "path": bucket.id,
+        "isSnowflakeSharedDatabase": false,
+        "isLinkedBucket": false,
+        "backendPath": [],
+    })
+}
+
+/// A Storage table with its `bucket` object.
+pub fn table(table: &Table, bucket: Value, public_url: &str) -> Value {
+    json!({
+        "uri": format!("{public_url}/v2/storage/tables/{}", table.id),
+        "id": table.id,
+        "name": table.name(),
+        "displayName": table.name(),
+        "transactional": false,
+        "primaryKey": table.primary_key,
+        "indexKey": [],
+        "distributionKey": [],
+        "syntheticPrimaryKeyEnabled": false,
+        "created": format_time(table.created),
+        "lastImportDate": format_time(table.last_import),
+        "lastChangeDate": format_time(table.last_import),
+        "rowsCount": table.rows_count,
+        "dataSizeBytes": table.data_size_bytes,
+        "isAlias": false,
+        "isAliasable": true,
+        "isTyped": false,
+        "tableType": "table",
+        "path": table.id,
+        "columns": table.columns,
+        "columnMetadata": {},
+        "attributes": [],
+        "metadata": [],
+        "bucket": bucket,
+    })
+}
+
+/// A Storage file; its `url` downloads the content from jobq (with the token header).
+pub fn file(file: &StoredFile, public_url: &str) -> Value {
+    json!({
+        "id": file.id,
+        "name": file.name,
+        "url": format!("{public_url}/v2/storage/files/{}/download", file.id),
+        "sizeBytes": file.size_bytes,
+        "tags": file.tags,
+        "created": format_time(file.created),
+        "isPublic": false,
+        "isSliced": false,
+        "isEncrypted": false,
+        "provider": "local",
     })
 }
 

@@ -64,6 +64,9 @@ pub trait RunObserver: Send + Sync {
     fn event(&self, event_type: EventType, source: EventSource, message: &str);
     /// How many stdout lines of this job are recorded already; a resumed log skips them.
     fn stdout_lines_recorded(&self) -> usize;
+    /// Called once the data folder is prepared, before it is handed to the container: the
+    /// input mapping fills `in/`. An error is a user error the job fails with.
+    fn prepared(&self, data: &std::path::Path) -> Result<(), String>;
 }
 
 /// One container to run: for which job and task, with which component, under which settings,
@@ -190,19 +193,33 @@ impl Runner {
         };
 
         let prepared = tokio::task::block_in_place(|| {
-            let (user, owner) = workspace::container_identity(settings)?;
             let config = workspace::config_json(job, component, task);
-            let folders = workspace::prepare(&task.folder, &config, &task.state, owner)?;
-            Ok::<_, std::io::Error>((user, folders))
+            workspace::prepare(&task.folder, &config, &task.state)
         });
-        let (user, folders) = match prepared {
-            Ok(prepared) => prepared,
+        let folders = match prepared {
+            Ok(folders) => folders,
             Err(error) => {
                 return RunOutcome::Requeue {
                     reason: format!(
                         "cannot prepare the job folder in {}: {error}",
                         settings.data_dir.display()
                     ),
+                }
+            }
+        };
+        if let Err(message) = observer.prepared(&folders.data) {
+            return user_error(message);
+        }
+        let handed_over = tokio::task::block_in_place(|| {
+            let (user, owner) = workspace::container_identity(settings)?;
+            workspace::hand_over(&task.folder, owner)?;
+            Ok::<_, std::io::Error>(user)
+        });
+        let user = match handed_over {
+            Ok(user) => user,
+            Err(error) => {
+                return RunOutcome::Requeue {
+                    reason: format!("cannot hand the job folder to the container's user: {error}"),
                 }
             }
         };
@@ -634,11 +651,7 @@ fn lost() -> RunOutcome {
 }
 
 fn user_error(message: String) -> RunOutcome {
-    let verdict = Verdict {
-        status: Status::Error,
-        message,
-        error: Some(outcome::ErrorKind::User),
-    };
+    let verdict = outcome::user_verdict(message);
     RunOutcome::Finished {
         verdict,
         images: json!([]),

@@ -104,6 +104,15 @@ pub fn classify(exit: Exit, context: &ExitContext<'_>) -> Verdict {
     }
 }
 
+/// A user error with `message` (for failures found outside the container, such as mapping).
+pub fn user_verdict(message: String) -> Verdict {
+    Verdict {
+        status: Status::Error,
+        message,
+        error: Some(ErrorKind::User),
+    }
+}
+
 /// A job whose container vanished ends with an application error saying so.
 pub fn classify_lost() -> Verdict {
     Verdict {

@@ -50,14 +50,8 @@ pub const DATA_FOLDERS: [&str; 5] = [
     "out/files",
 ];
 
-/// Creates `<folder>/data` and `<folder>/tmp` with `config.json` and `in/state.json`, owned by
-/// `owner` (`uid`, `gid`) when given.
-pub fn prepare(
-    folder: &Path,
-    config: &Value,
-    state: &Value,
-    owner: Option<(u32, u32)>,
-) -> std::io::Result<Workspace> {
+/// Creates `<folder>/data` and `<folder>/tmp` with `config.json` and `in/state.json`.
+pub fn prepare(folder: &Path, config: &Value, state: &Value) -> std::io::Result<Workspace> {
     let workspace = Workspace::of(folder);
     // A folder left by an earlier attempt of this job must not leak into this one.
     if workspace.data.exists() {
@@ -75,10 +69,15 @@ pub fn prepare(
         workspace.data.join("in/state.json"),
         serde_json::to_vec(state)?,
     )?;
-    if let Some((uid, gid)) = owner {
-        chown_tree(folder, uid, gid)?;
-    }
     Ok(workspace)
+}
+
+/// Hands the prepared folder to the container's user (`uid`, `gid`) when one is given.
+pub fn hand_over(folder: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    match owner {
+        Some((uid, gid)) => chown_tree(folder, uid, gid),
+        None => Ok(()),
+    }
 }
 
 /// Who the container runs as, and who must own the job folder: the configured non-root user when

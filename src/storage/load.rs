@@ -101,11 +101,11 @@ pub fn merge<W: Write>(
     out.header(columns.iter().map(String::as_str))?;
     if let Some(mut kept) = kept {
         let added = columns.len() - own.len();
-        let mut padded: Vec<&str> = Vec::with_capacity(columns.len());
         while kept.next(&mut record)? {
-            padded.clear();
-            padded.extend(record.iter());
-            padded.extend(std::iter::repeat_n("", added));
+            let padded: Vec<&str> = record
+                .iter()
+                .chain(std::iter::repeat_n("", added))
+                .collect();
             if delete_where.is_some_and(|(at, filter)| filter.matches(padded[at])) {
                 continue;
             }

@@ -241,10 +241,7 @@ impl StoredRows {
         };
         let mut header = StringRecord::new();
         if !rows.next(&mut header)? || header.iter().ne(table.columns.iter()) {
-            return Err(rows.corrupt(format!(
-                "its header is not {}",
-                table.columns.join(",")
-            )));
+            return Err(rows.corrupt(format!("its header is not {}", table.columns.join(","))));
         }
         Ok(rows)
     }
@@ -280,10 +277,7 @@ pub struct RowWriter<W: Write> {
 
 impl<W: Write> RowWriter<W> {
     /// `fail` turns a write error into the caller's error.
-    pub fn new(
-        output: W,
-        fail: impl Fn(std::io::Error) -> StorageError + 'static,
-    ) -> RowWriter<W> {
+    pub fn new(output: W, fail: impl Fn(std::io::Error) -> StorageError + 'static) -> RowWriter<W> {
         let csv = csv::WriterBuilder::new()
             .quote_style(csv::QuoteStyle::Always)
             .terminator(csv::Terminator::Any(b'\n'))
@@ -306,7 +300,10 @@ impl<W: Write> RowWriter<W> {
         self.write(columns)
     }
 
-    pub fn row<'a>(&mut self, values: impl IntoIterator<Item = &'a str>) -> Result<(), StorageError> {
+    pub fn row<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), StorageError> {
         self.write(values)?;
         self.rows += 1;
         Ok(())

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::error::StoreError;
 use crate::config::{Branch, Configuration};
 use crate::job::{Event, Job};
+use crate::storage::{Bucket, StoredFile, Table};
 
 /// The format version written for job records.
 pub(super) const JOB_VERSION: u8 = 1;
@@ -18,6 +19,8 @@ pub(super) const EVENT_VERSION: u8 = 1;
 pub(super) const CONFIGURATION_VERSION: u8 = 1;
 /// The format version written for dev branch records.
 pub(super) const BRANCH_VERSION: u8 = 1;
+/// The format version written for Storage bucket, table and file records.
+pub(super) const STORAGE_VERSION: u8 = 1;
 
 pub(super) fn encode_job(job: &Job) -> Result<Vec<u8>, StoreError> {
     encode("job record", JOB_VERSION, job)
@@ -57,6 +60,30 @@ pub(super) fn encode_branch(branch: &Branch) -> Result<Vec<u8>, StoreError> {
 
 pub(super) fn decode_branch(bytes: &[u8]) -> Result<Branch, StoreError> {
     decode_first_version("branch record", bytes, BRANCH_VERSION)
+}
+
+pub(super) fn encode_bucket(bucket: &Bucket) -> Result<Vec<u8>, StoreError> {
+    encode("bucket record", STORAGE_VERSION, bucket)
+}
+
+pub(super) fn decode_bucket(bytes: &[u8]) -> Result<Bucket, StoreError> {
+    decode_first_version("bucket record", bytes, STORAGE_VERSION)
+}
+
+pub(super) fn encode_table(table: &Table) -> Result<Vec<u8>, StoreError> {
+    encode("table record", STORAGE_VERSION, table)
+}
+
+pub(super) fn decode_table(bytes: &[u8]) -> Result<Table, StoreError> {
+    decode_first_version("table record", bytes, STORAGE_VERSION)
+}
+
+pub(super) fn encode_file(file: &StoredFile) -> Result<Vec<u8>, StoreError> {
+    encode("file record", STORAGE_VERSION, file)
+}
+
+pub(super) fn decode_file(bytes: &[u8]) -> Result<StoredFile, StoreError> {
+    decode_first_version("file record", bytes, STORAGE_VERSION)
 }
 
 /// Decodes a record whose only format so far is version 1. A record type that gets a second

@@ -115,6 +115,19 @@ pub enum StoreError {
         row: String,
     },
 
+    /// A Storage table changed while a load was writing its new data.
+    #[error(
+        "Table \"{table}\" changed while this load ran (another load, or a delete): load again"
+    )]
+    StorageTableChanged { table: String },
+
+    /// A bucket with tables is deleted without force.
+    #[error(
+        "Bucket \"{bucket}\" is not empty: it has {tables} table(s); delete them first, or \
+         delete the bucket with force"
+    )]
+    BucketNotEmpty { bucket: String, tables: usize },
+
     /// A sequence reached `u64::MAX`.
     #[error("the {sequence} id sequence is exhausted: start jobq with a new data_dir")]
     SequenceExhausted { sequence: &'static str },

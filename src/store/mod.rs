@@ -7,6 +7,7 @@
 mod codec;
 mod configs;
 mod error;
+mod storage_meta;
 mod tables;
 
 pub use error::{DbError, StoreError, UpdateError};
@@ -70,6 +71,7 @@ impl Store {
             Indexes::open(txn)?;
             txn.open_table(EVENTS)?;
             configs::prepare(txn)?;
+            storage_meta::prepare(txn)?;
             Ok(instance)
         })?;
         store.instance_id = format!("{instance:016x}");

@@ -54,3 +54,17 @@ pub(super) const BRANCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// (branch id, component, configuration id) -> the configuration record, rows inside.
 pub(super) const CONFIGURATIONS: TableDefinition<(&str, &str, &str), &[u8]> =
     TableDefinition::new("configurations");
+
+/// `meta` key: the last id handed out to a Storage file (0 before the first).
+pub(super) const META_LAST_STORAGE_FILE_ID: &str = "last_storage_file_id";
+
+/// Storage bucket id -> the bucket record (see `codec`).
+pub(super) const STORAGE_BUCKETS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("storage_buckets");
+
+/// Storage table id (`<bucket id>.<name>`) -> the table record (see `codec`).
+pub(super) const STORAGE_TABLES: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("storage_tables");
+
+/// Storage file id -> the file record (see `codec`).
+pub(super) const STORAGE_FILES: TableDefinition<u64, &[u8]> = TableDefinition::new("storage_files");

@@ -16,6 +16,8 @@ pub const FIXTURE_TAG: &str = "1.0.0";
 pub const COMPONENT: &str = "keboola.ex-fixture";
 /// A second registration of the fixture with a 32m memory limit and a 3 s timeout.
 pub const SMALL_COMPONENT: &str = "keboola.ex-fixture-small";
+/// A third registration whose output tables go to its default bucket.
+pub const BUCKET_COMPONENT: &str = "keboola.ex-fixture-bucket";
 
 /// Options of one test daemon.
 pub struct Options {
@@ -93,6 +95,12 @@ tag = "{FIXTURE_TAG}"
 memory = "32m"
 process_timeout = 3
 network = "none"
+[[components]]
+id = "{BUCKET_COMPONENT}"
+image = "{FIXTURE_IMAGE}"
+tag = "{FIXTURE_TAG}"
+network = "none"
+default_bucket = true
 "#,
             data_dir = data_dir.path().display(),
             max = options.max_concurrent_jobs,
