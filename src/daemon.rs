@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::{Queue, QueueError};
 use crate::runner::{Runner, RunnerError};
+use crate::secrets::{Secrets, SecretsError};
 use crate::settings::Settings;
 use crate::storage::{Storage, StorageError};
 use crate::store::{Store, StoreError};
@@ -34,6 +35,8 @@ pub enum DaemonError {
     Runner(#[from] RunnerError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     #[error("cannot settle the jobs of the previous run: {0}")]
     Recover(#[from] QueueError),
     #[error("the daemon's thread stopped unexpectedly")]
@@ -51,6 +54,10 @@ pub async fn run(
         path: settings.data_dir.clone(),
         source,
     })?;
+    let secrets = Arc::new(Secrets::open(
+        &settings.data_dir,
+        settings.encryption_key.as_ref(),
+    )?);
     let store = Arc::new(Store::open(&settings.database_path())?);
     let instance_id = store.instance_id().to_string();
     let runner = Arc::new(Runner::new(settings.docker_host.as_deref(), &instance_id)?);
@@ -81,7 +88,7 @@ pub async fn run(
     let scheduler = tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()));
     tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);
-    crate::http::serve(listener, queue, store, storage, shutdown).await;
+    crate::http::serve(listener, queue, store, storage, secrets, shutdown).await;
     let _ = scheduler.await;
     tracing::info!("jobq stopped");
     Ok(())

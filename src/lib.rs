@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod debug;
 pub mod demo;
 pub mod failpoint;
 pub mod http;
@@ -10,6 +11,7 @@ pub mod mapping;
 pub mod plan;
 pub mod queue;
 pub mod runner;
+pub mod secrets;
 pub mod settings;
 pub mod state;
 pub mod storage;

@@ -63,7 +63,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(jobq::secrets::Redacting::new(std::io::stderr))
         .init();
     let outcome = match cli.command {
         Command::Serve { config } => serve(config),

@@ -11,6 +11,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Configuration;
+use crate::debug;
 use crate::job::{
     now_micros, parse_time, DesiredStatus, Event, EventSource, EventType, Job, JobQuery, JobType,
     Mode, NewEvent, Status,
@@ -19,6 +20,7 @@ use crate::mapping::input::{self, Inputs};
 use crate::mapping::output::{self, OutputMapping, Outputs};
 use crate::plan::{self, Plan};
 use crate::runner::outcome::Verdict;
+use crate::runner::workspace::{self, Workspace};
 use crate::runner::{outcome, Run, RunObserver, RunOutcome, Runner, Task};
 use crate::settings::Component;
 use crate::settings::{Settings, Token};
@@ -359,6 +361,7 @@ impl Queue {
             container_id: None,
             outcome: None,
             rows_done: 0,
+            stages_done: 0,
             stdout_base: 0,
             delayed_start_time,
             revision: 0,
@@ -739,9 +742,10 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// Runs the job's remaining tasks (rows) one after another, recording each. A finished
-    /// container's result is stored first, then the container is removed, then the job takes
-    /// its final status: a crash at any step loses neither a result nor a container, and a
+    /// Runs the job's remaining tasks (rows) one after another, and in each its images
+    /// (processors before, the component, processors after), recording each image's end. A
+    /// finished container's result is stored first, then the container is removed, then the job
+    /// takes its final status: a crash at any step loses neither a result nor a container, and a
     /// finished job has no container left. Returns whether the job went back to `created`.
     async fn run_job(
         &self,
@@ -755,20 +759,9 @@ impl Queue {
         };
         let plan = match self.plan(job) {
             Ok(plan) => plan,
-            Err(message) => {
-                let failed = self.update(job.id, |job| {
-                    job.result = json!({
-                        "message": message,
-                        "images": [],
-                        "error": {"type": "user", "exceptionId": outcome::new_exception_id()},
-                    });
-                    job.outcome = Some(Status::Error);
-                    Ok(())
-                })?;
-                return self.finalize(&failed).map(|()| false);
-            }
+            Err(message) => return self.fail(job, message).map(|()| false),
         };
-        if job.rows_done == 0 && attach_to.is_none() {
+        if job.rows_done == 0 && job.stages_done == 0 && attach_to.is_none() {
             for row in &plan.skipped_rows {
                 self.event(
                     job,
@@ -780,90 +773,152 @@ impl Queue {
         let total = plan.tasks.len();
         let mut job = job.clone();
         for (index, task) in plan.tasks.iter().enumerate().skip(job.rows_done as usize) {
-            let observer = JobObserver {
-                queue: self,
-                job: &job,
-                task,
-                stdout_base: AtomicU64::new(job.stdout_base),
-                inputs: Mutex::new(Inputs::default()),
+            let images = match self.images(&job, component, task) {
+                Ok(images) => images,
+                Err(message) => return self.fail(&job, message).map(|()| false),
             };
-            let run = Run {
-                job: &job,
-                task,
-                component,
-                settings: &self.settings,
-                observer: &observer,
-            };
-            let outcome = match attach_to.take() {
-                Some(container_id) => {
-                    self.runner
-                        .attach(&run, &container_id, cancel.clone())
-                        .await
+            let workspace = Workspace::of(&task.folder);
+            let mut inputs = Inputs::default();
+            if job.stages_done == 0 && attach_to.is_none() {
+                let message = format!(
+                    "Running component {} (row {} of {total})",
+                    component.id,
+                    index + 1
+                );
+                self.event(&job, EventType::Info, &message);
+                let prepared = tokio::task::block_in_place(|| {
+                    workspace::prepare(&task.folder, &task.state).map_err(|error| error.to_string())
+                });
+                if let Err(reason) = prepared {
+                    return self
+                        .requeue(&job, &format!("cannot prepare the job folder: {reason}"))
+                        .map(|()| true);
                 }
-                None => {
-                    let message = format!(
-                        "Running component {} (row {} of {total})",
-                        component.id,
-                        index + 1
-                    );
-                    self.event(&job, EventType::Info, &message);
-                    self.runner.run(&run, cancel.clone()).await
-                }
-            };
-            let (mut verdict, images, exception_id, usage_data, container_id) = match outcome {
-                RunOutcome::Finished {
-                    verdict,
-                    images,
-                    exception_id,
-                    usage_data,
-                    container_id,
-                } => (verdict, images, exception_id, usage_data, container_id),
-                RunOutcome::Requeue { reason } => {
-                    return self.requeue(&job, &reason).map(|()| true)
-                }
-            };
-            let inputs =
-                std::mem::take(&mut *observer.inputs.lock().unwrap_or_else(|p| p.into_inner()));
-            let outputs = match self.map_outputs(&job, component, task, &verdict) {
-                Ok(outputs) => outputs,
-                Err(message) => {
-                    verdict = outcome::user_verdict(message);
-                    Outputs::default()
-                }
-            };
-            let ends = index + 1 == total || verdict.status != Status::Success;
-            if ends && verdict.status == Status::Success {
-                self.save_state(&job, &plan)?;
+                inputs = match tokio::task::block_in_place(|| {
+                    input::map_inputs(&self.storage, &task.configuration, &workspace.data)
+                }) {
+                    Ok(inputs) => inputs,
+                    Err(message) => return self.fail(&job, message).map(|()| false),
+                };
             }
-            job = self.update(job.id, |job| {
-                if !job.result["images"].is_array() {
-                    job.result = json!({"images": []});
-                }
-                if let Some(list) = job.result["images"].as_array_mut() {
-                    list.push(images);
-                }
-                if let Some(usage) = usage_data {
-                    job.usage_data = usage;
-                }
-                add_storage_results(&mut job.result, &mut job.metrics, &inputs, &outputs);
-                job.rows_done += 1;
-                job.container_id = None;
-                if ends {
-                    job.result["message"] = json!(verdict.message);
-                    if let Some(kind) = verdict.error {
-                        job.result["error"] =
-                            json!({"type": kind.as_str(), "exceptionId": exception_id});
+            for (stage, image) in images.iter().enumerate().skip(job.stages_done as usize) {
+                let reattach = attach_to.take();
+                if reattach.is_none() {
+                    let staged = tokio::task::block_in_place(|| -> Result<(), String> {
+                        if stage > 0 {
+                            workspace::rotate(&task.folder, stage)
+                                .map_err(|error| error.to_string())?;
+                        }
+                        workspace::write_config(&workspace, &image.config)
+                            .map_err(|error| error.to_string())
+                    });
+                    if let Err(reason) = staged {
+                        return self
+                            .requeue(&job, &format!("cannot prepare the next image: {reason}"))
+                            .map(|()| true);
                     }
-                    plan.describe(&mut job.result);
-                    job.outcome = Some(verdict.status);
+                    if job.mode == Mode::Debug {
+                        self.snapshot(&job, task, image.component, Some(stage))?;
+                    }
+                    if image.processor {
+                        self.event(
+                            &job,
+                            EventType::Info,
+                            &format!("Running processor {}", image.component.id),
+                        );
+                    }
                 }
-                Ok(())
-            })?;
-            if let Some(container_id) = container_id {
-                self.runner.remove_container(&container_id).await;
-            }
-            if ends {
-                return self.finalize(&job).map(|()| false);
+                let observer = JobObserver {
+                    queue: self,
+                    job: &job,
+                    stdout_base: AtomicU64::new(job.stdout_base),
+                };
+                let run = Run {
+                    job: &job,
+                    task,
+                    stage,
+                    component: image.component,
+                    settings: &self.settings,
+                    observer: &observer,
+                };
+                let outcome = match reattach {
+                    Some(container_id) => {
+                        self.runner
+                            .attach(&run, &container_id, cancel.clone())
+                            .await
+                    }
+                    None => self.runner.run(&run, cancel.clone()).await,
+                };
+                let (image_verdict, image_result, exception_id, usage_data, container_id) =
+                    match outcome {
+                        RunOutcome::Finished {
+                            verdict,
+                            images,
+                            exception_id,
+                            usage_data,
+                            container_id,
+                        } => (verdict, images, exception_id, usage_data, container_id),
+                        RunOutcome::Requeue { reason } => {
+                            return self.requeue(&job, &reason).map(|()| true)
+                        }
+                    };
+                let mut verdict = image_verdict;
+                let image_done = verdict.status == Status::Success && stage + 1 < images.len();
+                if image_done {
+                    // Only this image is done: the row goes on with the next one.
+                    job = self.update(job.id, |job| {
+                        add_image(&mut job.result, stage, image_result);
+                        job.stages_done += 1;
+                        job.container_id = None;
+                        Ok(())
+                    })?;
+                    if let Some(container_id) = container_id {
+                        self.runner.remove_container(&container_id).await;
+                    }
+                    continue;
+                }
+                // The row's last image, or a failed one: the row ends here.
+                if verdict.status == Status::Success && job.mode == Mode::Debug {
+                    self.snapshot(&job, task, component, None)?;
+                }
+                let outputs = match self.map_outputs(&job, component, task, &verdict) {
+                    Ok(outputs) => outputs,
+                    Err(message) => {
+                        verdict = outcome::user_verdict(message);
+                        Outputs::default()
+                    }
+                };
+                let ends = index + 1 == total || verdict.status != Status::Success;
+                if ends && verdict.status == Status::Success {
+                    self.save_state(&job, &plan)?;
+                }
+                job = self.update(job.id, |job| {
+                    add_image(&mut job.result, stage, image_result);
+                    if let Some(usage) = usage_data {
+                        job.usage_data = usage;
+                    }
+                    add_storage_results(&mut job.result, &mut job.metrics, &inputs, &outputs);
+                    job.rows_done += 1;
+                    job.stages_done = 0;
+                    job.container_id = None;
+                    if ends {
+                        job.result["message"] = json!(verdict.message);
+                        if let Some(kind) = verdict.error {
+                            job.result["error"] =
+                                json!({"type": kind.as_str(), "exceptionId": exception_id});
+                        }
+                        plan.describe(&mut job.result);
+                        job.outcome = Some(verdict.status);
+                    }
+                    Ok(())
+                })?;
+                if let Some(container_id) = container_id {
+                    self.runner.remove_container(&container_id).await;
+                }
+                if ends {
+                    return self.finalize(&job).map(|()| false);
+                }
+                break;
             }
         }
         // No row was selected: nothing ran.
@@ -874,6 +929,101 @@ impl Queue {
             Ok(())
         })?;
         self.finalize(&finished).map(|()| false)
+    }
+
+    /// Ends a job with a user error found before (or between) its containers.
+    fn fail(&self, job: &Job, message: String) -> Result<(), QueueError> {
+        let failed = self.update(job.id, |job| {
+            if !job.result["images"].is_array() {
+                job.result["images"] = json!([]);
+            }
+            job.result["message"] = json!(message);
+            job.result["error"] =
+                json!({"type": "user", "exceptionId": outcome::new_exception_id()});
+            job.outcome = Some(Status::Error);
+            Ok(())
+        })?;
+        self.finalize(&failed)
+    }
+
+    /// The images of a task: `processors.before`, the component, `processors.after`, each with
+    /// its registered component and its `config.json`.
+    fn images<'a>(
+        &'a self,
+        job: &Job,
+        component: &'a Component,
+        task: &Task,
+    ) -> Result<Vec<Image<'a>>, String> {
+        let processors = |side: &str| -> Result<Vec<Image<'a>>, String> {
+            task.configuration["processors"][side]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|processor| {
+                    let id = processor["definition"]["component"]
+                        .as_str()
+                        .unwrap_or_default();
+                    let registered = self.settings.component(id).ok_or_else(|| {
+                        format!(
+                            "Processor component \"{id}\" is not registered in jobq's settings."
+                        )
+                    })?;
+                    Ok(Image {
+                        component: registered,
+                        config: workspace::processor_config(&processor["parameters"], registered),
+                        processor: true,
+                    })
+                })
+                .collect()
+        };
+        let mut images = processors("before")?;
+        images.push(Image {
+            component,
+            config: workspace::config_json(job, component, task),
+            processor: false,
+        });
+        images.extend(processors("after")?);
+        Ok(images)
+    }
+
+    /// In debug mode: the data folder as it is now, zipped and stored as a Storage file tagged
+    /// `debug`, the image's component, `jobId:<id>` and `rowId:<row>`.
+    fn snapshot(
+        &self,
+        job: &Job,
+        task: &Task,
+        component: &Component,
+        stage: Option<usize>,
+    ) -> Result<(), QueueError> {
+        let name = debug::stage_name(stage);
+        let workspace = Workspace::of(&task.folder);
+        let target = task.folder.join(&name);
+        let stored = tokio::task::block_in_place(|| -> Result<(), String> {
+            debug::archive(&workspace.data, &target).map_err(|error| error.to_string())?;
+            let tags = [
+                "debug".to_string(),
+                component.id.clone(),
+                format!("jobId:{}", job.id),
+                format!("rowId:{}", task.row_id.as_deref().unwrap_or("")),
+            ];
+            let archive = std::fs::File::open(&target).map_err(|error| error.to_string())?;
+            self.storage
+                .upload_file(&name, &tags, archive)
+                .map_err(|error| error.to_string())?;
+            std::fs::remove_file(&target).map_err(|error| error.to_string())
+        });
+        match stored {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::error!(job_id = job.id, %error, "cannot store a debug archive");
+                self.event(
+                    job,
+                    EventType::Warn,
+                    &format!("The debug archive {name} could not be stored."),
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Loads the task's `out/` into Storage after its container ended (run mode only; after a
@@ -898,7 +1048,7 @@ impl Queue {
                 .map(|config| output::default_bucket(&component.id, config)),
             failed: verdict.status != Status::Success,
         };
-        let data = crate::runner::workspace::Workspace::of(&task.folder).data;
+        let data = Workspace::of(&task.folder).data;
         let outputs = tokio::task::block_in_place(|| mapping.run(&data))?;
         if verdict.status == Status::Success {
             self.event(job, EventType::Info, "Output mapping done.");
@@ -1202,6 +1352,28 @@ impl Queue {
     }
 }
 
+/// One image of a task: its component, and the `config.json` it reads.
+struct Image<'a> {
+    component: &'a Component,
+    config: Value,
+    processor: bool,
+}
+
+/// Adds an image's entry to `result.images`: a new inner list for a row's first image.
+fn add_image(result: &mut Value, stage: usize, image: Value) {
+    if !result["images"].is_array() {
+        result["images"] = json!([]);
+    }
+    let Some(rows) = result["images"].as_array_mut() else {
+        return;
+    };
+    let entries = image.as_array().cloned().unwrap_or_default();
+    match rows.last_mut().and_then(Value::as_array_mut) {
+        Some(row) if stage > 0 => row.extend(entries),
+        _ => rows.push(Value::Array(entries)),
+    }
+}
+
 /// Adds one task's mapped tables to `result.input/output.tables` and their sizes to
 /// `metrics.storage`.
 fn add_storage_results(
@@ -1231,9 +1403,6 @@ fn add_storage_results(
 struct JobObserver<'a> {
     queue: &'a Queue,
     job: &'a Job,
-    task: &'a Task,
-    /// What the input mapping put into `in/`.
-    inputs: Mutex<Inputs>,
     /// Stdout events recorded before the current container started.
     stdout_base: AtomicU64,
 }
@@ -1254,14 +1423,6 @@ impl RunObserver for JobObserver<'_> {
 
     fn event(&self, event_type: EventType, source: EventSource, message: &str) {
         self.queue.record(self.job, event_type, source, message);
-    }
-
-    fn prepared(&self, data: &std::path::Path) -> Result<(), String> {
-        let inputs = tokio::task::block_in_place(|| {
-            input::map_inputs(&self.queue.storage, &self.task.configuration, data)
-        })?;
-        *self.inputs.lock().unwrap_or_else(|p| p.into_inner()) = inputs;
-        Ok(())
     }
 
     fn stdout_lines_recorded(&self) -> usize {

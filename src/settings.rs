@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::secrets::Key;
+
 /// Settings after validation.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -28,6 +30,8 @@ pub struct Settings {
     pub project: Project,
     pub tokens: Vec<Token>,
     pub components: Vec<Component>,
+    /// The key `#` values are encrypted with; `None`: the key file in `data_dir`.
+    pub encryption_key: Option<Key>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +179,7 @@ struct RawSettings {
     tokens: Vec<RawToken>,
     #[serde(default)]
     components: Vec<RawComponent>,
+    encryption_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -331,6 +336,17 @@ impl RawSettings {
                 ));
             }
         }
+        let encryption_key = match &self.encryption_key {
+            None => None,
+            // The message never repeats the value: it may be the real key, mistyped.
+            Some(text) => Some(Key::from_hex(text).ok_or_else(|| {
+                invalid(
+                    "encryption_key",
+                    "must be 64 hex characters (32 random bytes, as `openssl rand -hex 32` \
+                     prints)",
+                )
+            })?),
+        };
         let container_user = self.container_user;
         let uid_gid: Vec<&str> = container_user.split(':').collect();
         let numeric = uid_gid.len() == 2 && uid_gid.iter().all(|p| p.parse::<u32>().is_ok());
@@ -427,6 +443,7 @@ impl RawSettings {
             },
             tokens,
             components,
+            encryption_key,
         })
     }
 }
@@ -526,5 +543,21 @@ mod tests {
         let settings =
             Settings::parse("[[tokens]]\nid = \"1\"\ntoken = \"s3cret-value\"\n").unwrap();
         assert!(!format!("{settings:?}").contains("s3cret-value"));
+    }
+
+    #[test]
+    fn encryption_key_is_64_hex_characters_never_shown() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let key = "0f".repeat(32);
+        let settings = Settings::parse(&format!("encryption_key = \"{key}\"\n{base}")).unwrap();
+        assert!(settings.encryption_key.is_some());
+        assert!(!format!("{settings:?}").contains(&key));
+        assert!(Settings::parse(base).unwrap().encryption_key.is_none());
+        let message = error_of(&format!("encryption_key = \"{}\"\n{base}", "0g".repeat(32)));
+        assert_eq!(
+            message,
+            "setting `encryption_key` is not valid: must be 64 hex characters (32 random \
+             bytes, as `openssl rand -hex 32` prints)"
+        );
     }
 }

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{Options, TestDaemon, BUCKET_COMPONENT, COMPONENT, SMALL_COMPONENT, TOKEN};
+use common::{
+    Options, TestDaemon, BUCKET_COMPONENT, COMPONENT, PROCESSOR_ONE, PROCESSOR_TWO,
+    SMALL_COMPONENT, TOKEN,
+};
 use hyper::Method;
 use jobq::http::client::Answer;
 use serde_json::{json, Value};
@@ -350,6 +353,8 @@ async fn the_same_id_in_the_default_and_a_dev_branch_are_two_configurations() {
             }]},
             {"id": SMALL_COMPONENT, "type": "other", "name": SMALL_COMPONENT, "description": "", "configurations": []},
             {"id": BUCKET_COMPONENT, "type": "other", "name": BUCKET_COMPONENT, "description": "", "configurations": []},
+            {"id": PROCESSOR_ONE, "type": "other", "name": PROCESSOR_ONE, "description": "", "configurations": []},
+            {"id": PROCESSOR_TWO, "type": "other", "name": PROCESSOR_TWO, "description": "", "configurations": []},
         ])
     );
     let included = ok(t

@@ -1,6 +1,7 @@
 //! The HTTP API on hyper (the only module that knows hyper): routing, tokens, bodies, answers.
 
 pub mod client;
+mod encrypt;
 pub mod error;
 mod handlers;
 pub mod query;
@@ -24,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::Queue;
+use crate::secrets::Secrets;
 use crate::settings::Token;
 use crate::storage::Storage;
 use crate::store::Store;
@@ -38,12 +40,13 @@ pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
 
 /// Serves the API on `listener` until `shutdown`, then lets open requests finish (up to 10 s).
 /// The queue answers the job routes, the store the Storage configuration routes, `storage` the
-/// bucket, table and file routes.
+/// bucket, table and file routes, `secrets` `/encrypt`.
 pub async fn serve(
     listener: TcpListener,
     queue: Arc<Queue>,
     store: Arc<Store>,
     storage: Arc<Storage>,
+    secrets: Arc<Secrets>,
     shutdown: CancellationToken,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -61,12 +64,14 @@ pub async fn serve(
         let queue = Arc::clone(&queue);
         let store = Arc::clone(&store);
         let storage = Arc::clone(&storage);
+        let secrets = Arc::clone(&secrets);
         let service = hyper::service::service_fn(move |request| {
             let queue = Arc::clone(&queue);
             let store = Arc::clone(&store);
             let storage = Arc::clone(&storage);
+            let secrets = Arc::clone(&secrets);
             async move {
-                let answered = answer(&queue, &store, &storage, request, peer).await;
+                let answered = answer(&queue, &store, &storage, &secrets, request, peer).await;
                 Ok::<_, Infallible>(answered)
             }
         });
@@ -92,12 +97,13 @@ async fn answer(
     queue: &Queue,
     store: &Store,
     storage: &Storage,
+    secrets: &Secrets,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let response = match dispatch(queue, store, storage, request).await {
+    let response = match dispatch(queue, store, storage, secrets, request).await {
         Ok(response) => response,
         Err(error) => json_response(error.status, &error.body()),
     };
@@ -109,6 +115,7 @@ async fn dispatch(
     queue: &Queue,
     store: &Store,
     storage: &Storage,
+    secrets: &Secrets,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let token = authenticate(queue, &request)?;
@@ -143,6 +150,14 @@ async fn dispatch(
         (_, ["jobs"] | ["search", "jobs"] | ["jobs", _] | ["jobs", _, "kill"])
         | (_, ["v2", "storage", "events"] | ["v2", "storage", "tokens", "verify"]) => {
             return Err(method_not_allowed(&parts))
+        }
+        (_, ["encrypt"]) => {
+            let context = encrypt::Context {
+                secrets,
+                settings: queue.settings(),
+                query: &query,
+            };
+            return encrypt::route(&context, &parts, body).await;
         }
         (_, ["v2", "storage", "buckets" | "tables" | "files", ..]) => {
             let context = tables::Context {

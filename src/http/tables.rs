@@ -102,6 +102,7 @@ fn answer(
             json(StatusCode::OK, buckets.into_values().collect())
         }
         (&Method::GET, Target::Bucket(id)) => {
+            storage.bucket(id)?.ok_or_else(|| bucket_not_found(id))?;
             let mut buckets = context.bucket_objects()?;
             let bucket = buckets.remove(id).ok_or_else(|| bucket_not_found(id))?;
             json(StatusCode::OK, bucket)
@@ -202,12 +203,7 @@ fn create_table(
         ))
         .with_code("storage.tables.alreadyExists"));
     }
-    let request = upload.load_request(&id)?;
-    let table = context.storage.load(&request)?;
-    Ok(super::json_response(
-        StatusCode::CREATED,
-        &context.table_object(&table)?,
-    ))
+    load(context, &upload.load_request(&id)?, StatusCode::CREATED)
 }
 
 /// `POST /v2/storage/tables/{id}/import`: into an existing table; `incremental`, `primaryKey`
@@ -235,11 +231,17 @@ fn import(
         delete_where,
         ..upload.load_request(id)?
     };
-    let table = context.storage.load(&request)?;
-    Ok(super::json_response(
-        StatusCode::OK,
-        &context.table_object(&table)?,
-    ))
+    load(context, &request, StatusCode::OK)
+}
+
+/// Loads `request`, answering `status` and the table.
+fn load(
+    context: &Context<'_>,
+    request: &LoadRequest,
+    status: StatusCode,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let table = context.storage.load(request)?;
+    Ok(super::json_response(status, &context.table_object(&table)?))
 }
 
 /// `GET /v2/storage/tables/{id}/data-preview`: CSV with a header; `columns`, `whereColumn`,

@@ -64,9 +64,6 @@ pub trait RunObserver: Send + Sync {
     fn event(&self, event_type: EventType, source: EventSource, message: &str);
     /// How many stdout lines of this job are recorded already; a resumed log skips them.
     fn stdout_lines_recorded(&self) -> usize;
-    /// Called once the data folder is prepared, before it is handed to the container: the
-    /// input mapping fills `in/`. An error is a user error the job fails with.
-    fn prepared(&self, data: &std::path::Path) -> Result<(), String>;
 }
 
 /// One container to run: for which job and task, with which component, under which settings,
@@ -75,6 +72,8 @@ pub trait RunObserver: Send + Sync {
 pub struct Run<'a> {
     pub job: &'a Job,
     pub task: &'a Task,
+    /// The image's place among the task's images (processors before, the component, after).
+    pub stage: usize,
     pub component: &'a Component,
     pub settings: &'a Settings,
     pub observer: &'a dyn RunObserver,
@@ -173,6 +172,7 @@ impl Runner {
             component,
             settings,
             observer,
+            ..
         } = *run;
         let image = component.image_reference(&job.tag);
         let docker = match self.docker().await {
@@ -192,24 +192,7 @@ impl Runner {
             Err(ImageProblem::Engine(error)) => return RunOutcome::Requeue { reason: error.to_string() },
         };
 
-        let prepared = tokio::task::block_in_place(|| {
-            let config = workspace::config_json(job, component, task);
-            workspace::prepare(&task.folder, &config, &task.state)
-        });
-        let folders = match prepared {
-            Ok(folders) => folders,
-            Err(error) => {
-                return RunOutcome::Requeue {
-                    reason: format!(
-                        "cannot prepare the job folder in {}: {error}",
-                        settings.data_dir.display()
-                    ),
-                }
-            }
-        };
-        if let Err(message) = observer.prepared(&folders.data) {
-            return user_error(message);
-        }
+        let folders = workspace::Workspace::of(&task.folder);
         let handed_over = tokio::task::block_in_place(|| {
             let (user, owner) = workspace::container_identity(settings)?;
             workspace::hand_over(&task.folder, owner)?;
@@ -252,7 +235,7 @@ impl Runner {
             }),
             ..Default::default()
         };
-        let name = self.container_name(job, task);
+        let name = self.container_name(job, task, run.stage);
         // A container of the same name is a leftover of an attempt that never started.
         let _ = docker
             .remove_container(
@@ -286,7 +269,14 @@ impl Runner {
             ));
         }
         failpoint::hit(failpoint::CONTAINER_STARTED);
-        self.follow(run, &container_id, &images, cancel).await
+        self.follow(
+            run,
+            &container_id,
+            &images,
+            crate::job::now_micros(),
+            cancel,
+        )
+        .await
     }
 
     /// Takes over the container a previous jobq process started for `run`'s job: starts it if
@@ -310,11 +300,13 @@ impl Runner {
                     continue;
                 }
             };
-            let never_started = state
+            let started_at = state
                 .as_ref()
                 .and_then(|s| s.started_at.as_deref())
-                .is_none_or(|started| started.starts_with("0001-"));
-            if never_started {
+                .filter(|started| !started.starts_with("0001-"))
+                .and_then(|started| chrono::DateTime::parse_from_rfc3339(started).ok())
+                .map(|started| started.timestamp_micros());
+            if started_at.is_none() {
                 if let Err(error) = docker.start_container(container_id, None).await {
                     self.remove(&docker, container_id).await;
                     return user_error(format!(
@@ -326,17 +318,22 @@ impl Runner {
                 Ok(images) => images,
                 Err(_) => json!([{"id": image, "digests": []}]),
             };
-            return self.follow(run, container_id, &images, cancel).await;
+            let started = started_at.unwrap_or_else(crate::job::now_micros);
+            return self
+                .follow(run, container_id, &images, started, cancel)
+                .await;
         }
     }
 
     /// Streams the running container's log into events until it ends, riding out engine
     /// restarts, then classifies the end and removes the container.
+    /// `started` (Unix microseconds) is when the container started: its timeout counts from there.
     async fn follow(
         &self,
         run: &Run<'_>,
         container_id: &str,
         images: &Value,
+        started: i64,
         cancel: CancellationToken,
     ) -> RunOutcome {
         let Run {
@@ -345,9 +342,9 @@ impl Runner {
             component,
             settings,
             observer,
+            ..
         } = *run;
         let image = component.image_reference(&job.tag);
-        let started = job.start_time.unwrap_or_else(crate::job::now_micros);
         let elapsed = Duration::from_micros((crate::job::now_micros() - started).max(0) as u64);
         let deadline =
             tokio::time::Instant::now() + component.process_timeout.saturating_sub(elapsed);
@@ -549,7 +546,7 @@ impl Runner {
 
     /// `jobq-<instance>-<run id>[-row-<row>]`: unique per container and store, readable in
     /// `docker ps`.
-    pub fn container_name(&self, job: &Job, task: &Task) -> String {
+    pub fn container_name(&self, job: &Job, task: &Task, stage: usize) -> String {
         let mut name = format!("jobq-{}-{}", self.instance_id, job.run_id);
         if let Some(row) = &task.row_id {
             let row: String = row
@@ -563,6 +560,9 @@ impl Runner {
                 })
                 .collect();
             name.push_str(&format!("-row-{row}"));
+        }
+        if stage > 0 {
+            name.push_str(&format!("-stage-{stage}"));
         }
         name
     }

@@ -50,8 +50,8 @@ pub const DATA_FOLDERS: [&str; 5] = [
     "out/files",
 ];
 
-/// Creates `<folder>/data` and `<folder>/tmp` with `config.json` and `in/state.json`.
-pub fn prepare(folder: &Path, config: &Value, state: &Value) -> std::io::Result<Workspace> {
+/// Creates `<folder>/data` and `<folder>/tmp` with `in/state.json`.
+pub fn prepare(folder: &Path, state: &Value) -> std::io::Result<Workspace> {
     let workspace = Workspace::of(folder);
     // A folder left by an earlier attempt of this job must not leak into this one.
     if workspace.data.exists() {
@@ -61,15 +61,68 @@ pub fn prepare(folder: &Path, config: &Value, state: &Value) -> std::io::Result<
         fs::create_dir_all(workspace.data.join(folder))?;
     }
     fs::create_dir_all(&workspace.tmp)?;
-    fs::write(
-        workspace.data.join("config.json"),
-        serde_json::to_vec_pretty(config)?,
-    )?;
+    let _ = fs::remove_file(folder.join(ROTATION_MARKER));
     fs::write(
         workspace.data.join("in/state.json"),
         serde_json::to_vec(state)?,
     )?;
     Ok(workspace)
+}
+
+/// Writes the `config.json` the next image reads.
+pub fn write_config(workspace: &Workspace, config: &Value) -> std::io::Result<()> {
+    fs::write(
+        workspace.data.join("config.json"),
+        serde_json::to_vec_pretty(config)?,
+    )
+}
+
+/// Records which image the folder was last rotated for (it lives outside `data/`).
+const ROTATION_MARKER: &str = "rotated-for-stage";
+
+/// Between two images: `out/tables` and `out/files` become `in/tables` and `in/files`,
+/// `out/state.json` is dropped, and empty `out/tables`, `out/files`, `in/user` and `tmp` are
+/// made again. Done once for `stage`, even if asked again after a crash.
+pub fn rotate(folder: &Path, stage: usize) -> std::io::Result<()> {
+    let marker = folder.join(ROTATION_MARKER);
+    if fs::read_to_string(&marker).is_ok_and(|done| done.trim() == stage.to_string()) {
+        return Ok(());
+    }
+    let workspace = Workspace::of(folder);
+    let data = &workspace.data;
+    for name in ["tables", "files"] {
+        let input = data.join("in").join(name);
+        if input.exists() {
+            fs::remove_dir_all(&input)?;
+        }
+        let output = data.join("out").join(name);
+        if output.exists() {
+            fs::rename(&output, &input)?;
+        }
+    }
+    let state = data.join("out/state.json");
+    if state.exists() {
+        fs::remove_file(state)?;
+    }
+    for reset in [data.join("in/user"), workspace.tmp.clone()] {
+        if reset.exists() {
+            fs::remove_dir_all(&reset)?;
+        }
+    }
+    for folder in DATA_FOLDERS {
+        fs::create_dir_all(data.join(folder))?;
+    }
+    fs::create_dir_all(&workspace.tmp)?;
+    fs::write(marker, stage.to_string())
+}
+
+/// A processor's `config.json`: only its `parameters`, its `image_parameters` and `action`.
+pub fn processor_config(parameters: &Value, component: &Component) -> Value {
+    json!({
+        "parameters": if parameters.is_object() { parameters.clone() } else { json!({}) },
+        "image_parameters": component.image_parameters,
+        "action": "run",
+    })
 }
 
 /// Hands the prepared folder to the container's user (`uid`, `gid`) when one is given.

@@ -5,8 +5,8 @@
 //! renames it into place, commits the table's new metadata (pointing at it) in one store
 //! transaction, and only then deletes the old version: a failed load leaves the table as it was,
 //! and a crash leaves at most an unreferenced file, which `Storage::open` removes. Loads and
-//! deletes of one table take turns; reads never wait for a load. A file's content is
-//! `storage/files/<id>`. Every method blocks.
+//! deletes of one table take turns; exports never wait for a load (an export keeps reading the
+//! version it opened). A file's content is `storage/files/<id>`. Every method blocks.
 
 mod error;
 mod ids;
@@ -18,7 +18,7 @@ pub use error::StorageError;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use csv::StringRecord;
@@ -34,6 +34,9 @@ pub struct Storage {
     root: PathBuf,
     /// One lock per table id that loads and deletes of the table hold.
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Read while an export finds and opens a data file, written while data is removed: no
+    /// export looks for a version that a load has just replaced.
+    opening: RwLock<()>,
 }
 
 /// A bucket: `in.c-<name>` or `out.c-<name>`. Made by the first load into one of its tables.
@@ -88,7 +91,7 @@ pub struct LoadRequest {
     pub incremental: bool,
     /// The primary key of a new table; for an existing one it must be the table's, or empty.
     pub primary_key: Vec<String>,
-    /// Rows of the table to delete before an incremental load.
+    /// Rows of the table to delete before an incremental load (a full load replaces them all).
     pub delete_where: Option<RowFilter>,
 }
 
@@ -146,13 +149,10 @@ impl Storage {
             store,
             root: data_dir.join("storage"),
             locks: Mutex::default(),
+            opening: RwLock::default(),
         };
         for dir in [storage.tables_dir(), storage.files_dir()] {
-            std::fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
-                action: "creating",
-                path: dir.clone(),
-                source,
-            })?;
+            std::fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
         }
         storage.sweep()?;
         Ok(storage)
@@ -207,23 +207,18 @@ impl Storage {
             _ => None,
         };
         let dir = self.table_dir(id);
-        let io = |action| {
-            let path = dir.clone();
-            move |source| StorageError::Io {
-                action,
-                path: path.clone(),
-                source,
-            }
-        };
-        std::fs::create_dir_all(&dir).map_err(io("creating"))?;
-        let temp = tempfile::NamedTempFile::new_in(&dir).map_err(io("creating a file in"))?;
-        let mut out = RowWriter::new(BufWriter::new(temp), io("writing to"));
+        std::fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
+        let temp =
+            tempfile::NamedTempFile::new_in(&dir).map_err(io_error("creating a file in", &dir))?;
+        let mut out = RowWriter::new(BufWriter::new(temp), io_error("writing to", &dir));
         let merged = load::merge(request, old.as_ref(), kept, source, &mut out)?;
         let (buffered, rows_count, data_size_bytes) = out.finish()?;
         let temp = buffered
             .into_inner()
-            .map_err(|error| io("writing to")(error.into_error()))?;
-        temp.as_file().sync_all().map_err(io("writing to"))?;
+            .map_err(|error| io_error("writing to", &dir)(error.into_error()))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(io_error("writing to", &dir))?;
 
         let now = now_micros();
         let table = Table {
@@ -238,7 +233,7 @@ impl Storage {
         };
         let path = self.data_path(&table);
         temp.persist(&path)
-            .map_err(|error| io("writing to")(error.error))?;
+            .map_err(|error| io_error("writing to", &dir)(error.error))?;
         if let Err(error) = self
             .store
             .save_storage_table(&table, old.as_ref().map(|t| t.data_version))
@@ -247,7 +242,7 @@ impl Storage {
             return Err(error.into());
         }
         if let Some(old) = &old {
-            remove(&self.data_path(old));
+            self.discard(&self.data_path(old));
         }
         Ok(table)
     }
@@ -263,8 +258,7 @@ impl Storage {
         ids::split_table_id(id)?;
         let (table, mut stored) = {
             // The file opened stays readable even if a load replaces it right after.
-            let lock = self.lock(id);
-            let _turn = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let _opening = self.opening.read().unwrap_or_else(PoisonError::into_inner);
             let table = self
                 .store
                 .storage_table(id)?
@@ -311,7 +305,7 @@ impl Storage {
         let _turn = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let deleted = self.store.delete_storage_table(id)?;
         if deleted.is_some() {
-            remove(&self.table_dir(id));
+            self.discard(&self.table_dir(id));
         }
         Ok(deleted.is_some())
     }
@@ -335,7 +329,7 @@ impl Storage {
             return Ok(false);
         };
         for table in deleted {
-            remove(&self.table_dir(&table.id));
+            self.discard(&self.table_dir(&table.id));
         }
         Ok(true)
     }
@@ -348,17 +342,13 @@ impl Storage {
         mut content: impl Read,
     ) -> Result<StoredFile, StorageError> {
         let dir = self.files_dir();
-        let io = |action| {
-            let path = dir.clone();
-            move |source| StorageError::Io {
-                action,
-                path: path.clone(),
-                source,
-            }
-        };
-        let mut temp = tempfile::NamedTempFile::new_in(&dir).map_err(io("creating a file in"))?;
-        let size_bytes = std::io::copy(&mut content, &mut temp).map_err(io("storing a file in"))?;
-        temp.as_file().sync_all().map_err(io("storing a file in"))?;
+        let mut temp =
+            tempfile::NamedTempFile::new_in(&dir).map_err(io_error("creating a file in", &dir))?;
+        let size_bytes =
+            std::io::copy(&mut content, &mut temp).map_err(io_error("storing a file in", &dir))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(io_error("storing a file in", &dir))?;
         let mut distinct: Vec<String> = Vec::new();
         for tag in tags {
             if !tag.is_empty() && !distinct.contains(tag) {
@@ -374,7 +364,7 @@ impl Storage {
         };
         let path = self.file_path(&file);
         temp.persist(&path)
-            .map_err(|error| io("storing a file in")(error.error))?;
+            .map_err(|error| io_error("storing a file in", &dir)(error.error))?;
         if let Err(error) = self.store.save_storage_file(&file) {
             remove(&path);
             return Err(error.into());
@@ -483,6 +473,12 @@ impl Storage {
             .join(format!("{}.csv", table.data_version))
     }
 
+    /// `remove` once no export is opening a data file.
+    fn discard(&self, path: &Path) {
+        let _removing = self.opening.write().unwrap_or_else(PoisonError::into_inner);
+        remove(path);
+    }
+
     fn lock(&self, table_id: &str) -> Arc<Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(locks.entry(table_id.to_string()).or_default())
@@ -537,16 +533,22 @@ fn column_position(
         })
 }
 
+/// Turns an I/O error while `action` `path` into `StorageError::Io`.
+fn io_error(action: &'static str, path: &Path) -> impl Fn(std::io::Error) -> StorageError {
+    let path = path.to_path_buf();
+    move |source| StorageError::Io {
+        action,
+        path: path.clone(),
+        source,
+    }
+}
+
 /// The names and paths in a folder.
 fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, StorageError> {
-    let unreadable = |source| StorageError::Io {
-        action: "listing",
-        path: dir.to_path_buf(),
-        source,
-    };
+    let unreadable = io_error("listing", dir);
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
-        let entry = entry.map_err(unreadable)?;
+    for entry in std::fs::read_dir(dir).map_err(&unreadable)? {
+        let entry = entry.map_err(&unreadable)?;
         found.push((
             entry.file_name().to_string_lossy().into_owned(),
             entry.path(),

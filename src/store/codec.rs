@@ -207,6 +207,7 @@ mod tests {
             container_id: Some("abc".to_string()),
             outcome: Some(Status::Success),
             rows_done: 2,
+            stages_done: 1,
             stdout_base: 17,
             delayed_start_time: Some(1_700_000_100_000_000),
             revision: 3,
@@ -324,6 +325,45 @@ mod tests {
         newer[0] = BRANCH_VERSION + 1;
         assert!(matches!(
             decode_branch(&newer),
+            Err(StoreError::UnknownVersion { version: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn storage_records_round_trip_and_newer_ones_are_refused() {
+        let bucket = Bucket {
+            id: "in.c-main".to_string(),
+            created: 5,
+        };
+        let bytes = encode_bucket(&bucket).expect("encode");
+        assert_eq!(bytes[0], STORAGE_VERSION);
+        assert_eq!(decode_bucket(&bytes).expect("decode"), bucket);
+
+        let table = Table {
+            id: "in.c-main.orders".to_string(),
+            columns: vec!["id".to_string(), "total".to_string()],
+            primary_key: vec!["id".to_string()],
+            rows_count: 3,
+            data_size_bytes: 40,
+            created: 5,
+            last_import: 6,
+            data_version: 2,
+        };
+        let bytes = encode_table(&table).expect("encode");
+        assert_eq!(decode_table(&bytes).expect("decode"), table);
+
+        let file = StoredFile {
+            id: 4,
+            name: "a.zip".to_string(),
+            size_bytes: 9,
+            tags: vec!["debug".to_string()],
+            created: 7,
+        };
+        let mut bytes = encode_file(&file).expect("encode");
+        assert_eq!(decode_file(&bytes).expect("decode"), file);
+        bytes[0] = STORAGE_VERSION + 1;
+        assert!(matches!(
+            decode_file(&bytes),
             Err(StoreError::UnknownVersion { version: 2, .. })
         ));
     }

@@ -18,6 +18,9 @@ pub const COMPONENT: &str = "keboola.ex-fixture";
 pub const SMALL_COMPONENT: &str = "keboola.ex-fixture-small";
 /// A third registration whose output tables go to its default bucket.
 pub const BUCKET_COMPONENT: &str = "keboola.ex-fixture-bucket";
+/// Two more registrations of the fixture, used as processors.
+pub const PROCESSOR_ONE: &str = "keboola.processor-one";
+pub const PROCESSOR_TWO: &str = "keboola.processor-two";
 
 /// Options of one test daemon.
 pub struct Options {
@@ -101,6 +104,18 @@ image = "{FIXTURE_IMAGE}"
 tag = "{FIXTURE_TAG}"
 network = "none"
 default_bucket = true
+[[components]]
+id = "{PROCESSOR_ONE}"
+image = "{FIXTURE_IMAGE}"
+tag = "{FIXTURE_TAG}"
+network = "none"
+[components.image_parameters]
+role = "first processor"
+[[components]]
+id = "{PROCESSOR_TWO}"
+image = "{FIXTURE_IMAGE}"
+tag = "{FIXTURE_TAG}"
+network = "none"
 "#,
             data_dir = data_dir.path().display(),
             max = options.max_concurrent_jobs,

@@ -1,0 +1,118 @@
+//! `POST /encrypt`: ciphertexts of one `text/plain` value, or of every `#` value of a JSON body,
+//! for the scope that `componentId`, `projectId` and `configId` choose.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::http::request::Parts;
+use hyper::{Method, Response, StatusCode};
+
+use crate::http::error::ApiError;
+use crate::http::query::Query;
+use crate::secrets::{Scope, Secrets};
+use crate::settings::Settings;
+
+/// What `/encrypt` works with.
+pub struct Context<'a> {
+    pub secrets: &'a Secrets,
+    pub settings: &'a Settings,
+    pub query: &'a Query,
+}
+
+/// Answers `/encrypt`: POST only; the answer has the body's type (a JSON body keeps its shape,
+/// with every `#` scalar encrypted).
+pub async fn route(
+    context: &Context<'_>,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    if parts.method != Method::POST {
+        return Err(super::method_not_allowed(parts));
+    }
+    let scope = scope(context.settings, context.query)?;
+    let media = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let json = match media.as_deref() {
+        Some("application/json") => true,
+        Some("text/plain") => false,
+        _ => {
+            return Err(ApiError::bad_request(
+                "Send the value to encrypt as Content-Type text/plain, or a JSON object whose \
+                 `#` values are to be encrypted as Content-Type application/json.",
+            ))
+        }
+    };
+    let body = super::read_body(body, &parts.headers, context.settings.max_body_bytes).await?;
+    if json {
+        let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|error| {
+            ApiError::bad_request(format!("The request body is not valid JSON: {error}."))
+        })?;
+        context.secrets.encrypt_json(&mut value, &scope);
+        return Ok(super::json_response(StatusCode::OK, &value));
+    }
+    let plain = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("The text/plain body is not valid UTF-8."))?;
+    let mut response = Response::new(Full::new(Bytes::from(
+        context.secrets.encrypt_value(plain, &scope),
+    )));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// componentId + projectId + configId: ConfigSecure; componentId + projectId: ProjectSecure;
+/// componentId: ComponentSecure; projectId: ProjectWideSecure. Empty parameters are absent.
+fn scope(settings: &Settings, query: &Query) -> Result<Scope, ApiError> {
+    let given = |name| query.one(name).filter(|value| !value.is_empty());
+    let (component, project, config) =
+        (given("componentId"), given("projectId"), given("configId"));
+    if let Some(component) = component {
+        if settings.component(component).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "Component \"{component}\" is not registered; give the componentId of one of \
+                 the [[components]] in the settings."
+            )));
+        }
+    }
+    if let Some(project) = project {
+        if project != settings.project.id {
+            return Err(ApiError::bad_request(format!(
+                "Project \"{project}\" is not this project; give projectId \"{}\".",
+                settings.project.id
+            )));
+        }
+    }
+    let owned = |id: &str| id.to_string();
+    match (component, project, config) {
+        (Some(component), Some(project), Some(config)) => Ok(Scope::Config {
+            component: owned(component),
+            project: owned(project),
+            config: owned(config),
+        }),
+        (Some(component), Some(project), None) => Ok(Scope::Project {
+            component: owned(component),
+            project: owned(project),
+        }),
+        (Some(component), None, None) => Ok(Scope::Component {
+            component: owned(component),
+        }),
+        (None, Some(project), None) => Ok(Scope::ProjectWide {
+            project: owned(project),
+        }),
+        (_, _, Some(_)) => Err(ApiError::bad_request(
+            "Parameter configId needs componentId and projectId too: a configuration's \
+             values are encrypted for all three.",
+        )),
+        (None, None, None) => Err(ApiError::bad_request(
+            "Give the query parameters componentId, projectId or both (and configId): they \
+             choose whom the value is encrypted for.",
+        )),
+    }
+}

@@ -1,0 +1,276 @@
+//! Processors and debug mode with real containers: images run in order on one data folder,
+//! and debug jobs keep a zip of the folder before each image, secrets hidden.
+
+mod common;
+
+use std::io::Read;
+
+use common::{Options, TestDaemon, COMPONENT, PROCESSOR_ONE, PROCESSOR_TWO};
+use serde_json::{json, Value};
+
+const SECRET: &str = "plain-secret-value-123";
+
+/// Two processors before the component and one after, each printing its name.
+fn configuration(main_exit: i64) -> Value {
+    json!({
+        "parameters": {"print": ["main"], "#password": SECRET, "exit_code": main_exit,
+                       "stderr": if main_exit == 1 { json!(["main broke"]) } else { json!([]) }},
+        "processors": {
+            "before": [
+                {"definition": {"component": PROCESSOR_ONE},
+                 "parameters": {"print": ["first"], "write_tables": [{"name": "from-first.csv", "content": "a\n1\n"}]}},
+                {"definition": {"component": PROCESSOR_TWO}, "parameters": {"print": ["second"]}},
+            ],
+            "after": [{"definition": {"component": PROCESSOR_ONE}, "parameters": {"print": ["after"]}}],
+        },
+    })
+}
+
+async fn run(t: &TestDaemon, mode: &str, configuration: Value) -> Value {
+    let answer = t
+        .post(
+            "/jobs",
+            &json!({"component": COMPONENT, "mode": mode, "configData": configuration}),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    t.wait_finished(answer.json()["id"].as_str().unwrap()).await
+}
+
+/// The job's debug archives: name -> (tags, entries as name -> content).
+async fn archives(
+    t: &TestDaemon,
+    job_id: &str,
+) -> Vec<(String, Vec<String>, Vec<(String, Vec<u8>)>)> {
+    let files = t
+        .get(&format!("/v2/storage/files?tags[]=jobId:{job_id}"))
+        .await
+        .json();
+    let mut found = Vec::new();
+    for file in files.as_array().unwrap() {
+        let download = t
+            .get(&format!("/v2/storage/files/{}/download", file["id"]))
+            .await;
+        assert_eq!(download.status, 200);
+        assert!(
+            !download
+                .body
+                .windows(SECRET.len())
+                .any(|w| w == SECRET.as_bytes()),
+            "secret in {}",
+            file["name"]
+        );
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(download.body.to_vec())).unwrap();
+        let mut entries = Vec::new();
+        for i in 0..zip.len() {
+            let mut entry = zip.by_index(i).unwrap();
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            entries.push((entry.name().unwrap().to_string(), content));
+        }
+        let tags = file["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        found.push((file["name"].as_str().unwrap().to_string(), tags, entries));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+fn entry<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    entries
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, c)| c.as_slice())
+}
+
+#[tokio::test]
+async fn processors_run_in_order_on_one_data_folder() {
+    let t = TestDaemon::start(Options::default()).await;
+    let job = run(&t, "run", configuration(0)).await;
+    assert_eq!(job["status"], "success", "{job:#}");
+    let id = job["id"].as_str().unwrap();
+    let images: Vec<&str> = job["result"]["images"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        images.len(),
+        4,
+        "processors and the component in one row: {images:?}"
+    );
+    assert_eq!(job["result"]["images"].as_array().unwrap().len(), 1);
+    let messages = t.messages(id).await;
+    let order: Vec<&str> = messages
+        .iter()
+        .map(String::as_str)
+        .filter(|m| ["first", "second", "main", "after"].contains(m) || m.starts_with("Running "))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            &format!("Running component {COMPONENT} (row 1 of 1)") as &str,
+            &format!("Running processor {PROCESSOR_ONE}"),
+            "first",
+            &format!("Running processor {PROCESSOR_TWO}"),
+            "second",
+            "main",
+            &format!("Running processor {PROCESSOR_ONE}"),
+            "after",
+        ]
+    );
+    // The last image (the after-processor) saw the component's out/ as its in/.
+    let echo = t.echo(id);
+    assert_eq!(echo["env"]["KBC_COMPONENTID"], PROCESSOR_ONE);
+    assert_eq!(
+        echo["config"],
+        json!({"parameters": {"print": ["after"]}, "image_parameters": {"role": "first processor"}, "action": "run"})
+    );
+    assert!(
+        echo["in"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("files/echo.json")),
+        "{}",
+        echo["in"]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_processor_fails_the_job_with_its_own_error() {
+    let t = TestDaemon::start(Options::default()).await;
+    let mut config = configuration(0);
+    config["processors"]["before"][1]["parameters"] =
+        json!({"exit_code": 1, "stderr": ["processor broke"]});
+    let job = run(&t, "run", config).await;
+    assert_eq!(job["status"], "error");
+    assert_eq!(job["result"]["message"], "processor broke");
+    assert_eq!(job["result"]["error"]["type"], "user");
+    let messages = t.messages(job["id"].as_str().unwrap()).await;
+    assert!(
+        !messages.contains(&"main".to_string()),
+        "the component never ran"
+    );
+}
+
+#[tokio::test]
+async fn debug_mode_keeps_a_snapshot_before_each_image_and_after_the_last() {
+    let t = TestDaemon::start(Options::default()).await;
+    let job = run(&t, "debug", configuration(0)).await;
+    assert_eq!(job["status"], "success", "{job:#}");
+    let id = job["id"].as_str().unwrap();
+    let archives = archives(&t, id).await;
+    let names: Vec<&str> = archives.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "stage_0.zip",
+            "stage_1.zip",
+            "stage_2.zip",
+            "stage_3.zip",
+            "stage_output.zip"
+        ]
+    );
+    let components = [
+        PROCESSOR_ONE,
+        PROCESSOR_TWO,
+        COMPONENT,
+        PROCESSOR_ONE,
+        COMPONENT,
+    ];
+    for ((name, tags, _), component) in archives.iter().zip(components) {
+        let mut expected = vec![
+            "debug".to_string(),
+            component.to_string(),
+            format!("jobId:{id}"),
+            "rowId:".to_string(),
+        ];
+        expected.dedup();
+        assert_eq!(tags, &expected, "{name}");
+    }
+    // Stage 0: the first processor's config.json; the folder as the processor found it.
+    let stage_0 = &archives[0].2;
+    let config: Value = serde_json::from_slice(entry(stage_0, "config.json").unwrap()).unwrap();
+    assert_eq!(config["parameters"]["print"], json!(["first"]));
+    assert!(
+        entry(stage_0, "out/tables/").is_some() && entry(stage_0, "in/user/").is_some(),
+        "empty folders go in"
+    );
+    // Stage 1: what the first processor wrote is now in/.
+    assert_eq!(
+        entry(&archives[1].2, "in/tables/from-first.csv"),
+        Some(&b"a\n1\n"[..])
+    );
+    // Stage 2: the component's own config.json with its secret hidden.
+    let main: Value =
+        serde_json::from_slice(entry(&archives[2].2, "config.json").unwrap()).unwrap();
+    assert_eq!(main["parameters"]["#password"], "[hidden]");
+    assert_eq!(main["parameters"]["print"], json!(["main"]));
+    // After the last image: its output.
+    assert!(entry(&archives[4].2, "out/files/echo.json").is_some());
+    assert!(entry(&archives[4].2, "out/state.json").is_none());
+}
+
+#[tokio::test]
+async fn a_debug_job_failing_at_the_component_has_only_the_earlier_stages() {
+    let t = TestDaemon::start(Options::default()).await;
+    let job = run(&t, "debug", configuration(1)).await;
+    assert_eq!(job["status"], "error");
+    assert_eq!(job["result"]["message"], "main broke");
+    let archives = archives(&t, job["id"].as_str().unwrap()).await;
+    let names: Vec<&str> = archives.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(names, ["stage_0.zip", "stage_1.zip", "stage_2.zip"]);
+}
+
+#[tokio::test]
+async fn debug_with_rows_repeats_the_sequence_per_row() {
+    let t = TestDaemon::start(Options::default()).await;
+    let configs = format!("/v2/storage/components/{COMPONENT}/configs");
+    let created = t.post(&configs, &json!({"configurationId": "dbg", "name": "dbg", "configuration": {"parameters": {"#password": SECRET}}})).await;
+    assert_eq!(created.status, 201, "{}", created.json());
+    for row in ["r1", "r2"] {
+        let answer = t
+            .post(
+                &format!("{configs}/dbg/rows"),
+                &json!({"rowId": row, "configuration": {"parameters": {"print": [row]}}}),
+            )
+            .await;
+        assert_eq!(answer.status, 201);
+    }
+    let answer = t
+        .post(
+            "/jobs",
+            &json!({"component": COMPONENT, "config": "dbg", "mode": "debug"}),
+        )
+        .await;
+    let job = t.wait_finished(answer.json()["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "success", "{job:#}");
+    let archives = archives(&t, job["id"].as_str().unwrap()).await;
+    let mut per_row: Vec<(String, String)> = archives
+        .iter()
+        .map(|(name, tags, _)| {
+            (
+                tags.iter()
+                    .find(|t| t.starts_with("rowId:"))
+                    .unwrap()
+                    .clone(),
+                name.clone(),
+            )
+        })
+        .collect();
+    per_row.sort();
+    assert_eq!(
+        per_row,
+        [
+            ("rowId:r1".to_string(), "stage_0.zip".to_string()),
+            ("rowId:r1".to_string(), "stage_output.zip".to_string()),
+            ("rowId:r2".to_string(), "stage_0.zip".to_string()),
+            ("rowId:r2".to_string(), "stage_output.zip".to_string()),
+        ]
+    );
+}
