@@ -81,6 +81,7 @@ pub async fn run(
     let queue = Queue::new(
         Arc::clone(&store),
         Arc::clone(&storage),
+        Arc::clone(&secrets),
         Arc::new(settings),
         runner,
     );

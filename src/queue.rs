@@ -22,6 +22,7 @@ use crate::plan::{self, Plan};
 use crate::runner::outcome::Verdict;
 use crate::runner::workspace::{self, Workspace};
 use crate::runner::{outcome, Run, RunObserver, RunOutcome, Runner, Task};
+use crate::secrets::{self, Redactor, Scope, Secrets};
 use crate::settings::Component;
 use crate::settings::{Settings, Token};
 use crate::state::TransitionForbidden;
@@ -93,6 +94,9 @@ impl From<UpdateError<TransitionForbidden>> for QueueError {
 pub struct Queue {
     store: Arc<Store>,
     storage: Arc<Storage>,
+    secrets: Arc<Secrets>,
+    /// Per running job: its decrypted secrets, hidden in everything it records.
+    redactors: Mutex<HashMap<u64, Arc<Redactor>>>,
     settings: Arc<Settings>,
     runner: Arc<Runner>,
     /// Wakes the scheduler: a job was created, killed or finished.
@@ -142,12 +146,15 @@ impl Queue {
     pub fn new(
         store: Arc<Store>,
         storage: Arc<Storage>,
+        secrets: Arc<Secrets>,
         settings: Arc<Settings>,
         runner: Arc<Runner>,
     ) -> Arc<Queue> {
         Arc::new(Queue {
             store,
             storage,
+            secrets,
+            redactors: Mutex::new(HashMap::new()),
             settings,
             runner,
             wake: Notify::new(),
@@ -317,6 +324,13 @@ impl Queue {
         };
         // Parallelism over two or more rows: a container job with one child per row.
         let parallel = parallelism.as_deref().is_some_and(|p| p != "0") && rows.len() >= 2;
+        // Secrets are stored (and answered) only as ciphertexts.
+        let mut config_data = request.config_data.clone();
+        let scope = Scope::Project {
+            component: request.component.clone(),
+            project: self.settings.project.id.clone(),
+        };
+        self.secrets.encrypt_json(&mut config_data, &scope);
         let settings = &self.settings;
         let make = |id: u64,
                     parent_run_id: &str,
@@ -339,7 +353,7 @@ impl Queue {
             mode,
             component: request.component.clone(),
             config: request.config.clone(),
-            config_data: request.config_data.clone(),
+            config_data: config_data.clone(),
             config_row_ids: row_ids,
             tag: tag.clone(),
             branch_id: branch_id.clone(),
@@ -734,6 +748,7 @@ impl Queue {
                 false
             }
         };
+        self.lock_redactors().remove(&job.id);
         if requeued {
             // Retried after a pause rather than in a tight loop.
             tokio::time::sleep(RETRY_INTERVAL).await;
@@ -757,10 +772,28 @@ impl Queue {
             let reason = format!("component \"{}\" is no longer registered", job.component);
             return self.requeue(job, &reason).map(|()| true);
         };
-        let plan = match self.plan(job) {
+        let mut plan = match self.plan(job) {
             Ok(plan) => plan,
             Err(message) => return self.fail(job, message).map(|()| false),
         };
+        // Secrets are decrypted only into the running job's folder, and hidden in all it records.
+        let reader = Scope::for_job(&job.component, &job.project_id, job.config.as_deref());
+        let mut found = Vec::new();
+        for task in &mut plan.tasks {
+            let decrypted = self
+                .secrets
+                .decrypt_json(&mut task.configuration, &reader, &mut found)
+                .and_then(|()| {
+                    self.secrets
+                        .decrypt_json(&mut task.state, &reader, &mut found)
+                });
+            if let Err(error) = decrypted {
+                return self.fail(job, error.to_string()).map(|()| false);
+            }
+        }
+        let _logs_hide_them = secrets::register(&found);
+        self.lock_redactors()
+            .insert(job.id, Arc::new(Redactor::new(&found)));
         if job.rows_done == 0 && job.stages_done == 0 && attach_to.is_none() {
             for row in &plan.skipped_rows {
                 self.event(
@@ -902,7 +935,7 @@ impl Queue {
                     job.stages_done = 0;
                     job.container_id = None;
                     if ends {
-                        job.result["message"] = json!(verdict.message);
+                        job.result["message"] = json!(self.redact(job.id, &verdict.message));
                         if let Some(kind) = verdict.error {
                             job.result["error"] =
                                 json!({"type": kind.as_str(), "exceptionId": exception_id});
@@ -1139,15 +1172,20 @@ impl Queue {
         if job.mode == Mode::Debug || plan.config_version.is_none() {
             return Ok(());
         }
+        let scope = Scope::Project {
+            component: job.component.clone(),
+            project: job.project_id.clone(),
+        };
         let states: Vec<(Option<String>, Value)> = plan
             .tasks
             .iter()
             .map(|task| {
                 let path = task.folder.join("data/out/state.json");
-                let state = std::fs::read(&path)
+                let mut state = std::fs::read(&path)
                     .ok()
                     .and_then(|bytes| serde_json::from_slice(&bytes).ok())
                     .unwrap_or_else(|| json!({}));
+                self.secrets.encrypt_json(&mut state, &scope);
                 (task.row_id.clone(), state)
             })
             .collect();
@@ -1327,11 +1365,12 @@ impl Queue {
     }
 
     fn record(&self, job: &Job, event_type: EventType, source: EventSource, message: &str) {
+        let message = self.redact(job.id, message);
         let event = NewEvent {
             job_id: job.id,
             event_type,
             source,
-            message,
+            message: &message,
             run_id: &job.run_id,
             component: &job.component,
             created: now_micros(),
@@ -1339,6 +1378,20 @@ impl Queue {
         if let Err(error) = tokio::task::block_in_place(|| self.store.add_event(event)) {
             tracing::error!(job_id = job.id, %error, "cannot store an event");
         }
+    }
+
+    /// `text` with the running job's secrets hidden.
+    fn redact(&self, job_id: u64, text: &str) -> String {
+        match self.lock_redactors().get(&job_id) {
+            Some(redactor) => redactor.redact(text),
+            None => text.to_string(),
+        }
+    }
+
+    fn lock_redactors(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Redactor>>> {
+        self.redactors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn running_count(&self) -> usize {

@@ -171,6 +171,7 @@ async fn dispatch(
             let context = storage::Context {
                 store,
                 settings: queue.settings(),
+                secrets,
                 query: &query,
             };
             return storage::route(&context, &parts, &segments, body).await;

@@ -19,6 +19,7 @@ use crate::http::error::ApiError;
 use crate::http::query::Query;
 use crate::http::render::{self, Include};
 use crate::job::now_micros;
+use crate::secrets::{self, Secrets};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError, UpdateError};
 
@@ -26,6 +27,7 @@ use crate::store::{Store, StoreError, UpdateError};
 pub struct Context<'a> {
     pub store: &'a Store,
     pub settings: &'a Settings,
+    pub secrets: &'a Secrets,
     pub query: &'a Query,
 }
 
@@ -155,7 +157,7 @@ fn answer(context: &Context<'_>, parts: &Parts, target: Target<'_>, body: &[u8])
                 .collect())
         }
         (&Method::POST, Target::Configurations(scope)) => {
-            create_configuration(&context.at(scope)?, context.store, &fields()?)
+            create_configuration(context, &context.at(scope)?, &fields()?)
         }
         (&Method::GET, Target::Configuration(scope, config)) => {
             let configuration = context.at(scope)?.load(context.store, config)?;
@@ -164,7 +166,7 @@ fn answer(context: &Context<'_>, parts: &Parts, target: Target<'_>, body: &[u8])
         (&Method::PUT, Target::Configuration(scope, config)) => {
             let at = context.at(scope)?;
             let fields = fields()?;
-            let changes = Changes::parse(&fields)?;
+            let changes = Changes::parse(&fields)?.sealed(context, &at);
             let order = fields.ids("rowsSortOrder")?;
             let updated = at.update(context.store, config, |configuration, _| {
                 changes.apply(editable!(configuration));
@@ -188,9 +190,10 @@ fn answer(context: &Context<'_>, parts: &Parts, target: Target<'_>, body: &[u8])
         }
         (&Method::PUT, Target::State(scope, config, row)) => {
             let at = context.at(scope)?;
-            let state = fields()?.object("state")?.ok_or_else(|| {
+            let mut state = fields()?.object("state")?.ok_or_else(|| {
                 ApiError::bad_request("Field \"state\" is required: the new state, an object.")
             })?;
+            context.seal(&at, &mut state);
             let saved = context
                 .store
                 .update_state(&at.branch, &at.component, config, |configuration| {
@@ -212,7 +215,7 @@ fn answer(context: &Context<'_>, parts: &Parts, target: Target<'_>, body: &[u8])
             ok(configuration.rows.iter().map(render::row).collect())
         }
         (&Method::POST, Target::Rows(scope, config)) => {
-            create_row(&context.at(scope)?, context.store, config, &fields()?)
+            create_row(context, &context.at(scope)?, config, &fields()?)
         }
         (&Method::GET, Target::Row(scope, config, row)) => {
             let at = context.at(scope)?;
@@ -221,7 +224,7 @@ fn answer(context: &Context<'_>, parts: &Parts, target: Target<'_>, body: &[u8])
         }
         (&Method::PUT, Target::Row(scope, config, row)) => {
             let at = context.at(scope)?;
-            let changes = Changes::parse(&fields()?)?;
+            let changes = Changes::parse(&fields()?)?.sealed(context, &at);
             let updated = at.update(context.store, config, |configuration, _| {
                 let changed = at.row_mut(configuration, row)?;
                 changes.apply(editable!(changed));
@@ -296,8 +299,9 @@ fn list_components(context: &Context<'_>, branch: &str) -> Answer {
 }
 
 /// `POST .../configs`: `name` is required; `configurationId` chooses the id.
-fn create_configuration(at: &At, store: &Store, fields: &Fields) -> Answer {
-    let changes = Changes::parse(fields)?;
+fn create_configuration(context: &Context<'_>, at: &At, fields: &Fields) -> Answer {
+    let store = context.store;
+    let changes = Changes::parse(fields)?.sealed(context, at);
     fields.required_text("name")?;
     // A configuration starts with what a row starts with, plus its component, branch and rows.
     let id = fields.chosen_id("configurationId")?.unwrap_or_default();
@@ -326,8 +330,9 @@ fn create_configuration(at: &At, store: &Store, fields: &Fields) -> Answer {
 }
 
 /// `POST .../rows`: `rowId` chooses the id; the row goes last.
-fn create_row(at: &At, store: &Store, config: &str, fields: &Fields) -> Answer {
-    let changes = Changes::parse(fields)?;
+fn create_row(context: &Context<'_>, at: &At, config: &str, fields: &Fields) -> Answer {
+    let store = context.store;
+    let changes = Changes::parse(fields)?.sealed(context, at);
     let chosen = fields.chosen_id("rowId")?;
     let mut id = String::new();
     let updated = at.update(store, config, |configuration, next_id| {
@@ -409,6 +414,16 @@ impl Context<'_> {
     }
 
     /// The resolved branch and the component, which must be registered.
+    /// Encrypts every `#` value of a configuration, row or state of `at`'s component before it
+    /// is stored: answers and the store only ever hold ciphertexts.
+    fn seal(&self, at: &At, value: &mut Value) {
+        let scope = secrets::Scope::Project {
+            component: at.component.clone(),
+            project: self.settings.project.id.clone(),
+        };
+        self.secrets.encrypt_json(value, &scope);
+    }
+
     fn at(&self, scope: Scope<'_>) -> Result<At, ApiError> {
         let branch = self.branch(scope.branch)?.id;
         if self.settings.component(scope.component).is_none() {
@@ -676,6 +691,17 @@ macro_rules! editable {
 use editable;
 
 impl Changes {
+    /// The changes with their secrets encrypted for `at`'s component.
+    fn sealed(mut self, context: &Context<'_>, at: &At) -> Changes {
+        for value in [&mut self.configuration, &mut self.state]
+            .into_iter()
+            .flatten()
+        {
+            context.seal(at, value);
+        }
+        self
+    }
+
     fn parse(fields: &Fields) -> Result<Changes, ApiError> {
         Ok(Changes {
             name: fields.text("name")?,
