@@ -13,6 +13,7 @@ pub mod queue;
 pub mod runner;
 pub mod secrets;
 pub mod settings;
+pub mod snapshots;
 pub mod state;
 pub mod storage;
 pub mod store;

@@ -49,6 +49,48 @@ enum Command {
         #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
         primary_key: Vec<String>,
     },
+    /// Download a debug job's stage archives (stage_0.zip, ..., stage_output.zip) and unpack them.
+    Debug {
+        /// The job's id.
+        job: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// The folder to unpack into (one sub-folder per stage, and per row).
+        #[arg(long, default_value = "debug")]
+        out: PathBuf,
+    },
+    /// Run a component's configuration (or configData) as a job, wait for its end, print it.
+    Run {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Run in debug mode and unpack the stage archives into --out.
+        #[arg(long)]
+        debug: bool,
+        #[arg(long)]
+        component: String,
+        /// A stored configuration's id.
+        #[arg(long)]
+        config: Option<String>,
+        /// configData as JSON, or @FILE to read it from a file.
+        #[arg(long, value_name = "JSON")]
+        config_data: Option<String>,
+        /// Only these rows.
+        #[arg(long = "row", value_name = "ROW_ID")]
+        rows: Vec<String>,
+        #[arg(long, default_value = "debug")]
+        out: PathBuf,
+    },
+}
+
+/// Where the daemon is and how to talk to it.
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// The daemon's address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An API token of the daemon.
+    #[arg(long, env = "JOBQ_TOKEN")]
+    token: String,
 }
 
 fn main() -> ExitCode {
@@ -56,7 +98,9 @@ fn main() -> ExitCode {
     // The demo prints its own progress; the daemon's log lines would only interleave with it.
     let default_level = match cli.command {
         Command::Serve { .. } => "info",
-        Command::Demo | Command::LoadTable { .. } => "warn",
+        Command::Demo | Command::LoadTable { .. } | Command::Debug { .. } | Command::Run { .. } => {
+            "warn"
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -76,6 +120,16 @@ fn main() -> ExitCode {
             incremental,
             primary_key,
         } => load_table(&url, &token, &table, &file, incremental, &primary_key),
+        Command::Debug { job, daemon, out } => debug(&daemon, &job, &out),
+        Command::Run {
+            daemon,
+            debug,
+            component,
+            config,
+            config_data,
+            rows,
+            out,
+        } => run(&daemon, debug, &component, config, config_data, rows, &out),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,6 +187,66 @@ fn load_table(
         anyhow::bail!("jobq answered {}: {message}", answer.status);
     }
     println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
+fn debug(daemon: &DaemonArgs, job: &str, out: &Path) -> anyhow::Result<()> {
+    let client = jobq::http::client::ApiClient::from_url(&daemon.url, &daemon.token)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let unpacked = runtime.block_on(jobq::snapshots::fetch(&client, job, out))?;
+    for stage in unpacked {
+        println!("{}", stage.folder.display());
+    }
+    Ok(())
+}
+
+fn run(
+    daemon: &DaemonArgs,
+    debug: bool,
+    component: &str,
+    config: Option<String>,
+    config_data: Option<String>,
+    rows: Vec<String>,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let client = jobq::http::client::ApiClient::from_url(&daemon.url, &daemon.token)?;
+    let mut request = serde_json::json!({"component": component, "configRowIds": rows});
+    if let Some(config) = config {
+        request["config"] = serde_json::json!(config);
+    }
+    if let Some(data) = config_data {
+        let text = match data.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {path}: check the --config-data file"))?,
+            None => data,
+        };
+        request["configData"] =
+            serde_json::from_str(&text).context("--config-data is not valid JSON")?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let job = if debug {
+        let (job, unpacked) =
+            runtime.block_on(jobq::snapshots::run_debug(&client, request, out))?;
+        for stage in unpacked {
+            println!("{}", stage.folder.display());
+        }
+        job
+    } else {
+        runtime.block_on(jobq::snapshots::run_to_end(&client, &request))?
+    };
+    println!("{}", serde_json::to_string_pretty(&job)?);
+    if job["status"] != "success" {
+        anyhow::bail!(
+            "{}",
+            job["result"]["message"]
+                .as_str()
+                .unwrap_or("the job failed")
+        );
+    }
     Ok(())
 }
 

@@ -274,3 +274,96 @@ async fn debug_with_rows_repeats_the_sequence_per_row() {
         ]
     );
 }
+
+#[tokio::test]
+async fn jobq_run_debug_and_jobq_debug_unpack_the_stages_into_a_folder() {
+    let t = TestDaemon::start(Options::default()).await;
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("http://{}", t.client.addr);
+    let config = configuration(0).to_string();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
+        .args([
+            "run",
+            "--debug",
+            "--url",
+            &url,
+            "--token",
+            common::TOKEN,
+            "--component",
+            COMPONENT,
+        ])
+        .args(["--config-data", &config, "--out"])
+        .arg(out.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json_start = stdout.find('{').unwrap();
+    let job: Value = serde_json::from_str(&stdout[json_start..]).unwrap();
+    assert_eq!(job["status"], "success");
+    assert_eq!(job["mode"], "debug");
+    for stage in ["stage_0", "stage_1", "stage_2", "stage_3", "stage_output"] {
+        assert!(
+            out.path()
+                .join("run")
+                .join(stage)
+                .join("config.json")
+                .is_file(),
+            "{stage}"
+        );
+    }
+    let main: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("run/stage_2/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(main["parameters"]["#password"], "[hidden]");
+    assert!(out
+        .path()
+        .join("run/stage_output/out/files/echo.json")
+        .is_file());
+    assert!(
+        out.path().join("run/stage_0/out/tables").is_dir(),
+        "empty folders come back"
+    );
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
+        .args([
+            "debug",
+            job["id"].as_str().unwrap(),
+            "--url",
+            &url,
+            "--token",
+            common::TOKEN,
+            "--out",
+        ])
+        .arg(out.path().join("again"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("again/stage_1/in/tables/from-first.csv")).unwrap(),
+        b"a\n1\n"
+    );
+    let none = std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
+        .args([
+            "debug",
+            "999",
+            "--url",
+            &url,
+            "--token",
+            common::TOKEN,
+            "--out",
+        ])
+        .arg(out.path().join("none"))
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no debug archives"));
+}

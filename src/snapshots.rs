@@ -1,0 +1,200 @@
+//! Client commands over the API: `jobq run` runs a job to its end; `jobq debug <job>` downloads
+//! a debug job's stage archives and unpacks them into a folder (`jobq run --debug` does both).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::http::client::{ApiClient, ClientError};
+
+/// Why snapshots could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("jobq answered {status} to {what}: {message}")]
+    Refused {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("job {job} has no debug archives: run it with mode \"debug\" (jobq run --debug)")]
+    NoArchives { job: String },
+    #[error("cannot unpack {name} into {path}: {source}")]
+    Unpack {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{name} is not a valid zip archive: {source}")]
+    Zip {
+        name: String,
+        source: zip::result::ZipError,
+    },
+}
+
+/// One unpacked archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    /// `stage_0`, ..., `stage_output`.
+    pub stage: String,
+    /// The row it belongs to; empty for a job without rows.
+    pub row: String,
+    pub folder: PathBuf,
+}
+
+/// Downloads every debug archive of `job` and unpacks each into
+/// `<out>/<stage>` (or `<out>/<row>/<stage>` for jobs with rows).
+pub async fn fetch(
+    client: &ApiClient,
+    job: &str,
+    out: &Path,
+) -> Result<Vec<Unpacked>, SnapshotError> {
+    let listing = answer(
+        client,
+        &format!("/v2/storage/files?tags[]=jobId:{job}&limit=1000"),
+        "the file listing",
+    )
+    .await?;
+    let files: Vec<Value> = listing
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|file| tags(file).iter().any(|tag| tag == "debug"))
+        .cloned()
+        .collect();
+    if files.is_empty() {
+        return Err(SnapshotError::NoArchives {
+            job: job.to_string(),
+        });
+    }
+    let mut unpacked = Vec::new();
+    for file in files {
+        let name = file["name"].as_str().unwrap_or_default().to_string();
+        let stage = name.trim_end_matches(".zip").to_string();
+        let row = tags(&file)
+            .iter()
+            .find_map(|tag| tag.strip_prefix("rowId:").map(str::to_string))
+            .unwrap_or_default();
+        let folder = if row.is_empty() {
+            out.join(&stage)
+        } else {
+            out.join(&row).join(&stage)
+        };
+        let download = client
+            .get(&format!("/v2/storage/files/{}/download", file["id"]))
+            .await?;
+        if download.status != 200 {
+            return Err(refused(
+                &format!("the download of {name}"),
+                &download.json(),
+                download.status,
+            ));
+        }
+        unpack(&name, &download.body, &folder)?;
+        unpacked.push(Unpacked { stage, row, folder });
+    }
+    unpacked.sort_by(|a, b| (&a.row, &a.stage).cmp(&(&b.row, &b.stage)));
+    Ok(unpacked)
+}
+
+/// Creates a job in debug mode from `request` (a `POST /jobs` body), waits for its end and
+/// fetches its archives into `out`. Returns the finished job and what was unpacked.
+pub async fn run_debug(
+    client: &ApiClient,
+    mut request: Value,
+    out: &Path,
+) -> Result<(Value, Vec<Unpacked>), SnapshotError> {
+    request["mode"] = json!("debug");
+    let job = run_to_end(client, &request).await?;
+    let unpacked = fetch(client, job["id"].as_str().unwrap_or_default(), out).await?;
+    Ok((job, unpacked))
+}
+
+/// Creates a job from `request` (a `POST /jobs` body) and long-polls it to its end.
+pub async fn run_to_end(client: &ApiClient, request: &Value) -> Result<Value, SnapshotError> {
+    let created = client.post_json("/jobs", request).await?;
+    if created.status != 201 {
+        return Err(refused("the new job", &created.json(), created.status));
+    }
+    let id = created.json()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut index = 0;
+    loop {
+        let answer = client
+            .get(&format!("/jobs/{id}?wait=30&index={index}"))
+            .await?;
+        let job = answer.json();
+        if job["isFinished"] == true {
+            return Ok(job);
+        }
+        index = answer
+            .headers
+            .get(crate::http::INDEX_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(index);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn tags(file: &Value) -> Vec<String> {
+    file["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|tag| tag.as_str().map(str::to_string))
+        .collect()
+}
+
+async fn answer(client: &ApiClient, path: &str, what: &str) -> Result<Value, SnapshotError> {
+    let answer = client.get(path).await?;
+    if answer.status != 200 {
+        return Err(refused(what, &answer.json(), answer.status));
+    }
+    Ok(answer.json())
+}
+
+fn refused(what: &str, body: &Value, status: u16) -> SnapshotError {
+    SnapshotError::Refused {
+        what: what.to_string(),
+        status,
+        message: body["error"].as_str().unwrap_or("no message").to_string(),
+    }
+}
+
+/// Unpacks a zip into `folder`; entries whose names would leave it are refused.
+fn unpack(name: &str, bytes: &[u8], folder: &Path) -> Result<(), SnapshotError> {
+    let zip_error = |source| SnapshotError::Zip {
+        name: name.to_string(),
+        source,
+    };
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        let name = name.to_string();
+        move |source| SnapshotError::Unpack { name, path, source }
+    };
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(zip_error)?;
+    fs::create_dir_all(folder).map_err(io_error(folder))?;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(zip_error)?;
+        let Some(relative) = entry.enclosed_name() else {
+            continue;
+        };
+        let path = folder.join(relative);
+        if entry.is_dir() {
+            fs::create_dir_all(&path).map_err(io_error(&path))?;
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        let mut file = fs::File::create(&path).map_err(io_error(&path))?;
+        std::io::copy(&mut entry, &mut file).map_err(io_error(&path))?;
+    }
+    Ok(())
+}
