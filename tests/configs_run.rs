@@ -354,6 +354,24 @@ async fn unknown_configuration_is_404_naming_component_config_and_branch() {
     );
 }
 
+/// Replaces the parameters of configuration `id` of the fixture.
+async fn set_parameters(t: &TestDaemon, id: &str, parameters: Value) {
+    let path = format!("/v2/storage/components/{COMPONENT}/configs/{id}");
+    send(
+        t,
+        Method::PUT,
+        &path,
+        &json!({"configuration": {"parameters": parameters}}),
+    )
+    .await;
+}
+
+/// The stored component state of configuration `id` of the fixture.
+async fn stored_state(t: &TestDaemon, id: &str) -> Value {
+    let path = format!("/v2/storage/components/{COMPONENT}/configs/{id}");
+    t.get(&path).await.json()["state"]["component"].clone()
+}
+
 #[tokio::test]
 async fn state_round_trips_over_two_runs_and_survives_a_failed_run() {
     let t = TestDaemon::start(Options::default()).await;
@@ -367,70 +385,33 @@ async fn state_round_trips_over_two_runs_and_survives_a_failed_run() {
     .await;
     let first = run(&t, json!({"component": COMPONENT, "config": "st"})).await;
     assert_eq!(first["status"], "success");
-    let stored = t
-        .get(&format!("/v2/storage/components/{COMPONENT}/configs/st"))
-        .await
-        .json();
-    assert_eq!(stored["state"]["component"], json!({"cursor": 1}));
+    assert_eq!(stored_state(&t, "st").await, json!({"cursor": 1}));
 
     // The next run sees it in in/state.json.
-    send(
-        &t,
-        Method::PUT,
-        &format!("/v2/storage/components/{COMPONENT}/configs/st"),
-        &json!({"configuration": {"parameters": {"state": {"cursor": 2}}}}),
-    )
-    .await;
+    set_parameters(&t, "st", json!({"state": {"cursor": 2}})).await;
     let second = run(&t, json!({"component": COMPONENT, "config": "st"})).await;
     let folder = t.data_dir.path().join(format!(
         "jobs/{}/data/in/state.json",
         second["id"].as_str().unwrap()
     ));
-    assert_eq!(
-        serde_json::from_slice::<Value>(&std::fs::read(folder).unwrap()).unwrap(),
-        json!({"cursor": 1})
-    );
-    let stored = t
-        .get(&format!("/v2/storage/components/{COMPONENT}/configs/st"))
-        .await
-        .json();
-    assert_eq!(stored["state"]["component"], json!({"cursor": 2}));
+    let seen: Value = serde_json::from_slice(&std::fs::read(folder).unwrap()).unwrap();
+    assert_eq!(seen, json!({"cursor": 1}));
+    assert_eq!(stored_state(&t, "st").await, json!({"cursor": 2}));
 
     // A failed run keeps the old state.
-    send(
-        &t,
-        Method::PUT,
-        &format!("/v2/storage/components/{COMPONENT}/configs/st"),
-        &json!({"configuration": {"parameters": {"state": {"cursor": 3}, "exit_code": 1}}}),
-    )
-    .await;
-    assert_eq!(
-        run(&t, json!({"component": COMPONENT, "config": "st"})).await["status"],
-        "error"
-    );
-    let stored = t
-        .get(&format!("/v2/storage/components/{COMPONENT}/configs/st"))
-        .await
-        .json();
-    assert_eq!(stored["state"]["component"], json!({"cursor": 2}));
+    set_parameters(&t, "st", json!({"state": {"cursor": 3}, "exit_code": 1})).await;
+    let failed = run(&t, json!({"component": COMPONENT, "config": "st"})).await;
+    assert_eq!(failed["status"], "error");
+    assert_eq!(stored_state(&t, "st").await, json!({"cursor": 2}));
     // So does a debug run.
-    send(
-        &t,
-        Method::PUT,
-        &format!("/v2/storage/components/{COMPONENT}/configs/st"),
-        &json!({"configuration": {"parameters": {"state": {"cursor": 4}}}}),
-    )
-    .await;
-    run(
+    set_parameters(&t, "st", json!({"state": {"cursor": 4}})).await;
+    let debug = run(
         &t,
         json!({"component": COMPONENT, "config": "st", "mode": "debug"}),
     )
     .await;
-    let stored = t
-        .get(&format!("/v2/storage/components/{COMPONENT}/configs/st"))
-        .await
-        .json();
-    assert_eq!(stored["state"]["component"], json!({"cursor": 2}));
+    assert_eq!(debug["status"], "success");
+    assert_eq!(stored_state(&t, "st").await, json!({"cursor": 2}));
 }
 
 #[tokio::test]
