@@ -1,0 +1,282 @@
+//! Creating jobs: validation, resolution of tag, parallelism and backend, job trees.
+
+use super::{NewJob, Queue, QueueError};
+use crate::config::Configuration;
+use crate::job::{now_micros, parse_time, DesiredStatus, Job, JobType, Mode, Status};
+use crate::plan;
+use crate::secrets::Scope;
+use crate::settings::Token;
+use serde_json::{json, Value};
+
+impl Queue {
+    /// Validates and stores a new job in `created`, then wakes the scheduler.
+    pub fn create(&self, request: NewJob, token: &Token) -> Result<Job, QueueError> {
+        let invalid = |field: &'static str, message: String| QueueError::Invalid { field, message };
+        if request.component.is_empty() {
+            return Err(invalid(
+                "component",
+                "The \"component\" field is required.".into(),
+            ));
+        }
+        let component = self.settings.component(&request.component).ok_or_else(|| {
+            invalid(
+                "component",
+                format!(
+                    "Component \"{}\" is not registered in jobq's settings.",
+                    request.component
+                ),
+            )
+        })?;
+        if request.variable_values_id.is_some() && request.variable_values_data.is_some() {
+            return Err(invalid(
+                "variableValuesId",
+                "Provide either \"variableValuesId\" or \"variableValuesData\", but not both."
+                    .into(),
+            ));
+        }
+        let behavior = match request.behavior.as_ref().map(|b| b.get("onError")) {
+            None | Some(None) | Some(Some(Value::Null)) => json!({"onError": null}),
+            Some(Some(Value::String(on_error)))
+                if ["stop", "warning", "fail"].contains(&on_error.as_str()) =>
+            {
+                json!({"onError": on_error})
+            }
+            Some(Some(other)) => {
+                return Err(invalid(
+                    "behavior",
+                    format!(
+                        "Field \"behavior.onError\" must be stop, warning or fail; {other} given."
+                    ),
+                ))
+            }
+        };
+        let now = now_micros();
+        let delayed_start_time = match (request.delay, &request.delayed_start_time) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "delay",
+                    "Provide either \"delay\" or \"delayedStartTime\", but not both.".into(),
+                ))
+            }
+            (Some(seconds), None) => Some(now + seconds as i64 * 1_000_000),
+            (None, Some(text)) => Some(parse_time(text).ok_or_else(|| {
+                invalid(
+                    "delayedStartTime",
+                    format!(
+                        "Field \"delayedStartTime\" must be an ISO 8601 time, \"{text}\" given."
+                    ),
+                )
+            })?),
+            (None, None) => None,
+        };
+        let branch_id = request
+            .branch_id
+            .clone()
+            .unwrap_or_else(|| self.settings.project.default_branch_id.clone());
+        let stored = self.stored_configuration(
+            request.config.as_deref(),
+            &request.config_data,
+            &request.component,
+            &branch_id,
+        )?;
+        let mode = request.mode.unwrap_or(Mode::Run);
+        let mut rows = Vec::new();
+        if let Some(stored) = &stored {
+            if stored.is_disabled && mode != Mode::ForceRun {
+                return Err(invalid(
+                    "config",
+                    format!(
+                        "Configuration \"{}\" of component \"{}\" is disabled.",
+                        stored.id, stored.component
+                    ),
+                ));
+            }
+            plan::check_processors(stored).map_err(|message| invalid("configData", message))?;
+            let (selected, _) = plan::select_rows(stored, &request.config_row_ids)
+                .map_err(|message| invalid("configRowIds", message))?;
+            rows = selected.into_iter().map(|row| row.id.clone()).collect();
+        }
+        // Resolution order of spec/queue.md: the job, then configData, then the stored configuration.
+        let runtime_of = |configuration: &Value, key: &str| -> Option<String> {
+            let value = configuration.get("runtime")?.get(key)?;
+            value
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| value.as_u64().map(|n| n.to_string()))
+        };
+        let stored_configuration = stored.as_ref().map(|s| &s.configuration);
+        let tag = request
+            .tag
+            .clone()
+            .or_else(|| runtime_of(&request.config_data, "tag"))
+            .or_else(|| {
+                stored_configuration
+                    .and_then(|c| runtime_of(c, "tag").or_else(|| runtime_of(c, "image_tag")))
+            })
+            .unwrap_or_else(|| component.tag.clone());
+        let parallelism = request
+            .parallelism
+            .clone()
+            .or_else(|| runtime_of(&request.config_data, "parallelism"))
+            .or_else(|| stored_configuration.and_then(|c| runtime_of(c, "parallelism")));
+        if let Some(parallelism) = &parallelism {
+            let valid =
+                parallelism == "infinity" || parallelism.parse::<u32>().is_ok_and(|n| n <= 100);
+            if !valid {
+                return Err(invalid(
+                    "parallelism",
+                    format!("Field \"parallelism\" must be \"0\"..\"100\" or \"infinity\", \"{parallelism}\" given."),
+                ));
+            }
+        }
+        // Backend: stored configuration, then configData, then the job; non-null values win.
+        let mut backend = json!({});
+        for layer in [
+            stored_configuration
+                .and_then(|c| c.get("runtime"))
+                .and_then(|r| r.get("backend")),
+            request
+                .config_data
+                .get("runtime")
+                .and_then(|r| r.get("backend")),
+            request.backend.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (key, value) in layer.as_object().into_iter().flatten() {
+                if !value.is_null() {
+                    backend[key] = value.clone();
+                }
+            }
+        }
+        let parent_run_id = match &request.parent_run_id {
+            Some(parent) if !parent.is_empty() => {
+                if self.store.job_by_run_id(parent)?.is_none() {
+                    return Err(invalid(
+                        "X-KBC-RunId",
+                        format!(
+                            "Parent run \"{parent}\" of the X-KBC-RunId header does not exist."
+                        ),
+                    ));
+                }
+                parent.clone()
+            }
+            _ => String::new(),
+        };
+        // Parallelism over two or more rows: a container job with one child per row.
+        let parallel = parallelism.as_deref().is_some_and(|p| p != "0") && rows.len() >= 2;
+        // Secrets are stored (and answered) only as ciphertexts.
+        let mut config_data = request.config_data.clone();
+        let scope = Scope::Project {
+            component: request.component.clone(),
+            project: self.settings.project.id.clone(),
+        };
+        self.secrets.encrypt_json(&mut config_data, &scope);
+        let settings = &self.settings;
+        let make = |id: u64,
+                    parent_run_id: &str,
+                    job_type: JobType,
+                    row_ids: Vec<String>,
+                    parallelism: Option<String>| Job {
+            id,
+            run_id: if parent_run_id.is_empty() {
+                id.to_string()
+            } else {
+                format!("{parent_run_id}.{id}")
+            },
+            parent_run_id: parent_run_id.to_string(),
+            project_id: settings.project.id.clone(),
+            project_name: settings.project.name.clone(),
+            token_id: token.id.clone(),
+            token_description: token.description.clone(),
+            status: Status::Created,
+            desired_status: DesiredStatus::Processing,
+            mode,
+            component: request.component.clone(),
+            config: request.config.clone(),
+            config_data: config_data.clone(),
+            config_row_ids: row_ids,
+            tag: tag.clone(),
+            branch_id: branch_id.clone(),
+            created_time: now,
+            start_time: None,
+            end_time: None,
+            result: json!({}),
+            usage_data: json!({}),
+            variable_values_id: request.variable_values_id.clone(),
+            variable_values_data: request
+                .variable_values_data
+                .clone()
+                .unwrap_or_else(|| json!({"values": []})),
+            backend: backend.clone(),
+            metrics: json!({}),
+            behavior: behavior.clone(),
+            parallelism,
+            job_type,
+            container_id: None,
+            outcome: None,
+            rows_done: 0,
+            stages_done: 0,
+            stdout_base: 0,
+            delayed_start_time,
+            revision: 0,
+        };
+        let job = if parallel {
+            let mut jobs = self.store.create_jobs(rows.len() + 1, |ids| {
+                let container = make(
+                    ids[0],
+                    &parent_run_id,
+                    JobType::Container,
+                    request.config_row_ids.clone(),
+                    parallelism.clone(),
+                );
+                let children = ids[1..].iter().zip(&rows).map(|(&id, row)| {
+                    make(
+                        id,
+                        &container.run_id,
+                        JobType::Standard,
+                        vec![row.clone()],
+                        None,
+                    )
+                });
+                std::iter::once(container.clone()).chain(children).collect()
+            })?;
+            jobs.remove(0)
+        } else {
+            self.store.create_job(|id| {
+                make(
+                    id,
+                    &parent_run_id,
+                    JobType::Standard,
+                    request.config_row_ids.clone(),
+                    parallelism.clone(),
+                )
+            })?
+        };
+        tracing::info!(job_id = job.id, component = %job.component, "job created");
+        self.changed();
+        Ok(job)
+    }
+
+    /// The stored configuration a job of `config` runs, when it runs one (no `configData`).
+    pub(super) fn stored_configuration(
+        &self,
+        config: Option<&str>,
+        config_data: &Value,
+        component: &str,
+        branch: &str,
+    ) -> Result<Option<Configuration>, QueueError> {
+        let Some(config) = config.filter(|_| plan::runs_stored(config, config_data)) else {
+            return Ok(None);
+        };
+        match self.store.configuration(branch, component, config)? {
+            Some(stored) => Ok(Some(stored)),
+            None => Err(QueueError::ConfigurationNotFound {
+                component: component.to_string(),
+                config: config.to_string(),
+                branch: branch.to_string(),
+            }),
+        }
+    }
+}

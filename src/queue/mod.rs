@@ -1,0 +1,271 @@
+//! The queue: creates jobs, schedules them (capacity, configuration locks, delays), kills job
+//! trees, records how runs end, and settles what a previous process left behind.
+
+mod create;
+mod execute;
+mod recovery;
+mod scheduler;
+
+use crate::job::{
+    now_micros, DesiredStatus, Event, EventSource, EventType, Job, JobQuery, Mode, NewEvent, Status,
+};
+use crate::runner::Runner;
+use crate::secrets::{Redactor, Secrets};
+use crate::settings::Settings;
+use crate::state::TransitionForbidden;
+use crate::storage::Storage;
+use crate::store::{Store, StoreError, UpdateError};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// A create request after the HTTP layer parsed its body and headers.
+#[derive(Debug, Clone, Default)]
+pub struct NewJob {
+    pub component: String,
+    pub mode: Option<Mode>,
+    pub config: Option<String>,
+    pub config_data: Value,
+    pub config_row_ids: Vec<String>,
+    pub branch_id: Option<String>,
+    pub tag: Option<String>,
+    pub variable_values_id: Option<String>,
+    pub variable_values_data: Option<Value>,
+    pub backend: Option<Value>,
+    pub parallelism: Option<String>,
+    /// `{"onError": "stop" | "warning" | "fail"}`: how a container job takes a failed child.
+    pub behavior: Option<Value>,
+    /// Seconds to hold the job in `created`.
+    pub delay: Option<u64>,
+    /// The earliest start, ISO 8601 (or relative, like `+5 minutes`).
+    pub delayed_start_time: Option<String>,
+    /// `X-KBC-RunId`: the new job becomes a child of that run.
+    pub parent_run_id: Option<String>,
+}
+
+/// Why a queue operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The request names something invalid; `field` says which part.
+    #[error("{message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("Job \"{id}\" not found.")]
+    JobNotFound { id: String },
+    #[error(
+        "Configuration \"{config}\" of component \"{component}\" not found in branch \"{branch}\"."
+    )]
+    ConfigurationNotFound {
+        component: String,
+        config: String,
+        branch: String,
+    },
+    #[error("Job \"{id}\" is already finished ({status}); only jobs in one of killable states (created, waiting, processing, terminating) can be killed.")]
+    NotKillable { id: u64, status: Status },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<UpdateError<TransitionForbidden>> for QueueError {
+    fn from(error: UpdateError<TransitionForbidden>) -> Self {
+        match error {
+            UpdateError::Store(error) => QueueError::Store(error),
+            UpdateError::Rejected(forbidden) => QueueError::Store(StoreError::Corrupt {
+                record: "job status",
+                detail: forbidden.to_string(),
+            }),
+        }
+    }
+}
+
+/// The job queue shared by the HTTP handlers and the scheduler.
+pub struct Queue {
+    store: Arc<Store>,
+    storage: Arc<Storage>,
+    secrets: Arc<Secrets>,
+    /// Per running job: its decrypted secrets, hidden in everything it records.
+    redactors: Mutex<HashMap<u64, Arc<Redactor>>>,
+    settings: Arc<Settings>,
+    runner: Arc<Runner>,
+    /// Wakes the scheduler: a job was created, killed or finished.
+    wake: Notify,
+    /// Ticks on every job change; long polls wait on it.
+    changes: watch::Sender<u64>,
+    /// Jobs whose container this process runs, with the handle that terminates it.
+    running: Mutex<HashMap<u64, CancellationToken>>,
+}
+
+/// How long the scheduler waits before retrying when the engine is unreachable.
+const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// How often leftover containers and expired job folders are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Queue {
+    pub fn new(
+        store: Arc<Store>,
+        storage: Arc<Storage>,
+        secrets: Arc<Secrets>,
+        settings: Arc<Settings>,
+        runner: Arc<Runner>,
+    ) -> Arc<Queue> {
+        Arc::new(Queue {
+            store,
+            storage,
+            secrets,
+            redactors: Mutex::new(HashMap::new()),
+            settings,
+            runner,
+            wake: Notify::new(),
+            changes: watch::Sender::new(0),
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn job(&self, id: &str) -> Result<Job, QueueError> {
+        let not_found = || QueueError::JobNotFound { id: id.to_string() };
+        let id: u64 = id.parse().map_err(|_| not_found())?;
+        self.store.job(id)?.ok_or_else(not_found)
+    }
+
+    /// The job once its revision is above `index`, or as it is after `wait` (a long poll).
+    pub async fn job_after(&self, id: &str, index: u64, wait: Duration) -> Result<Job, QueueError> {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let job = self.job(id)?;
+            if job.revision > index {
+                return Ok(job);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return Ok(job),
+            }
+        }
+    }
+
+    pub fn search(&self, query: &JobQuery) -> Result<Vec<Job>, QueueError> {
+        Ok(self.store.search(query)?)
+    }
+
+    pub fn events(
+        &self,
+        job_id: &str,
+        since_id: Option<u64>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Event>, QueueError> {
+        let job = self.job(job_id)?;
+        Ok(self.store.events(job.id, since_id, offset, limit)?)
+    }
+
+    /// Asks for termination of the job and of all its descendants, in one transaction: sets
+    /// `desiredStatus: terminating` on each unfinished one; the scheduler does the rest.
+    pub fn kill(&self, id: &str) -> Result<Job, QueueError> {
+        let job = self.job(id)?;
+        let mut ids = vec![job.id];
+        let mut parents = vec![job.run_id.clone()];
+        while let Some(parent) = parents.pop() {
+            for child in self.store.children(&parent)? {
+                ids.push(child.id);
+                parents.push(child.run_id);
+            }
+        }
+        let root = job.id;
+        let updated = self.store.update_jobs(&ids, |job| {
+            if job.status.is_finished() {
+                if job.id == root {
+                    return Err(QueueError::NotKillable {
+                        id: job.id,
+                        status: job.status,
+                    });
+                }
+                return Ok(());
+            }
+            job.desired_status = DesiredStatus::Terminating;
+            Ok(())
+        });
+        let job = match updated {
+            Ok(mut jobs) => jobs.remove(0),
+            Err(UpdateError::Rejected(error)) => return Err(error),
+            Err(UpdateError::Store(error)) => return Err(error.into()),
+        };
+        tracing::info!(
+            job_id = job.id,
+            descendants = ids.len() - 1,
+            "termination requested"
+        );
+        self.changed();
+        Ok(job)
+    }
+
+    /// Writes a change to one job and tells the long polls.
+    fn update(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut Job) -> Result<(), TransitionForbidden>,
+    ) -> Result<Job, QueueError> {
+        let job = tokio::task::block_in_place(|| self.store.update_job(id, change))?;
+        self.changed();
+        Ok(job)
+    }
+
+    /// Tells the scheduler and the long polls that some job changed.
+    fn changed(&self) {
+        self.changes
+            .send_modify(|tick| *tick = tick.wrapping_add(1));
+        self.wake.notify_one();
+    }
+
+    fn event(&self, job: &Job, event_type: EventType, message: &str) {
+        self.record(job, event_type, EventSource::Jobq, message);
+    }
+
+    fn record(&self, job: &Job, event_type: EventType, source: EventSource, message: &str) {
+        let message = self.redact(job.id, message);
+        let event = NewEvent {
+            job_id: job.id,
+            event_type,
+            source,
+            message: &message,
+            run_id: &job.run_id,
+            component: &job.component,
+            created: now_micros(),
+        };
+        if let Err(error) = tokio::task::block_in_place(|| self.store.add_event(event)) {
+            tracing::error!(job_id = job.id, %error, "cannot store an event");
+        }
+    }
+
+    /// `text` with the running job's secrets hidden.
+    fn redact(&self, job_id: u64, text: &str) -> String {
+        match self.lock_redactors().get(&job_id) {
+            Some(redactor) => redactor.redact(text),
+            None => text.to_string(),
+        }
+    }
+
+    fn lock_redactors(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Redactor>>> {
+        self.redactors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn running_count(&self) -> usize {
+        self.lock_running().len()
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancellationToken>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,232 @@
+//! The scheduler: kills, configuration locks, parallelism, capacity and delays.
+
+use super::{Queue, QueueError, RETRY_INTERVAL, SWEEP_INTERVAL};
+use crate::job::{now_micros, DesiredStatus, EventType, Job, JobType, Status};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+impl Queue {
+    /// The scheduler loop: runs until `shutdown`, woken by creations, kills and finishes.
+    pub async fn run_scheduler(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut next_sweep = tokio::time::Instant::now() + SWEEP_INTERVAL;
+        loop {
+            let pause = match self.schedule().await {
+                Ok(pass) if pass.engine_down => RETRY_INTERVAL,
+                Ok(pass) => match pass.next_delayed_start {
+                    Some(at) => Duration::from_micros((at - now_micros()).max(0) as u64),
+                    None => SWEEP_INTERVAL,
+                },
+                Err(error) => {
+                    tracing::error!(%error, "scheduling failed; retrying");
+                    RETRY_INTERVAL
+                }
+            };
+            if tokio::time::Instant::now() >= next_sweep {
+                self.sweep().await;
+                next_sweep = tokio::time::Instant::now() + SWEEP_INTERVAL;
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(pause.min(SWEEP_INTERVAL)) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// One pass: applies kills, then starts, oldest first, every job that may start now.
+    async fn schedule(self: &Arc<Self>) -> Result<Pass, QueueError> {
+        let now = now_micros();
+        let mut pass = Pass {
+            engine_down: false,
+            next_delayed_start: None,
+        };
+        for status in [Status::Created, Status::Waiting, Status::Processing] {
+            for job in self.store.jobs_with_status(status)? {
+                if job.desired_status == DesiredStatus::Terminating {
+                    self.terminate(&job)?;
+                }
+            }
+        }
+
+        let mut held: HashSet<LockKey> = HashSet::new();
+        // Processing children per parent run, for the parallelism of container jobs.
+        let mut active_children: HashMap<String, usize> = HashMap::new();
+        for status in [Status::Processing, Status::Terminating] {
+            for job in self.store.jobs_with_status(status)? {
+                held.extend(lock_key(&job));
+                if !job.parent_run_id.is_empty() {
+                    *active_children
+                        .entry(job.parent_run_id.clone())
+                        .or_default() += 1;
+                }
+            }
+        }
+        let mut free = self
+            .settings
+            .max_concurrent_jobs
+            .saturating_sub(self.running_count());
+        let mut candidates = self.store.jobs_with_status(Status::Created)?;
+        candidates.extend(self.store.jobs_with_status(Status::Waiting)?);
+        candidates.sort_by_key(|job| job.id);
+        let mut engine_up: Option<bool> = None;
+        for job in candidates {
+            if job.desired_status == DesiredStatus::Terminating {
+                continue;
+            }
+            if let Some(at) = job.delayed_start_time.filter(|at| *at > now) {
+                pass.next_delayed_start =
+                    Some(pass.next_delayed_start.map_or(at, |next| next.min(at)));
+                continue;
+            }
+            let key = lock_key(&job);
+            // A configuration lock and a container's parallelism are reasons inside the
+            // project: the job waits.
+            let wait_reason = if key.as_ref().is_some_and(|key| held.contains(key)) {
+                Some("Waiting for an earlier job of the same configuration to finish.")
+            } else if self.parallelism_full(&job, &active_children)? {
+                Some("Waiting for a free slot of the configuration's parallelism.")
+            } else {
+                None
+            };
+            if let Some(reason) = wait_reason {
+                if job.status == Status::Created {
+                    self.update(job.id, |job| job.move_to(Status::Waiting, now_micros()))?;
+                    self.event(&job, EventType::Info, reason);
+                }
+                continue;
+            }
+            if job.job_type == JobType::Container {
+                // Virtual: no container, no capacity; it finishes when its children do.
+                self.update(job.id, |job| job.move_to(Status::Processing, now_micros()))?;
+                held.extend(key);
+                continue;
+            }
+            // Capacity and the engine are platform reasons: the job stays (or goes back to) created.
+            let engine_up = match engine_up {
+                Some(up) => up,
+                None => {
+                    let up = free > 0 && self.engine_answers().await;
+                    engine_up = Some(up || free == 0);
+                    pass.engine_down |= free > 0 && !up;
+                    up || free == 0
+                }
+            };
+            if free == 0 || !engine_up {
+                if job.status == Status::Waiting {
+                    self.update(job.id, |job| job.move_to(Status::Created, now_micros()))?;
+                }
+                continue;
+            }
+            let job = self.update(job.id, |job| job.move_to(Status::Processing, now_micros()))?;
+            free -= 1;
+            if !job.parent_run_id.is_empty() {
+                *active_children
+                    .entry(job.parent_run_id.clone())
+                    .or_default() += 1;
+            }
+            if let Some(key) = key {
+                held.insert(key);
+            }
+            let cancel = CancellationToken::new();
+            self.lock_running().insert(job.id, cancel.clone());
+            tokio::spawn(Arc::clone(self).execute(job, None, cancel));
+        }
+        Ok(pass)
+    }
+
+    /// Whether `job` is a child of a container job whose parallelism is used up.
+    fn parallelism_full(
+        &self,
+        job: &Job,
+        active_children: &HashMap<String, usize>,
+    ) -> Result<bool, QueueError> {
+        if job.parent_run_id.is_empty() {
+            return Ok(false);
+        }
+        let Some(parent) = self.store.job_by_run_id(&job.parent_run_id)? else {
+            return Ok(false);
+        };
+        if parent.job_type != JobType::Container {
+            return Ok(false);
+        }
+        let limit = match parent.parallelism.as_deref() {
+            Some("infinity") | None => return Ok(false),
+            Some(limit) => limit.parse::<usize>().unwrap_or(usize::MAX).max(1),
+        };
+        Ok(active_children
+            .get(&job.parent_run_id)
+            .copied()
+            .unwrap_or(0)
+            >= limit)
+    }
+
+    async fn engine_answers(&self) -> bool {
+        match self.runner.ping().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "jobs stay created until the engine answers");
+                false
+            }
+        }
+    }
+
+    /// Applies a kill: jobs that have not started are cancelled; running ones go `terminating`.
+    fn terminate(&self, job: &Job) -> Result<(), QueueError> {
+        match job.status {
+            Status::Created | Status::Waiting => {
+                self.update(job.id, |job| job.move_to(Status::Cancelled, now_micros()))?;
+                self.event(job, EventType::Warn, "Job was cancelled before it started.");
+            }
+            Status::Processing if job.job_type == JobType::Container => {
+                self.update(job.id, |job| job.move_to(Status::Terminating, now_micros()))?;
+                // Its children were asked to terminate with it; it ends when they have.
+                self.settle_container(&job.run_id)?;
+            }
+            Status::Processing => {
+                self.update(job.id, |job| job.move_to(Status::Terminating, now_micros()))?;
+                self.event(job, EventType::Warn, "Job termination requested.");
+                match self.lock_running().get(&job.id) {
+                    Some(cancel) => cancel.cancel(),
+                    // No run of this process holds it: nothing runs, so it is terminated.
+                    None => {
+                        self.update(job.id, |job| job.move_to(Status::Terminated, now_micros()))?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Jobs of one component + configuration + branch (+ row set) run one at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LockKey {
+    component: String,
+    config: String,
+    branch: String,
+    rows: Vec<String>,
+}
+
+/// Jobs run from `configData` alone take no lock.
+fn lock_key(job: &Job) -> Option<LockKey> {
+    let config = job.config.clone()?;
+    let mut rows = job.config_row_ids.clone();
+    rows.sort();
+    Some(LockKey {
+        component: job.component.clone(),
+        config,
+        branch: job.branch_id.clone(),
+        rows,
+    })
+}
+
+/// What one scheduling pass leaves for the next.
+struct Pass {
+    /// Some job waits for the engine to answer.
+    engine_down: bool,
+    /// The earliest delayed start still ahead.
+    next_delayed_start: Option<i64>,
+}
