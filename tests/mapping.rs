@@ -31,6 +31,16 @@ fn read(t: &TestDaemon, job: &Value, path: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The `id`s of a result's table list.
+fn table_ids(tables: &Value) -> Vec<&str> {
+    tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect()
+}
+
 /// The extractor-like job of the round-trip test: four kinds of output.
 fn extractor() -> Value {
     json!({"parameters": {
@@ -60,12 +70,7 @@ async fn outputs_land_in_storage_and_come_back_as_inputs_byte_for_byte() {
         .messages(id)
         .await
         .contains(&"Output mapping done.".to_string()));
-    let outputs: Vec<&str> = job["result"]["output"]["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap())
-        .collect();
+    let outputs = table_ids(&job["result"]["output"]["tables"]);
     assert_eq!(
         outputs,
         [
@@ -141,12 +146,7 @@ async fn outputs_land_in_storage_and_come_back_as_inputs_byte_for_byte() {
     ))
     .unwrap();
     assert_eq!(file_manifest["tags"], json!(["report", "daily"]));
-    let inputs: Vec<&str> = reader["result"]["input"]["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap())
-        .collect();
+    let inputs = table_ids(&reader["result"]["input"]["tables"]);
     assert_eq!(
         inputs,
         [
