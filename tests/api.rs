@@ -426,3 +426,76 @@ async fn restart_requeues_created_jobs_and_runs_them() {
     t.restart();
     assert_eq!(t.wait_finished(&queued_id).await["status"], "success");
 }
+
+#[tokio::test]
+async fn grouped_jobs_and_project_stats() {
+    let t = TestDaemon::start(Options::default()).await;
+    let mut created = Vec::new();
+    for (component, config) in [
+        (COMPONENT, "a"),
+        (COMPONENT, "b"),
+        (COMPONENT, "a"),
+        (SMALL_COMPONENT, "a"),
+    ] {
+        let body = json!({"component": component, "config": config, "configData": {"parameters": {"sleep": 1}}});
+        let answer = t.post("/jobs", &body).await;
+        assert_eq!(answer.status, 201);
+        created.push(answer.json()["id"].as_str().unwrap().to_string());
+    }
+    let mut duration_sum = 0;
+    for id in &created {
+        duration_sum += t.wait_finished(id).await["durationSeconds"]
+            .as_i64()
+            .unwrap();
+    }
+
+    let grouped = t
+        .get("/search/grouped-jobs?groupBy[]=componentId&groupBy[]=configId&jobsPerGroup=1")
+        .await;
+    assert_eq!(grouped.status, 200, "{}", grouped.json());
+    let groups: Vec<(Value, Vec<String>)> = grouped
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["group"].clone(), ids(&g["jobs"])))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            (
+                json!({"componentId": COMPONENT, "configId": "a"}),
+                vec![created[0].clone()]
+            ),
+            (
+                json!({"componentId": COMPONENT, "configId": "b"}),
+                vec![created[1].clone()]
+            ),
+            (
+                json!({"componentId": SMALL_COMPONENT, "configId": "a"}),
+                vec![created[3].clone()]
+            ),
+        ]
+    );
+    let by_component = t
+        .get("/search/grouped-jobs?groupBy=componentId&sortOrder=desc&limit=1")
+        .await
+        .json();
+    assert_eq!(by_component.as_array().unwrap().len(), 1);
+    assert_eq!(
+        by_component[0]["group"],
+        json!({"componentId": SMALL_COMPONENT})
+    );
+    for bad in [
+        "/search/grouped-jobs",
+        "/search/grouped-jobs?groupBy=color",
+        "/search/grouped-jobs?groupBy=configId&jobsPerGroup=0",
+    ] {
+        let answer = t.get(bad).await;
+        assert_eq!(answer.status, 400, "{bad}");
+    }
+
+    let stats = t.get("/stats/project").await;
+    assert_eq!(stats.status, 200);
+    assert_eq!(stats.json(), json!({"jobs": {"durationSum": duration_sum}}));
+}

@@ -115,6 +115,77 @@ pub fn search_jobs(context: &Context<'_>) -> Answer {
     Ok((StatusCode::OK, Value::Array(jobs)))
 }
 
+/// `GET /search/grouped-jobs`: jobs matching the listing filters, grouped by `groupBy[]`
+/// (`projectId`, `branchId`, `componentId`, `configId`), at most `jobsPerGroup` (default 5) in
+/// each group; groups in the order of their first job, `limit` groups at most.
+pub fn grouped_jobs(context: &Context<'_>) -> Answer {
+    const FIELDS: [&str; 4] = ["projectId", "branchId", "componentId", "configId"];
+    let group_by = context.query.all("groupBy");
+    if group_by.is_empty()
+        || group_by
+            .iter()
+            .any(|field| !FIELDS.contains(&field.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "Parameter \"groupBy\" must list one or more of {}.",
+            FIELDS.join(", ")
+        )));
+    }
+    let per_group = context.query.number("jobsPerGroup")?.unwrap_or(5) as usize;
+    if per_group == 0 {
+        return Err(ApiError::bad_request(
+            "Parameter \"jobsPerGroup\" must be at least 1.",
+        ));
+    }
+    let mut filter = query::job_query(context.query)?;
+    // Grouped listings sort ascending unless told otherwise.
+    filter.descending = context.query.one("sortOrder") == Some("desc");
+    let groups_limit = filter.limit;
+    let public_url = &context.queue.settings().public_url;
+    let mut groups: Vec<(Value, Vec<Value>)> = Vec::new();
+    for job in context.queue.search_all(&filter)? {
+        let key: serde_json::Map<String, Value> = group_by
+            .iter()
+            .map(|field| {
+                let value = match field.as_str() {
+                    "projectId" => json!(job.project_id),
+                    "branchId" => json!(job.branch_id),
+                    "componentId" => json!(job.component),
+                    _ => json!(job.config),
+                };
+                (field.clone(), value)
+            })
+            .collect();
+        let key = Value::Object(key);
+        match groups.iter().position(|(group, _)| *group == key) {
+            Some(at) if groups[at].1.len() < per_group => {
+                groups[at].1.push(render::job(&job, public_url))
+            }
+            Some(_) => {}
+            None if groups.len() < groups_limit => {
+                groups.push((key, vec![render::job(&job, public_url)]))
+            }
+            None => {}
+        }
+    }
+    let groups = groups
+        .into_iter()
+        .map(|(group, jobs)| json!({"group": group, "jobs": jobs}))
+        .collect();
+    Ok((StatusCode::OK, Value::Array(groups)))
+}
+
+/// `GET /stats/project`: the seconds all jobs spent processing.
+pub fn project_stats(context: &Context<'_>) -> Answer {
+    let sum: i64 = context
+        .queue
+        .search_all(&crate::job::JobQuery::default())?
+        .iter()
+        .filter_map(|job| job.duration_seconds())
+        .sum();
+    Ok((StatusCode::OK, json!({"jobs": {"durationSum": sum}})))
+}
+
 /// `GET /v2/storage/events?runId=<job id>`: the job's events, newest first.
 pub fn events(context: &Context<'_>) -> Answer {
     let query = context.query;

@@ -145,9 +145,12 @@ async fn dispatch(
             return Ok(response);
         }
         (&Method::POST, ["jobs", id, "kill"]) => handlers::kill_job(&context, id)?,
+        (&Method::GET, ["search", "grouped-jobs"]) => handlers::grouped_jobs(&context)?,
+        (&Method::GET, ["stats", "project"]) => handlers::project_stats(&context)?,
         (&Method::GET, ["v2", "storage", "events"]) => handlers::events(&context)?,
         (&Method::GET, ["v2", "storage", "tokens", "verify"]) => handlers::verify_token(&context),
-        (_, ["jobs"] | ["search", "jobs"] | ["jobs", _] | ["jobs", _, "kill"])
+        (_, ["jobs"] | ["search", "jobs" | "grouped-jobs"] | ["jobs", _] | ["jobs", _, "kill"])
+        | (_, ["stats", "project"])
         | (_, ["v2", "storage", "events"] | ["v2", "storage", "tokens", "verify"]) => {
             return Err(method_not_allowed(&parts))
         }

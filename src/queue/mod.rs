@@ -156,6 +156,16 @@ impl Queue {
         Ok(self.store.search(query)?)
     }
 
+    /// Every job `query` selects, in its order, ignoring its paging.
+    pub fn search_all(&self, query: &JobQuery) -> Result<Vec<Job>, QueueError> {
+        let all = JobQuery {
+            offset: 0,
+            limit: usize::MAX,
+            ..query.clone()
+        };
+        Ok(self.store.search(&all)?)
+    }
+
     pub fn events(
         &self,
         job_id: &str,
