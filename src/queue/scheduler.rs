@@ -104,16 +104,18 @@ impl Queue {
                 continue;
             }
             // Capacity and the engine are platform reasons: the job stays (or goes back to) created.
-            let engine_up = match engine_up {
-                Some(up) => up,
-                None => {
-                    let up = free > 0 && self.engine_answers().await;
-                    engine_up = Some(up || free == 0);
-                    pass.engine_down |= free > 0 && !up;
-                    up || free == 0
-                }
-            };
-            if free == 0 || !engine_up {
+            // The engine is asked once per pass, and only when a slot is free.
+            let startable = free > 0
+                && match engine_up {
+                    Some(up) => up,
+                    None => {
+                        let up = self.engine_answers().await;
+                        engine_up = Some(up);
+                        pass.engine_down |= !up;
+                        up
+                    }
+                };
+            if !startable {
                 if job.status == Status::Waiting {
                     self.update(job.id, |job| job.move_to(Status::Created, now_micros()))?;
                 }
