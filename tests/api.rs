@@ -269,6 +269,10 @@ async fn run_id_header_makes_child_jobs_at_any_depth() {
         .unwrap();
     assert_eq!(orphan.status, 400);
     assert_error_body(&orphan.json(), 400, "424242");
+    // Let the jobs end, so that no container outlives the test's daemon.
+    for id in [parent_id, child_id, grandchild_id] {
+        t.wait_finished(id).await;
+    }
 }
 
 async fn check(t: &TestDaemon, path: &str, expected: &[&str]) {
