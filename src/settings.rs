@@ -25,8 +25,8 @@ pub struct Settings {
     pub job_folder_retention: Duration,
     /// `KBC_STACKID` given to components.
     pub stack_id: String,
-    /// `uid:gid` the containers run as (never root).
-    pub container_user: String,
+    /// `(uid, gid)` the containers run as when the daemon is root (never root itself).
+    pub container_user: (u32, u32),
     pub project: Project,
     pub tokens: Vec<Token>,
     pub components: Vec<Component>,
@@ -347,15 +347,20 @@ impl RawSettings {
                 )
             })?),
         };
-        let container_user = self.container_user;
-        let uid_gid: Vec<&str> = container_user.split(':').collect();
-        let numeric = uid_gid.len() == 2 && uid_gid.iter().all(|p| p.parse::<u32>().is_ok());
-        if !numeric || uid_gid[0] == "0" {
-            return Err(invalid(
-                "container_user",
-                format!("\"{container_user}\" must be a non-root numeric uid:gid like 1000:1000"),
-            ));
-        }
+        let container_user = self
+            .container_user
+            .split_once(':')
+            .and_then(|(uid, gid)| Some((uid.parse::<u32>().ok()?, gid.parse::<u32>().ok()?)))
+            .filter(|(uid, _)| *uid != 0)
+            .ok_or_else(|| {
+                invalid(
+                    "container_user",
+                    format!(
+                        "\"{}\" must be a non-root numeric uid:gid like 1000:1000",
+                        self.container_user
+                    ),
+                )
+            })?;
 
         let mut tokens = Vec::new();
         for (i, raw) in self.tokens.into_iter().enumerate() {

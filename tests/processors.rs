@@ -275,35 +275,46 @@ async fn debug_with_rows_repeats_the_sequence_per_row() {
     );
 }
 
+/// Runs the `jobq` binary against `t` with `args` (the daemon's url and token added).
+fn jobq(t: &TestDaemon, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
+        .args(args)
+        .args([
+            "--url",
+            &format!("http://{}", t.client.addr),
+            "--token",
+            common::TOKEN,
+        ])
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn jobq_run_debug_and_jobq_debug_unpack_the_stages_into_a_folder() {
     let t = TestDaemon::start(Options::default()).await;
     let out = tempfile::tempdir().unwrap();
-    let url = format!("http://{}", t.client.addr);
+    let folder = |name: &str| out.path().join(name).display().to_string();
     let config = configuration(0).to_string();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
-        .args([
+    let output = jobq(
+        &t,
+        &[
             "run",
             "--debug",
-            "--url",
-            &url,
-            "--token",
-            common::TOKEN,
             "--component",
             COMPONENT,
-        ])
-        .args(["--config-data", &config, "--out"])
-        .arg(out.path().join("run"))
-        .output()
-        .unwrap();
+            "--config-data",
+            &config,
+            "--out",
+            &folder("run"),
+        ],
+    );
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let json_start = stdout.find('{').unwrap();
-    let job: Value = serde_json::from_str(&stdout[json_start..]).unwrap();
+    let job: Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
     assert_eq!(job["status"], "success");
     assert_eq!(job["mode"], "debug");
     for stage in ["stage_0", "stage_1", "stage_2", "stage_3", "stage_output"] {
@@ -329,19 +340,15 @@ async fn jobq_run_debug_and_jobq_debug_unpack_the_stages_into_a_folder() {
         "empty folders come back"
     );
 
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
-        .args([
+    let output = jobq(
+        &t,
+        &[
             "debug",
             job["id"].as_str().unwrap(),
-            "--url",
-            &url,
-            "--token",
-            common::TOKEN,
             "--out",
-        ])
-        .arg(out.path().join("again"))
-        .output()
-        .unwrap();
+            &folder("again"),
+        ],
+    );
     assert!(
         output.status.success(),
         "{}",
@@ -351,19 +358,7 @@ async fn jobq_run_debug_and_jobq_debug_unpack_the_stages_into_a_folder() {
         std::fs::read(out.path().join("again/stage_1/in/tables/from-first.csv")).unwrap(),
         b"a\n1\n"
     );
-    let none = std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
-        .args([
-            "debug",
-            "999",
-            "--url",
-            &url,
-            "--token",
-            common::TOKEN,
-            "--out",
-        ])
-        .arg(out.path().join("none"))
-        .output()
-        .unwrap();
+    let none = jobq(&t, &["debug", "999", "--out", &folder("none")]);
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("no debug archives"));
 }

@@ -117,6 +117,8 @@ pub struct Runner {
     instance_id: String,
     client: Docker,
     negotiated: Mutex<Option<Docker>>,
+    /// Who containers run as; found on the first run.
+    identity: std::sync::OnceLock<workspace::Identity>,
 }
 
 impl Runner {
@@ -136,6 +138,7 @@ impl Runner {
             instance_id: instance_id.to_string(),
             client,
             negotiated: Mutex::new(None),
+            identity: std::sync::OnceLock::new(),
         })
     }
 
@@ -194,9 +197,16 @@ impl Runner {
 
         let folders = workspace::Workspace::of(&task.folder);
         let handed_over = tokio::task::block_in_place(|| {
-            let (user, owner) = workspace::container_identity(settings)?;
-            workspace::hand_over(&task.folder, owner)?;
-            Ok::<_, std::io::Error>(user)
+            // The daemon's own user never changes: probed once, on the first run.
+            let identity = match self.identity.get() {
+                Some(identity) => identity.clone(),
+                None => {
+                    let identity = workspace::container_identity(settings)?;
+                    self.identity.get_or_init(|| identity).clone()
+                }
+            };
+            workspace::hand_over(&task.folder, identity.owner)?;
+            Ok::<_, std::io::Error>(identity.user)
         });
         let user = match handed_over {
             Ok(user) => user,

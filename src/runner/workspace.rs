@@ -135,17 +135,26 @@ pub fn hand_over(folder: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()
 
 /// Who the container runs as, and who must own the job folder: the configured non-root user when
 /// the daemon is root (it hands the folder over), else the daemon's own user (never root).
-pub fn container_identity(settings: &Settings) -> std::io::Result<(String, Option<(u32, u32)>)> {
+pub fn container_identity(settings: &Settings) -> std::io::Result<Identity> {
     let (uid, gid) = own_ids(&settings.data_dir)?;
     if uid != 0 {
-        return Ok((format!("{uid}:{gid}"), None));
+        return Ok(Identity {
+            user: format!("{uid}:{gid}"),
+            owner: None,
+        });
     }
-    let owner = settings
-        .container_user
-        .split_once(':')
-        .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
-        .unwrap_or((1000, 1000));
-    Ok((settings.container_user.clone(), Some(owner)))
+    let (uid, gid) = settings.container_user;
+    Ok(Identity {
+        user: format!("{uid}:{gid}"),
+        owner: Some((uid, gid)),
+    })
+}
+
+/// The user a container runs as, and the owner its folder is handed to (none: already ours).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub owner: Option<(u32, u32)>,
 }
 
 /// `config.json`: the task's configuration without `runtime`/`processors`, with `action`,
