@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::config::{deep_merge, replace_placeholders, Configuration, Row};
-use crate::job::Job;
+use crate::model::Job;
+use crate::model::{deep_merge, replace_placeholders, Configuration, Row};
 use crate::runner::Task;
 
 /// The component whose configurations hold variable definitions and their value sets.
@@ -229,7 +229,7 @@ fn variable_values(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Row;
+    use crate::model::Row;
 
     fn row(id: &str, disabled: bool, configuration: Value) -> Row {
         Row {

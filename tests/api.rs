@@ -5,7 +5,7 @@ mod common;
 use bytes::Bytes;
 use common::{Options, TestDaemon, COMPONENT, SMALL_COMPONENT, TOKEN};
 use hyper::Method;
-use jobq::http::client::ApiClient;
+use jobq::cli::client::ApiClient;
 use serde_json::{json, Value};
 
 fn assert_error_body(body: &Value, code: u16, message_part: &str) {

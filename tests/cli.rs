@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jobq::http::client::ApiClient;
+use jobq::cli::client::ApiClient;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_jobq");
 

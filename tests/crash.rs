@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{fixture_image, COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG, TOKEN};
-use jobq::http::client::ApiClient;
+use jobq::cli::client::ApiClient;
 use serde_json::{json, Value};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_jobq");

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use bytes::Bytes;
 use common::{Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
 use hyper::Method;
-use jobq::http::client::Answer;
+use jobq::cli::client::Answer;
 use jobq::secrets::{Scope, Secrets, KEY_FILE};
 use serde_json::{json, Value};
 

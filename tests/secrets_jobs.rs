@@ -201,7 +201,7 @@ async fn the_daemon_log_hides_secrets_the_component_printed() {
         assert!(child.try_wait().unwrap().is_none(), "jobq exited: {log}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    let client = jobq::http::client::ApiClient::new(addr, common::TOKEN);
+    let client = jobq::cli::client::ApiClient::new(addr, common::TOKEN);
     let body = json!({"component": COMPONENT, "configData": {"parameters": {"#password": SECRET, "reveal": "#password", "exit_code": 2}}});
     let created = client.post_json("/jobs", &body).await.unwrap().json();
     let id = created["id"].as_str().unwrap();

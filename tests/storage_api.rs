@@ -8,7 +8,7 @@ use common::{
     SMALL_COMPONENT, TOKEN,
 };
 use hyper::Method;
-use jobq::http::client::Answer;
+use jobq::cli::client::Answer;
 use serde_json::{json, Value};
 
 /// The default branch's id in the test settings.

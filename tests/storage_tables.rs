@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::{Options, TestDaemon, TOKEN};
 use hyper::Method;
-use jobq::http::client::Answer;
+use jobq::cli::client::Answer;
 use serde_json::{json, Value};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_jobq");

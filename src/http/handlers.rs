@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use crate::http::error::ApiError;
 use crate::http::query::{self, Query};
 use crate::http::{render, RUN_ID_HEADER};
-use crate::job::Mode;
+use crate::model::Mode;
 use crate::queue::{NewJob, Queue};
 use crate::settings::Token;
 
@@ -179,7 +179,7 @@ pub fn grouped_jobs(context: &Context<'_>) -> Answer {
 pub fn project_stats(context: &Context<'_>) -> Answer {
     let sum: i64 = context
         .queue
-        .search_all(&crate::job::JobQuery::default())?
+        .search_all(&crate::model::JobQuery::default())?
         .iter()
         .filter_map(|job| job.duration_seconds())
         .sum();

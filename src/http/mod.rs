@@ -1,6 +1,5 @@
 //! The HTTP API on hyper (the only module that knows hyper): routing, tokens, bodies, answers.
 
-pub mod client;
 mod encrypt;
 pub mod error;
 mod handlers;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::http::error::ApiError;
-use crate::job::{parse_time, JobQuery, JobType, Mode, SortKey, Status, TimeRange};
+use crate::model::{parse_time, JobQuery, JobType, Mode, SortKey, Status, TimeRange};
 
 /// A parsed query string: each name (with `[]` / `[N]` removed) and its values in order.
 pub struct Query {

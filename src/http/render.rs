@@ -3,9 +3,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{Branch, Configuration, Row};
-use crate::job::{format_time, Event, Job};
-use crate::storage::{Bucket, StoredFile, Table};
+use crate::model::{format_time, Event, Job};
+use crate::model::{Branch, Configuration, Row};
+use crate::model::{Bucket, StoredFile, Table};
 
 /// The job object of spec/queue.md: every field, ids as strings, times ISO 8601.
 pub fn job(job: &Job, public_url: &str) -> Value {

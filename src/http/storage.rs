@@ -14,11 +14,11 @@ use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::config::{Branch, Configuration, Row};
 use crate::http::error::ApiError;
 use crate::http::query::Query;
 use crate::http::render::{self, Include};
-use crate::job::now_micros;
+use crate::model::now_micros;
+use crate::model::{Branch, Configuration, Row};
 use crate::secrets::{self, Secrets};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError, UpdateError};

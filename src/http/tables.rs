@@ -20,11 +20,9 @@ use serde_json::Value;
 use crate::http::error::ApiError;
 use crate::http::query::Query;
 use crate::http::render;
-use crate::job::parse_time;
+use crate::model::{parse_time, StoredFile, Table};
 use crate::settings::Settings;
-use crate::storage::{
-    Export, LoadRequest, LoadSource, Operator, RowFilter, Storage, StorageError, Table,
-};
+use crate::storage::{Export, LoadRequest, LoadSource, Operator, RowFilter, Storage, StorageError};
 use crate::store::StoreError;
 
 /// What the table and file routes work with.
@@ -335,7 +333,7 @@ impl Context<'_> {
         Ok(objects[0].take())
     }
 
-    fn file(&self, id: &str) -> Result<crate::storage::StoredFile, ApiError> {
+    fn file(&self, id: &str) -> Result<StoredFile, ApiError> {
         let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("File {id} not found"));
         let id = id.parse::<u64>().map_err(|_| not_found())?;
         self.storage.file(id)?.ok_or_else(not_found)

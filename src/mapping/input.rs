@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::job::{format_time, parse_time};
 use crate::mapping::{safety, table_entry};
+use crate::model::{format_time, parse_time};
 use crate::storage::{Export, Operator, RowFilter, Storage};
 
 /// What the input mapping put into `in/`.

@@ -1,8 +1,8 @@
 //! Creating jobs: validation, resolution of tag, parallelism and backend, job trees.
 
 use super::{NewJob, Queue, QueueError};
-use crate::config::Configuration;
-use crate::job::{now_micros, parse_time, DesiredStatus, Job, JobType, Mode, Status};
+use crate::model::Configuration;
+use crate::model::{now_micros, parse_time, DesiredStatus, Job, JobType, Mode, Status};
 use crate::plan;
 use crate::secrets::Scope;
 use crate::settings::Token;

@@ -2,9 +2,9 @@
 
 use super::{Queue, QueueError, RETRY_INTERVAL};
 use crate::debug;
-use crate::job::{now_micros, EventSource, EventType, Job, JobType, Mode, Status};
 use crate::mapping::input::{self, Inputs};
 use crate::mapping::output::{self, OutputMapping, Outputs};
+use crate::model::{now_micros, EventSource, EventType, Job, JobType, Mode, Status};
 use crate::plan::{self, Plan};
 use crate::runner::outcome::{self, Verdict};
 use crate::runner::workspace::{self, Workspace};

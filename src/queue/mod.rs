@@ -6,13 +6,13 @@ mod execute;
 mod recovery;
 mod scheduler;
 
-use crate::job::{
+use crate::model::TransitionForbidden;
+use crate::model::{
     now_micros, DesiredStatus, Event, EventSource, EventType, Job, JobQuery, Mode, NewEvent, Status,
 };
 use crate::runner::Runner;
 use crate::secrets::{Redactor, Secrets};
 use crate::settings::Settings;
-use crate::state::TransitionForbidden;
 use crate::storage::Storage;
 use crate::store::{Store, StoreError, UpdateError};
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! What a previous process left: re-attaching, requeueing, and sweeping leftovers.
 
 use super::{Queue, QueueError};
-use crate::job::{now_micros, EventType, JobType, Status};
+use crate::model::{now_micros, EventType, JobType, Status};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 

@@ -1,7 +1,7 @@
 //! The scheduler: kills, configuration locks, parallelism, capacity and delays.
 
 use super::{Queue, QueueError, RETRY_INTERVAL, SWEEP_INTERVAL};
-use crate::job::{now_micros, DesiredStatus, EventType, Job, JobType, Status};
+use crate::model::{now_micros, DesiredStatus, EventType, Job, JobType, Status};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::failpoint;
-use crate::job::{EventSource, EventType, Job, Status};
+use crate::model::{EventSource, EventType, Job, Status};
 use crate::settings::{Component, Settings};
 use outcome::{Exit, ExitContext, Verdict};
 use output::{HeadTail, LineSplitter};
@@ -283,7 +283,7 @@ impl Runner {
             run,
             &container_id,
             &images,
-            crate::job::now_micros(),
+            crate::model::now_micros(),
             cancel,
         )
         .await
@@ -328,7 +328,7 @@ impl Runner {
                 Ok(images) => images,
                 Err(_) => json!([{"id": image, "digests": []}]),
             };
-            let started = started_at.unwrap_or_else(crate::job::now_micros);
+            let started = started_at.unwrap_or_else(crate::model::now_micros);
             return self
                 .follow(run, container_id, &images, started, cancel)
                 .await;
@@ -355,7 +355,7 @@ impl Runner {
             ..
         } = *run;
         let image = component.image_reference(&job.tag);
-        let elapsed = Duration::from_micros((crate::job::now_micros() - started).max(0) as u64);
+        let elapsed = Duration::from_micros((crate::model::now_micros() - started).max(0) as u64);
         let deadline =
             tokio::time::Instant::now() + component.process_timeout.saturating_sub(elapsed);
         let (exit, stdout, stderr) = loop {

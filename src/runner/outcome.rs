@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::job::Status;
+use crate::model::Status;
 use crate::runner::output::message_text;
 
 /// How the container ended, as the runner observed it.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
-use crate::job::Job;
+use crate::model::Job;
 use crate::settings::{Component, Settings};
 
 /// What one container of a job runs: the effective configuration (rows merged, variables

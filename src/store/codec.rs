@@ -7,9 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::StoreError;
-use crate::config::{Branch, Configuration};
-use crate::job::{Event, Job};
-use crate::storage::{Bucket, StoredFile, Table};
+use crate::model::{Branch, Configuration};
+use crate::model::{Bucket, StoredFile, Table};
+use crate::model::{Event, Job};
 
 /// The format version written for job records.
 pub(super) const JOB_VERSION: u8 = 1;
@@ -171,7 +171,7 @@ fn decode_body<T: DeserializeOwned>(record: &'static str, body: &[u8]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{DesiredStatus, EventType, JobType, Mode, Status};
+    use crate::model::{DesiredStatus, EventType, JobType, Mode, Status};
     use serde_json::json;
 
     fn job() -> Job {
@@ -228,7 +228,7 @@ mod tests {
             id: 9,
             job_id: 7,
             event_type: EventType::Warn,
-            source: crate::job::EventSource::Stderr,
+            source: crate::model::EventSource::Stderr,
             message: "héllo\nworld".to_string(),
             created: 12,
             run_id: "7".to_string(),
@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn configuration_and_branch_round_trip() {
-        let row = crate::config::Row {
+        let row = crate::model::Row {
             id: "r1".to_string(),
             name: "row".to_string(),
             description: String::new(),

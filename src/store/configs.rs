@@ -12,7 +12,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::tables::*;
 use super::{codec, next_in_sequence, Fail, Store, StoreError, UpdateError};
-use crate::config::{Branch, Configuration};
+use crate::model::{Branch, Configuration};
 
 impl Store {
     /// When the store file was made (Unix microseconds): the default branch's `created`.
@@ -255,7 +255,7 @@ pub(super) fn prepare(txn: &WriteTransaction) -> Result<(), Fail> {
     txn.open_table(CONFIGURATIONS)?;
     let mut meta = txn.open_table(META)?;
     if meta.get(META_CREATED_TIME)?.is_none() {
-        meta.insert(META_CREATED_TIME, crate::job::now_micros().max(0) as u64)?;
+        meta.insert(META_CREATED_TIME, crate::model::now_micros().max(0) as u64)?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use serde_json::json;
 
 use super::*;
-use crate::config::Row;
+use crate::model::Row;
 
 fn open_temp() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -349,7 +349,7 @@ fn deleting_a_branch_deletes_its_configurations_only() {
 fn the_creation_time_is_kept_across_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("jobq.redb");
-    let before = crate::job::now_micros();
+    let before = crate::model::now_micros();
     let created = Store::open(&path).unwrap().created_time().unwrap();
     assert!(created >= before, "{created} < {before}");
     std::thread::sleep(std::time::Duration::from_millis(2));

@@ -20,7 +20,7 @@ use redb::{
     ReadableDatabase, ReadableTable, WriteTransaction,
 };
 
-use crate::job::{Event, EventSource, Job, JobQuery, NewEvent, SortKey, Status};
+use crate::model::{Event, EventSource, Job, JobQuery, NewEvent, SortKey, Status};
 use tables::*;
 
 /// The job store over one redb file. Cheap to share through an `Arc`; every method is blocking.

@@ -7,7 +7,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::tables::*;
 use super::{codec, next_in_sequence, Fail, Store, StoreError};
-use crate::storage::{Bucket, StoredFile, Table};
+use crate::model::{Bucket, StoredFile, Table};
 
 impl Store {
     /// All buckets, by id.

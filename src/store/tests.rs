@@ -5,8 +5,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::job::{EventType, Mode, TimeRange};
-use crate::state::TransitionForbidden;
+use crate::model::TransitionForbidden;
+use crate::model::{EventType, Mode, TimeRange};
 
 /// An event of `job_id` as the runner records a stdout line.
 fn new_event<'a>(

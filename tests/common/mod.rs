@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use jobq::cli::client::{Answer, ApiClient};
 use jobq::daemon::Daemon;
-use jobq::http::client::{Answer, ApiClient};
 use jobq::runner::Runner;
 use jobq::settings::Settings;
 use serde_json::{json, Value};

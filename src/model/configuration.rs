@@ -30,10 +30,10 @@ pub struct Configuration {
     pub version: u64,
     pub is_disabled: bool,
     /// `parameters`, `storage`, `processors`, `runtime`, `authorization`, `variables_id`, ...
-    #[serde(with = "crate::job::json_text")]
+    #[serde(with = "super::job::json_text")]
     pub configuration: Value,
     /// `{"component": {...}, "storage": {"input": {...}}}`; `{}` when none.
-    #[serde(with = "crate::job::json_text")]
+    #[serde(with = "super::job::json_text")]
     pub state: Value,
     /// In their sort order.
     pub rows: Vec<Row>,
@@ -51,9 +51,9 @@ pub struct Row {
     /// The row's own version: starts at 1, every change of this row adds one.
     pub version: u64,
     pub is_disabled: bool,
-    #[serde(with = "crate::job::json_text")]
+    #[serde(with = "super::job::json_text")]
     pub configuration: Value,
-    #[serde(with = "crate::job::json_text")]
+    #[serde(with = "super::job::json_text")]
     pub state: Value,
     pub created: i64,
 }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use crate::cli::client::ApiClient;
 use crate::daemon::Daemon;
-use crate::http::client::ApiClient;
 use crate::runner::Runner;
 use crate::settings::Settings;
 

@@ -1,6 +1,75 @@
-//! The job state machine: the one pure function every status change goes through.
+//! The nine job statuses and the state machine: the one pure function every status change goes through.
 
-use crate::job::Status;
+use serde::{Deserialize, Serialize};
+
+/// The nine job statuses of the Job Queue API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Status {
+    Created,
+    Waiting,
+    Processing,
+    Success,
+    Warning,
+    Error,
+    Terminating,
+    Terminated,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::Created,
+        Status::Waiting,
+        Status::Processing,
+        Status::Success,
+        Status::Warning,
+        Status::Error,
+        Status::Terminating,
+        Status::Terminated,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Waiting => "waiting",
+            Status::Processing => "processing",
+            Status::Success => "success",
+            Status::Warning => "warning",
+            Status::Error => "error",
+            Status::Terminating => "terminating",
+            Status::Terminated => "terminated",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Success, warning, error, terminated and cancelled are final.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Status::Success
+                | Status::Warning
+                | Status::Error
+                | Status::Terminated
+                | Status::Cancelled
+        )
+    }
+
+    /// A stable one-byte code, used as a key by the store's status index.
+    pub fn code(self) -> u8 {
+        Status::ALL.iter().position(|s| *s == self).unwrap_or(0) as u8
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A status change the state machine does not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -3,76 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::state::{self, TransitionForbidden};
-
-/// The nine job statuses of the Job Queue API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Status {
-    Created,
-    Waiting,
-    Processing,
-    Success,
-    Warning,
-    Error,
-    Terminating,
-    Terminated,
-    Cancelled,
-}
-
-impl Status {
-    pub const ALL: [Status; 9] = [
-        Status::Created,
-        Status::Waiting,
-        Status::Processing,
-        Status::Success,
-        Status::Warning,
-        Status::Error,
-        Status::Terminating,
-        Status::Terminated,
-        Status::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Created => "created",
-            Status::Waiting => "waiting",
-            Status::Processing => "processing",
-            Status::Success => "success",
-            Status::Warning => "warning",
-            Status::Error => "error",
-            Status::Terminating => "terminating",
-            Status::Terminated => "terminated",
-            Status::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// Success, warning, error, terminated and cancelled are final.
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            Status::Success
-                | Status::Warning
-                | Status::Error
-                | Status::Terminated
-                | Status::Cancelled
-        )
-    }
-
-    /// A stable one-byte code, used as a key by the store's status index.
-    pub fn code(self) -> u8 {
-        Status::ALL.iter().position(|s| *s == self).unwrap_or(0) as u8
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::status::{transition, Status, TransitionForbidden};
 
 /// How a job was asked to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,7 +134,7 @@ pub struct Job {
 impl Job {
     /// Moves the job to `to` through the state machine, stamping start and end times.
     pub fn move_to(&mut self, to: Status, now: i64) -> Result<(), TransitionForbidden> {
-        self.status = state::transition(self.status, to)?;
+        self.status = transition(self.status, to)?;
         match to {
             Status::Processing => self.start_time = Some(now),
             // A requeued job starts afresh.
@@ -272,61 +203,6 @@ impl Job {
             revision: 0,
         }
     }
-}
-
-/// Event severity, as Storage events name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EventType {
-    Info,
-    Warn,
-    Error,
-}
-
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Info => "info",
-            EventType::Warn => "warn",
-            EventType::Error => "error",
-        }
-    }
-}
-
-/// Who wrote an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EventSource {
-    /// jobq itself (runner messages, the final error).
-    Jobq,
-    /// A line the component printed to stdout. Counting these lets a re-attached run resume
-    /// the container's log exactly where the stored events stop.
-    Stdout,
-    /// The component's stderr.
-    Stderr,
-}
-
-/// One line of a job's log. `id` comes from one sequence across all jobs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    pub id: u64,
-    pub job_id: u64,
-    pub event_type: EventType,
-    pub source: EventSource,
-    pub message: String,
-    pub created: i64,
-    pub run_id: String,
-    pub component: String,
-}
-
-/// An event to append; the store gives it its id.
-#[derive(Debug, Clone, Copy)]
-pub struct NewEvent<'a> {
-    pub job_id: u64,
-    pub event_type: EventType,
-    pub source: EventSource,
-    pub message: &'a str,
-    pub run_id: &'a str,
-    pub component: &'a str,
-    pub created: i64,
 }
 
 /// The listing keys `sortBy` accepts.
@@ -517,54 +393,4 @@ pub(crate) mod json_text {
         let text = String::deserialize(deserializer)?;
         serde_json::from_str(&text).map_err(serde::de::Error::custom)
     }
-}
-
-/// The current time as Unix microseconds.
-pub fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
-
-/// ISO 8601 UTC with `+00:00`, as the Queue API writes times.
-pub fn format_time(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-}
-
-/// ISO 8601 (`2024-01-02T03:04:05+00:00`, or a plain date), `now`, `today`, `yesterday`,
-/// or relative `-N unit` / `N units ago` (second, minute, hour, day, week).
-pub fn parse_time(text: &str) -> Option<i64> {
-    use chrono::{DateTime, NaiveDate, Utc};
-    let text = text.trim();
-    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-        return Some(time.timestamp_micros());
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
-    }
-    let now = Utc::now();
-    let midnight = now.date_naive().and_hms_opt(0, 0, 0)?.and_utc();
-    match text {
-        "now" => return Some(now.timestamp_micros()),
-        "today" => return Some(midnight.timestamp_micros()),
-        "yesterday" => return Some((midnight - chrono::Duration::days(1)).timestamp_micros()),
-        _ => {}
-    }
-    let relative = text.strip_suffix(" ago").map(|t| format!("-{t}"));
-    let relative = relative.as_deref().unwrap_or(text);
-    let mut words = relative.split_whitespace();
-    let amount: i64 = words.next()?.parse().ok()?;
-    let unit = words.next()?.trim_end_matches('s');
-    let seconds = match unit {
-        "second" | "sec" => 1,
-        "minute" | "min" => 60,
-        "hour" => 3600,
-        "day" => 86_400,
-        "week" => 604_800,
-        _ => return None,
-    };
-    if words.next().is_some() {
-        return None;
-    }
-    Some(now.timestamp_micros() + amount * seconds * 1_000_000)
 }

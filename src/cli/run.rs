@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::http::client::{ApiClient, ClientError};
+use crate::cli::client::{ApiClient, ClientError};
 
 /// Why snapshots could not be fetched.
 #[derive(Debug, thiserror::Error)]

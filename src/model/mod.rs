@@ -1,0 +1,18 @@
+//! Plain data shared by every part of jobq: jobs and their statuses, events, stored
+//! configurations, Storage records and times. A leaf: it imports nothing else of the crate.
+
+mod configuration;
+mod event;
+mod job;
+mod status;
+mod storage;
+mod time;
+
+pub use configuration::{
+    deep_merge, placeholders, replace_placeholders, Branch, Configuration, Row,
+};
+pub use event::{Event, EventSource, EventType, NewEvent};
+pub use job::{DesiredStatus, Job, JobQuery, JobType, Mode, SortKey, TimeRange};
+pub use status::{transition, Status, TransitionForbidden};
+pub use storage::{Bucket, StoredFile, Table};
+pub use time::{format_time, now_micros, parse_time};
