@@ -11,10 +11,7 @@ use zip::write::SimpleFileOptions;
 use zip::ZipWriter;
 
 use crate::mapping::safety::{self, Entry};
-use crate::secrets::{self, HIDDEN};
-
-/// The files whose secrets are hidden in an archive (relative to the data folder).
-const SECRET_FILES: [&str; 3] = ["config.json", "in/state.json", "out/state.json"];
+use crate::secrets::{self, HIDDEN, SECRET_FILES};
 
 /// Why an archive could not be made.
 #[derive(Debug, thiserror::Error)]

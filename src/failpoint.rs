@@ -15,6 +15,8 @@ pub const CONTAINER_CREATED: &str = "container-created";
 pub const CONTAINER_STARTED: &str = "container-started";
 /// After the container ended, before the job's final status is written.
 pub const CONTAINER_ENDED: &str = "container-ended";
+/// After a row's output mapping loaded its tables, before the row is recorded.
+pub const OUTPUT_MAPPED: &str = "output-mapped";
 
 /// Aborts the process if `point` is armed and this is its n-th pass.
 pub fn hit(point: &str) {

@@ -152,16 +152,20 @@ async fn stored_configurations_and_state_keep_only_ciphertexts() {
         .unwrap()
         .starts_with("KBC::"));
 
-    // The next run finds the state decrypted in in/state.json.
+    // The next run's container finds the state decrypted in in/state.json; once the job has
+    // ended, the file keeps it hidden.
     let second = run(&t, json!({"component": COMPONENT, "config": "s"})).await;
-    let state = std::fs::read(t.data_dir.path().join(format!(
-        "jobs/{}/data/in/state.json",
-        second["id"].as_str().unwrap()
-    )))
+    let second = second["id"].as_str().unwrap();
+    assert_eq!(t.echo(second)["state"], json!({"#cursor": SECRET}));
+    let state = std::fs::read(
+        t.data_dir
+            .path()
+            .join(format!("jobs/{second}/data/in/state.json")),
+    )
     .unwrap();
     assert_eq!(
         serde_json::from_slice::<Value>(&state).unwrap(),
-        json!({"#cursor": SECRET})
+        json!({"#cursor": "[hidden]"})
     );
     let store = std::fs::read(t.data_dir.path().join("jobq.redb")).unwrap();
     assert!(!contains(&store, SECRET), "the redb file holds the secret");

@@ -66,7 +66,9 @@ impl From<QueueError> for ApiError {
             QueueError::NotKillable { .. } => {
                 ApiError::bad_request(message).with_code("statusTransitionForbidden")
             }
-            QueueError::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+            QueueError::Forbidden(_) | QueueError::Store(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+            }
         }
     }
 }

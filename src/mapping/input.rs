@@ -10,7 +10,7 @@ use crate::model::{format_time, parse_time};
 use crate::storage::{Export, Operator, RowFilter, Storage};
 
 /// What the input mapping put into `in/`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Inputs {
     /// `result.input.tables` entries.
     pub tables: Vec<Value>,

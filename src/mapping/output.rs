@@ -28,6 +28,9 @@ pub struct OutputMapping<'a> {
     pub default_bucket: Option<String>,
     /// The component failed: only tables marked `write_always` are loaded.
     pub failed: bool,
+    /// Each table's load id is this, `/`, and the table's file name: a mapping run again after
+    /// a crash loads no table twice.
+    pub load_id: String,
 }
 
 /// The default bucket of a component's configuration: `in.c-<component id with every character
@@ -66,6 +69,7 @@ impl OutputMapping<'_> {
                 incremental: settings.incremental,
                 primary_key: settings.primary_key.clone(),
                 delete_where: settings.delete_where()?,
+                load_id: Some(format!("{}/{name}", self.load_id)),
                 ..LoadRequest::new(&destination, LoadSource::Path(path.clone()))
             };
             if kind == Entry::Folder && request.columns.is_none() {

@@ -1,15 +1,17 @@
-//! Running a job: its rows and images, mapping, state, debug snapshots, and its end.
+//! Running a job: a pipeline of named phases over its rows and images, ending through `end`.
 
+use super::end::Ending;
 use super::{Queue, QueueError, RETRY_INTERVAL};
 use crate::debug;
+use crate::failpoint;
 use crate::mapping::input::{self, Inputs};
 use crate::mapping::output::{self, OutputMapping, Outputs};
-use crate::model::{now_micros, EventSource, EventType, Job, JobType, Mode, Status};
+use crate::model::{EventSource, EventType, Job, Mode, Status};
 use crate::plan::{self, Plan};
 use crate::runner::outcome::{self, Verdict};
 use crate::runner::workspace::{self, Workspace};
-use crate::runner::{Run, RunObserver, RunOutcome, Task};
-use crate::secrets::{self, Redactor, Scope};
+use crate::runner::{Finished, Run, RunObserver, RunOutcome, Task};
+use crate::secrets::{self, Redactor, Registration, Scope};
 use crate::settings::Component;
 use crate::store::UpdateError;
 use serde_json::{json, Value};
@@ -25,13 +27,19 @@ impl Queue {
         container_id: Option<String>,
         cancel: CancellationToken,
     ) {
-        let requeued = match self.run_job(&job, container_id, &cancel).await {
-            Ok(requeued) => requeued,
-            Err(error) => {
-                tracing::error!(job_id = job.id, %error, "cannot record the end of a job");
-                false
+        let stopped = self.run_job(&job, container_id, &cancel).await;
+        let requeued = match stopped {
+            Ok(()) => Ok(false),
+            Err(Stop::Requeue(reason)) => self.requeue(&job, &reason).map(|()| true),
+            Err(Stop::Fail(message)) => {
+                self.end(job.id, Ending::UserError(message)).map(|()| false)
             }
+            Err(Stop::Store(error)) => Err(error),
         };
+        let requeued = requeued.unwrap_or_else(|error| {
+            tracing::error!(job_id = job.id, %error, "cannot record the end of a job");
+            false
+        });
         self.lock_redactors().remove(&job.id);
         if requeued {
             // Retried after a pause rather than in a tight loop.
@@ -41,226 +49,285 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// Runs the job's remaining tasks (rows) one after another, and in each its images
-    /// (processors before, the component, processors after), recording each image's end. A
-    /// finished container's result is stored first, then the container is removed, then the job
-    /// takes its final status: a crash at any step loses neither a result nor a container, and a
-    /// finished job has no container left. Returns whether the job went back to `created`.
+    /// One job's run, phase by phase:
+    ///
+    /// 1. **prepare**: resolve what it runs (stored configuration, rows, variables), decrypt
+    ///    its secrets and register them to be hidden in everything it records;
+    /// 2. for each row not done yet (a resumed job goes on after `rows_done`):
+    ///    1. **start row** (unless resuming inside it): a fresh folder with `in/state.json`,
+    ///       then the input mapping, whose result is kept beside the folder;
+    ///    2. for each image not done yet (processors before, the component, processors after):
+    ///       1. **start image** (unless re-attaching): `out/` becomes `in/`, its `config.json`,
+    ///          in debug mode the stage archive;
+    ///       2. **run or re-attach** its container until it ends;
+    ///       3. a successful image that is not the row's last: **finish image** (record it,
+    ///          remove its container) and go on with the next image;
+    ///    3. **finish row**: seal the folder's secrets, output mapping (each table once),
+    ///       state after the last row, record the row, remove its container;
+    /// 3. **end**: the job's final status, result and final event, its parent settled.
+    ///
+    /// A result is stored before its container is removed, and the container removed before
+    /// the job ends, so a crash at any step loses neither. A platform failure before a
+    /// container started is `Stop::Requeue`; a user error found outside a container
+    /// `Stop::Fail`.
     async fn run_job(
         &self,
         job: &Job,
         mut attach_to: Option<String>,
         cancel: &CancellationToken,
-    ) -> Result<bool, QueueError> {
-        let Some(component) = self.settings.component(&job.component) else {
-            let reason = format!("component \"{}\" is no longer registered", job.component);
-            return self.requeue(job, &reason).map(|()| true);
-        };
-        let mut plan = match self.plan(job) {
-            Ok(plan) => plan,
-            Err(message) => return self.fail(job, message).map(|()| false),
-        };
-        // Secrets are decrypted only into the running job's folder, and hidden in all it records.
-        let reader = Scope::for_job(&job.component, &job.project_id, job.config.as_deref());
-        let mut found = Vec::new();
-        for task in &mut plan.tasks {
-            let decrypted = self
-                .secrets
-                .decrypt_json(&mut task.configuration, &reader, &mut found)
-                .and_then(|()| {
-                    self.secrets
-                        .decrypt_json(&mut task.state, &reader, &mut found)
-                });
-            if let Err(error) = decrypted {
-                return self.fail(job, error.to_string()).map(|()| false);
-            }
-        }
-        let _logs_hide_them = secrets::register(&found);
-        self.lock_redactors()
-            .insert(job.id, Arc::new(Redactor::new(&found)));
-        if job.rows_done == 0 && job.stages_done == 0 && attach_to.is_none() {
-            for row in &plan.skipped_rows {
-                self.event(
-                    job,
-                    EventType::Info,
-                    &format!("Skipping disabled configuration: {row}"),
-                );
-            }
-        }
+    ) -> Result<(), Stop> {
+        let prepared = self.prepare(job, attach_to.is_none())?;
+        let (component, plan) = (prepared.component, &prepared.plan);
         let total = plan.tasks.len();
         let mut job = job.clone();
         for (index, task) in plan.tasks.iter().enumerate().skip(job.rows_done as usize) {
-            let images = match self.images(&job, component, task) {
-                Ok(images) => images,
-                Err(message) => return self.fail(&job, message).map(|()| false),
-            };
-            let workspace = Workspace::of(&task.folder);
-            let mut inputs = Inputs::default();
+            let images = self.images(&job, component, task).map_err(Stop::Fail)?;
             if job.stages_done == 0 && attach_to.is_none() {
-                let message = format!(
-                    "Running component {} (row {} of {total})",
-                    component.id,
-                    index + 1
-                );
-                self.event(&job, EventType::Info, &message);
-                let prepared = tokio::task::block_in_place(|| {
-                    workspace::prepare(&task.folder, &task.state).map_err(|error| error.to_string())
-                });
-                if let Err(reason) = prepared {
-                    return self
-                        .requeue(&job, &format!("cannot prepare the job folder: {reason}"))
-                        .map(|()| true);
-                }
-                inputs = match tokio::task::block_in_place(|| {
-                    input::map_inputs(&self.storage, &task.configuration, &workspace.data)
-                }) {
-                    Ok(inputs) => inputs,
-                    Err(message) => return self.fail(&job, message).map(|()| false),
-                };
+                self.start_row(&job, component, task, index, total)?;
             }
             for (stage, image) in images.iter().enumerate().skip(job.stages_done as usize) {
                 let reattach = attach_to.take();
                 if reattach.is_none() {
-                    let staged = tokio::task::block_in_place(|| -> Result<(), String> {
-                        if stage > 0 {
-                            workspace::rotate(&task.folder, stage)
-                                .map_err(|error| error.to_string())?;
-                        }
-                        workspace::write_config(&workspace, &image.config)
-                            .map_err(|error| error.to_string())
-                    });
-                    if let Err(reason) = staged {
-                        return self
-                            .requeue(&job, &format!("cannot prepare the next image: {reason}"))
-                            .map(|()| true);
-                    }
-                    if job.mode == Mode::Debug {
-                        self.snapshot(&job, task, image.component, Some(stage))?;
-                    }
-                    if image.processor {
-                        self.event(
-                            &job,
-                            EventType::Info,
-                            &format!("Running processor {}", image.component.id),
-                        );
-                    }
+                    self.start_image(&job, task, stage, image)?;
                 }
-                let observer = JobObserver {
-                    queue: self,
-                    job: &job,
-                    stdout_base: AtomicU64::new(job.stdout_base),
-                };
-                let run = Run {
-                    job: &job,
-                    task,
-                    stage,
-                    component: image.component,
-                    settings: &self.settings,
-                    observer: &observer,
-                };
-                let outcome = match reattach {
-                    Some(container_id) => {
-                        self.runner
-                            .attach(&run, &container_id, cancel.clone())
-                            .await
-                    }
-                    None => self.runner.run(&run, cancel.clone()).await,
-                };
-                let (image_verdict, image_result, exception_id, usage_data, container_id) =
-                    match outcome {
-                        RunOutcome::Finished {
-                            verdict,
-                            images,
-                            exception_id,
-                            usage_data,
-                            container_id,
-                        } => (verdict, images, exception_id, usage_data, container_id),
-                        RunOutcome::Requeue { reason } => {
-                            return self.requeue(&job, &reason).map(|()| true)
-                        }
-                    };
-                let mut verdict = image_verdict;
-                let image_done = verdict.status == Status::Success && stage + 1 < images.len();
-                if image_done {
-                    // Only this image is done: the row goes on with the next one.
-                    job = self.update(job.id, |job| {
-                        add_image(&mut job.result, stage, image_result);
-                        job.stages_done += 1;
-                        job.container_id = None;
-                        Ok(())
-                    })?;
-                    if let Some(container_id) = container_id {
-                        self.runner.remove_container(&container_id).await;
-                    }
+                let ran = self
+                    .run_image(&job, task, stage, image, reattach, cancel)
+                    .await?;
+                if ran.verdict.status == Status::Success && stage + 1 < images.len() {
+                    job = self.finish_image(&job, task, stage, ran).await?;
                     continue;
                 }
-                // The row's last image, or a failed one: the row ends here.
-                if verdict.status == Status::Success && job.mode == Mode::Debug {
-                    self.snapshot(&job, task, component, None)?;
-                }
-                let outputs = match self.map_outputs(&job, component, task, &verdict) {
-                    Ok(outputs) => outputs,
-                    Err(message) => {
-                        verdict = outcome::user_verdict(message);
-                        Outputs::default()
-                    }
+                let row = Row {
+                    task,
+                    index,
+                    stage,
+                    last: index + 1 == total,
                 };
-                let ends = index + 1 == total || verdict.status != Status::Success;
-                if ends && verdict.status == Status::Success {
-                    self.save_state(&job, &plan)?;
-                }
-                job = self.update(job.id, |job| {
-                    add_image(&mut job.result, stage, image_result);
-                    if let Some(usage) = usage_data {
-                        job.usage_data = usage;
+                match self.finish_row(&job, component, plan, row, ran).await? {
+                    RowEnd::Next(updated) => {
+                        job = *updated;
+                        break;
                     }
-                    add_storage_results(&mut job.result, &mut job.metrics, &inputs, &outputs);
-                    job.rows_done += 1;
-                    job.stages_done = 0;
-                    job.container_id = None;
-                    if ends {
-                        job.result["message"] = json!(self.redact(job.id, &verdict.message));
-                        if let Some(kind) = verdict.error {
-                            job.result["error"] =
-                                json!({"type": kind.as_str(), "exceptionId": exception_id});
-                        }
-                        plan.describe(&mut job.result);
-                        job.outcome = Some(verdict.status);
-                    }
-                    Ok(())
-                })?;
-                if let Some(container_id) = container_id {
-                    self.runner.remove_container(&container_id).await;
+                    RowEnd::JobEnded => return Ok(()),
                 }
-                if ends {
-                    return self.finalize(&job).map(|()| false);
-                }
-                break;
             }
         }
         // No row was selected: nothing ran.
-        let finished = self.update(job.id, |job| {
+        self.update(job.id, |job| {
             job.result = json!({"message": "No configurations executed.", "images": []});
             plan.describe(&mut job.result);
             job.outcome = Some(Status::Success);
-            Ok(())
         })?;
-        self.finalize(&finished).map(|()| false)
+        self.end(job.id, Ending::Recorded)?;
+        Ok(())
     }
 
-    /// Ends a job with a user error found before (or between) its containers.
-    pub(super) fn fail(&self, job: &Job, message: String) -> Result<(), QueueError> {
-        let failed = self.update(job.id, |job| {
-            if !job.result["images"].is_array() {
-                job.result["images"] = json!([]);
+    /// Phase 1: the job's component, its plan with decrypted secrets, and their registration.
+    fn prepare<'a>(&'a self, job: &Job, fresh: bool) -> Result<Prepared<'a>, Stop> {
+        let Some(component) = self.settings.component(&job.component) else {
+            let reason = format!("component \"{}\" is no longer registered", job.component);
+            return Err(Stop::Requeue(reason));
+        };
+        let mut plan = self.plan(job).map_err(Stop::Fail)?;
+        // Secrets are decrypted only into the running job's folder, and hidden in all it records.
+        let reader = Scope::for_job(&job.component, &job.project_id, job.config.as_deref());
+        let mut found = Vec::new();
+        for task in &mut plan.tasks {
+            self.secrets
+                .decrypt_json(&mut task.configuration, &reader, &mut found)
+                .and_then(|()| {
+                    self.secrets
+                        .decrypt_json(&mut task.state, &reader, &mut found)
+                })
+                .map_err(|error| Stop::Fail(error.to_string()))?;
+        }
+        let registration = secrets::register(&found);
+        self.lock_redactors()
+            .insert(job.id, Arc::new(Redactor::new(&found)));
+        if fresh && job.rows_done == 0 && job.stages_done == 0 {
+            for row in &plan.skipped_rows {
+                let message = format!("Skipping disabled configuration: {row}");
+                self.event(job, EventType::Info, &message);
             }
-            job.result["message"] = json!(message);
-            job.result["error"] =
-                json!({"type": "user", "exceptionId": outcome::new_exception_id()});
-            job.outcome = Some(Status::Error);
-            Ok(())
+        }
+        Ok(Prepared {
+            component,
+            plan,
+            _logs_hide_secrets: registration,
+        })
+    }
+
+    /// Phase 2.1: a fresh folder for the row, and its input mapping.
+    fn start_row(
+        &self,
+        job: &Job,
+        component: &Component,
+        task: &Task,
+        index: usize,
+        total: usize,
+    ) -> Result<(), Stop> {
+        let message = format!(
+            "Running component {} (row {} of {total})",
+            component.id,
+            index + 1
+        );
+        self.event(job, EventType::Info, &message);
+        let workspace =
+            tokio::task::block_in_place(|| workspace::prepare(&task.folder, &task.state)).map_err(
+                |error| Stop::Requeue(format!("cannot prepare the job folder: {error}")),
+            )?;
+        let inputs = tokio::task::block_in_place(|| {
+            input::map_inputs(&self.storage, &task.configuration, &workspace.data)
+        })
+        .map_err(Stop::Fail)?;
+        workspace::save_inputs(&task.folder, &inputs)
+            .map_err(|error| Stop::Requeue(format!("cannot prepare the job folder: {error}")))
+    }
+
+    /// Phase 2.2.1: the folder as the next image must see it.
+    fn start_image(
+        &self,
+        job: &Job,
+        task: &Task,
+        stage: usize,
+        image: &Image<'_>,
+    ) -> Result<(), Stop> {
+        tokio::task::block_in_place(|| -> std::io::Result<()> {
+            if stage > 0 {
+                workspace::rotate(&task.folder, stage)?;
+            }
+            workspace::write_config(&Workspace::of(&task.folder), &image.config)
+        })
+        .map_err(|error| Stop::Requeue(format!("cannot prepare the next image: {error}")))?;
+        if job.mode == Mode::Debug {
+            self.snapshot(job, task, image.component, Some(stage));
+        }
+        if image.processor {
+            let message = format!("Running processor {}", image.component.id);
+            self.event(job, EventType::Info, &message);
+        }
+        Ok(())
+    }
+
+    /// Phase 2.2.2: runs the image's container, or follows the one a previous process started.
+    async fn run_image(
+        &self,
+        job: &Job,
+        task: &Task,
+        stage: usize,
+        image: &Image<'_>,
+        reattach: Option<String>,
+        cancel: &CancellationToken,
+    ) -> Result<Finished, Stop> {
+        let observer = JobObserver {
+            queue: self,
+            job,
+            stdout_base: AtomicU64::new(job.stdout_base),
+        };
+        let run = Run {
+            job,
+            task,
+            stage,
+            component: image.component,
+            settings: &self.settings,
+            observer: &observer,
+        };
+        let outcome = match reattach {
+            Some(container_id) => {
+                self.runner
+                    .attach(&run, &container_id, cancel.clone())
+                    .await
+            }
+            None => self.runner.run(&run, cancel.clone()).await,
+        };
+        match outcome {
+            RunOutcome::Finished(finished) => Ok(finished),
+            RunOutcome::Requeue { reason } => Err(Stop::Requeue(reason)),
+        }
+    }
+
+    /// Phase 2.2.3: a successful image before the row's last; the row goes on with the next.
+    async fn finish_image(
+        &self,
+        job: &Job,
+        task: &Task,
+        stage: usize,
+        ran: Finished,
+    ) -> Result<Job, Stop> {
+        workspace::hide_config(&Workspace::of(&task.folder));
+        let job = self.update(job.id, |job| {
+            add_image(&mut job.result, stage, ran.images);
+            job.stages_done += 1;
+            job.container_id = None;
         })?;
-        self.finalize(&failed)
+        if let Some(container_id) = ran.container_id {
+            self.runner.remove_container(&container_id).await;
+        }
+        Ok(job)
+    }
+
+    /// Phase 2.3: the row's last image ended, or an image failed: the row ends here, and the
+    /// job with it when it was the last row or it failed.
+    async fn finish_row(
+        &self,
+        job: &Job,
+        component: &Component,
+        plan: &Plan,
+        row: Row<'_>,
+        ran: Finished,
+    ) -> Result<RowEnd, Stop> {
+        let Row {
+            task,
+            index,
+            stage,
+            last,
+        } = row;
+        self.seal_folder(job, &Workspace::of(&task.folder));
+        let mut verdict = ran.verdict;
+        if verdict.status == Status::Success && job.mode == Mode::Debug {
+            self.snapshot(job, task, component, None);
+        }
+        let load_id = format!("job/{}/row/{index}", job.id);
+        let outputs = match self.map_outputs(job, component, task, &verdict, load_id) {
+            Ok(outputs) => outputs,
+            Err(message) => {
+                verdict = outcome::user_verdict(message);
+                Outputs::default()
+            }
+        };
+        failpoint::hit(failpoint::OUTPUT_MAPPED);
+        let ends = last || verdict.status != Status::Success;
+        if ends && verdict.status == Status::Success {
+            self.save_state(job, plan)?;
+        }
+        let inputs = workspace::load_inputs(&task.folder);
+        let job = self.update(job.id, |job| {
+            add_image(&mut job.result, stage, ran.images);
+            if let Some(usage) = ran.usage_data {
+                job.usage_data = usage;
+            }
+            add_storage_results(&mut job.result, &mut job.metrics, &inputs, &outputs);
+            job.rows_done += 1;
+            job.stages_done = 0;
+            job.container_id = None;
+            if ends {
+                job.result["message"] = json!(self.redact(job.id, &verdict.message));
+                if let Some(kind) = verdict.error {
+                    job.result["error"] =
+                        json!({"type": kind.as_str(), "exceptionId": ran.exception_id});
+                }
+                plan.describe(&mut job.result);
+                job.outcome = Some(verdict.status);
+            }
+        })?;
+        if let Some(container_id) = ran.container_id {
+            self.runner.remove_container(&container_id).await;
+        }
+        if !ends {
+            return Ok(RowEnd::Next(Box::new(job)));
+        }
+        self.end(job.id, Ending::Recorded)?;
+        Ok(RowEnd::JobEnded)
     }
 
     /// The images of a task: `processors.before`, the component, `processors.after`, each with
@@ -304,14 +371,9 @@ impl Queue {
     }
 
     /// In debug mode: the data folder as it is now, zipped and stored as a Storage file tagged
-    /// `debug`, the image's component, `jobId:<id>` and `rowId:<row>`.
-    fn snapshot(
-        &self,
-        job: &Job,
-        task: &Task,
-        component: &Component,
-        stage: Option<usize>,
-    ) -> Result<(), QueueError> {
+    /// `debug`, the image's component, `jobId:<id>` and `rowId:<row>`. A failure is a warning
+    /// event, never the job's end.
+    fn snapshot(&self, job: &Job, task: &Task, component: &Component, stage: Option<usize>) {
         let name = debug::stage_name(stage);
         let workspace = Workspace::of(&task.folder);
         let target = task.folder.join(&name);
@@ -329,28 +391,23 @@ impl Queue {
                 .map_err(|error| error.to_string())?;
             std::fs::remove_file(&target).map_err(|error| error.to_string())
         });
-        match stored {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                tracing::error!(job_id = job.id, %error, "cannot store a debug archive");
-                self.event(
-                    job,
-                    EventType::Warn,
-                    &format!("The debug archive {name} could not be stored."),
-                );
-                Ok(())
-            }
+        if let Err(error) = stored {
+            tracing::error!(job_id = job.id, %error, "cannot store a debug archive");
+            let message = format!("The debug archive {name} could not be stored.");
+            self.event(job, EventType::Warn, &message);
         }
     }
 
     /// Loads the task's `out/` into Storage after its container ended (run mode only; after a
-    /// failure only `write_always` tables). An error is the user error the job fails with.
+    /// failure only `write_always` tables), each table at most once for `load_id`. An error is
+    /// the user error the job fails with.
     fn map_outputs(
         &self,
         job: &Job,
         component: &Component,
         task: &Task,
         verdict: &Verdict,
+        load_id: String,
     ) -> Result<Outputs, String> {
         if job.mode == Mode::Debug || verdict.status == Status::Terminated {
             return Ok(Outputs::default());
@@ -364,6 +421,7 @@ impl Queue {
                 .filter(|_| component.default_bucket)
                 .map(|config| output::default_bucket(&component.id, config)),
             failed: verdict.status != Status::Success,
+            load_id,
         };
         let data = Workspace::of(&task.folder).data;
         let outputs = tokio::task::block_in_place(|| mapping.run(&data))?;
@@ -373,31 +431,16 @@ impl Queue {
         Ok(outputs)
     }
 
-    /// A platform failure before a container started: the job goes back to `created`.
-    fn requeue(&self, job: &Job, reason: &str) -> Result<(), QueueError> {
-        tracing::warn!(job_id = job.id, %reason, "platform failure; the job goes back to created");
-        self.update(job.id, |job| {
-            job.container_id = None;
-            match job.status {
-                // Killed meanwhile: nothing more runs, so it ends.
-                Status::Terminating => job.move_to(Status::Terminated, now_micros()),
-                _ => job.move_to(Status::Created, now_micros()),
-            }
-        })?;
-        Ok(())
-    }
-
     /// Resolves what the job runs, loading its stored configuration (and variables) as it is now.
     pub(super) fn plan(&self, job: &Job) -> Result<Plan, String> {
-        let stored = match self.stored_configuration(
-            job.config.as_deref(),
-            &job.config_data,
-            &job.component,
-            &job.branch_id,
-        ) {
-            Ok(stored) => stored,
-            Err(error) => return Err(error.to_string()),
-        };
+        let stored = self
+            .stored_configuration(
+                job.config.as_deref(),
+                &job.config_data,
+                &job.component,
+                &job.branch_id,
+            )
+            .map_err(|error| error.to_string())?;
         let variables = match stored
             .as_ref()
             .and_then(|s| s.configuration.get("variables_id"))
@@ -443,7 +486,7 @@ impl Queue {
             .tasks
             .iter()
             .map(|task| {
-                let path = task.folder.join("data/out/state.json");
+                let path = Workspace::of(&task.folder).data.join("out/state.json");
                 let mut state = std::fs::read(&path)
                     .ok()
                     .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -479,78 +522,45 @@ impl Queue {
             Err(UpdateError::Rejected(never)) => match never {},
         }
     }
+}
 
-    /// Finishes a `container` job once all its children have finished: `error` if any failed
-    /// (`warning` with `behavior.onError: "warning"`), `terminated` if it was killed, else `success`.
-    pub(super) fn settle_container(&self, run_id: &str) -> Result<(), QueueError> {
-        let Some(container) = self.store.job_by_run_id(run_id)? else {
-            return Ok(());
-        };
-        if container.job_type != JobType::Container || container.status.is_finished() {
-            return Ok(());
-        }
-        let children = self.store.children(run_id)?;
-        if !children.iter().all(|child| child.status.is_finished()) {
-            return Ok(());
-        }
-        let failed = children.iter().any(|child| child.status != Status::Success);
-        let outcome = match (failed, container.behavior["onError"].as_str()) {
-            (false, _) => Status::Success,
-            (true, Some("warning")) => Status::Warning,
-            (true, _) => Status::Error,
-        };
-        let message = match outcome {
-            Status::Success => "All rows finished.".to_string(),
-            _ => {
-                let failed: Vec<String> = children
-                    .iter()
-                    .filter(|child| child.status != Status::Success)
-                    .map(|child| format!("{} ({})", child.id, child.status))
-                    .collect();
-                format!("Some child jobs did not succeed: {}.", failed.join(", "))
-            }
-        };
-        let recorded = self.update(container.id, |job| {
-            job.result = json!({"message": message});
-            if outcome == Status::Error {
-                job.result["error"] =
-                    json!({"type": "user", "exceptionId": outcome::new_exception_id()});
-            }
-            job.outcome = Some(outcome);
-            Ok(())
-        })?;
-        self.finalize(&recorded)
-    }
+/// Why a job's run stopped before its end was recorded.
+enum Stop {
+    /// A platform failure before a container started: the job goes back to `created`.
+    Requeue(String),
+    /// A user error found outside a container: the job ends with it.
+    Fail(String),
+    /// The store could not record the run.
+    Store(QueueError),
+}
 
-    /// Moves a job whose outcome is recorded to its final status, with the final error event.
-    pub(super) fn finalize(&self, job: &Job) -> Result<(), QueueError> {
-        let Some(outcome) = job.outcome else {
-            return Ok(());
-        };
-        let finished = self.update(job.id, |job| {
-            // A killed job ends terminated even if its container had already exited.
-            let to = if job.status == Status::Terminating {
-                Status::Terminated
-            } else {
-                outcome
-            };
-            job.move_to(to, now_micros())
-        })?;
-        let kind = finished.result["error"]["type"].as_str();
-        if let (Status::Error, Some(kind)) = (finished.status, kind) {
-            let message = format!(
-                "Job \"{}\" ended with {kind} error: \"{}\"",
-                job.id,
-                finished.result["message"].as_str().unwrap_or_default()
-            );
-            self.event(job, EventType::Error, &message);
-        }
-        tracing::info!(job_id = job.id, status = %finished.status, "job finished");
-        if !finished.parent_run_id.is_empty() {
-            self.settle_container(&finished.parent_run_id)?;
-        }
-        Ok(())
+impl From<QueueError> for Stop {
+    fn from(error: QueueError) -> Self {
+        Stop::Store(error)
     }
+}
+
+/// What phase 1 resolved; the registration keeps the secrets hidden in the daemon's log.
+struct Prepared<'a> {
+    component: &'a Component,
+    plan: Plan,
+    _logs_hide_secrets: Registration,
+}
+
+/// The row that ends: its task, its place among the job's rows, and the image it ended at.
+struct Row<'a> {
+    task: &'a Task,
+    index: usize,
+    stage: usize,
+    last: bool,
+}
+
+/// What a finished row leaves to do.
+enum RowEnd {
+    /// More rows follow; the job as recorded.
+    Next(Box<Job>),
+    /// The job ended (its last row, or a failure).
+    JobEnded,
 }
 
 /// One image of a task: its component, and the `config.json` it reads.
@@ -616,7 +626,6 @@ impl RunObserver for JobObserver<'_> {
             .update(self.job.id, |job| {
                 job.container_id = Some(container_id.to_string());
                 job.stdout_base = recorded;
-                Ok(())
             })
             .map(drop)
             .map_err(|error| error.to_string())

@@ -2,6 +2,7 @@
 //! trees, records how runs end, and settles what a previous process left behind.
 
 mod create;
+mod end;
 mod execute;
 mod recovery;
 mod scheduler;
@@ -67,20 +68,11 @@ pub enum QueueError {
     },
     #[error("Job \"{id}\" is already finished ({status}); only jobs in one of killable states (created, waiting, processing, terminating) can be killed.")]
     NotKillable { id: u64, status: Status },
+    /// A status change the state machine refuses: a defect of jobq, never of the request.
+    #[error("jobq tried a status change its state machine forbids ({0}); please report it")]
+    Forbidden(TransitionForbidden),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<UpdateError<TransitionForbidden>> for QueueError {
-    fn from(error: UpdateError<TransitionForbidden>) -> Self {
-        match error {
-            UpdateError::Store(error) => QueueError::Store(error),
-            UpdateError::Rejected(forbidden) => QueueError::Store(StoreError::Corrupt {
-                record: "job status",
-                detail: forbidden.to_string(),
-            }),
-        }
-    }
 }
 
 /// The job queue shared by the HTTP handlers and the scheduler.
@@ -217,15 +209,48 @@ impl Queue {
         Ok(job)
     }
 
-    /// Writes a change to one job and tells the long polls.
-    fn update(
-        &self,
-        id: u64,
-        change: impl FnOnce(&mut Job) -> Result<(), TransitionForbidden>,
-    ) -> Result<Job, QueueError> {
-        let job = tokio::task::block_in_place(|| self.store.update_job(id, change))?;
+    /// Writes a change to one job (never its status: see `move_if` and `end`) and tells the
+    /// long polls.
+    fn update(&self, id: u64, change: impl FnOnce(&mut Job)) -> Result<Job, QueueError> {
+        let updated = tokio::task::block_in_place(|| {
+            self.store.update_job(id, |job| {
+                change(job);
+                Ok::<(), std::convert::Infallible>(())
+            })
+        });
+        let job = match updated {
+            Ok(job) => job,
+            Err(UpdateError::Store(error)) => return Err(error.into()),
+            Err(UpdateError::Rejected(never)) => match never {},
+        };
         self.changed();
         Ok(job)
+    }
+
+    /// Moves job `id` from `from` to `to` through the state machine if it is still in `from`,
+    /// re-checked inside the write transaction (compare-and-set). `None` when another path
+    /// changed its status first: a lost race, which the caller skips quietly.
+    fn move_if(&self, id: u64, from: Status, to: Status) -> Result<Option<Job>, QueueError> {
+        let moved = tokio::task::block_in_place(|| {
+            self.store.update_job(id, |job| {
+                if job.status != from {
+                    return Err(None);
+                }
+                job.move_to(to, now_micros()).map_err(Some)
+            })
+        });
+        match moved {
+            Ok(job) => {
+                self.changed();
+                Ok(Some(job))
+            }
+            Err(UpdateError::Rejected(None)) => {
+                tracing::debug!(job_id = id, %from, %to, "the job's status changed first; skipped");
+                Ok(None)
+            }
+            Err(UpdateError::Rejected(Some(forbidden))) => Err(QueueError::Forbidden(forbidden)),
+            Err(UpdateError::Store(error)) => Err(error.into()),
+        }
     }
 
     /// Tells the scheduler and the long polls that some job changed.
@@ -279,3 +304,6 @@ impl Queue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! What a previous process left: re-attaching, requeueing, and sweeping leftovers.
 
+use super::end::Ending;
 use super::{Queue, QueueError};
 use crate::model::{now_micros, EventType, JobType, Status};
 use std::sync::Arc;
@@ -23,21 +24,20 @@ impl Queue {
                     if let Some(container_id) = &job.container_id {
                         self.runner.remove_container(container_id).await;
                     }
-                    self.finalize(&job)?;
+                    self.end(job.id, Ending::Recorded)?;
                     continue;
                 }
                 match job.container_id.clone() {
                     None if status == Status::Processing => {
-                        self.update(job.id, |job| job.move_to(Status::Created, now_micros()))?;
-                        self.event(
-                            &job,
-                            EventType::Warn,
-                            "The job was requeued: jobq stopped before its container started.",
-                        );
+                        if self.move_if(job.id, status, Status::Created)?.is_some() {
+                            self.event(
+                                &job,
+                                EventType::Warn,
+                                "The job was requeued: jobq stopped before its container started.",
+                            );
+                        }
                     }
-                    None => {
-                        self.update(job.id, |job| job.move_to(Status::Terminated, now_micros()))?;
-                    }
+                    None => self.end(job.id, Ending::Terminated)?,
                     Some(container_id) => {
                         tracing::info!(job_id = job.id, %container_id, "re-attaching to a running job");
                         let cancel = CancellationToken::new();

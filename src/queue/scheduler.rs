@@ -1,5 +1,6 @@
 //! The scheduler: kills, configuration locks, parallelism, capacity and delays.
 
+use super::end::Ending;
 use super::{Queue, QueueError, RETRY_INTERVAL, SWEEP_INTERVAL};
 use crate::model::{now_micros, DesiredStatus, EventType, Job, JobType, Status};
 use std::collections::{HashMap, HashSet};
@@ -91,16 +92,21 @@ impl Queue {
                 None
             };
             if let Some(reason) = wait_reason {
-                if job.status == Status::Created {
-                    self.update(job.id, |job| job.move_to(Status::Waiting, now_micros()))?;
+                if job.status == Status::Created
+                    && self.move_if(job.id, job.status, Status::Waiting)?.is_some()
+                {
                     self.event(&job, EventType::Info, reason);
                 }
                 continue;
             }
             if job.job_type == JobType::Container {
                 // Virtual: no container, no capacity; it finishes when its children do.
-                self.update(job.id, |job| job.move_to(Status::Processing, now_micros()))?;
-                held.extend(key);
+                if self
+                    .move_if(job.id, job.status, Status::Processing)?
+                    .is_some()
+                {
+                    held.extend(key);
+                }
                 continue;
             }
             // Capacity and the engine are platform reasons: the job stays (or goes back to) created.
@@ -117,11 +123,13 @@ impl Queue {
                 };
             if !startable {
                 if job.status == Status::Waiting {
-                    self.update(job.id, |job| job.move_to(Status::Created, now_micros()))?;
+                    self.move_if(job.id, job.status, Status::Created)?;
                 }
                 continue;
             }
-            let job = self.update(job.id, |job| job.move_to(Status::Processing, now_micros()))?;
+            let Some(job) = self.move_if(job.id, job.status, Status::Processing)? else {
+                continue;
+            };
             free -= 1;
             if !job.parent_run_id.is_empty() {
                 *active_children
@@ -174,32 +182,33 @@ impl Queue {
         }
     }
 
-    /// Applies a kill: jobs that have not started are cancelled; running ones go `terminating`.
-    fn terminate(&self, job: &Job) -> Result<(), QueueError> {
+    /// Applies a kill: jobs that have not started are cancelled; running ones go `terminating`
+    /// and end `terminated` once nothing of them runs.
+    pub(super) fn terminate(&self, job: &Job) -> Result<(), QueueError> {
         match job.status {
-            Status::Created | Status::Waiting => {
-                self.update(job.id, |job| job.move_to(Status::Cancelled, now_micros()))?;
-                self.event(job, EventType::Warn, "Job was cancelled before it started.");
-            }
+            Status::Created | Status::Waiting => self.end(job.id, Ending::Cancelled),
             Status::Processing if job.job_type == JobType::Container => {
-                self.update(job.id, |job| job.move_to(Status::Terminating, now_micros()))?;
+                self.move_if(job.id, job.status, Status::Terminating)?;
                 // Its children were asked to terminate with it; it ends when they have.
-                self.settle_container(&job.run_id)?;
+                self.settle_container(&job.run_id)
             }
             Status::Processing => {
-                self.update(job.id, |job| job.move_to(Status::Terminating, now_micros()))?;
-                self.event(job, EventType::Warn, "Job termination requested.");
-                match self.lock_running().get(&job.id) {
-                    Some(cancel) => cancel.cancel(),
-                    // No run of this process holds it: nothing runs, so it is terminated.
-                    None => {
-                        self.update(job.id, |job| job.move_to(Status::Terminated, now_micros()))?;
-                    }
+                if self
+                    .move_if(job.id, job.status, Status::Terminating)?
+                    .is_none()
+                {
+                    return Ok(());
                 }
+                self.event(job, EventType::Warn, "Job termination requested.");
+                if let Some(cancel) = self.lock_running().get(&job.id) {
+                    cancel.cancel();
+                    return Ok(());
+                }
+                // No run of this process holds it: nothing runs, so it is terminated.
+                self.end(job.id, Ending::Terminated)
             }
-            _ => {}
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

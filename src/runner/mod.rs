@@ -79,6 +79,9 @@ pub struct Run<'a> {
     pub observer: &'a dyn RunObserver,
 }
 
+/// The job event saying that the engine went away while the job's container ran.
+pub const ENGINE_LOST_MESSAGE: &str = "The Docker engine was unreachable for a while; lines the component printed meanwhile may be missing.";
+
 /// How long to wait before asking an unreachable engine again.
 const ENGINE_RETRY: Duration = Duration::from_secs(1);
 
@@ -97,18 +100,22 @@ enum ImageProblem {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
-    /// The container ran: its verdict, its entry of `result.images`, the exception id its
-    /// error is logged under, `usageData`, and the container to remove once the result is
-    /// stored (kept until then, so a crash cannot lose the result).
-    Finished {
-        verdict: Verdict,
-        images: Value,
-        exception_id: String,
-        usage_data: Option<Value>,
-        container_id: Option<String>,
-    },
+    /// The container ran (or could not, for a reason of the job's own).
+    Finished(Finished),
     /// The platform failed before the container started; the job goes back to `created`.
     Requeue { reason: String },
+}
+
+/// What a finished container left: its verdict, its entry of `result.images`, the exception
+/// id its error is logged under, `usageData`, and the container to remove once the result is
+/// stored (kept until then, so a crash cannot lose the result).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub verdict: Verdict,
+    pub images: Value,
+    pub exception_id: String,
+    pub usage_data: Option<Value>,
+    pub container_id: Option<String>,
 }
 
 /// A connection to the Docker engine, negotiated on first use.
@@ -300,7 +307,7 @@ impl Runner {
     ) -> RunOutcome {
         let image = run.component.image_reference(&run.job.tag);
         loop {
-            let docker = self.wait_for_engine().await;
+            let (docker, _) = self.wait_for_engine(run.job.id).await;
             let state = match docker.inspect_container(container_id, None).await {
                 Ok(inspect) => inspect.state,
                 Err(error) if is_not_found(&error) => return lost(),
@@ -359,7 +366,10 @@ impl Runner {
         let deadline =
             tokio::time::Instant::now() + component.process_timeout.saturating_sub(elapsed);
         let (exit, stdout, stderr) = loop {
-            let docker = self.wait_for_engine().await;
+            let (docker, was_lost) = self.wait_for_engine(job.id).await;
+            if was_lost {
+                observer.event(EventType::Warn, EventSource::Jobq, ENGINE_LOST_MESSAGE);
+            }
             let recorded = observer.stdout_lines_recorded();
             let (waited, (stdout, stderr)) = tokio::join!(
                 self.wait(
@@ -374,7 +384,7 @@ impl Runner {
             match waited {
                 Waited::Ended(exit) => break (exit, stdout, stderr),
                 Waited::EngineLost(error) => {
-                    tracing::warn!(job_id = job.id, %error, "lost the Docker engine while a job ran; re-attaching when it is back");
+                    tracing::debug!(job_id = job.id, %error, "the wait for a container broke off");
                     tokio::time::sleep(ENGINE_RETRY).await;
                 }
             }
@@ -415,13 +425,13 @@ impl Runner {
         }
         let folders = workspace::Workspace::of(&task.folder);
         let usage_data = tokio::task::block_in_place(|| workspace::usage_data(&folders));
-        RunOutcome::Finished {
+        RunOutcome::Finished(Finished {
             verdict,
             images: images.clone(),
             exception_id,
             usage_data,
             container_id: (exit != Exit::Lost).then(|| container_id.to_string()),
-        }
+        })
     }
 
     /// Waits for the container to end, enforcing `deadline` and honouring `cancel`.
@@ -484,16 +494,31 @@ impl Runner {
         })
     }
 
-    /// The engine's client once it answers; retries every `ENGINE_RETRY` until then.
-    async fn wait_for_engine(&self) -> Docker {
+    /// The engine's client once it answers; retries every `ENGINE_RETRY` until then. An outage
+    /// is logged once for the job when it starts and once when it ends, not at every retry.
+    /// Says whether it had to wait.
+    async fn wait_for_engine(&self, job_id: u64) -> (Docker, bool) {
+        let mut lost = false;
         loop {
-            match self.ping().await {
-                Ok(()) => {
-                    if let Ok(docker) = self.docker().await {
-                        return docker;
+            let answered = match self.ping().await {
+                Ok(()) => self.docker().await,
+                Err(error) => Err(error),
+            };
+            match answered {
+                Ok(docker) => {
+                    if lost {
+                        tracing::info!(
+                            job_id,
+                            "the Docker engine answers again; following the job"
+                        );
                     }
+                    return (docker, lost);
                 }
-                Err(error) => tracing::warn!(%error, "waiting for the Docker engine"),
+                Err(error) if !lost => {
+                    tracing::warn!(job_id, %error, "the Docker engine is unreachable; waiting for it");
+                    lost = true;
+                }
+                Err(_) => {}
             }
             tokio::time::sleep(ENGINE_RETRY).await;
         }
@@ -650,25 +675,22 @@ fn format_memory(bytes: i64) -> String {
 }
 
 fn lost() -> RunOutcome {
-    let verdict = outcome::classify_lost();
-    RunOutcome::Finished {
-        verdict,
-        images: json!([]),
-        exception_id: outcome::new_exception_id(),
-        usage_data: None,
-        container_id: None,
-    }
+    without_container(outcome::classify_lost())
 }
 
 fn user_error(message: String) -> RunOutcome {
-    let verdict = outcome::user_verdict(message);
-    RunOutcome::Finished {
+    without_container(outcome::user_verdict(message))
+}
+
+/// The end of a run that left no container to remove.
+fn without_container(verdict: Verdict) -> RunOutcome {
+    RunOutcome::Finished(Finished {
         verdict,
         images: json!([]),
         exception_id: outcome::new_exception_id(),
         usage_data: None,
         container_id: None,
-    }
+    })
 }
 
 fn is_not_found(error: &bollard::errors::Error) -> bool {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
+use crate::mapping::input::Inputs;
 use crate::model::Job;
+use crate::secrets;
 use crate::settings::{Component, Settings};
 
 /// What one container of a job runs: the effective configuration (rows merged, variables
@@ -50,7 +52,9 @@ pub const DATA_FOLDERS: [&str; 5] = [
     "out/files",
 ];
 
-/// Creates `<folder>/data` and `<folder>/tmp` with `in/state.json`.
+/// Creates `<folder>/data` and `<folder>/tmp` with `in/state.json`. Every folder made on the
+/// way (`jobs/`, the job's, the row's) is private to its owner (0700): while the job runs, its
+/// folder holds its decrypted secrets.
 pub fn prepare(folder: &Path, state: &Value) -> std::io::Result<Workspace> {
     let workspace = Workspace::of(folder);
     // A folder left by an earlier attempt of this job must not leak into this one.
@@ -58,15 +62,49 @@ pub fn prepare(folder: &Path, state: &Value) -> std::io::Result<Workspace> {
         fs::remove_dir_all(&workspace.data)?;
     }
     for folder in DATA_FOLDERS {
-        fs::create_dir_all(workspace.data.join(folder))?;
+        create_private(&workspace.data.join(folder))?;
     }
-    fs::create_dir_all(&workspace.tmp)?;
+    create_private(&workspace.tmp)?;
     let _ = fs::remove_file(folder.join(ROTATION_MARKER));
     fs::write(
         workspace.data.join("in/state.json"),
         serde_json::to_vec(state)?,
     )?;
     Ok(workspace)
+}
+
+/// Creates `path` and the folders above it that are missing, each readable by its owner only.
+pub fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// The input mapping's result is kept beside the row's folder (`inputs.json`, outside `data/`),
+/// so that a row re-attached after a restart still reports its `result.input.tables`.
+const INPUTS_FILE: &str = "inputs.json";
+
+/// Keeps what the input mapping of the row in `folder` put into `in/`.
+pub fn save_inputs(folder: &Path, inputs: &Inputs) -> std::io::Result<()> {
+    fs::write(folder.join(INPUTS_FILE), serde_json::to_vec(inputs)?)
+}
+
+/// What `save_inputs` kept for the row in `folder` (nothing, if it kept nothing).
+pub fn load_inputs(folder: &Path) -> Inputs {
+    fs::read(folder.join(INPUTS_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// After an image ended: its `config.json` keeps no decrypted secret (the next image's is
+/// written afresh).
+pub fn hide_config(workspace: &Workspace) {
+    if let Err(error) = secrets::hide_in_file(&workspace.data.join("config.json")) {
+        tracing::error!(%error, "cannot hide the secrets of an image's config.json");
+    }
 }
 
 /// Writes the `config.json` the next image reads.
@@ -110,9 +148,9 @@ pub fn rotate(folder: &Path, stage: usize) -> std::io::Result<()> {
         }
     }
     for folder in DATA_FOLDERS {
-        fs::create_dir_all(data.join(folder))?;
+        create_private(&data.join(folder))?;
     }
-    fs::create_dir_all(&workspace.tmp)?;
+    create_private(&workspace.tmp)?;
     fs::write(marker, stage.to_string())
 }
 

@@ -346,7 +346,6 @@ impl Kind {
     }
 }
 
-/// Calls `f` with the path and value of every scalar (or `null`) under a `#` key.
 /// Replaces every scalar under a `#` key, at any depth, with `[hidden]` (for debug archives).
 pub fn hide(value: &mut Value) {
     let Ok(()) = visit_secrets::<Infallible>(value, &mut |_, secret| {
@@ -357,6 +356,58 @@ pub fn hide(value: &mut Value) {
     });
 }
 
+/// The files of a data folder that hold decrypted `#` values while a job runs.
+pub const SECRET_FILES: [&str; 3] = ["config.json", "in/state.json", "out/state.json"];
+
+impl Secrets {
+    /// After a row's container ended, its data folder keeps no decrypted secret: `config.json`
+    /// and `in/state.json` get `[hidden]` for every `#` value, `out/state.json` (the state the
+    /// job may still store) ciphertexts for `scope`. Idempotent.
+    pub fn seal_folder(&self, data: &Path, scope: &Scope) -> std::io::Result<()> {
+        hide_in_file(&data.join("config.json"))?;
+        hide_in_file(&data.join("in/state.json"))?;
+        rewrite_json(&data.join("out/state.json"), |value| {
+            self.encrypt_json(value, scope)
+        })
+    }
+}
+
+/// Replaces every `#` value of the JSON file at `path` with `[hidden]` (see `rewrite_json`).
+pub fn hide_in_file(path: &Path) -> std::io::Result<()> {
+    rewrite_json(path, hide)
+}
+
+/// Rewrites the JSON file at `path` with `change` applied. The file is replaced by a rename, so
+/// a link a component put there is replaced, never followed; anything but a regular file, or a
+/// file that is not JSON, is removed (it may hold what it should not). A missing file is fine.
+fn rewrite_json(path: &Path, change: impl FnOnce(&mut Value)) -> std::io::Result<()> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    let parsed = match metadata.is_file() {
+        true => serde_json::from_slice::<Value>(&std::fs::read(path)?).ok(),
+        false => None,
+    };
+    let Some(mut value) = parsed else {
+        return match metadata.is_dir() {
+            true => std::fs::remove_dir_all(path),
+            false => std::fs::remove_file(path),
+        };
+    };
+    change(&mut value);
+    // A new file of a random name (never an existing one), renamed over the old.
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let mut temporary = tempfile::NamedTempFile::new_in(folder)?;
+    std::io::Write::write_all(&mut temporary, &serde_json::to_vec_pretty(&value)?)?;
+    temporary
+        .persist(path)
+        .map(drop)
+        .map_err(|error| error.error)
+}
+
+/// Calls `f` with the path and value of every scalar (or `null`) under a `#` key.
 fn visit_secrets<E>(
     value: &mut Value,
     f: &mut dyn FnMut(&str, &mut Value) -> Result<(), E>,

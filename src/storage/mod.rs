@@ -54,6 +54,8 @@ pub struct LoadRequest {
     pub primary_key: Vec<String>,
     /// Rows of the table to delete before an incremental load (a full load replaces them all).
     pub delete_where: Option<RowFilter>,
+    /// Makes the load apply once: a later load with the same id leaves the table as it is.
+    pub load_id: Option<String>,
 }
 
 /// Where a load's data is.
@@ -161,6 +163,11 @@ impl Storage {
         let lock = self.lock(id);
         let _turn = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let old = self.store.storage_table(id)?;
+        if let (Some(load_id), Some(table)) = (&request.load_id, &old) {
+            if self.store.storage_load_applied(load_id)? {
+                return Ok(table.clone());
+            }
+        }
         let kept = match &old {
             Some(table) if request.incremental => {
                 Some(StoredRows::open(&self.data_path(table), table)?)
@@ -195,10 +202,11 @@ impl Storage {
         let path = self.data_path(&table);
         temp.persist(&path)
             .map_err(|error| io_error("writing to", &dir)(error.error))?;
-        if let Err(error) = self
-            .store
-            .save_storage_table(&table, old.as_ref().map(|t| t.data_version))
-        {
+        if let Err(error) = self.store.save_storage_table(
+            &table,
+            old.as_ref().map(|t| t.data_version),
+            request.load_id.as_deref(),
+        ) {
             remove(&path);
             return Err(error.into());
         }
@@ -363,6 +371,7 @@ impl LoadRequest {
             incremental: false,
             primary_key: Vec::new(),
             delete_where: None,
+            load_id: None,
         }
     }
 }

@@ -20,7 +20,7 @@ use redb::{
     ReadableDatabase, ReadableTable, WriteTransaction,
 };
 
-use crate::model::{Event, EventSource, Job, JobQuery, NewEvent, SortKey, Status};
+use crate::model::{Event, EventSource, EventType, Job, JobQuery, NewEvent, SortKey, Status};
 use tables::*;
 
 /// The job store over one redb file. Cheap to share through an `Arc`; every method is blocking.
@@ -160,24 +160,50 @@ impl Store {
         mut f: impl FnMut(&mut Job) -> Result<(), E>,
     ) -> Result<Vec<Job>, UpdateError<E>> {
         let outcome = self.write_or_abort("updating jobs", |txn| {
-            let mut jobs = txn.open_table(JOBS)?;
-            let mut indexes = Indexes::open(txn)?;
             let mut updated = Vec::with_capacity(ids.len());
             for &id in ids {
-                let Some(old) = load_job(&jobs, id)? else {
-                    return Err(Fail::Store(StoreError::JobNotFound { id }));
-                };
-                let mut job = old.clone();
-                if let Err(rejection) = f(&mut job) {
-                    return Ok(Err(rejection));
+                match rewrite_job(txn, id, &mut f)? {
+                    Ok(job) => updated.push(job),
+                    Err(rejection) => return Ok(Err(rejection)),
                 }
-                job.id = id;
-                job.revision = old.revision + 1;
-                jobs.insert(id, codec::encode_job(&job)?.as_slice())?;
-                indexes.replace(&old, &job)?;
-                updated.push(job);
             }
             Ok(Ok(updated))
+        })?;
+        outcome.map_err(UpdateError::Rejected)
+    }
+
+    /// `update_job`, and in the same write transaction the jobq event `f` returns for the
+    /// updated job: neither is ever written without the other.
+    pub fn update_job_with_event<E>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&mut Job) -> Result<Option<(EventType, String)>, E>,
+    ) -> Result<Job, UpdateError<E>> {
+        let outcome = self.write_or_abort("updating a job and adding its event", |txn| {
+            let mut event = None;
+            let updated = rewrite_job(txn, id, |job| {
+                event = f(job)?;
+                Ok(())
+            })?;
+            let job = match updated {
+                Ok(job) => job,
+                Err(rejection) => return Ok(Err(rejection)),
+            };
+            if let Some((event_type, message)) = event {
+                insert_event(
+                    txn,
+                    NewEvent {
+                        job_id: id,
+                        event_type,
+                        source: EventSource::Jobq,
+                        message: &message,
+                        run_id: &job.run_id,
+                        component: &job.component,
+                        created: crate::model::now_micros(),
+                    },
+                )?;
+            }
+            Ok(Ok(job))
         })?;
         outcome.map_err(UpdateError::Rejected)
     }
@@ -271,25 +297,7 @@ impl Store {
     /// Appends an event for an existing job, with the next id of the global event sequence,
     /// keyed (job id, event id).
     pub fn add_event(&self, new: NewEvent<'_>) -> Result<Event, StoreError> {
-        self.write("adding an event", |txn| {
-            if txn.open_table(JOBS)?.get(new.job_id)?.is_none() {
-                return Err(Fail::Store(StoreError::JobNotFound { id: new.job_id }));
-            }
-            let id = next_in_sequence(txn, META_LAST_EVENT_ID, "event")?;
-            let event = Event {
-                id,
-                job_id: new.job_id,
-                event_type: new.event_type,
-                source: new.source,
-                message: new.message.to_string(),
-                created: new.created,
-                run_id: new.run_id.to_string(),
-                component: new.component.to_string(),
-            };
-            txn.open_table(EVENTS)?
-                .insert((new.job_id, id), codec::encode_event(&event)?.as_slice())?;
-            Ok(event)
-        })
+        self.write("adding an event", |txn| insert_event(txn, new))
     }
 
     /// How many of a job's events came from `source`.
@@ -443,6 +451,49 @@ impl Store {
         };
         run().map_err(|fail: Fail| fail.during(action))
     }
+}
+
+/// Read-modify-write of job `id` inside `txn`: indexes follow the change, `revision` goes up by
+/// one; `f` returning `Err` leaves the job as it was and comes back as the inner `Err`.
+fn rewrite_job<E>(
+    txn: &WriteTransaction,
+    id: u64,
+    f: impl FnOnce(&mut Job) -> Result<(), E>,
+) -> Result<Result<Job, E>, Fail> {
+    let mut jobs = txn.open_table(JOBS)?;
+    let Some(old) = load_job(&jobs, id)? else {
+        return Err(Fail::Store(StoreError::JobNotFound { id }));
+    };
+    let mut job = old.clone();
+    if let Err(rejection) = f(&mut job) {
+        return Ok(Err(rejection));
+    }
+    job.id = id;
+    job.revision = old.revision + 1;
+    jobs.insert(id, codec::encode_job(&job)?.as_slice())?;
+    Indexes::open(txn)?.replace(&old, &job)?;
+    Ok(Ok(job))
+}
+
+/// Appends an event for an existing job inside `txn`, with the next id of the event sequence.
+fn insert_event(txn: &WriteTransaction, new: NewEvent<'_>) -> Result<Event, Fail> {
+    if txn.open_table(JOBS)?.get(new.job_id)?.is_none() {
+        return Err(Fail::Store(StoreError::JobNotFound { id: new.job_id }));
+    }
+    let id = next_in_sequence(txn, META_LAST_EVENT_ID, "event")?;
+    let event = Event {
+        id,
+        job_id: new.job_id,
+        event_type: new.event_type,
+        source: new.source,
+        message: new.message.to_string(),
+        created: new.created,
+        run_id: new.run_id.to_string(),
+        component: new.component.to_string(),
+    };
+    txn.open_table(EVENTS)?
+        .insert((new.job_id, id), codec::encode_event(&event)?.as_slice())?;
+    Ok(event)
 }
 
 fn open_error(path: &Path, error: DatabaseError) -> StoreError {

@@ -49,13 +49,19 @@ impl Store {
 
     /// Stores `table`, and its bucket (made at the table's last import) when missing, if the
     /// stored table still has data version `replaces` (`None`: if there is no such table);
-    /// otherwise nothing is written and the answer is `StoreError::StorageTableChanged`.
+    /// otherwise nothing is written and the answer is `StoreError::StorageTableChanged`. A
+    /// `load_id` is recorded in the same transaction (see `storage_load_applied`).
     pub fn save_storage_table(
         &self,
         table: &Table,
         replaces: Option<u64>,
+        load_id: Option<&str>,
     ) -> Result<(), StoreError> {
         self.write("saving a table", |txn| {
+            if let Some(load_id) = load_id {
+                txn.open_table(STORAGE_LOADS)?
+                    .insert(load_id, table.id.as_str())?;
+            }
             let mut tables = txn.open_table(STORAGE_TABLES)?;
             let stored = load_table(&tables, &table.id)?.map(|t| t.data_version);
             if stored != replaces {
@@ -75,6 +81,13 @@ impl Store {
             }
             tables.insert(table.id.as_str(), codec::encode_table(table)?.as_slice())?;
             Ok(())
+        })
+    }
+
+    /// Whether a load with this id was committed.
+    pub fn storage_load_applied(&self, load_id: &str) -> Result<bool, StoreError> {
+        self.read("reading a load id", |txn| {
+            Ok(txn.open_table(STORAGE_LOADS)?.get(load_id)?.is_some())
         })
     }
 
@@ -162,6 +175,7 @@ pub(super) fn prepare(txn: &WriteTransaction) -> Result<(), Fail> {
     txn.open_table(STORAGE_BUCKETS)?;
     txn.open_table(STORAGE_TABLES)?;
     txn.open_table(STORAGE_FILES)?;
+    txn.open_table(STORAGE_LOADS)?;
     Ok(())
 }
 

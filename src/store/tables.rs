@@ -68,3 +68,7 @@ pub(super) const STORAGE_TABLES: TableDefinition<&str, &[u8]> =
 
 /// Storage file id -> the file record (see `codec`).
 pub(super) const STORAGE_FILES: TableDefinition<u64, &[u8]> = TableDefinition::new("storage_files");
+
+/// Load id -> the Storage table it loaded: a load with an id is applied once, even when a crash
+/// makes a job's output mapping run again.
+pub(super) const STORAGE_LOADS: TableDefinition<&str, &str> = TableDefinition::new("storage_loads");

@@ -1,0 +1,188 @@
+//! How jobs end: `end` is the one path to a finished status (result, final event, sealed
+//! folder, log line, parent settled), and `requeue` the one path back to `created`.
+
+use super::{Queue, QueueError};
+use crate::model::{now_micros, EventType, Job, JobType, Status};
+use crate::runner::outcome;
+use crate::runner::workspace::Workspace;
+use crate::secrets::Scope;
+use crate::store::UpdateError;
+use serde_json::json;
+
+/// Why a job ends.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Ending {
+    /// Its run recorded an outcome (`job.outcome`, with `result`) and its container is gone.
+    Recorded,
+    /// A user error found outside a container; the message becomes `result.message`.
+    UserError(String),
+    /// Killed before it started.
+    Cancelled,
+    /// Killed while nothing of it runs.
+    Terminated,
+}
+
+/// Another path finished or changed the job first: this one leaves it alone.
+struct LostRace;
+
+impl Queue {
+    /// Ends job `id` as `ending` says. Its folder is sealed first (no decrypted secret stays on
+    /// disk), then its final status, result and final event are written in one transaction, then
+    /// its parent container job is settled. A job that another path finished first is left as
+    /// it is: that is a lost race, not an error.
+    pub(super) fn end(&self, id: u64, ending: Ending) -> Result<(), QueueError> {
+        if let Some(job) = self.store.job(id)? {
+            self.seal_job_folder(&job);
+        }
+        let ended = tokio::task::block_in_place(|| {
+            self.store
+                .update_job_with_event(id, |job| finish(job, &ending))
+        });
+        let job = match ended {
+            Ok(job) => job,
+            Err(UpdateError::Rejected(LostRace)) => {
+                tracing::debug!(job_id = id, ?ending, "the job ended by another path first");
+                return Ok(());
+            }
+            Err(UpdateError::Store(error)) => return Err(error.into()),
+        };
+        self.changed();
+        tracing::info!(job_id = job.id, status = %job.status, "job finished");
+        if !job.parent_run_id.is_empty() {
+            self.settle_container(&job.parent_run_id)?;
+        }
+        Ok(())
+    }
+
+    /// A platform failure before a container started: the job goes back to `created` (or, if
+    /// it was killed meanwhile, ends `terminated`).
+    pub(super) fn requeue(&self, job: &Job, reason: &str) -> Result<(), QueueError> {
+        tracing::warn!(job_id = job.id, %reason, "platform failure; the job goes back to created");
+        let current = self.update(job.id, |job| {
+            job.container_id = None;
+        })?;
+        if current.status == Status::Terminating {
+            return self.end(job.id, Ending::Terminated);
+        }
+        self.move_if(job.id, current.status, Status::Created)
+            .map(drop)
+    }
+
+    /// Finishes a `container` job once all its children have finished: `error` if any failed
+    /// (`warning` with `behavior.onError: "warning"`), `terminated` if it was killed, else `success`.
+    pub(super) fn settle_container(&self, run_id: &str) -> Result<(), QueueError> {
+        let Some(container) = self.store.job_by_run_id(run_id)? else {
+            return Ok(());
+        };
+        if container.job_type != JobType::Container || container.status.is_finished() {
+            return Ok(());
+        }
+        let children = self.store.children(run_id)?;
+        if !children.iter().all(|child| child.status.is_finished()) {
+            return Ok(());
+        }
+        let failed: Vec<String> = children
+            .iter()
+            .filter(|child| child.status != Status::Success)
+            .map(|child| format!("{} ({})", child.id, child.status))
+            .collect();
+        let outcome = match (failed.is_empty(), container.behavior["onError"].as_str()) {
+            (true, _) => Status::Success,
+            (false, Some("warning")) => Status::Warning,
+            (false, _) => Status::Error,
+        };
+        let message = match outcome {
+            Status::Success => "All rows finished.".to_string(),
+            _ => format!("Some child jobs did not succeed: {}.", failed.join(", ")),
+        };
+        self.update(container.id, |job| {
+            job.result = json!({"message": message});
+            if outcome == Status::Error {
+                job.result["error"] =
+                    json!({"type": "user", "exceptionId": outcome::new_exception_id()});
+            }
+            job.outcome = Some(outcome);
+        })?;
+        self.end(container.id, Ending::Recorded)
+    }
+
+    /// Hides the decrypted secrets a job's folders may still hold (see `seal_folder`).
+    pub(super) fn seal_job_folder(&self, job: &Job) {
+        let job_dir = self.settings.job_dir(job.id);
+        let mut folders = vec![job_dir.clone()];
+        if let Ok(rows) = std::fs::read_dir(job_dir.join("rows")) {
+            folders.extend(rows.flatten().map(|row| row.path()));
+        }
+        for folder in folders {
+            self.seal_folder(job, &Workspace::of(&folder));
+        }
+    }
+
+    /// After a row's container ended: `config.json` and `in/state.json` keep `[hidden]` for
+    /// every `#` value, `out/state.json` (the state the job may still store) ciphertexts.
+    pub(super) fn seal_folder(&self, job: &Job, workspace: &Workspace) {
+        let scope = Scope::Project {
+            component: job.component.clone(),
+            project: job.project_id.clone(),
+        };
+        let sealed =
+            tokio::task::block_in_place(|| self.secrets.seal_folder(&workspace.data, &scope));
+        if let Err(error) = sealed {
+            tracing::error!(job_id = job.id, %error, "cannot hide the secrets of a finished job's folder");
+        }
+    }
+}
+
+/// The final change of a job that ends as `ending`, through the state machine, and its final
+/// event; `LostRace` when the job is already finished (or has no outcome to end with).
+fn finish(job: &mut Job, ending: &Ending) -> Result<Option<(EventType, String)>, LostRace> {
+    if job.status.is_finished() {
+        return Err(LostRace);
+    }
+    // A killed job ends terminated even if its container had already exited.
+    let killed_or = |status: Status, job: &Job| {
+        if job.status == Status::Terminating {
+            Status::Terminated
+        } else {
+            status
+        }
+    };
+    let to = match ending {
+        Ending::Recorded => killed_or(job.outcome.ok_or(LostRace)?, job),
+        Ending::UserError(message) => {
+            if !job.result["images"].is_array() {
+                job.result["images"] = json!([]);
+            }
+            job.result["message"] = json!(message);
+            job.result["error"] =
+                json!({"type": "user", "exceptionId": outcome::new_exception_id()});
+            job.outcome = Some(Status::Error);
+            killed_or(Status::Error, job)
+        }
+        Ending::Cancelled => Status::Cancelled,
+        Ending::Terminated => {
+            if job.status != Status::Terminating {
+                job.move_to(Status::Terminating, now_micros())
+                    .map_err(|_| LostRace)?;
+            }
+            Status::Terminated
+        }
+    };
+    job.move_to(to, now_micros()).map_err(|_| LostRace)?;
+    let event = match (job.status, job.result["error"]["type"].as_str()) {
+        (Status::Error, Some(kind)) => Some((
+            EventType::Error,
+            format!(
+                "Job \"{}\" ended with {kind} error: \"{}\"",
+                job.id,
+                job.result["message"].as_str().unwrap_or_default()
+            ),
+        )),
+        (Status::Cancelled, _) => Some((
+            EventType::Warn,
+            "Job was cancelled before it started.".to_string(),
+        )),
+        _ => None,
+    };
+    Ok(event)
+}
