@@ -1,5 +1,6 @@
 //! jobq: a single-host daemon that runs Keboola component jobs.
 
+pub mod blocking;
 pub mod cli;
 pub mod daemon;
 pub mod debug;

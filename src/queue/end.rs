@@ -2,6 +2,7 @@
 //! folder, log line, parent settled), and `requeue` the one path back to `created`.
 
 use super::{Queue, QueueError};
+use crate::blocking::blocking;
 use crate::model::{now_micros, EventType, Job, JobType, Status};
 use crate::runner::outcome;
 use crate::runner::workspace::Workspace;
@@ -34,7 +35,7 @@ impl Queue {
         if let Some(job) = self.store.job(id)? {
             self.seal_job_folder(&job);
         }
-        let ended = tokio::task::block_in_place(|| {
+        let ended = blocking(|| {
             self.store
                 .update_job_with_event(id, |job| finish(job, &ending))
         });
@@ -125,8 +126,7 @@ impl Queue {
             component: job.component.clone(),
             project: job.project_id.clone(),
         };
-        let sealed =
-            tokio::task::block_in_place(|| self.secrets.seal_folder(&workspace.data, &scope));
+        let sealed = blocking(|| self.secrets.seal_folder(&workspace.data, &scope));
         if let Err(error) = sealed {
             tracing::error!(job_id = job.id, %error, "cannot hide the secrets of a finished job's folder");
         }

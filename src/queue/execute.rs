@@ -2,6 +2,7 @@
 
 use super::end::Ending;
 use super::{Queue, QueueError, RETRY_INTERVAL};
+use crate::blocking::blocking;
 use crate::debug;
 use crate::failpoint;
 use crate::mapping::input::{self, Inputs};
@@ -172,14 +173,11 @@ impl Queue {
             index + 1
         );
         self.event(job, EventType::Info, &message);
-        let workspace =
-            tokio::task::block_in_place(|| workspace::prepare(&task.folder, &task.state)).map_err(
-                |error| Stop::Requeue(format!("cannot prepare the job folder: {error}")),
-            )?;
-        let inputs = tokio::task::block_in_place(|| {
-            input::map_inputs(&self.storage, &task.configuration, &workspace.data)
-        })
-        .map_err(Stop::Fail)?;
+        let workspace = blocking(|| workspace::prepare(&task.folder, &task.state))
+            .map_err(|error| Stop::Requeue(format!("cannot prepare the job folder: {error}")))?;
+        let inputs =
+            blocking(|| input::map_inputs(&self.storage, &task.configuration, &workspace.data))
+                .map_err(Stop::Fail)?;
         workspace::save_inputs(&task.folder, &inputs)
             .map_err(|error| Stop::Requeue(format!("cannot prepare the job folder: {error}")))
     }
@@ -192,7 +190,7 @@ impl Queue {
         stage: usize,
         image: &Image<'_>,
     ) -> Result<(), Stop> {
-        tokio::task::block_in_place(|| -> std::io::Result<()> {
+        blocking(|| -> std::io::Result<()> {
             if stage > 0 {
                 workspace::rotate(&task.folder, stage)?;
             }
@@ -377,7 +375,7 @@ impl Queue {
         let name = debug::stage_name(stage);
         let workspace = Workspace::of(&task.folder);
         let target = task.folder.join(&name);
-        let stored = tokio::task::block_in_place(|| -> Result<(), String> {
+        let stored = blocking(|| -> Result<(), String> {
             debug::archive(&workspace.data, &target).map_err(|error| error.to_string())?;
             let tags = [
                 "debug".to_string(),
@@ -424,7 +422,7 @@ impl Queue {
             load_id,
         };
         let data = Workspace::of(&task.folder).data;
-        let outputs = tokio::task::block_in_place(|| mapping.run(&data))?;
+        let outputs = blocking(|| mapping.run(&data))?;
         if verdict.status == Status::Success {
             self.event(job, EventType::Info, "Output mapping done.");
         }
@@ -495,7 +493,7 @@ impl Queue {
                 (task.row_id.clone(), state)
             })
             .collect();
-        let saved = tokio::task::block_in_place(|| {
+        let saved = blocking(|| {
             self.store
                 .update_state(&job.branch_id, &job.component, config, |configuration| {
                     for (row, state) in &states {
@@ -643,7 +641,7 @@ impl RunObserver for JobObserver<'_> {
 
 impl JobObserver<'_> {
     fn recorded_stdout_events(&self) -> usize {
-        tokio::task::block_in_place(|| {
+        blocking(|| {
             self.queue
                 .store
                 .count_events(self.job.id, EventSource::Stdout)

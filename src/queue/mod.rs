@@ -7,6 +7,7 @@ mod execute;
 mod recovery;
 mod scheduler;
 
+use crate::blocking::blocking;
 use crate::model::TransitionForbidden;
 use crate::model::{
     now_micros, DesiredStatus, Event, EventSource, EventType, Job, JobQuery, Mode, NewEvent, Status,
@@ -133,7 +134,7 @@ impl Queue {
         let mut changes = self.changes.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let job = self.job(id)?;
+            let job = blocking(|| self.job(id))?;
             if job.revision > index {
                 return Ok(job);
             }
@@ -212,7 +213,7 @@ impl Queue {
     /// Writes a change to one job (never its status: see `move_if` and `end`) and tells the
     /// long polls.
     fn update(&self, id: u64, change: impl FnOnce(&mut Job)) -> Result<Job, QueueError> {
-        let updated = tokio::task::block_in_place(|| {
+        let updated = blocking(|| {
             self.store.update_job(id, |job| {
                 change(job);
                 Ok::<(), std::convert::Infallible>(())
@@ -231,7 +232,7 @@ impl Queue {
     /// re-checked inside the write transaction (compare-and-set). `None` when another path
     /// changed its status first: a lost race, which the caller skips quietly.
     fn move_if(&self, id: u64, from: Status, to: Status) -> Result<Option<Job>, QueueError> {
-        let moved = tokio::task::block_in_place(|| {
+        let moved = blocking(|| {
             self.store.update_job(id, |job| {
                 if job.status != from {
                     return Err(None);
@@ -275,7 +276,7 @@ impl Queue {
             component: &job.component,
             created: now_micros(),
         };
-        if let Err(error) = tokio::task::block_in_place(|| self.store.add_event(event)) {
+        if let Err(error) = blocking(|| self.store.add_event(event)) {
             tracing::error!(job_id = job.id, %error, "cannot store an event");
         }
     }

@@ -5,6 +5,7 @@ pub mod outcome;
 pub mod output;
 pub mod workspace;
 
+use crate::blocking::blocking;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -203,7 +204,7 @@ impl Runner {
         };
 
         let folders = workspace::Workspace::of(&task.folder);
-        let handed_over = tokio::task::block_in_place(|| {
+        let handed_over = blocking(|| {
             // The daemon's own user never changes: probed once, on the first run.
             let identity = match self.identity.get() {
                 Some(identity) => identity.clone(),
@@ -424,7 +425,7 @@ impl Runner {
             observer.event(EventType::Error, EventSource::Jobq, &verdict.message);
         }
         let folders = workspace::Workspace::of(&task.folder);
-        let usage_data = tokio::task::block_in_place(|| workspace::usage_data(&folders));
+        let usage_data = blocking(|| workspace::usage_data(&folders));
         RunOutcome::Finished(Finished {
             verdict,
             images: images.clone(),
