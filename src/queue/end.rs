@@ -47,6 +47,7 @@ impl Queue {
             }
             Err(UpdateError::Store(error)) => return Err(error.into()),
         };
+        crate::failpoint::hit(crate::failpoint::JOB_ENDED);
         self.changed();
         tracing::info!(job_id = job.id, status = %job.status, "job finished");
         if !job.parent_run_id.is_empty() {
