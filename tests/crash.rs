@@ -351,7 +351,12 @@ async fn a_crash_after_the_output_mapping_loads_nothing_twice_and_keeps_the_inpu
     let first = start(&settings, &log(0), Some("output-mapped".into()));
     let loaded = first
         .client
-        .load_table("in.c-src.items", bytes::Bytes::from("id\n1\n2\n"), false, &[])
+        .load_table(
+            "in.c-src.items",
+            bytes::Bytes::from("id\n1\n2\n"),
+            false,
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(loaded.status, 201, "{}", loaded.json());
@@ -380,7 +385,10 @@ async fn a_crash_after_the_output_mapping_loads_nothing_twice_and_keeps_the_inpu
         .await
         .unwrap()
         .json();
-    assert_eq!(table["rowsCount"], 3, "an incremental load applied twice: {table:#}");
+    assert_eq!(
+        table["rowsCount"], 3,
+        "an incremental load applied twice: {table:#}"
+    );
     assert_eq!(
         job["result"]["input"]["tables"][0]["id"], "in.c-src.items",
         "the re-attached row lost its input tables: {job:#}"
@@ -423,9 +431,7 @@ async fn a_crash_right_after_a_job_ends_keeps_its_final_event() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| {
-            e["message"] == format!("Job \"{id}\" ended with user error: \"broken input\"")
-        })
+        .filter(|e| e["message"] == format!("Job \"{id}\" ended with user error: \"broken input\""))
         .collect();
     assert_eq!(finals.len(), 1, "final events: {events:#}");
     assert_eq!(finals[0]["type"], "error");

@@ -198,7 +198,7 @@ impl Queue {
         })
         .map_err(|error| Stop::Requeue(format!("cannot prepare the next image: {error}")))?;
         if job.mode == Mode::Debug {
-            self.snapshot(job, task, image.component, Some(stage));
+            self.archive_stage(job, task, image.component, Some(stage));
         }
         if image.processor {
             let message = format!("Running processor {}", image.component.id);
@@ -283,7 +283,7 @@ impl Queue {
         self.seal_folder(job, &Workspace::of(&task.folder));
         let mut verdict = ran.verdict;
         if verdict.status == Status::Success && job.mode == Mode::Debug {
-            self.snapshot(job, task, component, None);
+            self.archive_stage(job, task, component, None);
         }
         let load_id = format!("job/{}/row/{index}", job.id);
         let outputs = match self.map_outputs(job, component, task, &verdict, load_id) {
@@ -371,7 +371,7 @@ impl Queue {
     /// In debug mode: the data folder as it is now, zipped and stored as a Storage file tagged
     /// `debug`, the image's component, `jobId:<id>` and `rowId:<row>`. A failure is a warning
     /// event, never the job's end.
-    fn snapshot(&self, job: &Job, task: &Task, component: &Component, stage: Option<usize>) {
+    fn archive_stage(&self, job: &Job, task: &Task, component: &Component, stage: Option<usize>) {
         let name = debug::stage_name(stage);
         let workspace = Workspace::of(&task.folder);
         let target = task.folder.join(&name);

@@ -344,7 +344,8 @@ impl Runner {
     }
 
     /// Streams the running container's log into events until it ends, riding out engine
-    /// restarts, then classifies the end and removes the container.
+    /// restarts, then classifies the end. The container stays: the queue removes it once the
+    /// result is stored.
     /// `started` (Unix microseconds) is when the container started: its timeout counts from there.
     async fn follow(
         &self,

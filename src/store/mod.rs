@@ -1,4 +1,5 @@
-//! The job store: jobs, their indexes and their events in one redb file; the only module that knows redb.
+//! The store: everything jobq keeps in its one redb file (jobs with their indexes and events,
+//! configurations, rows and dev branches, Storage metadata); the only module that knows redb.
 //!
 //! Every change to a job rewrites its indexes in the same write transaction, so readers never
 //! see a job and its index entries disagree. Job and event ids come from sequences kept in the
