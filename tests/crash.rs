@@ -308,6 +308,30 @@ async fn containers_of_instance(instance: &str) -> Vec<String> {
         .collect()
 }
 
+/// A folder for one crash-point test: its settings file (the fixture registered) and its logs.
+struct CrashDir {
+    dir: tempfile::TempDir,
+    settings: PathBuf,
+}
+
+impl CrashDir {
+    async fn new() -> CrashDir {
+        fixture_image().await;
+        let dir = tempfile::Builder::new()
+            .prefix("jobq-crash-")
+            .tempdir()
+            .unwrap();
+        let settings = crash_settings(dir.path());
+        CrashDir { dir, settings }
+    }
+
+    /// Starts process number `n`, armed at `crash_at`.
+    fn start(&self, n: usize, crash_at: Option<&str>) -> Process {
+        let log = self.dir.path().join(format!("jobq-{n}.log"));
+        start(&self.settings, &log, crash_at.map(str::to_string))
+    }
+}
+
 /// Writes settings for one daemon of `dir` with the fixture registered.
 fn crash_settings(dir: &Path) -> PathBuf {
     let settings = dir.join("jobq.toml");
@@ -322,6 +346,18 @@ fn crash_settings(dir: &Path) -> PathBuf {
     )
     .unwrap();
     settings
+}
+
+/// Creates a job from `body` on `process`, which must then stop by itself at its crash point.
+async fn create_until_crash(process: Process, body: &Value) -> String {
+    let answer = process.client.post_json("/jobs", body).await.unwrap();
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    let id = answer.json()["id"].as_str().unwrap().to_string();
+    assert!(
+        process.kill_after(Duration::from_secs(30)),
+        "jobq did not stop at its crash point"
+    );
+    id
 }
 
 /// Polls `id` until it is finished.
@@ -340,15 +376,8 @@ async fn finished(client: &ApiClient, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_output_mapping_loads_nothing_twice_and_keeps_the_inputs() {
-    fixture_image().await;
-    let dir = tempfile::Builder::new()
-        .prefix("jobq-crash-")
-        .tempdir()
-        .unwrap();
-    let settings = crash_settings(dir.path());
-    let log = |n: usize| dir.path().join(format!("jobq-{n}.log"));
-
-    let first = start(&settings, &log(0), Some("output-mapped".into()));
+    let crash = CrashDir::new().await;
+    let first = crash.start(0, Some("output-mapped"));
     let loaded = first
         .client
         .load_table(
@@ -367,16 +396,10 @@ async fn a_crash_after_the_output_mapping_loads_nothing_twice_and_keeps_the_inpu
         },
         "parameters": {"write_tables": [{"name": "rows.csv", "content": "n\n1\n2\n3\n"}]},
     }});
-    let answer = first.client.post_json("/jobs", &body).await.unwrap();
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    let id = answer.json()["id"].as_str().unwrap().to_string();
-    assert!(
-        first.kill_after(Duration::from_secs(30)),
-        "jobq did not stop at the output-mapped crash point"
-    );
+    let id = create_until_crash(first, &body).await;
 
     // The next process re-attaches to the ended container and maps the outputs again.
-    let second = start(&settings, &log(1), None);
+    let second = crash.start(1, None);
     let job = finished(&second.client, &id).await;
     assert_eq!(job["status"], "success", "{job:#}");
     let table = second
@@ -399,26 +422,14 @@ async fn a_crash_after_the_output_mapping_loads_nothing_twice_and_keeps_the_inpu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_right_after_a_job_ends_keeps_its_final_event() {
-    fixture_image().await;
-    let dir = tempfile::Builder::new()
-        .prefix("jobq-crash-")
-        .tempdir()
-        .unwrap();
-    let settings = crash_settings(dir.path());
-    let log = |n: usize| dir.path().join(format!("jobq-{n}.log"));
-
-    let first = start(&settings, &log(0), Some("job-ended".into()));
+    let crash = CrashDir::new().await;
+    let first = crash.start(0, Some("job-ended"));
     let body = json!({"component": COMPONENT, "configData": {"parameters": {
         "exit_code": 1, "stderr": ["broken input"],
     }}});
-    let answer = first.client.post_json("/jobs", &body).await.unwrap();
-    let id = answer.json()["id"].as_str().unwrap().to_string();
-    assert!(
-        first.kill_after(Duration::from_secs(30)),
-        "jobq did not stop at the job-ended crash point"
-    );
+    let id = create_until_crash(first, &body).await;
 
-    let second = start(&settings, &log(1), None);
+    let second = crash.start(1, None);
     let job = finished(&second.client, &id).await;
     assert_eq!(job["status"], "error");
     let events = second
