@@ -56,7 +56,7 @@ impl Query {
     }
 }
 
-/// The filters of `GET /search/jobs` (and `GET /jobs`) as spec/queue.md lists them.
+/// The filters of `GET /search/jobs` (and `GET /jobs`) as docs/queue.md (Listing jobs) lists them.
 pub fn job_query(query: &Query) -> Result<JobQuery, ApiError> {
     let parse_each = |name: &str, values: &[String], parse: &dyn Fn(&str) -> bool| {
         values.iter().find(|v| !parse(v)).map_or(Ok(()), |bad| {

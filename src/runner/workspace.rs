@@ -227,7 +227,7 @@ pub fn config_json(job: &Job, component: &Component, task: &Task) -> Value {
     Value::Object(config)
 }
 
-/// The environment of spec/runner.md, as `NAME=value` pairs.
+/// The environment of docs/runner.md (Environment), as `NAME=value` pairs.
 pub fn environment(
     job: &Job,
     component: &Component,
