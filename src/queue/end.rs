@@ -6,7 +6,6 @@ use crate::blocking::blocking;
 use crate::model::{now_micros, EventType, Job, JobType, Status};
 use crate::runner::outcome;
 use crate::runner::workspace::Workspace;
-use crate::secrets::Scope;
 use crate::store::UpdateError;
 use serde_json::json;
 
@@ -123,10 +122,7 @@ impl Queue {
     /// After a row's container ended: `config.json` and `in/state.json` keep `[hidden]` for
     /// every `#` value, `out/state.json` (the state the job may still store) ciphertexts.
     pub(super) fn seal_folder(&self, job: &Job, workspace: &Workspace) {
-        let scope = Scope::Project {
-            component: job.component.clone(),
-            project: job.project_id.clone(),
-        };
+        let scope = super::execute::state_scope(job);
         let sealed = blocking(|| self.secrets.seal_folder(&workspace.data, &scope));
         if let Err(error) = sealed {
             tracing::error!(job_id = job.id, %error, "cannot hide the secrets of a finished job's folder");

@@ -95,7 +95,7 @@ impl Queue {
                     .run_image(&job, task, stage, image, reattach, cancel)
                     .await?;
                 if ran.verdict.status == Status::Success && stage + 1 < images.len() {
-                    job = self.finish_image(&job, task, stage, ran).await?;
+                    job = self.finish_image(&job, task, stage, image, ran).await?;
                     continue;
                 }
                 let row = Row {
@@ -245,14 +245,26 @@ impl Queue {
     }
 
     /// Phase 2.2.3: a successful image before the row's last; the row goes on with the next.
+    /// After the component's own image, its `out/state.json` is kept (encrypted) for the job
+    /// to store: processors after it never see or change it.
     async fn finish_image(
         &self,
         job: &Job,
         task: &Task,
         stage: usize,
+        image: &Image<'_>,
         ran: Finished,
     ) -> Result<Job, Stop> {
         workspace::hide_config(&Workspace::of(&task.folder));
+        if !image.processor {
+            blocking(|| {
+                let kept = workspace::keep_component_state(&task.folder)?;
+                self.secrets.encrypt_file(&kept, &state_scope(job))
+            })
+            .map_err(|error| {
+                Stop::Requeue(format!("cannot keep the component's state: {error}"))
+            })?;
+        }
         let job = self.update(job.id, |job| {
             add_image(&mut job.result, stage, ran.images);
             job.stages_done += 1;
@@ -476,15 +488,12 @@ impl Queue {
         if job.mode == Mode::Debug || plan.config_version.is_none() {
             return Ok(());
         }
-        let scope = Scope::Project {
-            component: job.component.clone(),
-            project: job.project_id.clone(),
-        };
+        let scope = state_scope(job);
         let states: Vec<(Option<String>, Value)> = plan
             .tasks
             .iter()
             .map(|task| {
-                let path = Workspace::of(&task.folder).data.join("out/state.json");
+                let path = workspace::component_state_path(&task.folder);
                 let mut state = std::fs::read(&path)
                     .ok()
                     .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -519,6 +528,15 @@ impl Queue {
             Err(UpdateError::Store(error)) => Err(error.into()),
             Err(UpdateError::Rejected(never)) => match never {},
         }
+    }
+}
+
+/// The scope a job's component state is encrypted for (readable by every configuration of
+/// the component in the project, as stored state is).
+pub(super) fn state_scope(job: &Job) -> Scope {
+    Scope::Project {
+        component: job.component.clone(),
+        project: job.project_id.clone(),
     }
 }
 
