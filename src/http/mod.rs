@@ -1,11 +1,11 @@
 //! The HTTP API on hyper (the only module that knows hyper): routing, tokens, bodies, answers.
 
+mod configurations;
 mod encrypt;
 pub mod error;
-mod handlers;
+mod jobs;
 pub mod query;
 pub mod render;
-mod storage;
 mod tables;
 
 use std::convert::Infallible;
@@ -121,7 +121,7 @@ async fn dispatch(
     let (parts, body) = request.into_parts();
     let query = query::Query::parse(parts.uri.query());
     let segments: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
-    let context = handlers::Context {
+    let context = jobs::Context {
         queue,
         token: &token,
         query: &query,
@@ -130,24 +130,24 @@ async fn dispatch(
     let (status, value) = match (&parts.method, segments.as_slice()) {
         (&Method::POST, ["jobs"]) => {
             let body = read_body(body, &parts.headers, queue.settings().max_body_bytes).await?;
-            handlers::create_job(&context, &body)?
+            jobs::create_job(&context, &body)?
         }
         (&Method::GET, ["jobs"]) | (&Method::GET, ["search", "jobs"]) => {
-            handlers::search_jobs(&context)?
+            jobs::search_jobs(&context)?
         }
         (&Method::GET, ["jobs", id]) => {
-            let (status, value, revision) = handlers::get_job(&context, id).await?;
+            let (status, value, revision) = jobs::get_job(&context, id).await?;
             let mut response = json_response(status, &value);
             response
                 .headers_mut()
                 .insert(INDEX_HEADER, HeaderValue::from(revision));
             return Ok(response);
         }
-        (&Method::POST, ["jobs", id, "kill"]) => handlers::kill_job(&context, id)?,
-        (&Method::GET, ["search", "grouped-jobs"]) => handlers::grouped_jobs(&context)?,
-        (&Method::GET, ["stats", "project"]) => handlers::project_stats(&context)?,
-        (&Method::GET, ["v2", "storage", "events"]) => handlers::events(&context)?,
-        (&Method::GET, ["v2", "storage", "tokens", "verify"]) => handlers::verify_token(&context),
+        (&Method::POST, ["jobs", id, "kill"]) => jobs::kill_job(&context, id)?,
+        (&Method::GET, ["search", "grouped-jobs"]) => jobs::grouped_jobs(&context)?,
+        (&Method::GET, ["stats", "project"]) => jobs::project_stats(&context)?,
+        (&Method::GET, ["v2", "storage", "events"]) => jobs::events(&context)?,
+        (&Method::GET, ["v2", "storage", "tokens", "verify"]) => jobs::verify_token(&context),
         (_, ["jobs"] | ["search", "jobs" | "grouped-jobs"] | ["jobs", _] | ["jobs", _, "kill"])
         | (_, ["stats", "project"])
         | (_, ["v2", "storage", "events"] | ["v2", "storage", "tokens", "verify"]) => {
@@ -170,13 +170,13 @@ async fn dispatch(
             return tables::route(&context, &parts, &segments, body).await;
         }
         (_, ["v2", "storage", ..]) => {
-            let context = storage::Context {
+            let context = configurations::Context {
                 store,
                 settings: queue.settings(),
                 secrets,
                 query: &query,
             };
-            return storage::route(&context, &parts, &segments, body).await;
+            return configurations::route(&context, &parts, &segments, body).await;
         }
         _ => return Err(route_not_found(&parts)),
     };

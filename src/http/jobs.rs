@@ -1,4 +1,5 @@
-//! One function per endpoint: parse the request, ask the queue, render the answer.
+//! The Queue API's endpoints: jobs (create, read or long-poll, kill, search, group, stats), their
+//! events and token verification; each parses the request, asks the queue, renders the answer.
 
 use hyper::{HeaderMap, StatusCode};
 use serde_json::{json, Map, Value};
