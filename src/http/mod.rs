@@ -6,7 +6,7 @@ pub mod error;
 mod jobs;
 pub mod query;
 pub mod render;
-mod tables;
+mod storage;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -162,12 +162,12 @@ async fn dispatch(
             return encrypt::route(&context, &parts, body).await;
         }
         (_, ["v2", "storage", "buckets" | "tables" | "files", ..]) => {
-            let context = tables::Context {
+            let context = storage::Context {
                 storage,
                 settings: queue.settings(),
                 query: &query,
             };
-            return tables::route(&context, &parts, &segments, body).await;
+            return storage::route(&context, &parts, &segments, body).await;
         }
         (_, ["v2", "storage", ..]) => {
             let context = configurations::Context {
