@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::Queue;
 use crate::secrets::Secrets;
-use crate::settings::Token;
+use crate::settings::{Settings, Token};
 use crate::storage::Storage;
 use crate::store::Store;
 use error::ApiError;
@@ -37,17 +37,19 @@ pub const INDEX_HEADER: &str = "X-Jobq-Index";
 /// The header that makes a new job a child of a run.
 pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
 
+/// What the API answers from, built once by the daemon: the queue answers the job routes, the
+/// store the configuration routes, `storage` the bucket, table and file routes, `secrets`
+/// `/encrypt`.
+pub struct Services {
+    pub settings: Arc<Settings>,
+    pub queue: Arc<Queue>,
+    pub store: Arc<Store>,
+    pub storage: Arc<Storage>,
+    pub secrets: Arc<Secrets>,
+}
+
 /// Serves the API on `listener` until `shutdown`, then lets open requests finish (up to 10 s).
-/// The queue answers the job routes, the store the Storage configuration routes, `storage` the
-/// bucket, table and file routes, `secrets` `/encrypt`.
-pub async fn serve(
-    listener: TcpListener,
-    queue: Arc<Queue>,
-    store: Arc<Store>,
-    storage: Arc<Storage>,
-    secrets: Arc<Secrets>,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, services: Arc<Services>, shutdown: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -60,19 +62,10 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
-        let queue = Arc::clone(&queue);
-        let store = Arc::clone(&store);
-        let storage = Arc::clone(&storage);
-        let secrets = Arc::clone(&secrets);
+        let services = Arc::clone(&services);
         let service = hyper::service::service_fn(move |request| {
-            let queue = Arc::clone(&queue);
-            let store = Arc::clone(&store);
-            let storage = Arc::clone(&storage);
-            let secrets = Arc::clone(&secrets);
-            async move {
-                let answered = answer(&queue, &store, &storage, &secrets, request, peer).await;
-                Ok::<_, Infallible>(answered)
-            }
+            let services = Arc::clone(&services);
+            async move { Ok::<_, Infallible>(answer(&services, request, peer).await) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service);
@@ -93,16 +86,13 @@ pub async fn serve(
 
 /// Handles one request; every failure becomes a Keboola error body.
 async fn answer(
-    queue: &Queue,
-    store: &Store,
-    storage: &Storage,
-    secrets: &Secrets,
+    services: &Services,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let response = match dispatch(queue, store, storage, secrets, request).await {
+    let response = match dispatch(services, request).await {
         Ok(response) => response,
         Err(error) => json_response(error.status, &error.body()),
     };
@@ -111,13 +101,17 @@ async fn answer(
 }
 
 async fn dispatch(
-    queue: &Queue,
-    store: &Store,
-    storage: &Storage,
-    secrets: &Secrets,
+    services: &Services,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let token = authenticate(queue, &request)?;
+    let Services {
+        settings,
+        queue,
+        store,
+        storage,
+        secrets,
+    } = services;
+    let token = authenticate(settings, &request)?;
     let (parts, body) = request.into_parts();
     let query = query::Query::parse(parts.uri.query());
     let segments: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
@@ -129,7 +123,7 @@ async fn dispatch(
     };
     let (status, value) = match (&parts.method, segments.as_slice()) {
         (&Method::POST, ["jobs"]) => {
-            let body = read_body(body, &parts.headers, queue.settings().max_body_bytes).await?;
+            let body = read_body(body, &parts.headers, settings.max_body_bytes).await?;
             jobs::create_job(&context, &body)?
         }
         (&Method::GET, ["jobs"]) | (&Method::GET, ["search", "jobs"]) => {
@@ -156,7 +150,7 @@ async fn dispatch(
         (_, ["encrypt"]) => {
             let context = encrypt::Context {
                 secrets,
-                settings: queue.settings(),
+                settings,
                 query: &query,
             };
             return encrypt::route(&context, &parts, body).await;
@@ -164,7 +158,7 @@ async fn dispatch(
         (_, ["v2", "storage", "buckets" | "tables" | "files", ..]) => {
             let context = storage::Context {
                 storage,
-                settings: queue.settings(),
+                settings,
                 query: &query,
             };
             return storage::route(&context, &parts, &segments, body).await;
@@ -172,7 +166,7 @@ async fn dispatch(
         (_, ["v2", "storage", ..]) => {
             let context = configurations::Context {
                 store,
-                settings: queue.settings(),
+                settings,
                 secrets,
                 query: &query,
             };
@@ -202,7 +196,7 @@ fn route_not_found(parts: &hyper::http::request::Parts) -> ApiError {
 }
 
 /// The token of the request, compared in constant time against every configured token.
-fn authenticate(queue: &Queue, request: &Request<Incoming>) -> Result<Token, ApiError> {
+fn authenticate(settings: &Settings, request: &Request<Incoming>) -> Result<Token, ApiError> {
     let unauthorized = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, message);
     let given = request
         .headers()
@@ -210,7 +204,7 @@ fn authenticate(queue: &Queue, request: &Request<Incoming>) -> Result<Token, Api
         .ok_or_else(|| unauthorized("Access token must be set in the X-StorageApi-Token header."))?
         .as_bytes();
     let mut found = None;
-    for token in &queue.settings().tokens {
+    for token in &settings.tokens {
         if bool::from(token.token.as_bytes().ct_eq(given)) {
             found = Some(token.clone());
         }
