@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::configurations::Configurations;
 use crate::http::Services;
 use crate::queue::{Queue, QueueError};
 use crate::runner::{Runner, RunnerError};
@@ -92,9 +93,9 @@ pub async fn run(
     tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);
     let services = Services {
+        configurations: Configurations::new(store, Arc::clone(&secrets), Arc::clone(&settings)),
         settings,
         queue,
-        store,
         storage,
         secrets,
     };

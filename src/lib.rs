@@ -1,6 +1,7 @@
 //! jobq: a single-host daemon that runs Keboola component jobs.
 
 pub mod cli;
+pub mod configurations;
 pub mod daemon;
 pub mod debug;
 pub mod failpoint;

@@ -1,4 +1,5 @@
-//! The Storage API's dev branches and component configurations (rows, state), kept in the store.
+//! The Storage API's dev branches and component configurations (rows, state): requests parsed
+//! into calls of the configurations service, its answers rendered.
 //!
 //! Every configuration path exists under `/v2/storage/branch/{branch}/` and directly under
 //! `/v2/storage/` (the default branch); `{branch}` is `default`, the default branch's id or a dev
@@ -17,17 +18,15 @@ use serde_json::{json, Map, Value};
 use crate::http::error::ApiError;
 use crate::http::query::Query;
 use crate::http::render::{self, Include};
-use crate::model::now_micros;
-use crate::model::{Branch, Configuration, Row};
-use crate::secrets::{self, Secrets};
+use crate::configurations::{Changes, Configurations, ConfigurationsError};
+use crate::model::Configuration;
 use crate::settings::Settings;
-use crate::store::{Store, StoreError, UpdateError};
+use crate::store::StoreError;
 
-/// What the storage routes work with.
+/// What the configuration routes work with.
 pub struct Context<'a> {
-    pub store: &'a Store,
+    pub configurations: &'a Configurations,
     pub settings: &'a Settings,
-    pub secrets: &'a Secrets,
     pub query: &'a Query,
 }
 
@@ -117,159 +116,116 @@ impl<'a> Target<'a> {
 type Answer = Result<(StatusCode, Option<Value>), ApiError>;
 
 fn answer(context: &Context<'_>, parts: &Parts, target: Target<'_>, body: &[u8]) -> Answer {
+    let configurations = context.configurations;
     let fields = || Fields::parse(&parts.headers, body);
     let ok = |value: Value| Ok((StatusCode::OK, Some(value)));
+    let no_content = || Ok((StatusCode::NO_CONTENT, None));
     match (&parts.method, target) {
         (&Method::GET, Target::Branches) => {
-            let mut branches = vec![context.default_branch()?];
-            branches.extend(context.store.branches().map_err(store_error)?);
-            ok(branches.iter().map(render::branch).collect())
+            ok(configurations.branches()?.iter().map(render::branch).collect())
         }
-        (&Method::POST, Target::Branches) => create_branch(context, &fields()?),
-        (&Method::GET, Target::Branch(id)) => ok(render::branch(&context.branch(id)?)),
+        (&Method::POST, Target::Branches) => {
+            let fields = fields()?;
+            let name = fields.required_text("name")?;
+            let description = fields.text("description")?.unwrap_or_default();
+            let branch = configurations.create_branch(name, description)?;
+            Ok((StatusCode::CREATED, Some(render::branch(&branch))))
+        }
+        (&Method::GET, Target::Branch(id)) => ok(render::branch(&configurations.branch(id)?)),
         (&Method::DELETE, Target::Branch(id)) => {
-            let branch = context.branch(id)?;
-            if branch.is_default {
-                return Err(ApiError::bad_request(
-                    "The default branch cannot be deleted; delete a dev branch instead.",
-                ));
-            }
-            context
-                .store
-                .delete_branch(&branch.id)
-                .map_err(store_error)?;
-            Ok((StatusCode::NO_CONTENT, None))
+            configurations.delete_branch(id)?;
+            no_content()
         }
         (&Method::GET, Target::Components(branch)) => list_components(context, branch),
-        (&Method::GET, Target::Configurations(scope)) => {
-            let at = context.at(scope)?;
+        (&Method::GET, Target::Configurations(Scope { branch, component })) => {
+            let listed = configurations.configurations(branch, component)?;
             if context.query.one("isDeleted") == Some("true") {
                 // Deleted configurations are gone at once: the trash is always empty.
                 return ok(json!([]));
             }
-            let configurations = context
-                .store
-                .configurations(&at.branch, Some(&at.component))
-                .map_err(store_error)?;
-            ok(configurations
+            ok(listed
                 .iter()
                 .map(|c| render::configuration(c, Include::ALL))
                 .collect())
         }
-        (&Method::POST, Target::Configurations(scope)) => {
-            create_configuration(context, &context.at(scope)?, &fields()?)
+        (&Method::POST, Target::Configurations(Scope { branch, component })) => {
+            let fields = fields()?;
+            let changes = changes(&fields)?;
+            fields.required_text("name")?;
+            let id = fields.chosen_id("configurationId")?;
+            let created = configurations.create_configuration(branch, component, id, changes)?;
+            Ok((
+                StatusCode::CREATED,
+                Some(render::configuration(&created, Include::ALL)),
+            ))
         }
-        (&Method::GET, Target::Configuration(scope, config)) => {
-            let configuration = context.at(scope)?.load(context.store, config)?;
+        (&Method::GET, Target::Configuration(Scope { branch, component }, config)) => {
+            let configuration = configurations.configuration(branch, component, config)?;
             ok(render::configuration(&configuration, Include::ALL))
         }
-        (&Method::PUT, Target::Configuration(scope, config)) => {
-            let at = context.at(scope)?;
+        (&Method::PUT, Target::Configuration(Scope { branch, component }, config)) => {
             let fields = fields()?;
-            let changes = Changes::parse(&fields)?.sealed(context, &at);
+            let changes = changes(&fields)?;
             let order = fields.ids("rowsSortOrder")?;
-            let updated = at.update(context.store, config, |configuration, _| {
-                changes.apply(editable!(configuration));
-                match &order {
-                    Some(order) => sort_rows(configuration, order),
-                    None => Ok(()),
-                }
-            })?;
+            let updated = configurations.update_configuration(
+                branch,
+                component,
+                config,
+                changes,
+                order.as_deref(),
+            )?;
             ok(render::configuration(&updated, Include::ALL))
         }
-        (&Method::DELETE, Target::Configuration(scope, config)) => {
-            let at = context.at(scope)?;
-            let deleted = context
-                .store
-                .delete_configuration(&at.branch, &at.component, config)
-                .map_err(store_error)?;
-            if !deleted {
-                return Err(store_error(at.configuration_not_found(config)));
-            }
-            Ok((StatusCode::NO_CONTENT, None))
+        (&Method::DELETE, Target::Configuration(Scope { branch, component }, config)) => {
+            configurations.delete_configuration(branch, component, config)?;
+            no_content()
         }
-        (&Method::PUT, Target::State(scope, config, row)) => {
-            let at = context.at(scope)?;
-            let mut state = fields()?.object("state")?.ok_or_else(|| {
+        (&Method::PUT, Target::State(Scope { branch, component }, config, row)) => {
+            let state = fields()?.object("state")?.ok_or_else(|| {
                 ApiError::bad_request("Field \"state\" is required: the new state, an object.")
             })?;
-            context.seal(&at, &mut state);
-            let saved = context
-                .store
-                .update_state(&at.branch, &at.component, config, |configuration| {
-                    let target = match row {
-                        None => &mut configuration.state,
-                        Some(row) => &mut at.row_mut(configuration, row)?.state,
-                    };
-                    *target = state;
-                    Ok(())
-                })
-                .map_err(update_error)?;
             match row {
-                None => ok(render::configuration(&saved, Include::ALL)),
-                Some(row) => ok(render::row(at.row(&saved, row)?)),
+                None => {
+                    let saved = configurations.set_state(branch, component, config, state)?;
+                    ok(render::configuration(&saved, Include::ALL))
+                }
+                Some(row) => {
+                    let saved =
+                        configurations.set_row_state(branch, component, config, row, state)?;
+                    ok(render::row(&saved))
+                }
             }
         }
-        (&Method::GET, Target::Rows(scope, config)) => {
-            let configuration = context.at(scope)?.load(context.store, config)?;
+        (&Method::GET, Target::Rows(Scope { branch, component }, config)) => {
+            let configuration = configurations.configuration(branch, component, config)?;
             ok(configuration.rows.iter().map(render::row).collect())
         }
-        (&Method::POST, Target::Rows(scope, config)) => {
-            create_row(context, &context.at(scope)?, config, &fields()?)
+        (&Method::POST, Target::Rows(Scope { branch, component }, config)) => {
+            let fields = fields()?;
+            let changes = changes(&fields)?;
+            let id = fields.chosen_id("rowId")?;
+            let row = configurations.create_row(branch, component, config, id, changes)?;
+            Ok((StatusCode::CREATED, Some(render::row(&row))))
         }
-        (&Method::GET, Target::Row(scope, config, row)) => {
-            let at = context.at(scope)?;
-            let configuration = at.load(context.store, config)?;
-            ok(render::row(at.row(&configuration, row)?))
+        (&Method::GET, Target::Row(Scope { branch, component }, config, row)) => {
+            ok(render::row(&configurations.row(branch, component, config, row)?))
         }
-        (&Method::PUT, Target::Row(scope, config, row)) => {
-            let at = context.at(scope)?;
-            let changes = Changes::parse(&fields()?)?.sealed(context, &at);
-            let updated = at.update(context.store, config, |configuration, _| {
-                let changed = at.row_mut(configuration, row)?;
-                changes.apply(editable!(changed));
-                changed.version += 1;
-                configuration.change_description = changes.describe(row, "changed");
-                Ok(())
-            })?;
-            ok(render::row(at.row(&updated, row)?))
+        (&Method::PUT, Target::Row(Scope { branch, component }, config, row)) => {
+            let changes = changes(&fields()?)?;
+            let updated = configurations.update_row(branch, component, config, row, changes)?;
+            ok(render::row(&updated))
         }
-        (&Method::DELETE, Target::Row(scope, config, row)) => {
-            let at = context.at(scope)?;
-            at.update(context.store, config, |configuration, _| {
-                at.row_mut(configuration, row)?;
-                configuration.rows.retain(|r| r.id != row);
-                configuration.change_description = format!("Row {row} deleted");
-                Ok(())
-            })?;
-            Ok((StatusCode::NO_CONTENT, None))
+        (&Method::DELETE, Target::Row(Scope { branch, component }, config, row)) => {
+            configurations.delete_row(branch, component, config, row)?;
+            no_content()
         }
         _ => Err(super::method_not_allowed(parts)),
     }
 }
 
-/// `POST /v2/storage/dev-branches`: made at once (the public API runs a job for it).
-fn create_branch(context: &Context<'_>, fields: &Fields) -> Answer {
-    let name = fields.required_text("name")?;
-    let description = fields.text("description")?.unwrap_or_default();
-    let default_branch_id = &context.settings.project.default_branch_id;
-    let branch = context
-        .store
-        .create_branch(default_branch_id, |id| Branch {
-            id,
-            name,
-            description,
-            is_default: false,
-            created: now_micros(),
-        })
-        .map_err(store_error)?;
-    Ok((StatusCode::CREATED, Some(render::branch(&branch))))
-}
-
 /// `GET .../components`: every registered component with its configurations in the branch; the
 /// parts beyond the summary come with `include=configuration,rows,state`.
 fn list_components(context: &Context<'_>, branch: &str) -> Answer {
-    let branch = context.branch(branch)?.id;
     let mut include = Include::default();
     for part in context
         .query
@@ -284,240 +240,42 @@ fn list_components(context: &Context<'_>, branch: &str) -> Answer {
             _ => {}
         }
     }
-    let configurations = context
-        .store
-        .configurations(&branch, None)
-        .map_err(store_error)?;
-    let components = context.settings.components.iter().map(|component| {
-        let own: Vec<&Configuration> = configurations
-            .iter()
-            .filter(|c| c.component == component.id)
-            .collect();
-        render::component(&component.id, &own, include)
+    let components = context.configurations.components(branch)?;
+    let components = components.iter().map(|(component, configurations)| {
+        let own: Vec<&Configuration> = configurations.iter().collect();
+        render::component(component, &own, include)
     });
     Ok((StatusCode::OK, Some(components.collect())))
 }
 
-/// `POST .../configs`: `name` is required; `configurationId` chooses the id.
-fn create_configuration(context: &Context<'_>, at: &At, fields: &Fields) -> Answer {
-    let store = context.store;
-    let changes = Changes::parse(fields)?.sealed(context, at);
-    fields.required_text("name")?;
-    // A configuration starts with what a row starts with, plus its component, branch and rows.
-    let id = fields.chosen_id("configurationId")?.unwrap_or_default();
-    let new = new_row(id, &changes);
-    let configuration = Configuration {
-        component: at.component.clone(),
-        branch_id: at.branch.clone(),
-        id: new.id,
-        name: new.name,
-        description: new.description,
-        change_description: new.change_description,
-        version: new.version,
-        is_disabled: new.is_disabled,
-        configuration: new.configuration,
-        state: new.state,
-        rows: Vec::new(),
-        created: new.created,
-    };
-    let created = store
-        .create_configuration(configuration)
-        .map_err(store_error)?;
-    Ok((
-        StatusCode::CREATED,
-        Some(render::configuration(&created, Include::ALL)),
-    ))
+/// The fields a configuration and a row share.
+fn changes(fields: &Fields) -> Result<Changes, ApiError> {
+    Ok(Changes {
+        name: fields.text("name")?,
+        description: fields.text("description")?,
+        change_description: fields.text("changeDescription")?,
+        is_disabled: fields.flag("isDisabled")?,
+        configuration: fields.object("configuration")?,
+        state: fields.object("state")?,
+    })
 }
 
-/// `POST .../rows`: `rowId` chooses the id; the row goes last.
-fn create_row(context: &Context<'_>, at: &At, config: &str, fields: &Fields) -> Answer {
-    let store = context.store;
-    let changes = Changes::parse(fields)?.sealed(context, at);
-    let chosen = fields.chosen_id("rowId")?;
-    let mut id = String::new();
-    let updated = at.update(store, config, |configuration, next_id| {
-        let row = new_row(chosen.unwrap_or_else(next_id), &changes);
-        configuration.change_description = changes.describe(&row.id, "added");
-        id.clone_from(&row.id);
-        configuration.rows.push(row);
-        Ok(())
-    })?;
-    Ok((
-        StatusCode::CREATED,
-        Some(render::row(at.row(&updated, &id)?)),
-    ))
-}
-
-/// A row at version 1 with what the request gives, empty or `{}` where it gives nothing.
-fn new_row(id: String, changes: &Changes) -> Row {
-    let mut row = Row {
-        id,
-        name: String::new(),
-        description: String::new(),
-        change_description: String::new(),
-        version: 1,
-        is_disabled: false,
-        configuration: json!({}),
-        state: json!({}),
-        created: now_micros(),
-    };
-    changes.apply(editable!(row));
-    row
-}
-
-/// Puts the rows `order` names first, in that order; the others keep theirs after them.
-fn sort_rows(configuration: &mut Configuration, order: &[String]) -> Result<(), ApiError> {
-    if let Some(unknown) = order.iter().find(|id| configuration.row(id).is_none()) {
-        return Err(ApiError::bad_request(format!(
-            "Field \"rowsSortOrder\" names row \"{unknown}\", which configuration \"{}\" does not have.",
-            configuration.id
-        )));
-    }
-    let place = |row: &Row| {
-        order
-            .iter()
-            .position(|id| *id == row.id)
-            .unwrap_or(order.len())
-    };
-    configuration.rows.sort_by_key(place);
-    Ok(())
-}
-
-impl Context<'_> {
-    /// The branch a path names: `default` and the default branch's id mean the default branch,
-    /// anything else must be a stored dev branch.
-    fn branch(&self, given: &str) -> Result<Branch, ApiError> {
-        let default = &self.settings.project.default_branch_id;
-        if given == "default" || given == default {
-            return self.default_branch();
-        }
-        let branch = self.store.branch(given).map_err(store_error)?;
-        branch.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "Branch \"{given}\" not found; GET /v2/storage/dev-branches lists the branches."
-                ),
-            )
-        })
-    }
-
-    /// The default branch is not stored: its id comes from the settings, its time from the store.
-    fn default_branch(&self) -> Result<Branch, ApiError> {
-        Ok(Branch {
-            id: self.settings.project.default_branch_id.clone(),
-            name: "Main".to_string(),
-            description: String::new(),
-            is_default: true,
-            created: self.store.created_time().map_err(store_error)?,
-        })
-    }
-
-    /// The resolved branch and the component, which must be registered.
-    /// Encrypts every `#` value of a configuration, row or state of `at`'s component before it
-    /// is stored: answers and the store only ever hold ciphertexts.
-    fn seal(&self, at: &At, value: &mut Value) {
-        let scope = secrets::Scope::Project {
-            component: at.component.clone(),
-            project: self.settings.project.id.clone(),
+impl From<ConfigurationsError> for ApiError {
+    fn from(error: ConfigurationsError) -> Self {
+        let status = match &error {
+            ConfigurationsError::BranchNotFound { .. }
+            | ConfigurationsError::ComponentNotRegistered { .. }
+            | ConfigurationsError::Store(
+                StoreError::ConfigurationNotFound { .. } | StoreError::RowNotFound { .. },
+            ) => StatusCode::NOT_FOUND,
+            ConfigurationsError::Store(
+                StoreError::ConfigurationExists { .. } | StoreError::RowExists { .. },
+            ) => StatusCode::CONFLICT,
+            ConfigurationsError::DefaultBranchNotDeletable
+            | ConfigurationsError::UnknownRowInSortOrder { .. } => StatusCode::BAD_REQUEST,
+            ConfigurationsError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        self.secrets.encrypt_json(value, &scope);
-    }
-
-    fn at(&self, scope: Scope<'_>) -> Result<At, ApiError> {
-        let branch = self.branch(scope.branch)?.id;
-        if self.settings.component(scope.component).is_none() {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "Component \"{}\" is not registered in jobq; add it under [[components]] in \
-                     the settings file.",
-                    scope.component
-                ),
-            ));
-        }
-        Ok(At {
-            branch,
-            component: scope.component.to_string(),
-        })
-    }
-}
-
-/// A registered component in an existing branch.
-struct At {
-    branch: String,
-    component: String,
-}
-
-impl At {
-    fn load(&self, store: &Store, config: &str) -> Result<Configuration, ApiError> {
-        store
-            .configuration(&self.branch, &self.component, config)
-            .map_err(store_error)?
-            .ok_or_else(|| store_error(self.configuration_not_found(config)))
-    }
-
-    fn update(
-        &self,
-        store: &Store,
-        config: &str,
-        f: impl FnOnce(&mut Configuration, &mut dyn FnMut() -> String) -> Result<(), ApiError>,
-    ) -> Result<Configuration, ApiError> {
-        store
-            .update_configuration(&self.branch, &self.component, config, f)
-            .map_err(update_error)
-    }
-
-    fn row<'c>(&self, configuration: &'c Configuration, row: &str) -> Result<&'c Row, ApiError> {
-        configuration
-            .row(row)
-            .ok_or_else(|| self.row_not_found(configuration, row))
-    }
-
-    fn row_mut<'c>(
-        &self,
-        configuration: &'c mut Configuration,
-        row: &str,
-    ) -> Result<&'c mut Row, ApiError> {
-        let missing = self.row_not_found(configuration, row);
-        configuration.row_mut(row).ok_or(missing)
-    }
-
-    fn configuration_not_found(&self, config: &str) -> StoreError {
-        StoreError::ConfigurationNotFound {
-            branch: self.branch.clone(),
-            component: self.component.clone(),
-            config: config.to_string(),
-        }
-    }
-
-    fn row_not_found(&self, configuration: &Configuration, row: &str) -> ApiError {
-        store_error(StoreError::RowNotFound {
-            branch: self.branch.clone(),
-            component: self.component.clone(),
-            config: configuration.id.clone(),
-            row: row.to_string(),
-        })
-    }
-}
-
-fn store_error(error: StoreError) -> ApiError {
-    let status = match error {
-        StoreError::ConfigurationNotFound { .. } | StoreError::RowNotFound { .. } => {
-            StatusCode::NOT_FOUND
-        }
-        StoreError::ConfigurationExists { .. } | StoreError::RowExists { .. } => {
-            StatusCode::CONFLICT
-        }
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, error.to_string())
-}
-
-fn update_error(error: UpdateError<ApiError>) -> ApiError {
-    match error {
-        UpdateError::Store(error) => store_error(error),
-        UpdateError::Rejected(error) => error,
+        ApiError::new(status, error.to_string())
     }
 }
 
@@ -655,93 +413,6 @@ fn wrong_type(field: &str, expected: &str) -> ApiError {
     ApiError::bad_request(format!("Field \"{field}\" must be {expected}."))
 }
 
-/// The fields a configuration and a row share, as a request gives them (`None`: unchanged).
-struct Changes {
-    name: Option<String>,
-    description: Option<String>,
-    change_description: Option<String>,
-    is_disabled: Option<bool>,
-    configuration: Option<Value>,
-    state: Option<Value>,
-}
-
-/// The fields `Changes` sets, borrowed from a configuration or a row.
-struct Editable<'a> {
-    name: &'a mut String,
-    description: &'a mut String,
-    change_description: &'a mut String,
-    is_disabled: &'a mut bool,
-    configuration: &'a mut Value,
-    state: &'a mut Value,
-}
-
-/// `Editable` of a configuration or a row (a place, evaluated once per field).
-macro_rules! editable {
-    ($record:ident) => {
-        Editable {
-            name: &mut $record.name,
-            description: &mut $record.description,
-            change_description: &mut $record.change_description,
-            is_disabled: &mut $record.is_disabled,
-            configuration: &mut $record.configuration,
-            state: &mut $record.state,
-        }
-    };
-}
-use editable;
-
-impl Changes {
-    /// The changes with their secrets encrypted for `at`'s component.
-    fn sealed(mut self, context: &Context<'_>, at: &At) -> Changes {
-        for value in [&mut self.configuration, &mut self.state]
-            .into_iter()
-            .flatten()
-        {
-            context.seal(at, value);
-        }
-        self
-    }
-
-    fn parse(fields: &Fields) -> Result<Changes, ApiError> {
-        Ok(Changes {
-            name: fields.text("name")?,
-            description: fields.text("description")?,
-            change_description: fields.text("changeDescription")?,
-            is_disabled: fields.flag("isDisabled")?,
-            configuration: fields.object("configuration")?,
-            state: fields.object("state")?,
-        })
-    }
-
-    /// Sets what the request gives; `changeDescription` describes this change only.
-    fn apply(&self, record: Editable<'_>) {
-        let set = |target: &mut String, given: &Option<String>| {
-            if let Some(given) = given {
-                target.clone_from(given);
-            }
-        };
-        set(record.name, &self.name);
-        set(record.description, &self.description);
-        *record.change_description = self.change_description.clone().unwrap_or_default();
-        if let Some(disabled) = self.is_disabled {
-            *record.is_disabled = disabled;
-        }
-        if let Some(configuration) = &self.configuration {
-            record.configuration.clone_from(configuration);
-        }
-        if let Some(state) = &self.state {
-            record.state.clone_from(state);
-        }
-    }
-
-    /// The configuration's change description for a change of one of its rows.
-    fn describe(&self, row: &str, what: &str) -> String {
-        self.change_description
-            .clone()
-            .unwrap_or_else(|| format!("Row {row} {what}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -829,7 +500,7 @@ mod tests {
             "state": [],
         }));
         for fields in [from_form, from_json] {
-            let changes = Changes::parse(&fields).expect("valid");
+            let changes = changes(&fields).expect("valid");
             assert_eq!(changes.name.as_deref(), Some("n"));
             assert_eq!(changes.is_disabled, Some(true));
             assert_eq!(changes.configuration, Some(json!({"parameters": {"a": 1}})));
@@ -875,7 +546,7 @@ mod tests {
             (json_fields(json!({"name": ["x"]})), "name"),
         ];
         for (fields, field) in bad {
-            let error = Changes::parse(&fields).err().expect("refused");
+            let error = changes(&fields).expect_err("refused");
             assert_eq!(error.status, StatusCode::BAD_REQUEST);
             assert!(error.message.contains(field), "{}", error.message);
         }

@@ -23,11 +23,11 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::configurations::Configurations;
 use crate::queue::Queue;
 use crate::secrets::Secrets;
 use crate::settings::{Settings, Token};
 use crate::storage::Storage;
-use crate::store::Store;
 use error::ApiError;
 
 /// The header carrying the API token.
@@ -37,13 +37,13 @@ pub const INDEX_HEADER: &str = "X-Jobq-Index";
 /// The header that makes a new job a child of a run.
 pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
 
-/// What the API answers from, built once by the daemon: the queue answers the job routes, the
-/// store the configuration routes, `storage` the bucket, table and file routes, `secrets`
-/// `/encrypt`.
+/// What the API answers from, built once by the daemon: the queue answers the job routes,
+/// `configurations` the configuration routes, `storage` the bucket, table and file routes,
+/// `secrets` `/encrypt`.
 pub struct Services {
     pub settings: Arc<Settings>,
     pub queue: Arc<Queue>,
-    pub store: Arc<Store>,
+    pub configurations: Configurations,
     pub storage: Arc<Storage>,
     pub secrets: Arc<Secrets>,
 }
@@ -107,7 +107,7 @@ async fn dispatch(
     let Services {
         settings,
         queue,
-        store,
+        configurations,
         storage,
         secrets,
     } = services;
@@ -165,9 +165,8 @@ async fn dispatch(
         }
         (_, ["v2", "storage", ..]) => {
             let context = configurations::Context {
-                store,
+                configurations,
                 settings,
-                secrets,
                 query: &query,
             };
             return configurations::route(&context, &parts, &segments, body).await;
