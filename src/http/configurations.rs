@@ -10,12 +10,12 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::CONTENT_TYPE;
 use hyper::http::request::Parts;
-use hyper::{HeaderMap, Method, Response, StatusCode};
-use serde_json::{json, Map, Value};
+use hyper::{Method, Response, StatusCode};
+use serde_json::{json, Value};
 
 use crate::http::error::ApiError;
+use crate::http::fields::Fields;
 use crate::http::query::Query;
 use crate::http::render::{self, Include};
 use crate::configurations::{Changes, Configurations, ConfigurationsError};
@@ -117,7 +117,7 @@ type Answer = Result<(StatusCode, Option<Value>), ApiError>;
 
 fn answer(context: &Context<'_>, parts: &Parts, target: Target<'_>, body: &[u8]) -> Answer {
     let configurations = context.configurations;
-    let fields = || Fields::parse(&parts.headers, body);
+    let fields = || Fields::from_body(&parts.headers, body);
     let ok = |value: Value| Ok((StatusCode::OK, Some(value)));
     let no_content = || Ok((StatusCode::NO_CONTENT, None));
     match (&parts.method, target) {
@@ -166,7 +166,7 @@ fn answer(context: &Context<'_>, parts: &Parts, target: Target<'_>, body: &[u8])
         (&Method::PUT, Target::Configuration(Scope { branch, component }, config)) => {
             let fields = fields()?;
             let changes = changes(&fields)?;
-            let order = fields.ids("rowsSortOrder")?;
+            let order = fields.list("rowsSortOrder")?;
             let updated = configurations.update_configuration(
                 branch,
                 component,
@@ -279,140 +279,6 @@ impl From<ConfigurationsError> for ApiError {
     }
 }
 
-/// A request body's fields: a JSON object, or a form as the public API's clients send it.
-enum Fields {
-    Json(Map<String, Value>),
-    Form(Query),
-}
-
-impl Fields {
-    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Fields, ApiError> {
-        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        if content_type.is_some_and(|t| t.starts_with("application/x-www-form-urlencoded")) {
-            let text = std::str::from_utf8(body)
-                .map_err(|_| ApiError::bad_request("The form body is not valid UTF-8."))?;
-            return Ok(Fields::Form(Query::parse(Some(text))));
-        }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Fields::Json(Map::new()));
-        }
-        match serde_json::from_slice(body) {
-            Ok(Value::Object(map)) => Ok(Fields::Json(map)),
-            Ok(_) => Err(ApiError::bad_request(
-                "The request body must be a JSON object.",
-            )),
-            Err(error) => Err(ApiError::bad_request(format!(
-                "The request body is not valid JSON: {error}; send JSON, or a form with \
-                 Content-Type application/x-www-form-urlencoded."
-            ))),
-        }
-    }
-
-    /// The field's value (JSON `null` is absent); a form field given several times is a list.
-    fn get(&self, field: &str) -> Option<Value> {
-        match self {
-            Fields::Json(map) => map.get(field).filter(|v| !v.is_null()).cloned(),
-            Fields::Form(form) => match form.all(field) {
-                [] => None,
-                [one] => Some(Value::String(one.clone())),
-                many => Some(json!(many)),
-            },
-        }
-    }
-
-    fn text(&self, field: &str) -> Result<Option<String>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text)),
-            Some(Value::Number(number)) => Ok(Some(number.to_string())),
-            Some(_) => Err(wrong_type(field, "a string")),
-        }
-    }
-
-    fn required_text(&self, field: &str) -> Result<String, ApiError> {
-        self.text(field)?
-            .filter(|text| !text.trim().is_empty())
-            .ok_or_else(|| ApiError::bad_request(format!("Field \"{field}\" is required.")))
-    }
-
-    /// An id the client chooses: letters, digits, `.`, `_` and `-` (it becomes a path segment).
-    fn chosen_id(&self, field: &str) -> Result<Option<String>, ApiError> {
-        let id = self.text(field)?.filter(|id| !id.is_empty());
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if id.as_deref().is_some_and(|id| !id.chars().all(allowed)) {
-            return Err(wrong_type(
-                field,
-                "made of letters, digits, '.', '_' and '-'",
-            ));
-        }
-        Ok(id)
-    }
-
-    /// `true`/`false`, or as forms send them: `"true"`, `"false"`, `"1"`, `"0"`.
-    fn flag(&self, field: &str) -> Result<Option<bool>, ApiError> {
-        let Some(value) = self.get(field) else {
-            return Ok(None);
-        };
-        let flag = match &value {
-            Value::Bool(flag) => Some(*flag),
-            Value::Number(number) => match number.as_u64() {
-                Some(0) => Some(false),
-                Some(1) => Some(true),
-                _ => None,
-            },
-            Value::String(text) => match text.trim() {
-                "true" | "1" => Some(true),
-                "false" | "0" | "" => Some(false),
-                _ => None,
-            },
-            _ => None,
-        };
-        flag.map(Some)
-            .ok_or_else(|| wrong_type(field, "true or false (or \"1\", \"0\")"))
-    }
-
-    /// A JSON object, given as one or as JSON text (forms can only send text); `[]` means `{}`.
-    fn object(&self, field: &str) -> Result<Option<Value>, ApiError> {
-        let value = match self.get(field) {
-            None => return Ok(None),
-            Some(Value::String(text)) if text.trim().is_empty() => json!({}),
-            Some(Value::String(text)) => serde_json::from_str(&text).map_err(|error| {
-                ApiError::bad_request(format!("Field \"{field}\" is not valid JSON: {error}."))
-            })?,
-            Some(value) => value,
-        };
-        match value {
-            Value::Object(_) => Ok(Some(value)),
-            Value::Array(items) if items.is_empty() => Ok(Some(json!({}))),
-            _ => Err(wrong_type(field, "a JSON object")),
-        }
-    }
-
-    /// A list of ids: an array, or (in forms) `field[]=a&field[]=b` or `field=a,b`.
-    fn ids(&self, field: &str) -> Result<Option<Vec<String>>, ApiError> {
-        let items = match self.get(field) {
-            None => return Ok(None),
-            Some(Value::Array(items)) => items,
-            Some(Value::String(text)) => text.split(',').map(|id| json!(id.trim())).collect(),
-            Some(_) => return Err(wrong_type(field, "a list of ids")),
-        };
-        items
-            .into_iter()
-            .filter(|item| item.as_str() != Some(""))
-            .map(|item| match item {
-                Value::String(id) => Ok(id),
-                Value::Number(id) => Ok(id.to_string()),
-                _ => Err(wrong_type(field, "a list of ids")),
-            })
-            .collect::<Result<_, _>>()
-            .map(Some)
-    }
-}
-
-fn wrong_type(field: &str, expected: &str) -> ApiError {
-    ApiError::bad_request(format!("Field \"{field}\" must be {expected}."))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,88 +341,5 @@ mod tests {
         for (path, expected) in cases {
             assert_eq!(parse(path), expected, "{path}");
         }
-    }
-
-    fn form(text: &str) -> Fields {
-        Fields::Form(Query::parse(Some(text)))
-    }
-
-    fn json_fields(value: Value) -> Fields {
-        match value {
-            Value::Object(map) => Fields::Json(map),
-            _ => panic!("an object"),
-        }
-    }
-
-    #[test]
-    fn forms_and_json_give_the_same_changes() {
-        let from_form = form(
-            "name=n&isDisabled=1&configuration=%7B%22parameters%22%3A%7B%22a%22%3A1%7D%7D&state=",
-        );
-        let from_json = json_fields(json!({
-            "name": "n",
-            "isDisabled": true,
-            "configuration": {"parameters": {"a": 1}},
-            "state": [],
-        }));
-        for fields in [from_form, from_json] {
-            let changes = changes(&fields).expect("valid");
-            assert_eq!(changes.name.as_deref(), Some("n"));
-            assert_eq!(changes.is_disabled, Some(true));
-            assert_eq!(changes.configuration, Some(json!({"parameters": {"a": 1}})));
-            assert_eq!(changes.state, Some(json!({})));
-            assert_eq!(changes.description, None);
-        }
-        let fields = json_fields(json!({"configuration": "{\"parameters\": {}}"}));
-        assert_eq!(
-            fields.object("configuration").unwrap(),
-            Some(json!({"parameters": {}}))
-        );
-    }
-
-    #[test]
-    fn flags_ids_and_bad_values() {
-        for (text, flag) in [("true", true), ("1", true), ("false", false), ("0", false)] {
-            assert_eq!(
-                form(&format!("isDisabled={text}"))
-                    .flag("isDisabled")
-                    .unwrap(),
-                Some(flag)
-            );
-        }
-        let sorted = ["b".to_string(), "a".to_string()];
-        for fields in [
-            form("rowsSortOrder[]=b&rowsSortOrder[]=a"),
-            form("rowsSortOrder=b,a"),
-            json_fields(json!({"rowsSortOrder": ["b", "a"]})),
-        ] {
-            assert_eq!(
-                fields.ids("rowsSortOrder").unwrap().as_deref(),
-                Some(&sorted[..])
-            );
-        }
-        let bad = [
-            (form("isDisabled=maybe"), "isDisabled"),
-            (form("configuration=%7Bnope"), "configuration"),
-            (json_fields(json!({"configuration": 5})), "configuration"),
-            (
-                json_fields(json!({"configuration": "[1]"})),
-                "configuration",
-            ),
-            (json_fields(json!({"name": ["x"]})), "name"),
-        ];
-        for (fields, field) in bad {
-            let error = changes(&fields).expect_err("refused");
-            assert_eq!(error.status, StatusCode::BAD_REQUEST);
-            assert!(error.message.contains(field), "{}", error.message);
-        }
-        let error = form("configurationId=a/b")
-            .chosen_id("configurationId")
-            .unwrap_err();
-        assert!(
-            error.message.contains("configurationId"),
-            "{}",
-            error.message
-        );
     }
 }

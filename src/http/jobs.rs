@@ -2,9 +2,10 @@
 //! events and token verification; each parses the request, asks the queue, renders the answer.
 
 use hyper::{HeaderMap, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::http::error::ApiError;
+use crate::http::fields::Fields;
 use crate::http::query::{self, Query};
 use crate::http::{render, RUN_ID_HEADER};
 use crate::model::Mode;
@@ -23,14 +24,7 @@ type Answer = Result<(StatusCode, Value), ApiError>;
 
 /// `POST /jobs`
 pub fn create_job(context: &Context<'_>, body: &[u8]) -> Answer {
-    let body: Value = serde_json::from_slice(body).map_err(|error| {
-        ApiError::bad_request(format!("The request body is not valid JSON: {error}"))
-    })?;
-    let Value::Object(body) = body else {
-        return Err(ApiError::bad_request(
-            "The request body must be a JSON object.",
-        ));
-    };
+    let fields = Fields::from_body(context.headers, body)?;
     let parent_run_id = match context.headers.get(RUN_ID_HEADER) {
         Some(value) => Some(
             value
@@ -41,7 +35,7 @@ pub fn create_job(context: &Context<'_>, body: &[u8]) -> Answer {
         ),
         None => None,
     };
-    let mode = match optional_string(&body, "mode")? {
+    let mode = match fields.text("mode")? {
         None => None,
         Some(text) => Some(Mode::parse(&text).ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -50,21 +44,22 @@ pub fn create_job(context: &Context<'_>, body: &[u8]) -> Answer {
         })?),
     };
     let request = NewJob {
-        component: optional_string(&body, "component")?
+        component: fields
+            .text("component")?
             .ok_or_else(|| ApiError::bad_request("Field \"component\" is required."))?,
         mode,
-        config: optional_id(&body, "config")?,
-        config_data: optional_object(&body, "configData")?.unwrap_or_else(|| json!({})),
-        config_row_ids: string_list(&body, "configRowIds")?,
-        branch_id: optional_id(&body, "branchId")?,
-        tag: optional_string(&body, "tag")?,
-        variable_values_id: optional_id(&body, "variableValuesId")?,
-        variable_values_data: optional_object(&body, "variableValuesData")?,
-        backend: optional_object(&body, "backend")?,
-        parallelism: optional_id(&body, "parallelism")?,
-        behavior: optional_object(&body, "behavior")?,
-        delay: optional_seconds(&body, "delay")?,
-        delayed_start_time: optional_string(&body, "delayedStartTime")?,
+        config: fields.id("config")?,
+        config_data: fields.object("configData")?.unwrap_or_else(|| json!({})),
+        config_row_ids: fields.list("configRowIds")?.unwrap_or_default(),
+        branch_id: fields.id("branchId")?,
+        tag: fields.text("tag")?,
+        variable_values_id: fields.id("variableValuesId")?,
+        variable_values_data: fields.object("variableValuesData")?,
+        backend: fields.object("backend")?,
+        parallelism: fields.id("parallelism")?,
+        behavior: fields.object("behavior")?,
+        delay: fields.seconds("delay")?,
+        delayed_start_time: fields.text("delayedStartTime")?,
         parent_run_id,
     };
     let job = tokio::task::block_in_place(|| context.queue.create(request, context.token))?;
@@ -216,65 +211,4 @@ pub fn verify_token(context: &Context<'_>) -> (StatusCode, Value) {
             "owner": {"id": project.id, "name": project.name},
         }),
     )
-}
-
-fn wrong_type(field: &str, expected: &str) -> ApiError {
-    ApiError::bad_request(format!("Field \"{field}\" must be {expected}."))
-}
-
-fn optional_string(body: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(_) => Err(wrong_type(field, "a string")),
-    }
-}
-
-/// A non-negative number of seconds, as a number or a numeric string.
-fn optional_seconds(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiError> {
-    let seconds = match body.get(field) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(number)) => number.as_u64(),
-        Some(Value::String(text)) => text.trim().parse().ok(),
-        Some(_) => None,
-    };
-    seconds
-        .map(Some)
-        .ok_or_else(|| wrong_type(field, "a non-negative number of seconds"))
-}
-
-/// Ids arrive as strings or numbers; both mean the same id.
-fn optional_id(body: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) if text.is_empty() => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(Value::Number(number)) => Ok(Some(number.to_string())),
-        Some(_) => Err(wrong_type(field, "a string or a number")),
-    }
-}
-
-/// An object field; `[]` (the public API's empty object) is accepted as `{}`.
-fn optional_object(body: &Map<String, Value>, field: &str) -> Result<Option<Value>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(map)) => Ok(Some(Value::Object(map.clone()))),
-        Some(Value::Array(items)) if items.is_empty() => Ok(Some(json!({}))),
-        Some(_) => Err(wrong_type(field, "an object")),
-    }
-}
-
-fn string_list(body: &Map<String, Value>, field: &str) -> Result<Vec<String>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| match item {
-                Value::String(text) => Ok(text.clone()),
-                Value::Number(number) => Ok(number.to_string()),
-                _ => Err(wrong_type(field, "an array of strings")),
-            })
-            .collect(),
-        Some(_) => Err(wrong_type(field, "an array of strings")),
-    }
 }

@@ -3,6 +3,7 @@
 mod configurations;
 mod encrypt;
 pub mod error;
+mod fields;
 mod jobs;
 pub mod query;
 pub mod render;
@@ -156,10 +157,12 @@ async fn dispatch(
             return encrypt::route(&context, &parts, body).await;
         }
         (_, ["v2", "storage", "buckets" | "tables" | "files", ..]) => {
+            let params = fields::Fields::from_query(query.clone());
             let context = storage::Context {
                 storage,
                 settings,
                 query: &query,
+                params: &params,
             };
             return storage::route(&context, &parts, &segments, body).await;
         }

@@ -6,6 +6,7 @@ use crate::http::error::ApiError;
 use crate::model::{parse_time, JobQuery, JobType, Mode, SortKey, Status, TimeRange};
 
 /// A parsed query string: each name (with `[]` / `[N]` removed) and its values in order.
+#[derive(Debug, Clone, Default)]
 pub struct Query {
     values: BTreeMap<String, Vec<String>>,
 }

@@ -18,6 +18,7 @@ use hyper::{Method, Response, StatusCode};
 use serde_json::Value;
 
 use crate::http::error::ApiError;
+use crate::http::fields::Fields;
 use crate::http::query::Query;
 use crate::http::render;
 use crate::model::{parse_time, StoredFile, Table};
@@ -30,6 +31,8 @@ pub struct Context<'a> {
     pub storage: &'a Storage,
     pub settings: &'a Settings,
     pub query: &'a Query,
+    /// The query string's parameters, read leniently.
+    pub params: &'a Fields,
 }
 
 /// Answers a request whose path starts with `v2/storage/buckets`, `v2/storage/tables` or
@@ -106,7 +109,7 @@ fn answer(
             json(StatusCode::OK, bucket)
         }
         (&Method::DELETE, Target::Bucket(id)) => {
-            if !storage.delete_bucket(id, flag(query, "force")?.unwrap_or(false))? {
+            if !storage.delete_bucket(id, context.params.flag("force")?.unwrap_or(false))? {
                 return Err(bucket_not_found(id));
             }
             Ok(no_content())
@@ -138,7 +141,7 @@ fn answer(
         (&Method::GET, Target::Preview(id)) => preview(context, id),
         (&Method::POST, Target::Import(id)) => import(context, id, upload()?),
         (&Method::GET, Target::Files) => {
-            let files = storage.files(query.all("tags"))?;
+            let files = storage.files(&context.params.values("tags")?)?;
             let offset = query.number("offset")?.unwrap_or(0) as usize;
             let limit = query.number("limit")?.unwrap_or(100) as usize;
             let public_url = &context.settings.public_url;
@@ -187,7 +190,7 @@ fn create_table(
     bucket: &str,
     upload: Upload,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let name = upload.params.one("name").unwrap_or_default();
+    let name = upload.params.text("name")?.unwrap_or_default();
     if name.is_empty() {
         return Err(ApiError::bad_request(
             "Parameter \"name\" is required: the name of the new table.",
@@ -216,16 +219,16 @@ fn import(
         return Err(table_not_found(id));
     }
     let params = &upload.params;
-    let delete_where = match params.one("deleteWhereColumn").filter(|c| !c.is_empty()) {
+    let delete_where = match params.text("deleteWhereColumn")?.filter(|c| !c.is_empty()) {
         Some(column) => Some(RowFilter {
-            column: column.to_string(),
-            values: params.all("deleteWhereValues").to_vec(),
+            column,
+            values: params.values("deleteWhereValues")?,
             operator: operator(params, "deleteWhereOperator")?,
         }),
         None => None,
     };
     let request = LoadRequest {
-        incremental: flag(params, "incremental")?.unwrap_or(false),
+        incremental: params.flag("incremental")?.unwrap_or(false),
         delete_where,
         ..upload.load_request(id)?
     };
@@ -245,18 +248,18 @@ fn load(
 /// `GET /v2/storage/tables/{id}/data-preview`: CSV with a header; `columns`, `whereColumn`,
 /// `whereValues[]`, `whereOperator`, `changedSince`, `limit` (100 by default, at most 1000).
 fn preview(context: &Context<'_>, id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
-    let query = context.query;
-    let filter = match query.one("whereColumn").filter(|c| !c.is_empty()) {
+    let params = context.params;
+    let filter = match params.text("whereColumn")?.filter(|c| !c.is_empty()) {
         Some(column) => Some(RowFilter {
-            column: column.to_string(),
-            values: query.all("whereValues").to_vec(),
-            operator: operator(query, "whereOperator")?,
+            column,
+            values: params.values("whereValues")?,
+            operator: operator(params, "whereOperator")?,
         }),
         None => None,
     };
-    let changed_since = match query.one("changedSince").filter(|t| !t.is_empty()) {
+    let changed_since = match params.text("changedSince")?.filter(|t| !t.is_empty()) {
         None => None,
-        Some(text) => Some(time(text).ok_or_else(|| {
+        Some(text) => Some(time(&text).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "Parameter \"changedSince\" must be a Unix timestamp or a time like \
                  2024-01-31T08:00:00+00:00 or \"-1 day\", \"{text}\" given."
@@ -264,9 +267,9 @@ fn preview(context: &Context<'_>, id: &str) -> Result<Response<Full<Bytes>>, Api
         })?),
     };
     let export = Export {
-        columns: list(query, "columns"),
+        columns: params.list("columns")?.unwrap_or_default(),
         filter,
-        limit: Some(query.number("limit")?.unwrap_or(100).min(MAX_PREVIEW_ROWS)),
+        limit: Some(context.query.number("limit")?.unwrap_or(100).min(MAX_PREVIEW_ROWS)),
         changed_since,
     };
     let mut csv = Vec::new();
@@ -283,9 +286,9 @@ fn preview(context: &Context<'_>, id: &str) -> Result<Response<Full<Bytes>>, Api
 fn upload_file(context: &Context<'_>, upload: Upload) -> Result<Response<Full<Bytes>>, ApiError> {
     let name = upload
         .params
-        .one("name")
+        .text("name")?
         .filter(|n| !n.is_empty())
-        .or(upload.file_name.as_deref())
+        .or(upload.file_name)
         .ok_or_else(|| {
             ApiError::bad_request(
                 "Parameter \"name\" is required: the file's name (or send a \"file\" part with a \
@@ -295,7 +298,7 @@ fn upload_file(context: &Context<'_>, upload: Upload) -> Result<Response<Full<By
     let file =
         context
             .storage
-            .upload_file(name, upload.params.all("tags"), upload.data.as_ref())?;
+            .upload_file(&name, &upload.params.values("tags")?, upload.data.as_ref())?;
     Ok(super::json_response(
         StatusCode::CREATED,
         &render::file(&file, &context.settings.public_url),
@@ -342,7 +345,7 @@ impl Context<'_> {
 
 /// An upload's data and parameters (the query string's and multipart fields together).
 struct Upload {
-    params: Query,
+    params: Fields,
     data: Bytes,
     /// The file name of the multipart data part.
     file_name: Option<String>,
@@ -359,7 +362,7 @@ impl Upload {
             .unwrap_or("");
         if !content_type.starts_with("multipart/form-data") {
             return Ok(Upload {
-                params: Query::parse(Some(query)),
+                params: Fields::from_query(Query::parse(Some(query))),
                 data: body,
                 file_name: None,
             });
@@ -391,7 +394,7 @@ impl Upload {
             .extend_pairs(fields)
             .finish();
         Ok(Upload {
-            params: Query::parse(Some(&params)),
+            params: Fields::from_query(Query::parse(Some(&params))),
             data,
             file_name,
         })
@@ -402,7 +405,7 @@ impl Upload {
     fn load_request(&self, table_id: &str) -> Result<LoadRequest, ApiError> {
         let params = &self.params;
         let character = |name: &str, default: char| -> Result<Option<char>, ApiError> {
-            let Some(text) = params.one(name) else {
+            let Some(text) = params.text(name)? else {
                 return Ok(Some(default));
             };
             let mut chars = text.chars();
@@ -420,7 +423,7 @@ impl Upload {
         Ok(LoadRequest {
             delimiter,
             enclosure: character("enclosure", '"')?,
-            primary_key: list(params, "primaryKey"),
+            primary_key: params.list("primaryKey")?.unwrap_or_default(),
             ..LoadRequest::new(table_id, LoadSource::Bytes(self.data.clone()))
         })
     }
@@ -456,34 +459,10 @@ fn table_not_found(id: &str) -> ApiError {
     StorageError::TableNotFound { id: id.to_string() }.into()
 }
 
-/// A list given as `name[]=a&name[]=b` or `name=a,b`.
-fn list(params: &Query, name: &str) -> Vec<String> {
-    params
-        .all(name)
-        .iter()
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// `true`/`1` or `false`/`0`.
-fn flag(params: &Query, name: &str) -> Result<Option<bool>, ApiError> {
-    match params.one(name) {
-        None => Ok(None),
-        Some("true" | "1") => Ok(Some(true)),
-        Some("false" | "0" | "") => Ok(Some(false)),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "Parameter \"{name}\" must be true or false (or 1, 0), \"{other}\" given."
-        ))),
-    }
-}
-
 /// `eq` (the default) or `ne`.
-fn operator(params: &Query, name: &str) -> Result<Operator, ApiError> {
-    let text = params.one(name).unwrap_or("eq");
-    Operator::parse(text).ok_or_else(|| {
+fn operator(params: &Fields, name: &str) -> Result<Operator, ApiError> {
+    let text = params.text(name)?.unwrap_or_else(|| "eq".to_string());
+    Operator::parse(&text).ok_or_else(|| {
         ApiError::bad_request(format!(
             "Parameter \"{name}\" must be eq or ne, \"{text}\" given."
         ))
@@ -559,16 +538,7 @@ mod tests {
     }
 
     #[test]
-    fn lists_flags_and_times() {
-        let query = Query::parse(Some(
-            "primaryKey=a,%20b&columns[]=x&columns[]=y,z&incremental=1&force=maybe",
-        ));
-        assert_eq!(list(&query, "primaryKey"), ["a", "b"]);
-        assert_eq!(list(&query, "columns"), ["x", "y", "z"]);
-        assert_eq!(flag(&query, "incremental").unwrap(), Some(true));
-        assert_eq!(flag(&query, "missing").unwrap(), None);
-        let error = flag(&query, "force").unwrap_err();
-        assert!(error.message.contains("\"force\""), "{}", error.message);
+    fn times() {
         assert_eq!(time("1700000000"), Some(1_700_000_000_000_000));
         assert_eq!(
             time("2024-01-02T00:00:00+00:00"),
