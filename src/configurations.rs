@@ -135,185 +135,20 @@ impl Configurations {
         Ok(components.collect())
     }
 
-    /// The configurations of `component` in `branch`, in id order.
-    pub fn configurations(&self, branch: &str, component: &str) -> Result<Vec<Configuration>> {
-        let at = self.at(branch, component)?;
-        Ok(self.store.configurations(&at.branch, Some(&at.component))?)
-    }
-
-    pub fn configuration(&self, branch: &str, component: &str, id: &str) -> Result<Configuration> {
-        let at = self.at(branch, component)?;
-        self.store
-            .configuration(&at.branch, &at.component, id)?
-            .ok_or_else(|| at.configuration_not_found(id))
-    }
-
-    /// A new configuration at version 1 with what `changes` gives (empty or `{}` elsewhere);
-    /// `id` chooses its id, else the store's sequence does.
-    pub fn create_configuration(
-        &self,
-        branch: &str,
-        component: &str,
-        id: Option<String>,
-        changes: Changes,
-    ) -> Result<Configuration> {
-        let at = self.at(branch, component)?;
-        let changes = self.sealed(&at, changes);
-        // A configuration starts with what a row starts with, plus its component, branch and rows.
-        let new = new_row(id.unwrap_or_default(), &changes);
-        let configuration = Configuration {
-            component: at.component,
-            branch_id: at.branch,
-            id: new.id,
-            name: new.name,
-            description: new.description,
-            change_description: new.change_description,
-            version: new.version,
-            is_disabled: new.is_disabled,
-            configuration: new.configuration,
-            state: new.state,
-            rows: Vec::new(),
-            created: new.created,
-        };
-        Ok(self.store.create_configuration(configuration)?)
-    }
-
-    /// Sets what `changes` gives; `rows_order` puts the rows it names first, in its order.
-    pub fn update_configuration(
-        &self,
-        branch: &str,
-        component: &str,
-        id: &str,
-        changes: Changes,
-        rows_order: Option<&[String]>,
-    ) -> Result<Configuration> {
-        let at = self.at(branch, component)?;
-        let changes = self.sealed(&at, changes);
-        at.update(&self.store, id, |configuration, _| {
-            apply(&changes, editable!(configuration));
-            match rows_order {
-                Some(order) => sort_rows(configuration, order),
-                None => Ok(()),
-            }
-        })
-    }
-
-    /// Deletes a configuration with its rows.
-    pub fn delete_configuration(&self, branch: &str, component: &str, id: &str) -> Result<()> {
-        let at = self.at(branch, component)?;
-        if !self
-            .store
-            .delete_configuration(&at.branch, &at.component, id)?
-        {
-            return Err(at.configuration_not_found(id));
+    /// The configurations of `component` in `branch` (`default`, the default branch's id or a
+    /// dev branch's id); the component must be registered.
+    pub fn component(&self, branch: &str, component: &str) -> Result<ComponentIn<'_>> {
+        let branch = self.branch(branch)?.id;
+        if self.settings.component(component).is_none() {
+            return Err(ConfigurationsError::ComponentNotRegistered {
+                component: component.to_string(),
+            });
         }
-        Ok(())
-    }
-
-    /// Replaces the configuration's state; the version stays.
-    pub fn set_state(
-        &self,
-        branch: &str,
-        component: &str,
-        config: &str,
-        state: Value,
-    ) -> Result<Configuration> {
-        self.save_state(&self.at(branch, component)?, config, None, state)
-    }
-
-    /// Replaces a row's state; the versions stay.
-    pub fn set_row_state(
-        &self,
-        branch: &str,
-        component: &str,
-        config: &str,
-        row: &str,
-        state: Value,
-    ) -> Result<Row> {
-        let at = self.at(branch, component)?;
-        let saved = self.save_state(&at, config, Some(row), state)?;
-        at_row(&saved, row).cloned()
-    }
-
-    pub fn row(&self, branch: &str, component: &str, config: &str, row: &str) -> Result<Row> {
-        let configuration = self.configuration(branch, component, config)?;
-        at_row(&configuration, row).cloned()
-    }
-
-    /// A new row at version 1, last; `id` chooses its id, else the store's sequence does.
-    pub fn create_row(
-        &self,
-        branch: &str,
-        component: &str,
-        config: &str,
-        id: Option<String>,
-        changes: Changes,
-    ) -> Result<Row> {
-        let at = self.at(branch, component)?;
-        let changes = self.sealed(&at, changes);
-        let mut created = String::new();
-        let updated = at.update(&self.store, config, |configuration, next_id| {
-            let row = new_row(id.unwrap_or_else(next_id), &changes);
-            configuration.change_description = describe(&changes, &row.id, "added");
-            created.clone_from(&row.id);
-            configuration.rows.push(row);
-            Ok(())
-        })?;
-        at_row(&updated, &created).cloned()
-    }
-
-    /// Sets what `changes` gives on the row; the row's version goes up with the configuration's.
-    pub fn update_row(
-        &self,
-        branch: &str,
-        component: &str,
-        config: &str,
-        row: &str,
-        changes: Changes,
-    ) -> Result<Row> {
-        let at = self.at(branch, component)?;
-        let changes = self.sealed(&at, changes);
-        let updated = at.update(&self.store, config, |configuration, _| {
-            let changed = at.row_mut(configuration, row)?;
-            apply(&changes, editable!(changed));
-            changed.version += 1;
-            configuration.change_description = describe(&changes, row, "changed");
-            Ok(())
-        })?;
-        at_row(&updated, row).cloned()
-    }
-
-    pub fn delete_row(&self, branch: &str, component: &str, config: &str, row: &str) -> Result<()> {
-        let at = self.at(branch, component)?;
-        at.update(&self.store, config, |configuration, _| {
-            at.row_mut(configuration, row)?;
-            configuration.rows.retain(|r| r.id != row);
-            configuration.change_description = format!("Row {row} deleted");
-            Ok(())
-        })?;
-        Ok(())
-    }
-
-    /// Seals and stores `state` as the configuration's (`row: None`) or a row's.
-    fn save_state(
-        &self,
-        at: &At,
-        config: &str,
-        row: Option<&str>,
-        mut state: Value,
-    ) -> Result<Configuration> {
-        self.seal(at, &mut state);
-        let saved = self
-            .store
-            .update_state(&at.branch, &at.component, config, |configuration| {
-                let target = match row {
-                    None => &mut configuration.state,
-                    Some(row) => &mut at.row_mut(configuration, row)?.state,
-                };
-                *target = state;
-                Ok::<_, ConfigurationsError>(())
-            })?;
-        Ok(saved)
+        Ok(ComponentIn {
+            service: self,
+            branch,
+            component: component.to_string(),
+        })
     }
 
     /// The default branch is not stored: its id comes from the settings, its time from the store.
@@ -326,65 +161,183 @@ impl Configurations {
             created: self.store.created_time()?,
         })
     }
-
-    /// The resolved branch and the component, which must be registered.
-    fn at(&self, branch: &str, component: &str) -> Result<At> {
-        let branch = self.branch(branch)?.id;
-        if self.settings.component(component).is_none() {
-            return Err(ConfigurationsError::ComponentNotRegistered {
-                component: component.to_string(),
-            });
-        }
-        Ok(At {
-            branch,
-            component: component.to_string(),
-        })
-    }
-
-    /// `changes` with their secrets sealed for `at`'s component.
-    fn sealed(&self, at: &At, mut changes: Changes) -> Changes {
-        for value in [&mut changes.configuration, &mut changes.state]
-            .into_iter()
-            .flatten()
-        {
-            self.seal(at, value);
-        }
-        changes
-    }
-
-    /// Encrypts every `#` value of a configuration, row or state of `at`'s component before it
-    /// is stored: answers and the store only ever hold ciphertexts.
-    fn seal(&self, at: &At, value: &mut Value) {
-        let scope = secrets::Scope::Project {
-            component: at.component.clone(),
-            project: self.settings.project.id.clone(),
-        };
-        self.secrets.encrypt_json(value, &scope);
-    }
 }
 
-/// A registered component in an existing branch.
-struct At {
+/// The configurations of a registered component in an existing branch.
+pub struct ComponentIn<'a> {
+    service: &'a Configurations,
+    /// The branch's id.
     branch: String,
     component: String,
 }
 
-impl At {
-    fn update(
+impl ComponentIn<'_> {
+    /// Every configuration, in id order.
+    pub fn list(&self) -> Result<Vec<Configuration>> {
+        let store = &self.service.store;
+        Ok(store.configurations(&self.branch, Some(&self.component))?)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Configuration> {
+        let store = &self.service.store;
+        store
+            .configuration(&self.branch, &self.component, id)?
+            .ok_or_else(|| self.not_found(id))
+    }
+
+    /// A new configuration at version 1 with what `changes` give (empty or `{}` elsewhere);
+    /// `id` chooses its id, else the store's sequence does.
+    pub fn create(&self, id: Option<String>, changes: Changes) -> Result<Configuration> {
+        let changes = self.sealed(changes);
+        // A configuration starts with what a row starts with, plus its component, branch and rows.
+        let new = new_row(id.unwrap_or_default(), &changes);
+        let configuration = Configuration {
+            component: self.component.clone(),
+            branch_id: self.branch.clone(),
+            id: new.id,
+            name: new.name,
+            description: new.description,
+            change_description: new.change_description,
+            version: new.version,
+            is_disabled: new.is_disabled,
+            configuration: new.configuration,
+            state: new.state,
+            rows: Vec::new(),
+            created: new.created,
+        };
+        Ok(self.service.store.create_configuration(configuration)?)
+    }
+
+    /// Sets what `changes` give; `rows_order` puts the rows it names first, in its order.
+    pub fn update(
         &self,
-        store: &Store,
+        id: &str,
+        changes: Changes,
+        rows_order: Option<&[String]>,
+    ) -> Result<Configuration> {
+        let changes = self.sealed(changes);
+        self.update_with(id, |configuration, _| {
+            apply(&changes, editable!(configuration));
+            match rows_order {
+                Some(order) => sort_rows(configuration, order),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Deletes a configuration with its rows.
+    pub fn delete(&self, id: &str) -> Result<()> {
+        let store = &self.service.store;
+        match store.delete_configuration(&self.branch, &self.component, id)? {
+            true => Ok(()),
+            false => Err(self.not_found(id)),
+        }
+    }
+
+    /// Replaces the configuration's state; the version stays.
+    pub fn set_state(&self, config: &str, state: Value) -> Result<Configuration> {
+        self.save_state(config, None, state)
+    }
+
+    pub fn row(&self, config: &str, row: &str) -> Result<Row> {
+        find_row(&self.get(config)?, row).cloned()
+    }
+
+    /// A new row at version 1, last; `id` chooses its id, else the store's sequence does.
+    pub fn create_row(&self, config: &str, id: Option<String>, changes: Changes) -> Result<Row> {
+        let changes = self.sealed(changes);
+        let mut created = String::new();
+        let updated = self.update_with(config, |configuration, next_id| {
+            let row = new_row(id.unwrap_or_else(next_id), &changes);
+            configuration.change_description = describe(&changes, &row.id, "added");
+            created.clone_from(&row.id);
+            configuration.rows.push(row);
+            Ok(())
+        })?;
+        find_row(&updated, &created).cloned()
+    }
+
+    /// Sets what `changes` give on the row; its version goes up with the configuration's.
+    pub fn update_row(&self, config: &str, row: &str, changes: Changes) -> Result<Row> {
+        let changes = self.sealed(changes);
+        let updated = self.update_with(config, |configuration, _| {
+            let changed = find_row_mut(configuration, row)?;
+            apply(&changes, editable!(changed));
+            changed.version += 1;
+            configuration.change_description = describe(&changes, row, "changed");
+            Ok(())
+        })?;
+        find_row(&updated, row).cloned()
+    }
+
+    pub fn delete_row(&self, config: &str, row: &str) -> Result<()> {
+        self.update_with(config, |configuration, _| {
+            find_row_mut(configuration, row)?;
+            configuration.rows.retain(|r| r.id != row);
+            configuration.change_description = format!("Row {row} deleted");
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Replaces a row's state; the versions stay.
+    pub fn set_row_state(&self, config: &str, row: &str, state: Value) -> Result<Row> {
+        let saved = self.save_state(config, Some(row), state)?;
+        find_row(&saved, row).cloned()
+    }
+
+    /// Seals and stores `state` as the configuration's (`row: None`) or a row's.
+    fn save_state(
+        &self,
         config: &str,
+        row: Option<&str>,
+        mut state: Value,
+    ) -> Result<Configuration> {
+        self.seal(&mut state);
+        let store = &self.service.store;
+        let saved = store.update_state(&self.branch, &self.component, config, |configuration| {
+            let target = match row {
+                None => &mut configuration.state,
+                Some(row) => &mut find_row_mut(configuration, row)?.state,
+            };
+            *target = state;
+            Ok::<_, ConfigurationsError>(())
+        })?;
+        Ok(saved)
+    }
+
+    /// Read-modify-write of configuration `id` in one transaction; its version goes up.
+    fn update_with(
+        &self,
+        id: &str,
         f: impl FnOnce(&mut Configuration, &mut dyn FnMut() -> String) -> Result<()>,
     ) -> Result<Configuration> {
-        Ok(store.update_configuration(&self.branch, &self.component, config, f)?)
+        let store = &self.service.store;
+        Ok(store.update_configuration(&self.branch, &self.component, id, f)?)
     }
 
-    fn row_mut<'c>(&self, configuration: &'c mut Configuration, row: &str) -> Result<&'c mut Row> {
-        let missing = row_not_found(configuration, row);
-        configuration.row_mut(row).ok_or(missing)
+    /// `changes` with their secrets sealed.
+    fn sealed(&self, mut changes: Changes) -> Changes {
+        for value in [&mut changes.configuration, &mut changes.state]
+            .into_iter()
+            .flatten()
+        {
+            self.seal(value);
+        }
+        changes
     }
 
-    fn configuration_not_found(&self, config: &str) -> ConfigurationsError {
+    /// Encrypts every `#` value of a configuration, row or state before it is stored: answers
+    /// and the store only ever hold ciphertexts.
+    fn seal(&self, value: &mut Value) {
+        let scope = secrets::Scope::Project {
+            component: self.component.clone(),
+            project: self.service.settings.project.id.clone(),
+        };
+        self.service.secrets.encrypt_json(value, &scope);
+    }
+
+    fn not_found(&self, config: &str) -> ConfigurationsError {
         StoreError::ConfigurationNotFound {
             branch: self.branch.clone(),
             component: self.component.clone(),
@@ -394,10 +347,15 @@ impl At {
     }
 }
 
-fn at_row<'c>(configuration: &'c Configuration, row: &str) -> Result<&'c Row> {
+fn find_row<'c>(configuration: &'c Configuration, row: &str) -> Result<&'c Row> {
     configuration
         .row(row)
         .ok_or_else(|| row_not_found(configuration, row))
+}
+
+fn find_row_mut<'c>(configuration: &'c mut Configuration, row: &str) -> Result<&'c mut Row> {
+    let missing = row_not_found(configuration, row);
+    configuration.row_mut(row).ok_or(missing)
 }
 
 fn row_not_found(configuration: &Configuration, row: &str) -> ConfigurationsError {
@@ -414,14 +372,11 @@ fn row_not_found(configuration: &Configuration, row: &str) -> ConfigurationsErro
 fn new_row(id: String, changes: &Changes) -> Row {
     let mut row = Row {
         id,
-        name: String::new(),
-        description: String::new(),
-        change_description: String::new(),
         version: 1,
-        is_disabled: false,
         configuration: json!({}),
         state: json!({}),
         created: now_micros(),
+        ..Row::default()
     };
     apply(changes, editable!(row));
     row

@@ -6,228 +6,53 @@
 //! branch's id. Only registered components have configurations: any other is a 404 naming it.
 //! Bodies are JSON or forms (`application/x-www-form-urlencoded`, JSON-valued fields as JSON
 //! text). State changes keep `version`, as in the public API; every other change raises it.
+//! DELETE answers 204 without a body.
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::http::request::Parts;
-use hyper::{Method, Response, StatusCode};
+use hyper::StatusCode;
 use serde_json::{json, Value};
 
+use crate::configurations::{Changes, ComponentIn, ConfigurationsError};
+use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::fields::Fields;
-use crate::http::query::Query;
 use crate::http::render::{self, Include};
-use crate::configurations::{Changes, Configurations, ConfigurationsError};
+use crate::http::request::Request;
+use crate::http::{blocking, Services};
 use crate::model::Configuration;
-use crate::settings::Settings;
 use crate::store::StoreError;
 
-/// What the configuration routes work with.
-pub struct Context<'a> {
-    pub configurations: &'a Configurations,
-    pub settings: &'a Settings,
-    pub query: &'a Query,
+type Reply = Result<Answer, ApiError>;
+
+/// `GET /v2/storage/dev-branches`: the default branch first.
+pub async fn branches(services: &Services, _request: Request) -> Reply {
+    let branches = blocking(|| services.configurations.branches())?;
+    Ok(Answer::ok(&branches.iter().map(render::branch).collect()))
 }
 
-/// Answers a request whose path starts with `v2/storage` (events and tokens aside): 404 for an
-/// unknown path, 405 for a method the path does not take; DELETE answers 204 without a body.
-pub async fn route(
-    context: &Context<'_>,
-    parts: &Parts,
-    segments: &[&str],
-    body: Incoming,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let target = Target::parse(segments).ok_or_else(|| super::route_not_found(parts))?;
-    let body = match parts.method {
-        Method::POST | Method::PUT => {
-            super::read_body(body, &parts.headers, context.settings.max_body_bytes).await?
-        }
-        _ => Bytes::new(),
-    };
-    let (status, value) = tokio::task::block_in_place(|| answer(context, parts, target, &body))?;
-    Ok(match value {
-        Some(value) => super::json_response(status, &value),
-        None => {
-            let mut response = Response::new(Full::new(Bytes::new()));
-            *response.status_mut() = status;
-            response
-        }
-    })
+/// `POST /v2/storage/dev-branches`: `name` (required), `description`; made at once.
+pub async fn create_branch(services: &Services, mut request: Request) -> Reply {
+    let fields = request.fields().await?;
+    let name = fields.required_text("name")?;
+    let description = fields.text("description")?.unwrap_or_default();
+    let branch = blocking(|| services.configurations.create_branch(name, description))?;
+    Ok(Answer::json(StatusCode::CREATED, &render::branch(&branch)))
 }
 
-/// A component's configurations in a branch, as the path names them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Scope<'a> {
-    branch: &'a str,
-    component: &'a str,
+pub async fn branch(services: &Services, request: Request) -> Reply {
+    let branch = blocking(|| services.configurations.branch(request.segment("id")))?;
+    Ok(Answer::ok(&render::branch(&branch)))
 }
 
-/// What a path names.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Target<'a> {
-    Branches,
-    Branch(&'a str),
-    /// Registered components with their configurations, in a branch.
-    Components(&'a str),
-    Configurations(Scope<'a>),
-    Configuration(Scope<'a>, &'a str),
-    Rows(Scope<'a>, &'a str),
-    Row(Scope<'a>, &'a str, &'a str),
-    /// The state of a configuration, or of one of its rows.
-    State(Scope<'a>, &'a str, Option<&'a str>),
-}
-
-impl<'a> Target<'a> {
-    /// Paths without `branch/{branch}` are those of the default branch.
-    fn parse(segments: &[&'a str]) -> Option<Target<'a>> {
-        let (branch, rest) = match segments {
-            ["v2", "storage", "dev-branches"] => return Some(Target::Branches),
-            ["v2", "storage", "dev-branches", id] => return Some(Target::Branch(id)),
-            ["v2", "storage", "branch", branch, rest @ ..] => (*branch, rest),
-            ["v2", "storage", rest @ ..] => ("default", rest),
-            _ => return None,
-        };
-        let scope = |component| Scope { branch, component };
-        Some(match *rest {
-            ["components"] => Target::Components(branch),
-            ["components", component, "configs"] => Target::Configurations(scope(component)),
-            ["components", component, "configs", config] => {
-                Target::Configuration(scope(component), config)
-            }
-            ["components", component, "configs", config, "state"] => {
-                Target::State(scope(component), config, None)
-            }
-            ["components", component, "configs", config, "rows"] => {
-                Target::Rows(scope(component), config)
-            }
-            ["components", component, "configs", config, "rows", row] => {
-                Target::Row(scope(component), config, row)
-            }
-            ["components", component, "configs", config, "rows", row, "state"] => {
-                Target::State(scope(component), config, Some(row))
-            }
-            _ => return None,
-        })
-    }
-}
-
-/// Status and body; `None` answers no body.
-type Answer = Result<(StatusCode, Option<Value>), ApiError>;
-
-fn answer(context: &Context<'_>, parts: &Parts, target: Target<'_>, body: &[u8]) -> Answer {
-    let configurations = context.configurations;
-    let fields = || Fields::from_body(&parts.headers, body);
-    let ok = |value: Value| Ok((StatusCode::OK, Some(value)));
-    let no_content = || Ok((StatusCode::NO_CONTENT, None));
-    match (&parts.method, target) {
-        (&Method::GET, Target::Branches) => {
-            ok(configurations.branches()?.iter().map(render::branch).collect())
-        }
-        (&Method::POST, Target::Branches) => {
-            let fields = fields()?;
-            let name = fields.required_text("name")?;
-            let description = fields.text("description")?.unwrap_or_default();
-            let branch = configurations.create_branch(name, description)?;
-            Ok((StatusCode::CREATED, Some(render::branch(&branch))))
-        }
-        (&Method::GET, Target::Branch(id)) => ok(render::branch(&configurations.branch(id)?)),
-        (&Method::DELETE, Target::Branch(id)) => {
-            configurations.delete_branch(id)?;
-            no_content()
-        }
-        (&Method::GET, Target::Components(branch)) => list_components(context, branch),
-        (&Method::GET, Target::Configurations(Scope { branch, component })) => {
-            let listed = configurations.configurations(branch, component)?;
-            if context.query.one("isDeleted") == Some("true") {
-                // Deleted configurations are gone at once: the trash is always empty.
-                return ok(json!([]));
-            }
-            ok(listed
-                .iter()
-                .map(|c| render::configuration(c, Include::ALL))
-                .collect())
-        }
-        (&Method::POST, Target::Configurations(Scope { branch, component })) => {
-            let fields = fields()?;
-            let changes = changes(&fields)?;
-            fields.required_text("name")?;
-            let id = fields.chosen_id("configurationId")?;
-            let created = configurations.create_configuration(branch, component, id, changes)?;
-            Ok((
-                StatusCode::CREATED,
-                Some(render::configuration(&created, Include::ALL)),
-            ))
-        }
-        (&Method::GET, Target::Configuration(Scope { branch, component }, config)) => {
-            let configuration = configurations.configuration(branch, component, config)?;
-            ok(render::configuration(&configuration, Include::ALL))
-        }
-        (&Method::PUT, Target::Configuration(Scope { branch, component }, config)) => {
-            let fields = fields()?;
-            let changes = changes(&fields)?;
-            let order = fields.list("rowsSortOrder")?;
-            let updated = configurations.update_configuration(
-                branch,
-                component,
-                config,
-                changes,
-                order.as_deref(),
-            )?;
-            ok(render::configuration(&updated, Include::ALL))
-        }
-        (&Method::DELETE, Target::Configuration(Scope { branch, component }, config)) => {
-            configurations.delete_configuration(branch, component, config)?;
-            no_content()
-        }
-        (&Method::PUT, Target::State(Scope { branch, component }, config, row)) => {
-            let state = fields()?.object("state")?.ok_or_else(|| {
-                ApiError::bad_request("Field \"state\" is required: the new state, an object.")
-            })?;
-            match row {
-                None => {
-                    let saved = configurations.set_state(branch, component, config, state)?;
-                    ok(render::configuration(&saved, Include::ALL))
-                }
-                Some(row) => {
-                    let saved =
-                        configurations.set_row_state(branch, component, config, row, state)?;
-                    ok(render::row(&saved))
-                }
-            }
-        }
-        (&Method::GET, Target::Rows(Scope { branch, component }, config)) => {
-            let configuration = configurations.configuration(branch, component, config)?;
-            ok(configuration.rows.iter().map(render::row).collect())
-        }
-        (&Method::POST, Target::Rows(Scope { branch, component }, config)) => {
-            let fields = fields()?;
-            let changes = changes(&fields)?;
-            let id = fields.chosen_id("rowId")?;
-            let row = configurations.create_row(branch, component, config, id, changes)?;
-            Ok((StatusCode::CREATED, Some(render::row(&row))))
-        }
-        (&Method::GET, Target::Row(Scope { branch, component }, config, row)) => {
-            ok(render::row(&configurations.row(branch, component, config, row)?))
-        }
-        (&Method::PUT, Target::Row(Scope { branch, component }, config, row)) => {
-            let changes = changes(&fields()?)?;
-            let updated = configurations.update_row(branch, component, config, row, changes)?;
-            ok(render::row(&updated))
-        }
-        (&Method::DELETE, Target::Row(Scope { branch, component }, config, row)) => {
-            configurations.delete_row(branch, component, config, row)?;
-            no_content()
-        }
-        _ => Err(super::method_not_allowed(parts)),
-    }
+pub async fn delete_branch(services: &Services, request: Request) -> Reply {
+    blocking(|| services.configurations.delete_branch(request.segment("id")))?;
+    Ok(Answer::empty(StatusCode::NO_CONTENT))
 }
 
 /// `GET .../components`: every registered component with its configurations in the branch; the
 /// parts beyond the summary come with `include=configuration,rows,state`.
-fn list_components(context: &Context<'_>, branch: &str) -> Answer {
+pub async fn components(services: &Services, request: Request) -> Reply {
     let mut include = Include::default();
-    for part in context
+    for part in request
         .query
         .all("include")
         .iter()
@@ -240,12 +65,131 @@ fn list_components(context: &Context<'_>, branch: &str) -> Answer {
             _ => {}
         }
     }
-    let components = context.configurations.components(branch)?;
+    let components = blocking(|| services.configurations.components(branch_of(&request)))?;
     let components = components.iter().map(|(component, configurations)| {
         let own: Vec<&Configuration> = configurations.iter().collect();
         render::component(component, &own, include)
     });
-    Ok((StatusCode::OK, Some(components.collect())))
+    Ok(Answer::ok(&components.collect()))
+}
+
+/// `GET .../configs`; `isDeleted=true` lists none (deleted configurations are gone at once).
+pub async fn configurations(services: &Services, request: Request) -> Reply {
+    let listed = blocking(|| component(services, &request)?.list())?;
+    if request.query.one("isDeleted") == Some("true") {
+        return Ok(Answer::ok(&json!([])));
+    }
+    Ok(Answer::ok(
+        &listed.iter().map(configuration_object).collect(),
+    ))
+}
+
+/// `POST .../configs`: `name` is required; `configurationId` chooses the id.
+pub async fn create_configuration(services: &Services, mut request: Request) -> Reply {
+    let fields = request.fields().await?;
+    let changes = changes(&fields)?;
+    fields.required_text("name")?;
+    let id = fields.chosen_id("configurationId")?;
+    let created = blocking(|| component(services, &request)?.create(id, changes))?;
+    let body = configuration_object(&created);
+    Ok(Answer::json(StatusCode::CREATED, &body))
+}
+
+pub async fn configuration(services: &Services, request: Request) -> Reply {
+    let config = request.segment("config");
+    let configuration = blocking(|| component(services, &request)?.get(config))?;
+    Ok(Answer::ok(&configuration_object(&configuration)))
+}
+
+/// `PUT .../configs/{config}`: the changes, and `rowsSortOrder` to reorder the rows.
+pub async fn update_configuration(services: &Services, mut request: Request) -> Reply {
+    let fields = request.fields().await?;
+    let changes = changes(&fields)?;
+    let order = fields.list("rowsSortOrder")?;
+    let config = request.segment("config");
+    let updated =
+        blocking(|| component(services, &request)?.update(config, changes, order.as_deref()))?;
+    Ok(Answer::ok(&configuration_object(&updated)))
+}
+
+pub async fn delete_configuration(services: &Services, request: Request) -> Reply {
+    let config = request.segment("config");
+    blocking(|| component(services, &request)?.delete(config))?;
+    Ok(Answer::empty(StatusCode::NO_CONTENT))
+}
+
+/// `PUT .../configs/{config}/state`: `state`, an object; the version stays.
+pub async fn set_state(services: &Services, mut request: Request) -> Reply {
+    let state = required_state(&request.fields().await?)?;
+    let config = request.segment("config");
+    let saved = blocking(|| component(services, &request)?.set_state(config, state))?;
+    Ok(Answer::ok(&configuration_object(&saved)))
+}
+
+pub async fn rows(services: &Services, request: Request) -> Reply {
+    let config = request.segment("config");
+    let configuration = blocking(|| component(services, &request)?.get(config))?;
+    Ok(Answer::ok(
+        &configuration.rows.iter().map(render::row).collect(),
+    ))
+}
+
+/// `POST .../rows`: `rowId` chooses the id; the row goes last.
+pub async fn create_row(services: &Services, mut request: Request) -> Reply {
+    let fields = request.fields().await?;
+    let changes = changes(&fields)?;
+    let id = fields.chosen_id("rowId")?;
+    let config = request.segment("config");
+    let row = blocking(|| component(services, &request)?.create_row(config, id, changes))?;
+    Ok(Answer::json(StatusCode::CREATED, &render::row(&row)))
+}
+
+pub async fn row(services: &Services, request: Request) -> Reply {
+    let (config, row) = (request.segment("config"), request.segment("row"));
+    let row = blocking(|| component(services, &request)?.row(config, row))?;
+    Ok(Answer::ok(&render::row(&row)))
+}
+
+pub async fn update_row(services: &Services, mut request: Request) -> Reply {
+    let changes = changes(&request.fields().await?)?;
+    let (config, row) = (request.segment("config"), request.segment("row"));
+    let row = blocking(|| component(services, &request)?.update_row(config, row, changes))?;
+    Ok(Answer::ok(&render::row(&row)))
+}
+
+pub async fn delete_row(services: &Services, request: Request) -> Reply {
+    let (config, row) = (request.segment("config"), request.segment("row"));
+    blocking(|| component(services, &request)?.delete_row(config, row))?;
+    Ok(Answer::empty(StatusCode::NO_CONTENT))
+}
+
+/// `PUT .../rows/{row}/state`: `state`, an object; the versions stay.
+pub async fn set_row_state(services: &Services, mut request: Request) -> Reply {
+    let state = required_state(&request.fields().await?)?;
+    let (config, row) = (request.segment("config"), request.segment("row"));
+    let row = blocking(|| component(services, &request)?.set_row_state(config, row, state))?;
+    Ok(Answer::ok(&render::row(&row)))
+}
+
+/// The branch a path names: paths without `branch/{branch}` name the default branch.
+fn branch_of(request: &Request) -> &str {
+    request.param("branch").unwrap_or("default")
+}
+
+/// The configurations of the component the path names, in its branch.
+fn component<'s>(
+    services: &'s Services,
+    request: &Request,
+) -> Result<ComponentIn<'s>, ConfigurationsError> {
+    let component = request.segment("component");
+    services
+        .configurations
+        .component(branch_of(request), component)
+}
+
+/// A configuration's own answers carry all of it.
+fn configuration_object(configuration: &Configuration) -> Value {
+    render::configuration(configuration, Include::ALL)
 }
 
 /// The fields a configuration and a row share.
@@ -257,6 +201,12 @@ fn changes(fields: &Fields) -> Result<Changes, ApiError> {
         is_disabled: fields.flag("isDisabled")?,
         configuration: fields.object("configuration")?,
         state: fields.object("state")?,
+    })
+}
+
+fn required_state(fields: &Fields) -> Result<Value, ApiError> {
+    fields.object("state")?.ok_or_else(|| {
+        ApiError::bad_request("Field \"state\" is required: the new state, an object.")
     })
 }
 
@@ -276,70 +226,5 @@ impl From<ConfigurationsError> for ApiError {
             ConfigurationsError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, error.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(path: &str) -> Option<Target<'_>> {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        Target::parse(&segments)
-    }
-
-    #[test]
-    fn both_path_shapes_name_the_same_targets() {
-        let main = Scope {
-            branch: "default",
-            component: "c",
-        };
-        let dev = Scope {
-            branch: "9",
-            component: "c",
-        };
-        let cases = [
-            (
-                "/v2/storage/components",
-                Some(Target::Components("default")),
-            ),
-            (
-                "/v2/storage/branch/9/components",
-                Some(Target::Components("9")),
-            ),
-            (
-                "/v2/storage/components/c/configs",
-                Some(Target::Configurations(main)),
-            ),
-            (
-                "/v2/storage/branch/9/components/c/configs/7",
-                Some(Target::Configuration(dev, "7")),
-            ),
-            (
-                "/v2/storage/components/c/configs/7/state",
-                Some(Target::State(main, "7", None)),
-            ),
-            (
-                "/v2/storage/branch/9/components/c/configs/7/rows",
-                Some(Target::Rows(dev, "7")),
-            ),
-            (
-                "/v2/storage/components/c/configs/7/rows/r",
-                Some(Target::Row(main, "7", "r")),
-            ),
-            (
-                "/v2/storage/branch/9/components/c/configs/7/rows/r/state",
-                Some(Target::State(dev, "7", Some("r"))),
-            ),
-            ("/v2/storage/dev-branches", Some(Target::Branches)),
-            ("/v2/storage/dev-branches/9", Some(Target::Branch("9"))),
-            ("/v2/storage/branch/9/dev-branches", None),
-            ("/v2/storage/components/c", None),
-            ("/v2/storage/components/c/configs/7/versions", None),
-            ("/v2/storage/buckets", None),
-        ];
-        for (path, expected) in cases {
-            assert_eq!(parse(path), expected, "{path}");
-        }
     }
 }

@@ -306,8 +306,14 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let bad = [
-            (form("isDisabled=maybe").flag("isDisabled").err(), "isDisabled"),
-            (form("c=%7Bnope").object("c").err(), "\"c\" is not valid JSON"),
+            (
+                form("isDisabled=maybe").flag("isDisabled").err(),
+                "isDisabled",
+            ),
+            (
+                form("c=%7Bnope").object("c").err(),
+                "\"c\" is not valid JSON",
+            ),
             (json_fields(json!({"c": 5})).object("c").err(), "\"c\""),
             (json_fields(json!({"c": "[1]"})).object("c").err(), "\"c\""),
             (json_fields(json!({"n": ["x"]})).text("n").err(), "\"n\""),
@@ -315,7 +321,10 @@ mod tests {
             (json_fields(json!({"l": "1"})).list("l").err(), "\"l\""),
             (json_fields(json!({"s": -1})).seconds("s").err(), "\"s\""),
             (form("id=a/b").chosen_id("id").err(), "\"a/b\" given"),
-            (query("force=maybe").flag("force").err(), "Parameter \"force\""),
+            (
+                query("force=maybe").flag("force").err(),
+                "Parameter \"force\"",
+            ),
         ];
         for (error, part) in bad {
             let error = error.expect("refused");

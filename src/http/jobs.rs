@@ -1,31 +1,23 @@
 //! The Queue API's endpoints: jobs (create, read or long-poll, kill, search, group, stats), their
 //! events and token verification; each parses the request, asks the queue, renders the answer.
 
-use hyper::{HeaderMap, StatusCode};
+use hyper::header::HeaderValue;
+use hyper::StatusCode;
 use serde_json::{json, Value};
 
+use crate::http::answer::Answer;
 use crate::http::error::ApiError;
-use crate::http::fields::Fields;
-use crate::http::query::{self, Query};
-use crate::http::{render, RUN_ID_HEADER};
+use crate::http::request::Request;
+use crate::http::{blocking, query, render, Services, INDEX_HEADER, RUN_ID_HEADER};
 use crate::model::Mode;
-use crate::queue::{NewJob, Queue};
-use crate::settings::Token;
+use crate::queue::NewJob;
 
-/// What every handler may look at.
-pub struct Context<'a> {
-    pub queue: &'a Queue,
-    pub token: &'a Token,
-    pub query: &'a Query,
-    pub headers: &'a HeaderMap,
-}
-
-type Answer = Result<(StatusCode, Value), ApiError>;
+type Reply = Result<Answer, ApiError>;
 
 /// `POST /jobs`
-pub fn create_job(context: &Context<'_>, body: &[u8]) -> Answer {
-    let fields = Fields::from_body(context.headers, body)?;
-    let parent_run_id = match context.headers.get(RUN_ID_HEADER) {
+pub async fn create(services: &Services, mut request: Request) -> Reply {
+    let fields = request.fields().await?;
+    let parent_run_id = match request.headers.get(RUN_ID_HEADER) {
         Some(value) => Some(
             value
                 .to_str()
@@ -43,7 +35,7 @@ pub fn create_job(context: &Context<'_>, body: &[u8]) -> Answer {
             ))
         })?),
     };
-    let request = NewJob {
+    let new = NewJob {
         component: fields
             .text("component")?
             .ok_or_else(|| ApiError::bad_request("Field \"component\" is required."))?,
@@ -62,61 +54,55 @@ pub fn create_job(context: &Context<'_>, body: &[u8]) -> Answer {
         delayed_start_time: fields.text("delayedStartTime")?,
         parent_run_id,
     };
-    let job = tokio::task::block_in_place(|| context.queue.create(request, context.token))?;
-    Ok((
-        StatusCode::CREATED,
-        render::job(&job, &context.queue.settings().public_url),
-    ))
+    let job = blocking(|| services.queue.create(new, &request.token))?;
+    let body = render::job(&job, &services.settings.public_url);
+    Ok(Answer::json(StatusCode::CREATED, &body))
 }
 
 /// `GET /jobs/{id}`; with `wait=<seconds>` (at most 60) and `index=<n>`, a long poll: the answer
 /// comes once the job's revision (the `X-Jobq-Index` header) is above `n`, or after `wait`.
-pub async fn get_job(
-    context: &Context<'_>,
-    id: &str,
-) -> Result<(StatusCode, Value, u64), ApiError> {
-    let job = match context.query.number("wait")? {
+pub async fn get(services: &Services, request: Request) -> Reply {
+    let id = request.segment("id");
+    let job = match request.query.number("wait")? {
         Some(wait) => {
-            let index = context.query.number("index")?.unwrap_or(0);
+            let index = request.query.number("index")?.unwrap_or(0);
             let wait = std::time::Duration::from_secs(wait.min(MAX_WAIT_SECONDS));
-            context.queue.job_after(id, index, wait).await?
+            services.queue.job_after(id, index, wait).await?
         }
-        None => context.queue.job(id)?,
+        None => services.queue.job(id)?,
     };
-    let body = render::job(&job, &context.queue.settings().public_url);
-    Ok((StatusCode::OK, body, job.revision))
+    let body = render::job(&job, &services.settings.public_url);
+    Ok(Answer::ok(&body).header(INDEX_HEADER, HeaderValue::from(job.revision)))
 }
 
 /// The longest long poll.
 const MAX_WAIT_SECONDS: u64 = 60;
 
 /// `POST /jobs/{id}/kill`
-pub fn kill_job(context: &Context<'_>, id: &str) -> Answer {
-    let job = tokio::task::block_in_place(|| context.queue.kill(id))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        render::job(&job, &context.queue.settings().public_url),
-    ))
+pub async fn kill(services: &Services, request: Request) -> Reply {
+    let job = blocking(|| services.queue.kill(request.segment("id")))?;
+    let body = render::job(&job, &services.settings.public_url);
+    Ok(Answer::json(StatusCode::ACCEPTED, &body))
 }
 
 /// `GET /search/jobs` and `GET /jobs`
-pub fn search_jobs(context: &Context<'_>) -> Answer {
-    let filter = query::job_query(context.query)?;
-    let public_url = &context.queue.settings().public_url;
-    let jobs = context.queue.search(&filter)?;
+pub async fn search(services: &Services, request: Request) -> Reply {
+    let filter = query::job_query(&request.query)?;
+    let public_url = &services.settings.public_url;
+    let jobs = services.queue.search(&filter)?;
     let jobs: Vec<Value> = jobs
         .iter()
         .map(|job| render::job(job, public_url))
         .collect();
-    Ok((StatusCode::OK, Value::Array(jobs)))
+    Ok(Answer::ok(&Value::Array(jobs)))
 }
 
 /// `GET /search/grouped-jobs`: jobs matching the listing filters, grouped by `groupBy[]`
 /// (`projectId`, `branchId`, `componentId`, `configId`), at most `jobsPerGroup` (default 5) in
 /// each group; groups in the order of their first job, `limit` groups at most.
-pub fn grouped_jobs(context: &Context<'_>) -> Answer {
+pub async fn grouped(services: &Services, request: Request) -> Reply {
     const FIELDS: [&str; 4] = ["projectId", "branchId", "componentId", "configId"];
-    let group_by = context.query.all("groupBy");
+    let group_by = request.query.all("groupBy");
     if group_by.is_empty()
         || group_by
             .iter()
@@ -127,19 +113,19 @@ pub fn grouped_jobs(context: &Context<'_>) -> Answer {
             FIELDS.join(", ")
         )));
     }
-    let per_group = context.query.number("jobsPerGroup")?.unwrap_or(5) as usize;
+    let per_group = request.query.number("jobsPerGroup")?.unwrap_or(5) as usize;
     if per_group == 0 {
         return Err(ApiError::bad_request(
             "Parameter \"jobsPerGroup\" must be at least 1.",
         ));
     }
-    let mut filter = query::job_query(context.query)?;
+    let mut filter = query::job_query(&request.query)?;
     // Grouped listings sort ascending unless told otherwise.
-    filter.descending = context.query.one("sortOrder") == Some("desc");
+    filter.descending = request.query.one("sortOrder") == Some("desc");
     let groups_limit = filter.limit;
-    let public_url = &context.queue.settings().public_url;
+    let public_url = &services.settings.public_url;
     let mut groups: Vec<(Value, Vec<Value>)> = Vec::new();
-    for job in context.queue.search_all(&filter)? {
+    for job in services.queue.search_all(&filter)? {
         let key: serde_json::Map<String, Value> = group_by
             .iter()
             .map(|field| {
@@ -168,23 +154,24 @@ pub fn grouped_jobs(context: &Context<'_>) -> Answer {
         .into_iter()
         .map(|(group, jobs)| json!({"group": group, "jobs": jobs}))
         .collect();
-    Ok((StatusCode::OK, Value::Array(groups)))
+    Ok(Answer::ok(&Value::Array(groups)))
 }
 
 /// `GET /stats/project`: the seconds all jobs spent processing.
-pub fn project_stats(context: &Context<'_>) -> Answer {
-    let sum: i64 = context
+pub async fn project_stats(services: &Services, _request: Request) -> Reply {
+    let sum: i64 = services
         .queue
         .search_all(&crate::model::JobQuery::default())?
         .iter()
         .filter_map(|job| job.duration_seconds())
         .sum();
-    Ok((StatusCode::OK, json!({"jobs": {"durationSum": sum}})))
+    let body = json!({"jobs": {"durationSum": sum}});
+    Ok(Answer::ok(&body))
 }
 
 /// `GET /v2/storage/events?runId=<job id>`: the job's events, newest first.
-pub fn events(context: &Context<'_>) -> Answer {
-    let query = context.query;
+pub async fn events(services: &Services, request: Request) -> Reply {
+    let query = &request.query;
     let run_id = query.one("runId").ok_or_else(|| {
         ApiError::bad_request(
             "Parameter \"runId\" is required: the id of the job whose events to list.",
@@ -193,22 +180,18 @@ pub fn events(context: &Context<'_>) -> Answer {
     let limit = query.number("limit")?.unwrap_or(100).min(1000) as usize;
     let offset = query.number("offset")?.unwrap_or(0) as usize;
     let since_id = query.number("sinceId")?;
-    let events = context.queue.events(run_id, since_id, offset, limit)?;
-    Ok((
-        StatusCode::OK,
-        Value::Array(events.iter().map(render::event).collect()),
-    ))
+    let events = services.queue.events(run_id, since_id, offset, limit)?;
+    let body = Value::Array(events.iter().map(render::event).collect());
+    Ok(Answer::ok(&body))
 }
 
 /// `GET /v2/storage/tokens/verify`
-pub fn verify_token(context: &Context<'_>) -> (StatusCode, Value) {
-    let project = &context.queue.settings().project;
-    (
-        StatusCode::OK,
-        json!({
-            "id": context.token.id,
-            "description": context.token.description,
-            "owner": {"id": project.id, "name": project.name},
-        }),
-    )
+pub async fn verify_token(services: &Services, request: Request) -> Reply {
+    let project = &services.settings.project;
+    let body = json!({
+        "id": request.token.id,
+        "description": request.token.description,
+        "owner": {"id": project.id, "name": project.name},
+    });
+    Ok(Answer::ok(&body))
 }

@@ -4,256 +4,212 @@
 //! content type but multipart; parameters in the query string), or as `multipart/form-data` the
 //! way the public API's clients do: the data in a `data` or `file` part, parameters as fields or
 //! in the query string. Bodies are limited by `max_body_bytes`. A bucket is made by the first
-//! table created in it. DELETE answers 204 without a body.
+//! table created in it. DELETE answers 204 without a body; a file's content is streamed.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
-use hyper::http::request::Parts;
-use hyper::{Method, Response, StatusCode};
+use hyper::StatusCode;
 use serde_json::Value;
 
+use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::fields::Fields;
-use crate::http::query::Query;
-use crate::http::render;
+use crate::http::request::Request;
+use crate::http::{blocking, render, Services};
 use crate::model::{parse_time, StoredFile, Table};
-use crate::settings::Settings;
-use crate::storage::{Export, LoadRequest, LoadSource, Operator, RowFilter, Storage, StorageError};
+use crate::storage::{Export, LoadRequest, LoadSource, Operator, RowFilter, StorageError};
 use crate::store::StoreError;
 
-/// What the table and file routes work with.
-pub struct Context<'a> {
-    pub storage: &'a Storage,
-    pub settings: &'a Settings,
-    pub query: &'a Query,
-    /// The query string's parameters, read leniently.
-    pub params: &'a Fields,
-}
-
-/// Answers a request whose path starts with `v2/storage/buckets`, `v2/storage/tables` or
-/// `v2/storage/files`: 404 for an unknown path, 405 for a method the path does not take.
-pub async fn route(
-    context: &Context<'_>,
-    parts: &Parts,
-    segments: &[&str],
-    body: Incoming,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let target = Target::parse(segments).ok_or_else(|| super::route_not_found(parts))?;
-    let upload = match parts.method {
-        Method::POST => Some(Upload::read(parts, body, context.settings.max_body_bytes).await?),
-        _ => None,
-    };
-    tokio::task::block_in_place(|| answer(context, parts, target, upload))
-}
+type Reply = Result<Answer, ApiError>;
 
 /// The largest data preview, in rows.
 const MAX_PREVIEW_ROWS: u64 = 1000;
 
-/// What a path names.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Target<'a> {
-    Buckets,
-    Bucket(&'a str),
-    BucketTables(&'a str),
-    Tables,
-    Table(&'a str),
-    Preview(&'a str),
-    Import(&'a str),
-    Files,
-    File(&'a str),
-    Download(&'a str),
+/// `GET /v2/storage/buckets`
+pub async fn buckets(services: &Services, _request: Request) -> Reply {
+    let buckets = blocking(|| bucket_objects(services))?;
+    Ok(Answer::ok(&buckets.into_values().collect()))
 }
 
-impl<'a> Target<'a> {
-    fn parse(segments: &[&'a str]) -> Option<Target<'a>> {
-        Some(match *segments {
-            ["v2", "storage", "buckets"] => Target::Buckets,
-            ["v2", "storage", "buckets", id] => Target::Bucket(id),
-            ["v2", "storage", "buckets", id, "tables"] => Target::BucketTables(id),
-            ["v2", "storage", "tables"] => Target::Tables,
-            ["v2", "storage", "tables", id] => Target::Table(id),
-            ["v2", "storage", "tables", id, "data-preview"] => Target::Preview(id),
-            ["v2", "storage", "tables", id, "import"] => Target::Import(id),
-            ["v2", "storage", "files"] => Target::Files,
-            ["v2", "storage", "files", id] => Target::File(id),
-            ["v2", "storage", "files", id, "download"] => Target::Download(id),
-            _ => return None,
-        })
-    }
+/// `GET /v2/storage/buckets/{id}`
+pub async fn bucket(services: &Services, request: Request) -> Reply {
+    let id = request.segment("id");
+    let bucket = blocking(|| {
+        services
+            .storage
+            .bucket(id)?
+            .ok_or_else(|| bucket_not_found(id))?;
+        bucket_objects(services)?
+            .remove(id)
+            .ok_or_else(|| bucket_not_found(id))
+    })?;
+    Ok(Answer::ok(&bucket))
 }
 
-fn answer(
-    context: &Context<'_>,
-    parts: &Parts,
-    target: Target<'_>,
-    upload: Option<Upload>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let storage = context.storage;
-    let query = context.query;
-    let json = |status, value: Value| Ok(super::json_response(status, &value));
-    let upload = || upload.ok_or_else(|| super::method_not_allowed(parts));
-    match (&parts.method, target) {
-        (&Method::GET, Target::Buckets) => {
-            let buckets = context.bucket_objects()?;
-            json(StatusCode::OK, buckets.into_values().collect())
-        }
-        (&Method::GET, Target::Bucket(id)) => {
-            storage.bucket(id)?.ok_or_else(|| bucket_not_found(id))?;
-            let mut buckets = context.bucket_objects()?;
-            let bucket = buckets.remove(id).ok_or_else(|| bucket_not_found(id))?;
-            json(StatusCode::OK, bucket)
-        }
-        (&Method::DELETE, Target::Bucket(id)) => {
-            if !storage.delete_bucket(id, context.params.flag("force")?.unwrap_or(false))? {
-                return Err(bucket_not_found(id));
-            }
-            Ok(no_content())
-        }
-        (&Method::GET, Target::BucketTables(id)) => {
-            if storage.bucket(id)?.is_none() {
-                return Err(bucket_not_found(id));
-            }
-            json(
-                StatusCode::OK,
-                context.table_objects(&storage.tables(Some(id))?)?,
-            )
-        }
-        (&Method::POST, Target::BucketTables(bucket)) => create_table(context, bucket, upload()?),
-        (&Method::GET, Target::Tables) => json(
-            StatusCode::OK,
-            context.table_objects(&storage.tables(None)?)?,
-        ),
-        (&Method::GET, Target::Table(id)) => {
-            let table = storage.table(id)?.ok_or_else(|| table_not_found(id))?;
-            json(StatusCode::OK, context.table_object(&table)?)
-        }
-        (&Method::DELETE, Target::Table(id)) => {
-            if !storage.delete_table(id)? {
-                return Err(table_not_found(id));
-            }
-            Ok(no_content())
-        }
-        (&Method::GET, Target::Preview(id)) => preview(context, id),
-        (&Method::POST, Target::Import(id)) => import(context, id, upload()?),
-        (&Method::GET, Target::Files) => {
-            let files = storage.files(&context.params.values("tags")?)?;
-            let offset = query.number("offset")?.unwrap_or(0) as usize;
-            let limit = query.number("limit")?.unwrap_or(100) as usize;
-            let public_url = &context.settings.public_url;
-            let listed = files
-                .iter()
-                .skip(offset)
-                .take(limit)
-                .map(|file| render::file(file, public_url));
-            json(StatusCode::OK, listed.collect())
-        }
-        (&Method::POST, Target::Files) => upload_file(context, upload()?),
-        (&Method::GET, Target::File(id)) => {
-            let file = context.file(id)?;
-            json(
-                StatusCode::OK,
-                render::file(&file, &context.settings.public_url),
-            )
-        }
-        (&Method::GET, Target::Download(id)) => {
-            let file = context.file(id)?;
-            let path = storage.file_path(&file);
-            let content = std::fs::read(&path).map_err(|source| StorageError::Io {
-                action: "reading",
-                path,
-                source,
-            })?;
-            let mut response = body_response(
-                StatusCode::OK,
-                "application/octet-stream",
-                Bytes::from(content),
-            );
-            let disposition = format!("attachment; filename=\"{}\"", file.name);
-            if let Ok(value) = HeaderValue::from_str(&disposition) {
-                response.headers_mut().insert(CONTENT_DISPOSITION, value);
-            }
-            Ok(response)
-        }
-        _ => Err(super::method_not_allowed(parts)),
-    }
+/// `DELETE /v2/storage/buckets/{id}`: only an empty one, unless `force`.
+pub async fn delete_bucket(services: &Services, request: Request) -> Reply {
+    let id = request.segment("id");
+    let force = request.query_fields().flag("force")?.unwrap_or(false);
+    blocking(|| match services.storage.delete_bucket(id, force)? {
+        true => Ok(()),
+        false => Err(bucket_not_found(id)),
+    })?;
+    Ok(Answer::empty(StatusCode::NO_CONTENT))
 }
 
-/// `POST /v2/storage/buckets/{bucket}/tables`: `name` (required), `primaryKey`, `delimiter`,
+/// `GET /v2/storage/buckets/{id}/tables`
+pub async fn bucket_tables(services: &Services, request: Request) -> Reply {
+    let id = request.segment("id");
+    let tables = blocking(|| {
+        if services.storage.bucket(id)?.is_none() {
+            return Err(bucket_not_found(id));
+        }
+        table_objects(services, &services.storage.tables(Some(id))?)
+    })?;
+    Ok(Answer::ok(&tables))
+}
+
+/// `GET /v2/storage/tables`
+pub async fn tables(services: &Services, _request: Request) -> Reply {
+    let tables = blocking(|| table_objects(services, &services.storage.tables(None)?))?;
+    Ok(Answer::ok(&tables))
+}
+
+/// `GET /v2/storage/tables/{id}`
+pub async fn table(services: &Services, request: Request) -> Reply {
+    let id = request.segment("id");
+    let table = blocking(|| {
+        let table = services
+            .storage
+            .table(id)?
+            .ok_or_else(|| table_not_found(id))?;
+        table_object(services, &table)
+    })?;
+    Ok(Answer::ok(&table))
+}
+
+/// `DELETE /v2/storage/tables/{id}`
+pub async fn delete_table(services: &Services, request: Request) -> Reply {
+    let id = request.segment("id");
+    blocking(|| match services.storage.delete_table(id)? {
+        true => Ok(()),
+        false => Err(table_not_found(id)),
+    })?;
+    Ok(Answer::empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /v2/storage/files`: the files with every tag of `tags[]`; `offset`, `limit` (100).
+pub async fn files(services: &Services, request: Request) -> Reply {
+    let tags = request.query_fields().values("tags")?;
+    let offset = request.query.number("offset")?.unwrap_or(0) as usize;
+    let limit = request.query.number("limit")?.unwrap_or(100) as usize;
+    let files = blocking(|| services.storage.files(&tags))?;
+    let public_url = &services.settings.public_url;
+    let listed = files
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|file| render::file(file, public_url));
+    Ok(Answer::ok(&listed.collect()))
+}
+
+/// `GET /v2/storage/files/{id}`
+pub async fn file(services: &Services, request: Request) -> Reply {
+    let file = blocking(|| stored_file(services, request.segment("id")))?;
+    Ok(Answer::ok(&render::file(
+        &file,
+        &services.settings.public_url,
+    )))
+}
+
+/// `GET /v2/storage/files/{id}/download`: the content, streamed from disk.
+pub async fn download(services: &Services, request: Request) -> Reply {
+    let file = blocking(|| stored_file(services, request.segment("id")))?;
+    let path = services.storage.file_path(&file);
+    let answer = Answer::file(&path, "application/octet-stream")
+        .await
+        .map_err(|source| StorageError::Io {
+            action: "reading",
+            path,
+            source,
+        })?;
+    let disposition = format!("attachment; filename=\"{}\"", file.name);
+    Ok(match HeaderValue::from_str(&disposition) {
+        Ok(value) => answer.header(CONTENT_DISPOSITION, value),
+        Err(_) => answer,
+    })
+}
+
+/// `POST /v2/storage/buckets/{id}/tables`: `name` (required), `primaryKey`, `delimiter`,
 /// `enclosure`; the data's first line is its header. 201 and the table.
-fn create_table(
-    context: &Context<'_>,
-    bucket: &str,
-    upload: Upload,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+pub async fn create_table(services: &Services, mut request: Request) -> Reply {
+    let upload = Upload::read(&mut request).await?;
     let name = upload.params.text("name")?.unwrap_or_default();
     if name.is_empty() {
         return Err(ApiError::bad_request(
             "Parameter \"name\" is required: the name of the new table.",
         ));
     }
-    let id = format!("{bucket}.{name}");
-    if context.storage.table(&id)?.is_some() {
-        return Err(ApiError::bad_request(format!(
-            "Table \"{id}\" already exists; import into it with POST /v2/storage/tables/{id}/import, \
-             or delete it first."
-        ))
-        .with_code("storage.tables.alreadyExists"));
-    }
-    load(context, &upload.load_request(&id)?, StatusCode::CREATED)
+    let id = format!("{}.{name}", request.segment("id"));
+    let load_request = upload.load_request(&id)?;
+    blocking(|| {
+        if services.storage.table(&id)?.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "Table \"{id}\" already exists; import into it with POST \
+                 /v2/storage/tables/{id}/import, or delete it first."
+            ))
+            .with_code("storage.tables.alreadyExists"));
+        }
+        load(services, &load_request, StatusCode::CREATED)
+    })
 }
 
 /// `POST /v2/storage/tables/{id}/import`: into an existing table; `incremental`, `primaryKey`
 /// (the table's, when given), `delimiter`, `enclosure`, `deleteWhereColumn`,
 /// `deleteWhereValues[]`, `deleteWhereOperator` (`eq`, `ne`). 200 and the table.
-fn import(
-    context: &Context<'_>,
-    id: &str,
-    upload: Upload,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    if context.storage.table(id)?.is_none() {
-        return Err(table_not_found(id));
-    }
-    let params = &upload.params;
-    let delete_where = match params.text("deleteWhereColumn")?.filter(|c| !c.is_empty()) {
-        Some(column) => Some(RowFilter {
-            column,
-            values: params.values("deleteWhereValues")?,
-            operator: operator(params, "deleteWhereOperator")?,
-        }),
-        None => None,
-    };
-    let request = LoadRequest {
-        incremental: params.flag("incremental")?.unwrap_or(false),
-        delete_where,
-        ..upload.load_request(id)?
-    };
-    load(context, &request, StatusCode::OK)
+pub async fn import(services: &Services, mut request: Request) -> Reply {
+    let upload = Upload::read(&mut request).await?;
+    let id = request.segment("id");
+    blocking(|| {
+        if services.storage.table(id)?.is_none() {
+            return Err(table_not_found(id));
+        }
+        let params = &upload.params;
+        let delete_where = match params.text("deleteWhereColumn")?.filter(|c| !c.is_empty()) {
+            Some(column) => Some(RowFilter {
+                column,
+                values: params.values("deleteWhereValues")?,
+                operator: operator(params, "deleteWhereOperator")?,
+            }),
+            None => None,
+        };
+        let load_request = LoadRequest {
+            incremental: params.flag("incremental")?.unwrap_or(false),
+            delete_where,
+            ..upload.load_request(id)?
+        };
+        load(services, &load_request, StatusCode::OK)
+    })
 }
 
 /// Loads `request`, answering `status` and the table.
-fn load(
-    context: &Context<'_>,
-    request: &LoadRequest,
-    status: StatusCode,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let table = context.storage.load(request)?;
-    Ok(super::json_response(status, &context.table_object(&table)?))
+fn load(services: &Services, request: &LoadRequest, status: StatusCode) -> Reply {
+    let table = services.storage.load(request)?;
+    Ok(Answer::json(status, &table_object(services, &table)?))
 }
 
 /// `GET /v2/storage/tables/{id}/data-preview`: CSV with a header; `columns`, `whereColumn`,
 /// `whereValues[]`, `whereOperator`, `changedSince`, `limit` (100 by default, at most 1000).
-fn preview(context: &Context<'_>, id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
-    let params = context.params;
+pub async fn preview(services: &Services, request: Request) -> Reply {
+    let params = request.query_fields();
     let filter = match params.text("whereColumn")?.filter(|c| !c.is_empty()) {
         Some(column) => Some(RowFilter {
             column,
             values: params.values("whereValues")?,
-            operator: operator(params, "whereOperator")?,
+            operator: operator(&params, "whereOperator")?,
         }),
         None => None,
     };
@@ -266,24 +222,31 @@ fn preview(context: &Context<'_>, id: &str) -> Result<Response<Full<Bytes>>, Api
             ))
         })?),
     };
+    let limit = request.query.number("limit")?.unwrap_or(100);
     let export = Export {
         columns: params.list("columns")?.unwrap_or_default(),
         filter,
-        limit: Some(context.query.number("limit")?.unwrap_or(100).min(MAX_PREVIEW_ROWS)),
+        limit: Some(limit.min(MAX_PREVIEW_ROWS)),
         changed_since,
     };
+    // At most MAX_PREVIEW_ROWS rows: a preview is answered whole.
     let mut csv = Vec::new();
-    context.storage.export(id, &export, &mut csv)?;
-    Ok(body_response(
+    blocking(|| {
+        services
+            .storage
+            .export(request.segment("id"), &export, &mut csv)
+    })?;
+    Ok(Answer::bytes(
         StatusCode::OK,
         "text/csv; charset=utf-8",
-        Bytes::from(csv),
+        csv,
     ))
 }
 
 /// `POST /v2/storage/files`: the content with `name` (else the part's file name) and `tags[]`.
 /// 201 and the file.
-fn upload_file(context: &Context<'_>, upload: Upload) -> Result<Response<Full<Bytes>>, ApiError> {
+pub async fn upload_file(services: &Services, mut request: Request) -> Reply {
+    let upload = Upload::read(&mut request).await?;
     let name = upload
         .params
         .text("name")?
@@ -295,52 +258,51 @@ fn upload_file(context: &Context<'_>, upload: Upload) -> Result<Response<Full<By
                  file name).",
             )
         })?;
-    let file =
-        context
+    let tags = upload.params.values("tags")?;
+    let file = blocking(|| {
+        services
             .storage
-            .upload_file(&name, &upload.params.values("tags")?, upload.data.as_ref())?;
-    Ok(super::json_response(
-        StatusCode::CREATED,
-        &render::file(&file, &context.settings.public_url),
-    ))
+            .upload_file(&name, &tags, upload.data.as_ref())
+    })?;
+    let body = render::file(&file, &services.settings.public_url);
+    Ok(Answer::json(StatusCode::CREATED, &body))
 }
 
-impl Context<'_> {
-    /// Every bucket's object by id, with the sizes and row counts of its tables.
-    fn bucket_objects(&self) -> Result<BTreeMap<String, Value>, ApiError> {
-        let tables = self.storage.tables(None)?;
-        let branch = &self.settings.project.default_branch_id;
-        let mut objects = BTreeMap::new();
-        for bucket in self.storage.buckets()? {
-            let own: Vec<&Table> = tables
-                .iter()
-                .filter(|t| t.bucket_id() == bucket.id)
-                .collect();
-            let object = render::bucket(&bucket, &own, &self.settings.public_url, branch);
-            objects.insert(bucket.id, object);
-        }
-        Ok(objects)
+/// Every bucket's object by id, with the sizes and row counts of its tables.
+fn bucket_objects(services: &Services) -> Result<BTreeMap<String, Value>, ApiError> {
+    let (storage, settings) = (&services.storage, &services.settings);
+    let tables = storage.tables(None)?;
+    let branch = &settings.project.default_branch_id;
+    let mut objects = BTreeMap::new();
+    for bucket in storage.buckets()? {
+        let own: Vec<&Table> = tables
+            .iter()
+            .filter(|t| t.bucket_id() == bucket.id)
+            .collect();
+        let object = render::bucket(&bucket, &own, &settings.public_url, branch);
+        objects.insert(bucket.id, object);
     }
+    Ok(objects)
+}
 
-    fn table_objects(&self, tables: &[Table]) -> Result<Value, ApiError> {
-        let mut buckets = self.bucket_objects()?;
-        let objects = tables.iter().map(|table| {
-            let bucket = buckets.entry(table.bucket_id().to_string()).or_default();
-            render::table(table, bucket.clone(), &self.settings.public_url)
-        });
-        Ok(objects.collect())
-    }
+fn table_objects(services: &Services, tables: &[Table]) -> Result<Value, ApiError> {
+    let mut buckets = bucket_objects(services)?;
+    let objects = tables.iter().map(|table| {
+        let bucket = buckets.entry(table.bucket_id().to_string()).or_default();
+        render::table(table, bucket.clone(), &services.settings.public_url)
+    });
+    Ok(objects.collect())
+}
 
-    fn table_object(&self, table: &Table) -> Result<Value, ApiError> {
-        let mut objects = self.table_objects(std::slice::from_ref(table))?;
-        Ok(objects[0].take())
-    }
+fn table_object(services: &Services, table: &Table) -> Result<Value, ApiError> {
+    let mut objects = table_objects(services, std::slice::from_ref(table))?;
+    Ok(objects[0].take())
+}
 
-    fn file(&self, id: &str) -> Result<StoredFile, ApiError> {
-        let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("File {id} not found"));
-        let id = id.parse::<u64>().map_err(|_| not_found())?;
-        self.storage.file(id)?.ok_or_else(not_found)
-    }
+fn stored_file(services: &Services, id: &str) -> Result<StoredFile, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("File {id} not found"));
+    let id = id.parse::<u64>().map_err(|_| not_found())?;
+    services.storage.file(id)?.ok_or_else(not_found)
 }
 
 /// An upload's data and parameters (the query string's and multipart fields together).
@@ -352,17 +314,13 @@ struct Upload {
 }
 
 impl Upload {
-    async fn read(parts: &Parts, body: Incoming, limit: usize) -> Result<Upload, ApiError> {
-        let body = super::read_body(body, &parts.headers, limit).await?;
-        let query = parts.uri.query().unwrap_or("");
-        let content_type = parts
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+    /// Reads the request's body: raw data, or a multipart body with its fields.
+    async fn read(request: &mut Request) -> Result<Upload, ApiError> {
+        let body = request.body().await?;
+        let content_type = request.header(CONTENT_TYPE.as_str()).unwrap_or("");
         if !content_type.starts_with("multipart/form-data") {
             return Ok(Upload {
-                params: Fields::from_query(Query::parse(Some(query))),
+                params: request.query_fields(),
                 data: body,
                 file_name: None,
             });
@@ -390,11 +348,12 @@ impl Upload {
                 "The multipart body has no \"data\" (or \"file\") part with the content.",
             )
         })?;
-        let params = form_urlencoded::Serializer::for_suffix(query.to_string(), 0)
-            .extend_pairs(fields)
-            .finish();
+        let mut params = request.query.clone();
+        for (name, value) in fields {
+            params.add(&name, value);
+        }
         Ok(Upload {
-            params: Fields::from_query(Query::parse(Some(&params))),
+            params: Fields::from_query(params),
             data,
             file_name,
         })
@@ -477,65 +436,9 @@ fn time(text: &str) -> Option<i64> {
     }
 }
 
-fn body_response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: Bytes,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
-fn no_content() -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_name_targets() {
-        let parse = |path: &'static str| {
-            let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-            Target::parse(&segments)
-        };
-        let cases = [
-            ("/v2/storage/buckets", Some(Target::Buckets)),
-            ("/v2/storage/buckets/in.c-a", Some(Target::Bucket("in.c-a"))),
-            (
-                "/v2/storage/buckets/in.c-a/tables",
-                Some(Target::BucketTables("in.c-a")),
-            ),
-            ("/v2/storage/tables", Some(Target::Tables)),
-            (
-                "/v2/storage/tables/in.c-a.t",
-                Some(Target::Table("in.c-a.t")),
-            ),
-            (
-                "/v2/storage/tables/in.c-a.t/data-preview",
-                Some(Target::Preview("in.c-a.t")),
-            ),
-            (
-                "/v2/storage/tables/in.c-a.t/import",
-                Some(Target::Import("in.c-a.t")),
-            ),
-            ("/v2/storage/files", Some(Target::Files)),
-            ("/v2/storage/files/3", Some(Target::File("3"))),
-            ("/v2/storage/files/3/download", Some(Target::Download("3"))),
-            ("/v2/storage/files/3/content", None),
-            ("/v2/storage/tables/a/b/c", None),
-        ];
-        for (path, expected) in cases {
-            assert_eq!(parse(path), expected, "{path}");
-        }
-    }
 
     #[test]
     fn times() {
