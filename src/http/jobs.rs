@@ -169,18 +169,20 @@ pub async fn project_stats(services: &Services, _request: Request) -> Reply {
     Ok(Answer::ok(&body))
 }
 
-/// `GET /v2/storage/events?runId=<job id>`: the job's events, newest first.
+/// `GET /v2/storage/events?runId=<run id or job id>`: the job's events, newest first; with
+/// `tree=1`, its descendants' too (a container job's children, their children...).
 pub async fn events(services: &Services, request: Request) -> Reply {
     let query = &request.query;
-    let run_id = query.one("runId").ok_or_else(|| {
+    let run = query.one("runId").ok_or_else(|| {
         ApiError::bad_request(
-            "Parameter \"runId\" is required: the id of the job whose events to list.",
+            "Parameter \"runId\" is required: the run id (or id) of the job whose events to list.",
         )
     })?;
+    let tree = request.query_fields().flag("tree")?.unwrap_or(false);
     let limit = query.number("limit")?.unwrap_or(100).min(1000) as usize;
     let offset = query.number("offset")?.unwrap_or(0) as usize;
     let since_id = query.number("sinceId")?;
-    let events = services.queue.events(run_id, since_id, offset, limit)?;
+    let events = blocking(|| services.queue.events_of(run, tree, since_id, offset, limit))?;
     let body = Value::Array(events.iter().map(render::event).collect());
     Ok(Answer::ok(&body))
 }
