@@ -119,10 +119,8 @@ pub async fn files(services: &Services, request: Request) -> Reply {
 /// `GET /v2/storage/files/{id}`
 pub async fn file(services: &Services, request: Request) -> Reply {
     let file = blocking(|| stored_file(services, request.segment("id")))?;
-    Ok(Answer::ok(&render::file(
-        &file,
-        &services.settings.public_url,
-    )))
+    let body = render::file(&file, &services.settings.public_url);
+    Ok(Answer::ok(&body))
 }
 
 /// `GET /v2/storage/files/{id}/download`: the content, streamed from disk.
