@@ -2,6 +2,7 @@
 
 pub mod blocking;
 pub mod cli;
+pub mod configurations;
 pub mod daemon;
 pub mod debug;
 pub mod failpoint;

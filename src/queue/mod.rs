@@ -170,6 +170,39 @@ impl Queue {
         Ok(self.store.events(job.id, since_id, offset, limit)?)
     }
 
+    /// The events of the job `run` names (its run id, like `10.12`, else its id), newest first;
+    /// with `tree`, its descendants' too, merged by event id. `since_id`, `offset` and `limit`
+    /// apply to the merged list.
+    pub fn events_of(
+        &self,
+        run: &str,
+        tree: bool,
+        since_id: Option<u64>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Event>, QueueError> {
+        let job = match self.store.job_by_run_id(run)? {
+            Some(job) => job,
+            None => self.job(run)?,
+        };
+        let mut ids = vec![job.id];
+        let mut parents = if tree { vec![job.run_id] } else { Vec::new() };
+        while let Some(parent) = parents.pop() {
+            for child in self.store.children(&parent)? {
+                ids.push(child.id);
+                parents.push(child.run_id);
+            }
+        }
+        // The newest `offset + limit` of the merged list are among each job's newest as many.
+        let wanted = offset.saturating_add(limit);
+        let mut events = Vec::new();
+        for id in ids {
+            events.extend(self.store.events(id, since_id, 0, wanted)?);
+        }
+        events.sort_by_key(|event| std::cmp::Reverse(event.id));
+        Ok(events.into_iter().skip(offset).take(limit).collect())
+    }
+
     /// Asks for termination of the job and of all its descendants, in one transaction: sets
     /// `desiredStatus: terminating` on each unfinished one; the scheduler does the rest.
     pub fn kill(&self, id: &str) -> Result<Job, QueueError> {
