@@ -4,9 +4,11 @@ Usage: python3 tests/kbcstorage_check.py <base url> <token> [component] [configu
 
 tests/storage_api.rs runs it against a daemon where it made configuration `kbc-check` (name
 "Checked by kbcstorage", parameters {"greeting": "hi"}, one row named "first row") of component
-keboola.ex-fixture. The check lists components and configurations, reads the detail, then
-creates, reads and deletes a configuration through the client. Exit 0 when every value read is
-the expected one; a failed assertion or HTTP error exits non-zero.
+keboola.ex-fixture, with the Python of a virtual environment under the target folder that holds
+the kbcstorage release pinned in tests/common/python.rs. The check lists components and
+configurations, reads the detail, then creates, reads and deletes a configuration through the
+client. Exit 0 when every value read is the expected one; a failed assertion or HTTP error exits
+non-zero.
 """
 
 import sys
@@ -15,7 +17,10 @@ try:
     from kbcstorage.components import Components
     from kbcstorage.configurations import Configurations
 except ImportError:
-    sys.exit("kbcstorage is not installed: python3 -m pip install kbcstorage")
+    sys.exit(
+        "kbcstorage is not installed: run this with the environment tests/storage_api.rs makes, "
+        "or python3 -m pip install kbcstorage"
+    )
 
 
 def main():

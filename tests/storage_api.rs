@@ -620,6 +620,7 @@ async fn storage_routes_need_the_token() {
 
 #[tokio::test]
 async fn kbcstorage_client_reads_components_and_configurations() {
+    let python = common::python::kbcstorage_python();
     let t = TestDaemon::start(Options::default()).await;
     // What tests/kbcstorage_check.py expects to find; the form body is how older clients write.
     let made = t
@@ -643,11 +644,11 @@ async fn kbcstorage_client_reads_components_and_configurations() {
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kbcstorage_check.py");
     let url = format!("http://{}", t.client.addr);
-    let output = tokio::process::Command::new("python3")
+    let output = tokio::process::Command::new(&python)
         .args([script, &url, TOKEN, COMPONENT, "kbc-check"])
         .output()
         .await
-        .expect("python3 runs (install Python 3 and `python3 -m pip install kbcstorage`)");
+        .expect("the kbcstorage environment's python runs");
     assert!(
         output.status.success(),
         "the kbcstorage check failed ({}):\n{}{}",
