@@ -19,14 +19,12 @@ use crate::store::{Store, StoreError};
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("cannot create data_dir {path}: {source}; choose a writable `data_dir`")]
+    #[error("cannot create data_dir {path}; choose a writable `data_dir`")]
     DataDir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "cannot listen on {addr}: {source}; choose another `listen` address or stop what uses it"
-    )]
+    #[error("cannot listen on {addr}; choose another `listen` address or stop what uses it")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -39,7 +37,7 @@ pub enum DaemonError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-    #[error("cannot settle the jobs of the previous run: {0}")]
+    #[error("cannot settle the jobs of the previous run")]
     Recover(#[from] QueueError),
     #[error("the daemon's thread stopped unexpectedly")]
     Crashed,

@@ -16,17 +16,17 @@ use crate::secrets::{self, HIDDEN, SECRET_FILES};
 /// Why an archive could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum DebugError {
-    #[error("cannot read {path} for the debug archive: {source}")]
+    #[error("cannot read {path} for the debug archive")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write the debug archive {path}: {source}; check free disk space in data_dir")]
+    #[error("cannot write the debug archive {path}; check free disk space in data_dir")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write the debug archive {path}: {source}")]
+    #[error("cannot write the debug archive {path}")]
     Zip {
         path: PathBuf,
         source: zip::result::ZipError,

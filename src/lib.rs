@@ -5,6 +5,7 @@ pub mod cli;
 pub mod configurations;
 pub mod daemon;
 pub mod debug;
+pub mod error;
 pub mod failpoint;
 pub mod http;
 pub mod mapping;

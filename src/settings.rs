@@ -100,7 +100,9 @@ impl Network {
 /// Why the settings file cannot be used. Each message names the file or the key.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("cannot read the settings file {path}: {source}")]
+    #[error(
+        "cannot read the settings file {path}; check the --config path and that jobq may read it"
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,

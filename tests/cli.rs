@@ -8,41 +8,72 @@ use jobq::cli::client::ApiClient;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_jobq");
 
-fn serve_fails_with(settings: &str) -> String {
+/// Runs `jobq serve` with `settings` written to a file; asserts it fails with exit code 1 and
+/// prints nothing on stdout. Its stderr and the settings file's path.
+fn serve_fails_with(settings: &str) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobq.toml");
     std::fs::write(&path, settings).unwrap();
+    let stderr = serve_fails(&path.display().to_string());
+    (stderr, path.display().to_string())
+}
+
+fn serve_fails(config: &str) -> String {
     let output = Command::new(BINARY)
-        .args(["serve", "--config"])
-        .arg(&path)
+        .args(["serve", "--config", config])
         .output()
         .unwrap();
-    assert!(!output.status.success(), "serve must refuse: {settings}");
+    assert_eq!(output.status.code(), Some(1), "serve must refuse {config}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]
-fn unreadable_settings_file_is_named() {
-    let output = Command::new(BINARY)
-        .args(["serve", "--config", "/nonexistent/jobq.toml"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("/nonexistent/jobq.toml"), "{stderr}");
+fn unreadable_settings_file_is_named_and_its_cause_shown_once() {
+    assert_eq!(
+        serve_fails("/nonexistent/jobq.toml"),
+        "jobq: cannot read the settings file /nonexistent/jobq.toml; check the --config path and \
+         that jobq may read it: No such file or directory (os error 2)\n"
+    );
 }
 
 #[test]
 fn unknown_keys_and_bad_values_stop_the_daemon_naming_the_key() {
     let token = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
-    let stderr = serve_fails_with(&format!("workers = 3\n{token}"));
-    assert!(stderr.contains("workers"), "{stderr}");
-    let stderr = serve_fails_with(&format!("max_concurrent_jobs = -2\n{token}"));
-    assert!(stderr.contains("max_concurrent_jobs"), "{stderr}");
-    let stderr = serve_fails_with(&format!(
+    let (stderr, path) = serve_fails_with(&format!("workers = 3\n{token}"));
+    assert_eq!(
+        stderr,
+        format!(
+            "jobq: the settings file {path} is not valid: TOML parse error at line 1, column 1\n  \
+             |\n1 | workers = 3\n  | ^^^^^^^\nunknown field `workers`, expected one of `listen`, \
+             `data_dir`, `public_url`, `docker_host`, `max_concurrent_jobs`, `max_body_bytes`, \
+             `kill_grace_seconds`, `job_folder_retention_hours`, `stack_id`, `container_user`, \
+             `project`, `tokens`, `components`, `encryption_key`\n\n"
+        )
+    );
+    let (stderr, _) = serve_fails_with(&format!("max_concurrent_jobs = -2\n{token}"));
+    assert_eq!(
+        stderr,
+        "jobq: setting `max_concurrent_jobs` is not valid: must be at least 1, not -2\n"
+    );
+    let (stderr, _) = serve_fails_with(&format!(
         "{token}[[components]]\nid = \"c\"\nimage = \"i\"\ntag = \"1\"\nmemory = \"big\"\n"
     ));
-    assert!(stderr.contains("components[0].memory"), "{stderr}");
+    assert_eq!(
+        stderr,
+        "jobq: setting `components[0].memory` is not valid: \"big\" is not a size like 256m or 1g\n"
+    );
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_made_is_named_with_its_cause_once() {
+    let (stderr, _) =
+        serve_fails_with("data_dir = \"/proc/jobq-data\"\n[[tokens]]\nid = \"1\"\ntoken = \"t\"\n");
+    assert_eq!(
+        stderr,
+        "jobq: cannot create data_dir /proc/jobq-data; choose a writable `data_dir`: No such file \
+         or directory (os error 2)\n"
+    );
 }
 
 #[test]

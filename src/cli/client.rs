@@ -16,14 +16,14 @@ use crate::http::TOKEN_HEADER;
 /// Why a request to the API failed before an answer arrived.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to jobq at {addr}: {source}; is the daemon running?")]
+    #[error("cannot connect to jobq at {addr}; check that the daemon runs there")]
     Connect {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("the HTTP exchange with jobq failed: {0}")]
+    #[error("the HTTP exchange with jobq failed")]
     Http(#[from] hyper::Error),
-    #[error("cannot build the request: {0}")]
+    #[error("cannot build the request")]
     Request(#[from] hyper::http::Error),
     #[error("\"{url}\" is not the address of a jobq: give http://<host>:<port>")]
     Url { url: String },

@@ -140,7 +140,7 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("jobq: {error:#}");
+            eprintln!("jobq: {}", crate::error::chain(error.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -173,7 +173,7 @@ fn load_table(
     primary_key: &[String],
 ) -> anyhow::Result<()> {
     let csv = std::fs::read(file)
-        .with_context(|| format!("cannot read {}: check the --file path", file.display()))?;
+        .with_context(|| format!("cannot read {}; check the --file path", file.display()))?;
     let client = crate::cli::client::ApiClient::from_url(url, token)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -225,7 +225,7 @@ fn run_job(
     if let Some(data) = config_data {
         let text = match data.strip_prefix('@') {
             Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {path}: check the --config-data file"))?,
+                .with_context(|| format!("cannot read {path}; check the --config-data file"))?,
             None => data,
         };
         request["configData"] =

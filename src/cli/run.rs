@@ -22,13 +22,13 @@ pub enum SnapshotError {
     },
     #[error("job {job} has no debug archives: run it with mode \"debug\" (jobq run --debug)")]
     NoArchives { job: String },
-    #[error("cannot unpack {name} into {path}: {source}")]
+    #[error("cannot unpack {name} into {path}")]
     Unpack {
         name: String,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{name} is not a valid zip archive: {source}")]
+    #[error("{name} is not a valid zip archive")]
     Zip {
         name: String,
         source: zip::result::ZipError,

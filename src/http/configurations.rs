@@ -12,6 +12,7 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use crate::configurations::{Changes, ComponentIn, ConfigurationsError};
+use crate::error::chain;
 use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::fields::Fields;
@@ -225,6 +226,6 @@ impl From<ConfigurationsError> for ApiError {
             | ConfigurationsError::UnknownRowInSortOrder { .. } => StatusCode::BAD_REQUEST,
             ConfigurationsError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, error.to_string())
+        ApiError::new(status, chain(&error))
     }
 }

@@ -3,6 +3,7 @@
 use hyper::StatusCode;
 use serde_json::json;
 
+use crate::error::chain;
 use crate::queue::QueueError;
 use crate::runner::outcome::new_exception_id;
 
@@ -57,7 +58,7 @@ impl ApiError {
 
 impl From<QueueError> for ApiError {
     fn from(error: QueueError) -> Self {
-        let message = error.to_string();
+        let message = chain(&error);
         match error {
             QueueError::Invalid { .. } => ApiError::bad_request(message),
             QueueError::JobNotFound { .. } | QueueError::ConfigurationNotFound { .. } => {

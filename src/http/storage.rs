@@ -14,6 +14,7 @@ use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
 use hyper::StatusCode;
 use serde_json::Value;
 
+use crate::error::chain;
 use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::fields::Fields;
@@ -388,7 +389,7 @@ impl Upload {
 
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
-        let message = error.to_string();
+        let message = chain(&error);
         match error {
             StorageError::BucketNotFound { .. } | StorageError::TableNotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, message)

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::error::chain;
 use crate::mapping::{safety, table_entry};
 use crate::model::{format_time, parse_time};
 use crate::storage::{Export, Operator, RowFilter, Storage};
@@ -36,7 +37,7 @@ pub fn map_inputs(storage: &Storage, configuration: &Value, data: &Path) -> Resu
         safety::check_relative("input mapping destination", destination)?;
         let table = storage
             .table(source)
-            .map_err(|error| error.to_string())?
+            .map_err(|error| chain(&error))?
             .ok_or_else(|| {
                 format!("Table \"{source}\" of the input mapping does not exist in Storage.")
             })?;
@@ -49,7 +50,7 @@ pub fn map_inputs(storage: &Storage, configuration: &Value, data: &Path) -> Resu
             .map_err(|error| format!("Cannot write \"in/tables/{destination}\": {error}"))?;
         let exported = storage
             .export(source, &export, std::io::BufWriter::new(file))
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| chain(&error))?;
         let columns = if export.columns.is_empty() {
             table.columns.clone()
         } else {
@@ -82,7 +83,7 @@ pub fn map_inputs(storage: &Storage, configuration: &Value, data: &Path) -> Resu
         if tags.is_empty() && query.is_empty() {
             return Err("Every input mapping file needs \"tags\" or a \"query\".".into());
         }
-        for file in storage.files(&tags).map_err(|error| error.to_string())? {
+        for file in storage.files(&tags).map_err(|error| chain(&error))? {
             if !query.is_empty() && !file.name.contains(query) {
                 continue;
             }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::error::chain;
 use crate::mapping::manifest::OutputTable;
 use crate::mapping::safety::{self, Entry};
 use crate::mapping::table_entry;
@@ -78,7 +79,10 @@ impl OutputMapping<'_> {
                 ));
             }
             let table = self.storage.load(&request).map_err(|error| {
-                format!("Cannot load \"out/tables/{name}\" into table \"{destination}\": {error}")
+                format!(
+                    "Cannot load \"out/tables/{name}\" into table \"{destination}\": {}",
+                    chain(&error)
+                )
             })?;
             outputs
                 .tables
@@ -104,7 +108,9 @@ impl OutputMapping<'_> {
                     .map_err(|error| format!("Cannot read \"out/files/{name}\": {error}"))?;
                 self.storage
                     .upload_file(&name, &tags, content)
-                    .map_err(|error| format!("Cannot store \"out/files/{name}\": {error}"))?;
+                    .map_err(|error| {
+                        format!("Cannot store \"out/files/{name}\": {}", chain(&error))
+                    })?;
             }
         }
         Ok(outputs)

@@ -4,6 +4,7 @@ use super::end::Ending;
 use super::{Queue, QueueError, RETRY_INTERVAL};
 use crate::blocking::blocking;
 use crate::debug;
+use crate::error::chain;
 use crate::failpoint;
 use crate::mapping::input::{self, Inputs};
 use crate::mapping::output::{self, OutputMapping, Outputs};
@@ -38,7 +39,7 @@ impl Queue {
             Err(Stop::Store(error)) => Err(error),
         };
         let requeued = requeued.unwrap_or_else(|error| {
-            tracing::error!(job_id = job.id, %error, "cannot record the end of a job");
+            tracing::error!(job_id = job.id, error = %chain(&error), "cannot record the end of a job");
             false
         });
         self.lock_redactors().remove(&job.id);
@@ -140,7 +141,7 @@ impl Queue {
                     self.secrets
                         .decrypt_json(&mut task.state, &reader, &mut found)
                 })
-                .map_err(|error| Stop::Fail(error.to_string()))?;
+                .map_err(|error| Stop::Fail(chain(&error)))?;
         }
         let registration = secrets::register(&found);
         self.lock_redactors()
@@ -388,7 +389,7 @@ impl Queue {
         let workspace = Workspace::of(&task.folder);
         let target = task.folder.join(&name);
         let stored = blocking(|| -> Result<(), String> {
-            debug::archive(&workspace.data, &target).map_err(|error| error.to_string())?;
+            debug::archive(&workspace.data, &target).map_err(|error| chain(&error))?;
             let tags = [
                 "debug".to_string(),
                 component.id.clone(),
@@ -398,7 +399,7 @@ impl Queue {
             let archive = std::fs::File::open(&target).map_err(|error| error.to_string())?;
             self.storage
                 .upload_file(&name, &tags, archive)
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| chain(&error))?;
             std::fs::remove_file(&target).map_err(|error| error.to_string())
         });
         if let Err(error) = stored {
@@ -450,7 +451,7 @@ impl Queue {
                 &job.component,
                 &job.branch_id,
             )
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| chain(&error))?;
         let variables = match stored
             .as_ref()
             .and_then(|s| s.configuration.get("variables_id"))
@@ -466,7 +467,7 @@ impl Queue {
                 {
                     Ok(Some(variables)) => Some(variables),
                     Ok(None) => return Err(format!("Variables configuration \"{id}\" not found.")),
-                    Err(error) => return Err(error.to_string()),
+                    Err(error) => return Err(chain(&error)),
                 }
             }
             None => None,
@@ -644,7 +645,7 @@ impl RunObserver for JobObserver<'_> {
                 job.stdout_base = recorded;
             })
             .map(drop)
-            .map_err(|error| error.to_string())
+            .map_err(|error| chain(&error))
     }
 
     fn event(&self, event_type: EventType, source: EventSource, message: &str) {
@@ -665,7 +666,7 @@ impl JobObserver<'_> {
                 .count_events(self.job.id, EventSource::Stdout)
         })
         .unwrap_or_else(|error| {
-            tracing::error!(job_id = self.job.id, %error, "cannot count recorded log lines");
+            tracing::error!(job_id = self.job.id, error = %chain(&error), "cannot count recorded log lines");
             0
         })
     }

@@ -8,6 +8,7 @@ mod recovery;
 mod scheduler;
 
 use crate::blocking::blocking;
+use crate::error::chain;
 use crate::model::TransitionForbidden;
 use crate::model::{
     now_micros, DesiredStatus, Event, EventSource, EventType, Job, JobQuery, Mode, NewEvent, Status,
@@ -310,7 +311,7 @@ impl Queue {
             created: now_micros(),
         };
         if let Err(error) = blocking(|| self.store.add_event(event)) {
-            tracing::error!(job_id = job.id, %error, "cannot store an event");
+            tracing::error!(job_id = job.id, error = %chain(&error), "cannot store an event");
         }
     }
 

@@ -3,6 +3,7 @@
 use super::end::Ending;
 use super::{Queue, QueueError};
 use crate::blocking::blocking;
+use crate::error::chain;
 use crate::model::{now_micros, EventType, JobType, Status};
 use crate::runner::workspace;
 use std::os::unix::fs::PermissionsExt;
@@ -63,7 +64,7 @@ impl Queue {
         let containers = match self.runner.labelled_containers().await {
             Ok(containers) => containers,
             Err(error) => {
-                tracing::debug!(%error, "cannot list containers to sweep");
+                tracing::debug!(error = %chain(&error), "cannot list containers to sweep");
                 Vec::new()
             }
         };

@@ -3,6 +3,7 @@
 use super::end::Ending;
 use super::{Queue, QueueError, RETRY_INTERVAL, SWEEP_INTERVAL};
 use crate::blocking::blocking;
+use crate::error::chain;
 use crate::model::{now_micros, DesiredStatus, EventType, Job, JobType, Status};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ impl Queue {
                     None => SWEEP_INTERVAL,
                 },
                 Err(error) => {
-                    tracing::error!(%error, "scheduling failed; retrying");
+                    tracing::error!(error = %chain(&error), "scheduling failed; retrying");
                     RETRY_INTERVAL
                 }
             };
@@ -187,7 +188,7 @@ impl Queue {
         match self.runner.ping().await {
             Ok(()) => true,
             Err(error) => {
-                tracing::warn!(%error, "jobs stay created until the engine answers");
+                tracing::warn!(error = %chain(&error), "jobs stay created until the engine answers");
                 false
             }
         }

@@ -27,7 +27,7 @@ pub enum ImageError {
     InvalidReference { reference: String, message: String },
     /// The engine could not be asked about the image.
     #[error(
-        "cannot inspect image {reference}: {source}; check that the Docker engine is running and \
+        "cannot inspect image {reference}; check that the Docker engine is running and \
          that jobq may use its socket"
     )]
     Inspect {
@@ -37,7 +37,7 @@ pub enum ImageError {
     },
     /// The build request failed at the transport or API level.
     #[error(
-        "cannot build image {reference} through the Docker engine: {source}; check that the engine \
+        "cannot build image {reference} through the Docker engine; check that the engine \
          is running, that jobq may use its socket and that the reference is a valid image name \
          (e.g. \"local/jobq-fixture:1.0.0\")"
     )]
@@ -63,7 +63,7 @@ pub enum ImageError {
     )]
     NotBuilt { reference: String, expected: String },
     /// The in-memory build context could not be assembled.
-    #[error("cannot assemble the build context of the fixture image: {0}")]
+    #[error("cannot assemble the build context of the fixture image")]
     Context(#[from] std::io::Error),
 }
 

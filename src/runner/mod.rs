@@ -22,6 +22,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::chain;
 use crate::failpoint;
 use crate::model::{EventSource, EventType, Job, Status};
 use crate::settings::{Component, Settings};
@@ -39,19 +40,17 @@ pub const LABEL_ROW_ID: &str = "jobq.row-id";
 /// Why the engine could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("cannot connect to the Docker engine at {host}: {source}; start dockerd or set `docker_host`")]
+    #[error("cannot connect to the Docker engine at {host}; start dockerd or set `docker_host`")]
     Connect {
         host: String,
         source: bollard::errors::Error,
     },
-    #[error(
-        "the Docker engine at {host} is unreachable: {source}; start dockerd or fix `docker_host`"
-    )]
+    #[error("the Docker engine at {host} is unreachable; start dockerd or fix `docker_host`")]
     Unreachable {
         host: String,
         source: bollard::errors::Error,
     },
-    #[error("the Docker engine refused a request: {0}")]
+    #[error("the Docker engine refused a request")]
     Engine(#[from] bollard::errors::Error),
     #[error(transparent)]
     Image(#[from] image::ImageError),
@@ -190,7 +189,7 @@ impl Runner {
             Ok(docker) => docker,
             Err(error) => {
                 return RunOutcome::Requeue {
-                    reason: error.to_string(),
+                    reason: chain(&error),
                 }
             }
         };
@@ -200,7 +199,7 @@ impl Runner {
                 "Image \"{image}\" of component \"{}\" is not present in the local Docker engine; build or load it first.",
                 component.id
             )),
-            Err(ImageProblem::Engine(error)) => return RunOutcome::Requeue { reason: error.to_string() },
+            Err(ImageProblem::Engine(error)) => return RunOutcome::Requeue { reason: chain(&error) },
         };
 
         let folders = workspace::Workspace::of(&task.folder);
@@ -517,7 +516,7 @@ impl Runner {
                     return (docker, lost);
                 }
                 Err(error) if !lost => {
-                    tracing::warn!(job_id, %error, "the Docker engine is unreachable; waiting for it");
+                    tracing::warn!(job_id, error = %chain(&error), "the Docker engine is unreachable; waiting for it");
                     lost = true;
                 }
                 Err(_) => {}
@@ -545,7 +544,9 @@ impl Runner {
     pub async fn remove_container(&self, container_id: &str) {
         match self.docker().await {
             Ok(docker) => self.remove(&docker, container_id).await,
-            Err(error) => tracing::warn!(container_id, %error, "cannot remove a container"),
+            Err(error) => {
+                tracing::warn!(container_id, error = %chain(&error), "cannot remove a container")
+            }
         }
     }
 

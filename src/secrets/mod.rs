@@ -61,7 +61,7 @@ pub enum Scope {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
     #[error(
-        "cannot read the encryption key file {path}: {source}; make it readable by jobq, or give \
+        "cannot read the encryption key file {path}; make it readable by jobq, or give \
          `encryption_key` in the settings"
     )]
     ReadKey {
@@ -69,7 +69,7 @@ pub enum SecretsError {
         source: std::io::Error,
     },
     #[error(
-        "cannot create the encryption key file {path}: {source}; make `data_dir` writable, or \
+        "cannot create the encryption key file {path}; make `data_dir` writable, or \
          give `encryption_key` in the settings"
     )]
     CreateKey {

@@ -89,14 +89,14 @@ pub enum StorageError {
     #[error("{source_name} is not valid CSV: {detail}")]
     Csv { source_name: String, detail: String },
 
-    #[error("Cannot read {}: {source}; check that it exists and jobq may read it", path.display())]
+    #[error("Cannot read {}; check that it exists and jobq may read it", path.display())]
     Source {
         path: PathBuf,
         source: std::io::Error,
     },
 
     #[error(
-        "Storage failed while {action} {}: {source}; check free disk space and that jobq may \
+        "Storage failed while {action} {}; check free disk space and that jobq may \
          write to data_dir",
         path.display()
     )]

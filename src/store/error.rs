@@ -22,7 +22,7 @@ pub enum StoreError {
 
     /// The file could not be opened or created.
     #[error(
-        "cannot open the job store {}: {source}; check that data_dir exists, that jobq may read \
+        "cannot open the job store {}; check that data_dir exists, that jobq may read \
          and write it, and that the file is a jobq store",
         path.display()
     )]
@@ -30,7 +30,7 @@ pub enum StoreError {
 
     /// The database failed during an operation.
     #[error(
-        "the job store failed while {action}: {source}; check free disk space and the data_dir \
+        "the job store failed while {action}; check free disk space and the data_dir \
          file system, then retry"
     )]
     Database {

@@ -52,8 +52,9 @@ pub async fn fixture_image() {
     let runner = Runner::new(None, "tests").expect("a Docker client");
     if let Err(error) = runner.ping().await {
         panic!(
-            "These tests need a running Docker engine and could not reach it: {error}. \
-             Start dockerd (or set DOCKER_HOST) and run the tests again."
+            "These tests need a running Docker engine and could not reach it: {}. \
+             Start dockerd (or set DOCKER_HOST) and run the tests again.",
+            jobq::error::chain(&error)
         );
     }
     runner
