@@ -1,5 +1,5 @@
 //! Scheduling rules with real containers: configuration locks, capacity, delays, job trees,
-//! kill cascades, long polls, and re-attaching after a restart.
+//! kill cascades, long polls, and re-attaching after a restart; and without an engine.
 
 mod common;
 
@@ -400,4 +400,30 @@ async fn timeout_still_counts_after_a_restart() {
         "Running local/jobq-fixture:1.0.0 container exceeded the timeout of 3 seconds."
     );
     assert!(job["durationSeconds"].as_i64().unwrap() < 10, "{job}");
+}
+
+#[tokio::test]
+async fn without_a_docker_engine_the_daemon_serves_and_jobs_stay_created() {
+    let t = TestDaemon::start(Options::without_docker()).await;
+    let job = t.create(COMPONENT, json!({})).await;
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(
+        (&job["status"], &job["isFinished"]),
+        (&json!("created"), &json!(false))
+    );
+    // Scheduler passes come and go (one every 2 s while the engine is away); the job waits.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let job = t.job(id).await;
+    assert_eq!(
+        (&job["status"], &job["startTime"], &job["isFinished"]),
+        (&json!("created"), &Value::Null, &json!(false))
+    );
+    // A kill needs no engine: the job never started, so it is cancelled.
+    let killed = t.post(&format!("/jobs/{id}/kill"), &json!({})).await;
+    assert_eq!(killed.status, 202);
+    let job = t.wait_finished(id).await;
+    assert_eq!(
+        (&job["status"], &job["startTime"]),
+        (&json!("cancelled"), &Value::Null)
+    );
 }

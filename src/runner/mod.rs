@@ -118,11 +118,10 @@ pub struct Finished {
     pub container_id: Option<String>,
 }
 
-/// A connection to the Docker engine, negotiated on first use.
+/// A connection to the Docker engine, made and negotiated on first use.
 pub struct Runner {
     host: String,
     instance_id: String,
-    client: Docker,
     negotiated: Mutex<Option<Docker>>,
     /// Who containers run as; found on the first run.
     identity: std::sync::OnceLock<workspace::Identity>,
@@ -130,20 +129,21 @@ pub struct Runner {
 
 impl Runner {
     /// Prepares a client for `docker_host` (else `DOCKER_HOST`, else the local socket); connects
-    /// lazily. `instance_id` names and labels this store's containers.
+    /// lazily, so an engine that is down (its socket missing, too) only keeps jobs `created`.
+    /// Fails only for a host jobq can never use. `instance_id` names and labels this store's
+    /// containers.
     pub fn new(docker_host: Option<&str>, instance_id: &str) -> Result<Runner, RunnerError> {
         let host = docker_host
             .map(str::to_string)
             .or_else(|| std::env::var("DOCKER_HOST").ok())
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
-        let client = Docker::connect_with_host(&host).map_err(|source| RunnerError::Connect {
-            host: host.clone(),
-            source,
-        })?;
+        match Docker::connect_with_host(&host) {
+            Ok(_) | Err(bollard::errors::Error::SocketNotFoundError(_)) => {}
+            Err(source) => return Err(RunnerError::Connect { host, source }),
+        }
         Ok(Runner {
             host,
             instance_id: instance_id.to_string(),
-            client,
             negotiated: Mutex::new(None),
             identity: std::sync::OnceLock::new(),
         })
@@ -154,9 +154,8 @@ impl Runner {
         if let Some(docker) = self.lock().clone() {
             return Ok(docker);
         }
-        let docker = self
-            .client
-            .clone()
+        let docker = Docker::connect_with_host(&self.host)
+            .map_err(|source| self.unreachable(source))?
             .negotiate_version()
             .await
             .map_err(|source| self.unreachable(source))?;

@@ -1,5 +1,6 @@
-//! The integration test harness: a real daemon on 127.0.0.1:0 with a temporary data dir,
-//! the fixture component's image built in the real Docker engine, and an HTTP client.
+//! The integration test harness: a real daemon on 127.0.0.1:0 with a temporary data dir, an
+//! HTTP client, and for tests that run containers the fixture component's image built in the
+//! real Docker engine. Tests of the API alone run without an engine.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod python;
@@ -28,6 +29,11 @@ pub const PROCESSOR_TWO: &str = "keboola.processor-two";
 pub struct Options {
     pub max_concurrent_jobs: usize,
     pub kill_grace_seconds: u64,
+    /// Whether the test runs containers (the default): the fixture image is built first, and
+    /// the test fails saying so when no Docker engine answers. Without, the daemon's engine
+    /// address leads nowhere, so the test needs no engine and every job it makes stays
+    /// `created`.
+    pub docker: bool,
 }
 
 impl Default for Options {
@@ -35,6 +41,17 @@ impl Default for Options {
         Options {
             max_concurrent_jobs: 4,
             kill_grace_seconds: 2,
+            docker: true,
+        }
+    }
+}
+
+impl Options {
+    /// A daemon for a test of the API alone, which never runs a container.
+    pub fn without_docker() -> Options {
+        Options {
+            docker: false,
+            ..Options::default()
         }
     }
 }
@@ -45,6 +62,7 @@ pub struct TestDaemon {
     pub data_dir: tempfile::TempDir,
     pub client: ApiClient,
     settings: String,
+    docker: bool,
 }
 
 /// Builds the fixture image; fails the test with a clear message when Docker is unreachable.
@@ -64,9 +82,12 @@ pub async fn fixture_image() {
 }
 
 impl TestDaemon {
-    /// Builds the fixture image and starts a daemon with the fixture registered twice.
+    /// Starts a daemon with the fixture registered (see the constants), after building the
+    /// fixture image unless `options` say the test runs no container.
     pub async fn start(options: Options) -> TestDaemon {
-        fixture_image().await;
+        if options.docker {
+            fixture_image().await;
+        }
         let data_dir = tempfile::Builder::new()
             .prefix("jobq-test-")
             .tempdir()
@@ -77,6 +98,7 @@ listen = "127.0.0.1:0"
 data_dir = "{data_dir}"
 max_concurrent_jobs = {max}
 kill_grace_seconds = {grace}
+{docker_host}
 [project]
 id = "123"
 name = "Test project"
@@ -123,6 +145,13 @@ network = "none"
             data_dir = data_dir.path().display(),
             max = options.max_concurrent_jobs,
             grace = options.kill_grace_seconds,
+            docker_host = match options.docker {
+                true => String::new(),
+                false => format!(
+                    "docker_host = \"unix://{}/no-docker-engine.sock\"",
+                    data_dir.path().display()
+                ),
+            },
         );
         let daemon = Daemon::start(Settings::parse(&settings).expect("valid settings"))
             .expect("the daemon starts");
@@ -132,6 +161,7 @@ network = "none"
             data_dir,
             client,
             settings,
+            docker: options.docker,
         }
     }
 
@@ -262,6 +292,9 @@ impl Drop for TestDaemon {
         let Some(daemon) = self.daemon.take() else {
             return;
         };
+        if !self.docker {
+            return;
+        }
         let instance = daemon.instance_id().to_string();
         drop(daemon);
         let cleanup = std::thread::spawn(move || {
