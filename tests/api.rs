@@ -37,7 +37,7 @@ fn ids(answer: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn missing_or_wrong_token_is_401_with_the_error_body() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let anonymous = ApiClient {
         addr: t.client.addr,
         token: None,
@@ -65,7 +65,7 @@ async fn missing_or_wrong_token_is_401_with_the_error_body() {
 
 #[tokio::test]
 async fn verify_token_answers_id_description_and_owner() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let answer = t.get("/v2/storage/tokens/verify").await;
     assert_eq!(answer.status, 200);
     assert_eq!(
@@ -83,7 +83,7 @@ async fn verify_token_answers_id_description_and_owner() {
 
 #[tokio::test]
 async fn bad_create_requests_are_400_naming_the_field() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let cases = [
         (json!({"configData": {}}), "component"),
         (json!({"component": "keboola.unknown"}), "keboola.unknown"),
@@ -174,7 +174,7 @@ async fn raw_exchange(addr: std::net::SocketAddr, head: String, chunks: usize) -
 
 #[tokio::test]
 async fn oversized_body_is_413() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let head = |framing: &str| {
         format!(
             "POST /jobs HTTP/1.1\r\nHost: jobq\r\nX-StorageApi-Token: {TOKEN}\r\nContent-Type: application/json\r\nConnection: close\r\n{framing}\r\n\r\n"
@@ -193,7 +193,7 @@ async fn oversized_body_is_413() {
 
 #[tokio::test]
 async fn unknown_job_route_and_method_have_error_bodies() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let answer = t.get("/jobs/999").await;
     assert_eq!(answer.status, 404);
     assert_error_body(&answer.json(), 404, "999");

@@ -338,7 +338,7 @@ async fn disabled_rows_are_skipped_unless_listed_and_unknown_rows_are_refused() 
 
 #[tokio::test]
 async fn unknown_configuration_is_404_naming_component_config_and_branch() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let answer = t
         .post(
             "/jobs",

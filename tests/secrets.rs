@@ -1,4 +1,5 @@
 //! `POST /encrypt` as a client sees it, and its ciphertexts checked with the daemon's key file.
+//! No Docker engine needed.
 
 mod common;
 
@@ -52,7 +53,7 @@ fn bad_request(message: &str) -> Value {
 
 #[tokio::test]
 async fn plain_text_is_encrypted_for_the_scope_the_parameters_choose() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let secrets = t.secrets();
     let config = Scope::Config {
         component: COMPONENT.into(),
@@ -124,7 +125,7 @@ async fn plain_text_is_encrypted_for_the_scope_the_parameters_choose() {
 
 #[tokio::test]
 async fn json_bodies_keep_their_shape_with_every_hash_value_encrypted() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let query = format!("?componentId={COMPONENT}&projectId={PROJECT}");
     let already = text(&t.encrypt(&query, "text/plain", "kept-as-is").await);
     let body = json!({
@@ -176,7 +177,7 @@ async fn json_bodies_keep_their_shape_with_every_hash_value_encrypted() {
 
 #[tokio::test]
 async fn a_ciphertext_of_one_component_is_rejected_for_another() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let query = format!("?componentId={COMPONENT}&projectId={PROJECT}");
     let sealed = text(&t.encrypt(&query, "text/plain", "pa55-word").await);
     let mut config = json!({"parameters": {"#password": sealed}});
@@ -198,7 +199,7 @@ async fn a_ciphertext_of_one_component_is_rejected_for_another() {
 
 #[tokio::test]
 async fn encrypt_needs_a_token() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let messages = [
         "Access token must be set in the X-StorageApi-Token header.",
         "Invalid access token.",
@@ -223,7 +224,7 @@ async fn encrypt_needs_a_token() {
 
 #[tokio::test]
 async fn bad_encrypt_requests_are_400_saying_what_to_send() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let component = format!("?componentId={COMPONENT}");
     let cases = [
         (

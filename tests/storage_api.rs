@@ -1,5 +1,5 @@
 //! The Storage configuration API as a client sees it: configurations, rows, state, dev branches,
-//! JSON and form bodies, errors, and the real kbcstorage Python client.
+//! JSON and form bodies, errors, and the real kbcstorage Python client. No Docker engine needed.
 
 mod common;
 
@@ -75,7 +75,7 @@ async fn put(t: &TestDaemon, path: &str, body: Value) -> Value {
 
 #[tokio::test]
 async fn configurations_are_created_from_json_and_from_forms() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let from_json = created(
         &t,
         &configs_path(COMPONENT),
@@ -163,7 +163,7 @@ async fn configurations_are_created_from_json_and_from_forms() {
 
 #[tokio::test]
 async fn changes_and_row_changes_raise_the_version_and_state_keeps_it() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let config = format!("{}/cfg", configs_path(COMPONENT));
     let rows = format!("{config}/rows");
     created(
@@ -304,7 +304,7 @@ async fn changes_and_row_changes_raise_the_version_and_state_keeps_it() {
 
 #[tokio::test]
 async fn the_same_id_in_the_default_and_a_dev_branch_are_two_configurations() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let branch = created(&t, "/v2/storage/dev-branches", json!({"name": "feature"})).await;
     let dev_id = branch["id"].as_u64().expect("a numeric branch id");
     let main_path = format!("{}/same", configs_path(COMPONENT));
@@ -394,7 +394,7 @@ async fn the_same_id_in_the_default_and_a_dev_branch_are_two_configurations() {
 
 #[tokio::test]
 async fn dev_branches_are_listed_read_created_and_deleted() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let main = json!({"id": MAIN, "name": "Main", "description": "", "isDefault": true, "created": "<time>"});
     assert_eq!(
         settled(ok(t.get("/v2/storage/dev-branches").await)),
@@ -469,7 +469,7 @@ async fn dev_branches_are_listed_read_created_and_deleted() {
 
 #[tokio::test]
 async fn unknown_things_and_bad_bodies_are_named() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let configs = configs_path(COMPONENT);
     created(&t, &configs, json!({"name": "n", "configurationId": "cfg"})).await;
     created(&t, &format!("{configs}/cfg/rows"), json!({"rowId": "r"})).await;
@@ -600,7 +600,7 @@ async fn unknown_things_and_bad_bodies_are_named() {
 
 #[tokio::test]
 async fn storage_routes_need_the_token() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     for client in t.clients_without_a_valid_token() {
         for path in [
             "/v2/storage/components",
@@ -621,7 +621,7 @@ async fn storage_routes_need_the_token() {
 #[tokio::test]
 async fn kbcstorage_client_reads_components_and_configurations() {
     let python = common::python::kbcstorage_python();
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     // What tests/kbcstorage_check.py expects to find; the form body is how older clients write.
     let made = t
         .send_form(

@@ -1,5 +1,5 @@
 //! The local Storage's buckets, tables and files as a client sees them over HTTP, and
-//! `jobq load-table` against a running daemon.
+//! `jobq load-table` against a running daemon. No Docker engine needed.
 
 mod common;
 
@@ -162,7 +162,7 @@ async fn preview(t: &TestDaemon, path: &str) -> String {
 
 #[tokio::test]
 async fn tables_are_created_previewed_imported_and_deleted() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     assert_eq!(t.get("/v2/storage/buckets").await.json(), json!([]));
 
     let created = post_csv(
@@ -299,7 +299,7 @@ async fn tables_are_created_previewed_imported_and_deleted() {
 
 #[tokio::test]
 async fn multipart_uploads_work_as_the_public_clients_send_them() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let (content_type, body) = multipart(
         &[("name", "orders"), ("primaryKey", "id"), ("delimiter", ";")],
         ("data", "orders.csv", "id;total\n1;10\n2;20"),
@@ -356,7 +356,7 @@ async fn multipart_uploads_work_as_the_public_clients_send_them() {
 
 #[tokio::test]
 async fn files_are_uploaded_listed_by_tags_and_downloaded() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let first = send(
         &t,
         Method::POST,
@@ -458,7 +458,7 @@ async fn files_are_uploaded_listed_by_tags_and_downloaded() {
 
 #[tokio::test]
 async fn errors_answer_the_keboola_error_body() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let created = post_csv(
         &t,
         "/v2/storage/buckets/in.c-e/tables?name=t",
@@ -578,7 +578,7 @@ async fn errors_answer_the_keboola_error_body() {
 
 #[tokio::test]
 async fn load_table_command_creates_then_imports() {
-    let t = TestDaemon::start(Options::default()).await;
+    let t = TestDaemon::start(Options::without_docker()).await;
     let dir = tempfile::tempdir().expect("a temporary dir");
     let url = format!("http://{}", t.client.addr);
     let run = |table: &str, csv: &str, extra: &[&str]| {

@@ -70,8 +70,8 @@ pub async fn fixture_image() {
     let runner = Runner::new(None, "tests").expect("a Docker client");
     if let Err(error) = runner.ping().await {
         panic!(
-            "These tests need a running Docker engine and could not reach it: {}. \
-             Start dockerd (or set DOCKER_HOST) and run the tests again.",
+            "This test runs containers: it needs a running Docker engine, which did not answer \
+             ({}). Start dockerd (or set DOCKER_HOST) and run the tests again.",
             jobq::error::chain(&error)
         );
     }
