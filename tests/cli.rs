@@ -1,12 +1,10 @@
-//! The real `jobq` binary: settings errors, serving, and a graceful stop on SIGTERM.
+//! The real `jobq` binary: settings errors, serving, and a graceful stop on SIGTERM. No Docker
+//! engine needed.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use jobq::cli::client::ApiClient;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_jobq");
+use common::binary::{jobq, Served};
+use common::{Options, TOKEN};
 
 /// Runs `jobq serve` with `settings` written to a file; asserts it fails with exit code 1 and
 /// prints nothing on stdout. Its stderr and the settings file's path.
@@ -19,10 +17,7 @@ fn serve_fails_with(settings: &str) -> (String, String) {
 }
 
 fn serve_fails(config: &str) -> String {
-    let output = Command::new(BINARY)
-        .args(["serve", "--config", config])
-        .output()
-        .unwrap();
+    let output = jobq(["serve", "--config", config]).output().unwrap();
     assert_eq!(output.status.code(), Some(1), "serve must refuse {config}");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "");
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -76,74 +71,20 @@ fn a_data_dir_that_cannot_be_made_is_named_with_its_cause_once() {
     );
 }
 
-#[test]
-fn serve_answers_and_stops_gracefully_on_sigterm() {
+#[tokio::test]
+async fn serve_answers_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jobq.toml");
-    let secret = "cli-secret-token-31337";
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[tokens]]\nid = \"9\"\ndescription = \"cli\"\ntoken = \"{secret}\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(BINARY)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "debug")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut log = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "jobq exited early: {log}"
-        );
-        log.push_str(&line);
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.trim().parse().expect("a socket address");
-        }
-    };
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let answer = runtime
-        .block_on(ApiClient::new(addr, secret).get("/v2/storage/tokens/verify"))
-        .unwrap();
+    let mut served = Served::fresh(dir.path(), &Options::without_docker()).await;
+    let answer = served.get("/v2/storage/tokens/verify").await;
     assert_eq!(answer.status, 200);
-    assert_eq!(answer.json()["id"], "9");
+    assert_eq!(answer.json()["id"], "7");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "jobq did not stop within 20 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    log.push_str(&rest);
+    let exit = served.terminate();
+    let log = served.log();
     assert!(exit.success(), "exit {exit:?}: {log}");
     assert!(log.contains("jobq stopped"), "{log}");
     assert!(
-        !log.contains(secret),
+        !log.contains(TOKEN),
         "the token must never be logged: {log}"
     );
     assert!(dir.path().join("data/jobq.redb").exists());

@@ -9,14 +9,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture_image, COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG, TOKEN};
+use common::binary::{settings_file, Served};
+use common::{fixture_image, Options, COMPONENT};
 use jobq::cli::client::ApiClient;
 use serde_json::{json, Value};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_jobq");
 
 /// Crash points armed in turn; `None` is a SIGKILL at a random moment.
 const CRASH_POINTS: [Option<&str>; 5] = [
@@ -46,75 +44,19 @@ impl Rng {
     }
 }
 
-struct Process {
-    child: Child,
-    client: ApiClient,
-    instance: String,
-}
-
-/// Starts `jobq serve`, optionally armed with a crash point, and waits until it listens.
-fn start(settings: &Path, log: &Path, crash_at: Option<String>) -> Process {
-    let log_file = std::fs::File::create(log).unwrap();
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--config"])
-        .arg(settings)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(log_file);
-    match &crash_at {
-        Some(point) => command.env(jobq::failpoint::VARIABLE, point),
-        None => command.env_remove(jobq::failpoint::VARIABLE),
-    };
-    let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("jobq is listening")) {
-            let field = |name: &str| {
-                line.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                    .unwrap()
-                    .to_string()
-            };
-            let addr = field("addr").parse().unwrap();
-            return Process {
-                child,
-                client: ApiClient::new(addr, TOKEN),
-                instance: field("instance"),
-            };
+/// Starts `jobq serve`, optionally armed with a crash point, and waits until it listens; `None`
+/// when the armed crash point fired during start-up recovery, which is a crash too.
+fn start(settings: &Path, log: &Path, crash_at: Option<&str>) -> Option<Served> {
+    let env: Vec<(&str, &str)> = crash_at
+        .map(|point| (jobq::failpoint::VARIABLE, point))
+        .into_iter()
+        .collect();
+    match Served::start(settings, log, &env) {
+        Ok(served) => Some(served),
+        Err(ended) => {
+            assert!(crash_at.is_some(), "{ended}");
+            None
         }
-        if let Some(status) = child.try_wait().unwrap() {
-            // Armed early crash points may fire during start-up recovery: that is a crash too.
-            assert!(
-                crash_at.is_some(),
-                "jobq exited during start-up ({status}): {text}"
-            );
-            return Process {
-                child,
-                client: ApiClient::new("127.0.0.1:9".parse().unwrap(), TOKEN),
-                instance: String::new(),
-            };
-        }
-        assert!(Instant::now() < deadline, "jobq did not start: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-impl Process {
-    /// Waits up to `limit` for the process to die by itself, then SIGKILLs it.
-    fn kill_after(mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        false
     }
 }
 
@@ -156,17 +98,13 @@ async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
         .tempdir()
         .unwrap();
     let data_dir: PathBuf = dir.path().join("data");
-    let settings = dir.path().join("jobq.toml");
-    std::fs::write(
-        &settings,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nmax_concurrent_jobs = 4\nkill_grace_seconds = 1\n\
-             [[tokens]]\nid = \"1\"\ntoken = \"{TOKEN}\"\n\
-             [[components]]\nid = \"{COMPONENT}\"\nimage = \"{FIXTURE_IMAGE}\"\ntag = \"{FIXTURE_TAG}\"\nmemory = \"64m\"\nprocess_timeout = 120\nnetwork = \"none\"\n",
-            data_dir.display()
-        ),
-    )
-    .unwrap();
+    // Crashes and restarts take a while: the fixture's timeout must outlast them all.
+    let options = Options {
+        kill_grace_seconds: 1,
+        timeout_seconds: 120,
+        ..Options::default()
+    };
+    let settings = settings_file(dir.path(), &options);
     let plans: Vec<Plan> = (0..jobs)
         .map(|i| Plan {
             exit_code: if i % 7 == 3 { 1 } else { 0 },
@@ -176,23 +114,16 @@ async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
 
     // Round 0: submit everything, ask for the kills, then SIGKILL at a random moment.
     let log = |round: usize| dir.path().join(format!("jobq-{round}.log"));
-    let first = start(&settings, &log(0), None);
+    let mut first = start(&settings, &log(0), None).unwrap();
     let instance = first.instance.clone();
     let mut ids = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
-        let body =
-            json!({"component": COMPONENT, "configData": {"parameters": parameters(i, plan)}});
-        let answer = first.client.post_json("/jobs", &body).await.unwrap();
-        assert_eq!(answer.status, 201);
-        ids.push(answer.json()["id"].as_str().unwrap().to_string());
+        let job = first.create(COMPONENT, parameters(i, plan)).await;
+        ids.push(job["id"].as_str().unwrap().to_string());
     }
     for (id, plan) in ids.iter().zip(&plans) {
         if plan.killed {
-            let answer = first
-                .client
-                .post_json(&format!("/jobs/{id}/kill"), &json!({}))
-                .await
-                .unwrap();
+            let answer = first.post(&format!("/jobs/{id}/kill"), &json!({})).await;
             assert!(
                 answer.status == 202 || answer.status == 400,
                 "{}",
@@ -210,17 +141,20 @@ async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
             "store-commit" => format!("{p}:{}", 3 + rng.next(40)),
             p => p.to_string(),
         });
-        let process = start(&settings, &log(round), armed.clone());
-        let crashed_itself = match armed {
-            Some(_) => process.kill_after(Duration::from_secs(15)),
-            None => process.kill_after(Duration::from_millis(300 + rng.next(2500))),
+        let process = start(&settings, &log(round), armed.as_deref());
+        let crashed_itself = match (process, &armed) {
+            (None, _) => true,
+            (Some(mut process), Some(_)) => process.kill_after(Duration::from_secs(15)),
+            (Some(mut process), None) => {
+                process.kill_after(Duration::from_millis(300 + rng.next(2500)))
+            }
         };
         self_crashes += usize::from(crashed_itself);
         println!("round {round}: {armed:?}, crashed by itself: {crashed_itself}");
     }
 
     // The last start runs everything to the end.
-    let last = start(&settings, &log(rounds + 1), None);
+    let mut last = start(&settings, &log(rounds + 1), None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     let finished = loop {
         if let Some(jobs) = all_jobs(&last.client).await {
@@ -265,16 +199,9 @@ async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
                 assert_eq!(other, expected_status, "job {id}: {job}");
                 assert_eq!(runs, 1, "job {id} finished {other} but never ran");
                 let lines: Vec<String> = last
-                    .client
-                    .get(&format!("/v2/storage/events?runId={id}&limit=1000"))
+                    .messages(id)
                     .await
-                    .unwrap()
-                    .json()
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .rev()
-                    .map(|e| e["message"].as_str().unwrap().to_string())
+                    .into_iter()
                     .filter(|m| m.starts_with(&format!("job {i} line")))
                     .collect();
                 assert_eq!(
@@ -321,57 +248,28 @@ impl CrashDir {
             .prefix("jobq-crash-")
             .tempdir()
             .unwrap();
-        let settings = crash_settings(dir.path());
+        let settings = settings_file(dir.path(), &Options::default());
         CrashDir { dir, settings }
     }
 
     /// Starts process number `n`, armed at `crash_at`.
-    fn start(&self, n: usize, crash_at: Option<&str>) -> Process {
+    fn start(&self, n: usize, crash_at: Option<&str>) -> Served {
         let log = self.dir.path().join(format!("jobq-{n}.log"));
-        start(&self.settings, &log, crash_at.map(str::to_string))
+        start(&self.settings, &log, crash_at).expect("jobq starts")
     }
 }
 
-/// Writes settings for one daemon of `dir` with the fixture registered.
-fn crash_settings(dir: &Path) -> PathBuf {
-    let settings = dir.join("jobq.toml");
-    std::fs::write(
-        &settings,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
-             [[tokens]]\nid = \"1\"\ntoken = \"{TOKEN}\"\n\
-             [[components]]\nid = \"{COMPONENT}\"\nimage = \"{FIXTURE_IMAGE}\"\ntag = \"{FIXTURE_TAG}\"\nmemory = \"64m\"\nprocess_timeout = 60\nnetwork = \"none\"\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    settings
-}
-
 /// Creates a job from `body` on `process`, which must then stop by itself at its crash point.
-async fn create_until_crash(process: Process, body: &Value) -> String {
-    let answer = process.client.post_json("/jobs", body).await.unwrap();
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    let id = answer.json()["id"].as_str().unwrap().to_string();
+async fn create_until_crash(mut process: Served, body: Value) -> String {
+    let id = process.submit(body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         process.kill_after(Duration::from_secs(30)),
         "jobq did not stop at its crash point"
     );
     id
-}
-
-/// Polls `id` until it is finished.
-async fn finished(client: &ApiClient, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(answer) = client.get(&format!("/jobs/{id}")).await {
-            if answer.json()["isFinished"] == true {
-                return answer.json();
-            }
-        }
-        assert!(Instant::now() < deadline, "job {id} did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,18 +294,13 @@ async fn a_crash_after_the_output_mapping_loads_nothing_twice_and_keeps_the_inpu
         },
         "parameters": {"write_tables": [{"name": "rows.csv", "content": "n\n1\n2\n3\n"}]},
     }});
-    let id = create_until_crash(first, &body).await;
+    let id = create_until_crash(first, body).await;
 
     // The next process re-attaches to the ended container and maps the outputs again.
-    let second = crash.start(1, None);
-    let job = finished(&second.client, &id).await;
+    let mut second = crash.start(1, None);
+    let job = second.wait_finished(&id).await;
     assert_eq!(job["status"], "success", "{job:#}");
-    let table = second
-        .client
-        .get("/v2/storage/tables/out.c-dst.rows")
-        .await
-        .unwrap()
-        .json();
+    let table = second.get("/v2/storage/tables/out.c-dst.rows").await.json();
     assert_eq!(
         table["rowsCount"], 3,
         "an incremental load applied twice: {table:#}"
@@ -427,24 +320,17 @@ async fn a_crash_right_after_a_job_ends_keeps_its_final_event() {
     let body = json!({"component": COMPONENT, "configData": {"parameters": {
         "exit_code": 1, "stderr": ["broken input"],
     }}});
-    let id = create_until_crash(first, &body).await;
+    let id = create_until_crash(first, body).await;
 
-    let second = crash.start(1, None);
-    let job = finished(&second.client, &id).await;
+    let mut second = crash.start(1, None);
+    let job = second.wait_finished(&id).await;
     assert_eq!(job["status"], "error");
-    let events = second
-        .client
-        .get(&format!("/v2/storage/events?runId={id}&limit=1000"))
-        .await
-        .unwrap()
-        .json();
+    let events = second.events(&id).await;
     let finals: Vec<&Value> = events
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|e| e["message"] == format!("Job \"{id}\" ended with user error: \"broken input\""))
         .collect();
-    assert_eq!(finals.len(), 1, "final events: {events:#}");
+    assert_eq!(finals.len(), 1, "final events: {events:#?}");
     assert_eq!(finals[0]["type"], "error");
     second.kill_after(Duration::ZERO);
 }

@@ -275,29 +275,14 @@ async fn debug_with_rows_repeats_the_sequence_per_row() {
     );
 }
 
-/// Runs the `jobq` binary against `t` with `args` (the daemon's url and token added).
-fn jobq(t: &TestDaemon, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
-        .args(args)
-        .args([
-            "--url",
-            &format!("http://{}", t.client.addr),
-            "--token",
-            common::TOKEN,
-        ])
-        .output()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn jobq_run_debug_and_jobq_debug_unpack_the_stages_into_a_folder() {
     let t = TestDaemon::start(Options::default()).await;
     let out = tempfile::tempdir().unwrap();
     let folder = |name: &str| out.path().join(name).display().to_string();
     let config = configuration(0).to_string();
-    let output = jobq(
-        &t,
-        &[
+    let output = t
+        .jobq([
             "run",
             "--debug",
             "--component",
@@ -306,8 +291,9 @@ async fn jobq_run_debug_and_jobq_debug_unpack_the_stages_into_a_folder() {
             &config,
             "--out",
             &folder("run"),
-        ],
-    );
+        ])
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -340,15 +326,15 @@ async fn jobq_run_debug_and_jobq_debug_unpack_the_stages_into_a_folder() {
         "empty folders come back"
     );
 
-    let output = jobq(
-        &t,
-        &[
+    let output = t
+        .jobq([
             "debug",
             job["id"].as_str().unwrap(),
             "--out",
             &folder("again"),
-        ],
-    );
+        ])
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -358,7 +344,10 @@ async fn jobq_run_debug_and_jobq_debug_unpack_the_stages_into_a_folder() {
         std::fs::read(out.path().join("again/stage_1/in/tables/from-first.csv")).unwrap(),
         b"a\n1\n"
     );
-    let none = jobq(&t, &["debug", "999", "--out", &folder("none")]);
+    let none = t
+        .jobq(["debug", "999", "--out", &folder("none")])
+        .output()
+        .unwrap();
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("no debug archives"));
 }
@@ -382,7 +371,10 @@ async fn the_component_state_is_stored_even_with_processors_after_it() {
     let state = &stored["state"]["component"];
     assert_eq!(state["cursor"], 42, "{stored:#}");
     assert!(
-        state["#token"].as_str().unwrap().starts_with("KBC::ProjectSecure::"),
+        state["#token"]
+            .as_str()
+            .unwrap()
+            .starts_with("KBC::ProjectSecure::"),
         "{state}"
     );
 }

@@ -16,15 +16,13 @@ const PROJECT: &str = "123";
 
 impl TestDaemon {
     async fn encrypt(&self, query: &str, content_type: &str, body: &str) -> Answer {
-        self.client
-            .send(
-                Method::POST,
-                &format!("/encrypt{query}"),
-                &[("Content-Type", content_type)],
-                Bytes::from(body.to_string()),
-            )
-            .await
-            .expect("the daemon answers")
+        self.send(
+            Method::POST,
+            &format!("/encrypt{query}"),
+            content_type,
+            body,
+        )
+        .await
     }
 
     /// The daemon's key, read from its data dir as a second process would.

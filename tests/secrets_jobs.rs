@@ -4,6 +4,7 @@
 mod common;
 
 use bytes::Bytes;
+use common::binary::Served;
 use common::{Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
 use hyper::Method;
 use serde_json::{json, Value};
@@ -173,58 +174,18 @@ async fn stored_configurations_and_state_keep_only_ciphertexts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_log_hides_secrets_the_component_printed() {
-    common::fixture_image().await;
     let dir = tempfile::tempdir().unwrap();
-    let settings = dir.path().join("jobq.toml");
-    std::fs::write(
-        &settings,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[tokens]]\nid = \"1\"\ntoken = \"{}\"\n\
-             [[components]]\nid = \"{COMPONENT}\"\nimage = \"{}\"\ntag = \"{}\"\nnetwork = \"none\"\n",
-            dir.path().join("data").display(),
-            common::TOKEN,
-            common::FIXTURE_IMAGE,
-            common::FIXTURE_TAG,
-        ),
-    )
-    .unwrap();
-    let log_path = dir.path().join("jobq.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
-        .args(["serve", "--config"])
-        .arg(&settings)
-        .env("RUST_LOG", "debug")
-        .env("NO_COLOR", "1")
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let addr = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(addr) = log.split("addr=").nth(1) {
-            break addr.split_whitespace().next().unwrap().parse().unwrap();
-        }
-        assert!(child.try_wait().unwrap().is_none(), "jobq exited: {log}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    let client = jobq::cli::client::ApiClient::new(addr, common::TOKEN);
-    let body = json!({"component": COMPONENT, "configData": {"parameters": {"#password": SECRET, "reveal": "#password", "exit_code": 2}}});
-    let created = client.post_json("/jobs", &body).await.unwrap().json();
-    let id = created["id"].as_str().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let job = client.get(&format!("/jobs/{id}")).await.unwrap().json();
-        if job["isFinished"] == true {
-            assert_eq!(job["result"]["error"]["type"], "application");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the job did not finish"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let mut served = Served::fresh(dir.path(), &Options::default()).await;
+    let job = served
+        .create(
+            COMPONENT,
+            json!({"#password": SECRET, "reveal": "#password", "exit_code": 2}),
+        )
+        .await;
+    let job = served.wait_finished(job["id"].as_str().unwrap()).await;
+    assert_eq!(job["result"]["error"]["type"], "application");
+    served.kill_after(std::time::Duration::ZERO);
+    let log = served.log();
     assert!(
         log.contains("failed with #password = [hidden]"),
         "the application error's stderr is logged, hidden: {log}"

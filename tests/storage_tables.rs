@@ -3,39 +3,13 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{Options, TestDaemon, TOKEN};
+use common::{Options, TestDaemon};
 use hyper::Method;
 use jobq::cli::client::Answer;
 use serde_json::{json, Value};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_jobq");
-
-/// Sends `body` with `content_type`.
-async fn send(
-    t: &TestDaemon,
-    method: Method,
-    path: &str,
-    content_type: &str,
-    body: &str,
-) -> Answer {
-    t.client
-        .send(
-            method,
-            path,
-            &[("Content-Type", content_type)],
-            Bytes::from(body.to_string()),
-        )
-        .await
-        .expect("the daemon answers")
-}
-
 async fn post_csv(t: &TestDaemon, path: &str, csv: &str) -> Answer {
-    send(t, Method::POST, path, "text/csv", csv).await
-}
-
-async fn delete(t: &TestDaemon, path: &str) -> Answer {
-    send(t, Method::DELETE, path, "text/plain", "").await
+    t.send(Method::POST, path, "text/csv", csv).await
 }
 
 /// A multipart/form-data body as HTML forms and the public API's clients send it.
@@ -279,7 +253,7 @@ async fn tables_are_created_previewed_imported_and_deleted() {
         "\"id\",\"name\",\"city\",\"age\"\n\"7\",\"Y\",\"X\",\"9\"\n"
     );
 
-    let deleted = delete(&t, "/v2/storage/tables/in.c-main.people").await;
+    let deleted = t.delete("/v2/storage/tables/in.c-main.people").await;
     assert_eq!((deleted.status, deleted.body.len()), (204, 0));
     assert_error(
         &t.get("/v2/storage/tables/in.c-main.people").await,
@@ -292,7 +266,7 @@ async fn tables_are_created_previewed_imported_and_deleted() {
         t.get("/v2/storage/buckets/in.c-main").await.json()["rowsCount"],
         0
     );
-    let deleted = delete(&t, "/v2/storage/buckets/in.c-main").await;
+    let deleted = t.delete("/v2/storage/buckets/in.c-main").await;
     assert_eq!(deleted.status, 204);
     assert_eq!(t.get("/v2/storage/buckets").await.json(), json!([]));
 }
@@ -304,14 +278,14 @@ async fn multipart_uploads_work_as_the_public_clients_send_them() {
         &[("name", "orders"), ("primaryKey", "id"), ("delimiter", ";")],
         ("data", "orders.csv", "id;total\n1;10\n2;20"),
     );
-    let created = send(
-        &t,
-        Method::POST,
-        "/v2/storage/buckets/out.c-shop/tables",
-        &content_type,
-        &body,
-    )
-    .await;
+    let created = t
+        .send(
+            Method::POST,
+            "/v2/storage/buckets/out.c-shop/tables",
+            &content_type,
+            &body,
+        )
+        .await;
     assert_eq!(created.status, 201, "{}", created.json());
     assert_eq!(created.json()["primaryKey"], json!(["id"]));
     assert_eq!(created.json()["columns"], json!(["id", "total"]));
@@ -324,14 +298,14 @@ async fn multipart_uploads_work_as_the_public_clients_send_them() {
         &[("incremental", "1")],
         ("data", "more.csv", "id,total\n2,25\n3,30\n"),
     );
-    let imported = send(
-        &t,
-        Method::POST,
-        "/v2/storage/tables/out.c-shop.orders/import",
-        &content_type,
-        &body,
-    )
-    .await;
+    let imported = t
+        .send(
+            Method::POST,
+            "/v2/storage/tables/out.c-shop.orders/import",
+            &content_type,
+            &body,
+        )
+        .await;
     assert_eq!(imported.status, 200, "{}", imported.json());
     assert_eq!(
         preview(&t, "/v2/storage/tables/out.c-shop.orders/data-preview").await,
@@ -340,8 +314,7 @@ async fn multipart_uploads_work_as_the_public_clients_send_them() {
 
     let (content_type, body) = multipart(&[("name", "x")], ("other", "x.csv", "a\n1\n"));
     assert_error(
-        &send(
-            &t,
+        &t.send(
             Method::POST,
             "/v2/storage/buckets/out.c-shop/tables",
             &content_type,
@@ -357,14 +330,14 @@ async fn multipart_uploads_work_as_the_public_clients_send_them() {
 #[tokio::test]
 async fn files_are_uploaded_listed_by_tags_and_downloaded() {
     let t = TestDaemon::start(Options::without_docker()).await;
-    let first = send(
-        &t,
-        Method::POST,
-        "/v2/storage/files?name=report%201.txt&tags[]=daily&tags[]=sales",
-        "text/plain",
-        "first file",
-    )
-    .await;
+    let first = t
+        .send(
+            Method::POST,
+            "/v2/storage/files?name=report%201.txt&tags[]=daily&tags[]=sales",
+            "text/plain",
+            "first file",
+        )
+        .await;
     assert_eq!(first.status, 201, "{}", first.json());
     let first = first.json();
     assert!(is_time(&first["created"]), "{first}");
@@ -387,7 +360,9 @@ async fn files_are_uploaded_listed_by_tags_and_downloaded() {
     );
 
     let (content_type, body) = multipart(&[("tags[]", "daily")], ("file", "second.bin", "second"));
-    let second = send(&t, Method::POST, "/v2/storage/files", &content_type, &body).await;
+    let second = t
+        .send(Method::POST, "/v2/storage/files", &content_type, &body)
+        .await;
     assert_eq!(second.status, 201, "{}", second.json());
     let second = second.json();
     assert_eq!(
@@ -449,7 +424,7 @@ async fn files_are_uploaded_listed_by_tags_and_downloaded() {
         json!({}),
     );
     assert_error(
-        &send(&t, Method::POST, "/v2/storage/files", "text/plain", "x").await,
+        &t.send(Method::POST, "/v2/storage/files", "text/plain", "x").await,
         400,
         "Parameter \"name\" is required: the file's name (or send a \"file\" part with a file name).",
         json!({}),
@@ -529,19 +504,19 @@ async fn errors_answer_the_keboola_error_body() {
         json!({}),
     );
     assert_error(
-        &delete(&t, "/v2/storage/buckets/in.c-e").await,
+        &t.delete("/v2/storage/buckets/in.c-e").await,
         400,
         "Bucket \"in.c-e\" is not empty: it has 1 table(s); delete them first, or delete the bucket with force",
         json!({"stringCode": "storage.buckets.notEmpty"}),
     );
     assert_eq!(
-        delete(&t, "/v2/storage/buckets/in.c-e?force=true")
+        t.delete("/v2/storage/buckets/in.c-e?force=true")
             .await
             .status,
         204
     );
     assert_error(
-        &delete(&t, "/v2/storage/buckets/in.c-e").await,
+        &t.delete("/v2/storage/buckets/in.c-e").await,
         404,
         "Bucket \"in.c-e\" not found",
         json!({}),
@@ -553,14 +528,8 @@ async fn errors_answer_the_keboola_error_body() {
         json!({}),
     );
     assert_error(
-        &send(
-            &t,
-            Method::PUT,
-            "/v2/storage/tables/in.c-e.t",
-            "text/csv",
-            "",
-        )
-        .await,
+        &t.send(Method::PUT, "/v2/storage/tables/in.c-e.t", "text/csv", "")
+            .await,
         405,
         "Method PUT is not allowed on /v2/storage/tables/in.c-e.t.",
         json!({}),
@@ -580,25 +549,14 @@ async fn errors_answer_the_keboola_error_body() {
 async fn load_table_command_creates_then_imports() {
     let t = TestDaemon::start(Options::without_docker()).await;
     let dir = tempfile::tempdir().expect("a temporary dir");
-    let url = format!("http://{}", t.client.addr);
     let run = |table: &str, csv: &str, extra: &[&str]| {
         let file = dir.path().join("data.csv");
         std::fs::write(&file, csv).expect("write");
-        let mut command = std::process::Command::new(BINARY);
-        command
-            .args([
-                "load-table",
-                "--url",
-                &url,
-                "--token",
-                TOKEN,
-                "--table",
-                table,
-                "--file",
-            ])
-            .arg(&file)
-            .args(extra);
-        command.output().expect("jobq runs")
+        let file = file.display().to_string();
+        t.jobq(["load-table", "--table", table, "--file", &file])
+            .args(extra)
+            .output()
+            .expect("jobq runs")
     };
 
     let output = run("in.c-cli.t", "id,v\n1,a\n2,b\n", &["--primary-key", "id"]);

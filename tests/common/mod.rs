@@ -1,10 +1,13 @@
-//! The integration test harness: a real daemon on 127.0.0.1:0 with a temporary data dir, an
-//! HTTP client, and for tests that run containers the fixture component's image built in the
-//! real Docker engine. Tests of the API alone run without an engine.
+//! The integration test harness: a real daemon on 127.0.0.1:0 with a temporary data dir (in this
+//! process, or the real binary: see `binary`), an HTTP client with the requests and assertions
+//! tests share (`Api`), and for tests that run containers the fixture component's image built in
+//! the real Docker engine. Tests of the API alone run without an engine.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod binary;
 pub mod python;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use jobq::cli::client::{Answer, ApiClient};
@@ -29,6 +32,8 @@ pub const PROCESSOR_TWO: &str = "keboola.processor-two";
 pub struct Options {
     pub max_concurrent_jobs: usize,
     pub kill_grace_seconds: u64,
+    /// `process_timeout` of `COMPONENT`, in seconds.
+    pub timeout_seconds: u64,
     /// Whether the test runs containers (the default): the fixture image is built first, and
     /// the test fails saying so when no Docker engine answers. Without, the daemon's engine
     /// address leads nowhere, so the test needs no engine and every job it makes stays
@@ -41,6 +46,7 @@ impl Default for Options {
         Options {
             max_concurrent_jobs: 4,
             kill_grace_seconds: 2,
+            timeout_seconds: 60,
             docker: true,
         }
     }
@@ -56,44 +62,16 @@ impl Options {
     }
 }
 
-/// A running daemon with its data dir; stopping and starting again keeps the data dir.
-pub struct TestDaemon {
-    pub daemon: Option<Daemon>,
-    pub data_dir: tempfile::TempDir,
-    pub client: ApiClient,
-    settings: String,
-    docker: bool,
-}
-
-/// Builds the fixture image; fails the test with a clear message when Docker is unreachable.
-pub async fn fixture_image() {
-    let runner = Runner::new(None, "tests").expect("a Docker client");
-    if let Err(error) = runner.ping().await {
-        panic!(
-            "This test runs containers: it needs a running Docker engine, which did not answer \
-             ({}). Start dockerd (or set DOCKER_HOST) and run the tests again.",
-            jobq::error::chain(&error)
-        );
-    }
-    runner
-        .ensure_fixture_image(&format!("{FIXTURE_IMAGE}:{FIXTURE_TAG}"))
-        .await
-        .expect("the fixture image builds");
-}
-
-impl TestDaemon {
-    /// Starts a daemon with the fixture registered (see the constants), after building the
-    /// fixture image unless `options` say the test runs no container.
-    pub async fn start(options: Options) -> TestDaemon {
-        if options.docker {
-            fixture_image().await;
-        }
-        let data_dir = tempfile::Builder::new()
-            .prefix("jobq-test-")
-            .tempdir()
-            .expect("a temporary data dir");
-        let settings = format!(
-            r#"
+/// The settings of a test daemon keeping its data in `data_dir`: the test token and project,
+/// and the fixture registered as each of the components above.
+pub fn settings(data_dir: &Path, options: &Options) -> String {
+    let data_dir = data_dir.display();
+    let docker_host = match options.docker {
+        true => String::new(),
+        false => format!("docker_host = \"unix://{data_dir}/no-docker-engine.sock\""),
+    };
+    format!(
+        r#"
 listen = "127.0.0.1:0"
 data_dir = "{data_dir}"
 max_concurrent_jobs = {max}
@@ -112,7 +90,7 @@ id = "{COMPONENT}"
 image = "{FIXTURE_IMAGE}"
 tag = "{FIXTURE_TAG}"
 memory = "128m"
-process_timeout = 60
+process_timeout = {timeout}
 network = "none"
 [components.image_parameters]
 greeting = "hello"
@@ -142,38 +120,38 @@ image = "{FIXTURE_IMAGE}"
 tag = "{FIXTURE_TAG}"
 network = "none"
 "#,
-            data_dir = data_dir.path().display(),
-            max = options.max_concurrent_jobs,
-            grace = options.kill_grace_seconds,
-            docker_host = match options.docker {
-                true => String::new(),
-                false => format!(
-                    "docker_host = \"unix://{}/no-docker-engine.sock\"",
-                    data_dir.path().display()
-                ),
-            },
-        );
-        let daemon = Daemon::start(Settings::parse(&settings).expect("valid settings"))
-            .expect("the daemon starts");
-        let client = ApiClient::new(daemon.addr(), TOKEN);
-        TestDaemon {
-            daemon: Some(daemon),
-            data_dir,
-            client,
-            settings,
-            docker: options.docker,
-        }
-    }
+        max = options.max_concurrent_jobs,
+        grace = options.kill_grace_seconds,
+        timeout = options.timeout_seconds,
+    )
+}
 
-    /// Stops the daemon gracefully and starts a new one on the same data dir.
-    pub fn restart(&mut self) {
-        if let Some(daemon) = self.daemon.take() {
-            daemon.stop().expect("the daemon stops cleanly");
+/// Builds the fixture image; fails the test with a clear message when Docker is unreachable.
+pub async fn fixture_image() {
+    let runner = Runner::new(None, "tests").expect("a Docker client");
+    if let Err(error) = runner.ping().await {
+        panic!(
+            "This test runs containers: it needs a running Docker engine, which did not answer \
+             ({}). Start dockerd (or set DOCKER_HOST) and run the tests again.",
+            jobq::error::chain(&error)
+        );
+    }
+    runner
+        .ensure_fixture_image(&format!("{FIXTURE_IMAGE}:{FIXTURE_TAG}"))
+        .await
+        .expect("the fixture image builds");
+}
+
+/// A client of one daemon, with the requests tests make; each expects the daemon to answer.
+pub struct Api {
+    pub client: ApiClient,
+}
+
+impl Api {
+    pub fn new(addr: std::net::SocketAddr) -> Api {
+        Api {
+            client: ApiClient::new(addr, TOKEN),
         }
-        let daemon = Daemon::start(Settings::parse(&self.settings).expect("valid settings"))
-            .expect("the daemon starts again");
-        self.client = ApiClient::new(daemon.addr(), TOKEN);
-        self.daemon = Some(daemon);
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -187,16 +165,78 @@ network = "none"
             .expect("the daemon answers")
     }
 
-    /// Creates a job of `component` with fixture `parameters`; asserts 201 and returns the job.
-    pub async fn create(&self, component: &str, parameters: Value) -> Value {
-        let answer = self
-            .post(
-                "/jobs",
-                &json!({"component": component, "configData": {"parameters": parameters}}),
+    /// Sends `body` as `content_type` with any method.
+    pub async fn send(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        content_type: &str,
+        body: impl AsRef<[u8]>,
+    ) -> Answer {
+        self.client
+            .send(
+                method,
+                path,
+                &[("Content-Type", content_type)],
+                bytes::Bytes::copy_from_slice(body.as_ref()),
             )
-            .await;
+            .await
+            .expect("the daemon answers")
+    }
+
+    /// Sends `body` as JSON with any method (PUT, PATCH, ...).
+    pub async fn send_json(&self, method: hyper::Method, path: &str, body: &Value) -> Answer {
+        self.send(method, path, "application/json", body.to_string())
+            .await
+    }
+
+    /// Sends `fields` as an `application/x-www-form-urlencoded` body, as Storage API clients do.
+    pub async fn send_form(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> Answer {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.send(method, path, "application/x-www-form-urlencoded", body)
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.client
+            .send(hyper::Method::DELETE, path, &[], bytes::Bytes::new())
+            .await
+            .expect("the daemon answers")
+    }
+
+    /// Clients of this daemon that send no token, and a wrong one.
+    pub fn clients_without_a_valid_token(&self) -> [ApiClient; 2] {
+        let anonymous = ApiClient {
+            addr: self.client.addr,
+            token: None,
+        };
+        [anonymous, ApiClient::new(self.client.addr, "not-the-token")]
+    }
+
+    /// Creates a job from `body` (`POST /jobs`); asserts 201 and returns the job.
+    pub async fn submit(&self, body: Value) -> Value {
+        let answer = self.post("/jobs", &body).await;
         assert_eq!(answer.status, 201, "create answered {}", answer.json());
         answer.json()
+    }
+
+    /// Creates a job of `component` with fixture `parameters`; asserts 201 and returns the job.
+    pub async fn create(&self, component: &str, parameters: Value) -> Value {
+        self.submit(json!({"component": component, "configData": {"parameters": parameters}}))
+            .await
+    }
+
+    /// Creates a job from `body` and waits until it is finished; the finished job.
+    pub async fn run(&self, body: Value) -> Value {
+        let job = self.submit(body).await;
+        self.wait_finished(job["id"].as_str().unwrap()).await
     }
 
     pub async fn job(&self, id: &str) -> Value {
@@ -273,6 +313,59 @@ network = "none"
             .map(|e| e["message"].as_str().unwrap_or_default().to_string())
             .collect()
     }
+}
+
+/// A daemon running in this process with its data dir; stopping and starting again keeps the
+/// data dir. Its requests are `Api`'s.
+pub struct TestDaemon {
+    pub daemon: Option<Daemon>,
+    pub data_dir: tempfile::TempDir,
+    api: Api,
+    settings: String,
+    docker: bool,
+}
+
+impl std::ops::Deref for TestDaemon {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl TestDaemon {
+    /// Starts a daemon with the fixture registered (see `settings`), after building the fixture
+    /// image unless `options` say the test runs no container.
+    pub async fn start(options: Options) -> TestDaemon {
+        if options.docker {
+            fixture_image().await;
+        }
+        let data_dir = tempfile::Builder::new()
+            .prefix("jobq-test-")
+            .tempdir()
+            .expect("a temporary data dir");
+        let settings = settings(data_dir.path(), &options);
+        let daemon = Daemon::start(Settings::parse(&settings).expect("valid settings"))
+            .expect("the daemon starts");
+        TestDaemon {
+            api: Api::new(daemon.addr()),
+            daemon: Some(daemon),
+            data_dir,
+            settings,
+            docker: options.docker,
+        }
+    }
+
+    /// Stops the daemon gracefully and starts a new one on the same data dir.
+    pub fn restart(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.stop().expect("the daemon stops cleanly");
+        }
+        let daemon = Daemon::start(Settings::parse(&self.settings).expect("valid settings"))
+            .expect("the daemon starts again");
+        self.api = Api::new(daemon.addr());
+        self.daemon = Some(daemon);
+    }
 
     /// What the fixture echoed: its KBC_ environment, config.json, uid and `in/` listing.
     pub fn echo(&self, id: &str) -> Value {
@@ -282,6 +375,16 @@ network = "none"
             .join(format!("jobs/{id}/data/out/files/echo.json"));
         let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_slice(&text).expect("echo.json is JSON")
+    }
+
+    /// Containers of this daemon's store still labelled with `job_id` in the engine.
+    pub async fn containers_of_job(&self, job_id: &str) -> Vec<String> {
+        let instance = self
+            .daemon
+            .as_ref()
+            .expect("a running daemon")
+            .instance_id();
+        containers_of_job(instance, job_id).await
     }
 }
 
@@ -314,18 +417,6 @@ impl Drop for TestDaemon {
     }
 }
 
-impl TestDaemon {
-    /// Containers of this daemon's store still labelled with `job_id` in the engine.
-    pub async fn containers_of_job(&self, job_id: &str) -> Vec<String> {
-        let instance = self
-            .daemon
-            .as_ref()
-            .expect("a running daemon")
-            .instance_id();
-        containers_of_job(instance, job_id).await
-    }
-}
-
 /// Containers of the store `instance` still labelled with `job_id` in the engine.
 pub async fn containers_of_job(instance: &str, job_id: &str) -> Vec<String> {
     let runner = Runner::new(None, instance).expect("a Docker client");
@@ -337,56 +428,4 @@ pub async fn containers_of_job(instance: &str, job_id: &str) -> Vec<String> {
         .filter(|(_, job)| job == job_id)
         .map(|(id, _)| id)
         .collect()
-}
-
-impl TestDaemon {
-    /// Sends `body` as JSON with any method (PUT, PATCH, ...).
-    pub async fn send_json(&self, method: hyper::Method, path: &str, body: &Value) -> Answer {
-        self.client
-            .send(
-                method,
-                path,
-                &[("Content-Type", "application/json")],
-                bytes::Bytes::from(body.to_string()),
-            )
-            .await
-            .expect("the daemon answers")
-    }
-
-    /// Sends `fields` as an `application/x-www-form-urlencoded` body, as Storage API clients do.
-    pub async fn send_form(
-        &self,
-        method: hyper::Method,
-        path: &str,
-        fields: &[(&str, &str)],
-    ) -> Answer {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        self.client
-            .send(
-                method,
-                path,
-                &[("Content-Type", "application/x-www-form-urlencoded")],
-                bytes::Bytes::from(body),
-            )
-            .await
-            .expect("the daemon answers")
-    }
-
-    pub async fn delete(&self, path: &str) -> Answer {
-        self.client
-            .send(hyper::Method::DELETE, path, &[], bytes::Bytes::new())
-            .await
-            .expect("the daemon answers")
-    }
-
-    /// Clients of this daemon that send no token, and a wrong one.
-    pub fn clients_without_a_valid_token(&self) -> [ApiClient; 2] {
-        let anonymous = ApiClient {
-            addr: self.client.addr,
-            token: None,
-        };
-        [anonymous, ApiClient::new(self.client.addr, "not-the-token")]
-    }
 }
