@@ -130,14 +130,11 @@ async fn bad_create_requests_are_400_naming_the_field() {
 #[tokio::test]
 async fn empty_objects_may_come_as_empty_arrays() {
     let t = TestDaemon::start(Options::default()).await;
-    let answer = t
-        .post(
-            "/jobs",
-            &json!({"component": COMPONENT, "configData": [], "backend": [], "mode": "forceRun"}),
+    let job = t
+        .submit(
+            json!({"component": COMPONENT, "configData": [], "backend": [], "mode": "forceRun"}),
         )
         .await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    let job = answer.json();
     assert_eq!(job["configData"], json!({}));
     assert_eq!(job["mode"], "forceRun");
     assert_eq!(
@@ -292,14 +289,10 @@ async fn search_filters_sorts_and_pages() {
         (COMPONENT, "a", 1),
         (SMALL_COMPONENT, "b", 0),
     ] {
-        let answer = t
-            .post(
-                "/jobs",
-                &json!({"component": component, "config": config, "configData": {"parameters": {"exit_code": exit}}}),
-            )
+        let job = t
+            .submit(json!({"component": component, "config": config, "configData": {"parameters": {"exit_code": exit}}}))
             .await;
-        assert_eq!(answer.status, 201);
-        created.push(answer.json()["id"].as_str().unwrap().to_string());
+        created.push(job["id"].as_str().unwrap().to_string());
     }
     for id in &created {
         t.wait_finished(id).await;
@@ -441,10 +434,10 @@ async fn grouped_jobs_and_project_stats() {
         (COMPONENT, "a"),
         (SMALL_COMPONENT, "a"),
     ] {
-        let body = json!({"component": component, "config": config, "configData": {"parameters": {"sleep": 1}}});
-        let answer = t.post("/jobs", &body).await;
-        assert_eq!(answer.status, 201);
-        created.push(answer.json()["id"].as_str().unwrap().to_string());
+        let job = t
+            .submit(json!({"component": component, "config": config, "configData": {"parameters": {"sleep": 1}}}))
+            .await;
+        created.push(job["id"].as_str().unwrap().to_string());
     }
     let mut duration_sum = 0;
     for id in &created {

@@ -57,13 +57,6 @@ async fn configure(
     }
 }
 
-async fn run(t: &TestDaemon, body: Value) -> Value {
-    let answer = t.post("/jobs", &body).await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    let id = answer.json()["id"].as_str().unwrap().to_string();
-    t.wait_finished(&id).await
-}
-
 fn echo_at(t: &TestDaemon, folder: &str) -> Value {
     let path = t
         .data_dir
@@ -97,7 +90,9 @@ async fn rows_run_one_after_another_in_one_job_each_in_its_own_folder() {
         ],
     )
     .await;
-    let job = run(&t, json!({"component": COMPONENT, "config": "rows"})).await;
+    let job = t
+        .run(json!({"component": COMPONENT, "config": "rows"}))
+        .await;
     assert_eq!(job["status"], "success", "{job:#}");
     assert_eq!(job["type"], "standard");
     assert_eq!(job["result"]["configVersion"], "4");
@@ -151,14 +146,9 @@ async fn parallelism_makes_a_container_job_with_one_child_per_row() {
         &[("r1", json!({})), ("r2", json!({})), ("r3", json!({}))],
     )
     .await;
-    let answer = t
-        .post(
-            "/jobs",
-            &json!({"component": COMPONENT, "config": "par", "parallelism": "2"}),
-        )
+    let container = t
+        .submit(json!({"component": COMPONENT, "config": "par", "parallelism": "2"}))
         .await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    let container = answer.json();
     assert_eq!(container["type"], "container");
     assert_eq!(container["parallelism"], "2");
     let container_id = container["id"].as_str().unwrap().to_string();
@@ -213,11 +203,9 @@ async fn a_failed_child_fails_the_container_and_killing_it_kills_the_children() 
         ],
     )
     .await;
-    let container = run(
-        &t,
-        json!({"component": COMPONENT, "config": "mixed", "parallelism": "infinity"}),
-    )
-    .await;
+    let container = t
+        .run(json!({"component": COMPONENT, "config": "mixed", "parallelism": "infinity"}))
+        .await;
     assert_eq!(container["status"], "error");
 
     configure(
@@ -228,13 +216,10 @@ async fn a_failed_child_fails_the_container_and_killing_it_kills_the_children() 
         &[("a", json!({})), ("b", json!({}))],
     )
     .await;
-    let answer = t
-        .post(
-            "/jobs",
-            &json!({"component": COMPONENT, "config": "long", "parallelism": "infinity"}),
-        )
+    let container = t
+        .submit(json!({"component": COMPONENT, "config": "long", "parallelism": "infinity"}))
         .await;
-    let id = answer.json()["id"].as_str().unwrap().to_string();
+    let id = container["id"].as_str().unwrap().to_string();
     let children = t
         .get(&format!("/search/jobs?parentRunId={id}"))
         .await
@@ -275,11 +260,9 @@ async fn disabled_configuration_fails_unless_force_run() {
         answer.json()["error"],
         format!("Configuration \"off\" of component \"{COMPONENT}\" is disabled.")
     );
-    let job = run(
-        &t,
-        json!({"component": COMPONENT, "config": "off", "mode": "forceRun"}),
-    )
-    .await;
+    let job = t
+        .run(json!({"component": COMPONENT, "config": "off", "mode": "forceRun"}))
+        .await;
     assert_eq!(job["status"], "success");
 }
 
@@ -301,7 +284,9 @@ async fn disabled_rows_are_skipped_unless_listed_and_unknown_rows_are_refused() 
         &json!({"isDisabled": true}),
     )
     .await;
-    let job = run(&t, json!({"component": COMPONENT, "config": "cfg"})).await;
+    let job = t
+        .run(json!({"component": COMPONENT, "config": "cfg"}))
+        .await;
     assert_eq!(job["result"]["images"].as_array().unwrap().len(), 1);
     let id = job["id"].as_str().unwrap();
     assert!(t
@@ -314,11 +299,9 @@ async fn disabled_rows_are_skipped_unless_listed_and_unknown_rows_are_refused() 
         .join(format!("jobs/{id}/rows/off"))
         .exists());
 
-    let job = run(
-        &t,
-        json!({"component": COMPONENT, "config": "cfg", "configRowIds": ["off"]}),
-    )
-    .await;
+    let job = t
+        .run(json!({"component": COMPONENT, "config": "cfg", "configRowIds": ["off"]}))
+        .await;
     assert_eq!(job["status"], "success");
     assert!(t
         .data_dir
@@ -383,13 +366,13 @@ async fn state_round_trips_over_two_runs_and_survives_a_failed_run() {
         &[],
     )
     .await;
-    let first = run(&t, json!({"component": COMPONENT, "config": "st"})).await;
+    let first = t.run(json!({"component": COMPONENT, "config": "st"})).await;
     assert_eq!(first["status"], "success");
     assert_eq!(stored_state(&t, "st").await, json!({"cursor": 1}));
 
     // The next run sees it in in/state.json.
     set_parameters(&t, "st", json!({"state": {"cursor": 2}})).await;
-    let second = run(&t, json!({"component": COMPONENT, "config": "st"})).await;
+    let second = t.run(json!({"component": COMPONENT, "config": "st"})).await;
     let folder = t.data_dir.path().join(format!(
         "jobs/{}/data/in/state.json",
         second["id"].as_str().unwrap()
@@ -400,16 +383,14 @@ async fn state_round_trips_over_two_runs_and_survives_a_failed_run() {
 
     // A failed run keeps the old state.
     set_parameters(&t, "st", json!({"state": {"cursor": 3}, "exit_code": 1})).await;
-    let failed = run(&t, json!({"component": COMPONENT, "config": "st"})).await;
+    let failed = t.run(json!({"component": COMPONENT, "config": "st"})).await;
     assert_eq!(failed["status"], "error");
     assert_eq!(stored_state(&t, "st").await, json!({"cursor": 2}));
     // So does a debug run.
     set_parameters(&t, "st", json!({"state": {"cursor": 4}})).await;
-    let debug = run(
-        &t,
-        json!({"component": COMPONENT, "config": "st", "mode": "debug"}),
-    )
-    .await;
+    let debug = t
+        .run(json!({"component": COMPONENT, "config": "st", "mode": "debug"}))
+        .await;
     assert_eq!(debug["status"], "success");
     assert_eq!(stored_state(&t, "st").await, json!({"cursor": 2}));
 }
@@ -425,9 +406,7 @@ async fn variables_replace_placeholders_or_fail_the_job() {
         &[],
     )
     .await;
-    let job = run(
-        &t,
-        json!({"component": COMPONENT, "config": "vars", "variableValuesData": {"values": [{"name": "name", "value": "world"}]}}),
+    let job = t.run(json!({"component": COMPONENT, "config": "vars", "variableValuesData": {"values": [{"name": "name", "value": "world"}]}}),
     )
     .await;
     assert_eq!(job["status"], "success", "{job:#}");
@@ -440,7 +419,9 @@ async fn variables_replace_placeholders_or_fail_the_job() {
         json!([{"name": "name", "value": "world"}])
     );
 
-    let job = run(&t, json!({"component": COMPONENT, "config": "vars"})).await;
+    let job = t
+        .run(json!({"component": COMPONENT, "config": "vars"}))
+        .await;
     assert_eq!(job["status"], "error");
     assert_eq!(
         job["result"]["message"],
@@ -476,11 +457,9 @@ async fn a_configuration_in_a_dev_branch_runs_with_that_branch_id() {
         &[],
     )
     .await;
-    let job = run(
-        &t,
-        json!({"component": COMPONENT, "config": "same-id", "branchId": branch_id}),
-    )
-    .await;
+    let job = t
+        .run(json!({"component": COMPONENT, "config": "same-id", "branchId": branch_id}))
+        .await;
     assert_eq!(job["status"], "success");
     assert_eq!(job["branchId"], branch_id.as_str());
     let id = job["id"].as_str().unwrap();
@@ -489,7 +468,9 @@ async fn a_configuration_in_a_dev_branch_runs_with_that_branch_id() {
         branch_id.as_str()
     );
     assert!(t.messages(id).await.contains(&"dev".to_string()));
-    let main = run(&t, json!({"component": COMPONENT, "config": "same-id"})).await;
+    let main = t
+        .run(json!({"component": COMPONENT, "config": "same-id"}))
+        .await;
     assert!(t
         .messages(main["id"].as_str().unwrap())
         .await
@@ -510,6 +491,6 @@ async fn each_change_bumps_the_version_the_job_records() {
     )
     .await;
     assert_eq!(t.get(&path).await.json()["version"], 2);
-    let job = run(&t, json!({"component": COMPONENT, "config": "v"})).await;
+    let job = t.run(json!({"component": COMPONENT, "config": "v"})).await;
     assert_eq!(job["result"]["configVersion"], "2");
 }

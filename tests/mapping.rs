@@ -6,15 +6,9 @@ mod common;
 use common::{Options, TestDaemon, BUCKET_COMPONENT, COMPONENT};
 use serde_json::{json, Value};
 
-async fn run(t: &TestDaemon, component: &str, configuration: Value) -> Value {
-    let answer = t
-        .post(
-            "/jobs",
-            &json!({"component": component, "configData": configuration}),
-        )
-        .await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    t.wait_finished(answer.json()["id"].as_str().unwrap()).await
+/// A job body running `COMPONENT` with `configuration`.
+fn with(configuration: Value) -> Value {
+    json!({"component": COMPONENT, "configData": configuration})
 }
 
 async fn table(t: &TestDaemon, id: &str) -> Value {
@@ -63,7 +57,7 @@ fn extractor() -> Value {
 #[tokio::test]
 async fn outputs_land_in_storage_and_come_back_as_inputs_byte_for_byte() {
     let t = TestDaemon::start(Options::default()).await;
-    let job = run(&t, COMPONENT, extractor()).await;
+    let job = t.run(with(extractor())).await;
     assert_eq!(job["status"], "success", "{job:#}");
     let id = job["id"].as_str().unwrap();
     assert!(t
@@ -102,10 +96,7 @@ async fn outputs_land_in_storage_and_come_back_as_inputs_byte_for_byte() {
     assert_eq!(files.as_array().unwrap().len(), 1, "{files}");
     assert_eq!(files[0]["tags"], json!(["report", "daily"]));
 
-    let reader = run(
-        &t,
-        COMPONENT,
-        json!({"storage": {"input": {
+    let reader = t.run(with(json!({"storage": {"input": {
             "tables": [
                 {"source": "out.c-main.legacy", "destination": "legacy.csv"},
                 {"source": "out.c-main.sliced", "destination": "sliced.csv", "columns": ["letter"], "where_column": "n", "where_values": ["1", "3"]},
@@ -113,7 +104,7 @@ async fn outputs_land_in_storage_and_come_back_as_inputs_byte_for_byte() {
             ],
             "files": [{"tags": ["report"]}],
         }}}),
-    )
+    ))
     .await;
     assert_eq!(reader["status"], "success", "{reader:#}");
     assert_eq!(
@@ -171,11 +162,11 @@ async fn incremental_load_with_a_primary_key_upserts() {
             "manifest": {"destination": "in.c-up.t", "incremental": true, "primary_key": ["id"]}}]}})
     };
     assert_eq!(
-        run(&t, COMPONENT, write("id,v\n1,old\n2,keep\n")).await["status"],
+        t.run(with(write("id,v\n1,old\n2,keep\n"))).await["status"],
         "success"
     );
     assert_eq!(
-        run(&t, COMPONENT, write("id,v\n1,new\n3,added\n")).await["status"],
+        t.run(with(write("id,v\n1,new\n3,added\n"))).await["status"],
         "success"
     );
     let preview = t.get("/v2/storage/tables/in.c-up.t/data-preview").await;
@@ -192,14 +183,10 @@ async fn incremental_load_with_a_primary_key_upserts() {
 #[tokio::test]
 async fn default_bucket_names_tables_after_component_and_configuration() {
     let t = TestDaemon::start(Options::default()).await;
-    let answer = t
-        .post(
-            "/jobs",
-            &json!({"component": BUCKET_COMPONENT, "config": "cfg-7",
-                    "configData": {"parameters": {"write_tables": [{"name": "orders.csv", "content": "id\n1\n"}]}}}),
-        )
+    let job = t
+        .run(json!({"component": BUCKET_COMPONENT, "config": "cfg-7",
+                    "configData": {"parameters": {"write_tables": [{"name": "orders.csv", "content": "id\n1\n"}]}}}))
         .await;
-    let job = t.wait_finished(answer.json()["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "success", "{job:#}");
     assert_eq!(
         table(&t, "in.c-keboola-ex-fixture-bucket-cfg-7.orders").await["rowsCount"],
@@ -210,14 +197,11 @@ async fn default_bucket_names_tables_after_component_and_configuration() {
 #[tokio::test]
 async fn a_failed_component_loads_only_write_always_tables() {
     let t = TestDaemon::start(Options::default()).await;
-    let job = run(
-        &t,
-        COMPONENT,
-        json!({"parameters": {"exit_code": 1, "stderr": ["broke"], "write_tables": [
+    let job = t.run(with(json!({"parameters": {"exit_code": 1, "stderr": ["broke"], "write_tables": [
             {"name": "out.c-f.always.csv", "content": "a\n1\n", "manifest": {"write_always": true}},
             {"name": "out.c-f.never.csv", "content": "a\n1\n"},
         ]}}),
-    )
+    ))
     .await;
     assert_eq!(job["status"], "error");
     assert_eq!(job["result"]["message"], "broke");
@@ -228,12 +212,11 @@ async fn a_failed_component_loads_only_write_always_tables() {
 #[tokio::test]
 async fn a_table_without_a_destination_fails_naming_the_file() {
     let t = TestDaemon::start(Options::default()).await;
-    let job = run(
-        &t,
-        COMPONENT,
-        json!({"parameters": {"write_tables": [{"name": "plain.csv", "content": "a\n1\n"}]}}),
-    )
-    .await;
+    let job = t
+        .run(with(
+            json!({"parameters": {"write_tables": [{"name": "plain.csv", "content": "a\n1\n"}]}}),
+        ))
+        .await;
     assert_eq!(job["status"], "error");
     assert!(
         job["result"]["message"]
@@ -248,12 +231,11 @@ async fn a_table_without_a_destination_fails_naming_the_file() {
 #[tokio::test]
 async fn a_missing_input_table_fails_naming_it() {
     let t = TestDaemon::start(Options::default()).await;
-    let job = run(
-        &t,
-        COMPONENT,
-        json!({"storage": {"input": {"tables": [{"source": "in.c-none.gone"}]}}}),
-    )
-    .await;
+    let job = t
+        .run(with(
+            json!({"storage": {"input": {"tables": [{"source": "in.c-none.gone"}]}}}),
+        ))
+        .await;
     assert_eq!(job["status"], "error");
     assert_eq!(
         job["result"]["message"],
@@ -292,13 +274,13 @@ async fn escape_attempts_are_refused_and_the_daemon_keeps_serving() {
         ),
     ];
     for (parameters, expected) in cases {
-        let job = run(&t, COMPONENT, json!({"parameters": parameters})).await;
+        let job = t.run(with(json!({"parameters": parameters}))).await;
         assert_eq!(job["status"], "error", "{parameters}: {job:#}");
         let message = job["result"]["message"].as_str().unwrap();
         assert!(message.contains(expected), "{parameters}: {message}");
         assert_eq!(job["result"]["error"]["type"], "user");
     }
-    let job = run(&t, COMPONENT, json!({"storage": {"input": {"tables": [{"source": "out.c-x.t", "destination": "../../escape.csv"}]}}})).await;
+    let job = t.run(with(json!({"storage": {"input": {"tables": [{"source": "out.c-x.t", "destination": "../../escape.csv"}]}}}))).await;
     assert!(
         job["result"]["message"]
             .as_str()

@@ -26,15 +26,9 @@ fn configuration(main_exit: i64) -> Value {
     })
 }
 
-async fn run(t: &TestDaemon, mode: &str, configuration: Value) -> Value {
-    let answer = t
-        .post(
-            "/jobs",
-            &json!({"component": COMPONENT, "mode": mode, "configData": configuration}),
-        )
-        .await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    t.wait_finished(answer.json()["id"].as_str().unwrap()).await
+/// A job body running `COMPONENT` in `mode` with `configuration`.
+fn in_mode(mode: &str, configuration: Value) -> Value {
+    json!({"component": COMPONENT, "mode": mode, "configData": configuration})
 }
 
 /// The job's debug archives: name -> (tags, entries as name -> content).
@@ -90,7 +84,7 @@ fn entry<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
 #[tokio::test]
 async fn processors_run_in_order_on_one_data_folder() {
     let t = TestDaemon::start(Options::default()).await;
-    let job = run(&t, "run", configuration(0)).await;
+    let job = t.run(in_mode("run", configuration(0))).await;
     assert_eq!(job["status"], "success", "{job:#}");
     let id = job["id"].as_str().unwrap();
     let images: Vec<&str> = job["result"]["images"][0]
@@ -147,7 +141,7 @@ async fn a_failing_processor_fails_the_job_with_its_own_error() {
     let mut config = configuration(0);
     config["processors"]["before"][1]["parameters"] =
         json!({"exit_code": 1, "stderr": ["processor broke"]});
-    let job = run(&t, "run", config).await;
+    let job = t.run(in_mode("run", config)).await;
     assert_eq!(job["status"], "error");
     assert_eq!(job["result"]["message"], "processor broke");
     assert_eq!(job["result"]["error"]["type"], "user");
@@ -161,7 +155,7 @@ async fn a_failing_processor_fails_the_job_with_its_own_error() {
 #[tokio::test]
 async fn debug_mode_keeps_a_snapshot_before_each_image_and_after_the_last() {
     let t = TestDaemon::start(Options::default()).await;
-    let job = run(&t, "debug", configuration(0)).await;
+    let job = t.run(in_mode("debug", configuration(0))).await;
     assert_eq!(job["status"], "success", "{job:#}");
     let id = job["id"].as_str().unwrap();
     let archives = archives(&t, id).await;
@@ -219,7 +213,7 @@ async fn debug_mode_keeps_a_snapshot_before_each_image_and_after_the_last() {
 #[tokio::test]
 async fn a_debug_job_failing_at_the_component_has_only_the_earlier_stages() {
     let t = TestDaemon::start(Options::default()).await;
-    let job = run(&t, "debug", configuration(1)).await;
+    let job = t.run(in_mode("debug", configuration(1))).await;
     assert_eq!(job["status"], "error");
     assert_eq!(job["result"]["message"], "main broke");
     let archives = archives(&t, job["id"].as_str().unwrap()).await;
@@ -242,13 +236,9 @@ async fn debug_with_rows_repeats_the_sequence_per_row() {
             .await;
         assert_eq!(answer.status, 201);
     }
-    let answer = t
-        .post(
-            "/jobs",
-            &json!({"component": COMPONENT, "config": "dbg", "mode": "debug"}),
-        )
+    let job = t
+        .run(json!({"component": COMPONENT, "config": "dbg", "mode": "debug"}))
         .await;
-    let job = t.wait_finished(answer.json()["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "success", "{job:#}");
     let archives = archives(&t, job["id"].as_str().unwrap()).await;
     let mut per_row: Vec<(String, String)> = archives
@@ -365,7 +355,7 @@ async fn the_component_state_is_stored_even_with_processors_after_it() {
         )
         .await;
     assert_eq!(created.status, 201, "{}", created.json());
-    let job = run_stored(&t, "p").await;
+    let job = t.run(json!({"component": COMPONENT, "config": "p"})).await;
     assert_eq!(job["status"], "success", "{job:#}");
     let stored = t.get(&format!("{path}/p")).await.json();
     let state = &stored["state"]["component"];
@@ -377,12 +367,4 @@ async fn the_component_state_is_stored_even_with_processors_after_it() {
             .starts_with("KBC::ProjectSecure::"),
         "{state}"
     );
-}
-
-async fn run_stored(t: &TestDaemon, config: &str) -> Value {
-    let answer = t
-        .post("/jobs", &json!({"component": COMPONENT, "config": config}))
-        .await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    t.wait_finished(answer.json()["id"].as_str().unwrap()).await
 }

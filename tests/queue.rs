@@ -10,14 +10,10 @@ use serde_json::{json, Value};
 
 /// Creates a job of `config` (a stored-configuration id, which takes the lock) with `parameters`.
 async fn create_for_config(t: &TestDaemon, config: &str, parameters: Value) -> String {
-    let answer = t
-        .post(
-            "/jobs",
-            &json!({"component": COMPONENT, "config": config, "configData": {"parameters": parameters}}),
-        )
+    let job = t
+        .submit(json!({"component": COMPONENT, "config": config, "configData": {"parameters": parameters}}))
         .await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    answer.json()["id"].as_str().unwrap().to_string()
+    job["id"].as_str().unwrap().to_string()
 }
 
 async fn create_child(t: &TestDaemon, parent_run_id: &str, parameters: Value) -> Value {
@@ -138,14 +134,9 @@ async fn capacity_keeps_jobs_created_never_waiting() {
 #[tokio::test]
 async fn delay_holds_a_job_in_created_until_its_time() {
     let t = TestDaemon::start(Options::default()).await;
-    let answer = t
-        .post(
-            "/jobs",
-            &json!({"component": COMPONENT, "delay": 3, "configData": {"parameters": {}}}),
-        )
+    let job = t
+        .submit(json!({"component": COMPONENT, "delay": 3, "configData": {"parameters": {}}}))
         .await;
-    assert_eq!(answer.status, 201);
-    let job = answer.json();
     let id = job["id"].as_str().unwrap();
     let delayed = time(&job, "delayedStartTime");
     assert!(delayed > time(&job, "createdTime"));
@@ -157,15 +148,11 @@ async fn delay_holds_a_job_in_created_until_its_time() {
 
     let at = (chrono::Utc::now() + chrono::Duration::seconds(2))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
-    let answer = t
-        .post(
-            "/jobs",
-            &json!({"component": COMPONENT, "delayedStartTime": at}),
-        )
+    let job = t
+        .submit(json!({"component": COMPONENT, "delayedStartTime": at}))
         .await;
-    assert_eq!(answer.status, 201);
-    assert_eq!(answer.json()["delayedStartTime"], at.as_str());
-    let job = t.wait_finished(answer.json()["id"].as_str().unwrap()).await;
+    assert_eq!(job["delayedStartTime"], at.as_str());
+    let job = t.wait_finished(job["id"].as_str().unwrap()).await;
     assert!(time(&job, "startTime") >= at);
 
     let both = t

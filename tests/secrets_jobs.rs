@@ -17,29 +17,21 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|window| window == needle.as_bytes())
 }
 
-async fn run(t: &TestDaemon, body: Value) -> Value {
-    let answer = t.post("/jobs", &body).await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    assert!(
-        !contains(&answer.body, SECRET),
-        "the create answer shows the secret"
-    );
-    t.wait_finished(answer.json()["id"].as_str().unwrap()).await
-}
-
 #[tokio::test]
 async fn a_secret_reaches_only_the_container() {
     let t = TestDaemon::start(Options::default()).await;
-    let job = run(
-        &t,
-        json!({"component": COMPONENT, "configData": {"parameters": {
-            "#password": SECRET,
-            "reveal": "#password",
-            "exit_code": 1,
-        }}}),
-    )
-    .await;
-    let id = job["id"].as_str().unwrap();
+    let created = t
+        .create(
+            COMPONENT,
+            json!({"#password": SECRET, "reveal": "#password", "exit_code": 1}),
+        )
+        .await;
+    assert!(
+        !created.to_string().contains(SECRET),
+        "the create answer shows the secret"
+    );
+    let id = created["id"].as_str().unwrap();
+    let job = t.wait_finished(id).await;
     assert_eq!(job["status"], "error");
     let cipher = job["configData"]["parameters"]["#password"]
         .as_str()
@@ -67,13 +59,12 @@ async fn a_secret_reaches_only_the_container() {
 #[tokio::test]
 async fn debug_archives_never_hold_a_secret() {
     let t = TestDaemon::start(Options::default()).await;
-    let job = run(
-        &t,
-        json!({"component": COMPONENT, "mode": "debug",
-               "configData": {"parameters": {"#password": SECRET, "state": {"#cursor": SECRET}}}}),
-    )
-    .await;
+    let job = t
+        .run(json!({"component": COMPONENT, "mode": "debug",
+               "configData": {"parameters": {"#password": SECRET, "state": {"#cursor": SECRET}}}}))
+        .await;
     assert_eq!(job["status"], "success", "{job:#}");
+    assert!(!job.to_string().contains(SECRET), "{job:#}");
     let files = t
         .get(&format!(
             "/v2/storage/files?tags[]=jobId:{}",
@@ -110,12 +101,11 @@ async fn a_ciphertext_of_another_component_fails_the_job_naming_the_key() {
         .unwrap();
     assert_eq!(answer.status, 200);
     let foreign = String::from_utf8(answer.body.to_vec()).unwrap();
-    let job = run(
-        &t,
-        json!({"component": COMPONENT, "configData": {"parameters": {"#token": foreign}}}),
-    )
-    .await;
+    let job = t
+        .run(json!({"component": COMPONENT, "configData": {"parameters": {"#token": foreign}}}))
+        .await;
     assert_eq!(job["status"], "error");
+    assert!(!job.to_string().contains(SECRET), "{job:#}");
     let message = job["result"]["message"].as_str().unwrap();
     assert!(message.contains("parameters.#token"), "{message}");
     assert_eq!(job["result"]["error"]["type"], "user");
@@ -137,8 +127,9 @@ async fn stored_configurations_and_state_keep_only_ciphertexts() {
         .unwrap()
         .starts_with("KBC::ProjectSecure::"));
 
-    let first = run(&t, json!({"component": COMPONENT, "config": "s"})).await;
+    let first = t.run(json!({"component": COMPONENT, "config": "s"})).await;
     assert_eq!(first["status"], "success", "{first:#}");
+    assert!(!first.to_string().contains(SECRET), "{first:#}");
     assert_eq!(
         t.echo(first["id"].as_str().unwrap())["config"]["parameters"]["#token"],
         SECRET
@@ -155,7 +146,7 @@ async fn stored_configurations_and_state_keep_only_ciphertexts() {
 
     // The next run's container finds the state decrypted in in/state.json; once the job has
     // ended, the file keeps it hidden.
-    let second = run(&t, json!({"component": COMPONENT, "config": "s"})).await;
+    let second = t.run(json!({"component": COMPONENT, "config": "s"})).await;
     let second = second["id"].as_str().unwrap();
     assert_eq!(t.echo(second)["state"], json!({"#cursor": SECRET}));
     let state = std::fs::read(

@@ -47,12 +47,6 @@ fn with_secret(extra: Value) -> Value {
     json!({"parameters": parameters})
 }
 
-async fn create(t: &TestDaemon, body: Value) -> String {
-    let answer = t.post("/jobs", &body).await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    answer.json()["id"].as_str().unwrap().to_string()
-}
-
 fn assert_no_secret_on_disk(t: &TestDaemon, case: &str) {
     let found = files_containing(t.data_dir.path(), SECRET);
     assert!(found.is_empty(), "{case}: the raw secret is in {found:?}");
@@ -71,47 +65,42 @@ async fn no_decrypted_secret_stays_on_disk_after_a_job_ends_however_it_ends() {
         ("success", json!({}), "debug"),
     ];
     for (expected, extra, mode) in cases {
-        let id = create(
-            &t,
-            json!({"component": COMPONENT, "mode": mode, "configData": with_secret(extra)}),
-        )
-        .await;
-        let job = t.wait_finished(&id).await;
+        let job = t
+            .run(json!({"component": COMPONENT, "mode": mode, "configData": with_secret(extra)}))
+            .await;
         assert_eq!(job["status"], expected, "{job:#}");
         assert_no_secret_on_disk(&t, &format!("{mode} job ending {expected}"));
     }
 
     // Killed while its container runs.
-    let id = create(
-        &t,
-        json!({"component": COMPONENT, "configData": with_secret(json!({"sleep": 30}))}),
-    )
-    .await;
-    t.wait_status(&id, "processing").await;
-    t.wait_for_message(&id, "Running component keboola.ex-fixture (row 1 of 1)")
+    let job = t
+        .submit(json!({"component": COMPONENT, "configData": with_secret(json!({"sleep": 30}))}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    t.wait_status(id, "processing").await;
+    t.wait_for_message(id, "Running component keboola.ex-fixture (row 1 of 1)")
         .await;
     let killed = t.post(&format!("/jobs/{id}/kill"), &json!({})).await;
     assert_eq!(killed.status, 202);
-    assert_eq!(t.wait_finished(&id).await["status"], "terminated");
+    assert_eq!(t.wait_finished(id).await["status"], "terminated");
     assert_no_secret_on_disk(&t, "terminated job");
 
     // The daemon stops while the container runs; the next one re-attaches and finishes it.
-    let id = create(
-        &t,
-        json!({"component": COMPONENT, "configData": with_secret(json!({"sleep": 2}))}),
-    )
-    .await;
-    t.wait_for_message(&id, "Running component keboola.ex-fixture (row 1 of 1)")
+    let job = t
+        .submit(json!({"component": COMPONENT, "configData": with_secret(json!({"sleep": 2}))}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    t.wait_for_message(id, "Running component keboola.ex-fixture (row 1 of 1)")
         .await;
     t.restart();
-    assert_eq!(t.wait_finished(&id).await["status"], "success");
+    assert_eq!(t.wait_finished(id).await["status"], "success");
     assert_no_secret_on_disk(&t, "job re-attached after a restart");
 
     // Job folders are private to their owner.
     let jobs = t.data_dir.path().join("jobs");
     assert_eq!(mode(&jobs), 0o700, "jobs/");
-    assert_eq!(mode(&jobs.join(&id)), 0o700, "jobs/{id}");
-    assert_eq!(mode(&jobs.join(&id).join("data")), 0o700, "jobs/{id}/data");
+    assert_eq!(mode(&jobs.join(id)), 0o700, "jobs/{id}");
+    assert_eq!(mode(&jobs.join(id).join("data")), 0o700, "jobs/{id}/data");
 }
 
 #[tokio::test]
@@ -125,8 +114,10 @@ async fn stored_state_keeps_its_secret_as_a_ciphertext_after_the_folder_is_seale
         .await;
     assert_eq!(created.status, 201, "{}", created.json());
     let config = created.json()["id"].as_str().unwrap().to_string();
-    let id = create(&t, json!({"component": COMPONENT, "config": config})).await;
-    assert_eq!(t.wait_finished(&id).await["status"], "success");
+    let job = t
+        .run(json!({"component": COMPONENT, "config": config}))
+        .await;
+    assert_eq!(job["status"], "success");
     assert_no_secret_on_disk(&t, "a stored configuration's job");
     let stored = t
         .get(&format!(
