@@ -3,28 +3,10 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Options, TestDaemon, COMPONENT, SMALL_COMPONENT, TOKEN};
+use common::{assert_error, Options, TestDaemon, COMPONENT, SMALL_COMPONENT, TOKEN};
 use hyper::Method;
-use jobq::cli::client::ApiClient;
+use jobq::cli::client::Answer;
 use serde_json::{json, Value};
-
-fn assert_error_body(body: &Value, code: u16, message_part: &str) {
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["status"], "error", "{body}");
-    assert!(
-        body["exceptionId"]
-            .as_str()
-            .unwrap()
-            .starts_with("exception-"),
-        "{body}"
-    );
-    assert!(body["context"].is_object(), "{body}");
-    let message = body["error"].as_str().unwrap();
-    assert!(
-        message.contains(message_part),
-        "\"{message}\" lacks \"{message_part}\""
-    );
-}
 
 fn ids(answer: &Value) -> Vec<String> {
     answer
@@ -38,23 +20,24 @@ fn ids(answer: &Value) -> Vec<String> {
 #[tokio::test]
 async fn missing_or_wrong_token_is_401_with_the_error_body() {
     let t = TestDaemon::start(Options::without_docker()).await;
-    let anonymous = ApiClient {
-        addr: t.client.addr,
-        token: None,
-    };
-    let wrong = ApiClient::new(t.client.addr, "not-the-token");
-    for client in [&anonymous, &wrong] {
+    let [anonymous, wrong] = t.clients_without_a_valid_token();
+    let cases = [
+        (
+            anonymous,
+            "Access token must be set in the X-StorageApi-Token header.",
+        ),
+        (wrong, "Invalid access token."),
+    ];
+    for (client, message) in cases {
         for path in ["/jobs/1", "/search/jobs", "/v2/storage/tokens/verify"] {
             let answer = client.get(path).await.unwrap();
-            assert_eq!(answer.status, 401, "{path}");
-            assert_eq!(answer.headers["content-type"], "application/json");
-            assert_error_body(&answer.json(), 401, "token");
+            assert_error(&answer, 401, message, json!({}));
         }
         let answer = client
             .post_json("/jobs", &json!({"component": COMPONENT}))
             .await
             .unwrap();
-        assert_eq!(answer.status, 401);
+        assert_error(&answer, 401, message, json!({}));
     }
     assert_eq!(
         t.get("/search/jobs").await.json(),
@@ -85,41 +68,54 @@ async fn verify_token_answers_id_description_and_owner() {
 async fn bad_create_requests_are_400_naming_the_field() {
     let t = TestDaemon::start(Options::without_docker()).await;
     let cases = [
-        (json!({"configData": {}}), "component"),
-        (json!({"component": "keboola.unknown"}), "keboola.unknown"),
-        (json!({"component": COMPONENT, "mode": "fast"}), "mode"),
+        (
+            json!({"configData": {}}),
+            "Field \"component\" is required.",
+        ),
+        (
+            json!({"component": "keboola.unknown"}),
+            "Component \"keboola.unknown\" is not registered in jobq's settings.",
+        ),
+        (
+            json!({"component": COMPONENT, "mode": "fast"}),
+            "Field \"mode\" must be one of run, forceRun, debug; \"fast\" given.",
+        ),
         (
             json!({"component": COMPONENT, "configData": "text"}),
-            "configData",
+            "Field \"configData\" is not valid JSON: expected ident at line 1 column 2.",
         ),
         (
             json!({"component": COMPONENT, "configRowIds": "1"}),
-            "configRowIds",
+            "Field \"configRowIds\" must be an array of strings, \"1\" given.",
         ),
-        (json!({"component": 5}), "component"),
+        (
+            json!({"component": 5}),
+            "Field \"component\" must be a string, 5 given.",
+        ),
         (
             json!({"component": COMPONENT, "variableValuesId": "1", "variableValuesData": {"values": []}}),
-            "variableValuesData",
+            "Provide either \"variableValuesId\" or \"variableValuesData\", but not both.",
         ),
-        (json!([1, 2]), "object"),
+        (json!([1, 2]), "The request body must be a JSON object."),
     ];
-    for (body, field) in cases {
-        let answer = t.post("/jobs", &body).await;
-        assert_eq!(answer.status, 400, "{body}");
-        assert_error_body(&answer.json(), 400, field);
+    for (body, message) in cases {
+        assert_error(&t.post("/jobs", &body).await, 400, message, json!({}));
     }
     let malformed = t
-        .client
         .send(
             Method::POST,
             "/jobs",
-            &[("Content-Type", "application/json")],
-            Bytes::from("{\"component\": "),
+            "application/json",
+            "{\"component\": ",
         )
-        .await
-        .unwrap();
-    assert_eq!(malformed.status, 400);
-    assert_error_body(&malformed.json(), 400, "not valid JSON");
+        .await;
+    assert_error(
+        &malformed,
+        400,
+        "The request body is not valid JSON: EOF while parsing a value at line 1 column 14; send \
+         JSON, or a form with Content-Type application/x-www-form-urlencoded.",
+        json!({}),
+    );
     assert_eq!(
         t.get("/search/jobs").await.json(),
         json!([]),
@@ -146,7 +142,7 @@ async fn empty_objects_may_come_as_empty_arrays() {
 /// Sends a request head (and, in the background, `body` chunks) over raw TCP and reads the
 /// answer: a server refusing a large body answers before the client has sent it all, which
 /// general-purpose clients report as a broken pipe instead of the answer.
-async fn raw_exchange(addr: std::net::SocketAddr, head: String, chunks: usize) -> (u16, Value) {
+async fn raw_exchange(addr: std::net::SocketAddr, head: String, chunks: usize) -> Answer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
@@ -164,9 +160,22 @@ async fn raw_exchange(addr: std::net::SocketAddr, head: String, chunks: usize) -
     let _ = reader.read_to_end(&mut answer).await;
     sender.abort();
     let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
+    let mut headers = hyper::HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(": ").unwrap();
+        headers.append(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    Answer {
+        status: status.parse().unwrap(),
+        headers,
+        body: Bytes::from(body.to_string()),
+    }
 }
 
 #[tokio::test]
@@ -178,36 +187,40 @@ async fn oversized_body_is_413() {
         )
     };
     // Declared too large: refused before any body byte is read.
-    let (status, body) = raw_exchange(t.client.addr, head("Content-Length: 11534336"), 0).await;
-    assert_eq!(status, 413);
-    assert_error_body(&body, 413, "larger than the limit");
+    let too_large = "The request body is larger than the limit of 10485760 bytes.";
+    let answer = raw_exchange(t.client.addr, head("Content-Length: 11534336"), 0).await;
+    assert_error(&answer, 413, too_large, json!({}));
     // Streamed without a length: refused once the limit (10 MiB) is passed.
-    let (status, body) = raw_exchange(t.client.addr, head("Transfer-Encoding: chunked"), 12).await;
-    assert_eq!(status, 413);
-    assert_error_body(&body, 413, "larger than the limit");
+    let answer = raw_exchange(t.client.addr, head("Transfer-Encoding: chunked"), 12).await;
+    assert_error(&answer, 413, too_large, json!({}));
     assert_eq!(t.get("/search/jobs").await.json(), json!([]));
 }
 
 #[tokio::test]
 async fn unknown_job_route_and_method_have_error_bodies() {
     let t = TestDaemon::start(Options::without_docker()).await;
-    let answer = t.get("/jobs/999").await;
-    assert_eq!(answer.status, 404);
-    assert_error_body(&answer.json(), 404, "999");
-    let answer = t.get("/jobs/not-a-number").await;
-    assert_eq!(answer.status, 404);
-    let answer = t.get("/nowhere").await;
-    assert_eq!(answer.status, 404);
-    assert_error_body(&answer.json(), 404, "/nowhere");
-    let answer = t
-        .client
-        .send(Method::DELETE, "/jobs/1", &[], Bytes::new())
-        .await
-        .unwrap();
-    assert_eq!(answer.status, 405);
-    assert_error_body(&answer.json(), 405, "DELETE");
+    let not_found = "Job \"999\" not found.";
+    assert_error(&t.get("/jobs/999").await, 404, not_found, json!({}));
+    assert_error(
+        &t.get("/jobs/not-a-number").await,
+        404,
+        "Job \"not-a-number\" not found.",
+        json!({}),
+    );
+    assert_error(
+        &t.get("/nowhere").await,
+        404,
+        "Route GET /nowhere not found.",
+        json!({}),
+    );
+    assert_error(
+        &t.delete("/jobs/1").await,
+        405,
+        "Method DELETE is not allowed on /jobs/1.",
+        json!({}),
+    );
     let answer = t.post("/jobs/999/kill", &json!({})).await;
-    assert_eq!(answer.status, 404);
+    assert_error(&answer, 404, not_found, json!({}));
 }
 
 #[tokio::test]
@@ -264,8 +277,12 @@ async fn run_id_header_makes_child_jobs_at_any_depth() {
         )
         .await
         .unwrap();
-    assert_eq!(orphan.status, 400);
-    assert_error_body(&orphan.json(), 400, "424242");
+    assert_error(
+        &orphan,
+        400,
+        "Parent run \"424242\" of the X-KBC-RunId header does not exist.",
+        json!({}),
+    );
     // Let the jobs end, so that no container outlives the test's daemon.
     for id in [parent_id, child_id, grandchild_id] {
         t.wait_finished(id).await;
@@ -351,13 +368,22 @@ async fn search_filters_sorts_and_pages() {
     .await;
     check(&t, "/search/jobs?createdTimeTo=-1%20day", &[]).await;
 
-    for bad in [
-        "/search/jobs?limit=501",
-        "/search/jobs?sortBy=colour",
-        "/search/jobs?status=finished",
+    for (bad, message) in [
+        (
+            "/search/jobs?limit=501",
+            "Parameter \"limit\" must be between 1 and 500, 501 given.",
+        ),
+        (
+            "/search/jobs?sortBy=colour",
+            "Parameter \"sortBy\" must be one of id, runId, componentId, configId, status, \
+             createdTime, startTime, endTime, durationSeconds, \"colour\" given.",
+        ),
+        (
+            "/search/jobs?status=finished",
+            "Parameter \"status\" has an invalid value \"finished\".",
+        ),
     ] {
-        let answer = t.get(bad).await;
-        assert_eq!(answer.status, 400, "{bad}");
+        assert_error(&t.get(bad).await, 400, message, json!({}));
     }
     let answer = t.get("/search/jobs?limit=500").await;
     assert_eq!(answer.status, 200);
@@ -483,13 +509,17 @@ async fn grouped_jobs_and_project_stats() {
         by_component[0]["group"],
         json!({"componentId": SMALL_COMPONENT})
     );
-    for bad in [
-        "/search/grouped-jobs",
-        "/search/grouped-jobs?groupBy=color",
-        "/search/grouped-jobs?groupBy=configId&jobsPerGroup=0",
+    let group_by = "Parameter \"groupBy\" must list one or more of projectId, branchId, \
+                    componentId, configId.";
+    for (bad, message) in [
+        ("/search/grouped-jobs", group_by),
+        ("/search/grouped-jobs?groupBy=color", group_by),
+        (
+            "/search/grouped-jobs?groupBy=configId&jobsPerGroup=0",
+            "Parameter \"jobsPerGroup\" must be at least 1.",
+        ),
     ] {
-        let answer = t.get(bad).await;
-        assert_eq!(answer.status, 400, "{bad}");
+        assert_error(&t.get(bad).await, 400, message, json!({}));
     }
 
     let stats = t.get("/stats/project").await;

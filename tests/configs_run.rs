@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Options, TestDaemon, COMPONENT};
+use common::{assert_error, Options, TestDaemon, COMPONENT};
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -255,10 +255,11 @@ async fn disabled_configuration_fails_unless_force_run() {
     let answer = t
         .post("/jobs", &json!({"component": COMPONENT, "config": "off"}))
         .await;
-    assert_eq!(answer.status, 400);
-    assert_eq!(
-        answer.json()["error"],
-        format!("Configuration \"off\" of component \"{COMPONENT}\" is disabled.")
+    assert_error(
+        &answer,
+        400,
+        &format!("Configuration \"off\" of component \"{COMPONENT}\" is disabled."),
+        json!({}),
     );
     let job = t
         .run(json!({"component": COMPONENT, "config": "off", "mode": "forceRun"}))
@@ -315,8 +316,15 @@ async fn disabled_rows_are_skipped_unless_listed_and_unknown_rows_are_refused() 
             &json!({"component": COMPONENT, "config": "cfg", "configRowIds": ["nope"]}),
         )
         .await;
-    assert_eq!(answer.status, 400);
-    assert!(answer.json()["error"].as_str().unwrap().contains("nope"));
+    assert_error(
+        &answer,
+        400,
+        &format!(
+            "Configuration row(s) \"nope\" not found in configuration \"cfg\" of component \
+             \"{COMPONENT}\"."
+        ),
+        json!({}),
+    );
 }
 
 #[tokio::test]
@@ -328,12 +336,13 @@ async fn unknown_configuration_is_404_naming_component_config_and_branch() {
             &json!({"component": COMPONENT, "config": "missing"}),
         )
         .await;
-    assert_eq!(answer.status, 404);
-    assert_eq!(
-        answer.json()["error"],
-        format!(
+    assert_error(
+        &answer,
+        404,
+        &format!(
             "Configuration \"missing\" of component \"{COMPONENT}\" not found in branch \"456\"."
-        )
+        ),
+        json!({}),
     );
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Options, TestDaemon, COMPONENT};
+use common::{assert_error, Options, TestDaemon, COMPONENT};
 use serde_json::{json, Value};
 
 /// The events `query` lists (newest first), asserting 200.
@@ -61,7 +61,7 @@ async fn a_childs_events_are_found_by_its_run_id() {
     // The run id and the job id name the same job.
     assert_eq!(by_run, listed(&t, &format!("runId={child_id}")).await);
     let unknown = t.get("/v2/storage/events?runId=424242.1").await;
-    assert_eq!(unknown.status, 404, "{}", unknown.json());
+    assert_error(&unknown, 404, "Job \"424242.1\" not found.", json!({}));
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Options, TestDaemon, BUCKET_COMPONENT, COMPONENT};
+use common::{assert_error, Options, TestDaemon, BUCKET_COMPONENT, COMPONENT};
 use serde_json::{json, Value};
 
 /// A job body running `COMPONENT` with `configuration`.
@@ -206,7 +206,12 @@ async fn a_failed_component_loads_only_write_always_tables() {
     assert_eq!(job["status"], "error");
     assert_eq!(job["result"]["message"], "broke");
     assert_eq!(table(&t, "out.c-f.always").await["rowsCount"], 1);
-    assert_eq!(t.get("/v2/storage/tables/out.c-f.never").await.status, 404);
+    assert_error(
+        &t.get("/v2/storage/tables/out.c-f.never").await,
+        404,
+        "Table \"out.c-f.never\" not found",
+        json!({}),
+    );
 }
 
 #[tokio::test]

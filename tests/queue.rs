@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
+use common::{assert_error, Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
 use serde_json::{json, Value};
 
 /// Creates a job of `config` (a stored-configuration id, which takes the lock) with `parameters`.
@@ -161,11 +161,12 @@ async fn delay_holds_a_job_in_created_until_its_time() {
             &json!({"component": COMPONENT, "delay": 1, "delayedStartTime": at}),
         )
         .await;
-    assert_eq!(both.status, 400);
-    assert!(both.json()["error"]
-        .as_str()
-        .unwrap()
-        .contains("delayedStartTime"));
+    assert_error(
+        &both,
+        400,
+        "Provide either \"delay\" or \"delayedStartTime\", but not both.",
+        json!({}),
+    );
 }
 
 #[tokio::test]
@@ -241,7 +242,15 @@ async fn kill_cascades_through_three_levels_with_mixed_statuses() {
 
     // Killing again is harmless: finished jobs answer 400, nothing changes.
     let again = t.post(&format!("/jobs/{parent_id}/kill"), &json!({})).await;
-    assert_eq!(again.status, 400);
+    assert_error(
+        &again,
+        400,
+        &format!(
+            "Job \"{parent_id}\" is already finished (terminated); only jobs in one of killable \
+             states (created, waiting, processing, terminating) can be killed."
+        ),
+        json!({"stringCode": "statusTransitionForbidden"}),
+    );
     assert_eq!(t.job(&grandchild_id).await["status"], "cancelled");
 }
 
@@ -312,7 +321,12 @@ async fn long_poll_answers_at_the_next_change() {
     assert_eq!(answer.status, 200);
     assert!(started.elapsed() >= Duration::from_millis(900));
     let bad = t.get(&format!("/jobs/{id}?wait=soon")).await;
-    assert_eq!(bad.status, 400);
+    assert_error(
+        &bad,
+        400,
+        "Parameter \"wait\" must be a non-negative integer, \"soon\" given.",
+        json!({}),
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
+use common::{assert_error, Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
 use serde_json::{json, Value};
 
 fn keys(value: &Value) -> Vec<String> {
@@ -368,14 +368,14 @@ async fn kill_of_created_job_cancels_it() {
     );
 
     let again = t.post(&format!("/jobs/{queued}/kill"), &json!({})).await;
-    assert_eq!(again.status, 400);
-    assert!(again.json()["error"]
-        .as_str()
-        .unwrap()
-        .contains("killable states"));
-    assert_eq!(
-        again.json()["context"]["stringCode"],
-        "statusTransitionForbidden"
+    assert_error(
+        &again,
+        400,
+        &format!(
+            "Job \"{queued}\" is already finished (cancelled); only jobs in one of killable \
+             states (created, waiting, processing, terminating) can be killed."
+        ),
+        json!({"stringCode": "statusTransitionForbidden"}),
     );
     t.post(&format!("/jobs/{blocker}/kill"), &json!({})).await;
     t.wait_finished(blocker).await;

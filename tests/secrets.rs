@@ -6,7 +6,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 
 use bytes::Bytes;
-use common::{Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
+use common::{assert_error, Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
 use hyper::Method;
 use jobq::cli::client::Answer;
 use jobq::secrets::{Scope, Secrets, KEY_FILE};
@@ -33,20 +33,6 @@ impl TestDaemon {
 
 fn text(answer: &Answer) -> String {
     String::from_utf8(answer.body.to_vec()).expect("a UTF-8 answer")
-}
-
-/// The error body with its (random) exceptionId checked and removed.
-fn error_body(answer: &Answer) -> Value {
-    assert_eq!(answer.headers["content-type"], "application/json");
-    let mut body = answer.json();
-    let exception = body["exceptionId"].as_str().expect("an exceptionId");
-    assert!(exception.starts_with("exception-"), "{body}");
-    body.as_object_mut().unwrap().remove("exceptionId");
-    body
-}
-
-fn bad_request(message: &str) -> Value {
-    json!({"error": message, "code": 400, "status": "error", "context": {}})
 }
 
 #[tokio::test]
@@ -212,11 +198,7 @@ async fn encrypt_needs_a_token() {
             )
             .await
             .unwrap();
-        assert_eq!(answer.status, 401);
-        assert_eq!(
-            error_body(&answer),
-            json!({"error": message, "code": 401, "status": "error", "context": {}})
-        );
+        assert_error(&answer, 401, message, json!({}));
     }
 }
 
@@ -275,14 +257,13 @@ async fn bad_encrypt_requests_are_400_saying_what_to_send() {
     ];
     for (query, content_type, body, message) in cases {
         let answer = t.encrypt(&query, content_type, body).await;
-        assert_eq!(answer.status, 400, "{query} {content_type}");
-        assert_eq!(error_body(&answer), bad_request(message), "{query}");
+        assert_error(&answer, 400, message, json!({}));
     }
     let get = t.get(&format!("/encrypt{component}")).await;
-    assert_eq!(get.status, 405);
-    assert_eq!(
-        error_body(&get),
-        json!({"error": "Method GET is not allowed on /encrypt.", "code": 405,
-               "status": "error", "context": {}})
+    assert_error(
+        &get,
+        405,
+        "Method GET is not allowed on /encrypt.",
+        json!({}),
     );
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    Options, TestDaemon, BUCKET_COMPONENT, COMPONENT, PROCESSOR_ONE, PROCESSOR_TWO,
+    assert_error, Options, TestDaemon, BUCKET_COMPONENT, COMPONENT, PROCESSOR_ONE, PROCESSOR_TWO,
     SMALL_COMPONENT, TOKEN,
 };
 use hyper::Method;
@@ -40,21 +40,6 @@ fn settled(mut value: Value) -> Value {
     }
     walk(&mut value);
     value
-}
-
-fn assert_error(answer: &Answer, code: u16, parts: &[&str]) {
-    let body = answer.json();
-    assert_eq!(answer.status, code, "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["status"], "error", "{body}");
-    assert!(body["exceptionId"]
-        .as_str()
-        .unwrap()
-        .starts_with("exception-"));
-    let message = body["error"].as_str().unwrap();
-    for part in parts {
-        assert!(message.contains(part), "\"{message}\" lacks {part}");
-    }
 }
 
 async fn created(t: &TestDaemon, path: &str, body: Value) -> Value {
@@ -293,13 +278,19 @@ async fn changes_and_row_changes_raise_the_version_and_state_keeps_it() {
     assert_error(
         &t.get(&format!("{rows}/1")).await,
         404,
-        &["\"1\"", "\"cfg\"", COMPONENT, "\"456\""],
+        &format!(
+            "Row \"1\" of configuration \"cfg\" of component \"{COMPONENT}\" not found in branch \
+             \"456\"."
+        ),
+        json!({}),
     );
     let deleted = t.delete(&config).await;
     assert_eq!((deleted.status, deleted.body.len()), (204, 0));
-    assert_error(&t.get(&config).await, 404, &["\"cfg\"", COMPONENT]);
-    assert_error(&t.delete(&config).await, 404, &["\"cfg\""]);
-    assert_error(&t.get(&rows).await, 404, &["\"cfg\""]);
+    let gone =
+        format!("Configuration \"cfg\" of component \"{COMPONENT}\" not found in branch \"456\".");
+    assert_error(&t.get(&config).await, 404, &gone, json!({}));
+    assert_error(&t.delete(&config).await, 404, &gone, json!({}));
+    assert_error(&t.get(&rows).await, 404, &gone, json!({}));
 }
 
 #[tokio::test]
@@ -387,7 +378,8 @@ async fn the_same_id_in_the_default_and_a_dev_branch_are_two_configurations() {
     assert_error(
         &t.get(&dev_path).await,
         404,
-        &[&format!("Branch \"{dev_id}\"")],
+        &format!("Branch \"{dev_id}\" not found; GET /v2/storage/dev-branches lists the branches."),
+        json!({}),
     );
     assert_eq!(ok(t.get(&main_path).await), main);
 }
@@ -432,14 +424,16 @@ async fn dev_branches_are_listed_read_created_and_deleted() {
             &t.delete(&format!("/v2/storage/dev-branches/{default}"))
                 .await,
             400,
-            &["default branch"],
+            "The default branch cannot be deleted; delete a dev branch instead.",
+            json!({}),
         );
     }
     assert_error(
         &t.post("/v2/storage/dev-branches", &json!({"description": "x"}))
             .await,
         400,
-        &["\"name\""],
+        "Field \"name\" is required.",
+        json!({}),
     );
 
     assert_eq!(
@@ -448,15 +442,19 @@ async fn dev_branches_are_listed_read_created_and_deleted() {
             .status,
         204
     );
+    let gone =
+        format!("Branch \"{id}\" not found; GET /v2/storage/dev-branches lists the branches.");
     assert_error(
         &t.delete(&format!("/v2/storage/dev-branches/{id}")).await,
         404,
-        &[&format!("\"{id}\"")],
+        &gone,
+        json!({}),
     );
     assert_error(
         &t.get(&format!("/v2/storage/dev-branches/{id}")).await,
         404,
-        &[&format!("\"{id}\"")],
+        &gone,
+        json!({}),
     );
     assert_eq!(
         ok(t.get("/v2/storage/dev-branches").await)
@@ -477,54 +475,64 @@ async fn unknown_things_and_bad_bodies_are_named() {
     let not_found = [
         (
             "/v2/storage/components/keboola.unknown/configs".to_string(),
-            vec!["keboola.unknown", "[[components]]"],
+            "Component \"keboola.unknown\" is not registered in jobq; add it under [[components]] \
+             in the settings file."
+                .to_string(),
         ),
         (
             format!("{configs}/nope"),
-            vec!["\"nope\"", COMPONENT, "\"456\""],
+            format!(
+                "Configuration \"nope\" of component \"{COMPONENT}\" not found in branch \"456\"."
+            ),
         ),
         (
             format!("{configs}/cfg/rows/nope"),
-            vec!["\"nope\"", "\"cfg\"", COMPONENT],
+            format!(
+                "Row \"nope\" of configuration \"cfg\" of component \"{COMPONENT}\" not found in \
+                 branch \"456\"."
+            ),
         ),
         (
             format!("/v2/storage/branch/999/components/{COMPONENT}/configs"),
-            vec!["\"999\""],
+            "Branch \"999\" not found; GET /v2/storage/dev-branches lists the branches."
+                .to_string(),
         ),
         (
             "/v2/storage/branch/999/components".to_string(),
-            vec!["\"999\""],
+            "Branch \"999\" not found; GET /v2/storage/dev-branches lists the branches."
+                .to_string(),
         ),
         (
             "/v2/storage/nowhere".to_string(),
-            vec!["Route GET /v2/storage/nowhere"],
+            "Route GET /v2/storage/nowhere not found.".to_string(),
         ),
     ];
-    for (path, parts) in not_found {
-        assert_error(&t.get(&path).await, 404, &parts);
+    for (path, message) in not_found {
+        assert_error(&t.get(&path).await, 404, &message, json!({}));
     }
 
     let bad = [
         (
             json!({"name": "n", "configuration": "{not json"}),
-            vec!["\"configuration\"", "not valid JSON"],
+            "Field \"configuration\" is not valid JSON: key must be a string at line 1 column 2.",
         ),
         (
             json!({"name": "n", "configuration": [1]}),
-            vec!["\"configuration\""],
+            "Field \"configuration\" must be a JSON object, [1] given.",
         ),
-        (json!({"configuration": {}}), vec!["\"name\""]),
+        (json!({"configuration": {}}), "Field \"name\" is required."),
         (
             json!({"name": "n", "isDisabled": "maybe"}),
-            vec!["\"isDisabled\""],
+            "Field \"isDisabled\" must be true or false (or 1, 0), \"maybe\" given.",
         ),
         (
             json!({"name": "n", "configurationId": "a/b"}),
-            vec!["\"configurationId\""],
+            "Field \"configurationId\" must be made of letters, digits, '.', '_' and '-', \"a/b\" \
+             given.",
         ),
     ];
-    for (body, parts) in bad {
-        assert_error(&t.post(&configs, &body).await, 400, &parts);
+    for (body, message) in bad {
+        assert_error(&t.post(&configs, &body).await, 400, message, json!({}));
     }
     let form = t
         .send_form(
@@ -533,11 +541,21 @@ async fn unknown_things_and_bad_bodies_are_named() {
             &[("name", "n"), ("configuration", "{\"parameters\":")],
         )
         .await;
-    assert_error(&form, 400, &["\"configuration\""]);
+    assert_error(
+        &form,
+        400,
+        "Field \"configuration\" is not valid JSON: EOF while parsing a value at line 1 column 14.",
+        json!({}),
+    );
     let state = t
         .send_json(Method::PUT, &format!("{configs}/cfg/state"), &json!({}))
         .await;
-    assert_error(&state, 400, &["\"state\""]);
+    assert_error(
+        &state,
+        400,
+        "Field \"state\" is required: the new state, an object.",
+        json!({}),
+    );
     let order = t
         .send_json(
             Method::PUT,
@@ -545,18 +563,22 @@ async fn unknown_things_and_bad_bodies_are_named() {
             &json!({"rowsSortOrder": ["r", "x"]}),
         )
         .await;
-    assert_error(&order, 400, &["rowsSortOrder", "\"x\""]);
+    assert_error(
+        &order,
+        400,
+        "Field \"rowsSortOrder\" names row \"x\", which configuration \"cfg\" does not have.",
+        json!({}),
+    );
     let malformed = t
-        .client
-        .send(
-            Method::POST,
-            &configs,
-            &[("Content-Type", "application/json")],
-            bytes::Bytes::from("{\"name\""),
-        )
-        .await
-        .unwrap();
-    assert_error(&malformed, 400, &["not valid JSON"]);
+        .send(Method::POST, &configs, "application/json", "{\"name\"")
+        .await;
+    assert_error(
+        &malformed,
+        400,
+        "The request body is not valid JSON: EOF while parsing an object at line 1 column 7; send \
+         JSON, or a form with Content-Type application/x-www-form-urlencoded.",
+        json!({}),
+    );
 
     assert_error(
         &t.post(
@@ -565,13 +587,21 @@ async fn unknown_things_and_bad_bodies_are_named() {
         )
         .await,
         409,
-        &["\"cfg\"", "already exists"],
+        &format!(
+            "Configuration \"cfg\" of component \"{COMPONENT}\" already exists in branch \"456\"; \
+             choose another id, or send none to get a new one."
+        ),
+        json!({}),
     );
     assert_error(
         &t.post(&format!("{configs}/cfg/rows"), &json!({"rowId": "r"}))
             .await,
         409,
-        &["\"r\"", "already exists"],
+        &format!(
+            "Row \"r\" already exists in configuration \"cfg\" of component \"{COMPONENT}\" in \
+             branch \"456\"; choose another id, or send none to get a new one."
+        ),
+        json!({}),
     );
     // Nothing of the refused requests was written.
     let detail = ok(t.get(&format!("{configs}/cfg")).await);
@@ -594,26 +624,31 @@ async fn unknown_things_and_bad_bodies_are_named() {
     ];
     for (method, path) in not_allowed {
         let answer = t.send_json(method.clone(), &path, &json!({})).await;
-        assert_error(&answer, 405, &[method.as_str(), &path]);
+        let message = format!("Method {method} is not allowed on {path}.");
+        assert_error(&answer, 405, &message, json!({}));
     }
 }
 
 #[tokio::test]
 async fn storage_routes_need_the_token() {
     let t = TestDaemon::start(Options::without_docker()).await;
-    for client in t.clients_without_a_valid_token() {
+    let messages = [
+        "Access token must be set in the X-StorageApi-Token header.",
+        "Invalid access token.",
+    ];
+    for (client, message) in t.clients_without_a_valid_token().into_iter().zip(messages) {
         for path in [
             "/v2/storage/components",
             "/v2/storage/dev-branches",
             &configs_path(COMPONENT),
         ] {
-            assert_error(&client.get(path).await.unwrap(), 401, &["token"]);
+            assert_error(&client.get(path).await.unwrap(), 401, message, json!({}));
         }
         let answer = client
             .post_json(&configs_path(COMPONENT), &json!({"name": "n"}))
             .await
             .unwrap();
-        assert_error(&answer, 401, &["token"]);
+        assert_error(&answer, 401, message, json!({}));
     }
     assert_eq!(ok(t.get(&configs_path(COMPONENT)).await), json!([]));
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Options, TestDaemon};
+use common::{assert_error, Options, TestDaemon};
 use hyper::Method;
 use jobq::cli::client::Answer;
 use serde_json::{json, Value};
@@ -30,18 +30,6 @@ fn multipart(fields: &[(&str, &str)], file: (&str, &str, &str)) -> (String, Stri
 }
 
 /// Asserts the Keboola error body with exactly this status, message and context.
-fn assert_error(answer: &Answer, status: u16, message: &str, context: Value) {
-    let body = answer.json();
-    assert_eq!(answer.status, status, "{body}");
-    assert_eq!(body["error"], message, "{body}");
-    assert_eq!(body["code"], status, "{body}");
-    assert_eq!(body["status"], "error", "{body}");
-    assert_eq!(body["context"], context, "{body}");
-    let exception = body["exceptionId"].as_str().expect("an exceptionId");
-    assert!(exception.starts_with("exception-"), "{body}");
-    assert_eq!(body.as_object().map(|o| o.len()), Some(5), "{body}");
-}
-
 fn is_time(value: &Value) -> bool {
     value
         .as_str()

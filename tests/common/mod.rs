@@ -142,6 +142,30 @@ pub async fn fixture_image() {
         .expect("the fixture image builds");
 }
 
+/// Asserts that `answer` is exactly Keboola's error body with `status`, `message` and `context`
+/// (and a random `exception-...` id), sent as JSON.
+#[track_caller]
+pub fn assert_error(answer: &Answer, status: u16, message: &str, context: Value) {
+    let body = answer.json();
+    assert_eq!(answer.status, status, "{body}");
+    let content_type = answer
+        .headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap());
+    assert_eq!(content_type, Some("application/json"), "{body}");
+    let exception = body["exceptionId"].as_str().unwrap_or_default();
+    assert!(exception.starts_with("exception-"), "{body}");
+    let mut rest = body.clone();
+    if let Some(fields) = rest.as_object_mut() {
+        fields.remove("exceptionId");
+    }
+    assert_eq!(
+        rest,
+        json!({"error": message, "code": status, "status": "error", "context": context}),
+        "{body}"
+    );
+}
+
 /// A client of one daemon, with the requests tests make; each expects the daemon to answer.
 pub struct Api {
     pub client: ApiClient,
