@@ -3,7 +3,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{assert_error, Options, TestDaemon, COMPONENT, SMALL_COMPONENT, TOKEN};
+use common::{assert_error, id, Options, TestDaemon, COMPONENT, SMALL_COMPONENT, TOKEN};
 use hyper::Method;
 use jobq::cli::client::Answer;
 use serde_json::{json, Value};
@@ -13,22 +13,14 @@ fn ids(answer: &Value) -> Vec<String> {
         .as_array()
         .expect("an array of jobs")
         .iter()
-        .map(|job| job["id"].as_str().unwrap().to_string())
+        .map(id)
         .collect()
 }
 
 #[tokio::test]
 async fn missing_or_wrong_token_is_401_with_the_error_body() {
     let t = TestDaemon::start(Options::without_docker()).await;
-    let [anonymous, wrong] = t.clients_without_a_valid_token();
-    let cases = [
-        (
-            anonymous,
-            "Access token must be set in the X-StorageApi-Token header.",
-        ),
-        (wrong, "Invalid access token."),
-    ];
-    for (client, message) in cases {
+    for (client, message) in t.clients_without_a_valid_token() {
         for path in ["/jobs/1", "/search/jobs", "/v2/storage/tokens/verify"] {
             let answer = client.get(path).await.unwrap();
             assert_error(&answer, 401, message, json!({}));
@@ -219,7 +211,7 @@ async fn unknown_job_route_and_method_have_error_bodies() {
         "Method DELETE is not allowed on /jobs/1.",
         json!({}),
     );
-    let answer = t.post("/jobs/999/kill", &json!({})).await;
+    let answer = t.kill("999").await;
     assert_error(&answer, 404, not_found, json!({}));
 }
 
@@ -309,7 +301,7 @@ async fn search_filters_sorts_and_pages() {
         let job = t
             .submit(json!({"component": component, "config": config, "configData": {"parameters": {"exit_code": exit}}}))
             .await;
-        created.push(job["id"].as_str().unwrap().to_string());
+        created.push(id(&job));
     }
     for id in &created {
         t.wait_finished(id).await;
@@ -463,7 +455,7 @@ async fn grouped_jobs_and_project_stats() {
         let job = t
             .submit(json!({"component": component, "config": config, "configData": {"parameters": {"sleep": 1}}}))
             .await;
-        created.push(job["id"].as_str().unwrap().to_string());
+        created.push(id(&job));
     }
     let mut duration_sum = 0;
     for id in &created {

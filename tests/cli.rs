@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::binary::{jobq, Served};
+use common::binary::{fails, jobq, Served};
 use common::{Options, TOKEN};
 
 /// Runs `jobq serve` with `settings` written to a file; asserts it fails with exit code 1 and
@@ -12,21 +12,14 @@ fn serve_fails_with(settings: &str) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobq.toml");
     std::fs::write(&path, settings).unwrap();
-    let stderr = serve_fails(&path.display().to_string());
+    let stderr = fails(jobq(["serve", "--config"]).arg(&path));
     (stderr, path.display().to_string())
-}
-
-fn serve_fails(config: &str) -> String {
-    let output = jobq(["serve", "--config", config]).output().unwrap();
-    assert_eq!(output.status.code(), Some(1), "serve must refuse {config}");
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]
 fn unreadable_settings_file_is_named_and_its_cause_shown_once() {
     assert_eq!(
-        serve_fails("/nonexistent/jobq.toml"),
+        fails(&mut jobq(["serve", "--config", "/nonexistent/jobq.toml"])),
         "jobq: cannot read the settings file /nonexistent/jobq.toml; check the --config path and \
          that jobq may read it: No such file or directory (os error 2)\n"
     );

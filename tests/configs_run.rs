@@ -228,10 +228,7 @@ async fn a_failed_child_fails_the_container_and_killing_it_kills_the_children() 
         t.wait_status(child["id"].as_str().unwrap(), "processing")
             .await;
     }
-    assert_eq!(
-        t.post(&format!("/jobs/{id}/kill"), &json!({})).await.status,
-        202
-    );
+    assert_eq!(t.kill(&id).await.status, 202);
     assert_eq!(t.wait_finished(&id).await["status"], "terminated");
     for child in children.as_array().unwrap() {
         assert_eq!(

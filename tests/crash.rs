@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::binary::{settings_file, Served};
-use common::{fixture_image, Options, COMPONENT};
+use common::{fixture_image, id, Options, COMPONENT};
 use jobq::cli::client::ApiClient;
 use serde_json::{json, Value};
 
@@ -119,11 +119,11 @@ async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
     let mut ids = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
         let job = first.create(COMPONENT, parameters(i, plan)).await;
-        ids.push(job["id"].as_str().unwrap().to_string());
+        ids.push(id(&job));
     }
     for (id, plan) in ids.iter().zip(&plans) {
         if plan.killed {
-            let answer = first.post(&format!("/jobs/{id}/kill"), &json!({})).await;
+            let answer = first.kill(id).await;
             assert!(
                 answer.status == 202 || answer.status == 400,
                 "{}",
@@ -261,10 +261,7 @@ impl CrashDir {
 
 /// Creates a job from `body` on `process`, which must then stop by itself at its crash point.
 async fn create_until_crash(mut process: Served, body: Value) -> String {
-    let id = process.submit(body).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id(&process.submit(body).await);
     assert!(
         process.kill_after(Duration::from_secs(30)),
         "jobq did not stop at its crash point"

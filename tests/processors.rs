@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Read;
 
+use common::binary::{fails, succeeds};
 use common::{Options, TestDaemon, COMPONENT, PROCESSOR_ONE, PROCESSOR_TWO};
 use serde_json::{json, Value};
 
@@ -271,29 +272,27 @@ async fn jobq_run_debug_and_jobq_debug_unpack_the_stages_into_a_folder() {
     let out = tempfile::tempdir().unwrap();
     let folder = |name: &str| out.path().join(name).display().to_string();
     let config = configuration(0).to_string();
-    let output = t
-        .jobq([
-            "run",
-            "--debug",
-            "--component",
-            COMPONENT,
-            "--config-data",
-            &config,
-            "--out",
-            &folder("run"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let job: Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
+    let stages = ["stage_0", "stage_1", "stage_2", "stage_3", "stage_output"];
+    let listed = |name: &str| -> String {
+        let folder = folder(name);
+        stages.iter().map(|s| format!("{folder}/{s}\n")).collect()
+    };
+    let stdout = succeeds(&mut t.jobq([
+        "run",
+        "--debug",
+        "--component",
+        COMPONENT,
+        "--config-data",
+        &config,
+        "--out",
+        &folder("run"),
+    ]));
+    let (unpacked, job) = stdout.split_at(stdout.find('{').unwrap());
+    assert_eq!(unpacked, listed("run"));
+    let job: Value = serde_json::from_str(job).unwrap();
     assert_eq!(job["status"], "success");
     assert_eq!(job["mode"], "debug");
-    for stage in ["stage_0", "stage_1", "stage_2", "stage_3", "stage_output"] {
+    for stage in stages {
         assert!(
             out.path()
                 .join("run")
@@ -316,30 +315,21 @@ async fn jobq_run_debug_and_jobq_debug_unpack_the_stages_into_a_folder() {
         "empty folders come back"
     );
 
-    let output = t
-        .jobq([
-            "debug",
-            job["id"].as_str().unwrap(),
-            "--out",
-            &folder("again"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = succeeds(&mut t.jobq([
+        "debug",
+        job["id"].as_str().unwrap(),
+        "--out",
+        &folder("again"),
+    ]));
+    assert_eq!(stdout, listed("again"));
     assert_eq!(
         std::fs::read(out.path().join("again/stage_1/in/tables/from-first.csv")).unwrap(),
         b"a\n1\n"
     );
-    let none = t
-        .jobq(["debug", "999", "--out", &folder("none")])
-        .output()
-        .unwrap();
-    assert!(!none.status.success());
-    assert!(String::from_utf8_lossy(&none.stderr).contains("no debug archives"));
+    assert_eq!(
+        fails(&mut t.jobq(["debug", "999", "--out", &folder("none")])),
+        "jobq: job 999 has no debug archives: run it with mode \"debug\" (jobq run --debug)\n"
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_error, Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
+use common::{assert_error, id, Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
 use serde_json::{json, Value};
 
 /// Creates a job of `config` (a stored-configuration id, which takes the lock) with `parameters`.
@@ -13,7 +13,7 @@ async fn create_for_config(t: &TestDaemon, config: &str, parameters: Value) -> S
     let job = t
         .submit(json!({"component": COMPONENT, "config": config, "configData": {"parameters": parameters}}))
         .await;
-    job["id"].as_str().unwrap().to_string()
+    id(&job)
 }
 
 async fn create_child(t: &TestDaemon, parent_run_id: &str, parameters: Value) -> Value {
@@ -47,10 +47,7 @@ async fn lock_makes_a_newer_job_of_the_same_configuration_wait_then_run() {
     assert_eq!(waiting["startTime"], Value::Null);
     // Another configuration and a configData-only job are not held by that lock.
     let other = create_for_config(&t, "cfg-2", json!({})).await;
-    let data_only = t.create(COMPONENT, json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let data_only = id(&t.create(COMPONENT, json!({})).await);
     assert_eq!(t.wait_finished(&other).await["status"], "success");
     assert_eq!(t.wait_finished(&data_only).await["status"], "success");
     assert_eq!(t.job(&second).await["status"], "waiting");
@@ -99,10 +96,7 @@ async fn a_lock_blocked_job_never_blocks_unrelated_jobs_behind_it() {
     let holder = create_for_config(&t, "cfg", json!({"sleep": 4})).await;
     t.wait_status(&holder, "processing").await;
     let blocked = create_for_config(&t, "cfg", json!({})).await;
-    let unrelated = t.create(COMPONENT, json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let unrelated = id(&t.create(COMPONENT, json!({})).await);
     t.wait_status(&blocked, "waiting").await;
     let unrelated = t.wait_finished(&unrelated).await;
     assert_eq!(unrelated["status"], "success");
@@ -117,10 +111,7 @@ async fn capacity_keeps_jobs_created_never_waiting() {
         ..Options::default()
     })
     .await;
-    let busy = t.create(COMPONENT, json!({"sleep": 3})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let busy = id(&t.create(COMPONENT, json!({"sleep": 3})).await);
     t.wait_status(&busy, "processing").await;
     let queued = create_for_config(&t, "cfg", json!({})).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -176,18 +167,13 @@ async fn kill_during_waiting_cancels_a_job_that_did_nothing() {
     t.wait_status(&holder, "processing").await;
     let waiting = create_for_config(&t, "cfg", json!({})).await;
     t.wait_status(&waiting, "waiting").await;
-    assert_eq!(
-        t.post(&format!("/jobs/{waiting}/kill"), &json!({}))
-            .await
-            .status,
-        202
-    );
+    assert_eq!(t.kill(&waiting).await.status, 202);
     let job = t.wait_finished(&waiting).await;
     assert_eq!(job["status"], "cancelled");
     assert_eq!(job["startTime"], Value::Null);
     assert!(!t.data_dir.path().join(format!("jobs/{waiting}")).exists());
     assert_eq!(t.containers_of_job(&waiting).await, Vec::<String>::new());
-    t.post(&format!("/jobs/{holder}/kill"), &json!({})).await;
+    t.kill(&holder).await;
     assert_eq!(t.wait_finished(&holder).await["status"], "terminated");
 }
 
@@ -221,7 +207,7 @@ async fn kill_cascades_through_three_levels_with_mixed_statuses() {
     t.wait_for_message(&running_child_id, "child").await;
     t.wait_status(&great_id, "processing").await;
 
-    let killed = t.post(&format!("/jobs/{parent_id}/kill"), &json!({})).await;
+    let killed = t.kill(&parent_id).await;
     assert_eq!(killed.status, 202);
     assert_eq!(t.wait_finished(&parent_id).await["status"], "terminated");
     assert_eq!(
@@ -241,7 +227,7 @@ async fn kill_cascades_through_three_levels_with_mixed_statuses() {
     }
 
     // Killing again is harmless: finished jobs answer 400, nothing changes.
-    let again = t.post(&format!("/jobs/{parent_id}/kill"), &json!({})).await;
+    let again = t.kill(&parent_id).await;
     assert_error(
         &again,
         400,
@@ -261,22 +247,16 @@ async fn killing_a_terminating_job_again_is_harmless() {
         ..Options::default()
     })
     .await;
-    let id = t
+    let id = id(&t
         .create(
             COMPONENT,
             json!({"ignore_sigterm": true, "print": ["up"], "sleep": 60}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await);
     t.wait_for_message(&id, "up").await;
-    assert_eq!(
-        t.post(&format!("/jobs/{id}/kill"), &json!({})).await.status,
-        202
-    );
+    assert_eq!(t.kill(&id).await.status, 202);
     t.wait_status(&id, "terminating").await;
-    let again = t.post(&format!("/jobs/{id}/kill"), &json!({})).await;
+    let again = t.kill(&id).await;
     assert_eq!(again.status, 202);
     assert_eq!(again.json()["desiredStatus"], "terminating");
     assert_eq!(t.wait_finished(&id).await["status"], "terminated");
@@ -285,10 +265,7 @@ async fn killing_a_terminating_job_again_is_harmless() {
 #[tokio::test]
 async fn long_poll_answers_at_the_next_change() {
     let t = TestDaemon::start(Options::default()).await;
-    let id = t.create(COMPONENT, json!({"sleep": 2})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id(&t.create(COMPONENT, json!({"sleep": 2})).await);
     let mut index: u64 = 0;
     let mut statuses = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -332,10 +309,7 @@ async fn long_poll_answers_at_the_next_change() {
 #[tokio::test]
 async fn events_since_id_returns_only_newer_events() {
     let t = TestDaemon::start(Options::default()).await;
-    let id = t.create(COMPONENT, json!({"print": ["a", "b", "c"]})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id(&t.create(COMPONENT, json!({"print": ["a", "b", "c"]})).await);
     t.wait_finished(&id).await;
     let events = t.events(&id).await;
     let second_id = events[1]["id"].as_str().unwrap();
@@ -357,15 +331,12 @@ async fn events_since_id_returns_only_newer_events() {
 #[tokio::test]
 async fn restart_re_attaches_to_a_running_container_without_running_it_twice() {
     let mut t = TestDaemon::start(Options::default()).await;
-    let id = t
+    let id = id(&t
         .create(
             COMPONENT,
             json!({"print": ["one", "two"], "sleep": 3, "append_run_id_to": "/tmp/ran.txt", "exit_code": 1, "stderr": ["failed after the restart"]}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await);
     t.wait_for_message(&id, "two").await;
     t.restart();
     let job = t.wait_finished(&id).await;
@@ -387,12 +358,9 @@ async fn restart_re_attaches_to_a_running_container_without_running_it_twice() {
 #[tokio::test]
 async fn timeout_still_counts_after_a_restart() {
     let mut t = TestDaemon::start(Options::default()).await;
-    let id = t
+    let id = id(&t
         .create(SMALL_COMPONENT, json!({"print": ["up"], "sleep": 30}))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await);
     t.wait_for_message(&id, "up").await;
     t.restart();
     let job = t.wait_finished(&id).await;
@@ -420,7 +388,7 @@ async fn without_a_docker_engine_the_daemon_serves_and_jobs_stay_created() {
         (&json!("created"), &Value::Null, &json!(false))
     );
     // A kill needs no engine: the job never started, so it is cancelled.
-    let killed = t.post(&format!("/jobs/{id}/kill"), &json!({})).await;
+    let killed = t.kill(id).await;
     assert_eq!(killed.status, 202);
     let job = t.wait_finished(id).await;
     assert_eq!(

@@ -356,7 +356,7 @@ async fn kill_of_created_job_cancels_it() {
     let queued = t.create(COMPONENT, json!({})).await;
     let queued = queued["id"].as_str().unwrap();
 
-    let killed = t.post(&format!("/jobs/{queued}/kill"), &json!({})).await;
+    let killed = t.kill(queued).await;
     assert_eq!(killed.status, 202);
     assert_eq!(killed.json()["desiredStatus"], "terminating");
     let job = t.wait_finished(queued).await;
@@ -367,7 +367,7 @@ async fn kill_of_created_job_cancels_it() {
         "a cancelled job did nothing"
     );
 
-    let again = t.post(&format!("/jobs/{queued}/kill"), &json!({})).await;
+    let again = t.kill(queued).await;
     assert_error(
         &again,
         400,
@@ -377,7 +377,7 @@ async fn kill_of_created_job_cancels_it() {
         ),
         json!({"stringCode": "statusTransitionForbidden"}),
     );
-    t.post(&format!("/jobs/{blocker}/kill"), &json!({})).await;
+    t.kill(blocker).await;
     t.wait_finished(blocker).await;
 }
 
@@ -396,7 +396,7 @@ async fn kill_of_processing_job_terminates_it_and_removes_its_container() {
     t.wait_for_message(id, "started").await;
     assert_eq!(t.containers_of_job(id).await.len(), 1);
 
-    let killed = t.post(&format!("/jobs/{id}/kill"), &json!({})).await;
+    let killed = t.kill(id).await;
     assert_eq!(killed.status, 202);
     assert_eq!(killed.json()["desiredStatus"], "terminating");
     let job = t.wait_finished(id).await;
@@ -452,10 +452,7 @@ async fn kill_of_a_component_ignoring_sigterm_ends_terminated_after_the_grace_pe
         .await;
     let id = job["id"].as_str().unwrap();
     t.wait_for_message(id, "up").await;
-    assert_eq!(
-        t.post(&format!("/jobs/{id}/kill"), &json!({})).await.status,
-        202
-    );
+    assert_eq!(t.kill(id).await.status, 202);
     let job = t.wait_finished(id).await;
     assert_eq!(job["status"], "terminated");
     assert!(job["durationSeconds"].as_i64().unwrap() < 60);

@@ -184,11 +184,7 @@ async fn a_ciphertext_of_one_component_is_rejected_for_another() {
 #[tokio::test]
 async fn encrypt_needs_a_token() {
     let t = TestDaemon::start(Options::without_docker()).await;
-    let messages = [
-        "Access token must be set in the X-StorageApi-Token header.",
-        "Invalid access token.",
-    ];
-    for (client, message) in t.clients_without_a_valid_token().iter().zip(messages) {
+    for (client, message) in t.clients_without_a_valid_token() {
         let answer = client
             .send(
                 Method::POST,

@@ -80,7 +80,7 @@ async fn no_decrypted_secret_stays_on_disk_after_a_job_ends_however_it_ends() {
     t.wait_status(id, "processing").await;
     t.wait_for_message(id, "Running component keboola.ex-fixture (row 1 of 1)")
         .await;
-    let killed = t.post(&format!("/jobs/{id}/kill"), &json!({})).await;
+    let killed = t.kill(id).await;
     assert_eq!(killed.status, 202);
     assert_eq!(t.wait_finished(id).await["status"], "terminated");
     assert_no_secret_on_disk(&t, "terminated job");

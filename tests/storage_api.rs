@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::binary::succeeds;
 use common::{
     assert_error, Options, TestDaemon, BUCKET_COMPONENT, COMPONENT, PROCESSOR_ONE, PROCESSOR_TWO,
     SMALL_COMPONENT, TOKEN,
@@ -10,6 +11,7 @@ use common::{
 use hyper::Method;
 use jobq::cli::client::Answer;
 use serde_json::{json, Value};
+use std::process::Command;
 
 /// The default branch's id in the test settings.
 const MAIN: u64 = 456;
@@ -632,11 +634,7 @@ async fn unknown_things_and_bad_bodies_are_named() {
 #[tokio::test]
 async fn storage_routes_need_the_token() {
     let t = TestDaemon::start(Options::without_docker()).await;
-    let messages = [
-        "Access token must be set in the X-StorageApi-Token header.",
-        "Invalid access token.",
-    ];
-    for (client, message) in t.clients_without_a_valid_token().into_iter().zip(messages) {
+    for (client, message) in t.clients_without_a_valid_token() {
         for path in [
             "/v2/storage/components",
             "/v2/storage/dev-branches",
@@ -679,16 +677,10 @@ async fn kbcstorage_client_reads_components_and_configurations() {
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kbcstorage_check.py");
     let url = format!("http://{}", t.client.addr);
-    let output = tokio::process::Command::new(&python)
-        .args([script, &url, TOKEN, COMPONENT, "kbc-check"])
-        .output()
-        .await
-        .expect("the kbcstorage environment's python runs");
-    assert!(
-        output.status.success(),
-        "the kbcstorage check failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let stdout =
+        succeeds(Command::new(&python).args([script, &url, TOKEN, COMPONENT, "kbc-check"]));
+    assert_eq!(
+        stdout,
+        format!("kbcstorage read and wrote {COMPONENT} configurations at {url}\n")
     );
 }

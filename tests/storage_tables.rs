@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::binary::{fails, succeeds};
 use common::{assert_error, Options, TestDaemon};
 use hyper::Method;
 use jobq::cli::client::Answer;
@@ -522,38 +523,31 @@ async fn errors_answer_the_keboola_error_body() {
         "Method PUT is not allowed on /v2/storage/tables/in.c-e.t.",
         json!({}),
     );
-    let mut anonymous = t.client.clone();
-    anonymous.token = None;
-    let answer = anonymous.get("/v2/storage/buckets").await.expect("answers");
-    assert_error(
-        &answer,
-        401,
-        "Access token must be set in the X-StorageApi-Token header.",
-        json!({}),
-    );
+    for (client, message) in t.clients_without_a_valid_token() {
+        let answer = client.get("/v2/storage/buckets").await.expect("answers");
+        assert_error(&answer, 401, message, json!({}));
+    }
 }
 
 #[tokio::test]
 async fn load_table_command_creates_then_imports() {
     let t = TestDaemon::start(Options::without_docker()).await;
     let dir = tempfile::tempdir().expect("a temporary dir");
-    let run = |table: &str, csv: &str, extra: &[&str]| {
+    let load = |table: &str, csv: &str, extra: &[&str]| {
         let file = dir.path().join("data.csv");
         std::fs::write(&file, csv).expect("write");
         let file = file.display().to_string();
-        t.jobq(["load-table", "--table", table, "--file", &file])
-            .args(extra)
-            .output()
-            .expect("jobq runs")
+        let mut command = t.jobq(["load-table", "--table", table, "--file", &file]);
+        command.args(extra);
+        command
     };
 
-    let output = run("in.c-cli.t", "id,v\n1,a\n2,b\n", &["--primary-key", "id"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let table: Value = serde_json::from_slice(&output.stdout).expect("the table as JSON");
+    let stdout = succeeds(&mut load(
+        "in.c-cli.t",
+        "id,v\n1,a\n2,b\n",
+        &["--primary-key", "id"],
+    ));
+    let table: Value = serde_json::from_str(&stdout).expect("the table as JSON");
     assert_eq!(
         (
             table["id"].clone(),
@@ -563,26 +557,26 @@ async fn load_table_command_creates_then_imports() {
         (json!("in.c-cli.t"), json!(["id"]), json!(2))
     );
 
-    let output = run("in.c-cli.t", "id,v\n2,B\n3,c\n", &["--incremental"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let table: Value = serde_json::from_slice(&output.stdout).expect("the table as JSON");
+    let stdout = succeeds(&mut load(
+        "in.c-cli.t",
+        "id,v\n2,B\n3,c\n",
+        &["--incremental"],
+    ));
+    let table: Value = serde_json::from_str(&stdout).expect("the table as JSON");
     assert_eq!(table, t.get("/v2/storage/tables/in.c-cli.t").await.json());
     assert_eq!(
         preview(&t, "/v2/storage/tables/in.c-cli.t/data-preview").await,
         "\"id\",\"v\"\n\"1\",\"a\"\n\"2\",\"B\"\n\"3\",\"c\"\n"
     );
 
-    let output = run("in.c-cli.t", "id\n4\n", &[]);
-    assert_eq!(output.status.code(), Some(1));
     assert_eq!(
-        String::from_utf8_lossy(&output.stderr),
+        fails(&mut load("in.c-cli.t", "id\n4\n", &[])),
         "jobq: jobq answered 400: Some columns are missing in the data of table \"in.c-cli.t\". Missing columns: v. Expected columns: id,v. Check the header and the delimiter of the data.\n"
     );
-    let output = run("in.c-cli", "id\n4\n", &[]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("\"in.c-cli\" is not a table id"));
+    assert_eq!(
+        fails(&mut load("in.c-cli", "id\n4\n", &[])),
+        "jobq: jobq answered 400: \"in.c-cli\" is not a table id: use <bucket>.<name> (like \
+         in.c-main.orders), the name made of letters, digits, '_' and '-' (at most 96 \
+         characters)\n"
+    );
 }

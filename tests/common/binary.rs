@@ -18,6 +18,32 @@ pub fn jobq<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Command {
     command
 }
 
+/// Runs `command` to its end and asserts that it succeeded (showing its output otherwise); its
+/// stdout.
+#[track_caller]
+pub fn succeeds(command: &mut Command) -> String {
+    let output = command.output().expect("the command starts");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{stdout}{stderr}",
+        output.status
+    );
+    stdout
+}
+
+/// Runs `command` to its end and asserts that it failed with exit code 1 and printed nothing on
+/// stdout, as `jobq` does when it refuses; its stderr.
+#[track_caller]
+pub fn fails(command: &mut Command) -> String {
+    let output = command.output().expect("the command starts");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{command:?}: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "", "{command:?}");
+    stderr
+}
+
 impl Api {
     /// `jobq` with `args`, then this daemon's `--url` and the test token, as the commands that
     /// talk to a running daemon (`load-table`, `run`, `debug`) take them.

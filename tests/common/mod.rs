@@ -142,6 +142,11 @@ pub async fn fixture_image() {
         .expect("the fixture image builds");
 }
 
+/// The id of `job` (a job as the API answers it).
+pub fn id(job: &Value) -> String {
+    job["id"].as_str().expect("a job with an id").to_string()
+}
+
 /// Asserts that `answer` is exactly Keboola's error body with `status`, `message` and `context`
 /// (and a random `exception-...` id), sent as JSON.
 #[track_caller]
@@ -235,13 +240,28 @@ impl Api {
             .expect("the daemon answers")
     }
 
-    /// Clients of this daemon that send no token, and a wrong one.
-    pub fn clients_without_a_valid_token(&self) -> [ApiClient; 2] {
+    /// Clients of this daemon that send no token, and a wrong one, each with the message of the
+    /// 401 it gets.
+    pub fn clients_without_a_valid_token(&self) -> [(ApiClient, &'static str); 2] {
         let anonymous = ApiClient {
             addr: self.client.addr,
             token: None,
         };
-        [anonymous, ApiClient::new(self.client.addr, "not-the-token")]
+        [
+            (
+                anonymous,
+                "Access token must be set in the X-StorageApi-Token header.",
+            ),
+            (
+                ApiClient::new(self.client.addr, "not-the-token"),
+                "Invalid access token.",
+            ),
+        ]
+    }
+
+    /// Asks to kill job `id`.
+    pub async fn kill(&self, id: &str) -> Answer {
+        self.post(&format!("/jobs/{id}/kill"), &json!({})).await
     }
 
     /// Creates a job from `body` (`POST /jobs`); asserts 201 and returns the job.
