@@ -214,6 +214,85 @@ mod tests {
         }
     }
 
+    /// A representative job as job record version 1 stores it: a child run, `onError: warning`,
+    /// parallelism "3", and a recorded result with message, error, images, tables,
+    /// configVersion and variables. Every field differs from its neighbours of the same type,
+    /// so that a swapped field cannot decode into the same job.
+    fn v1_job() -> Job {
+        Job {
+            id: 12,
+            run_id: "10.12".to_string(),
+            parent_run_id: "10".to_string(),
+            project_id: "123".to_string(),
+            project_name: "Test project".to_string(),
+            token_id: "7".to_string(),
+            token_description: "test token".to_string(),
+            status: Status::Processing,
+            desired_status: DesiredStatus::Processing,
+            mode: Mode::ForceRun,
+            component: "keboola.ex-db".to_string(),
+            config: Some("cfg".to_string()),
+            config_data: json!({"parameters": {"#password": "KBC::ProjectSecure::x", "n": [1, 2.5, null]}}),
+            config_row_ids: vec!["r1".to_string()],
+            tag: "1.0.0".to_string(),
+            branch_id: "456".to_string(),
+            created_time: 1_700_000_000_000_000,
+            start_time: Some(1_700_000_001_000_000),
+            end_time: None,
+            result: json!({
+                "message": "Table \"x\" is missing.",
+                "error": {"type": "user", "exceptionId": "exception-000000000000000000000000000000ab"},
+                "images": [[
+                    {"id": "local/processor:1.0.0", "digests": ["sha256:01"]},
+                    {"id": "local/jobq-fixture:1.0.0", "digests": ["local/jobq-fixture@sha256:02"]}
+                ]],
+                "input": {"tables": [{
+                    "id": "in.c-main.orders",
+                    "name": "orders",
+                    "displayName": "orders",
+                    "columns": [{"name": "id"}, {"name": "total"}]
+                }]},
+                "output": {"tables": []},
+                "configVersion": "4",
+                "variables": [{"name": "who", "value": "you"}]
+            }),
+            usage_data: json!([{"metric": "rows", "value": 2}]),
+            variable_values_id: Some("v1".to_string()),
+            variable_values_data: json!({"values": []}),
+            backend: json!({"type": "small"}),
+            metrics: json!({"storage": {"inputTablesBytesSum": 40, "outputTablesBytesSum": 0}}),
+            behavior: json!({"onError": "warning"}),
+            parallelism: Some("3".to_string()),
+            job_type: JobType::Standard,
+            container_id: Some("c0ffee".to_string()),
+            outcome: Some(Status::Error),
+            rows_done: 1,
+            stages_done: 2,
+            stdout_base: 17,
+            delayed_start_time: Some(1_699_999_999_000_000),
+            revision: 9,
+        }
+    }
+
+    /// Writes `fixtures/job-v1.bin` from `v1_job()`. Run once, while version 1 was the format
+    /// written; the file is frozen since.
+    #[test]
+    #[ignore = "generates the frozen v1 fixture; never run again"]
+    fn generate_v1_job_fixture() {
+        let bytes = encode_job(&v1_job()).expect("encode");
+        assert_eq!(bytes[0], 1);
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/fixtures/job-v1.bin");
+        std::fs::write(path, bytes).expect("write the fixture");
+    }
+
+    /// The frozen bytes of a version 1 job record decode into the job they were made from.
+    #[test]
+    fn frozen_v1_job_record_decodes() {
+        let bytes = include_bytes!("fixtures/job-v1.bin");
+        assert_eq!(bytes[0], 1);
+        assert_eq!(decode_job(bytes).expect("decode"), v1_job());
+    }
+
     #[test]
     fn job_round_trips() {
         let job = job();
