@@ -4,15 +4,18 @@
 //! shape, so stored records migrate as they are read.
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::StoreError;
 use crate::model::{Branch, Configuration};
 use crate::model::{Bucket, StoredFile, Table};
+use crate::model::{DesiredStatus, JobType, Mode, Status};
 use crate::model::{Event, Job};
 
-/// The format version written for job records.
-pub(super) const JOB_VERSION: u8 = 1;
+/// The format version written for job records: 2 since the job's data got types (version 1 is
+/// decoded through `JobV1`).
+pub(super) const JOB_VERSION: u8 = 2;
 /// The format version written for event records.
 pub(super) const EVENT_VERSION: u8 = 1;
 /// The format version written for configuration records (rows inside).
@@ -29,8 +32,101 @@ pub(super) fn encode_job(job: &Job) -> Result<Vec<u8>, StoreError> {
 pub(super) fn decode_job(bytes: &[u8]) -> Result<Job, StoreError> {
     let (version, body) = split("job record", bytes, JOB_VERSION)?;
     match version {
-        1 => decode_body("job record", body),
+        1 => decode_body::<JobV1>("job record", body)?
+            .into_job()
+            .map_err(|detail| StoreError::Corrupt {
+                record: "job record",
+                detail,
+            }),
+        2 => decode_body("job record", body),
         _ => Err(unknown("job record", version, JOB_VERSION)),
+    }
+}
+
+/// A job record of version 1, field for field in the order and with the types version 1 wrote
+/// (JSON values as their text). Frozen: `fixtures/job-v1.bin` checks it.
+#[derive(Deserialize)]
+struct JobV1 {
+    id: u64,
+    run_id: String,
+    parent_run_id: String,
+    project_id: String,
+    project_name: String,
+    token_id: String,
+    token_description: String,
+    status: Status,
+    desired_status: DesiredStatus,
+    mode: Mode,
+    component: String,
+    config: Option<String>,
+    config_data: String,
+    config_row_ids: Vec<String>,
+    tag: String,
+    branch_id: String,
+    created_time: i64,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    result: String,
+    usage_data: String,
+    variable_values_id: Option<String>,
+    variable_values_data: String,
+    backend: String,
+    metrics: String,
+    behavior: String,
+    parallelism: Option<String>,
+    job_type: JobType,
+    container_id: Option<String>,
+    outcome: Option<Status>,
+    rows_done: u32,
+    stages_done: u32,
+    stdout_base: u64,
+    delayed_start_time: Option<i64>,
+    revision: u64,
+}
+
+impl JobV1 {
+    /// The job in today's shape; an error names the field that does not convert.
+    fn into_job(self) -> Result<Job, String> {
+        let json = |field: &str, text: &str| -> Result<Value, String> {
+            serde_json::from_str(text).map_err(|error| format!("{field}: {error}"))
+        };
+        Ok(Job {
+            id: self.id,
+            run_id: self.run_id,
+            parent_run_id: self.parent_run_id,
+            project_id: self.project_id,
+            project_name: self.project_name,
+            token_id: self.token_id,
+            token_description: self.token_description,
+            status: self.status,
+            desired_status: self.desired_status,
+            mode: self.mode,
+            component: self.component,
+            config: self.config,
+            config_data: json("configData", &self.config_data)?,
+            config_row_ids: self.config_row_ids,
+            tag: self.tag,
+            branch_id: self.branch_id,
+            created_time: self.created_time,
+            start_time: self.start_time,
+            end_time: self.end_time,
+            result: json("result", &self.result)?,
+            usage_data: json("usageData", &self.usage_data)?,
+            variable_values_id: self.variable_values_id,
+            variable_values_data: json("variableValuesData", &self.variable_values_data)?,
+            backend: json("backend", &self.backend)?,
+            metrics: json("metrics", &self.metrics)?,
+            behavior: json("behavior", &self.behavior)?,
+            parallelism: self.parallelism,
+            job_type: self.job_type,
+            container_id: self.container_id,
+            outcome: self.outcome,
+            rows_done: self.rows_done,
+            stages_done: self.stages_done,
+            stdout_base: self.stdout_base,
+            delayed_start_time: self.delayed_start_time,
+            revision: self.revision,
+        })
     }
 }
 
@@ -214,11 +310,12 @@ mod tests {
         }
     }
 
-    /// A representative job as job record version 1 stores it: a child run, `onError: warning`,
-    /// parallelism "3", and a recorded result with message, error, images, tables,
-    /// configVersion and variables. Every field differs from its neighbours of the same type,
-    /// so that a swapped field cannot decode into the same job.
-    fn v1_job() -> Job {
+    /// The job `fixtures/job-v1.bin` holds: a child run, `onError: warning`, parallelism "3",
+    /// and a recorded result with message, error, images, tables, configVersion and variables.
+    /// Every field differs from its neighbours of the same type, so that a swapped field cannot
+    /// decode into the same job. The fixture was written once, by version 1's `encode_job` of
+    /// this job, and is frozen.
+    fn v1_fixture_job() -> Job {
         Job {
             id: 12,
             run_id: "10.12".to_string(),
@@ -274,31 +371,22 @@ mod tests {
         }
     }
 
-    /// Writes `fixtures/job-v1.bin` from `v1_job()`. Run once, while version 1 was the format
-    /// written; the file is frozen since.
-    #[test]
-    #[ignore = "generates the frozen v1 fixture; never run again"]
-    fn generate_v1_job_fixture() {
-        let bytes = encode_job(&v1_job()).expect("encode");
-        assert_eq!(bytes[0], 1);
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/fixtures/job-v1.bin");
-        std::fs::write(path, bytes).expect("write the fixture");
-    }
-
-    /// The frozen bytes of a version 1 job record decode into the job they were made from.
+    /// The frozen bytes of a version 1 job record decode into the job they were made from, in
+    /// today's shape.
     #[test]
     fn frozen_v1_job_record_decodes() {
         let bytes = include_bytes!("fixtures/job-v1.bin");
         assert_eq!(bytes[0], 1);
-        assert_eq!(decode_job(bytes).expect("decode"), v1_job());
+        assert_eq!(decode_job(bytes).expect("decode"), v1_fixture_job());
     }
 
     #[test]
-    fn job_round_trips() {
-        let job = job();
-        let bytes = encode_job(&job).expect("encode");
-        assert_eq!(bytes[0], JOB_VERSION);
-        assert_eq!(decode_job(&bytes).expect("decode"), job);
+    fn job_round_trips_as_version_2() {
+        for job in [job(), v1_fixture_job(), Job::example()] {
+            let bytes = encode_job(&job).expect("encode");
+            assert_eq!(bytes[0], 2);
+            assert_eq!(decode_job(&bytes).expect("decode"), job);
+        }
     }
 
     #[test]
@@ -328,7 +416,7 @@ mod tests {
                 error,
                 StoreError::UnknownVersion {
                     version: 200,
-                    known: 1,
+                    known: 2,
                     ..
                 }
             ),
