@@ -73,6 +73,57 @@ impl JobType {
     }
 }
 
+/// How many children of a container job run at once: a number 0..=100, or no limit. `0` runs
+/// the rows one after another inside the job itself (no container job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parallelism {
+    Limit(u8),
+    Infinity,
+}
+
+impl std::str::FromStr for Parallelism {
+    type Err = InvalidParallelism;
+
+    /// `"0"`..`"100"` or `"infinity"`, as the API's `parallelism` and `runtime.parallelism` say it.
+    fn from_str(text: &str) -> Result<Parallelism, InvalidParallelism> {
+        if text == "infinity" {
+            return Ok(Parallelism::Infinity);
+        }
+        match text.parse::<u32>() {
+            Ok(limit) if limit <= 100 => Ok(Parallelism::Limit(limit as u8)),
+            _ => Err(InvalidParallelism(text.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Parallelism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Parallelism::Limit(limit) => write!(f, "{limit}"),
+            Parallelism::Infinity => f.write_str("infinity"),
+        }
+    }
+}
+
+/// A parallelism that is neither `"0"`..`"100"` nor `"infinity"`; the message names the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Field \"parallelism\" must be \"0\"..\"100\" or \"infinity\", \"{0}\" given.")]
+pub struct InvalidParallelism(pub String);
+
+/// Serde writes a parallelism as the API shows it, a string (`"3"`, `"infinity"`).
+impl Serialize for Parallelism {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Parallelism {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Parallelism, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A job as the store keeps it. Times are Unix microseconds (UTC).
 ///
 /// JSON-valued fields are kept as JSON text so that the record encodes with bincode.
@@ -111,7 +162,7 @@ pub struct Job {
     pub metrics: Value,
     #[serde(with = "json_text")]
     pub behavior: Value,
-    pub parallelism: Option<String>,
+    pub parallelism: Option<Parallelism>,
     pub job_type: JobType,
     /// The Docker container running the job; persisted before the container starts.
     pub container_id: Option<String>,
@@ -392,5 +443,35 @@ pub(crate) mod json_text {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
         let text = String::deserialize(deserializer)?;
         serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parallelism_is_0_to_100_or_infinity_and_says_so_otherwise() {
+        assert_eq!("0".parse(), Ok(Parallelism::Limit(0)));
+        assert_eq!("100".parse(), Ok(Parallelism::Limit(100)));
+        assert_eq!("infinity".parse(), Ok(Parallelism::Infinity));
+        for bad in ["101", "-1", "", "2.5", "Infinity", "4294967296"] {
+            assert_eq!(
+                bad.parse::<Parallelism>().unwrap_err().to_string(),
+                format!(
+                    "Field \"parallelism\" must be \"0\"..\"100\" or \"infinity\", \"{bad}\" given."
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn parallelism_is_a_string_in_json() {
+        assert_eq!(json!(Parallelism::Limit(3)), json!("3"));
+        assert_eq!(json!(Parallelism::Infinity), json!("infinity"));
+        let back: Parallelism = serde_json::from_value(json!("7")).unwrap();
+        assert_eq!(back, Parallelism::Limit(7));
+        assert!(serde_json::from_value::<Parallelism>(json!("x")).is_err());
     }
 }

@@ -12,7 +12,10 @@ pub use configuration::{
     deep_merge, placeholders, replace_placeholders, Branch, Configuration, Row,
 };
 pub use event::{Event, EventSource, EventType, NewEvent};
-pub use job::{DesiredStatus, Job, JobQuery, JobType, Mode, SortKey, TimeRange};
+pub use job::{
+    DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, Parallelism, SortKey,
+    TimeRange,
+};
 pub use status::{transition, Status, TransitionForbidden};
 pub use storage::{Bucket, StoredFile, Table};
 pub use time::{format_time, now_micros, parse_time};

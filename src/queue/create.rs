@@ -2,7 +2,9 @@
 
 use super::{NewJob, Queue, QueueError};
 use crate::model::Configuration;
-use crate::model::{now_micros, parse_time, DesiredStatus, Job, JobType, Mode, Status};
+use crate::model::{
+    now_micros, parse_time, DesiredStatus, Job, JobType, Mode, Parallelism, Status,
+};
 use crate::plan;
 use crate::secrets::Scope;
 use crate::settings::Token;
@@ -118,17 +120,10 @@ impl Queue {
             .parallelism
             .clone()
             .or_else(|| runtime_of(&request.config_data, "parallelism"))
-            .or_else(|| stored_configuration.and_then(|c| runtime_of(c, "parallelism")));
-        if let Some(parallelism) = &parallelism {
-            let valid =
-                parallelism == "infinity" || parallelism.parse::<u32>().is_ok_and(|n| n <= 100);
-            if !valid {
-                return Err(invalid(
-                    "parallelism",
-                    format!("Field \"parallelism\" must be \"0\"..\"100\" or \"infinity\", \"{parallelism}\" given."),
-                ));
-            }
-        }
+            .or_else(|| stored_configuration.and_then(|c| runtime_of(c, "parallelism")))
+            .map(|text| text.parse::<Parallelism>())
+            .transpose()
+            .map_err(|error| invalid("parallelism", error.to_string()))?;
         // Backend: stored configuration, then configData, then the job; non-null values win.
         let mut backend = json!({});
         for layer in [
@@ -165,7 +160,7 @@ impl Queue {
             _ => String::new(),
         };
         // Parallelism over two or more rows: a container job with one child per row.
-        let parallel = parallelism.as_deref().is_some_and(|p| p != "0") && rows.len() >= 2;
+        let parallel = parallelism.is_some_and(|p| p != Parallelism::Limit(0)) && rows.len() >= 2;
         // Secrets are stored (and answered) only as ciphertexts.
         let mut config_data = request.config_data.clone();
         let scope = Scope::Project {
@@ -178,7 +173,7 @@ impl Queue {
                     parent_run_id: &str,
                     job_type: JobType,
                     row_ids: Vec<String>,
-                    parallelism: Option<String>| Job {
+                    parallelism: Option<Parallelism>| Job {
             id,
             run_id: if parent_run_id.is_empty() {
                 id.to_string()
@@ -229,7 +224,7 @@ impl Queue {
                     &parent_run_id,
                     JobType::Container,
                     request.config_row_ids.clone(),
-                    parallelism.clone(),
+                    parallelism,
                 );
                 let children = ids[1..].iter().zip(&rows).map(|(&id, row)| {
                     make(
@@ -250,7 +245,7 @@ impl Queue {
                     &parent_run_id,
                     JobType::Standard,
                     request.config_row_ids.clone(),
-                    parallelism.clone(),
+                    parallelism,
                 )
             })?
         };

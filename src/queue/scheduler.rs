@@ -2,7 +2,7 @@
 
 use super::end::Ending;
 use super::{Queue, QueueError, RETRY_INTERVAL, SWEEP_INTERVAL};
-use crate::model::{now_micros, DesiredStatus, EventType, Job, JobType, Status};
+use crate::model::{now_micros, DesiredStatus, EventType, Job, JobType, Parallelism, Status};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,9 +161,9 @@ impl Queue {
         if parent.job_type != JobType::Container {
             return Ok(false);
         }
-        let limit = match parent.parallelism.as_deref() {
-            Some("infinity") | None => return Ok(false),
-            Some(limit) => limit.parse::<usize>().unwrap_or(usize::MAX).max(1),
+        let limit = match parent.parallelism {
+            Some(Parallelism::Infinity) | None => return Ok(false),
+            Some(Parallelism::Limit(limit)) => usize::from(limit).max(1),
         };
         Ok(active_children
             .get(&job.parent_run_id)

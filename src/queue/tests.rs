@@ -2,7 +2,7 @@
 //! stale snapshot, and job trees left half-ended by a crash.
 
 use super::*;
-use crate::model::JobType;
+use crate::model::{JobType, Parallelism};
 use serde_json::json;
 
 /// A queue over a fresh store in `dir`, whose Docker engine is unreachable.
@@ -75,7 +75,7 @@ async fn recovery_ends_a_killed_tree_whose_child_never_got_a_container() {
             status: Status::Terminating,
             desired_status: DesiredStatus::Terminating,
             job_type: JobType::Container,
-            parallelism: Some("2".into()),
+            parallelism: Some(Parallelism::Limit(2)),
             ..Job::example()
         },
     );

@@ -117,7 +117,11 @@ impl JobV1 {
             backend: json("backend", &self.backend)?,
             metrics: json("metrics", &self.metrics)?,
             behavior: json("behavior", &self.behavior)?,
-            parallelism: self.parallelism,
+            parallelism: self
+                .parallelism
+                .map(|text| text.parse())
+                .transpose()
+                .map_err(|error| format!("parallelism: {error}"))?,
             job_type: self.job_type,
             container_id: self.container_id,
             outcome: self.outcome,
@@ -267,7 +271,7 @@ fn decode_body<T: DeserializeOwned>(record: &'static str, body: &[u8]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DesiredStatus, EventType, JobType, Mode, Status};
+    use crate::model::{DesiredStatus, EventType, JobType, Mode, Parallelism, Status};
     use serde_json::json;
 
     fn job() -> Job {
@@ -298,7 +302,7 @@ mod tests {
             backend: json!({"type": "small"}),
             metrics: json!(null),
             behavior: json!({"onError": "stop"}),
-            parallelism: Some("5".to_string()),
+            parallelism: Some(Parallelism::Limit(5)),
             job_type: JobType::Container,
             container_id: Some("abc".to_string()),
             outcome: Some(Status::Success),
@@ -359,7 +363,7 @@ mod tests {
             backend: json!({"type": "small"}),
             metrics: json!({"storage": {"inputTablesBytesSum": 40, "outputTablesBytesSum": 0}}),
             behavior: json!({"onError": "warning"}),
-            parallelism: Some("3".to_string()),
+            parallelism: Some(Parallelism::Limit(3)),
             job_type: JobType::Standard,
             container_id: Some("c0ffee".to_string()),
             outcome: Some(Status::Error),
