@@ -73,6 +73,52 @@ impl JobType {
     }
 }
 
+/// How a container job takes a child that did not succeed (`behavior.onError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Stop,
+    Warning,
+    Fail,
+}
+
+impl OnError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Stop => "stop",
+            OnError::Warning => "warning",
+            OnError::Fail => "fail",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<OnError> {
+        [OnError::Stop, OnError::Warning, OnError::Fail]
+            .into_iter()
+            .find(|o| o.as_str() == text)
+    }
+}
+
+/// Serde writes `OnError` as its name (`"warning"`), in JSON and in job records.
+impl Serialize for OnError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for OnError {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<OnError, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        OnError::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown onError \"{text}\"")))
+    }
+}
+
+/// The job's `behavior`, answered as `{"onError": null | "stop" | "warning" | "fail"}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Behavior {
+    pub on_error: Option<OnError>,
+}
+
 /// How many children of a container job run at once: a number 0..=100, or no limit. `0` runs
 /// the rows one after another inside the job itself (no container job).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,8 +206,7 @@ pub struct Job {
     pub backend: Value,
     #[serde(with = "json_text")]
     pub metrics: Value,
-    #[serde(with = "json_text")]
-    pub behavior: Value,
+    pub behavior: Behavior,
     pub parallelism: Option<Parallelism>,
     pub job_type: JobType,
     /// The Docker container running the job; persisted before the container starts.
@@ -242,7 +287,7 @@ impl Job {
             variable_values_data: json!({"values": []}),
             backend: json!({}),
             metrics: json!({}),
-            behavior: json!({"onError": null}),
+            behavior: Behavior::default(),
             parallelism: None,
             job_type: JobType::Standard,
             container_id: None,
@@ -464,6 +509,21 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn behavior_is_answered_with_on_error_null_or_its_name() {
+        assert_eq!(json!(Behavior::default()), json!({"onError": null}));
+        let warning = Behavior {
+            on_error: Some(OnError::Warning),
+        };
+        assert_eq!(json!(warning), json!({"onError": "warning"}));
+        for on_error in [OnError::Stop, OnError::Warning, OnError::Fail] {
+            assert_eq!(OnError::parse(on_error.as_str()), Some(on_error));
+        }
+        assert_eq!(OnError::parse("ignore"), None);
+        let back: Behavior = serde_json::from_value(json!({"onError": "fail"})).unwrap();
+        assert_eq!(back.on_error, Some(OnError::Fail));
     }
 
     #[test]

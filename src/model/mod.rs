@@ -13,8 +13,8 @@ pub use configuration::{
 };
 pub use event::{Event, EventSource, EventType, NewEvent};
 pub use job::{
-    DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, Parallelism, SortKey,
-    TimeRange,
+    Behavior, DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, OnError,
+    Parallelism, SortKey, TimeRange,
 };
 pub use status::{transition, Status, TransitionForbidden};
 pub use storage::{Bucket, StoredFile, Table};

@@ -3,7 +3,8 @@
 use super::{NewJob, Queue, QueueError};
 use crate::model::Configuration;
 use crate::model::{
-    now_micros, parse_time, DesiredStatus, Job, JobType, Mode, Parallelism, Status,
+    now_micros, parse_time, Behavior, DesiredStatus, Job, JobType, Mode, OnError, Parallelism,
+    Status,
 };
 use crate::plan;
 use crate::secrets::Scope;
@@ -36,22 +37,18 @@ impl Queue {
                     .into(),
             ));
         }
-        let behavior = match request.behavior.as_ref().map(|b| b.get("onError")) {
-            None | Some(None) | Some(Some(Value::Null)) => json!({"onError": null}),
-            Some(Some(Value::String(on_error)))
-                if ["stop", "warning", "fail"].contains(&on_error.as_str()) =>
-            {
-                json!({"onError": on_error})
-            }
-            Some(Some(other)) => {
-                return Err(invalid(
+        let on_error = match request.behavior.as_ref().and_then(|b| b.get("onError")) {
+            None | Some(Value::Null) => None,
+            Some(given) => Some(given.as_str().and_then(OnError::parse).ok_or_else(|| {
+                invalid(
                     "behavior",
                     format!(
-                        "Field \"behavior.onError\" must be stop, warning or fail; {other} given."
+                        "Field \"behavior.onError\" must be stop, warning or fail; {given} given."
                     ),
-                ))
-            }
+                )
+            })?),
         };
+        let behavior = Behavior { on_error };
         let now = now_micros();
         let delayed_start_time = match (request.delay, &request.delayed_start_time) {
             (Some(_), Some(_)) => {
@@ -206,7 +203,7 @@ impl Queue {
                 .unwrap_or_else(|| json!({"values": []})),
             backend: backend.clone(),
             metrics: json!({}),
-            behavior: behavior.clone(),
+            behavior,
             parallelism,
             job_type,
             container_id: None,

@@ -2,7 +2,7 @@
 //! folder, log line, parent settled), and `requeue` the one path back to `created`.
 
 use super::{Queue, QueueError};
-use crate::model::{now_micros, EventType, Job, JobType, Status};
+use crate::model::{now_micros, EventType, Job, JobType, OnError, Status};
 use crate::runner::outcome;
 use crate::runner::workspace::Workspace;
 use crate::secrets::Scope;
@@ -86,9 +86,9 @@ impl Queue {
             .filter(|child| child.status != Status::Success)
             .map(|child| format!("{} ({})", child.id, child.status))
             .collect();
-        let outcome = match (failed.is_empty(), container.behavior["onError"].as_str()) {
+        let outcome = match (failed.is_empty(), container.behavior.on_error) {
             (true, _) => Status::Success,
-            (false, Some("warning")) => Status::Warning,
+            (false, Some(OnError::Warning)) => Status::Warning,
             (false, _) => Status::Error,
         };
         let message = match outcome {

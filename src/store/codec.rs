@@ -116,7 +116,8 @@ impl JobV1 {
             variable_values_data: json("variableValuesData", &self.variable_values_data)?,
             backend: json("backend", &self.backend)?,
             metrics: json("metrics", &self.metrics)?,
-            behavior: json("behavior", &self.behavior)?,
+            behavior: serde_json::from_str(&self.behavior)
+                .map_err(|error| format!("behavior: {error}"))?,
             parallelism: self
                 .parallelism
                 .map(|text| text.parse())
@@ -271,7 +272,9 @@ fn decode_body<T: DeserializeOwned>(record: &'static str, body: &[u8]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DesiredStatus, EventType, JobType, Mode, Parallelism, Status};
+    use crate::model::{
+        Behavior, DesiredStatus, EventType, JobType, Mode, OnError, Parallelism, Status,
+    };
     use serde_json::json;
 
     fn job() -> Job {
@@ -301,7 +304,9 @@ mod tests {
             variable_values_data: json!({"values": [{"name": "v", "value": "1"}]}),
             backend: json!({"type": "small"}),
             metrics: json!(null),
-            behavior: json!({"onError": "stop"}),
+            behavior: Behavior {
+                on_error: Some(OnError::Stop),
+            },
             parallelism: Some(Parallelism::Limit(5)),
             job_type: JobType::Container,
             container_id: Some("abc".to_string()),
@@ -362,7 +367,9 @@ mod tests {
             variable_values_data: json!({"values": []}),
             backend: json!({"type": "small"}),
             metrics: json!({"storage": {"inputTablesBytesSum": 40, "outputTablesBytesSum": 0}}),
-            behavior: json!({"onError": "warning"}),
+            behavior: Behavior {
+                on_error: Some(OnError::Warning),
+            },
             parallelism: Some(Parallelism::Limit(3)),
             job_type: JobType::Standard,
             container_id: Some("c0ffee".to_string()),
