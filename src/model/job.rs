@@ -73,6 +73,45 @@ impl JobType {
     }
 }
 
+/// A job's run id: its id, after its parent's run id and a dot for a child (`"10.12"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    /// The run id of root job `id`.
+    pub fn root(id: u64) -> RunId {
+        RunId(id.to_string())
+    }
+
+    /// The run id of job `id` run as a child of this run.
+    pub fn child(&self, id: u64) -> RunId {
+        RunId(format!("{}.{id}", self.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for RunId {
+    fn from(text: String) -> RunId {
+        RunId(text)
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<&str> for RunId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// How a container job takes a child that did not succeed (`behavior.onError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnError {
@@ -176,8 +215,9 @@ impl<'de> Deserialize<'de> for Parallelism {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: u64,
-    pub run_id: String,
-    pub parent_run_id: String,
+    pub run_id: RunId,
+    /// The run this job is a child of; `None` for a root job.
+    pub parent_run_id: Option<RunId>,
     pub project_id: String,
     pub project_name: String,
     pub token_id: String,
@@ -250,6 +290,11 @@ impl Job {
         }
     }
 
+    /// The parent's run id as the API and the store's parent index spell it: `""` for a root job.
+    pub fn parent_run_id_str(&self) -> &str {
+        self.parent_run_id.as_ref().map_or("", RunId::as_str)
+    }
+
     /// The job's `config` id, or `""` for jobs run from `configData` only.
     pub fn config_id(&self) -> &str {
         self.config.as_deref().unwrap_or("")
@@ -263,8 +308,8 @@ impl Job {
         use serde_json::json;
         Job {
             id: 1,
-            run_id: "1".into(),
-            parent_run_id: String::new(),
+            run_id: RunId::root(1),
+            parent_run_id: None,
             project_id: "1".into(),
             project_name: "Test".into(),
             token_id: "10".into(),
@@ -419,7 +464,7 @@ impl JobQuery {
         }
         let duration = job.duration_seconds();
         any(&self.ids, &job.id)
-            && any(&self.run_ids, &job.run_id)
+            && any(&self.run_ids, &job.run_id.to_string())
             && any(&self.branch_ids, &job.branch_id)
             && any(&self.token_ids, &job.token_id)
             && any(&self.token_descriptions, &job.token_description)
@@ -436,7 +481,7 @@ impl JobQuery {
             && self
                 .parent_run_id
                 .as_ref()
-                .is_none_or(|parent| *parent == job.parent_run_id)
+                .is_none_or(|parent| parent == job.parent_run_id_str())
             && self.created_time.admits(Some(job.created_time))
             && self.start_time.admits(job.start_time)
             && self.end_time.admits(job.end_time)
@@ -509,6 +554,21 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn run_ids_of_children_follow_their_parents() {
+        let root = RunId::root(10);
+        assert_eq!(root, "10");
+        assert_eq!(root.child(12), "10.12");
+        assert_eq!(root.child(12).child(14).to_string(), "10.12.14");
+        assert_eq!(json!(root.child(12)), json!("10.12"));
+        let child = Job {
+            parent_run_id: Some(root),
+            ..Job::example()
+        };
+        assert_eq!(child.parent_run_id_str(), "10");
+        assert_eq!(Job::example().parent_run_id_str(), "");
     }
 
     #[test]

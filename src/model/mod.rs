@@ -14,7 +14,7 @@ pub use configuration::{
 pub use event::{Event, EventSource, EventType, NewEvent};
 pub use job::{
     Behavior, DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, OnError,
-    Parallelism, SortKey, TimeRange,
+    Parallelism, RunId, SortKey, TimeRange,
 };
 pub use status::{transition, Status, TransitionForbidden};
 pub use storage::{Bucket, StoredFile, Table};

@@ -4,7 +4,7 @@ use super::{NewJob, Queue, QueueError};
 use crate::model::Configuration;
 use crate::model::{
     now_micros, parse_time, Behavior, DesiredStatus, Job, JobType, Mode, OnError, Parallelism,
-    Status,
+    RunId, Status,
 };
 use crate::plan;
 use crate::secrets::Scope;
@@ -152,9 +152,9 @@ impl Queue {
                         ),
                     ));
                 }
-                parent.clone()
+                Some(RunId::from(parent.clone()))
             }
-            _ => String::new(),
+            _ => None,
         };
         // Parallelism over two or more rows: a container job with one child per row.
         let parallel = parallelism.is_some_and(|p| p != Parallelism::Limit(0)) && rows.len() >= 2;
@@ -167,17 +167,13 @@ impl Queue {
         self.secrets.encrypt_json(&mut config_data, &scope);
         let settings = &self.settings;
         let make = |id: u64,
-                    parent_run_id: &str,
+                    parent_run_id: Option<&RunId>,
                     job_type: JobType,
                     row_ids: Vec<String>,
                     parallelism: Option<Parallelism>| Job {
             id,
-            run_id: if parent_run_id.is_empty() {
-                id.to_string()
-            } else {
-                format!("{parent_run_id}.{id}")
-            },
-            parent_run_id: parent_run_id.to_string(),
+            run_id: parent_run_id.map_or_else(|| RunId::root(id), |parent| parent.child(id)),
+            parent_run_id: parent_run_id.cloned(),
             project_id: settings.project.id.clone(),
             project_name: settings.project.name.clone(),
             token_id: token.id.clone(),
@@ -218,7 +214,7 @@ impl Queue {
             let mut jobs = self.store.create_jobs(rows.len() + 1, |ids| {
                 let container = make(
                     ids[0],
-                    &parent_run_id,
+                    parent_run_id.as_ref(),
                     JobType::Container,
                     request.config_row_ids.clone(),
                     parallelism,
@@ -226,7 +222,7 @@ impl Queue {
                 let children = ids[1..].iter().zip(&rows).map(|(&id, row)| {
                     make(
                         id,
-                        &container.run_id,
+                        Some(&container.run_id),
                         JobType::Standard,
                         vec![row.clone()],
                         None,
@@ -239,7 +235,7 @@ impl Queue {
             self.store.create_job(|id| {
                 make(
                     id,
-                    &parent_run_id,
+                    parent_run_id.as_ref(),
                     JobType::Standard,
                     request.config_row_ids.clone(),
                     parallelism,

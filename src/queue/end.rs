@@ -2,7 +2,7 @@
 //! folder, log line, parent settled), and `requeue` the one path back to `created`.
 
 use super::{Queue, QueueError};
-use crate::model::{now_micros, EventType, Job, JobType, OnError, Status};
+use crate::model::{now_micros, EventType, Job, JobType, OnError, RunId, Status};
 use crate::runner::outcome;
 use crate::runner::workspace::Workspace;
 use crate::secrets::Scope;
@@ -48,8 +48,8 @@ impl Queue {
         };
         self.changed();
         tracing::info!(job_id = job.id, status = %job.status, "job finished");
-        if !job.parent_run_id.is_empty() {
-            self.settle_container(&job.parent_run_id)?;
+        if let Some(parent) = &job.parent_run_id {
+            self.settle_container(parent)?;
         }
         Ok(())
     }
@@ -70,14 +70,14 @@ impl Queue {
 
     /// Finishes a `container` job once all its children have finished: `error` if any failed
     /// (`warning` with `behavior.onError: "warning"`), `terminated` if it was killed, else `success`.
-    pub(super) fn settle_container(&self, run_id: &str) -> Result<(), QueueError> {
-        let Some(container) = self.store.job_by_run_id(run_id)? else {
+    pub(super) fn settle_container(&self, run_id: &RunId) -> Result<(), QueueError> {
+        let Some(container) = self.store.job_by_run_id(run_id.as_str())? else {
             return Ok(());
         };
         if container.job_type != JobType::Container || container.status.is_finished() {
             return Ok(());
         }
-        let children = self.store.children(run_id)?;
+        let children = self.store.children(run_id.as_str())?;
         if !children.iter().all(|child| child.status.is_finished()) {
             return Ok(());
         }

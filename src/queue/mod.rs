@@ -176,7 +176,7 @@ impl Queue {
         let mut ids = vec![job.id];
         let mut parents = vec![job.run_id.clone()];
         while let Some(parent) = parents.pop() {
-            for child in self.store.children(&parent)? {
+            for child in self.store.children(parent.as_str())? {
                 ids.push(child.id);
                 parents.push(child.run_id);
             }
@@ -271,7 +271,7 @@ impl Queue {
             event_type,
             source,
             message: &message,
-            run_id: &job.run_id,
+            run_id: job.run_id.as_str(),
             component: &job.component,
             created: now_micros(),
         };

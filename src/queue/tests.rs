@@ -83,8 +83,8 @@ async fn recovery_ends_a_killed_tree_whose_child_never_got_a_container() {
         .store
         .create_job(|id| Job {
             id,
-            run_id: format!("{}.{id}", parent.run_id),
-            parent_run_id: parent.run_id.clone(),
+            run_id: parent.run_id.child(id),
+            parent_run_id: Some(parent.run_id.clone()),
             status: Status::Terminating,
             desired_status: DesiredStatus::Terminating,
             ..Job::example()
@@ -121,8 +121,8 @@ async fn a_cancelled_child_settles_its_container_job() {
         .store
         .create_job(|id| Job {
             id,
-            run_id: format!("{}.{id}", parent.run_id),
-            parent_run_id: parent.run_id.clone(),
+            run_id: parent.run_id.child(id),
+            parent_run_id: Some(parent.run_id.clone()),
             desired_status: DesiredStatus::Terminating,
             ..Job::example()
         })

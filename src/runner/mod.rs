@@ -231,7 +231,7 @@ impl Runner {
             labels: Some(HashMap::from([
                 (LABEL_INSTANCE.to_string(), self.instance_id.clone()),
                 (LABEL_JOB_ID.to_string(), job.id.to_string()),
-                (LABEL_RUN_ID.to_string(), job.run_id.clone()),
+                (LABEL_RUN_ID.to_string(), job.run_id.to_string()),
                 (
                     LABEL_ROW_ID.to_string(),
                     task.row_id.clone().unwrap_or_default(),

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::error::StoreError;
 use crate::model::{Branch, Configuration};
 use crate::model::{Bucket, StoredFile, Table};
-use crate::model::{DesiredStatus, JobType, Mode, Status};
+use crate::model::{DesiredStatus, JobType, Mode, RunId, Status};
 use crate::model::{Event, Job};
 
 /// The format version written for job records: 2 since the job's data got types (version 1 is
@@ -92,8 +92,11 @@ impl JobV1 {
         };
         Ok(Job {
             id: self.id,
-            run_id: self.run_id,
-            parent_run_id: self.parent_run_id,
+            run_id: RunId::from(self.run_id),
+            // Version 1 wrote "" for a root job.
+            parent_run_id: Some(self.parent_run_id)
+                .filter(|parent| !parent.is_empty())
+                .map(RunId::from),
             project_id: self.project_id,
             project_name: self.project_name,
             token_id: self.token_id,
@@ -280,8 +283,8 @@ mod tests {
     fn job() -> Job {
         Job {
             id: 7,
-            run_id: "3.7".to_string(),
-            parent_run_id: "3".to_string(),
+            run_id: RunId::root(3).child(7),
+            parent_run_id: Some(RunId::root(3)),
             project_id: "1".to_string(),
             project_name: "Project".to_string(),
             token_id: "42".to_string(),
@@ -327,8 +330,8 @@ mod tests {
     fn v1_fixture_job() -> Job {
         Job {
             id: 12,
-            run_id: "10.12".to_string(),
-            parent_run_id: "10".to_string(),
+            run_id: RunId::root(10).child(12),
+            parent_run_id: Some(RunId::root(10)),
             project_id: "123".to_string(),
             project_name: "Test project".to_string(),
             token_id: "7".to_string(),
@@ -389,6 +392,20 @@ mod tests {
         let bytes = include_bytes!("fixtures/job-v1.bin");
         assert_eq!(bytes[0], 1);
         assert_eq!(decode_job(bytes).expect("decode"), v1_fixture_job());
+    }
+
+    /// Version 1 wrote `""` for a root job's parent run id: it decodes as no parent.
+    #[test]
+    fn a_v1_root_job_has_no_parent() {
+        let fixture = include_bytes!("fixtures/job-v1.bin");
+        // Version byte, id 12, run id "10.12", then the parent "10" as its length and bytes.
+        let (head, parent) = (&fixture[..8], &fixture[8..11]);
+        assert_eq!(parent, b"\x0210");
+        let root = [head, b"\x00", &fixture[11..]].concat();
+        let job = decode_job(&root).expect("decode");
+        assert_eq!(job.parent_run_id, None);
+        assert_eq!(job.parent_run_id_str(), "");
+        assert_eq!(job.project_id, "123");
     }
 
     #[test]
