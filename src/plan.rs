@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::model::Job;
 use crate::model::{deep_merge, replace_placeholders, Configuration, Row};
+use crate::model::{Job, JobResult, Variable};
 use crate::runner::Task;
 
 /// The component whose configurations hold variable definitions and their value sets.
@@ -26,17 +26,16 @@ pub struct Plan {
 
 impl Plan {
     /// Adds `configVersion` and `variables` to a job's `result`.
-    pub fn describe(&self, result: &mut Value) {
+    pub fn describe(&self, result: &mut JobResult) {
         if let Some(version) = self.config_version {
-            result["configVersion"] = json!(version.to_string());
+            result.config_version = Some(version.to_string());
         }
         if !self.variables.is_empty() {
-            let pairs: Vec<Value> = self
-                .variables
-                .iter()
-                .map(|(name, value)| json!({"name": name, "value": value}))
-                .collect();
-            result["variables"] = json!(pairs);
+            let variables = self.variables.iter().map(|(name, value)| Variable {
+                name: name.clone(),
+                value: value.clone(),
+            });
+            result.variables = Some(variables.collect());
         }
     }
 }
@@ -339,10 +338,10 @@ mod tests {
         assert_eq!(task.state, json!({"row": "a"}));
         assert_eq!(task.folder, Path::new("/j/5/rows/a"));
         assert_eq!(task.row_id.as_deref(), Some("a"));
-        let mut result = json!({});
+        let mut result = JobResult::default();
         plan.describe(&mut result);
         assert_eq!(
-            result,
+            json!(result),
             json!({"configVersion": "7", "variables": [{"name": "who", "value": "you"}]})
         );
     }

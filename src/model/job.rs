@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::result::JobResult;
 use super::status::{transition, Status, TransitionForbidden};
 
 /// How a job was asked to run.
@@ -236,7 +237,7 @@ pub struct Job {
     pub start_time: Option<i64>,
     pub end_time: Option<i64>,
     #[serde(with = "json_text")]
-    pub result: Value,
+    pub result: JobResult,
     #[serde(with = "json_text")]
     pub usage_data: Value,
     pub variable_values_id: Option<String>,
@@ -326,7 +327,7 @@ impl Job {
             created_time: 0,
             start_time: None,
             end_time: None,
-            result: json!({}),
+            result: JobResult::default(),
             usage_data: json!({}),
             variable_values_id: None,
             variable_values_data: json!({"values": []}),
@@ -521,16 +522,23 @@ impl JobQuery {
     }
 }
 
-/// Serde adapter that keeps a JSON value as its text (bincode cannot decode `Value` directly).
+/// Serde adapter that keeps a JSON value (or a `JobResult`) as its JSON text: bincode cannot
+/// decode `Value` directly, nor a struct with flattened or skipped fields.
 pub(crate) mod json_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use serde_json::Value;
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &Value, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&value.to_string())
+    pub fn serialize<T: Serialize, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(value).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(&text)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<T, D::Error> {
         let text = String::deserialize(deserializer)?;
         serde_json::from_str(&text).map_err(serde::de::Error::custom)
     }

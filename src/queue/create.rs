@@ -3,8 +3,8 @@
 use super::{NewJob, Queue, QueueError};
 use crate::model::Configuration;
 use crate::model::{
-    now_micros, parse_time, Behavior, DesiredStatus, Job, JobType, Mode, OnError, Parallelism,
-    RunId, Status,
+    now_micros, parse_time, Behavior, DesiredStatus, Job, JobResult, JobType, Mode, OnError,
+    Parallelism, RunId, Status,
 };
 use crate::plan;
 use crate::secrets::Scope;
@@ -190,7 +190,7 @@ impl Queue {
             created_time: now,
             start_time: None,
             end_time: None,
-            result: json!({}),
+            result: JobResult::default(),
             usage_data: json!({}),
             variable_values_id: request.variable_values_id.clone(),
             variable_values_data: request

@@ -3,11 +3,11 @@
 
 use super::{Queue, QueueError};
 use crate::model::{now_micros, EventType, Job, JobType, OnError, RunId, Status};
+use crate::model::{ErrorKind, JobResult, ResultError};
 use crate::runner::outcome;
 use crate::runner::workspace::Workspace;
 use crate::secrets::Scope;
 use crate::store::UpdateError;
-use serde_json::json;
 
 /// Why a job ends.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,11 +96,11 @@ impl Queue {
             _ => format!("Some child jobs did not succeed: {}.", failed.join(", ")),
         };
         self.update(container.id, |job| {
-            job.result = json!({"message": message});
-            if outcome == Status::Error {
-                job.result["error"] =
-                    json!({"type": "user", "exceptionId": outcome::new_exception_id()});
-            }
+            job.result = JobResult {
+                message: Some(message),
+                error: (outcome == Status::Error).then(user_error),
+                ..JobResult::default()
+            };
             job.outcome = Some(outcome);
         })?;
         self.end(container.id, Ending::Recorded)
@@ -150,12 +150,9 @@ fn finish(job: &mut Job, ending: &Ending) -> Result<Option<(EventType, String)>,
     let to = match ending {
         Ending::Recorded => killed_or(job.outcome.ok_or(LostRace)?, job),
         Ending::UserError(message) => {
-            if !job.result["images"].is_array() {
-                job.result["images"] = json!([]);
-            }
-            job.result["message"] = json!(message);
-            job.result["error"] =
-                json!({"type": "user", "exceptionId": outcome::new_exception_id()});
+            job.result.images.get_or_insert_with(Vec::new);
+            job.result.message = Some(message.clone());
+            job.result.error = Some(user_error());
             job.outcome = Some(Status::Error);
             killed_or(Status::Error, job)
         }
@@ -169,13 +166,14 @@ fn finish(job: &mut Job, ending: &Ending) -> Result<Option<(EventType, String)>,
         }
     };
     job.move_to(to, now_micros()).map_err(|_| LostRace)?;
-    let event = match (job.status, job.result["error"]["type"].as_str()) {
-        (Status::Error, Some(kind)) => Some((
+    let event = match (job.status, &job.result.error) {
+        (Status::Error, Some(error)) => Some((
             EventType::Error,
             format!(
-                "Job \"{}\" ended with {kind} error: \"{}\"",
+                "Job \"{}\" ended with {} error: \"{}\"",
                 job.id,
-                job.result["message"].as_str().unwrap_or_default()
+                error.kind.as_str(),
+                job.result.message.as_deref().unwrap_or_default()
             ),
         )),
         (Status::Cancelled, _) => Some((
@@ -185,4 +183,12 @@ fn finish(job: &mut Job, ending: &Ending) -> Result<Option<(EventType, String)>,
         _ => None,
     };
     Ok(event)
+}
+
+/// `result.error` of a user error found outside a container, under a new exception id.
+fn user_error() -> ResultError {
+    ResultError {
+        kind: ErrorKind::User,
+        exception_id: outcome::new_exception_id(),
+    }
 }

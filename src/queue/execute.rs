@@ -6,7 +6,9 @@ use crate::debug;
 use crate::failpoint;
 use crate::mapping::input::{self, Inputs};
 use crate::mapping::output::{self, OutputMapping, Outputs};
-use crate::model::{EventSource, EventType, Job, Mode, Status};
+use crate::model::{
+    EventSource, EventType, Job, JobResult, MappedTables, Mode, ResultError, Status,
+};
 use crate::plan::{self, Plan};
 use crate::runner::outcome::{self, Verdict};
 use crate::runner::workspace::{self, Workspace};
@@ -114,7 +116,11 @@ impl Queue {
         }
         // No row was selected: nothing ran.
         self.update(job.id, |job| {
-            job.result = json!({"message": "No configurations executed.", "images": []});
+            job.result = JobResult {
+                message: Some("No configurations executed.".to_string()),
+                images: Some(Vec::new()),
+                ..JobResult::default()
+            };
             plan.describe(&mut job.result);
             job.outcome = Some(Status::Success);
         })?;
@@ -311,10 +317,12 @@ impl Queue {
             job.stages_done = 0;
             job.container_id = None;
             if ends {
-                job.result["message"] = json!(self.redact(job.id, &verdict.message));
+                job.result.message = Some(self.redact(job.id, &verdict.message));
                 if let Some(kind) = verdict.error {
-                    job.result["error"] =
-                        json!({"type": kind.as_str(), "exceptionId": ran.exception_id});
+                    job.result.error = Some(ResultError {
+                        kind,
+                        exception_id: ran.exception_id,
+                    });
                 }
                 plan.describe(&mut job.result);
                 job.outcome = Some(verdict.status);
@@ -571,35 +579,29 @@ struct Image<'a> {
 }
 
 /// Adds an image's entry to `result.images`: a new inner list for a row's first image.
-fn add_image(result: &mut Value, stage: usize, image: Value) {
-    if !result["images"].is_array() {
-        result["images"] = json!([]);
-    }
-    let Some(rows) = result["images"].as_array_mut() else {
-        return;
-    };
+fn add_image(result: &mut JobResult, stage: usize, image: Value) {
+    let rows = result.images.get_or_insert_with(Vec::new);
     let entries = image.as_array().cloned().unwrap_or_default();
-    match rows.last_mut().and_then(Value::as_array_mut) {
+    match rows.last_mut() {
         Some(row) if stage > 0 => row.extend(entries),
-        _ => rows.push(Value::Array(entries)),
+        _ => rows.push(entries),
     }
 }
 
 /// Adds one task's mapped tables to `result.input/output.tables` and their sizes to
 /// `metrics.storage`.
 fn add_storage_results(
-    result: &mut Value,
+    result: &mut JobResult,
     metrics: &mut Value,
     inputs: &Inputs,
     outputs: &Outputs,
 ) {
-    for (side, tables) in [("input", &inputs.tables), ("output", &outputs.tables)] {
-        if !result[side]["tables"].is_array() {
-            result[side] = json!({"tables": []});
-        }
-        if let Some(list) = result[side]["tables"].as_array_mut() {
-            list.extend(tables.iter().cloned());
-        }
+    for (side, tables) in [
+        (&mut result.input, &inputs.tables),
+        (&mut result.output, &outputs.tables),
+    ] {
+        let side = side.get_or_insert_with(MappedTables::default);
+        side.tables.extend(tables.iter().cloned());
     }
     for (key, bytes) in [
         ("inputTablesBytesSum", inputs.bytes),

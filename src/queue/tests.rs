@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::model::{JobType, Parallelism};
-use serde_json::json;
 
 /// A queue over a fresh store in `dir`, whose Docker engine is unreachable.
 fn queue(dir: &tempfile::TempDir) -> Arc<Queue> {
@@ -95,8 +94,8 @@ async fn recovery_ends_a_killed_tree_whose_child_never_got_a_container() {
     let parent = queue.store.job(parent.id).unwrap().unwrap();
     assert_eq!(parent.status, Status::Terminated, "{:?}", parent.result);
     assert_eq!(
-        parent.result["message"],
-        json!(format!(
+        parent.result.message,
+        Some(format!(
             "Some child jobs did not succeed: {} (terminated).",
             child.id
         ))

@@ -5,7 +5,6 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::error::StoreError;
 use crate::model::{Branch, Configuration};
@@ -87,9 +86,9 @@ struct JobV1 {
 impl JobV1 {
     /// The job in today's shape; an error names the field that does not convert.
     fn into_job(self) -> Result<Job, String> {
-        let json = |field: &str, text: &str| -> Result<Value, String> {
+        fn json<T: DeserializeOwned>(field: &str, text: &str) -> Result<T, String> {
             serde_json::from_str(text).map_err(|error| format!("{field}: {error}"))
-        };
+        }
         Ok(Job {
             id: self.id,
             run_id: RunId::from(self.run_id),
@@ -119,8 +118,7 @@ impl JobV1 {
             variable_values_data: json("variableValuesData", &self.variable_values_data)?,
             backend: json("backend", &self.backend)?,
             metrics: json("metrics", &self.metrics)?,
-            behavior: serde_json::from_str(&self.behavior)
-                .map_err(|error| format!("behavior: {error}"))?,
+            behavior: json("behavior", &self.behavior)?,
             parallelism: self
                 .parallelism
                 .map(|text| text.parse())
@@ -276,9 +274,10 @@ fn decode_body<T: DeserializeOwned>(record: &'static str, body: &[u8]) -> Result
 mod tests {
     use super::*;
     use crate::model::{
-        Behavior, DesiredStatus, EventType, JobType, Mode, OnError, Parallelism, Status,
+        Behavior, DesiredStatus, ErrorKind, EventType, JobResult, JobType, MappedTables, Mode,
+        OnError, Parallelism, ResultError, Status, Variable,
     };
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn job() -> Job {
         Job {
@@ -301,7 +300,8 @@ mod tests {
             created_time: -5,
             start_time: Some(1_700_000_000_000_000),
             end_time: None,
-            result: json!({}),
+            result: serde_json::from_value(json!({"message": "m", "fromNewerJobq": [1]}))
+                .expect("a result"),
             usage_data: json!(null),
             variable_values_id: None,
             variable_values_data: json!({"values": [{"name": "v", "value": "1"}]}),
@@ -348,23 +348,27 @@ mod tests {
             created_time: 1_700_000_000_000_000,
             start_time: Some(1_700_000_001_000_000),
             end_time: None,
-            result: json!({
-                "message": "Table \"x\" is missing.",
-                "error": {"type": "user", "exceptionId": "exception-000000000000000000000000000000ab"},
-                "images": [[
-                    {"id": "local/processor:1.0.0", "digests": ["sha256:01"]},
-                    {"id": "local/jobq-fixture:1.0.0", "digests": ["local/jobq-fixture@sha256:02"]}
-                ]],
-                "input": {"tables": [{
-                    "id": "in.c-main.orders",
-                    "name": "orders",
-                    "displayName": "orders",
-                    "columns": [{"name": "id"}, {"name": "total"}]
-                }]},
-                "output": {"tables": []},
-                "configVersion": "4",
-                "variables": [{"name": "who", "value": "you"}]
-            }),
+            result: JobResult {
+                message: Some("Table \"x\" is missing.".to_string()),
+                error: Some(ResultError {
+                    kind: ErrorKind::User,
+                    exception_id: "exception-000000000000000000000000000000ab".to_string(),
+                }),
+                images: Some(vec![vec![
+                    json!({"id": "local/processor:1.0.0", "digests": ["sha256:01"]}),
+                    json!({"id": "local/jobq-fixture:1.0.0", "digests": ["local/jobq-fixture@sha256:02"]}),
+                ]]),
+                input: Some(MappedTables {
+                    tables: vec![orders_table()],
+                }),
+                output: Some(MappedTables::default()),
+                config_version: Some("4".to_string()),
+                variables: Some(vec![Variable {
+                    name: "who".to_string(),
+                    value: "you".to_string(),
+                }]),
+                other: Default::default(),
+            },
             usage_data: json!([{"metric": "rows", "value": 2}]),
             variable_values_id: Some("v1".to_string()),
             variable_values_data: json!({"values": []}),
@@ -385,13 +389,38 @@ mod tests {
         }
     }
 
+    fn orders_table() -> Value {
+        json!({
+            "id": "in.c-main.orders",
+            "name": "orders",
+            "displayName": "orders",
+            "columns": [{"name": "id"}, {"name": "total"}]
+        })
+    }
+
     /// The frozen bytes of a version 1 job record decode into the job they were made from, in
-    /// today's shape.
+    /// today's shape, and its result answers the JSON version 1 stored.
     #[test]
     fn frozen_v1_job_record_decodes() {
         let bytes = include_bytes!("fixtures/job-v1.bin");
         assert_eq!(bytes[0], 1);
-        assert_eq!(decode_job(bytes).expect("decode"), v1_fixture_job());
+        let job = decode_job(bytes).expect("decode");
+        assert_eq!(job, v1_fixture_job());
+        let stored_as = json!({
+            "message": "Table \"x\" is missing.",
+            "error": {"type": "user", "exceptionId": "exception-000000000000000000000000000000ab"},
+            "images": [[
+                {"id": "local/processor:1.0.0", "digests": ["sha256:01"]},
+                {"id": "local/jobq-fixture:1.0.0", "digests": ["local/jobq-fixture@sha256:02"]}
+            ]],
+            "input": {"tables": [orders_table()]},
+            "output": {"tables": []},
+            "configVersion": "4",
+            "variables": [{"name": "who", "value": "you"}]
+        });
+        assert_eq!(json!(job.result), stored_as);
+        assert_eq!(json!(job.behavior), json!({"onError": "warning"}));
+        assert_eq!(json!(job.parallelism), json!("3"));
     }
 
     /// Version 1 wrote `""` for a root job's parent run id: it decodes as no parent.
