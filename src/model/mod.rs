@@ -17,7 +17,7 @@ pub use job::{
     Behavior, DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, OnError,
     Parallelism, RunId, SortKey, TimeRange,
 };
-pub use result::{ErrorKind, JobResult, MappedTables, ResultError, Variable};
+pub use result::{ErrorKind, JobResult, MappedTables, ResultError, UserError, Variable};
 pub use status::{transition, Status, TransitionForbidden};
 pub use storage::{Bucket, StoredFile, Table};
 pub use time::{format_time, now_micros, parse_time};

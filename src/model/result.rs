@@ -40,6 +40,25 @@ pub struct ResultError {
     pub exception_id: String,
 }
 
+/// An error of the job's own found outside its container (its configuration, its mappings,
+/// what it wrote): the job fails with it, its message becoming `result.message`, with
+/// `result.error.type` "user".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+impl From<String> for UserError {
+    fn from(message: String) -> UserError {
+        UserError(message)
+    }
+}
+
+impl From<&str> for UserError {
+    fn from(message: &str) -> UserError {
+        UserError(message.to_string())
+    }
+}
+
 /// Which side is to blame for a failed job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -90,9 +90,10 @@ impl Queue {
                     ),
                 ));
             }
-            plan::check_processors(stored).map_err(|message| invalid("configData", message))?;
+            plan::check_processors(stored)
+                .map_err(|error| invalid("configData", error.to_string()))?;
             let (selected, _) = plan::select_rows(stored, &request.config_row_ids)
-                .map_err(|message| invalid("configRowIds", message))?;
+                .map_err(|error| invalid("configRowIds", error.to_string()))?;
             rows = selected.into_iter().map(|row| row.id.clone()).collect();
         }
         // Resolution order of spec/queue.md: the job, then configData, then the stored configuration.

@@ -3,7 +3,7 @@
 
 use super::{Queue, QueueError};
 use crate::model::{now_micros, EventType, Job, JobType, OnError, RunId, Status};
-use crate::model::{ErrorKind, JobResult, ResultError};
+use crate::model::{ErrorKind, JobResult, ResultError, UserError};
 use crate::runner::outcome;
 use crate::runner::workspace::Workspace;
 use crate::secrets::Scope;
@@ -14,8 +14,8 @@ use crate::store::UpdateError;
 pub(super) enum Ending {
     /// Its run recorded an outcome (`job.outcome`, with `result`) and its container is gone.
     Recorded,
-    /// A user error found outside a container; the message becomes `result.message`.
-    UserError(String),
+    /// A user error found outside a container; its message becomes `result.message`.
+    UserError(UserError),
     /// Killed before it started.
     Cancelled,
     /// Killed while nothing of it runs.
@@ -149,9 +149,9 @@ fn finish(job: &mut Job, ending: &Ending) -> Result<Option<(EventType, String)>,
     };
     let to = match ending {
         Ending::Recorded => killed_or(job.outcome.ok_or(LostRace)?, job),
-        Ending::UserError(message) => {
+        Ending::UserError(error) => {
             job.result.images.get_or_insert_with(Vec::new);
-            job.result.message = Some(message.clone());
+            job.result.message = Some(error.to_string());
             job.result.error = Some(user_error());
             job.outcome = Some(Status::Error);
             killed_or(Status::Error, job)

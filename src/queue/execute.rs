@@ -7,7 +7,7 @@ use crate::failpoint;
 use crate::mapping::input::{self, Inputs};
 use crate::mapping::output::{self, OutputMapping, Outputs};
 use crate::model::{
-    EventSource, EventType, Job, JobResult, MappedTables, Mode, ResultError, Status,
+    EventSource, EventType, Job, JobResult, MappedTables, Mode, ResultError, Status, UserError,
 };
 use crate::plan::{self, Plan};
 use crate::runner::outcome::{self, Verdict};
@@ -33,9 +33,7 @@ impl Queue {
         let requeued = match stopped {
             Ok(()) => Ok(false),
             Err(Stop::Requeue(reason)) => self.requeue(&job, &reason).map(|()| true),
-            Err(Stop::Fail(message)) => {
-                self.end(job.id, Ending::UserError(message)).map(|()| false)
-            }
+            Err(Stop::Fail(error)) => self.end(job.id, Ending::UserError(error)).map(|()| false),
             Err(Stop::Store(error)) => Err(error),
         };
         let requeued = requeued.unwrap_or_else(|error| {
@@ -145,7 +143,7 @@ impl Queue {
                     self.secrets
                         .decrypt_json(&mut task.state, &reader, &mut found)
                 })
-                .map_err(|error| Stop::Fail(error.to_string()))?;
+                .map_err(|error| Stop::Fail(UserError(error.to_string())))?;
         }
         let registration = secrets::register(&found);
         self.lock_redactors()
@@ -296,8 +294,8 @@ impl Queue {
         let load_id = format!("job/{}/row/{index}", job.id);
         let outputs = match self.map_outputs(job, component, task, &verdict, load_id) {
             Ok(outputs) => outputs,
-            Err(message) => {
-                verdict = outcome::user_verdict(message);
+            Err(error) => {
+                verdict = outcome::user_verdict(error);
                 Outputs::default()
             }
         };
@@ -345,8 +343,8 @@ impl Queue {
         job: &Job,
         component: &'a Component,
         task: &Task,
-    ) -> Result<Vec<Image<'a>>, String> {
-        let processors = |side: &str| -> Result<Vec<Image<'a>>, String> {
+    ) -> Result<Vec<Image<'a>>, UserError> {
+        let processors = |side: &str| -> Result<Vec<Image<'a>>, UserError> {
             task.configuration["processors"][side]
                 .as_array()
                 .into_iter()
@@ -356,9 +354,9 @@ impl Queue {
                         .as_str()
                         .unwrap_or_default();
                     let registered = self.settings.component(id).ok_or_else(|| {
-                        format!(
+                        UserError(format!(
                             "Processor component \"{id}\" is not registered in jobq's settings."
-                        )
+                        ))
                     })?;
                     Ok(Image {
                         component: registered,
@@ -416,7 +414,7 @@ impl Queue {
         task: &Task,
         verdict: &Verdict,
         load_id: String,
-    ) -> Result<Outputs, String> {
+    ) -> Result<Outputs, UserError> {
         if job.mode == Mode::Debug || verdict.status == Status::Terminated {
             return Ok(Outputs::default());
         }
@@ -440,7 +438,7 @@ impl Queue {
     }
 
     /// Resolves what the job runs, loading its stored configuration (and variables) as it is now.
-    pub(super) fn plan(&self, job: &Job) -> Result<Plan, String> {
+    pub(super) fn plan(&self, job: &Job) -> Result<Plan, UserError> {
         let stored = self
             .stored_configuration(
                 job.config.as_deref(),
@@ -448,7 +446,7 @@ impl Queue {
                 &job.component,
                 &job.branch_id,
             )
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| UserError(error.to_string()))?;
         let variables = match stored
             .as_ref()
             .and_then(|s| s.configuration.get("variables_id"))
@@ -463,8 +461,11 @@ impl Queue {
                     .configuration(&job.branch_id, plan::VARIABLES_COMPONENT, &id)
                 {
                     Ok(Some(variables)) => Some(variables),
-                    Ok(None) => return Err(format!("Variables configuration \"{id}\" not found.")),
-                    Err(error) => return Err(error.to_string()),
+                    Ok(None) => {
+                        let message = format!("Variables configuration \"{id}\" not found.");
+                        return Err(UserError(message));
+                    }
+                    Err(error) => return Err(UserError(error.to_string())),
                 }
             }
             None => None,
@@ -537,7 +538,7 @@ enum Stop {
     /// A platform failure before a container started: the job goes back to `created`.
     Requeue(String),
     /// A user error found outside a container: the job ends with it.
-    Fail(String),
+    Fail(UserError),
     /// The store could not record the run.
     Store(QueueError),
 }

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::failpoint;
-use crate::model::{EventSource, EventType, Job, Status};
+use crate::model::{EventSource, EventType, Job, Status, UserError};
 use crate::settings::{Component, Settings};
 use outcome::{Exit, ExitContext, Verdict};
 use output::{HeadTail, LineSplitter};
@@ -679,7 +679,7 @@ fn lost() -> RunOutcome {
 }
 
 fn user_error(message: String) -> RunOutcome {
-    without_container(outcome::user_verdict(message))
+    without_container(outcome::user_verdict(UserError(message)))
 }
 
 /// The end of a run that left no container to remove.

@@ -1,7 +1,7 @@
 //! Exit classification: how a container's end becomes the job's status and result.
 
 pub use crate::model::ErrorKind;
-use crate::model::Status;
+use crate::model::{Status, UserError};
 use crate::runner::output::message_text;
 
 /// How the container ended, as the runner observed it.
@@ -87,11 +87,11 @@ pub fn classify(exit: Exit, context: &ExitContext<'_>) -> Verdict {
     }
 }
 
-/// A user error with `message` (for failures found outside the container, such as mapping).
-pub fn user_verdict(message: String) -> Verdict {
+/// A user error found outside the container (such as mapping): the job fails with its message.
+pub fn user_verdict(error: UserError) -> Verdict {
     Verdict {
         status: Status::Error,
-        message,
+        message: error.0,
         error: Some(ErrorKind::User),
     }
 }
