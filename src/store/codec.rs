@@ -322,12 +322,13 @@ mod tests {
         }
     }
 
-    /// The job `fixtures/job-v1.bin` holds: a child run, `onError: warning`, parallelism "3",
-    /// and a recorded result with message, error, images, tables, configVersion and variables.
-    /// Every field differs from its neighbours of the same type, so that a swapped field cannot
-    /// decode into the same job. The fixture was written once, by version 1's `encode_job` of
-    /// this job, and is frozen.
-    fn v1_fixture_job() -> Job {
+    /// The job `fixtures/job-v1.bin` and `fixtures/job-v2.bin` hold: a child run, `onError:
+    /// warning`, parallelism "3", and a recorded result with message, error, images, tables,
+    /// configVersion and variables. Every field differs from its neighbours of the same type,
+    /// so that a swapped field cannot decode into the same job. Each fixture was written once,
+    /// by `encode_job` of this job while its version was the one written, and is frozen: a
+    /// change to `Job`'s layout needs a new version, not a new fixture.
+    fn fixture_job() -> Job {
         Job {
             id: 12,
             run_id: RunId::root(10).child(12),
@@ -405,7 +406,7 @@ mod tests {
         let bytes = include_bytes!("fixtures/job-v1.bin");
         assert_eq!(bytes[0], 1);
         let job = decode_job(bytes).expect("decode");
-        assert_eq!(job, v1_fixture_job());
+        assert_eq!(job, fixture_job());
         let stored_as = json!({
             "message": "Table \"x\" is missing.",
             "error": {"type": "user", "exceptionId": "exception-000000000000000000000000000000ab"},
@@ -421,6 +422,14 @@ mod tests {
         assert_eq!(json!(job.result), stored_as);
         assert_eq!(json!(job.behavior), json!({"onError": "warning"}));
         assert_eq!(json!(job.parallelism), json!("3"));
+    }
+
+    /// The frozen bytes of a version 2 job record decode into the job they were made from.
+    #[test]
+    fn frozen_v2_job_record_decodes() {
+        let bytes = include_bytes!("fixtures/job-v2.bin");
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode_job(bytes).expect("decode"), fixture_job());
     }
 
     /// Version 1 wrote `""` for a root job's parent run id: it decodes as no parent.
@@ -439,7 +448,7 @@ mod tests {
 
     #[test]
     fn job_round_trips_as_version_2() {
-        for job in [job(), v1_fixture_job(), Job::example()] {
+        for job in [job(), fixture_job(), Job::example()] {
             let bytes = encode_job(&job).expect("encode");
             assert_eq!(bytes[0], 2);
             assert_eq!(decode_job(&bytes).expect("decode"), job);
