@@ -382,7 +382,10 @@ async fn the_component_state_is_stored_even_with_processors_after_it() {
     let state = &stored["state"]["component"];
     assert_eq!(state["cursor"], 42, "{stored:#}");
     assert!(
-        state["#token"].as_str().unwrap().starts_with("KBC::ProjectSecure::"),
+        state["#token"]
+            .as_str()
+            .unwrap()
+            .starts_with("KBC::ProjectSecure::"),
         "{state}"
     );
 }

@@ -159,21 +159,10 @@ impl Queue {
         Ok(self.store.search(&all)?)
     }
 
-    pub fn events(
-        &self,
-        job_id: &str,
-        since_id: Option<u64>,
-        offset: usize,
-        limit: usize,
-    ) -> Result<Vec<Event>, QueueError> {
-        let job = self.job(job_id)?;
-        Ok(self.store.events(job.id, since_id, offset, limit)?)
-    }
-
     /// The events of the job `run` names (its run id, like `10.12`, else its id), newest first;
     /// with `tree`, its descendants' too, merged by event id. `since_id`, `offset` and `limit`
     /// apply to the merged list.
-    pub fn events_of(
+    pub fn events(
         &self,
         run: &str,
         tree: bool,
@@ -185,14 +174,10 @@ impl Queue {
             Some(job) => job,
             None => self.job(run)?,
         };
-        let mut ids = vec![job.id];
-        let mut parents = if tree { vec![job.run_id] } else { Vec::new() };
-        while let Some(parent) = parents.pop() {
-            for child in self.store.children(&parent)? {
-                ids.push(child.id);
-                parents.push(child.run_id);
-            }
-        }
+        let ids = match tree {
+            true => self.tree(&job)?,
+            false => vec![job.id],
+        };
         // The newest `offset + limit` of the merged list are among each job's newest as many.
         let wanted = offset.saturating_add(limit);
         let mut events = Vec::new();
@@ -207,14 +192,7 @@ impl Queue {
     /// `desiredStatus: terminating` on each unfinished one; the scheduler does the rest.
     pub fn kill(&self, id: &str) -> Result<Job, QueueError> {
         let job = self.job(id)?;
-        let mut ids = vec![job.id];
-        let mut parents = vec![job.run_id.clone()];
-        while let Some(parent) = parents.pop() {
-            for child in self.store.children(&parent)? {
-                ids.push(child.id);
-                parents.push(child.run_id);
-            }
-        }
+        let ids = self.tree(&job)?;
         let root = job.id;
         let updated = self.store.update_jobs(&ids, |job| {
             if job.status.is_finished() {
@@ -241,6 +219,19 @@ impl Queue {
         );
         self.changed();
         Ok(job)
+    }
+
+    /// The ids of `job` and of all its descendants, `job` first.
+    fn tree(&self, job: &Job) -> Result<Vec<u64>, QueueError> {
+        let mut ids = vec![job.id];
+        let mut parents = vec![job.run_id.clone()];
+        while let Some(parent) = parents.pop() {
+            for child in self.store.children(&parent)? {
+                ids.push(child.id);
+                parents.push(child.run_id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Writes a change to one job (never its status: see `move_if` and `end`) and tells the
