@@ -226,6 +226,7 @@ impl Queue {
             job,
             task,
             stage,
+            image: &image.reference,
             component: image.component,
             settings: &self.settings,
             observer: &observer,
@@ -362,8 +363,12 @@ impl Queue {
                             "Processor component \"{id}\" is not registered in jobq's settings."
                         )
                     })?;
+                    let tag = processor["definition"]["tag"]
+                        .as_str()
+                        .unwrap_or(&registered.tag);
                     Ok(Image {
                         component: registered,
+                        reference: registered.image_reference(tag),
                         config: workspace::processor_config(&processor["parameters"], registered),
                         processor: true,
                     })
@@ -373,6 +378,7 @@ impl Queue {
         let mut images = processors("before")?;
         images.push(Image {
             component,
+            reference: component.image_reference(&job.tag),
             config: workspace::config_json(job, component, task),
             processor: false,
         });
@@ -579,9 +585,11 @@ enum RowEnd {
     JobEnded,
 }
 
-/// One image of a task: its component, and the `config.json` it reads.
+/// One image of a task: its component, the image reference it runs (the job's tag for the
+/// component; a processor's `definition.tag`, else its registered tag), and its `config.json`.
 struct Image<'a> {
     component: &'a Component,
+    reference: String,
     config: Value,
     processor: bool,
 }

@@ -75,6 +75,8 @@ pub struct Run<'a> {
     pub task: &'a Task,
     /// The image's place among the task's images (processors before, the component, after).
     pub stage: usize,
+    /// The image to run, `repository:tag` (a processor's tag is its own, not the job's).
+    pub image: &'a str,
     pub component: &'a Component,
     pub settings: &'a Settings,
     pub observer: &'a dyn RunObserver,
@@ -185,7 +187,7 @@ impl Runner {
             observer,
             ..
         } = *run;
-        let image = component.image_reference(&job.tag);
+        let image = run.image;
         let docker = match self.docker().await {
             Ok(docker) => docker,
             Err(error) => {
@@ -226,7 +228,7 @@ impl Runner {
         };
 
         let body = ContainerCreateBody {
-            image: Some(image.clone()),
+            image: Some(image.to_string()),
             env: Some(workspace::environment(job, component, task, settings)),
             user: Some(user),
             labels: Some(HashMap::from([
@@ -306,7 +308,7 @@ impl Runner {
         container_id: &str,
         cancel: CancellationToken,
     ) -> RunOutcome {
-        let image = run.component.image_reference(&run.job.tag);
+        let image = run.image;
         loop {
             let (docker, _) = self.wait_for_engine(run.job.id).await;
             let state = match docker.inspect_container(container_id, None).await {
@@ -363,7 +365,7 @@ impl Runner {
             observer,
             ..
         } = *run;
-        let image = component.image_reference(&job.tag);
+        let image = run.image;
         let elapsed = Duration::from_micros((crate::model::now_micros() - started).max(0) as u64);
         let deadline =
             tokio::time::Instant::now() + component.process_timeout.saturating_sub(elapsed);
