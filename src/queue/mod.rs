@@ -119,10 +119,6 @@ impl Queue {
         })
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     pub fn job(&self, id: &str) -> Result<Job, QueueError> {
         let not_found = || QueueError::JobNotFound { id: id.to_string() };
         let id: u64 = id.parse().map_err(|_| not_found())?;

@@ -85,11 +85,6 @@ impl Store {
         &self.instance_id
     }
 
-    /// The path of the redb file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Allocates the next id from the sequence and inserts the job `make(id)` returns, with all
     /// indexes, in one write transaction. The job's `id` is set to the allocated id.
     pub fn create_job(&self, make: impl FnOnce(u64) -> Job) -> Result<Job, StoreError> {
