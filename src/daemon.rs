@@ -7,6 +7,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::configurations::Configurations;
+use crate::http::Services;
 use crate::queue::{Queue, QueueError};
 use crate::runner::{Runner, RunnerError};
 use crate::secrets::{Secrets, SecretsError};
@@ -77,19 +79,27 @@ pub async fn run(
         // The default base follows the real port when listening on port 0.
         settings.public_url = format!("http://{addr}");
     }
+    let settings = Arc::new(settings);
     let storage = Arc::new(Storage::open(Arc::clone(&store), &settings.data_dir)?);
     let queue = Queue::new(
         Arc::clone(&store),
         Arc::clone(&storage),
         Arc::clone(&secrets),
-        Arc::new(settings),
+        Arc::clone(&settings),
         runner,
     );
     queue.recover().await?;
     let scheduler = tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()));
     tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);
-    crate::http::serve(listener, queue, store, storage, secrets, shutdown).await;
+    let services = Services {
+        configurations: Configurations::new(store, Arc::clone(&secrets), Arc::clone(&settings)),
+        settings,
+        queue,
+        storage,
+        secrets,
+    };
+    crate::http::serve(listener, Arc::new(services), shutdown).await;
     let _ = scheduler.await;
     tracing::info!("jobq stopped");
     Ok(())

@@ -1,4 +1,4 @@
-//! Debug snapshots: a job's data folder zipped as it is before each image (`stage_<i>.zip`) and
+//! Debug stage archives: a job's data folder zipped as it is before each image (`stage_<i>.zip`) and
 //! after the last one (`stage_output.zip`), with every secret in `config.json` and the state
 //! files replaced by `[hidden]`. Archives stream: memory stays flat whatever the folder's size.
 

@@ -1,16 +1,18 @@
 //! jobq: a single-host daemon that runs Keboola component jobs.
 
+mod blocking;
 pub mod cli;
+mod configurations;
 pub mod daemon;
 pub mod debug;
 pub mod failpoint;
-pub mod http;
-pub mod mapping;
+mod http;
+mod mapping;
 pub mod model;
-pub mod plan;
-pub mod queue;
+mod plan;
+mod queue;
 pub mod runner;
 pub mod secrets;
 pub mod settings;
-pub mod storage;
-pub mod store;
+mod storage;
+mod store;

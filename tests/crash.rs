@@ -307,3 +307,144 @@ async fn containers_of_instance(instance: &str) -> Vec<String> {
         .map(|(id, _)| id)
         .collect()
 }
+
+/// A folder for one crash-point test: its settings file (the fixture registered) and its logs.
+struct CrashDir {
+    dir: tempfile::TempDir,
+    settings: PathBuf,
+}
+
+impl CrashDir {
+    async fn new() -> CrashDir {
+        fixture_image().await;
+        let dir = tempfile::Builder::new()
+            .prefix("jobq-crash-")
+            .tempdir()
+            .unwrap();
+        let settings = crash_settings(dir.path());
+        CrashDir { dir, settings }
+    }
+
+    /// Starts process number `n`, armed at `crash_at`.
+    fn start(&self, n: usize, crash_at: Option<&str>) -> Process {
+        let log = self.dir.path().join(format!("jobq-{n}.log"));
+        start(&self.settings, &log, crash_at.map(str::to_string))
+    }
+}
+
+/// Writes settings for one daemon of `dir` with the fixture registered.
+fn crash_settings(dir: &Path) -> PathBuf {
+    let settings = dir.join("jobq.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
+             [[tokens]]\nid = \"1\"\ntoken = \"{TOKEN}\"\n\
+             [[components]]\nid = \"{COMPONENT}\"\nimage = \"{FIXTURE_IMAGE}\"\ntag = \"{FIXTURE_TAG}\"\nmemory = \"64m\"\nprocess_timeout = 60\nnetwork = \"none\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    settings
+}
+
+/// Creates a job from `body` on `process`, which must then stop by itself at its crash point.
+async fn create_until_crash(process: Process, body: &Value) -> String {
+    let answer = process.client.post_json("/jobs", body).await.unwrap();
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    let id = answer.json()["id"].as_str().unwrap().to_string();
+    assert!(
+        process.kill_after(Duration::from_secs(30)),
+        "jobq did not stop at its crash point"
+    );
+    id
+}
+
+/// Polls `id` until it is finished.
+async fn finished(client: &ApiClient, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(answer) = client.get(&format!("/jobs/{id}")).await {
+            if answer.json()["isFinished"] == true {
+                return answer.json();
+            }
+        }
+        assert!(Instant::now() < deadline, "job {id} did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_output_mapping_loads_nothing_twice_and_keeps_the_inputs() {
+    let crash = CrashDir::new().await;
+    let first = crash.start(0, Some("output-mapped"));
+    let loaded = first
+        .client
+        .load_table(
+            "in.c-src.items",
+            bytes::Bytes::from("id\n1\n2\n"),
+            false,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(loaded.status, 201, "{}", loaded.json());
+    let body = json!({"component": COMPONENT, "configData": {
+        "storage": {
+            "input": {"tables": [{"source": "in.c-src.items", "destination": "items.csv"}]},
+            "output": {"tables": [{"source": "rows.csv", "destination": "out.c-dst.rows", "incremental": true}]},
+        },
+        "parameters": {"write_tables": [{"name": "rows.csv", "content": "n\n1\n2\n3\n"}]},
+    }});
+    let id = create_until_crash(first, &body).await;
+
+    // The next process re-attaches to the ended container and maps the outputs again.
+    let second = crash.start(1, None);
+    let job = finished(&second.client, &id).await;
+    assert_eq!(job["status"], "success", "{job:#}");
+    let table = second
+        .client
+        .get("/v2/storage/tables/out.c-dst.rows")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        table["rowsCount"], 3,
+        "an incremental load applied twice: {table:#}"
+    );
+    assert_eq!(
+        job["result"]["input"]["tables"][0]["id"], "in.c-src.items",
+        "the re-attached row lost its input tables: {job:#}"
+    );
+    assert_eq!(job["result"]["output"]["tables"][0]["id"], "out.c-dst.rows");
+    second.kill_after(Duration::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_a_job_ends_keeps_its_final_event() {
+    let crash = CrashDir::new().await;
+    let first = crash.start(0, Some("job-ended"));
+    let body = json!({"component": COMPONENT, "configData": {"parameters": {
+        "exit_code": 1, "stderr": ["broken input"],
+    }}});
+    let id = create_until_crash(first, &body).await;
+
+    let second = crash.start(1, None);
+    let job = finished(&second.client, &id).await;
+    assert_eq!(job["status"], "error");
+    let events = second
+        .client
+        .get(&format!("/v2/storage/events?runId={id}&limit=1000"))
+        .await
+        .unwrap()
+        .json();
+    let finals: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["message"] == format!("Job \"{id}\" ended with user error: \"broken input\""))
+        .collect();
+    assert_eq!(finals.len(), 1, "final events: {events:#}");
+    assert_eq!(finals[0]["type"], "error");
+    second.kill_after(Duration::ZERO);
+}

@@ -362,3 +362,38 @@ async fn jobq_run_debug_and_jobq_debug_unpack_the_stages_into_a_folder() {
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("no debug archives"));
 }
+
+#[tokio::test]
+async fn the_component_state_is_stored_even_with_processors_after_it() {
+    let t = TestDaemon::start(Options::default()).await;
+    let path = format!("/v2/storage/components/{COMPONENT}/configs");
+    let mut configuration = configuration(0);
+    configuration["parameters"]["state"] = json!({"cursor": 42, "#token": SECRET});
+    let created = t
+        .post(
+            &path,
+            &json!({"configurationId": "p", "name": "p", "configuration": configuration}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.json());
+    let job = run_stored(&t, "p").await;
+    assert_eq!(job["status"], "success", "{job:#}");
+    let stored = t.get(&format!("{path}/p")).await.json();
+    let state = &stored["state"]["component"];
+    assert_eq!(state["cursor"], 42, "{stored:#}");
+    assert!(
+        state["#token"]
+            .as_str()
+            .unwrap()
+            .starts_with("KBC::ProjectSecure::"),
+        "{state}"
+    );
+}
+
+async fn run_stored(t: &TestDaemon, config: &str) -> Value {
+    let answer = t
+        .post("/jobs", &json!({"component": COMPONENT, "config": config}))
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    t.wait_finished(answer.json()["id"].as_str().unwrap()).await
+}

@@ -1,43 +1,21 @@
 //! `POST /encrypt`: ciphertexts of one `text/plain` value, or of every `#` value of a JSON body,
 //! for the scope that `componentId`, `projectId` and `configId` choose.
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::http::request::Parts;
-use hyper::{Method, Response, StatusCode};
+use hyper::StatusCode;
 
+use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::query::Query;
-use crate::secrets::{Scope, Secrets};
+use crate::http::request::Request;
+use crate::http::Services;
+use crate::secrets::Scope;
 use crate::settings::Settings;
 
-/// What `/encrypt` works with.
-pub struct Context<'a> {
-    pub secrets: &'a Secrets,
-    pub settings: &'a Settings,
-    pub query: &'a Query,
-}
-
-/// Answers `/encrypt`: POST only; the answer has the body's type (a JSON body keeps its shape,
-/// with every `#` scalar encrypted).
-pub async fn route(
-    context: &Context<'_>,
-    parts: &Parts,
-    body: Incoming,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    if parts.method != Method::POST {
-        return Err(super::method_not_allowed(parts));
-    }
-    let scope = scope(context.settings, context.query)?;
-    let media = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    let json = match media.as_deref() {
+/// `POST /encrypt`: the answer has the body's type (a JSON body keeps its shape, with every `#`
+/// scalar encrypted).
+pub async fn encrypt(services: &Services, mut request: Request) -> Result<Answer, ApiError> {
+    let scope = scope(&services.settings, &request.query)?;
+    let json = match request.media_type().as_deref() {
         Some("application/json") => true,
         Some("text/plain") => false,
         _ => {
@@ -47,24 +25,23 @@ pub async fn route(
             ))
         }
     };
-    let body = super::read_body(body, &parts.headers, context.settings.max_body_bytes).await?;
+    let body = request.body().await?;
+    let secrets = &services.secrets;
     if json {
         let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|error| {
             ApiError::bad_request(format!("The request body is not valid JSON: {error}."))
         })?;
-        context.secrets.encrypt_json(&mut value, &scope);
-        return Ok(super::json_response(StatusCode::OK, &value));
+        secrets.encrypt_json(&mut value, &scope);
+        return Ok(Answer::json(StatusCode::OK, &value));
     }
     let plain = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("The text/plain body is not valid UTF-8."))?;
-    let mut response = Response::new(Full::new(Bytes::from(
-        context.secrets.encrypt_value(plain, &scope),
-    )));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    Ok(response)
+    let encrypted = secrets.encrypt_value(plain, &scope);
+    Ok(Answer::bytes(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        encrypted,
+    ))
 }
 
 /// componentId + projectId + configId: ConfigSecure; componentId + projectId: ProjectSecure;

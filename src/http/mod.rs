@@ -1,34 +1,36 @@
 //! The HTTP API on hyper (the only module that knows hyper): routing, tokens, bodies, answers.
 
+mod answer;
+mod configurations;
 mod encrypt;
 pub mod error;
-mod handlers;
+mod fields;
+mod jobs;
 pub mod query;
 pub mod render;
+mod request;
+mod routes;
 mod storage;
-mod tables;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::Response;
 use hyper_util::rt::TokioIo;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::configurations::Configurations;
 use crate::queue::Queue;
 use crate::secrets::Secrets;
-use crate::settings::Token;
+use crate::settings::Settings;
 use crate::storage::Storage;
-use crate::store::Store;
+use answer::{Answer, Body};
 use error::ApiError;
+use request::Request;
 
 /// The header carrying the API token.
 pub const TOKEN_HEADER: &str = "X-StorageApi-Token";
@@ -37,17 +39,19 @@ pub const INDEX_HEADER: &str = "X-Jobq-Index";
 /// The header that makes a new job a child of a run.
 pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
 
+/// What the API answers from, built once by the daemon: the queue answers the job routes,
+/// `configurations` the configuration routes, `storage` the bucket, table and file routes,
+/// `secrets` `/encrypt`.
+pub struct Services {
+    pub settings: Arc<Settings>,
+    pub queue: Arc<Queue>,
+    pub configurations: Configurations,
+    pub storage: Arc<Storage>,
+    pub secrets: Arc<Secrets>,
+}
+
 /// Serves the API on `listener` until `shutdown`, then lets open requests finish (up to 10 s).
-/// The queue answers the job routes, the store the Storage configuration routes, `storage` the
-/// bucket, table and file routes, `secrets` `/encrypt`.
-pub async fn serve(
-    listener: TcpListener,
-    queue: Arc<Queue>,
-    store: Arc<Store>,
-    storage: Arc<Storage>,
-    secrets: Arc<Secrets>,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, services: Arc<Services>, shutdown: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -60,19 +64,10 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
-        let queue = Arc::clone(&queue);
-        let store = Arc::clone(&store);
-        let storage = Arc::clone(&storage);
-        let secrets = Arc::clone(&secrets);
+        let services = Arc::clone(&services);
         let service = hyper::service::service_fn(move |request| {
-            let queue = Arc::clone(&queue);
-            let store = Arc::clone(&store);
-            let storage = Arc::clone(&storage);
-            let secrets = Arc::clone(&secrets);
-            async move {
-                let answered = answer(&queue, &store, &storage, &secrets, request, peer).await;
-                Ok::<_, Infallible>(answered)
-            }
+            let services = Arc::clone(&services);
+            async move { Ok::<_, Infallible>(answer(&services, request, peer).await) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service);
@@ -93,164 +88,34 @@ pub async fn serve(
 
 /// Handles one request; every failure becomes a Keboola error body.
 async fn answer(
-    queue: &Queue,
-    store: &Store,
-    storage: &Storage,
-    secrets: &Secrets,
-    request: Request<Incoming>,
+    services: &Services,
+    request: hyper::Request<Incoming>,
     peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let response = match dispatch(queue, store, storage, secrets, request).await {
-        Ok(response) => response,
-        Err(error) => json_response(error.status, &error.body()),
-    };
-    tracing::debug!(%peer, %method, %path, status = response.status().as_u16(), "request");
-    response
+    let answer = respond(services, request)
+        .await
+        .unwrap_or_else(|error| Answer::error(&error));
+    tracing::debug!(%peer, %method, %path, status = answer.status().as_u16(), "request");
+    answer.into_response()
 }
 
-async fn dispatch(
-    queue: &Queue,
-    store: &Store,
-    storage: &Storage,
-    secrets: &Secrets,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let token = authenticate(queue, &request)?;
+/// Checks the token, finds the route and lets its handler answer.
+async fn respond(
+    services: &Services,
+    request: hyper::Request<Incoming>,
+) -> Result<Answer, ApiError> {
+    let token = request::authenticate(&services.settings, request.headers())?;
     let (parts, body) = request.into_parts();
-    let query = query::Query::parse(parts.uri.query());
-    let segments: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
-    let context = handlers::Context {
-        queue,
-        token: &token,
-        query: &query,
-        headers: &parts.headers,
-    };
-    let (status, value) = match (&parts.method, segments.as_slice()) {
-        (&Method::POST, ["jobs"]) => {
-            let body = read_body(body, &parts.headers, queue.settings().max_body_bytes).await?;
-            handlers::create_job(&context, &body)?
-        }
-        (&Method::GET, ["jobs"]) | (&Method::GET, ["search", "jobs"]) => {
-            handlers::search_jobs(&context)?
-        }
-        (&Method::GET, ["jobs", id]) => {
-            let (status, value, revision) = handlers::get_job(&context, id).await?;
-            let mut response = json_response(status, &value);
-            response
-                .headers_mut()
-                .insert(INDEX_HEADER, HeaderValue::from(revision));
-            return Ok(response);
-        }
-        (&Method::POST, ["jobs", id, "kill"]) => handlers::kill_job(&context, id)?,
-        (&Method::GET, ["search", "grouped-jobs"]) => handlers::grouped_jobs(&context)?,
-        (&Method::GET, ["stats", "project"]) => handlers::project_stats(&context)?,
-        (&Method::GET, ["v2", "storage", "events"]) => handlers::events(&context)?,
-        (&Method::GET, ["v2", "storage", "tokens", "verify"]) => handlers::verify_token(&context),
-        (_, ["jobs"] | ["search", "jobs" | "grouped-jobs"] | ["jobs", _] | ["jobs", _, "kill"])
-        | (_, ["stats", "project"])
-        | (_, ["v2", "storage", "events"] | ["v2", "storage", "tokens", "verify"]) => {
-            return Err(method_not_allowed(&parts))
-        }
-        (_, ["encrypt"]) => {
-            let context = encrypt::Context {
-                secrets,
-                settings: queue.settings(),
-                query: &query,
-            };
-            return encrypt::route(&context, &parts, body).await;
-        }
-        (_, ["v2", "storage", "buckets" | "tables" | "files", ..]) => {
-            let context = tables::Context {
-                storage,
-                settings: queue.settings(),
-                query: &query,
-            };
-            return tables::route(&context, &parts, &segments, body).await;
-        }
-        (_, ["v2", "storage", ..]) => {
-            let context = storage::Context {
-                store,
-                settings: queue.settings(),
-                secrets,
-                query: &query,
-            };
-            return storage::route(&context, &parts, &segments, body).await;
-        }
-        _ => return Err(route_not_found(&parts)),
-    };
-    Ok(json_response(status, &value))
+    let (route, params) = routes::find(&parts.method, parts.uri.path())?;
+    let limit = services.settings.max_body_bytes;
+    let request = Request::new(parts, body, token, params, limit);
+    (route.handler)(services, request).await
 }
 
-fn method_not_allowed(parts: &hyper::http::request::Parts) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!(
-            "Method {} is not allowed on {}.",
-            parts.method,
-            parts.uri.path()
-        ),
-    )
-}
-
-fn route_not_found(parts: &hyper::http::request::Parts) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("Route {} {} not found.", parts.method, parts.uri.path()),
-    )
-}
-
-/// The token of the request, compared in constant time against every configured token.
-fn authenticate(queue: &Queue, request: &Request<Incoming>) -> Result<Token, ApiError> {
-    let unauthorized = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, message);
-    let given = request
-        .headers()
-        .get(TOKEN_HEADER)
-        .ok_or_else(|| unauthorized("Access token must be set in the X-StorageApi-Token header."))?
-        .as_bytes();
-    let mut found = None;
-    for token in &queue.settings().tokens {
-        if bool::from(token.token.as_bytes().ct_eq(given)) {
-            found = Some(token.clone());
-        }
-    }
-    found.ok_or_else(|| unauthorized("Invalid access token."))
-}
-
-/// Reads a body of at most `limit` bytes; larger ones are refused with 413.
-async fn read_body(
-    body: Incoming,
-    headers: &hyper::HeaderMap,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("The request body is larger than the limit of {limit} bytes."),
-        )
-    };
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(too_large());
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(error) => Err(ApiError::bad_request(format!(
-            "Cannot read the request body: {error}"
-        ))),
-    }
-}
-
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+/// Runs a handler's store or Storage work through `crate::blocking` (the one rule for blocking
+/// work), turning its error into an answer.
+fn blocking<T, E: Into<ApiError>>(work: impl FnOnce() -> Result<T, E>) -> Result<T, ApiError> {
+    crate::blocking::blocking(work).map_err(Into::into)
 }

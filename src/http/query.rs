@@ -6,6 +6,7 @@ use crate::http::error::ApiError;
 use crate::model::{parse_time, JobQuery, JobType, Mode, SortKey, Status, TimeRange};
 
 /// A parsed query string: each name (with `[]` / `[N]` removed) and its values in order.
+#[derive(Debug, Clone, Default)]
 pub struct Query {
     values: BTreeMap<String, Vec<String>>,
 }
@@ -13,18 +14,20 @@ pub struct Query {
 impl Query {
     /// Accepts `x[]=a&x[]=b`, `x[0]=a&x[1]=b` and `x=a&x=b` alike.
     pub fn parse(text: Option<&str>) -> Query {
-        let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut query = Query::default();
         for (key, value) in form_urlencoded::parse(text.unwrap_or("").as_bytes()) {
-            let name = match key.find('[') {
-                Some(open) if key.ends_with(']') => &key[..open],
-                _ => &key[..],
-            };
-            values
-                .entry(name.to_string())
-                .or_default()
-                .push(value.into_owned());
+            query.add(&key, value.into_owned());
         }
-        Query { values }
+        query
+    }
+
+    /// Adds a value of `key` (`x`, `x[]` or `x[N]`) after those it has.
+    pub fn add(&mut self, key: &str, value: String) {
+        let name = match key.find('[') {
+            Some(open) if key.ends_with(']') => &key[..open],
+            _ => key,
+        };
+        self.values.entry(name.to_string()).or_default().push(value);
     }
 
     /// Every value given for `name` (an empty list when absent).
@@ -56,7 +59,7 @@ impl Query {
     }
 }
 
-/// The filters of `GET /search/jobs` (and `GET /jobs`) as spec/queue.md lists them.
+/// The filters of `GET /search/jobs` (and `GET /jobs`) as docs/queue.md (Listing jobs) lists them.
 pub fn job_query(query: &Query) -> Result<JobQuery, ApiError> {
     let parse_each = |name: &str, values: &[String], parse: &dyn Fn(&str) -> bool| {
         values.iter().find(|v| !parse(v)).map_or(Ok(()), |bad| {

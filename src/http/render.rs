@@ -7,7 +7,7 @@ use crate::model::{format_time, Event, Job};
 use crate::model::{Branch, Configuration, Row};
 use crate::model::{Bucket, StoredFile, Table};
 
-/// The job object of spec/queue.md: every field, ids as strings, times ISO 8601.
+/// The job object of docs/queue.md: every field, ids as strings, times ISO 8601.
 pub fn job(job: &Job, public_url: &str) -> Value {
     json!({
         "id": job.id.to_string(),

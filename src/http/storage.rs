@@ -1,744 +1,436 @@
-//! The Storage API's dev branches and component configurations (rows, state), kept in the store.
+//! The Storage API's buckets, tables and files, served from jobq's local Storage.
 //!
-//! Every configuration path exists under `/v2/storage/branch/{branch}/` and directly under
-//! `/v2/storage/` (the default branch); `{branch}` is `default`, the default branch's id or a dev
-//! branch's id. Only registered components have configurations: any other is a 404 naming it.
-//! Bodies are JSON or forms (`application/x-www-form-urlencoded`, JSON-valued fields as JSON
-//! text). State changes keep `version`, as in the public API; every other change raises it.
+//! Uploads (a new table, an import into a table, a file) send the data as the raw body (any
+//! content type but multipart; parameters in the query string), or as `multipart/form-data` the
+//! way the public API's clients do: the data in a `data` or `file` part, parameters as fields or
+//! in the query string. Bodies are limited by `max_body_bytes`. A bucket is made by the first
+//! table created in it. DELETE answers 204 without a body; a file's content is streamed.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::CONTENT_TYPE;
-use hyper::http::request::Parts;
-use hyper::{HeaderMap, Method, Response, StatusCode};
-use serde_json::{json, Map, Value};
+use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
+use hyper::StatusCode;
+use serde_json::Value;
 
+use crate::http::answer::Answer;
 use crate::http::error::ApiError;
-use crate::http::query::Query;
-use crate::http::render::{self, Include};
-use crate::model::now_micros;
-use crate::model::{Branch, Configuration, Row};
-use crate::secrets::{self, Secrets};
-use crate::settings::Settings;
-use crate::store::{Store, StoreError, UpdateError};
+use crate::http::fields::Fields;
+use crate::http::request::Request;
+use crate::http::{blocking, render, Services};
+use crate::model::{parse_time, StoredFile, Table};
+use crate::storage::{Export, LoadRequest, LoadSource, Operator, RowFilter, StorageError};
+use crate::store::StoreError;
 
-/// What the storage routes work with.
-pub struct Context<'a> {
-    pub store: &'a Store,
-    pub settings: &'a Settings,
-    pub secrets: &'a Secrets,
-    pub query: &'a Query,
+type Reply = Result<Answer, ApiError>;
+
+/// The largest data preview, in rows.
+const MAX_PREVIEW_ROWS: u64 = 1000;
+
+/// `GET /v2/storage/buckets`
+pub async fn buckets(services: &Services, _request: Request) -> Reply {
+    let buckets = blocking(|| bucket_objects(services))?;
+    Ok(Answer::ok(&buckets.into_values().collect()))
 }
 
-/// Answers a request whose path starts with `v2/storage` (events and tokens aside): 404 for an
-/// unknown path, 405 for a method the path does not take; DELETE answers 204 without a body.
-pub async fn route(
-    context: &Context<'_>,
-    parts: &Parts,
-    segments: &[&str],
-    body: Incoming,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let target = Target::parse(segments).ok_or_else(|| super::route_not_found(parts))?;
-    let body = match parts.method {
-        Method::POST | Method::PUT => {
-            super::read_body(body, &parts.headers, context.settings.max_body_bytes).await?
+/// `GET /v2/storage/buckets/{id}`
+pub async fn bucket(services: &Services, request: Request) -> Reply {
+    let id = request.segment("id");
+    let bucket = blocking(|| {
+        services
+            .storage
+            .bucket(id)?
+            .ok_or_else(|| bucket_not_found(id))?;
+        bucket_objects(services)?
+            .remove(id)
+            .ok_or_else(|| bucket_not_found(id))
+    })?;
+    Ok(Answer::ok(&bucket))
+}
+
+/// `DELETE /v2/storage/buckets/{id}`: only an empty one, unless `force`.
+pub async fn delete_bucket(services: &Services, request: Request) -> Reply {
+    let id = request.segment("id");
+    let force = request.query_fields().flag("force")?.unwrap_or(false);
+    blocking(|| match services.storage.delete_bucket(id, force)? {
+        true => Ok(()),
+        false => Err(bucket_not_found(id)),
+    })?;
+    Ok(Answer::empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /v2/storage/buckets/{id}/tables`
+pub async fn bucket_tables(services: &Services, request: Request) -> Reply {
+    let id = request.segment("id");
+    let tables = blocking(|| {
+        if services.storage.bucket(id)?.is_none() {
+            return Err(bucket_not_found(id));
         }
-        _ => Bytes::new(),
-    };
-    let (status, value) = tokio::task::block_in_place(|| answer(context, parts, target, &body))?;
-    Ok(match value {
-        Some(value) => super::json_response(status, &value),
-        None => {
-            let mut response = Response::new(Full::new(Bytes::new()));
-            *response.status_mut() = status;
-            response
-        }
+        table_objects(services, &services.storage.tables(Some(id))?)
+    })?;
+    Ok(Answer::ok(&tables))
+}
+
+/// `GET /v2/storage/tables`
+pub async fn tables(services: &Services, _request: Request) -> Reply {
+    let tables = blocking(|| table_objects(services, &services.storage.tables(None)?))?;
+    Ok(Answer::ok(&tables))
+}
+
+/// `GET /v2/storage/tables/{id}`
+pub async fn table(services: &Services, request: Request) -> Reply {
+    let id = request.segment("id");
+    let table = blocking(|| {
+        let table = services
+            .storage
+            .table(id)?
+            .ok_or_else(|| table_not_found(id))?;
+        table_object(services, &table)
+    })?;
+    Ok(Answer::ok(&table))
+}
+
+/// `DELETE /v2/storage/tables/{id}`
+pub async fn delete_table(services: &Services, request: Request) -> Reply {
+    let id = request.segment("id");
+    blocking(|| match services.storage.delete_table(id)? {
+        true => Ok(()),
+        false => Err(table_not_found(id)),
+    })?;
+    Ok(Answer::empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /v2/storage/files`: the files with every tag of `tags[]`; `offset`, `limit` (100).
+pub async fn files(services: &Services, request: Request) -> Reply {
+    let tags = request.query_fields().values("tags")?;
+    let offset = request.query.number("offset")?.unwrap_or(0) as usize;
+    let limit = request.query.number("limit")?.unwrap_or(100) as usize;
+    let files = blocking(|| services.storage.files(&tags))?;
+    let public_url = &services.settings.public_url;
+    let listed = files
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|file| render::file(file, public_url));
+    Ok(Answer::ok(&listed.collect()))
+}
+
+/// `GET /v2/storage/files/{id}`
+pub async fn file(services: &Services, request: Request) -> Reply {
+    let file = blocking(|| stored_file(services, request.segment("id")))?;
+    let body = render::file(&file, &services.settings.public_url);
+    Ok(Answer::ok(&body))
+}
+
+/// `GET /v2/storage/files/{id}/download`: the content, streamed from disk.
+pub async fn download(services: &Services, request: Request) -> Reply {
+    let file = blocking(|| stored_file(services, request.segment("id")))?;
+    let path = services.storage.file_path(&file);
+    let answer = Answer::file(&path, "application/octet-stream")
+        .await
+        .map_err(|source| StorageError::Io {
+            action: "reading",
+            path,
+            source,
+        })?;
+    let disposition = format!("attachment; filename=\"{}\"", file.name);
+    Ok(match HeaderValue::from_str(&disposition) {
+        Ok(value) => answer.header(CONTENT_DISPOSITION, value),
+        Err(_) => answer,
     })
 }
 
-/// A component's configurations in a branch, as the path names them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Scope<'a> {
-    branch: &'a str,
-    component: &'a str,
+/// `POST /v2/storage/buckets/{id}/tables`: `name` (required), `primaryKey`, `delimiter`,
+/// `enclosure`; the data's first line is its header. 201 and the table.
+pub async fn create_table(services: &Services, mut request: Request) -> Reply {
+    let upload = Upload::read(&mut request).await?;
+    let name = upload.params.text("name")?.unwrap_or_default();
+    if name.is_empty() {
+        return Err(ApiError::bad_request(
+            "Parameter \"name\" is required: the name of the new table.",
+        ));
+    }
+    let id = format!("{}.{name}", request.segment("id"));
+    let load_request = upload.load_request(&id)?;
+    blocking(|| {
+        if services.storage.table(&id)?.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "Table \"{id}\" already exists; import into it with POST \
+                 /v2/storage/tables/{id}/import, or delete it first."
+            ))
+            .with_code("storage.tables.alreadyExists"));
+        }
+        load(services, &load_request, StatusCode::CREATED)
+    })
 }
 
-/// What a path names.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Target<'a> {
-    Branches,
-    Branch(&'a str),
-    /// Registered components with their configurations, in a branch.
-    Components(&'a str),
-    Configurations(Scope<'a>),
-    Configuration(Scope<'a>, &'a str),
-    Rows(Scope<'a>, &'a str),
-    Row(Scope<'a>, &'a str, &'a str),
-    /// The state of a configuration, or of one of its rows.
-    State(Scope<'a>, &'a str, Option<&'a str>),
-}
-
-impl<'a> Target<'a> {
-    /// Paths without `branch/{branch}` are those of the default branch.
-    fn parse(segments: &[&'a str]) -> Option<Target<'a>> {
-        let (branch, rest) = match segments {
-            ["v2", "storage", "dev-branches"] => return Some(Target::Branches),
-            ["v2", "storage", "dev-branches", id] => return Some(Target::Branch(id)),
-            ["v2", "storage", "branch", branch, rest @ ..] => (*branch, rest),
-            ["v2", "storage", rest @ ..] => ("default", rest),
-            _ => return None,
+/// `POST /v2/storage/tables/{id}/import`: into an existing table; `incremental`, `primaryKey`
+/// (the table's, when given), `delimiter`, `enclosure`, `deleteWhereColumn`,
+/// `deleteWhereValues[]`, `deleteWhereOperator` (`eq`, `ne`). 200 and the table.
+pub async fn import(services: &Services, mut request: Request) -> Reply {
+    let upload = Upload::read(&mut request).await?;
+    let id = request.segment("id");
+    blocking(|| {
+        if services.storage.table(id)?.is_none() {
+            return Err(table_not_found(id));
+        }
+        let params = &upload.params;
+        let delete_where = match params.text("deleteWhereColumn")?.filter(|c| !c.is_empty()) {
+            Some(column) => Some(RowFilter {
+                column,
+                values: params.values("deleteWhereValues")?,
+                operator: operator(params, "deleteWhereOperator")?,
+            }),
+            None => None,
         };
-        let scope = |component| Scope { branch, component };
-        Some(match *rest {
-            ["components"] => Target::Components(branch),
-            ["components", component, "configs"] => Target::Configurations(scope(component)),
-            ["components", component, "configs", config] => {
-                Target::Configuration(scope(component), config)
-            }
-            ["components", component, "configs", config, "state"] => {
-                Target::State(scope(component), config, None)
-            }
-            ["components", component, "configs", config, "rows"] => {
-                Target::Rows(scope(component), config)
-            }
-            ["components", component, "configs", config, "rows", row] => {
-                Target::Row(scope(component), config, row)
-            }
-            ["components", component, "configs", config, "rows", row, "state"] => {
-                Target::State(scope(component), config, Some(row))
-            }
-            _ => return None,
-        })
-    }
+        let load_request = LoadRequest {
+            incremental: params.flag("incremental")?.unwrap_or(false),
+            delete_where,
+            ..upload.load_request(id)?
+        };
+        load(services, &load_request, StatusCode::OK)
+    })
 }
 
-/// Status and body; `None` answers no body.
-type Answer = Result<(StatusCode, Option<Value>), ApiError>;
-
-fn answer(context: &Context<'_>, parts: &Parts, target: Target<'_>, body: &[u8]) -> Answer {
-    let fields = || Fields::parse(&parts.headers, body);
-    let ok = |value: Value| Ok((StatusCode::OK, Some(value)));
-    match (&parts.method, target) {
-        (&Method::GET, Target::Branches) => {
-            let mut branches = vec![context.default_branch()?];
-            branches.extend(context.store.branches().map_err(store_error)?);
-            ok(branches.iter().map(render::branch).collect())
-        }
-        (&Method::POST, Target::Branches) => create_branch(context, &fields()?),
-        (&Method::GET, Target::Branch(id)) => ok(render::branch(&context.branch(id)?)),
-        (&Method::DELETE, Target::Branch(id)) => {
-            let branch = context.branch(id)?;
-            if branch.is_default {
-                return Err(ApiError::bad_request(
-                    "The default branch cannot be deleted; delete a dev branch instead.",
-                ));
-            }
-            context
-                .store
-                .delete_branch(&branch.id)
-                .map_err(store_error)?;
-            Ok((StatusCode::NO_CONTENT, None))
-        }
-        (&Method::GET, Target::Components(branch)) => list_components(context, branch),
-        (&Method::GET, Target::Configurations(scope)) => {
-            let at = context.at(scope)?;
-            if context.query.one("isDeleted") == Some("true") {
-                // Deleted configurations are gone at once: the trash is always empty.
-                return ok(json!([]));
-            }
-            let configurations = context
-                .store
-                .configurations(&at.branch, Some(&at.component))
-                .map_err(store_error)?;
-            ok(configurations
-                .iter()
-                .map(|c| render::configuration(c, Include::ALL))
-                .collect())
-        }
-        (&Method::POST, Target::Configurations(scope)) => {
-            create_configuration(context, &context.at(scope)?, &fields()?)
-        }
-        (&Method::GET, Target::Configuration(scope, config)) => {
-            let configuration = context.at(scope)?.load(context.store, config)?;
-            ok(render::configuration(&configuration, Include::ALL))
-        }
-        (&Method::PUT, Target::Configuration(scope, config)) => {
-            let at = context.at(scope)?;
-            let fields = fields()?;
-            let changes = Changes::parse(&fields)?.sealed(context, &at);
-            let order = fields.ids("rowsSortOrder")?;
-            let updated = at.update(context.store, config, |configuration, _| {
-                changes.apply(editable!(configuration));
-                match &order {
-                    Some(order) => sort_rows(configuration, order),
-                    None => Ok(()),
-                }
-            })?;
-            ok(render::configuration(&updated, Include::ALL))
-        }
-        (&Method::DELETE, Target::Configuration(scope, config)) => {
-            let at = context.at(scope)?;
-            let deleted = context
-                .store
-                .delete_configuration(&at.branch, &at.component, config)
-                .map_err(store_error)?;
-            if !deleted {
-                return Err(store_error(at.configuration_not_found(config)));
-            }
-            Ok((StatusCode::NO_CONTENT, None))
-        }
-        (&Method::PUT, Target::State(scope, config, row)) => {
-            let at = context.at(scope)?;
-            let mut state = fields()?.object("state")?.ok_or_else(|| {
-                ApiError::bad_request("Field \"state\" is required: the new state, an object.")
-            })?;
-            context.seal(&at, &mut state);
-            let saved = context
-                .store
-                .update_state(&at.branch, &at.component, config, |configuration| {
-                    let target = match row {
-                        None => &mut configuration.state,
-                        Some(row) => &mut at.row_mut(configuration, row)?.state,
-                    };
-                    *target = state;
-                    Ok(())
-                })
-                .map_err(update_error)?;
-            match row {
-                None => ok(render::configuration(&saved, Include::ALL)),
-                Some(row) => ok(render::row(at.row(&saved, row)?)),
-            }
-        }
-        (&Method::GET, Target::Rows(scope, config)) => {
-            let configuration = context.at(scope)?.load(context.store, config)?;
-            ok(configuration.rows.iter().map(render::row).collect())
-        }
-        (&Method::POST, Target::Rows(scope, config)) => {
-            create_row(context, &context.at(scope)?, config, &fields()?)
-        }
-        (&Method::GET, Target::Row(scope, config, row)) => {
-            let at = context.at(scope)?;
-            let configuration = at.load(context.store, config)?;
-            ok(render::row(at.row(&configuration, row)?))
-        }
-        (&Method::PUT, Target::Row(scope, config, row)) => {
-            let at = context.at(scope)?;
-            let changes = Changes::parse(&fields()?)?.sealed(context, &at);
-            let updated = at.update(context.store, config, |configuration, _| {
-                let changed = at.row_mut(configuration, row)?;
-                changes.apply(editable!(changed));
-                changed.version += 1;
-                configuration.change_description = changes.describe(row, "changed");
-                Ok(())
-            })?;
-            ok(render::row(at.row(&updated, row)?))
-        }
-        (&Method::DELETE, Target::Row(scope, config, row)) => {
-            let at = context.at(scope)?;
-            at.update(context.store, config, |configuration, _| {
-                at.row_mut(configuration, row)?;
-                configuration.rows.retain(|r| r.id != row);
-                configuration.change_description = format!("Row {row} deleted");
-                Ok(())
-            })?;
-            Ok((StatusCode::NO_CONTENT, None))
-        }
-        _ => Err(super::method_not_allowed(parts)),
-    }
+/// Loads `request`, answering `status` and the table.
+fn load(services: &Services, request: &LoadRequest, status: StatusCode) -> Reply {
+    let table = services.storage.load(request)?;
+    Ok(Answer::json(status, &table_object(services, &table)?))
 }
 
-/// `POST /v2/storage/dev-branches`: made at once (the public API runs a job for it).
-fn create_branch(context: &Context<'_>, fields: &Fields) -> Answer {
-    let name = fields.required_text("name")?;
-    let description = fields.text("description")?.unwrap_or_default();
-    let default_branch_id = &context.settings.project.default_branch_id;
-    let branch = context
-        .store
-        .create_branch(default_branch_id, |id| Branch {
-            id,
-            name,
-            description,
-            is_default: false,
-            created: now_micros(),
-        })
-        .map_err(store_error)?;
-    Ok((StatusCode::CREATED, Some(render::branch(&branch))))
-}
-
-/// `GET .../components`: every registered component with its configurations in the branch; the
-/// parts beyond the summary come with `include=configuration,rows,state`.
-fn list_components(context: &Context<'_>, branch: &str) -> Answer {
-    let branch = context.branch(branch)?.id;
-    let mut include = Include::default();
-    for part in context
-        .query
-        .all("include")
-        .iter()
-        .flat_map(|v| v.split(','))
-    {
-        match part.trim() {
-            "configuration" => include.configuration = true,
-            "rows" => include.rows = true,
-            "state" => include.state = true,
-            _ => {}
-        }
-    }
-    let configurations = context
-        .store
-        .configurations(&branch, None)
-        .map_err(store_error)?;
-    let components = context.settings.components.iter().map(|component| {
-        let own: Vec<&Configuration> = configurations
-            .iter()
-            .filter(|c| c.component == component.id)
-            .collect();
-        render::component(&component.id, &own, include)
-    });
-    Ok((StatusCode::OK, Some(components.collect())))
-}
-
-/// `POST .../configs`: `name` is required; `configurationId` chooses the id.
-fn create_configuration(context: &Context<'_>, at: &At, fields: &Fields) -> Answer {
-    let store = context.store;
-    let changes = Changes::parse(fields)?.sealed(context, at);
-    fields.required_text("name")?;
-    // A configuration starts with what a row starts with, plus its component, branch and rows.
-    let id = fields.chosen_id("configurationId")?.unwrap_or_default();
-    let new = new_row(id, &changes);
-    let configuration = Configuration {
-        component: at.component.clone(),
-        branch_id: at.branch.clone(),
-        id: new.id,
-        name: new.name,
-        description: new.description,
-        change_description: new.change_description,
-        version: new.version,
-        is_disabled: new.is_disabled,
-        configuration: new.configuration,
-        state: new.state,
-        rows: Vec::new(),
-        created: new.created,
+/// `GET /v2/storage/tables/{id}/data-preview`: CSV with a header; `columns`, `whereColumn`,
+/// `whereValues[]`, `whereOperator`, `changedSince`, `limit` (100 by default, at most 1000).
+pub async fn preview(services: &Services, request: Request) -> Reply {
+    let params = request.query_fields();
+    let filter = match params.text("whereColumn")?.filter(|c| !c.is_empty()) {
+        Some(column) => Some(RowFilter {
+            column,
+            values: params.values("whereValues")?,
+            operator: operator(&params, "whereOperator")?,
+        }),
+        None => None,
     };
-    let created = store
-        .create_configuration(configuration)
-        .map_err(store_error)?;
-    Ok((
-        StatusCode::CREATED,
-        Some(render::configuration(&created, Include::ALL)),
-    ))
-}
-
-/// `POST .../rows`: `rowId` chooses the id; the row goes last.
-fn create_row(context: &Context<'_>, at: &At, config: &str, fields: &Fields) -> Answer {
-    let store = context.store;
-    let changes = Changes::parse(fields)?.sealed(context, at);
-    let chosen = fields.chosen_id("rowId")?;
-    let mut id = String::new();
-    let updated = at.update(store, config, |configuration, next_id| {
-        let row = new_row(chosen.unwrap_or_else(next_id), &changes);
-        configuration.change_description = changes.describe(&row.id, "added");
-        id.clone_from(&row.id);
-        configuration.rows.push(row);
-        Ok(())
+    let changed_since = match params.text("changedSince")?.filter(|t| !t.is_empty()) {
+        None => None,
+        Some(text) => Some(time(&text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Parameter \"changedSince\" must be a Unix timestamp or a time like \
+                 2024-01-31T08:00:00+00:00 or \"-1 day\", \"{text}\" given."
+            ))
+        })?),
+    };
+    let limit = request.query.number("limit")?.unwrap_or(100);
+    let export = Export {
+        columns: params.list("columns")?.unwrap_or_default(),
+        filter,
+        limit: Some(limit.min(MAX_PREVIEW_ROWS)),
+        changed_since,
+    };
+    // At most MAX_PREVIEW_ROWS rows: a preview is answered whole.
+    let mut csv = Vec::new();
+    blocking(|| {
+        services
+            .storage
+            .export(request.segment("id"), &export, &mut csv)
     })?;
-    Ok((
-        StatusCode::CREATED,
-        Some(render::row(at.row(&updated, &id)?)),
+    Ok(Answer::bytes(
+        StatusCode::OK,
+        "text/csv; charset=utf-8",
+        csv,
     ))
 }
 
-/// A row at version 1 with what the request gives, empty or `{}` where it gives nothing.
-fn new_row(id: String, changes: &Changes) -> Row {
-    let mut row = Row {
-        id,
-        name: String::new(),
-        description: String::new(),
-        change_description: String::new(),
-        version: 1,
-        is_disabled: false,
-        configuration: json!({}),
-        state: json!({}),
-        created: now_micros(),
-    };
-    changes.apply(editable!(row));
-    row
-}
-
-/// Puts the rows `order` names first, in that order; the others keep theirs after them.
-fn sort_rows(configuration: &mut Configuration, order: &[String]) -> Result<(), ApiError> {
-    if let Some(unknown) = order.iter().find(|id| configuration.row(id).is_none()) {
-        return Err(ApiError::bad_request(format!(
-            "Field \"rowsSortOrder\" names row \"{unknown}\", which configuration \"{}\" does not have.",
-            configuration.id
-        )));
-    }
-    let place = |row: &Row| {
-        order
-            .iter()
-            .position(|id| *id == row.id)
-            .unwrap_or(order.len())
-    };
-    configuration.rows.sort_by_key(place);
-    Ok(())
-}
-
-impl Context<'_> {
-    /// The branch a path names: `default` and the default branch's id mean the default branch,
-    /// anything else must be a stored dev branch.
-    fn branch(&self, given: &str) -> Result<Branch, ApiError> {
-        let default = &self.settings.project.default_branch_id;
-        if given == "default" || given == default {
-            return self.default_branch();
-        }
-        let branch = self.store.branch(given).map_err(store_error)?;
-        branch.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "Branch \"{given}\" not found; GET /v2/storage/dev-branches lists the branches."
-                ),
+/// `POST /v2/storage/files`: the content with `name` (else the part's file name) and `tags[]`.
+/// 201 and the file.
+pub async fn upload_file(services: &Services, mut request: Request) -> Reply {
+    let upload = Upload::read(&mut request).await?;
+    let name = upload
+        .params
+        .text("name")?
+        .filter(|n| !n.is_empty())
+        .or(upload.file_name)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "Parameter \"name\" is required: the file's name (or send a \"file\" part with a \
+                 file name).",
             )
+        })?;
+    let tags = upload.params.values("tags")?;
+    let file = blocking(|| {
+        services
+            .storage
+            .upload_file(&name, &tags, upload.data.as_ref())
+    })?;
+    let body = render::file(&file, &services.settings.public_url);
+    Ok(Answer::json(StatusCode::CREATED, &body))
+}
+
+/// Every bucket's object by id, with the sizes and row counts of its tables.
+fn bucket_objects(services: &Services) -> Result<BTreeMap<String, Value>, ApiError> {
+    let (storage, settings) = (&services.storage, &services.settings);
+    let tables = storage.tables(None)?;
+    let branch = &settings.project.default_branch_id;
+    let mut objects = BTreeMap::new();
+    for bucket in storage.buckets()? {
+        let own: Vec<&Table> = tables
+            .iter()
+            .filter(|t| t.bucket_id() == bucket.id)
+            .collect();
+        let object = render::bucket(&bucket, &own, &settings.public_url, branch);
+        objects.insert(bucket.id, object);
+    }
+    Ok(objects)
+}
+
+fn table_objects(services: &Services, tables: &[Table]) -> Result<Value, ApiError> {
+    let mut buckets = bucket_objects(services)?;
+    let objects = tables.iter().map(|table| {
+        let bucket = buckets.entry(table.bucket_id().to_string()).or_default();
+        render::table(table, bucket.clone(), &services.settings.public_url)
+    });
+    Ok(objects.collect())
+}
+
+fn table_object(services: &Services, table: &Table) -> Result<Value, ApiError> {
+    let mut objects = table_objects(services, std::slice::from_ref(table))?;
+    Ok(objects[0].take())
+}
+
+fn stored_file(services: &Services, id: &str) -> Result<StoredFile, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("File {id} not found"));
+    let id = id.parse::<u64>().map_err(|_| not_found())?;
+    services.storage.file(id)?.ok_or_else(not_found)
+}
+
+/// An upload's data and parameters (the query string's and multipart fields together).
+struct Upload {
+    params: Fields,
+    data: Bytes,
+    /// The file name of the multipart data part.
+    file_name: Option<String>,
+}
+
+impl Upload {
+    /// Reads the request's body: raw data, or a multipart body with its fields.
+    async fn read(request: &mut Request) -> Result<Upload, ApiError> {
+        let body = request.body().await?;
+        let content_type = request.header(CONTENT_TYPE.as_str()).unwrap_or("");
+        if !content_type.starts_with("multipart/form-data") {
+            return Ok(Upload {
+                params: request.query_fields(),
+                data: body,
+                file_name: None,
+            });
+        }
+        let unreadable = |error: multer::Error| {
+            ApiError::bad_request(format!("The multipart body cannot be read: {error}."))
+        };
+        let boundary = multer::parse_boundary(content_type).map_err(unreadable)?;
+        let stream = futures_util::stream::once(async move { Ok::<_, Infallible>(body) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        let mut fields = Vec::new();
+        let mut data = None;
+        let mut file_name = None;
+        while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
+            let name = field.name().unwrap_or_default().to_string();
+            if name == "data" || name == "file" {
+                file_name = field.file_name().map(str::to_string);
+                data = Some(field.bytes().await.map_err(unreadable)?);
+            } else {
+                fields.push((name, field.text().await.map_err(unreadable)?));
+            }
+        }
+        let data = data.ok_or_else(|| {
+            ApiError::bad_request(
+                "The multipart body has no \"data\" (or \"file\") part with the content.",
+            )
+        })?;
+        let mut params = request.query.clone();
+        for (name, value) in fields {
+            params.add(&name, value);
+        }
+        Ok(Upload {
+            params: Fields::from_query(params),
+            data,
+            file_name,
         })
     }
 
-    /// The default branch is not stored: its id comes from the settings, its time from the store.
-    fn default_branch(&self) -> Result<Branch, ApiError> {
-        Ok(Branch {
-            id: self.settings.project.default_branch_id.clone(),
-            name: "Main".to_string(),
-            description: String::new(),
-            is_default: true,
-            created: self.store.created_time().map_err(store_error)?,
-        })
-    }
-
-    /// The resolved branch and the component, which must be registered.
-    /// Encrypts every `#` value of a configuration, row or state of `at`'s component before it
-    /// is stored: answers and the store only ever hold ciphertexts.
-    fn seal(&self, at: &At, value: &mut Value) {
-        let scope = secrets::Scope::Project {
-            component: at.component.clone(),
-            project: self.settings.project.id.clone(),
-        };
-        self.secrets.encrypt_json(value, &scope);
-    }
-
-    fn at(&self, scope: Scope<'_>) -> Result<At, ApiError> {
-        let branch = self.branch(scope.branch)?.id;
-        if self.settings.component(scope.component).is_none() {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "Component \"{}\" is not registered in jobq; add it under [[components]] in \
-                     the settings file.",
-                    scope.component
-                ),
-            ));
-        }
-        Ok(At {
-            branch,
-            component: scope.component.to_string(),
-        })
-    }
-}
-
-/// A registered component in an existing branch.
-struct At {
-    branch: String,
-    component: String,
-}
-
-impl At {
-    fn load(&self, store: &Store, config: &str) -> Result<Configuration, ApiError> {
-        store
-            .configuration(&self.branch, &self.component, config)
-            .map_err(store_error)?
-            .ok_or_else(|| store_error(self.configuration_not_found(config)))
-    }
-
-    fn update(
-        &self,
-        store: &Store,
-        config: &str,
-        f: impl FnOnce(&mut Configuration, &mut dyn FnMut() -> String) -> Result<(), ApiError>,
-    ) -> Result<Configuration, ApiError> {
-        store
-            .update_configuration(&self.branch, &self.component, config, f)
-            .map_err(update_error)
-    }
-
-    fn row<'c>(&self, configuration: &'c Configuration, row: &str) -> Result<&'c Row, ApiError> {
-        configuration
-            .row(row)
-            .ok_or_else(|| self.row_not_found(configuration, row))
-    }
-
-    fn row_mut<'c>(
-        &self,
-        configuration: &'c mut Configuration,
-        row: &str,
-    ) -> Result<&'c mut Row, ApiError> {
-        let missing = self.row_not_found(configuration, row);
-        configuration.row_mut(row).ok_or(missing)
-    }
-
-    fn configuration_not_found(&self, config: &str) -> StoreError {
-        StoreError::ConfigurationNotFound {
-            branch: self.branch.clone(),
-            component: self.component.clone(),
-            config: config.to_string(),
-        }
-    }
-
-    fn row_not_found(&self, configuration: &Configuration, row: &str) -> ApiError {
-        store_error(StoreError::RowNotFound {
-            branch: self.branch.clone(),
-            component: self.component.clone(),
-            config: configuration.id.clone(),
-            row: row.to_string(),
-        })
-    }
-}
-
-fn store_error(error: StoreError) -> ApiError {
-    let status = match error {
-        StoreError::ConfigurationNotFound { .. } | StoreError::RowNotFound { .. } => {
-            StatusCode::NOT_FOUND
-        }
-        StoreError::ConfigurationExists { .. } | StoreError::RowExists { .. } => {
-            StatusCode::CONFLICT
-        }
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, error.to_string())
-}
-
-fn update_error(error: UpdateError<ApiError>) -> ApiError {
-    match error {
-        UpdateError::Store(error) => store_error(error),
-        UpdateError::Rejected(error) => error,
-    }
-}
-
-/// A request body's fields: a JSON object, or a form as the public API's clients send it.
-enum Fields {
-    Json(Map<String, Value>),
-    Form(Query),
-}
-
-impl Fields {
-    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Fields, ApiError> {
-        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        if content_type.is_some_and(|t| t.starts_with("application/x-www-form-urlencoded")) {
-            let text = std::str::from_utf8(body)
-                .map_err(|_| ApiError::bad_request("The form body is not valid UTF-8."))?;
-            return Ok(Fields::Form(Query::parse(Some(text))));
-        }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Fields::Json(Map::new()));
-        }
-        match serde_json::from_slice(body) {
-            Ok(Value::Object(map)) => Ok(Fields::Json(map)),
-            Ok(_) => Err(ApiError::bad_request(
-                "The request body must be a JSON object.",
-            )),
-            Err(error) => Err(ApiError::bad_request(format!(
-                "The request body is not valid JSON: {error}; send JSON, or a form with \
-                 Content-Type application/x-www-form-urlencoded."
-            ))),
-        }
-    }
-
-    /// The field's value (JSON `null` is absent); a form field given several times is a list.
-    fn get(&self, field: &str) -> Option<Value> {
-        match self {
-            Fields::Json(map) => map.get(field).filter(|v| !v.is_null()).cloned(),
-            Fields::Form(form) => match form.all(field) {
-                [] => None,
-                [one] => Some(Value::String(one.clone())),
-                many => Some(json!(many)),
-            },
-        }
-    }
-
-    fn text(&self, field: &str) -> Result<Option<String>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text)),
-            Some(Value::Number(number)) => Ok(Some(number.to_string())),
-            Some(_) => Err(wrong_type(field, "a string")),
-        }
-    }
-
-    fn required_text(&self, field: &str) -> Result<String, ApiError> {
-        self.text(field)?
-            .filter(|text| !text.trim().is_empty())
-            .ok_or_else(|| ApiError::bad_request(format!("Field \"{field}\" is required.")))
-    }
-
-    /// An id the client chooses: letters, digits, `.`, `_` and `-` (it becomes a path segment).
-    fn chosen_id(&self, field: &str) -> Result<Option<String>, ApiError> {
-        let id = self.text(field)?.filter(|id| !id.is_empty());
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if id.as_deref().is_some_and(|id| !id.chars().all(allowed)) {
-            return Err(wrong_type(
-                field,
-                "made of letters, digits, '.', '_' and '-'",
-            ));
-        }
-        Ok(id)
-    }
-
-    /// `true`/`false`, or as forms send them: `"true"`, `"false"`, `"1"`, `"0"`.
-    fn flag(&self, field: &str) -> Result<Option<bool>, ApiError> {
-        let Some(value) = self.get(field) else {
-            return Ok(None);
-        };
-        let flag = match &value {
-            Value::Bool(flag) => Some(*flag),
-            Value::Number(number) => match number.as_u64() {
-                Some(0) => Some(false),
-                Some(1) => Some(true),
-                _ => None,
-            },
-            Value::String(text) => match text.trim() {
-                "true" | "1" => Some(true),
-                "false" | "0" | "" => Some(false),
-                _ => None,
-            },
-            _ => None,
-        };
-        flag.map(Some)
-            .ok_or_else(|| wrong_type(field, "true or false (or \"1\", \"0\")"))
-    }
-
-    /// A JSON object, given as one or as JSON text (forms can only send text); `[]` means `{}`.
-    fn object(&self, field: &str) -> Result<Option<Value>, ApiError> {
-        let value = match self.get(field) {
-            None => return Ok(None),
-            Some(Value::String(text)) if text.trim().is_empty() => json!({}),
-            Some(Value::String(text)) => serde_json::from_str(&text).map_err(|error| {
-                ApiError::bad_request(format!("Field \"{field}\" is not valid JSON: {error}."))
-            })?,
-            Some(value) => value,
-        };
-        match value {
-            Value::Object(_) => Ok(Some(value)),
-            Value::Array(items) if items.is_empty() => Ok(Some(json!({}))),
-            _ => Err(wrong_type(field, "a JSON object")),
-        }
-    }
-
-    /// A list of ids: an array, or (in forms) `field[]=a&field[]=b` or `field=a,b`.
-    fn ids(&self, field: &str) -> Result<Option<Vec<String>>, ApiError> {
-        let items = match self.get(field) {
-            None => return Ok(None),
-            Some(Value::Array(items)) => items,
-            Some(Value::String(text)) => text.split(',').map(|id| json!(id.trim())).collect(),
-            Some(_) => return Err(wrong_type(field, "a list of ids")),
-        };
-        items
-            .into_iter()
-            .filter(|item| item.as_str() != Some(""))
-            .map(|item| match item {
-                Value::String(id) => Ok(id),
-                Value::Number(id) => Ok(id.to_string()),
-                _ => Err(wrong_type(field, "a list of ids")),
-            })
-            .collect::<Result<_, _>>()
-            .map(Some)
-    }
-}
-
-fn wrong_type(field: &str, expected: &str) -> ApiError {
-    ApiError::bad_request(format!("Field \"{field}\" must be {expected}."))
-}
-
-/// The fields a configuration and a row share, as a request gives them (`None`: unchanged).
-struct Changes {
-    name: Option<String>,
-    description: Option<String>,
-    change_description: Option<String>,
-    is_disabled: Option<bool>,
-    configuration: Option<Value>,
-    state: Option<Value>,
-}
-
-/// The fields `Changes` sets, borrowed from a configuration or a row.
-struct Editable<'a> {
-    name: &'a mut String,
-    description: &'a mut String,
-    change_description: &'a mut String,
-    is_disabled: &'a mut bool,
-    configuration: &'a mut Value,
-    state: &'a mut Value,
-}
-
-/// `Editable` of a configuration or a row (a place, evaluated once per field).
-macro_rules! editable {
-    ($record:ident) => {
-        Editable {
-            name: &mut $record.name,
-            description: &mut $record.description,
-            change_description: &mut $record.change_description,
-            is_disabled: &mut $record.is_disabled,
-            configuration: &mut $record.configuration,
-            state: &mut $record.state,
-        }
-    };
-}
-use editable;
-
-impl Changes {
-    /// The changes with their secrets encrypted for `at`'s component.
-    fn sealed(mut self, context: &Context<'_>, at: &At) -> Changes {
-        for value in [&mut self.configuration, &mut self.state]
-            .into_iter()
-            .flatten()
-        {
-            context.seal(at, value);
-        }
-        self
-    }
-
-    fn parse(fields: &Fields) -> Result<Changes, ApiError> {
-        Ok(Changes {
-            name: fields.text("name")?,
-            description: fields.text("description")?,
-            change_description: fields.text("changeDescription")?,
-            is_disabled: fields.flag("isDisabled")?,
-            configuration: fields.object("configuration")?,
-            state: fields.object("state")?,
-        })
-    }
-
-    /// Sets what the request gives; `changeDescription` describes this change only.
-    fn apply(&self, record: Editable<'_>) {
-        let set = |target: &mut String, given: &Option<String>| {
-            if let Some(given) = given {
-                target.clone_from(given);
+    /// A full load of the upload into `table_id`, with its `primaryKey`, `delimiter` and
+    /// `enclosure`.
+    fn load_request(&self, table_id: &str) -> Result<LoadRequest, ApiError> {
+        let params = &self.params;
+        let character = |name: &str, default: char| -> Result<Option<char>, ApiError> {
+            let Some(text) = params.text(name)? else {
+                return Ok(Some(default));
+            };
+            let mut chars = text.chars();
+            match (chars.next(), chars.next()) {
+                (None, _) => Ok(None),
+                (Some(c), None) => Ok(Some(c)),
+                _ => Err(ApiError::bad_request(format!(
+                    "Parameter \"{name}\" must be one character, \"{text}\" given."
+                ))),
             }
         };
-        set(record.name, &self.name);
-        set(record.description, &self.description);
-        *record.change_description = self.change_description.clone().unwrap_or_default();
-        if let Some(disabled) = self.is_disabled {
-            *record.is_disabled = disabled;
-        }
-        if let Some(configuration) = &self.configuration {
-            record.configuration.clone_from(configuration);
-        }
-        if let Some(state) = &self.state {
-            record.state.clone_from(state);
+        let delimiter = character("delimiter", ',')?.ok_or_else(|| {
+            ApiError::bad_request("Parameter \"delimiter\" must be one character, none given.")
+        })?;
+        Ok(LoadRequest {
+            delimiter,
+            enclosure: character("enclosure", '"')?,
+            primary_key: params.list("primaryKey")?.unwrap_or_default(),
+            ..LoadRequest::new(table_id, LoadSource::Bytes(self.data.clone()))
+        })
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        let message = error.to_string();
+        match error {
+            StorageError::BucketNotFound { .. } | StorageError::TableNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, message)
+            }
+            StorageError::Store(StoreError::BucketNotEmpty { .. }) => {
+                ApiError::bad_request(message).with_code("storage.buckets.notEmpty")
+            }
+            StorageError::Store(StoreError::StorageTableChanged { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, message)
+            }
+            StorageError::Io { .. }
+            | StorageError::Export(_)
+            | StorageError::Corrupt { .. }
+            | StorageError::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+            _ => ApiError::bad_request(message),
         }
     }
+}
 
-    /// The configuration's change description for a change of one of its rows.
-    fn describe(&self, row: &str, what: &str) -> String {
-        self.change_description
-            .clone()
-            .unwrap_or_else(|| format!("Row {row} {what}"))
+fn bucket_not_found(id: &str) -> ApiError {
+    StorageError::BucketNotFound { id: id.to_string() }.into()
+}
+
+fn table_not_found(id: &str) -> ApiError {
+    StorageError::TableNotFound { id: id.to_string() }.into()
+}
+
+/// `eq` (the default) or `ne`.
+fn operator(params: &Fields, name: &str) -> Result<Operator, ApiError> {
+    let text = params.text(name)?.unwrap_or_else(|| "eq".to_string());
+    Operator::parse(&text).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Parameter \"{name}\" must be eq or ne, \"{text}\" given."
+        ))
+    })
+}
+
+/// A Unix timestamp in seconds, or what `parse_time` reads; Unix microseconds.
+fn time(text: &str) -> Option<i64> {
+    match text.parse::<i64>() {
+        Ok(seconds) => seconds.checked_mul(1_000_000),
+        Err(_) => parse_time(text),
     }
 }
 
@@ -746,146 +438,13 @@ impl Changes {
 mod tests {
     use super::*;
 
-    fn parse(path: &str) -> Option<Target<'_>> {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        Target::parse(&segments)
-    }
-
     #[test]
-    fn both_path_shapes_name_the_same_targets() {
-        let main = Scope {
-            branch: "default",
-            component: "c",
-        };
-        let dev = Scope {
-            branch: "9",
-            component: "c",
-        };
-        let cases = [
-            (
-                "/v2/storage/components",
-                Some(Target::Components("default")),
-            ),
-            (
-                "/v2/storage/branch/9/components",
-                Some(Target::Components("9")),
-            ),
-            (
-                "/v2/storage/components/c/configs",
-                Some(Target::Configurations(main)),
-            ),
-            (
-                "/v2/storage/branch/9/components/c/configs/7",
-                Some(Target::Configuration(dev, "7")),
-            ),
-            (
-                "/v2/storage/components/c/configs/7/state",
-                Some(Target::State(main, "7", None)),
-            ),
-            (
-                "/v2/storage/branch/9/components/c/configs/7/rows",
-                Some(Target::Rows(dev, "7")),
-            ),
-            (
-                "/v2/storage/components/c/configs/7/rows/r",
-                Some(Target::Row(main, "7", "r")),
-            ),
-            (
-                "/v2/storage/branch/9/components/c/configs/7/rows/r/state",
-                Some(Target::State(dev, "7", Some("r"))),
-            ),
-            ("/v2/storage/dev-branches", Some(Target::Branches)),
-            ("/v2/storage/dev-branches/9", Some(Target::Branch("9"))),
-            ("/v2/storage/branch/9/dev-branches", None),
-            ("/v2/storage/components/c", None),
-            ("/v2/storage/components/c/configs/7/versions", None),
-            ("/v2/storage/buckets", None),
-        ];
-        for (path, expected) in cases {
-            assert_eq!(parse(path), expected, "{path}");
-        }
-    }
-
-    fn form(text: &str) -> Fields {
-        Fields::Form(Query::parse(Some(text)))
-    }
-
-    fn json_fields(value: Value) -> Fields {
-        match value {
-            Value::Object(map) => Fields::Json(map),
-            _ => panic!("an object"),
-        }
-    }
-
-    #[test]
-    fn forms_and_json_give_the_same_changes() {
-        let from_form = form(
-            "name=n&isDisabled=1&configuration=%7B%22parameters%22%3A%7B%22a%22%3A1%7D%7D&state=",
-        );
-        let from_json = json_fields(json!({
-            "name": "n",
-            "isDisabled": true,
-            "configuration": {"parameters": {"a": 1}},
-            "state": [],
-        }));
-        for fields in [from_form, from_json] {
-            let changes = Changes::parse(&fields).expect("valid");
-            assert_eq!(changes.name.as_deref(), Some("n"));
-            assert_eq!(changes.is_disabled, Some(true));
-            assert_eq!(changes.configuration, Some(json!({"parameters": {"a": 1}})));
-            assert_eq!(changes.state, Some(json!({})));
-            assert_eq!(changes.description, None);
-        }
-        let fields = json_fields(json!({"configuration": "{\"parameters\": {}}"}));
+    fn times() {
+        assert_eq!(time("1700000000"), Some(1_700_000_000_000_000));
         assert_eq!(
-            fields.object("configuration").unwrap(),
-            Some(json!({"parameters": {}}))
+            time("2024-01-02T00:00:00+00:00"),
+            Some(1_704_153_600_000_000)
         );
-    }
-
-    #[test]
-    fn flags_ids_and_bad_values() {
-        for (text, flag) in [("true", true), ("1", true), ("false", false), ("0", false)] {
-            assert_eq!(
-                form(&format!("isDisabled={text}"))
-                    .flag("isDisabled")
-                    .unwrap(),
-                Some(flag)
-            );
-        }
-        let sorted = ["b".to_string(), "a".to_string()];
-        for fields in [
-            form("rowsSortOrder[]=b&rowsSortOrder[]=a"),
-            form("rowsSortOrder=b,a"),
-            json_fields(json!({"rowsSortOrder": ["b", "a"]})),
-        ] {
-            assert_eq!(
-                fields.ids("rowsSortOrder").unwrap().as_deref(),
-                Some(&sorted[..])
-            );
-        }
-        let bad = [
-            (form("isDisabled=maybe"), "isDisabled"),
-            (form("configuration=%7Bnope"), "configuration"),
-            (json_fields(json!({"configuration": 5})), "configuration"),
-            (
-                json_fields(json!({"configuration": "[1]"})),
-                "configuration",
-            ),
-            (json_fields(json!({"name": ["x"]})), "name"),
-        ];
-        for (fields, field) in bad {
-            let error = Changes::parse(&fields).err().expect("refused");
-            assert_eq!(error.status, StatusCode::BAD_REQUEST);
-            assert!(error.message.contains(field), "{}", error.message);
-        }
-        let error = form("configurationId=a/b")
-            .chosen_id("configurationId")
-            .unwrap_err();
-        assert!(
-            error.message.contains("configurationId"),
-            "{}",
-            error.message
-        );
+        assert_eq!(time("soon"), None);
     }
 }

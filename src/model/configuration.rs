@@ -42,7 +42,7 @@ pub struct Configuration {
 }
 
 /// One row of a configuration: its own configuration (deep-merged over the root's) and state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub id: String,
     pub name: String,

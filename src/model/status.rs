@@ -114,7 +114,7 @@ pub struct TransitionForbidden {
     pub to: Status,
 }
 
-/// Checks that a job in status `from` may move to `to`, as spec/queue.md draws it.
+/// Checks that a job in status `from` may move to `to`, as docs/queue.md (Statuses) draws it.
 ///
 /// Finished statuses are terminal: nothing leaves them.
 pub fn transition(from: Status, to: Status) -> Result<Status, TransitionForbidden> {
@@ -138,7 +138,7 @@ mod tests {
     use super::*;
     use Status::*;
 
-    /// Every allowed edge of spec/queue.md; every other pair must be refused.
+    /// Every allowed edge of docs/queue.md (Statuses); every other pair must be refused.
     const ALLOWED: &[(Status, Status)] = &[
         (Created, Waiting),
         (Created, Processing),

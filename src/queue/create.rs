@@ -96,7 +96,7 @@ impl Queue {
                 .map_err(|error| invalid("configRowIds", error.to_string()))?;
             rows = selected.into_iter().map(|row| row.id.clone()).collect();
         }
-        // Resolution order of spec/queue.md: the job, then configData, then the stored configuration.
+        // Resolution order of docs/queue.md (Creating a job): the job, then configData, then the stored configuration.
         let runtime_of = |configuration: &Value, key: &str| -> Option<String> {
             let value = configuration.get("runtime")?.get(key)?;
             value

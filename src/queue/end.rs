@@ -2,11 +2,11 @@
 //! folder, log line, parent settled), and `requeue` the one path back to `created`.
 
 use super::{Queue, QueueError};
+use crate::blocking::blocking;
 use crate::model::{now_micros, EventType, Job, JobType, OnError, RunId, Status};
 use crate::model::{ErrorKind, JobResult, ResultError, UserError};
 use crate::runner::outcome;
 use crate::runner::workspace::Workspace;
-use crate::secrets::Scope;
 use crate::store::UpdateError;
 
 /// Why a job ends.
@@ -34,7 +34,7 @@ impl Queue {
         if let Some(job) = self.store.job(id)? {
             self.seal_job_folder(&job);
         }
-        let ended = tokio::task::block_in_place(|| {
+        let ended = blocking(|| {
             self.store
                 .update_job_with_event(id, |job| finish(job, &ending))
         });
@@ -46,6 +46,7 @@ impl Queue {
             }
             Err(UpdateError::Store(error)) => return Err(error.into()),
         };
+        crate::failpoint::hit(crate::failpoint::JOB_ENDED);
         self.changed();
         tracing::info!(job_id = job.id, status = %job.status, "job finished");
         if let Some(parent) = &job.parent_run_id {
@@ -121,12 +122,8 @@ impl Queue {
     /// After a row's container ended: `config.json` and `in/state.json` keep `[hidden]` for
     /// every `#` value, `out/state.json` (the state the job may still store) ciphertexts.
     pub(super) fn seal_folder(&self, job: &Job, workspace: &Workspace) {
-        let scope = Scope::Project {
-            component: job.component.clone(),
-            project: job.project_id.clone(),
-        };
-        let sealed =
-            tokio::task::block_in_place(|| self.secrets.seal_folder(&workspace.data, &scope));
+        let scope = super::execute::state_scope(job);
+        let sealed = blocking(|| self.secrets.seal_folder(&workspace.data, &scope));
         if let Err(error) = sealed {
             tracing::error!(job_id = job.id, %error, "cannot hide the secrets of a finished job's folder");
         }

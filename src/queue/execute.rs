@@ -2,6 +2,7 @@
 
 use super::end::Ending;
 use super::{Queue, QueueError, RETRY_INTERVAL};
+use crate::blocking::blocking;
 use crate::debug;
 use crate::failpoint;
 use crate::mapping::input::{self, Inputs};
@@ -94,7 +95,7 @@ impl Queue {
                     .run_image(&job, task, stage, image, reattach, cancel)
                     .await?;
                 if ran.verdict.status == Status::Success && stage + 1 < images.len() {
-                    job = self.finish_image(&job, task, stage, ran).await?;
+                    job = self.finish_image(&job, task, stage, image, ran).await?;
                     continue;
                 }
                 let row = Row {
@@ -176,14 +177,11 @@ impl Queue {
             index + 1
         );
         self.event(job, EventType::Info, &message);
-        let workspace =
-            tokio::task::block_in_place(|| workspace::prepare(&task.folder, &task.state)).map_err(
-                |error| Stop::Requeue(format!("cannot prepare the job folder: {error}")),
-            )?;
-        let inputs = tokio::task::block_in_place(|| {
-            input::map_inputs(&self.storage, &task.configuration, &workspace.data)
-        })
-        .map_err(Stop::Fail)?;
+        let workspace = blocking(|| workspace::prepare(&task.folder, &task.state))
+            .map_err(|error| Stop::Requeue(format!("cannot prepare the job folder: {error}")))?;
+        let inputs =
+            blocking(|| input::map_inputs(&self.storage, &task.configuration, &workspace.data))
+                .map_err(Stop::Fail)?;
         workspace::save_inputs(&task.folder, &inputs)
             .map_err(|error| Stop::Requeue(format!("cannot prepare the job folder: {error}")))
     }
@@ -196,7 +194,7 @@ impl Queue {
         stage: usize,
         image: &Image<'_>,
     ) -> Result<(), Stop> {
-        tokio::task::block_in_place(|| -> std::io::Result<()> {
+        blocking(|| -> std::io::Result<()> {
             if stage > 0 {
                 workspace::rotate(&task.folder, stage)?;
             }
@@ -204,7 +202,7 @@ impl Queue {
         })
         .map_err(|error| Stop::Requeue(format!("cannot prepare the next image: {error}")))?;
         if job.mode == Mode::Debug {
-            self.snapshot(job, task, image.component, Some(stage));
+            self.archive_stage(job, task, image.component, Some(stage));
         }
         if image.processor {
             let message = format!("Running processor {}", image.component.id);
@@ -232,6 +230,7 @@ impl Queue {
             job,
             task,
             stage,
+            image: &image.reference,
             component: image.component,
             settings: &self.settings,
             observer: &observer,
@@ -251,14 +250,26 @@ impl Queue {
     }
 
     /// Phase 2.2.3: a successful image before the row's last; the row goes on with the next.
+    /// After the component's own image, its `out/state.json` is kept (encrypted) for the job
+    /// to store: processors after it never see or change it.
     async fn finish_image(
         &self,
         job: &Job,
         task: &Task,
         stage: usize,
+        image: &Image<'_>,
         ran: Finished,
     ) -> Result<Job, Stop> {
         workspace::hide_config(&Workspace::of(&task.folder));
+        if !image.processor {
+            blocking(|| {
+                let kept = workspace::keep_component_state(&task.folder)?;
+                self.secrets.encrypt_file(&kept, &state_scope(job))
+            })
+            .map_err(|error| {
+                Stop::Requeue(format!("cannot keep the component's state: {error}"))
+            })?;
+        }
         let job = self.update(job.id, |job| {
             add_image(&mut job.result, stage, ran.images);
             job.stages_done += 1;
@@ -289,7 +300,7 @@ impl Queue {
         self.seal_folder(job, &Workspace::of(&task.folder));
         let mut verdict = ran.verdict;
         if verdict.status == Status::Success && job.mode == Mode::Debug {
-            self.snapshot(job, task, component, None);
+            self.archive_stage(job, task, component, None);
         }
         let load_id = format!("job/{}/row/{index}", job.id);
         let outputs = match self.map_outputs(job, component, task, &verdict, load_id) {
@@ -358,8 +369,12 @@ impl Queue {
                             "Processor component \"{id}\" is not registered in jobq's settings."
                         ))
                     })?;
+                    let tag = processor["definition"]["tag"]
+                        .as_str()
+                        .unwrap_or(&registered.tag);
                     Ok(Image {
                         component: registered,
+                        reference: registered.image_reference(tag),
                         config: workspace::processor_config(&processor["parameters"], registered),
                         processor: true,
                     })
@@ -369,6 +384,7 @@ impl Queue {
         let mut images = processors("before")?;
         images.push(Image {
             component,
+            reference: component.image_reference(&job.tag),
             config: workspace::config_json(job, component, task),
             processor: false,
         });
@@ -379,11 +395,11 @@ impl Queue {
     /// In debug mode: the data folder as it is now, zipped and stored as a Storage file tagged
     /// `debug`, the image's component, `jobId:<id>` and `rowId:<row>`. A failure is a warning
     /// event, never the job's end.
-    fn snapshot(&self, job: &Job, task: &Task, component: &Component, stage: Option<usize>) {
+    fn archive_stage(&self, job: &Job, task: &Task, component: &Component, stage: Option<usize>) {
         let name = debug::stage_name(stage);
         let workspace = Workspace::of(&task.folder);
         let target = task.folder.join(&name);
-        let stored = tokio::task::block_in_place(|| -> Result<(), String> {
+        let stored = blocking(|| -> Result<(), String> {
             debug::archive(&workspace.data, &target).map_err(|error| error.to_string())?;
             let tags = [
                 "debug".to_string(),
@@ -430,7 +446,7 @@ impl Queue {
             load_id,
         };
         let data = Workspace::of(&task.folder).data;
-        let outputs = tokio::task::block_in_place(|| mapping.run(&data))?;
+        let outputs = blocking(|| mapping.run(&data))?;
         if verdict.status == Status::Success {
             self.event(job, EventType::Info, "Output mapping done.");
         }
@@ -487,15 +503,12 @@ impl Queue {
         if job.mode == Mode::Debug || plan.config_version.is_none() {
             return Ok(());
         }
-        let scope = Scope::Project {
-            component: job.component.clone(),
-            project: job.project_id.clone(),
-        };
+        let scope = state_scope(job);
         let states: Vec<(Option<String>, Value)> = plan
             .tasks
             .iter()
             .map(|task| {
-                let path = Workspace::of(&task.folder).data.join("out/state.json");
+                let path = workspace::component_state_path(&task.folder);
                 let mut state = std::fs::read(&path)
                     .ok()
                     .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -504,7 +517,7 @@ impl Queue {
                 (task.row_id.clone(), state)
             })
             .collect();
-        let saved = tokio::task::block_in_place(|| {
+        let saved = blocking(|| {
             self.store
                 .update_state(&job.branch_id, &job.component, config, |configuration| {
                     for (row, state) in &states {
@@ -530,6 +543,15 @@ impl Queue {
             Err(UpdateError::Store(error)) => Err(error.into()),
             Err(UpdateError::Rejected(never)) => match never {},
         }
+    }
+}
+
+/// The scope a job's component state is encrypted for (readable by every configuration of
+/// the component in the project, as stored state is).
+pub(super) fn state_scope(job: &Job) -> Scope {
+    Scope::Project {
+        component: job.component.clone(),
+        project: job.project_id.clone(),
     }
 }
 
@@ -572,9 +594,11 @@ enum RowEnd {
     JobEnded,
 }
 
-/// One image of a task: its component, and the `config.json` it reads.
+/// One image of a task: its component, the image reference it runs (the job's tag for the
+/// component; a processor's `definition.tag`, else its registered tag), and its `config.json`.
 struct Image<'a> {
     component: &'a Component,
+    reference: String,
     config: Value,
     processor: bool,
 }
@@ -646,7 +670,7 @@ impl RunObserver for JobObserver<'_> {
 
 impl JobObserver<'_> {
     fn recorded_stdout_events(&self) -> usize {
-        tokio::task::block_in_place(|| {
+        blocking(|| {
             self.queue
                 .store
                 .count_events(self.job.id, EventSource::Stdout)

@@ -7,6 +7,7 @@ mod execute;
 mod recovery;
 mod scheduler;
 
+use crate::blocking::blocking;
 use crate::model::TransitionForbidden;
 use crate::model::{
     now_micros, DesiredStatus, Event, EventSource, EventType, Job, JobQuery, Mode, NewEvent, Status,
@@ -118,10 +119,6 @@ impl Queue {
         })
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     pub fn job(&self, id: &str) -> Result<Job, QueueError> {
         let not_found = || QueueError::JobNotFound { id: id.to_string() };
         let id: u64 = id.parse().map_err(|_| not_found())?;
@@ -133,7 +130,7 @@ impl Queue {
         let mut changes = self.changes.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let job = self.job(id)?;
+            let job = blocking(|| self.job(id))?;
             if job.revision > index {
                 return Ok(job);
             }
@@ -158,29 +155,40 @@ impl Queue {
         Ok(self.store.search(&all)?)
     }
 
+    /// The events of the job `run` names (its run id, like `10.12`, else its id), newest first;
+    /// with `tree`, its descendants' too, merged by event id. `since_id`, `offset` and `limit`
+    /// apply to the merged list.
     pub fn events(
         &self,
-        job_id: &str,
+        run: &str,
+        tree: bool,
         since_id: Option<u64>,
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Event>, QueueError> {
-        let job = self.job(job_id)?;
-        Ok(self.store.events(job.id, since_id, offset, limit)?)
+        let job = match self.store.job_by_run_id(run)? {
+            Some(job) => job,
+            None => self.job(run)?,
+        };
+        let ids = match tree {
+            true => self.tree(&job)?,
+            false => vec![job.id],
+        };
+        // The newest `offset + limit` of the merged list are among each job's newest as many.
+        let wanted = offset.saturating_add(limit);
+        let mut events = Vec::new();
+        for id in ids {
+            events.extend(self.store.events(id, since_id, 0, wanted)?);
+        }
+        events.sort_by_key(|event| std::cmp::Reverse(event.id));
+        Ok(events.into_iter().skip(offset).take(limit).collect())
     }
 
     /// Asks for termination of the job and of all its descendants, in one transaction: sets
     /// `desiredStatus: terminating` on each unfinished one; the scheduler does the rest.
     pub fn kill(&self, id: &str) -> Result<Job, QueueError> {
         let job = self.job(id)?;
-        let mut ids = vec![job.id];
-        let mut parents = vec![job.run_id.clone()];
-        while let Some(parent) = parents.pop() {
-            for child in self.store.children(parent.as_str())? {
-                ids.push(child.id);
-                parents.push(child.run_id);
-            }
-        }
+        let ids = self.tree(&job)?;
         let root = job.id;
         let updated = self.store.update_jobs(&ids, |job| {
             if job.status.is_finished() {
@@ -209,10 +217,23 @@ impl Queue {
         Ok(job)
     }
 
+    /// The ids of `job` and of all its descendants, `job` first.
+    fn tree(&self, job: &Job) -> Result<Vec<u64>, QueueError> {
+        let mut ids = vec![job.id];
+        let mut parents = vec![job.run_id.clone()];
+        while let Some(parent) = parents.pop() {
+            for child in self.store.children(parent.as_str())? {
+                ids.push(child.id);
+                parents.push(child.run_id);
+            }
+        }
+        Ok(ids)
+    }
+
     /// Writes a change to one job (never its status: see `move_if` and `end`) and tells the
     /// long polls.
     fn update(&self, id: u64, change: impl FnOnce(&mut Job)) -> Result<Job, QueueError> {
-        let updated = tokio::task::block_in_place(|| {
+        let updated = blocking(|| {
             self.store.update_job(id, |job| {
                 change(job);
                 Ok::<(), std::convert::Infallible>(())
@@ -231,7 +252,7 @@ impl Queue {
     /// re-checked inside the write transaction (compare-and-set). `None` when another path
     /// changed its status first: a lost race, which the caller skips quietly.
     fn move_if(&self, id: u64, from: Status, to: Status) -> Result<Option<Job>, QueueError> {
-        let moved = tokio::task::block_in_place(|| {
+        let moved = blocking(|| {
             self.store.update_job(id, |job| {
                 if job.status != from {
                     return Err(None);
@@ -275,7 +296,7 @@ impl Queue {
             component: &job.component,
             created: now_micros(),
         };
-        if let Err(error) = tokio::task::block_in_place(|| self.store.add_event(event)) {
+        if let Err(error) = blocking(|| self.store.add_event(event)) {
             tracing::error!(job_id = job.id, %error, "cannot store an event");
         }
     }

@@ -2,7 +2,10 @@
 
 use super::end::Ending;
 use super::{Queue, QueueError};
+use crate::blocking::blocking;
 use crate::model::{now_micros, EventType, JobType, Status};
+use crate::runner::workspace;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -13,10 +16,10 @@ impl Queue {
     /// store that belong to no such job are removed.
     pub async fn recover(self: &Arc<Self>) -> Result<(), QueueError> {
         for status in [Status::Processing, Status::Terminating] {
-            for job in self.store.jobs_with_status(status)? {
+            for job in blocking(|| self.store.jobs_with_status(status))? {
                 if job.job_type == JobType::Container {
                     // Virtual: it finishes when its children do.
-                    self.settle_container(&job.run_id)?;
+                    blocking(|| self.settle_container(&job.run_id))?;
                     continue;
                 }
                 if job.outcome.is_some() {
@@ -24,7 +27,7 @@ impl Queue {
                     if let Some(container_id) = &job.container_id {
                         self.runner.remove_container(container_id).await;
                     }
-                    self.end(job.id, Ending::Recorded)?;
+                    blocking(|| self.end(job.id, Ending::Recorded))?;
                     continue;
                 }
                 match job.container_id.clone() {
@@ -37,7 +40,7 @@ impl Queue {
                             );
                         }
                     }
-                    None => self.end(job.id, Ending::Terminated)?,
+                    None => blocking(|| self.end(job.id, Ending::Terminated))?,
                     Some(container_id) => {
                         tracing::info!(job_id = job.id, %container_id, "re-attaching to a running job");
                         let cancel = CancellationToken::new();
@@ -68,7 +71,7 @@ impl Queue {
             let owned = match job_id.parse::<u64>() {
                 Ok(id) => {
                     self.lock_running().contains_key(&id)
-                        || matches!(self.store.job(id), Ok(Some(job)) if job.container_id.as_deref() == Some(container_id.as_str()) && !job.status.is_finished())
+                        || matches!(blocking(|| self.store.job(id)), Ok(Some(job)) if job.container_id.as_deref() == Some(container_id.as_str()) && !job.status.is_finished())
                 }
                 Err(_) => false,
             };
@@ -77,8 +80,20 @@ impl Queue {
                 self.runner.remove_container(&container_id).await;
             }
         }
-        let cutoff = now_micros() - self.settings.job_folder_retention.as_micros() as i64;
+        blocking(|| self.sweep_folders());
+    }
+
+    /// Makes `jobs/` private and removes the folders of jobs finished longer ago than
+    /// `job_folder_retention` (and of jobs the store does not know).
+    fn sweep_folders(&self) {
         let jobs_dir = self.settings.data_dir.join("jobs");
+        let private = workspace::create_private(&jobs_dir).and_then(|()| {
+            std::fs::set_permissions(&jobs_dir, std::fs::Permissions::from_mode(0o700))
+        });
+        if let Err(error) = private {
+            tracing::warn!(%error, path = %jobs_dir.display(), "cannot make the job folders private");
+        }
+        let cutoff = now_micros() - self.settings.job_folder_retention.as_micros() as i64;
         let Ok(entries) = std::fs::read_dir(&jobs_dir) else {
             return;
         };
@@ -98,9 +113,7 @@ impl Queue {
                 Err(_) => false,
             };
             if expired {
-                if let Err(error) =
-                    tokio::task::block_in_place(|| std::fs::remove_dir_all(entry.path()))
-                {
+                if let Err(error) = std::fs::remove_dir_all(entry.path()) {
                     tracing::warn!(job_id = id, %error, "cannot remove an expired job folder");
                 }
             }

@@ -2,6 +2,7 @@
 
 use super::end::Ending;
 use super::{Queue, QueueError, RETRY_INTERVAL, SWEEP_INTERVAL};
+use crate::blocking::blocking;
 use crate::model::{
     now_micros, DesiredStatus, EventType, Job, JobType, Parallelism, RunId, Status,
 };
@@ -38,11 +39,32 @@ impl Queue {
         }
     }
 
-    /// One pass: applies kills, then starts, oldest first, every job that may start now.
+    /// One pass: applies kills, then starts, oldest first, every job that may start now. The
+    /// engine is asked once, first, and only when a slot is free for a waiting job; the pass
+    /// itself reads and writes the store, so it runs as blocking work.
     async fn schedule(self: &Arc<Self>) -> Result<Pass, QueueError> {
+        let wants_engine = blocking(|| self.may_start_some_job())?;
+        let engine_up = wants_engine && self.engine_answers().await;
+        blocking(|| self.pass(engine_up, wants_engine && !engine_up))
+    }
+
+    /// Whether a slot is free and some job is `created` or `waiting`.
+    fn may_start_some_job(&self) -> Result<bool, QueueError> {
+        if self.running_count() >= self.settings.max_concurrent_jobs {
+            return Ok(false);
+        }
+        for status in [Status::Created, Status::Waiting] {
+            if !self.store.jobs_with_status(status)?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn pass(self: &Arc<Self>, engine_up: bool, engine_down: bool) -> Result<Pass, QueueError> {
         let now = now_micros();
         let mut pass = Pass {
-            engine_down: false,
+            engine_down,
             next_delayed_start: None,
         };
         for status in [Status::Created, Status::Waiting, Status::Processing] {
@@ -71,7 +93,6 @@ impl Queue {
         let mut candidates = self.store.jobs_with_status(Status::Created)?;
         candidates.extend(self.store.jobs_with_status(Status::Waiting)?);
         candidates.sort_by_key(|job| job.id);
-        let mut engine_up: Option<bool> = None;
         for job in candidates {
             if job.desired_status == DesiredStatus::Terminating {
                 continue;
@@ -110,17 +131,7 @@ impl Queue {
                 continue;
             }
             // Capacity and the engine are platform reasons: the job stays (or goes back to) created.
-            // The engine is asked once per pass, and only when a slot is free.
-            let startable = free > 0
-                && match engine_up {
-                    Some(up) => up,
-                    None => {
-                        let up = self.engine_answers().await;
-                        engine_up = Some(up);
-                        pass.engine_down |= !up;
-                        up
-                    }
-                };
+            let startable = free > 0 && engine_up;
             if !startable {
                 if job.status == Status::Waiting {
                     self.move_if(job.id, job.status, Status::Created)?;

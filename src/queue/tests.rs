@@ -24,6 +24,32 @@ fn stored(queue: &Queue, job: Job) -> Job {
     queue.store.create_job(|id| Job { id, ..job }).unwrap()
 }
 
+/// A container job (killed: `terminating`) in `status`, with one killed child in `child_status`.
+fn killed_tree(queue: &Queue, parent_status: Status, child_status: Status) -> (Job, Job) {
+    let parent = stored(
+        queue,
+        Job {
+            status: parent_status,
+            desired_status: DesiredStatus::Terminating,
+            job_type: JobType::Container,
+            parallelism: Some(Parallelism::Limit(2)),
+            ..Job::example()
+        },
+    );
+    let child = queue
+        .store
+        .create_job(|id| Job {
+            id,
+            run_id: parent.run_id.child(id),
+            parent_run_id: Some(parent.run_id.clone()),
+            status: child_status,
+            desired_status: DesiredStatus::Terminating,
+            ..Job::example()
+        })
+        .unwrap();
+    (parent, child)
+}
+
 fn status(queue: &Queue, id: u64) -> Status {
     queue.store.job(id).unwrap().unwrap().status
 }
@@ -68,27 +94,7 @@ async fn recovery_ends_a_killed_tree_whose_child_never_got_a_container() {
     let queue = queue(&dir);
     // A parallel container job killed while a child was processing without a container yet,
     // then a crash: both were left terminating.
-    let parent = stored(
-        &queue,
-        Job {
-            status: Status::Terminating,
-            desired_status: DesiredStatus::Terminating,
-            job_type: JobType::Container,
-            parallelism: Some(Parallelism::Limit(2)),
-            ..Job::example()
-        },
-    );
-    let child = queue
-        .store
-        .create_job(|id| Job {
-            id,
-            run_id: parent.run_id.child(id),
-            parent_run_id: Some(parent.run_id.clone()),
-            status: Status::Terminating,
-            desired_status: DesiredStatus::Terminating,
-            ..Job::example()
-        })
-        .unwrap();
+    let (parent, child) = killed_tree(&queue, Status::Terminating, Status::Terminating);
     queue.recover().await.unwrap();
     assert_eq!(status(&queue, child.id), Status::Terminated);
     let parent = queue.store.job(parent.id).unwrap().unwrap();
@@ -107,25 +113,7 @@ async fn a_cancelled_child_settles_its_container_job() {
     let dir = tempfile::tempdir().unwrap();
     let queue = queue(&dir);
     // The container job is already terminating; its last child is cancelled by a later pass.
-    let parent = stored(
-        &queue,
-        Job {
-            status: Status::Terminating,
-            desired_status: DesiredStatus::Terminating,
-            job_type: JobType::Container,
-            ..Job::example()
-        },
-    );
-    let child = queue
-        .store
-        .create_job(|id| Job {
-            id,
-            run_id: parent.run_id.child(id),
-            parent_run_id: Some(parent.run_id.clone()),
-            desired_status: DesiredStatus::Terminating,
-            ..Job::example()
-        })
-        .unwrap();
+    let (parent, child) = killed_tree(&queue, Status::Terminating, Status::Created);
     queue.terminate(&child).unwrap();
     assert_eq!(status(&queue, child.id), Status::Cancelled);
     assert_eq!(status(&queue, parent.id), Status::Terminated);

@@ -5,6 +5,7 @@ pub mod outcome;
 pub mod output;
 pub mod workspace;
 
+use crate::blocking::blocking;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -74,6 +75,8 @@ pub struct Run<'a> {
     pub task: &'a Task,
     /// The image's place among the task's images (processors before, the component, after).
     pub stage: usize,
+    /// The image to run, `repository:tag` (a processor's tag is its own, not the job's).
+    pub image: &'a str,
     pub component: &'a Component,
     pub settings: &'a Settings,
     pub observer: &'a dyn RunObserver,
@@ -184,7 +187,7 @@ impl Runner {
             observer,
             ..
         } = *run;
-        let image = component.image_reference(&job.tag);
+        let image = run.image;
         let docker = match self.docker().await {
             Ok(docker) => docker,
             Err(error) => {
@@ -203,7 +206,7 @@ impl Runner {
         };
 
         let folders = workspace::Workspace::of(&task.folder);
-        let handed_over = tokio::task::block_in_place(|| {
+        let handed_over = blocking(|| {
             // The daemon's own user never changes: probed once, on the first run.
             let identity = match self.identity.get() {
                 Some(identity) => identity.clone(),
@@ -225,7 +228,7 @@ impl Runner {
         };
 
         let body = ContainerCreateBody {
-            image: Some(image.clone()),
+            image: Some(image.to_string()),
             env: Some(workspace::environment(job, component, task, settings)),
             user: Some(user),
             labels: Some(HashMap::from([
@@ -305,7 +308,7 @@ impl Runner {
         container_id: &str,
         cancel: CancellationToken,
     ) -> RunOutcome {
-        let image = run.component.image_reference(&run.job.tag);
+        let image = run.image;
         loop {
             let (docker, _) = self.wait_for_engine(run.job.id).await;
             let state = match docker.inspect_container(container_id, None).await {
@@ -343,7 +346,8 @@ impl Runner {
     }
 
     /// Streams the running container's log into events until it ends, riding out engine
-    /// restarts, then classifies the end and removes the container.
+    /// restarts, then classifies the end. The container stays: the queue removes it once the
+    /// result is stored.
     /// `started` (Unix microseconds) is when the container started: its timeout counts from there.
     async fn follow(
         &self,
@@ -361,7 +365,7 @@ impl Runner {
             observer,
             ..
         } = *run;
-        let image = component.image_reference(&job.tag);
+        let image = run.image;
         let elapsed = Duration::from_micros((crate::model::now_micros() - started).max(0) as u64);
         let deadline =
             tokio::time::Instant::now() + component.process_timeout.saturating_sub(elapsed);
@@ -424,7 +428,7 @@ impl Runner {
             observer.event(EventType::Error, EventSource::Jobq, &verdict.message);
         }
         let folders = workspace::Workspace::of(&task.folder);
-        let usage_data = tokio::task::block_in_place(|| workspace::usage_data(&folders));
+        let usage_data = blocking(|| workspace::usage_data(&folders));
         RunOutcome::Finished(Finished {
             verdict,
             images: images.clone(),

@@ -41,7 +41,7 @@ pub const LOST_MESSAGE: &str =
     "The container of the job was lost: it no longer exists in the Docker engine.";
 pub const APPLICATION_ERROR_MESSAGE: &str = "Application error";
 
-/// Classifies an exit exactly as the table in spec/runner.md.
+/// Classifies an exit exactly as the table in docs/runner.md (Exit classification).
 pub fn classify(exit: Exit, context: &ExitContext<'_>) -> Verdict {
     let user = |message: String| Verdict {
         status: Status::Error,

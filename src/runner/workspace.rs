@@ -66,6 +66,7 @@ pub fn prepare(folder: &Path, state: &Value) -> std::io::Result<Workspace> {
     }
     create_private(&workspace.tmp)?;
     let _ = fs::remove_file(folder.join(ROTATION_MARKER));
+    let _ = fs::remove_file(folder.join(COMPONENT_STATE_FILE));
     fs::write(
         workspace.data.join("in/state.json"),
         serde_json::to_vec(state)?,
@@ -104,6 +105,34 @@ pub fn load_inputs(folder: &Path) -> Inputs {
 pub fn hide_config(workspace: &Workspace) {
     if let Err(error) = secrets::hide_in_file(&workspace.data.join("config.json")) {
         tracing::error!(%error, "cannot hide the secrets of an image's config.json");
+    }
+}
+
+/// Where the component's own `out/state.json` is kept when processors run after it: they never
+/// see it (between images `out/state.json` is dropped), and the state a job stores is the
+/// component's, as on the platform.
+const COMPONENT_STATE_FILE: &str = "component-state.json";
+
+/// Moves the component's `out/state.json` beside the folder, after the component's image ended
+/// and before processors run after it. A rename: a link is moved, never followed.
+pub fn keep_component_state(folder: &Path) -> std::io::Result<PathBuf> {
+    let kept = folder.join(COMPONENT_STATE_FILE);
+    match fs::rename(Workspace::of(folder).data.join("out/state.json"), &kept) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let _ = fs::remove_file(&kept);
+        }
+        other => other?,
+    }
+    Ok(kept)
+}
+
+/// The state file a job stores for the row in `folder`: the one the component left.
+pub fn component_state_path(folder: &Path) -> PathBuf {
+    let kept = folder.join(COMPONENT_STATE_FILE);
+    if kept.exists() {
+        kept
+    } else {
+        Workspace::of(folder).data.join("out/state.json")
     }
 }
 
@@ -227,7 +256,7 @@ pub fn config_json(job: &Job, component: &Component, task: &Task) -> Value {
     Value::Object(config)
 }
 
-/// The environment of spec/runner.md, as `NAME=value` pairs.
+/// The environment of docs/runner.md (Environment), as `NAME=value` pairs.
 pub fn environment(
     job: &Job,
     component: &Component,

@@ -366,9 +366,12 @@ impl Secrets {
     pub fn seal_folder(&self, data: &Path, scope: &Scope) -> std::io::Result<()> {
         hide_in_file(&data.join("config.json"))?;
         hide_in_file(&data.join("in/state.json"))?;
-        rewrite_json(&data.join("out/state.json"), |value| {
-            self.encrypt_json(value, scope)
-        })
+        self.encrypt_file(&data.join("out/state.json"), scope)
+    }
+
+    /// Encrypts every `#` value of the JSON file at `path` for `scope` (see `rewrite_json`).
+    pub fn encrypt_file(&self, path: &Path, scope: &Scope) -> std::io::Result<()> {
+        rewrite_json(path, |value| self.encrypt_json(value, scope))
     }
 }
 

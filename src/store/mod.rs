@@ -1,4 +1,5 @@
-//! The job store: jobs, their indexes and their events in one redb file; the only module that knows redb.
+//! The store: everything jobq keeps in its one redb file (jobs with their indexes and events,
+//! configurations, rows and dev branches, Storage metadata); the only module that knows redb.
 //!
 //! Every change to a job rewrites its indexes in the same write transaction, so readers never
 //! see a job and its index entries disagree. Job and event ids come from sequences kept in the
@@ -82,11 +83,6 @@ impl Store {
     /// apart from those of other jobq stores on the same Docker engine.
     pub fn instance_id(&self) -> &str {
         &self.instance_id
-    }
-
-    /// The path of the redb file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Allocates the next id from the sequence and inserts the job `make(id)` returns, with all

@@ -2,6 +2,8 @@
 //! the fixture component's image built in the real Docker engine, and an HTTP client.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod engine;
+
 use std::time::{Duration, Instant};
 
 use jobq::cli::client::{Answer, ApiClient};
