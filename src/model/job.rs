@@ -258,7 +258,7 @@ pub struct Job {
     /// Rows (containers) of this job that have finished; a resumed job goes on after them.
     pub rows_done: u32,
     /// Images (processors, the component) of the current row that have finished.
-    pub stages_done: u32,
+    pub images_done: u32,
     /// Stdout events recorded before the current container started; a re-attached container's
     /// log resumes after `stdout events - stdout_base` lines.
     pub stdout_base: u64,
@@ -339,7 +339,7 @@ impl Job {
             container_id: None,
             outcome: None,
             rows_done: 0,
-            stages_done: 0,
+            images_done: 0,
             stdout_base: 0,
             delayed_start_time: None,
             revision: 0,

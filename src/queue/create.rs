@@ -206,7 +206,7 @@ impl Queue {
             container_id: None,
             outcome: None,
             rows_done: 0,
-            stages_done: 0,
+            images_done: 0,
             stdout_base: 0,
             delayed_start_time,
             revision: 0,

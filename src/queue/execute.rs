@@ -83,25 +83,27 @@ impl Queue {
         let mut job = job.clone();
         for (index, task) in plan.tasks.iter().enumerate().skip(job.rows_done as usize) {
             let images = self.images(&job, component, task).map_err(Stop::Fail)?;
-            if job.stages_done == 0 && attach_to.is_none() {
+            if job.images_done == 0 && attach_to.is_none() {
                 self.start_row(&job, component, task, index, total)?;
             }
-            for (stage, image) in images.iter().enumerate().skip(job.stages_done as usize) {
+            for (image_index, image) in images.iter().enumerate().skip(job.images_done as usize) {
                 let reattach = attach_to.take();
                 if reattach.is_none() {
-                    self.start_image(&job, task, stage, image)?;
+                    self.start_image(&job, task, image_index, image)?;
                 }
                 let ran = self
-                    .run_image(&job, task, stage, image, reattach, cancel)
+                    .run_image(&job, task, image_index, image, reattach, cancel)
                     .await?;
-                if ran.verdict.status == Status::Success && stage + 1 < images.len() {
-                    job = self.finish_image(&job, task, stage, image, ran).await?;
+                if ran.verdict.status == Status::Success && image_index + 1 < images.len() {
+                    job = self
+                        .finish_image(&job, task, image_index, image, ran)
+                        .await?;
                     continue;
                 }
                 let row = Row {
                     task,
                     index,
-                    stage,
+                    image_index,
                     last: index + 1 == total,
                 };
                 match self.finish_row(&job, component, plan, row, ran).await? {
@@ -149,7 +151,7 @@ impl Queue {
         let registration = secrets::register(&found);
         self.lock_redactors()
             .insert(job.id, Arc::new(Redactor::new(&found)));
-        if fresh && job.rows_done == 0 && job.stages_done == 0 {
+        if fresh && job.rows_done == 0 && job.images_done == 0 {
             for row in &plan.skipped_rows {
                 let message = format!("Skipping disabled configuration: {row}");
                 self.event(job, EventType::Info, &message);
@@ -191,18 +193,18 @@ impl Queue {
         &self,
         job: &Job,
         task: &Task,
-        stage: usize,
+        image_index: usize,
         image: &Image<'_>,
     ) -> Result<(), Stop> {
         blocking(|| -> std::io::Result<()> {
-            if stage > 0 {
-                workspace::rotate(&task.folder, stage)?;
+            if image_index > 0 {
+                workspace::rotate(&task.folder, image_index)?;
             }
             workspace::write_config(&Workspace::of(&task.folder), &image.config)
         })
         .map_err(|error| Stop::Requeue(format!("cannot prepare the next image: {error}")))?;
         if job.mode == Mode::Debug {
-            self.archive_stage(job, task, image.component, Some(stage));
+            self.archive_stage(job, task, image.component, Some(image_index));
         }
         if image.processor {
             let message = format!("Running processor {}", image.component.id);
@@ -216,7 +218,7 @@ impl Queue {
         &self,
         job: &Job,
         task: &Task,
-        stage: usize,
+        image_index: usize,
         image: &Image<'_>,
         reattach: Option<String>,
         cancel: &CancellationToken,
@@ -229,7 +231,7 @@ impl Queue {
         let run = Run {
             job,
             task,
-            stage,
+            image_index,
             image: &image.reference,
             component: image.component,
             settings: &self.settings,
@@ -256,7 +258,7 @@ impl Queue {
         &self,
         job: &Job,
         task: &Task,
-        stage: usize,
+        image_index: usize,
         image: &Image<'_>,
         ran: Finished,
     ) -> Result<Job, Stop> {
@@ -271,8 +273,8 @@ impl Queue {
             })?;
         }
         let job = self.update(job.id, |job| {
-            add_image(&mut job.result, stage, ran.images);
-            job.stages_done += 1;
+            add_image(&mut job.result, image_index, ran.images);
+            job.images_done += 1;
             job.container_id = None;
         })?;
         if let Some(container_id) = ran.container_id {
@@ -294,7 +296,7 @@ impl Queue {
         let Row {
             task,
             index,
-            stage,
+            image_index,
             last,
         } = row;
         self.seal_folder(job, &Workspace::of(&task.folder));
@@ -317,13 +319,13 @@ impl Queue {
         }
         let inputs = workspace::load_inputs(&task.folder);
         let job = self.update(job.id, |job| {
-            add_image(&mut job.result, stage, ran.images);
+            add_image(&mut job.result, image_index, ran.images);
             if let Some(usage) = ran.usage_data {
                 job.usage_data = usage;
             }
             add_storage_results(&mut job.result, &mut job.metrics, &inputs, &outputs);
             job.rows_done += 1;
-            job.stages_done = 0;
+            job.images_done = 0;
             job.container_id = None;
             if ends {
                 job.result.message = Some(self.redact(job.id, &verdict.message));
@@ -582,7 +584,7 @@ struct Prepared<'a> {
 struct Row<'a> {
     task: &'a Task,
     index: usize,
-    stage: usize,
+    image_index: usize,
     last: bool,
 }
 
@@ -604,11 +606,11 @@ struct Image<'a> {
 }
 
 /// Adds an image's entry to `result.images`: a new inner list for a row's first image.
-fn add_image(result: &mut JobResult, stage: usize, image: Value) {
+fn add_image(result: &mut JobResult, image_index: usize, image: Value) {
     let rows = result.images.get_or_insert_with(Vec::new);
     let entries = image.as_array().cloned().unwrap_or_default();
     match rows.last_mut() {
-        Some(row) if stage > 0 => row.extend(entries),
+        Some(row) if image_index > 0 => row.extend(entries),
         _ => rows.push(entries),
     }
 }

@@ -74,7 +74,7 @@ pub struct Run<'a> {
     pub job: &'a Job,
     pub task: &'a Task,
     /// The image's place among the task's images (processors before, the component, after).
-    pub stage: usize,
+    pub image_index: usize,
     /// The image to run, `repository:tag` (a processor's tag is its own, not the job's).
     pub image: &'a str,
     pub component: &'a Component,
@@ -255,7 +255,7 @@ impl Runner {
             }),
             ..Default::default()
         };
-        let name = self.container_name(job, task, run.stage);
+        let name = self.container_name(job, task, run.image_index);
         // A container of the same name is a leftover of an attempt that never started.
         let _ = docker
             .remove_container(
@@ -585,7 +585,7 @@ impl Runner {
 
     /// `jobq-<instance>-<run id>[-row-<row>]`: unique per container and store, readable in
     /// `docker ps`.
-    pub fn container_name(&self, job: &Job, task: &Task, stage: usize) -> String {
+    pub fn container_name(&self, job: &Job, task: &Task, image_index: usize) -> String {
         let mut name = format!("jobq-{}-{}", self.instance_id, job.run_id);
         if let Some(row) = &task.row_id {
             let row: String = row
@@ -600,8 +600,8 @@ impl Runner {
                 .collect();
             name.push_str(&format!("-row-{row}"));
         }
-        if stage > 0 {
-            name.push_str(&format!("-stage-{stage}"));
+        if image_index > 0 {
+            name.push_str(&format!("-image-{image_index}"));
         }
         name
     }
