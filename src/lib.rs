@@ -1,19 +1,19 @@
 //! jobq: a single-host daemon that runs Keboola component jobs.
 
-pub mod blocking;
+mod blocking;
 pub mod cli;
-pub mod configurations;
+mod configurations;
 pub mod daemon;
 pub mod debug;
 pub mod error;
 pub mod failpoint;
-pub mod http;
-pub mod mapping;
+mod http;
+mod mapping;
 pub mod model;
-pub mod plan;
-pub mod queue;
+mod plan;
+mod queue;
 pub mod runner;
 pub mod secrets;
 pub mod settings;
-pub mod storage;
-pub mod store;
+mod storage;
+mod store;

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::model::Job;
 use crate::model::{deep_merge, replace_placeholders, Configuration, Row};
+use crate::model::{Job, JobResult, UserError, Variable};
 use crate::runner::Task;
 
 /// The component whose configurations hold variable definitions and their value sets.
@@ -26,17 +26,16 @@ pub struct Plan {
 
 impl Plan {
     /// Adds `configVersion` and `variables` to a job's `result`.
-    pub fn describe(&self, result: &mut Value) {
+    pub fn describe(&self, result: &mut JobResult) {
         if let Some(version) = self.config_version {
-            result["configVersion"] = json!(version.to_string());
+            result.config_version = Some(version.to_string());
         }
         if !self.variables.is_empty() {
-            let pairs: Vec<Value> = self
-                .variables
-                .iter()
-                .map(|(name, value)| json!({"name": name, "value": value}))
-                .collect();
-            result["variables"] = json!(pairs);
+            let variables = self.variables.iter().map(|(name, value)| Variable {
+                name: name.clone(),
+                value: value.clone(),
+            });
+            result.variables = Some(variables.collect());
         }
     }
 }
@@ -52,19 +51,19 @@ pub fn runs_stored(config: Option<&str>, config_data: &Value) -> bool {
 pub fn select_rows<'a>(
     stored: &'a Configuration,
     listed: &[String],
-) -> Result<(Vec<&'a Row>, Vec<String>), String> {
+) -> Result<(Vec<&'a Row>, Vec<String>), UserError> {
     let unknown: Vec<&str> = listed
         .iter()
         .filter(|id| stored.row(id).is_none())
         .map(String::as_str)
         .collect();
     if !unknown.is_empty() {
-        return Err(format!(
+        return Err(UserError(format!(
             "Configuration row(s) \"{}\" not found in configuration \"{}\" of component \"{}\".",
             unknown.join("\", \""),
             stored.id,
             stored.component
-        ));
+        )));
     }
     let mut selected = Vec::new();
     let mut skipped = Vec::new();
@@ -83,7 +82,7 @@ pub fn select_rows<'a>(
 }
 
 /// Processors live at the root or in rows, never both.
-pub fn check_processors(stored: &Configuration) -> Result<(), String> {
+pub fn check_processors(stored: &Configuration) -> Result<(), UserError> {
     let has = |configuration: &Value| {
         configuration.get("processors").is_some_and(|p| {
             p.as_object().is_some_and(|p| {
@@ -100,13 +99,13 @@ pub fn check_processors(stored: &Configuration) -> Result<(), String> {
 
 /// Resolves `job` into tasks. `stored` is its stored configuration when it runs one;
 /// `variables` the variables configuration that `stored` names, if any. An error is the user
-/// error message the job fails with.
+/// error the job fails with.
 pub fn plan(
     job: &Job,
     job_dir: &Path,
     stored: Option<&Configuration>,
     variables: Option<&Configuration>,
-) -> Result<Plan, String> {
+) -> Result<Plan, UserError> {
     let values = variable_values(job, stored, variables)?;
     let (mut tasks, skipped_rows, config_version) = match stored {
         None => (
@@ -155,10 +154,10 @@ pub fn plan(
         }
     }
     if !missing.is_empty() {
-        return Err(format!(
+        return Err(UserError(format!(
             "Missing values for placeholders: {}",
             missing.join(", ")
-        ));
+        )));
     }
     Ok(Plan {
         tasks,
@@ -182,7 +181,7 @@ fn variable_values(
     job: &Job,
     stored: Option<&Configuration>,
     variables: Option<&Configuration>,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, UserError> {
     let pairs = |values: &Value| -> Vec<(String, String)> {
         values
             .as_array()
@@ -290,7 +289,9 @@ mod tests {
             ["b"]
         );
         assert!(skipped.is_empty());
-        let error = select_rows(&config, &["x".to_string(), "b".to_string()]).unwrap_err();
+        let error = select_rows(&config, &["x".to_string(), "b".to_string()])
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("\"x\"") && !error.contains("\"b\""),
             "{error}"
@@ -339,10 +340,10 @@ mod tests {
         assert_eq!(task.state, json!({"row": "a"}));
         assert_eq!(task.folder, Path::new("/j/5/rows/a"));
         assert_eq!(task.row_id.as_deref(), Some("a"));
-        let mut result = json!({});
+        let mut result = JobResult::default();
         plan.describe(&mut result);
         assert_eq!(
-            result,
+            json!(result),
             json!({"configVersion": "7", "variables": [{"name": "who", "value": "you"}]})
         );
     }
@@ -368,7 +369,10 @@ mod tests {
             vec![],
         );
         let error = plan(&job(&[], json!([])), Path::new("/j"), Some(&config), None).unwrap_err();
-        assert_eq!(error, "Missing values for placeholders: one, two");
+        assert_eq!(
+            error.to_string(),
+            "Missing values for placeholders: one, two"
+        );
     }
 
     #[test]

@@ -182,7 +182,7 @@ pub async fn events(services: &Services, request: Request) -> Reply {
     let limit = query.number("limit")?.unwrap_or(100).min(1000) as usize;
     let offset = query.number("offset")?.unwrap_or(0) as usize;
     let since_id = query.number("sinceId")?;
-    let events = blocking(|| services.queue.events_of(run, tree, since_id, offset, limit))?;
+    let events = blocking(|| services.queue.events(run, tree, since_id, offset, limit))?;
     let body = Value::Array(events.iter().map(render::event).collect());
     Ok(Answer::ok(&body))
 }

@@ -114,7 +114,8 @@ async fn respond(
     (route.handler)(services, request).await
 }
 
-/// Runs a handler's store or Storage work, which blocks, off the async workers' backs.
+/// Runs a handler's store or Storage work through `crate::blocking` (the one rule for blocking
+/// work), turning its error into an answer.
 fn blocking<T, E: Into<ApiError>>(work: impl FnOnce() -> Result<T, E>) -> Result<T, ApiError> {
-    tokio::task::block_in_place(work).map_err(Into::into)
+    crate::blocking::blocking(work).map_err(Into::into)
 }

@@ -12,7 +12,7 @@ pub fn job(job: &Job, public_url: &str) -> Value {
     json!({
         "id": job.id.to_string(),
         "runId": job.run_id,
-        "parentRunId": job.parent_run_id,
+        "parentRunId": job.parent_run_id_str(),
         "project": {"id": job.project_id, "name": job.project_name},
         "token": {"id": job.token_id, "description": job.token_description},
         "status": job.status.as_str(),

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::error::chain;
 use crate::mapping::{safety, table_entry};
-use crate::model::{format_time, parse_time};
+use crate::model::{format_time, parse_time, UserError};
 use crate::storage::{Export, Operator, RowFilter, Storage};
 
 /// What the input mapping put into `in/`.
@@ -22,7 +22,11 @@ pub struct Inputs {
 /// Writes every mapped table as `in/tables/<destination>` (RFC 4180 CSV with a header) with its
 /// manifest, and every mapped file as `in/files/<id>_<name>` with its manifest. An error is a
 /// user error naming what is wrong.
-pub fn map_inputs(storage: &Storage, configuration: &Value, data: &Path) -> Result<Inputs, String> {
+pub fn map_inputs(
+    storage: &Storage,
+    configuration: &Value,
+    data: &Path,
+) -> Result<Inputs, UserError> {
     let mut inputs = Inputs::default();
     let input = &configuration["storage"]["input"];
     for entry in input["tables"].as_array().into_iter().flatten() {
@@ -106,7 +110,7 @@ pub fn map_inputs(storage: &Storage, configuration: &Value, data: &Path) -> Resu
 
 /// The export an input mapping entry asks for: `columns`, `where_column` / `where_values` /
 /// `where_operator`, `limit`, `changed_since` (`-N days`, or a time).
-fn export_of(source: &str, entry: &Value) -> Result<Export, String> {
+fn export_of(source: &str, entry: &Value) -> Result<Export, UserError> {
     let strings = |key: &str| -> Vec<String> {
         entry[key]
             .as_array()
@@ -152,8 +156,9 @@ fn export_of(source: &str, entry: &Value) -> Result<Export, String> {
     })
 }
 
-fn write_manifest(folder: &Path, name: &str, manifest: &Value) -> Result<(), String> {
+fn write_manifest(folder: &Path, name: &str, manifest: &Value) -> Result<(), UserError> {
     let path = folder.join(format!("{name}.manifest"));
     let text = serde_json::to_vec_pretty(manifest).map_err(|error| error.to_string())?;
-    fs::write(&path, text).map_err(|error| format!("Cannot write \"{name}.manifest\": {error}"))
+    fs::write(&path, text)
+        .map_err(|error| UserError(format!("Cannot write \"{name}.manifest\": {error}")))
 }

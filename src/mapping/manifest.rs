@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::model::UserError;
 use crate::storage::{Operator, RowFilter};
 
 /// How one output table is loaded, from its manifest and its mapping entry.
@@ -40,7 +41,7 @@ impl OutputTable {
     }
 
     /// The rows to delete before an incremental load, for the Storage engine.
-    pub fn delete_where(&self) -> Result<Option<RowFilter>, String> {
+    pub fn delete_where(&self) -> Result<Option<RowFilter>, UserError> {
         let Some(delete) = &self.delete_where else {
             return Ok(None);
         };
@@ -58,7 +59,7 @@ impl OutputTable {
     }
 
     /// Reads a manifest of either format; `name` (the file's) goes into error messages.
-    pub fn from_manifest(name: &str, manifest: &Value) -> Result<OutputTable, String> {
+    pub fn from_manifest(name: &str, manifest: &Value) -> Result<OutputTable, UserError> {
         let mut table = OutputTable::default();
         table.apply(name, manifest)?;
         if manifest.get("manifest_type").and_then(Value::as_str) == Some("out") {
@@ -89,18 +90,22 @@ impl OutputTable {
     }
 
     /// Lays the fields an output mapping entry sets over this table's.
-    pub fn apply(&mut self, name: &str, entry: &Value) -> Result<(), String> {
+    pub fn apply(&mut self, name: &str, entry: &Value) -> Result<(), UserError> {
         let Some(entry) = entry.as_object() else {
-            return Err(format!("The manifest of \"{name}\" is not a JSON object."));
+            return Err(UserError(format!(
+                "The manifest of \"{name}\" is not a JSON object."
+            )));
         };
-        let text = |key: &str| -> Result<Option<String>, String> {
+        let text = |key: &str| -> Result<Option<String>, UserError> {
             match entry.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(text)) => Ok(Some(text.clone())),
-                Some(_) => Err(format!("\"{key}\" of \"{name}\" must be a string.")),
+                Some(_) => Err(UserError(format!(
+                    "\"{key}\" of \"{name}\" must be a string."
+                ))),
             }
         };
-        let list = |key: &str| -> Result<Option<Vec<String>>, String> {
+        let list = |key: &str| -> Result<Option<Vec<String>>, UserError> {
             match entry.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Array(items)) => items
@@ -108,32 +113,36 @@ impl OutputTable {
                     .map(|item| match item {
                         Value::String(text) => Ok(text.clone()),
                         Value::Number(number) => Ok(number.to_string()),
-                        _ => Err(format!(
+                        _ => Err(UserError(format!(
                             "\"{key}\" of \"{name}\" must be a list of strings."
-                        )),
+                        ))),
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .map(Some),
-                Some(_) => Err(format!(
+                Some(_) => Err(UserError(format!(
                     "\"{key}\" of \"{name}\" must be a list of strings."
-                )),
+                ))),
             }
         };
-        let flag = |key: &str| -> Result<Option<bool>, String> {
+        let flag = |key: &str| -> Result<Option<bool>, UserError> {
             match entry.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Bool(flag)) => Ok(Some(*flag)),
-                Some(_) => Err(format!("\"{key}\" of \"{name}\" must be true or false.")),
+                Some(_) => Err(UserError(format!(
+                    "\"{key}\" of \"{name}\" must be true or false."
+                ))),
             }
         };
-        let character = |key: &str| -> Result<Option<char>, String> {
+        let character = |key: &str| -> Result<Option<char>, UserError> {
             let Some(text) = text(key)? else {
                 return Ok(None);
             };
             let mut chars = text.chars();
             match (chars.next(), chars.next()) {
                 (Some(c), None) => Ok(Some(c)),
-                _ => Err(format!("\"{key}\" of \"{name}\" must be one character.")),
+                _ => Err(UserError(format!(
+                    "\"{key}\" of \"{name}\" must be one character."
+                ))),
             }
         };
         if let Some(destination) = text("destination")?.filter(|d| !d.is_empty()) {
@@ -153,9 +162,9 @@ impl OutputTable {
         }
         if let Some(enclosure) = text("enclosure")? {
             if enclosure.chars().count() > 1 {
-                return Err(format!(
+                return Err(UserError(format!(
                     "\"enclosure\" of \"{name}\" must be one character or empty."
-                ));
+                )));
             }
             self.enclosure = Some(enclosure);
         }
@@ -248,8 +257,11 @@ mod tests {
     fn wrong_types_name_the_key_and_the_file() {
         let error =
             OutputTable::from_manifest("t.csv", &json!({"incremental": "yes"})).unwrap_err();
-        assert_eq!(error, "\"incremental\" of \"t.csv\" must be true or false.");
+        assert_eq!(
+            error.to_string(),
+            "\"incremental\" of \"t.csv\" must be true or false."
+        );
         let error = OutputTable::from_manifest("t.csv", &json!({"delimiter": ";;"})).unwrap_err();
-        assert!(error.contains("one character"));
+        assert!(error.to_string().contains("one character"));
     }
 }

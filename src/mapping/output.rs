@@ -9,6 +9,7 @@ use crate::error::chain;
 use crate::mapping::manifest::OutputTable;
 use crate::mapping::safety::{self, Entry};
 use crate::mapping::table_entry;
+use crate::model::UserError;
 use crate::storage::{LoadRequest, LoadSource, Storage};
 
 /// What the output mapping loaded.
@@ -53,7 +54,7 @@ pub fn default_bucket(component: &str, config: &str) -> String {
 impl OutputMapping<'_> {
     /// Loads the outputs of the job whose data folder is `data`. An error is a user error
     /// naming the file (or path) at fault; nothing outside `data` is ever read.
-    pub fn run(&self, data: &Path) -> Result<Outputs, String> {
+    pub fn run(&self, data: &Path) -> Result<Outputs, UserError> {
         let mut outputs = Outputs::default();
         let tables = data.join("out/tables");
         for (name, path) in entries(data, &tables)? {
@@ -74,9 +75,9 @@ impl OutputMapping<'_> {
                 ..LoadRequest::new(&destination, LoadSource::Path(path.clone()))
             };
             if kind == Entry::Folder && request.columns.is_none() {
-                return Err(format!(
+                return Err(UserError(format!(
                     "The sliced table \"out/tables/{name}\" needs its columns in a manifest or the output mapping."
-                ));
+                )));
             }
             let table = self.storage.load(&request).map_err(|error| {
                 format!(
@@ -93,9 +94,9 @@ impl OutputMapping<'_> {
             let files = data.join("out/files");
             for (name, path) in entries(data, &files)? {
                 if safety::check_entry(data, &path)? != Entry::File {
-                    return Err(format!(
+                    return Err(UserError(format!(
                         "\"out/files/{name}\" is a folder; output files must be plain files."
-                    ));
+                    )));
                 }
                 let manifest = read_manifest(data, &files, &name)?;
                 let tags: Vec<String> = manifest["tags"]
@@ -117,7 +118,7 @@ impl OutputMapping<'_> {
     }
 
     /// The manifest of `name` with the mapping entry whose `source` is `name` laid over it.
-    fn table_settings(&self, data: &Path, name: &str) -> Result<OutputTable, String> {
+    fn table_settings(&self, data: &Path, name: &str) -> Result<OutputTable, UserError> {
         let manifest = read_manifest(data, &data.join("out/tables"), name)?;
         let mut settings = match manifest {
             Value::Null => OutputTable::default(),
@@ -136,7 +137,7 @@ impl OutputMapping<'_> {
 
     /// The destination table: the mapping's or manifest's, else the default bucket's, else a
     /// file name with two or more dots; else an error naming the file.
-    fn destination(&self, name: &str, settings: &OutputTable) -> Result<String, String> {
+    fn destination(&self, name: &str, settings: &OutputTable) -> Result<String, UserError> {
         let stem = name.strip_suffix(".csv").unwrap_or(name);
         if let Some(destination) = &settings.destination {
             return Ok(destination.clone());
@@ -147,14 +148,14 @@ impl OutputMapping<'_> {
         if stem.matches('.').count() >= 2 {
             return Ok(stem.to_string());
         }
-        Err(format!(
+        Err(UserError(format!(
             "Cannot tell where \"out/tables/{name}\" goes: give it a manifest with a \"destination\", an output mapping entry, or a name like \"out.c-bucket.table.csv\"."
-        ))
+        )))
     }
 }
 
 /// The data entries of an `out/` folder (manifests excluded), sorted by name.
-fn entries(data: &Path, folder: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+fn entries(data: &Path, folder: &Path) -> Result<Vec<(String, PathBuf)>, UserError> {
     let shown = folder
         .strip_prefix(data)
         .unwrap_or(folder)
@@ -176,18 +177,23 @@ fn entries(data: &Path, folder: &Path) -> Result<Vec<(String, PathBuf)>, String>
 }
 
 /// `<name>.manifest` beside the data as JSON, `Null` when there is none.
-fn read_manifest(data: &Path, folder: &Path, name: &str) -> Result<Value, String> {
+fn read_manifest(data: &Path, folder: &Path, name: &str) -> Result<Value, UserError> {
     let path = folder.join(format!("{name}.manifest"));
     if fs::symlink_metadata(&path).is_err() {
         return Ok(Value::Null);
     }
     if safety::check_entry(data, &path)? != Entry::File {
-        return Err(format!("The manifest of \"{name}\" is a folder."));
+        return Err(UserError(format!(
+            "The manifest of \"{name}\" is a folder."
+        )));
     }
     let text = fs::read(&path)
         .map_err(|error| format!("Cannot read the manifest of \"{name}\": {error}"))?;
-    serde_json::from_slice(&text)
-        .map_err(|error| format!("The manifest of \"{name}\" is not valid JSON: {error}"))
+    serde_json::from_slice(&text).map_err(|error| {
+        UserError(format!(
+            "The manifest of \"{name}\" is not valid JSON: {error}"
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::result::JobResult;
 use super::status::{transition, Status, TransitionForbidden};
 
 /// How a job was asked to run.
@@ -73,14 +74,151 @@ impl JobType {
     }
 }
 
+/// A job's run id: its id, after its parent's run id and a dot for a child (`"10.12"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    /// The run id of root job `id`.
+    pub fn root(id: u64) -> RunId {
+        RunId(id.to_string())
+    }
+
+    /// The run id of job `id` run as a child of this run.
+    pub fn child(&self, id: u64) -> RunId {
+        RunId(format!("{}.{id}", self.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for RunId {
+    fn from(text: String) -> RunId {
+        RunId(text)
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<&str> for RunId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// How a container job takes a child that did not succeed (`behavior.onError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Stop,
+    Warning,
+    Fail,
+}
+
+impl OnError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Stop => "stop",
+            OnError::Warning => "warning",
+            OnError::Fail => "fail",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<OnError> {
+        [OnError::Stop, OnError::Warning, OnError::Fail]
+            .into_iter()
+            .find(|o| o.as_str() == text)
+    }
+}
+
+/// Serde writes `OnError` as its name (`"warning"`), in JSON and in job records.
+impl Serialize for OnError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for OnError {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<OnError, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        OnError::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown onError \"{text}\"")))
+    }
+}
+
+/// The job's `behavior`, answered as `{"onError": null | "stop" | "warning" | "fail"}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Behavior {
+    pub on_error: Option<OnError>,
+}
+
+/// How many children of a container job run at once: a number 0..=100, or no limit. `0` runs
+/// the rows one after another inside the job itself (no container job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parallelism {
+    Limit(u8),
+    Infinity,
+}
+
+impl std::str::FromStr for Parallelism {
+    type Err = InvalidParallelism;
+
+    /// `"0"`..`"100"` or `"infinity"`, as the API's `parallelism` and `runtime.parallelism` say it.
+    fn from_str(text: &str) -> Result<Parallelism, InvalidParallelism> {
+        if text == "infinity" {
+            return Ok(Parallelism::Infinity);
+        }
+        match text.parse::<u32>() {
+            Ok(limit) if limit <= 100 => Ok(Parallelism::Limit(limit as u8)),
+            _ => Err(InvalidParallelism(text.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Parallelism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Parallelism::Limit(limit) => write!(f, "{limit}"),
+            Parallelism::Infinity => f.write_str("infinity"),
+        }
+    }
+}
+
+/// A parallelism that is neither `"0"`..`"100"` nor `"infinity"`; the message names the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Field \"parallelism\" must be \"0\"..\"100\" or \"infinity\", \"{0}\" given.")]
+pub struct InvalidParallelism(pub String);
+
+/// Serde writes a parallelism as the API shows it, a string (`"3"`, `"infinity"`).
+impl Serialize for Parallelism {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Parallelism {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Parallelism, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A job as the store keeps it. Times are Unix microseconds (UTC).
 ///
 /// JSON-valued fields are kept as JSON text so that the record encodes with bincode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: u64,
-    pub run_id: String,
-    pub parent_run_id: String,
+    pub run_id: RunId,
+    /// The run this job is a child of; `None` for a root job.
+    pub parent_run_id: Option<RunId>,
     pub project_id: String,
     pub project_name: String,
     pub token_id: String,
@@ -99,7 +237,7 @@ pub struct Job {
     pub start_time: Option<i64>,
     pub end_time: Option<i64>,
     #[serde(with = "json_text")]
-    pub result: Value,
+    pub result: JobResult,
     #[serde(with = "json_text")]
     pub usage_data: Value,
     pub variable_values_id: Option<String>,
@@ -109,9 +247,8 @@ pub struct Job {
     pub backend: Value,
     #[serde(with = "json_text")]
     pub metrics: Value,
-    #[serde(with = "json_text")]
-    pub behavior: Value,
-    pub parallelism: Option<String>,
+    pub behavior: Behavior,
+    pub parallelism: Option<Parallelism>,
     pub job_type: JobType,
     /// The Docker container running the job; persisted before the container starts.
     pub container_id: Option<String>,
@@ -121,7 +258,7 @@ pub struct Job {
     /// Rows (containers) of this job that have finished; a resumed job goes on after them.
     pub rows_done: u32,
     /// Images (processors, the component) of the current row that have finished.
-    pub stages_done: u32,
+    pub images_done: u32,
     /// Stdout events recorded before the current container started; a re-attached container's
     /// log resumes after `stdout events - stdout_base` lines.
     pub stdout_base: u64,
@@ -154,6 +291,11 @@ impl Job {
         }
     }
 
+    /// The parent's run id as the API and the store's parent index spell it: `""` for a root job.
+    pub fn parent_run_id_str(&self) -> &str {
+        self.parent_run_id.as_ref().map_or("", RunId::as_str)
+    }
+
     /// The job's `config` id, or `""` for jobs run from `configData` only.
     pub fn config_id(&self) -> &str {
         self.config.as_deref().unwrap_or("")
@@ -167,8 +309,8 @@ impl Job {
         use serde_json::json;
         Job {
             id: 1,
-            run_id: "1".into(),
-            parent_run_id: String::new(),
+            run_id: RunId::root(1),
+            parent_run_id: None,
             project_id: "1".into(),
             project_name: "Test".into(),
             token_id: "10".into(),
@@ -185,19 +327,19 @@ impl Job {
             created_time: 0,
             start_time: None,
             end_time: None,
-            result: json!({}),
+            result: JobResult::default(),
             usage_data: json!({}),
             variable_values_id: None,
             variable_values_data: json!({"values": []}),
             backend: json!({}),
             metrics: json!({}),
-            behavior: json!({"onError": null}),
+            behavior: Behavior::default(),
             parallelism: None,
             job_type: JobType::Standard,
             container_id: None,
             outcome: None,
             rows_done: 0,
-            stages_done: 0,
+            images_done: 0,
             stdout_base: 0,
             delayed_start_time: None,
             revision: 0,
@@ -323,7 +465,7 @@ impl JobQuery {
         }
         let duration = job.duration_seconds();
         any(&self.ids, &job.id)
-            && any(&self.run_ids, &job.run_id)
+            && any(&self.run_ids, &job.run_id.to_string())
             && any(&self.branch_ids, &job.branch_id)
             && any(&self.token_ids, &job.token_id)
             && any(&self.token_descriptions, &job.token_description)
@@ -340,7 +482,7 @@ impl JobQuery {
             && self
                 .parent_run_id
                 .as_ref()
-                .is_none_or(|parent| *parent == job.parent_run_id)
+                .is_none_or(|parent| parent == job.parent_run_id_str())
             && self.created_time.admits(Some(job.created_time))
             && self.start_time.admits(job.start_time)
             && self.end_time.admits(job.end_time)
@@ -380,17 +522,84 @@ impl JobQuery {
     }
 }
 
-/// Serde adapter that keeps a JSON value as its text (bincode cannot decode `Value` directly).
+/// Serde adapter that keeps a JSON value (or a `JobResult`) as its JSON text: bincode cannot
+/// decode `Value` directly, nor a struct with flattened or skipped fields.
 pub(crate) mod json_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use serde_json::Value;
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &Value, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&value.to_string())
+    pub fn serialize<T: Serialize, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(value).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(&text)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<T, D::Error> {
         let text = String::deserialize(deserializer)?;
         serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parallelism_is_0_to_100_or_infinity_and_says_so_otherwise() {
+        assert_eq!("0".parse(), Ok(Parallelism::Limit(0)));
+        assert_eq!("100".parse(), Ok(Parallelism::Limit(100)));
+        assert_eq!("infinity".parse(), Ok(Parallelism::Infinity));
+        for bad in ["101", "-1", "", "2.5", "Infinity", "4294967296"] {
+            assert_eq!(
+                bad.parse::<Parallelism>().unwrap_err().to_string(),
+                format!(
+                    "Field \"parallelism\" must be \"0\"..\"100\" or \"infinity\", \"{bad}\" given."
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn run_ids_of_children_follow_their_parents() {
+        let root = RunId::root(10);
+        assert_eq!(root, "10");
+        assert_eq!(root.child(12), "10.12");
+        assert_eq!(root.child(12).child(14).to_string(), "10.12.14");
+        assert_eq!(json!(root.child(12)), json!("10.12"));
+        let child = Job {
+            parent_run_id: Some(root),
+            ..Job::example()
+        };
+        assert_eq!(child.parent_run_id_str(), "10");
+        assert_eq!(Job::example().parent_run_id_str(), "");
+    }
+
+    #[test]
+    fn behavior_is_answered_with_on_error_null_or_its_name() {
+        assert_eq!(json!(Behavior::default()), json!({"onError": null}));
+        let warning = Behavior {
+            on_error: Some(OnError::Warning),
+        };
+        assert_eq!(json!(warning), json!({"onError": "warning"}));
+        for on_error in [OnError::Stop, OnError::Warning, OnError::Fail] {
+            assert_eq!(OnError::parse(on_error.as_str()), Some(on_error));
+        }
+        assert_eq!(OnError::parse("ignore"), None);
+        let back: Behavior = serde_json::from_value(json!({"onError": "fail"})).unwrap();
+        assert_eq!(back.on_error, Some(OnError::Fail));
+    }
+
+    #[test]
+    fn parallelism_is_a_string_in_json() {
+        assert_eq!(json!(Parallelism::Limit(3)), json!("3"));
+        assert_eq!(json!(Parallelism::Infinity), json!("infinity"));
+        let back: Parallelism = serde_json::from_value(json!("7")).unwrap();
+        assert_eq!(back, Parallelism::Limit(7));
+        assert!(serde_json::from_value::<Parallelism>(json!("x")).is_err());
     }
 }

@@ -4,6 +4,7 @@
 mod configuration;
 mod event;
 mod job;
+mod result;
 mod status;
 mod storage;
 mod time;
@@ -12,7 +13,11 @@ pub use configuration::{
     deep_merge, placeholders, replace_placeholders, Branch, Configuration, Row,
 };
 pub use event::{Event, EventSource, EventType, NewEvent};
-pub use job::{DesiredStatus, Job, JobQuery, JobType, Mode, SortKey, TimeRange};
+pub use job::{
+    Behavior, DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, OnError,
+    Parallelism, RunId, SortKey, TimeRange,
+};
+pub use result::{ErrorKind, JobResult, MappedTables, ResultError, UserError, Variable};
 pub use status::{transition, Status, TransitionForbidden};
 pub use storage::{Bucket, StoredFile, Table};
 pub use time::{format_time, now_micros, parse_time};

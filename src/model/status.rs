@@ -1,9 +1,12 @@
 //! The nine job statuses and the state machine: the one pure function every status change goes through.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The nine job statuses of the Job Queue API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// The store knows a status by its `code()`, in the status index and in job records (serde
+/// writes the code), never by its position in this enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {
     Created,
     Waiting,
@@ -59,9 +62,41 @@ impl Status {
         )
     }
 
-    /// A stable one-byte code, used as a key by the store's status index.
+    /// The status's one-byte code in the store: the key of its status index and the byte of
+    /// job records. Fixed for each status; stored files depend on these values.
     pub fn code(self) -> u8 {
-        Status::ALL.iter().position(|s| *s == self).unwrap_or(0) as u8
+        match self {
+            Status::Created => 0,
+            Status::Waiting => 1,
+            Status::Processing => 2,
+            Status::Success => 3,
+            Status::Warning => 4,
+            Status::Error => 5,
+            Status::Terminating => 6,
+            Status::Terminated => 7,
+            Status::Cancelled => 8,
+        }
+    }
+
+    /// The status whose `code()` is `code`.
+    pub fn from_code(code: u8) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.code() == code)
+    }
+}
+
+/// Serde writes a status as its store code (one byte in bincode, as its derived variant index
+/// was for codes below 251). Clients see `as_str()`, never this.
+impl Serialize for Status {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Status, D::Error> {
+        let code = u8::deserialize(deserializer)?;
+        Status::from_code(code)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown status code {code}")))
     }
 }
 
@@ -146,6 +181,28 @@ mod tests {
             }
         }
         assert_eq!(forbidden, 81 - ALLOWED.len());
+    }
+
+    /// Stored files depend on these codes: they never change.
+    #[test]
+    fn status_codes_are_fixed() {
+        let codes = [
+            (Created, 0),
+            (Waiting, 1),
+            (Processing, 2),
+            (Success, 3),
+            (Warning, 4),
+            (Error, 5),
+            (Terminating, 6),
+            (Terminated, 7),
+            (Cancelled, 8),
+        ];
+        assert_eq!(codes.len(), Status::ALL.len());
+        for (status, code) in codes {
+            assert_eq!(status.code(), code, "{status}");
+            assert_eq!(Status::from_code(code), Some(status), "{code}");
+        }
+        assert_eq!(Status::from_code(9), None);
     }
 
     #[test]

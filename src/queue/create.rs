@@ -2,7 +2,10 @@
 
 use super::{NewJob, Queue, QueueError};
 use crate::model::Configuration;
-use crate::model::{now_micros, parse_time, DesiredStatus, Job, JobType, Mode, Status};
+use crate::model::{
+    now_micros, parse_time, Behavior, DesiredStatus, Job, JobResult, JobType, Mode, OnError,
+    Parallelism, RunId, Status,
+};
 use crate::plan;
 use crate::secrets::Scope;
 use crate::settings::Token;
@@ -34,22 +37,18 @@ impl Queue {
                     .into(),
             ));
         }
-        let behavior = match request.behavior.as_ref().map(|b| b.get("onError")) {
-            None | Some(None) | Some(Some(Value::Null)) => json!({"onError": null}),
-            Some(Some(Value::String(on_error)))
-                if ["stop", "warning", "fail"].contains(&on_error.as_str()) =>
-            {
-                json!({"onError": on_error})
-            }
-            Some(Some(other)) => {
-                return Err(invalid(
+        let on_error = match request.behavior.as_ref().and_then(|b| b.get("onError")) {
+            None | Some(Value::Null) => None,
+            Some(given) => Some(given.as_str().and_then(OnError::parse).ok_or_else(|| {
+                invalid(
                     "behavior",
                     format!(
-                        "Field \"behavior.onError\" must be stop, warning or fail; {other} given."
+                        "Field \"behavior.onError\" must be stop, warning or fail; {given} given."
                     ),
-                ))
-            }
+                )
+            })?),
         };
+        let behavior = Behavior { on_error };
         let now = now_micros();
         let delayed_start_time = match (request.delay, &request.delayed_start_time) {
             (Some(_), Some(_)) => {
@@ -91,9 +90,10 @@ impl Queue {
                     ),
                 ));
             }
-            plan::check_processors(stored).map_err(|message| invalid("configData", message))?;
+            plan::check_processors(stored)
+                .map_err(|error| invalid("configData", error.to_string()))?;
             let (selected, _) = plan::select_rows(stored, &request.config_row_ids)
-                .map_err(|message| invalid("configRowIds", message))?;
+                .map_err(|error| invalid("configRowIds", error.to_string()))?;
             rows = selected.into_iter().map(|row| row.id.clone()).collect();
         }
         // Resolution order of docs/queue.md (Creating a job): the job, then configData, then the stored configuration.
@@ -118,17 +118,10 @@ impl Queue {
             .parallelism
             .clone()
             .or_else(|| runtime_of(&request.config_data, "parallelism"))
-            .or_else(|| stored_configuration.and_then(|c| runtime_of(c, "parallelism")));
-        if let Some(parallelism) = &parallelism {
-            let valid =
-                parallelism == "infinity" || parallelism.parse::<u32>().is_ok_and(|n| n <= 100);
-            if !valid {
-                return Err(invalid(
-                    "parallelism",
-                    format!("Field \"parallelism\" must be \"0\"..\"100\" or \"infinity\", \"{parallelism}\" given."),
-                ));
-            }
-        }
+            .or_else(|| stored_configuration.and_then(|c| runtime_of(c, "parallelism")))
+            .map(|text| text.parse::<Parallelism>())
+            .transpose()
+            .map_err(|error| invalid("parallelism", error.to_string()))?;
         // Backend: stored configuration, then configData, then the job; non-null values win.
         let mut backend = json!({});
         for layer in [
@@ -160,12 +153,12 @@ impl Queue {
                         ),
                     ));
                 }
-                parent.clone()
+                Some(RunId::from(parent.clone()))
             }
-            _ => String::new(),
+            _ => None,
         };
         // Parallelism over two or more rows: a container job with one child per row.
-        let parallel = parallelism.as_deref().is_some_and(|p| p != "0") && rows.len() >= 2;
+        let parallel = parallelism.is_some_and(|p| p != Parallelism::Limit(0)) && rows.len() >= 2;
         // Secrets are stored (and answered) only as ciphertexts.
         let mut config_data = request.config_data.clone();
         let scope = Scope::Project {
@@ -175,17 +168,13 @@ impl Queue {
         self.secrets.encrypt_json(&mut config_data, &scope);
         let settings = &self.settings;
         let make = |id: u64,
-                    parent_run_id: &str,
+                    parent_run_id: Option<&RunId>,
                     job_type: JobType,
                     row_ids: Vec<String>,
-                    parallelism: Option<String>| Job {
+                    parallelism: Option<Parallelism>| Job {
             id,
-            run_id: if parent_run_id.is_empty() {
-                id.to_string()
-            } else {
-                format!("{parent_run_id}.{id}")
-            },
-            parent_run_id: parent_run_id.to_string(),
+            run_id: parent_run_id.map_or_else(|| RunId::root(id), |parent| parent.child(id)),
+            parent_run_id: parent_run_id.cloned(),
             project_id: settings.project.id.clone(),
             project_name: settings.project.name.clone(),
             token_id: token.id.clone(),
@@ -202,7 +191,7 @@ impl Queue {
             created_time: now,
             start_time: None,
             end_time: None,
-            result: json!({}),
+            result: JobResult::default(),
             usage_data: json!({}),
             variable_values_id: request.variable_values_id.clone(),
             variable_values_data: request
@@ -211,13 +200,13 @@ impl Queue {
                 .unwrap_or_else(|| json!({"values": []})),
             backend: backend.clone(),
             metrics: json!({}),
-            behavior: behavior.clone(),
+            behavior,
             parallelism,
             job_type,
             container_id: None,
             outcome: None,
             rows_done: 0,
-            stages_done: 0,
+            images_done: 0,
             stdout_base: 0,
             delayed_start_time,
             revision: 0,
@@ -226,15 +215,15 @@ impl Queue {
             let mut jobs = self.store.create_jobs(rows.len() + 1, |ids| {
                 let container = make(
                     ids[0],
-                    &parent_run_id,
+                    parent_run_id.as_ref(),
                     JobType::Container,
                     request.config_row_ids.clone(),
-                    parallelism.clone(),
+                    parallelism,
                 );
                 let children = ids[1..].iter().zip(&rows).map(|(&id, row)| {
                     make(
                         id,
-                        &container.run_id,
+                        Some(&container.run_id),
                         JobType::Standard,
                         vec![row.clone()],
                         None,
@@ -247,10 +236,10 @@ impl Queue {
             self.store.create_job(|id| {
                 make(
                     id,
-                    &parent_run_id,
+                    parent_run_id.as_ref(),
                     JobType::Standard,
                     request.config_row_ids.clone(),
-                    parallelism.clone(),
+                    parallelism,
                 )
             })?
         };

@@ -3,19 +3,19 @@
 
 use super::{Queue, QueueError};
 use crate::blocking::blocking;
-use crate::model::{now_micros, EventType, Job, JobType, Status};
+use crate::model::{now_micros, EventType, Job, JobType, OnError, RunId, Status};
+use crate::model::{ErrorKind, JobResult, ResultError, UserError};
 use crate::runner::outcome;
 use crate::runner::workspace::Workspace;
 use crate::store::UpdateError;
-use serde_json::json;
 
 /// Why a job ends.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Ending {
     /// Its run recorded an outcome (`job.outcome`, with `result`) and its container is gone.
     Recorded,
-    /// A user error found outside a container; the message becomes `result.message`.
-    UserError(String),
+    /// A user error found outside a container; its message becomes `result.message`.
+    UserError(UserError),
     /// Killed before it started.
     Cancelled,
     /// Killed while nothing of it runs.
@@ -49,8 +49,8 @@ impl Queue {
         crate::failpoint::hit(crate::failpoint::JOB_ENDED);
         self.changed();
         tracing::info!(job_id = job.id, status = %job.status, "job finished");
-        if !job.parent_run_id.is_empty() {
-            self.settle_container(&job.parent_run_id)?;
+        if let Some(parent) = &job.parent_run_id {
+            self.settle_container(parent)?;
         }
         Ok(())
     }
@@ -71,14 +71,14 @@ impl Queue {
 
     /// Finishes a `container` job once all its children have finished: `error` if any failed
     /// (`warning` with `behavior.onError: "warning"`), `terminated` if it was killed, else `success`.
-    pub(super) fn settle_container(&self, run_id: &str) -> Result<(), QueueError> {
-        let Some(container) = self.store.job_by_run_id(run_id)? else {
+    pub(super) fn settle_container(&self, run_id: &RunId) -> Result<(), QueueError> {
+        let Some(container) = self.store.job_by_run_id(run_id.as_str())? else {
             return Ok(());
         };
         if container.job_type != JobType::Container || container.status.is_finished() {
             return Ok(());
         }
-        let children = self.store.children(run_id)?;
+        let children = self.store.children(run_id.as_str())?;
         if !children.iter().all(|child| child.status.is_finished()) {
             return Ok(());
         }
@@ -87,9 +87,9 @@ impl Queue {
             .filter(|child| child.status != Status::Success)
             .map(|child| format!("{} ({})", child.id, child.status))
             .collect();
-        let outcome = match (failed.is_empty(), container.behavior["onError"].as_str()) {
+        let outcome = match (failed.is_empty(), container.behavior.on_error) {
             (true, _) => Status::Success,
-            (false, Some("warning")) => Status::Warning,
+            (false, Some(OnError::Warning)) => Status::Warning,
             (false, _) => Status::Error,
         };
         let message = match outcome {
@@ -97,11 +97,11 @@ impl Queue {
             _ => format!("Some child jobs did not succeed: {}.", failed.join(", ")),
         };
         self.update(container.id, |job| {
-            job.result = json!({"message": message});
-            if outcome == Status::Error {
-                job.result["error"] =
-                    json!({"type": "user", "exceptionId": outcome::new_exception_id()});
-            }
+            job.result = JobResult {
+                message: Some(message),
+                error: (outcome == Status::Error).then(user_error),
+                ..JobResult::default()
+            };
             job.outcome = Some(outcome);
         })?;
         self.end(container.id, Ending::Recorded)
@@ -146,13 +146,10 @@ fn finish(job: &mut Job, ending: &Ending) -> Result<Option<(EventType, String)>,
     };
     let to = match ending {
         Ending::Recorded => killed_or(job.outcome.ok_or(LostRace)?, job),
-        Ending::UserError(message) => {
-            if !job.result["images"].is_array() {
-                job.result["images"] = json!([]);
-            }
-            job.result["message"] = json!(message);
-            job.result["error"] =
-                json!({"type": "user", "exceptionId": outcome::new_exception_id()});
+        Ending::UserError(error) => {
+            job.result.images.get_or_insert_with(Vec::new);
+            job.result.message = Some(error.to_string());
+            job.result.error = Some(user_error());
             job.outcome = Some(Status::Error);
             killed_or(Status::Error, job)
         }
@@ -166,13 +163,14 @@ fn finish(job: &mut Job, ending: &Ending) -> Result<Option<(EventType, String)>,
         }
     };
     job.move_to(to, now_micros()).map_err(|_| LostRace)?;
-    let event = match (job.status, job.result["error"]["type"].as_str()) {
-        (Status::Error, Some(kind)) => Some((
+    let event = match (job.status, &job.result.error) {
+        (Status::Error, Some(error)) => Some((
             EventType::Error,
             format!(
-                "Job \"{}\" ended with {kind} error: \"{}\"",
+                "Job \"{}\" ended with {} error: \"{}\"",
                 job.id,
-                job.result["message"].as_str().unwrap_or_default()
+                error.kind.as_str(),
+                job.result.message.as_deref().unwrap_or_default()
             ),
         )),
         (Status::Cancelled, _) => Some((
@@ -182,4 +180,12 @@ fn finish(job: &mut Job, ending: &Ending) -> Result<Option<(EventType, String)>,
         _ => None,
     };
     Ok(event)
+}
+
+/// `result.error` of a user error found outside a container, under a new exception id.
+fn user_error() -> ResultError {
+    ResultError {
+        kind: ErrorKind::User,
+        exception_id: outcome::new_exception_id(),
+    }
 }

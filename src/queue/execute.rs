@@ -8,7 +8,9 @@ use crate::error::chain;
 use crate::failpoint;
 use crate::mapping::input::{self, Inputs};
 use crate::mapping::output::{self, OutputMapping, Outputs};
-use crate::model::{EventSource, EventType, Job, Mode, Status};
+use crate::model::{
+    EventSource, EventType, Job, JobResult, MappedTables, Mode, ResultError, Status, UserError,
+};
 use crate::plan::{self, Plan};
 use crate::runner::outcome::{self, Verdict};
 use crate::runner::workspace::{self, Workspace};
@@ -33,9 +35,7 @@ impl Queue {
         let requeued = match stopped {
             Ok(()) => Ok(false),
             Err(Stop::Requeue(reason)) => self.requeue(&job, &reason).map(|()| true),
-            Err(Stop::Fail(message)) => {
-                self.end(job.id, Ending::UserError(message)).map(|()| false)
-            }
+            Err(Stop::Fail(error)) => self.end(job.id, Ending::UserError(error)).map(|()| false),
             Err(Stop::Store(error)) => Err(error),
         };
         let requeued = requeued.unwrap_or_else(|error| {
@@ -84,25 +84,27 @@ impl Queue {
         let mut job = job.clone();
         for (index, task) in plan.tasks.iter().enumerate().skip(job.rows_done as usize) {
             let images = self.images(&job, component, task).map_err(Stop::Fail)?;
-            if job.stages_done == 0 && attach_to.is_none() {
+            if job.images_done == 0 && attach_to.is_none() {
                 self.start_row(&job, component, task, index, total)?;
             }
-            for (stage, image) in images.iter().enumerate().skip(job.stages_done as usize) {
+            for (image_index, image) in images.iter().enumerate().skip(job.images_done as usize) {
                 let reattach = attach_to.take();
                 if reattach.is_none() {
-                    self.start_image(&job, task, stage, image)?;
+                    self.start_image(&job, task, image_index, image)?;
                 }
                 let ran = self
-                    .run_image(&job, task, stage, image, reattach, cancel)
+                    .run_image(&job, task, image_index, image, reattach, cancel)
                     .await?;
-                if ran.verdict.status == Status::Success && stage + 1 < images.len() {
-                    job = self.finish_image(&job, task, stage, image, ran).await?;
+                if ran.verdict.status == Status::Success && image_index + 1 < images.len() {
+                    job = self
+                        .finish_image(&job, task, image_index, image, ran)
+                        .await?;
                     continue;
                 }
                 let row = Row {
                     task,
                     index,
-                    stage,
+                    image_index,
                     last: index + 1 == total,
                 };
                 match self.finish_row(&job, component, plan, row, ran).await? {
@@ -116,7 +118,11 @@ impl Queue {
         }
         // No row was selected: nothing ran.
         self.update(job.id, |job| {
-            job.result = json!({"message": "No configurations executed.", "images": []});
+            job.result = JobResult {
+                message: Some("No configurations executed.".to_string()),
+                images: Some(Vec::new()),
+                ..JobResult::default()
+            };
             plan.describe(&mut job.result);
             job.outcome = Some(Status::Success);
         })?;
@@ -141,12 +147,12 @@ impl Queue {
                     self.secrets
                         .decrypt_json(&mut task.state, &reader, &mut found)
                 })
-                .map_err(|error| Stop::Fail(chain(&error)))?;
+                .map_err(|error| Stop::Fail(UserError(chain(&error))))?;
         }
         let registration = secrets::register(&found);
         self.lock_redactors()
             .insert(job.id, Arc::new(Redactor::new(&found)));
-        if fresh && job.rows_done == 0 && job.stages_done == 0 {
+        if fresh && job.rows_done == 0 && job.images_done == 0 {
             for row in &plan.skipped_rows {
                 let message = format!("Skipping disabled configuration: {row}");
                 self.event(job, EventType::Info, &message);
@@ -188,18 +194,18 @@ impl Queue {
         &self,
         job: &Job,
         task: &Task,
-        stage: usize,
+        image_index: usize,
         image: &Image<'_>,
     ) -> Result<(), Stop> {
         blocking(|| -> std::io::Result<()> {
-            if stage > 0 {
-                workspace::rotate(&task.folder, stage)?;
+            if image_index > 0 {
+                workspace::rotate(&task.folder, image_index)?;
             }
             workspace::write_config(&Workspace::of(&task.folder), &image.config)
         })
         .map_err(|error| Stop::Requeue(format!("cannot prepare the next image: {error}")))?;
         if job.mode == Mode::Debug {
-            self.archive_stage(job, task, image.component, Some(stage));
+            self.archive_stage(job, task, image.component, Some(image_index));
         }
         if image.processor {
             let message = format!("Running processor {}", image.component.id);
@@ -213,7 +219,7 @@ impl Queue {
         &self,
         job: &Job,
         task: &Task,
-        stage: usize,
+        image_index: usize,
         image: &Image<'_>,
         reattach: Option<String>,
         cancel: &CancellationToken,
@@ -226,7 +232,8 @@ impl Queue {
         let run = Run {
             job,
             task,
-            stage,
+            image_index,
+            image: &image.reference,
             component: image.component,
             settings: &self.settings,
             observer: &observer,
@@ -252,7 +259,7 @@ impl Queue {
         &self,
         job: &Job,
         task: &Task,
-        stage: usize,
+        image_index: usize,
         image: &Image<'_>,
         ran: Finished,
     ) -> Result<Job, Stop> {
@@ -267,8 +274,8 @@ impl Queue {
             })?;
         }
         let job = self.update(job.id, |job| {
-            add_image(&mut job.result, stage, ran.images);
-            job.stages_done += 1;
+            add_image(&mut job.result, image_index, ran.images);
+            job.images_done += 1;
             job.container_id = None;
         })?;
         if let Some(container_id) = ran.container_id {
@@ -290,7 +297,7 @@ impl Queue {
         let Row {
             task,
             index,
-            stage,
+            image_index,
             last,
         } = row;
         self.seal_folder(job, &Workspace::of(&task.folder));
@@ -301,8 +308,8 @@ impl Queue {
         let load_id = format!("job/{}/row/{index}", job.id);
         let outputs = match self.map_outputs(job, component, task, &verdict, load_id) {
             Ok(outputs) => outputs,
-            Err(message) => {
-                verdict = outcome::user_verdict(message);
+            Err(error) => {
+                verdict = outcome::user_verdict(error);
                 Outputs::default()
             }
         };
@@ -313,19 +320,21 @@ impl Queue {
         }
         let inputs = workspace::load_inputs(&task.folder);
         let job = self.update(job.id, |job| {
-            add_image(&mut job.result, stage, ran.images);
+            add_image(&mut job.result, image_index, ran.images);
             if let Some(usage) = ran.usage_data {
                 job.usage_data = usage;
             }
             add_storage_results(&mut job.result, &mut job.metrics, &inputs, &outputs);
             job.rows_done += 1;
-            job.stages_done = 0;
+            job.images_done = 0;
             job.container_id = None;
             if ends {
-                job.result["message"] = json!(self.redact(job.id, &verdict.message));
+                job.result.message = Some(self.redact(job.id, &verdict.message));
                 if let Some(kind) = verdict.error {
-                    job.result["error"] =
-                        json!({"type": kind.as_str(), "exceptionId": ran.exception_id});
+                    job.result.error = Some(ResultError {
+                        kind,
+                        exception_id: ran.exception_id,
+                    });
                 }
                 plan.describe(&mut job.result);
                 job.outcome = Some(verdict.status);
@@ -348,8 +357,8 @@ impl Queue {
         job: &Job,
         component: &'a Component,
         task: &Task,
-    ) -> Result<Vec<Image<'a>>, String> {
-        let processors = |side: &str| -> Result<Vec<Image<'a>>, String> {
+    ) -> Result<Vec<Image<'a>>, UserError> {
+        let processors = |side: &str| -> Result<Vec<Image<'a>>, UserError> {
             task.configuration["processors"][side]
                 .as_array()
                 .into_iter()
@@ -359,12 +368,16 @@ impl Queue {
                         .as_str()
                         .unwrap_or_default();
                     let registered = self.settings.component(id).ok_or_else(|| {
-                        format!(
+                        UserError(format!(
                             "Processor component \"{id}\" is not registered in jobq's settings."
-                        )
+                        ))
                     })?;
+                    let tag = processor["definition"]["tag"]
+                        .as_str()
+                        .unwrap_or(&registered.tag);
                     Ok(Image {
                         component: registered,
+                        reference: registered.image_reference(tag),
                         config: workspace::processor_config(&processor["parameters"], registered),
                         processor: true,
                     })
@@ -374,6 +387,7 @@ impl Queue {
         let mut images = processors("before")?;
         images.push(Image {
             component,
+            reference: component.image_reference(&job.tag),
             config: workspace::config_json(job, component, task),
             processor: false,
         });
@@ -419,7 +433,7 @@ impl Queue {
         task: &Task,
         verdict: &Verdict,
         load_id: String,
-    ) -> Result<Outputs, String> {
+    ) -> Result<Outputs, UserError> {
         if job.mode == Mode::Debug || verdict.status == Status::Terminated {
             return Ok(Outputs::default());
         }
@@ -443,7 +457,7 @@ impl Queue {
     }
 
     /// Resolves what the job runs, loading its stored configuration (and variables) as it is now.
-    pub(super) fn plan(&self, job: &Job) -> Result<Plan, String> {
+    pub(super) fn plan(&self, job: &Job) -> Result<Plan, UserError> {
         let stored = self
             .stored_configuration(
                 job.config.as_deref(),
@@ -451,7 +465,7 @@ impl Queue {
                 &job.component,
                 &job.branch_id,
             )
-            .map_err(|error| chain(&error))?;
+            .map_err(|error| UserError(chain(&error)))?;
         let variables = match stored
             .as_ref()
             .and_then(|s| s.configuration.get("variables_id"))
@@ -466,8 +480,11 @@ impl Queue {
                     .configuration(&job.branch_id, plan::VARIABLES_COMPONENT, &id)
                 {
                     Ok(Some(variables)) => Some(variables),
-                    Ok(None) => return Err(format!("Variables configuration \"{id}\" not found.")),
-                    Err(error) => return Err(chain(&error)),
+                    Ok(None) => {
+                        let message = format!("Variables configuration \"{id}\" not found.");
+                        return Err(UserError(message));
+                    }
+                    Err(error) => return Err(UserError(chain(&error))),
                 }
             }
             None => None,
@@ -546,7 +563,7 @@ enum Stop {
     /// A platform failure before a container started: the job goes back to `created`.
     Requeue(String),
     /// A user error found outside a container: the job ends with it.
-    Fail(String),
+    Fail(UserError),
     /// The store could not record the run.
     Store(QueueError),
 }
@@ -568,7 +585,7 @@ struct Prepared<'a> {
 struct Row<'a> {
     task: &'a Task,
     index: usize,
-    stage: usize,
+    image_index: usize,
     last: bool,
 }
 
@@ -580,43 +597,39 @@ enum RowEnd {
     JobEnded,
 }
 
-/// One image of a task: its component, and the `config.json` it reads.
+/// One image of a task: its component, the image reference it runs (the job's tag for the
+/// component; a processor's `definition.tag`, else its registered tag), and its `config.json`.
 struct Image<'a> {
     component: &'a Component,
+    reference: String,
     config: Value,
     processor: bool,
 }
 
 /// Adds an image's entry to `result.images`: a new inner list for a row's first image.
-fn add_image(result: &mut Value, stage: usize, image: Value) {
-    if !result["images"].is_array() {
-        result["images"] = json!([]);
-    }
-    let Some(rows) = result["images"].as_array_mut() else {
-        return;
-    };
+fn add_image(result: &mut JobResult, image_index: usize, image: Value) {
+    let rows = result.images.get_or_insert_with(Vec::new);
     let entries = image.as_array().cloned().unwrap_or_default();
-    match rows.last_mut().and_then(Value::as_array_mut) {
-        Some(row) if stage > 0 => row.extend(entries),
-        _ => rows.push(Value::Array(entries)),
+    match rows.last_mut() {
+        Some(row) if image_index > 0 => row.extend(entries),
+        _ => rows.push(entries),
     }
 }
 
 /// Adds one task's mapped tables to `result.input/output.tables` and their sizes to
 /// `metrics.storage`.
 fn add_storage_results(
-    result: &mut Value,
+    result: &mut JobResult,
     metrics: &mut Value,
     inputs: &Inputs,
     outputs: &Outputs,
 ) {
-    for (side, tables) in [("input", &inputs.tables), ("output", &outputs.tables)] {
-        if !result[side]["tables"].is_array() {
-            result[side] = json!({"tables": []});
-        }
-        if let Some(list) = result[side]["tables"].as_array_mut() {
-            list.extend(tables.iter().cloned());
-        }
+    for (side, tables) in [
+        (&mut result.input, &inputs.tables),
+        (&mut result.output, &outputs.tables),
+    ] {
+        let side = side.get_or_insert_with(MappedTables::default);
+        side.tables.extend(tables.iter().cloned());
     }
     for (key, bytes) in [
         ("inputTablesBytesSum", inputs.bytes),

@@ -120,10 +120,6 @@ impl Queue {
         })
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     pub fn job(&self, id: &str) -> Result<Job, QueueError> {
         let not_found = || QueueError::JobNotFound { id: id.to_string() };
         let id: u64 = id.parse().map_err(|_| not_found())?;
@@ -160,21 +156,10 @@ impl Queue {
         Ok(self.store.search(&all)?)
     }
 
-    pub fn events(
-        &self,
-        job_id: &str,
-        since_id: Option<u64>,
-        offset: usize,
-        limit: usize,
-    ) -> Result<Vec<Event>, QueueError> {
-        let job = self.job(job_id)?;
-        Ok(self.store.events(job.id, since_id, offset, limit)?)
-    }
-
     /// The events of the job `run` names (its run id, like `10.12`, else its id), newest first;
     /// with `tree`, its descendants' too, merged by event id. `since_id`, `offset` and `limit`
     /// apply to the merged list.
-    pub fn events_of(
+    pub fn events(
         &self,
         run: &str,
         tree: bool,
@@ -186,14 +171,10 @@ impl Queue {
             Some(job) => job,
             None => self.job(run)?,
         };
-        let mut ids = vec![job.id];
-        let mut parents = if tree { vec![job.run_id] } else { Vec::new() };
-        while let Some(parent) = parents.pop() {
-            for child in self.store.children(&parent)? {
-                ids.push(child.id);
-                parents.push(child.run_id);
-            }
-        }
+        let ids = match tree {
+            true => self.tree(&job)?,
+            false => vec![job.id],
+        };
         // The newest `offset + limit` of the merged list are among each job's newest as many.
         let wanted = offset.saturating_add(limit);
         let mut events = Vec::new();
@@ -208,14 +189,7 @@ impl Queue {
     /// `desiredStatus: terminating` on each unfinished one; the scheduler does the rest.
     pub fn kill(&self, id: &str) -> Result<Job, QueueError> {
         let job = self.job(id)?;
-        let mut ids = vec![job.id];
-        let mut parents = vec![job.run_id.clone()];
-        while let Some(parent) = parents.pop() {
-            for child in self.store.children(&parent)? {
-                ids.push(child.id);
-                parents.push(child.run_id);
-            }
-        }
+        let ids = self.tree(&job)?;
         let root = job.id;
         let updated = self.store.update_jobs(&ids, |job| {
             if job.status.is_finished() {
@@ -242,6 +216,19 @@ impl Queue {
         );
         self.changed();
         Ok(job)
+    }
+
+    /// The ids of `job` and of all its descendants, `job` first.
+    fn tree(&self, job: &Job) -> Result<Vec<u64>, QueueError> {
+        let mut ids = vec![job.id];
+        let mut parents = vec![job.run_id.clone()];
+        while let Some(parent) = parents.pop() {
+            for child in self.store.children(parent.as_str())? {
+                ids.push(child.id);
+                parents.push(child.run_id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Writes a change to one job (never its status: see `move_if` and `end`) and tells the
@@ -306,7 +293,7 @@ impl Queue {
             event_type,
             source,
             message: &message,
-            run_id: &job.run_id,
+            run_id: job.run_id.as_str(),
             component: &job.component,
             created: now_micros(),
         };

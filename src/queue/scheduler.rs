@@ -4,7 +4,9 @@ use super::end::Ending;
 use super::{Queue, QueueError, RETRY_INTERVAL, SWEEP_INTERVAL};
 use crate::blocking::blocking;
 use crate::error::chain;
-use crate::model::{now_micros, DesiredStatus, EventType, Job, JobType, Status};
+use crate::model::{
+    now_micros, DesiredStatus, EventType, Job, JobType, Parallelism, RunId, Status,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,14 +78,12 @@ impl Queue {
 
         let mut held: HashSet<LockKey> = HashSet::new();
         // Processing children per parent run, for the parallelism of container jobs.
-        let mut active_children: HashMap<String, usize> = HashMap::new();
+        let mut active_children: HashMap<RunId, usize> = HashMap::new();
         for status in [Status::Processing, Status::Terminating] {
             for job in self.store.jobs_with_status(status)? {
                 held.extend(lock_key(&job));
-                if !job.parent_run_id.is_empty() {
-                    *active_children
-                        .entry(job.parent_run_id.clone())
-                        .or_default() += 1;
+                if let Some(parent) = &job.parent_run_id {
+                    *active_children.entry(parent.clone()).or_default() += 1;
                 }
             }
         }
@@ -143,10 +143,8 @@ impl Queue {
                 continue;
             };
             free -= 1;
-            if !job.parent_run_id.is_empty() {
-                *active_children
-                    .entry(job.parent_run_id.clone())
-                    .or_default() += 1;
+            if let Some(parent) = &job.parent_run_id {
+                *active_children.entry(parent.clone()).or_default() += 1;
             }
             if let Some(key) = key {
                 held.insert(key);
@@ -162,26 +160,22 @@ impl Queue {
     fn parallelism_full(
         &self,
         job: &Job,
-        active_children: &HashMap<String, usize>,
+        active_children: &HashMap<RunId, usize>,
     ) -> Result<bool, QueueError> {
-        if job.parent_run_id.is_empty() {
+        let Some(parent_run_id) = &job.parent_run_id else {
             return Ok(false);
-        }
-        let Some(parent) = self.store.job_by_run_id(&job.parent_run_id)? else {
+        };
+        let Some(parent) = self.store.job_by_run_id(parent_run_id.as_str())? else {
             return Ok(false);
         };
         if parent.job_type != JobType::Container {
             return Ok(false);
         }
-        let limit = match parent.parallelism.as_deref() {
-            Some("infinity") | None => return Ok(false),
-            Some(limit) => limit.parse::<usize>().unwrap_or(usize::MAX).max(1),
+        let limit = match parent.parallelism {
+            Some(Parallelism::Infinity) | None => return Ok(false),
+            Some(Parallelism::Limit(limit)) => usize::from(limit).max(1),
         };
-        Ok(active_children
-            .get(&job.parent_run_id)
-            .copied()
-            .unwrap_or(0)
-            >= limit)
+        Ok(active_children.get(parent_run_id).copied().unwrap_or(0) >= limit)
     }
 
     async fn engine_answers(&self) -> bool {

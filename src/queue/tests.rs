@@ -2,8 +2,7 @@
 //! stale snapshot, and job trees left half-ended by a crash.
 
 use super::*;
-use crate::model::JobType;
-use serde_json::json;
+use crate::model::{JobType, Parallelism};
 
 /// A queue over a fresh store in `dir`, whose Docker engine is unreachable.
 fn queue(dir: &tempfile::TempDir) -> Arc<Queue> {
@@ -33,7 +32,7 @@ fn killed_tree(queue: &Queue, parent_status: Status, child_status: Status) -> (J
             status: parent_status,
             desired_status: DesiredStatus::Terminating,
             job_type: JobType::Container,
-            parallelism: Some("2".into()),
+            parallelism: Some(Parallelism::Limit(2)),
             ..Job::example()
         },
     );
@@ -41,8 +40,8 @@ fn killed_tree(queue: &Queue, parent_status: Status, child_status: Status) -> (J
         .store
         .create_job(|id| Job {
             id,
-            run_id: format!("{}.{id}", parent.run_id),
-            parent_run_id: parent.run_id.clone(),
+            run_id: parent.run_id.child(id),
+            parent_run_id: Some(parent.run_id.clone()),
             status: child_status,
             desired_status: DesiredStatus::Terminating,
             ..Job::example()
@@ -101,8 +100,8 @@ async fn recovery_ends_a_killed_tree_whose_child_never_got_a_container() {
     let parent = queue.store.job(parent.id).unwrap().unwrap();
     assert_eq!(parent.status, Status::Terminated, "{:?}", parent.result);
     assert_eq!(
-        parent.result["message"],
-        json!(format!(
+        parent.result.message,
+        Some(format!(
             "Some child jobs did not succeed: {} (terminated).",
             child.id
         ))

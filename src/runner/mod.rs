@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::chain;
 use crate::failpoint;
-use crate::model::{EventSource, EventType, Job, Status};
+use crate::model::{EventSource, EventType, Job, Status, UserError};
 use crate::settings::{Component, Settings};
 use outcome::{Exit, ExitContext, Verdict};
 use output::{HeadTail, LineSplitter};
@@ -73,7 +73,9 @@ pub struct Run<'a> {
     pub job: &'a Job,
     pub task: &'a Task,
     /// The image's place among the task's images (processors before, the component, after).
-    pub stage: usize,
+    pub image_index: usize,
+    /// The image to run, `repository:tag` (a processor's tag is its own, not the job's).
+    pub image: &'a str,
     pub component: &'a Component,
     pub settings: &'a Settings,
     pub observer: &'a dyn RunObserver,
@@ -183,7 +185,7 @@ impl Runner {
             observer,
             ..
         } = *run;
-        let image = component.image_reference(&job.tag);
+        let image = run.image;
         let docker = match self.docker().await {
             Ok(docker) => docker,
             Err(error) => {
@@ -224,13 +226,13 @@ impl Runner {
         };
 
         let body = ContainerCreateBody {
-            image: Some(image.clone()),
+            image: Some(image.to_string()),
             env: Some(workspace::environment(job, component, task, settings)),
             user: Some(user),
             labels: Some(HashMap::from([
                 (LABEL_INSTANCE.to_string(), self.instance_id.clone()),
                 (LABEL_JOB_ID.to_string(), job.id.to_string()),
-                (LABEL_RUN_ID.to_string(), job.run_id.clone()),
+                (LABEL_RUN_ID.to_string(), job.run_id.to_string()),
                 (
                     LABEL_ROW_ID.to_string(),
                     task.row_id.clone().unwrap_or_default(),
@@ -251,7 +253,7 @@ impl Runner {
             }),
             ..Default::default()
         };
-        let name = self.container_name(job, task, run.stage);
+        let name = self.container_name(job, task, run.image_index);
         // A container of the same name is a leftover of an attempt that never started.
         let _ = docker
             .remove_container(
@@ -304,7 +306,7 @@ impl Runner {
         container_id: &str,
         cancel: CancellationToken,
     ) -> RunOutcome {
-        let image = run.component.image_reference(&run.job.tag);
+        let image = run.image;
         loop {
             let (docker, _) = self.wait_for_engine(run.job.id).await;
             let state = match docker.inspect_container(container_id, None).await {
@@ -361,7 +363,7 @@ impl Runner {
             observer,
             ..
         } = *run;
-        let image = component.image_reference(&job.tag);
+        let image = run.image;
         let elapsed = Duration::from_micros((crate::model::now_micros() - started).max(0) as u64);
         let deadline =
             tokio::time::Instant::now() + component.process_timeout.saturating_sub(elapsed);
@@ -583,7 +585,7 @@ impl Runner {
 
     /// `jobq-<instance>-<run id>[-row-<row>]`: unique per container and store, readable in
     /// `docker ps`.
-    pub fn container_name(&self, job: &Job, task: &Task, stage: usize) -> String {
+    pub fn container_name(&self, job: &Job, task: &Task, image_index: usize) -> String {
         let mut name = format!("jobq-{}-{}", self.instance_id, job.run_id);
         if let Some(row) = &task.row_id {
             let row: String = row
@@ -598,8 +600,8 @@ impl Runner {
                 .collect();
             name.push_str(&format!("-row-{row}"));
         }
-        if stage > 0 {
-            name.push_str(&format!("-stage-{stage}"));
+        if image_index > 0 {
+            name.push_str(&format!("-image-{image_index}"));
         }
         name
     }
@@ -681,7 +683,7 @@ fn lost() -> RunOutcome {
 }
 
 fn user_error(message: String) -> RunOutcome {
-    without_container(outcome::user_verdict(message))
+    without_container(outcome::user_verdict(UserError(message)))
 }
 
 /// The end of a run that left no container to remove.

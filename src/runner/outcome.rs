@@ -1,8 +1,7 @@
 //! Exit classification: how a container's end becomes the job's status and result.
 
-use serde_json::{json, Value};
-
-use crate::model::Status;
+pub use crate::model::ErrorKind;
+use crate::model::{Status, UserError};
 use crate::runner::output::message_text;
 
 /// How the container ended, as the runner observed it.
@@ -17,22 +16,6 @@ pub enum Exit {
     Terminated,
     /// The container no longer exists in the engine.
     Lost,
-}
-
-/// Which side is to blame for a failed job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    User,
-    Application,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::User => "user",
-            ErrorKind::Application => "application",
-        }
-    }
 }
 
 /// What the job becomes after its container ended.
@@ -104,11 +87,11 @@ pub fn classify(exit: Exit, context: &ExitContext<'_>) -> Verdict {
     }
 }
 
-/// A user error with `message` (for failures found outside the container, such as mapping).
-pub fn user_verdict(message: String) -> Verdict {
+/// A user error found outside the container (such as mapping): the job fails with its message.
+pub fn user_verdict(error: UserError) -> Verdict {
     Verdict {
         status: Status::Error,
-        message,
+        message: error.0,
         error: Some(ErrorKind::User),
     }
 }
@@ -125,18 +108,6 @@ pub fn classify_lost() -> Verdict {
 /// A new `exception-<hex>` id, shared by an error answer or result and the log line that explains it.
 pub fn new_exception_id() -> String {
     format!("exception-{:032x}", rand::random::<u128>())
-}
-
-/// The job's `result` object for a verdict.
-pub fn result_json(verdict: &Verdict, images: Value, exception_id: &str) -> Value {
-    let mut result = json!({
-        "message": verdict.message,
-        "images": images,
-    });
-    if let Some(kind) = verdict.error {
-        result["error"] = json!({"type": kind.as_str(), "exceptionId": exception_id});
-    }
-    result
 }
 
 #[cfg(test)]
@@ -218,19 +189,5 @@ mod tests {
     #[test]
     fn termination_ends_terminated() {
         assert_eq!(check(Exit::Terminated, "", "").status, Status::Terminated);
-    }
-
-    #[test]
-    fn result_has_error_only_on_failure() {
-        let ok = result_json(&check(Exit::Code(0), "", ""), json!([]), "exception-1");
-        assert_eq!(
-            ok,
-            json!({"message": "Component processing finished.", "images": []})
-        );
-        let failed = result_json(&check(Exit::Code(2), "", ""), json!([]), "exception-1");
-        assert_eq!(
-            failed["error"],
-            json!({"type": "application", "exceptionId": "exception-1"})
-        );
     }
 }

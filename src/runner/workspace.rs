@@ -149,10 +149,10 @@ const ROTATION_MARKER: &str = "rotated-for-stage";
 
 /// Between two images: `out/tables` and `out/files` become `in/tables` and `in/files`,
 /// `out/state.json` is dropped, and empty `out/tables`, `out/files`, `in/user` and `tmp` are
-/// made again. Done once for `stage`, even if asked again after a crash.
-pub fn rotate(folder: &Path, stage: usize) -> std::io::Result<()> {
+/// made again. Done once for `image_index`, even if asked again after a crash.
+pub fn rotate(folder: &Path, image_index: usize) -> std::io::Result<()> {
     let marker = folder.join(ROTATION_MARKER);
-    if fs::read_to_string(&marker).is_ok_and(|done| done.trim() == stage.to_string()) {
+    if fs::read_to_string(&marker).is_ok_and(|done| done.trim() == image_index.to_string()) {
         return Ok(());
     }
     let workspace = Workspace::of(folder);
@@ -180,7 +180,7 @@ pub fn rotate(folder: &Path, stage: usize) -> std::io::Result<()> {
         create_private(&data.join(folder))?;
     }
     create_private(&workspace.tmp)?;
-    fs::write(marker, stage.to_string())
+    fs::write(marker, image_index.to_string())
 }
 
 /// A processor's `config.json`: only its `parameters`, its `image_parameters` and `action`.

@@ -4,15 +4,17 @@
 //! shape, so stored records migrate as they are read.
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
 use crate::model::{Branch, Configuration};
 use crate::model::{Bucket, StoredFile, Table};
+use crate::model::{DesiredStatus, JobType, Mode, RunId, Status};
 use crate::model::{Event, Job};
 
-/// The format version written for job records.
-pub(super) const JOB_VERSION: u8 = 1;
+/// The format version written for job records: 2 since the job's data got types (version 1 is
+/// decoded through `JobV1`).
+pub(super) const JOB_VERSION: u8 = 2;
 /// The format version written for event records.
 pub(super) const EVENT_VERSION: u8 = 1;
 /// The format version written for configuration records (rows inside).
@@ -29,8 +31,108 @@ pub(super) fn encode_job(job: &Job) -> Result<Vec<u8>, StoreError> {
 pub(super) fn decode_job(bytes: &[u8]) -> Result<Job, StoreError> {
     let (version, body) = split("job record", bytes, JOB_VERSION)?;
     match version {
-        1 => decode_body("job record", body),
+        1 => decode_body::<JobV1>("job record", body)?
+            .into_job()
+            .map_err(|detail| StoreError::Corrupt {
+                record: "job record",
+                detail,
+            }),
+        2 => decode_body("job record", body),
         _ => Err(unknown("job record", version, JOB_VERSION)),
+    }
+}
+
+/// A job record of version 1, field for field in the order and with the types version 1 wrote
+/// (JSON values as their text). Frozen: `fixtures/job-v1.bin` checks it.
+#[derive(Deserialize)]
+struct JobV1 {
+    id: u64,
+    run_id: String,
+    parent_run_id: String,
+    project_id: String,
+    project_name: String,
+    token_id: String,
+    token_description: String,
+    status: Status,
+    desired_status: DesiredStatus,
+    mode: Mode,
+    component: String,
+    config: Option<String>,
+    config_data: String,
+    config_row_ids: Vec<String>,
+    tag: String,
+    branch_id: String,
+    created_time: i64,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    result: String,
+    usage_data: String,
+    variable_values_id: Option<String>,
+    variable_values_data: String,
+    backend: String,
+    metrics: String,
+    behavior: String,
+    parallelism: Option<String>,
+    job_type: JobType,
+    container_id: Option<String>,
+    outcome: Option<Status>,
+    rows_done: u32,
+    images_done: u32,
+    stdout_base: u64,
+    delayed_start_time: Option<i64>,
+    revision: u64,
+}
+
+impl JobV1 {
+    /// The job in today's shape; an error names the field that does not convert.
+    fn into_job(self) -> Result<Job, String> {
+        fn json<T: DeserializeOwned>(field: &str, text: &str) -> Result<T, String> {
+            serde_json::from_str(text).map_err(|error| format!("{field}: {error}"))
+        }
+        Ok(Job {
+            id: self.id,
+            run_id: RunId::from(self.run_id),
+            // Version 1 wrote "" for a root job.
+            parent_run_id: Some(self.parent_run_id)
+                .filter(|parent| !parent.is_empty())
+                .map(RunId::from),
+            project_id: self.project_id,
+            project_name: self.project_name,
+            token_id: self.token_id,
+            token_description: self.token_description,
+            status: self.status,
+            desired_status: self.desired_status,
+            mode: self.mode,
+            component: self.component,
+            config: self.config,
+            config_data: json("configData", &self.config_data)?,
+            config_row_ids: self.config_row_ids,
+            tag: self.tag,
+            branch_id: self.branch_id,
+            created_time: self.created_time,
+            start_time: self.start_time,
+            end_time: self.end_time,
+            result: json("result", &self.result)?,
+            usage_data: json("usageData", &self.usage_data)?,
+            variable_values_id: self.variable_values_id,
+            variable_values_data: json("variableValuesData", &self.variable_values_data)?,
+            backend: json("backend", &self.backend)?,
+            metrics: json("metrics", &self.metrics)?,
+            behavior: json("behavior", &self.behavior)?,
+            parallelism: self
+                .parallelism
+                .map(|text| text.parse())
+                .transpose()
+                .map_err(|error| format!("parallelism: {error}"))?,
+            job_type: self.job_type,
+            container_id: self.container_id,
+            outcome: self.outcome,
+            rows_done: self.rows_done,
+            images_done: self.images_done,
+            stdout_base: self.stdout_base,
+            delayed_start_time: self.delayed_start_time,
+            revision: self.revision,
+        })
     }
 }
 
@@ -171,14 +273,17 @@ fn decode_body<T: DeserializeOwned>(record: &'static str, body: &[u8]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DesiredStatus, EventType, JobType, Mode, Status};
-    use serde_json::json;
+    use crate::model::{
+        Behavior, DesiredStatus, ErrorKind, EventType, JobResult, JobType, MappedTables, Mode,
+        OnError, Parallelism, ResultError, Status, Variable,
+    };
+    use serde_json::{json, Value};
 
     fn job() -> Job {
         Job {
             id: 7,
-            run_id: "3.7".to_string(),
-            parent_run_id: "3".to_string(),
+            run_id: RunId::root(3).child(7),
+            parent_run_id: Some(RunId::root(3)),
             project_id: "1".to_string(),
             project_name: "Project".to_string(),
             token_id: "42".to_string(),
@@ -195,31 +300,159 @@ mod tests {
             created_time: -5,
             start_time: Some(1_700_000_000_000_000),
             end_time: None,
-            result: json!({}),
+            result: serde_json::from_value(json!({"message": "m", "fromNewerJobq": [1]}))
+                .expect("a result"),
             usage_data: json!(null),
             variable_values_id: None,
             variable_values_data: json!({"values": [{"name": "v", "value": "1"}]}),
             backend: json!({"type": "small"}),
             metrics: json!(null),
-            behavior: json!({"onError": "stop"}),
-            parallelism: Some("5".to_string()),
+            behavior: Behavior {
+                on_error: Some(OnError::Stop),
+            },
+            parallelism: Some(Parallelism::Limit(5)),
             job_type: JobType::Container,
             container_id: Some("abc".to_string()),
             outcome: Some(Status::Success),
             rows_done: 2,
-            stages_done: 1,
+            images_done: 1,
             stdout_base: 17,
             delayed_start_time: Some(1_700_000_100_000_000),
             revision: 3,
         }
     }
 
+    /// The job `fixtures/job-v1.bin` and `fixtures/job-v2.bin` hold: a child run, `onError:
+    /// warning`, parallelism "3", and a recorded result with message, error, images, tables,
+    /// configVersion and variables. Every field differs from its neighbours of the same type,
+    /// so that a swapped field cannot decode into the same job. Each fixture was written once,
+    /// by `encode_job` of this job while its version was the one written, and is frozen: a
+    /// change to `Job`'s layout needs a new version, not a new fixture.
+    fn fixture_job() -> Job {
+        Job {
+            id: 12,
+            run_id: RunId::root(10).child(12),
+            parent_run_id: Some(RunId::root(10)),
+            project_id: "123".to_string(),
+            project_name: "Test project".to_string(),
+            token_id: "7".to_string(),
+            token_description: "test token".to_string(),
+            status: Status::Processing,
+            desired_status: DesiredStatus::Processing,
+            mode: Mode::ForceRun,
+            component: "keboola.ex-db".to_string(),
+            config: Some("cfg".to_string()),
+            config_data: json!({"parameters": {"#password": "KBC::ProjectSecure::x", "n": [1, 2.5, null]}}),
+            config_row_ids: vec!["r1".to_string()],
+            tag: "1.0.0".to_string(),
+            branch_id: "456".to_string(),
+            created_time: 1_700_000_000_000_000,
+            start_time: Some(1_700_000_001_000_000),
+            end_time: None,
+            result: JobResult {
+                message: Some("Table \"x\" is missing.".to_string()),
+                error: Some(ResultError {
+                    kind: ErrorKind::User,
+                    exception_id: "exception-000000000000000000000000000000ab".to_string(),
+                }),
+                images: Some(vec![vec![
+                    json!({"id": "local/processor:1.0.0", "digests": ["sha256:01"]}),
+                    json!({"id": "local/jobq-fixture:1.0.0", "digests": ["local/jobq-fixture@sha256:02"]}),
+                ]]),
+                input: Some(MappedTables {
+                    tables: vec![orders_table()],
+                }),
+                output: Some(MappedTables::default()),
+                config_version: Some("4".to_string()),
+                variables: Some(vec![Variable {
+                    name: "who".to_string(),
+                    value: "you".to_string(),
+                }]),
+                other: Default::default(),
+            },
+            usage_data: json!([{"metric": "rows", "value": 2}]),
+            variable_values_id: Some("v1".to_string()),
+            variable_values_data: json!({"values": []}),
+            backend: json!({"type": "small"}),
+            metrics: json!({"storage": {"inputTablesBytesSum": 40, "outputTablesBytesSum": 0}}),
+            behavior: Behavior {
+                on_error: Some(OnError::Warning),
+            },
+            parallelism: Some(Parallelism::Limit(3)),
+            job_type: JobType::Standard,
+            container_id: Some("c0ffee".to_string()),
+            outcome: Some(Status::Error),
+            rows_done: 1,
+            images_done: 2,
+            stdout_base: 17,
+            delayed_start_time: Some(1_699_999_999_000_000),
+            revision: 9,
+        }
+    }
+
+    fn orders_table() -> Value {
+        json!({
+            "id": "in.c-main.orders",
+            "name": "orders",
+            "displayName": "orders",
+            "columns": [{"name": "id"}, {"name": "total"}]
+        })
+    }
+
+    /// The frozen bytes of a version 1 job record decode into the job they were made from, in
+    /// today's shape, and its result answers the JSON version 1 stored.
     #[test]
-    fn job_round_trips() {
-        let job = job();
-        let bytes = encode_job(&job).expect("encode");
-        assert_eq!(bytes[0], JOB_VERSION);
-        assert_eq!(decode_job(&bytes).expect("decode"), job);
+    fn frozen_v1_job_record_decodes() {
+        let bytes = include_bytes!("fixtures/job-v1.bin");
+        assert_eq!(bytes[0], 1);
+        let job = decode_job(bytes).expect("decode");
+        assert_eq!(job, fixture_job());
+        let stored_as = json!({
+            "message": "Table \"x\" is missing.",
+            "error": {"type": "user", "exceptionId": "exception-000000000000000000000000000000ab"},
+            "images": [[
+                {"id": "local/processor:1.0.0", "digests": ["sha256:01"]},
+                {"id": "local/jobq-fixture:1.0.0", "digests": ["local/jobq-fixture@sha256:02"]}
+            ]],
+            "input": {"tables": [orders_table()]},
+            "output": {"tables": []},
+            "configVersion": "4",
+            "variables": [{"name": "who", "value": "you"}]
+        });
+        assert_eq!(json!(job.result), stored_as);
+        assert_eq!(json!(job.behavior), json!({"onError": "warning"}));
+        assert_eq!(json!(job.parallelism), json!("3"));
+    }
+
+    /// The frozen bytes of a version 2 job record decode into the job they were made from.
+    #[test]
+    fn frozen_v2_job_record_decodes() {
+        let bytes = include_bytes!("fixtures/job-v2.bin");
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode_job(bytes).expect("decode"), fixture_job());
+    }
+
+    /// Version 1 wrote `""` for a root job's parent run id: it decodes as no parent.
+    #[test]
+    fn a_v1_root_job_has_no_parent() {
+        let fixture = include_bytes!("fixtures/job-v1.bin");
+        // Version byte, id 12, run id "10.12", then the parent "10" as its length and bytes.
+        let (head, parent) = (&fixture[..8], &fixture[8..11]);
+        assert_eq!(parent, b"\x0210");
+        let root = [head, b"\x00", &fixture[11..]].concat();
+        let job = decode_job(&root).expect("decode");
+        assert_eq!(job.parent_run_id, None);
+        assert_eq!(job.parent_run_id_str(), "");
+        assert_eq!(job.project_id, "123");
+    }
+
+    #[test]
+    fn job_round_trips_as_version_2() {
+        for job in [job(), fixture_job(), Job::example()] {
+            let bytes = encode_job(&job).expect("encode");
+            assert_eq!(bytes[0], 2);
+            assert_eq!(decode_job(&bytes).expect("decode"), job);
+        }
     }
 
     #[test]
@@ -249,7 +482,7 @@ mod tests {
                 error,
                 StoreError::UnknownVersion {
                     version: 200,
-                    known: 1,
+                    known: 2,
                     ..
                 }
             ),

@@ -85,11 +85,6 @@ impl Store {
         &self.instance_id
     }
 
-    /// The path of the redb file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Allocates the next id from the sequence and inserts the job `make(id)` returns, with all
     /// indexes, in one write transaction. The job's `id` is set to the allocated id.
     pub fn create_job(&self, make: impl FnOnce(u64) -> Job) -> Result<Job, StoreError> {
@@ -198,7 +193,7 @@ impl Store {
                         event_type,
                         source: EventSource::Jobq,
                         message: &message,
-                        run_id: &job.run_id,
+                        run_id: job.run_id.as_str(),
                         component: &job.component,
                         created: crate::model::now_micros(),
                     },
@@ -772,7 +767,7 @@ impl<'txn> Indexes<'txn> {
         let id = job.id;
         self.by_status.insert(job.status.code(), id)?;
         self.by_config.insert(config_key(job), id)?;
-        self.by_parent.insert(job.parent_run_id.as_str(), id)?;
+        self.by_parent.insert(job.parent_run_id_str(), id)?;
         self.by_created.insert(job.created_time, id)?;
         self.by_run_id.insert(job.run_id.as_str(), id)?;
         Ok(())
@@ -790,8 +785,8 @@ impl<'txn> Indexes<'txn> {
             self.by_config.insert(config_key(new), id)?;
         }
         if old.parent_run_id != new.parent_run_id {
-            self.by_parent.remove(old.parent_run_id.as_str(), id)?;
-            self.by_parent.insert(new.parent_run_id.as_str(), id)?;
+            self.by_parent.remove(old.parent_run_id_str(), id)?;
+            self.by_parent.insert(new.parent_run_id_str(), id)?;
         }
         if old.created_time != new.created_time {
             self.by_created.remove(old.created_time, id)?;
@@ -859,10 +854,12 @@ impl Store {
         check_index!("status index", JOBS_BY_STATUS, |j: &Job| j.status.code());
         check_index!("config index", JOBS_BY_CONFIG, config_key);
         check_index!("parent index", JOBS_BY_PARENT, |j: &Job| j
-            .parent_run_id
-            .clone());
+            .parent_run_id_str()
+            .to_string());
         check_index!("created index", JOBS_BY_CREATED, |j: &Job| j.created_time);
-        check_index!("run id index", JOBS_BY_RUN_ID, |j: &Job| j.run_id.clone());
+        check_index!("run id index", JOBS_BY_RUN_ID, |j: &Job| j
+            .run_id
+            .to_string());
 
         let meta: ReadOnlyTable<&str, u64> = txn.open_table(META).expect("meta");
         let last = |key: &str| meta.get(key).expect("meta get").map_or(0, |v| v.value());
