@@ -67,7 +67,7 @@ fn a_data_dir_that_cannot_be_made_is_named_with_its_cause_once() {
 #[tokio::test]
 async fn serve_answers_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut served = Served::fresh(dir.path(), &Options::without_docker()).await;
+    let mut served = Served::fresh(dir.path(), &Options::without_docker(), "debug").await;
     let answer = served.get("/v2/storage/tokens/verify").await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["id"], "7");

@@ -88,7 +88,7 @@ async fn all_jobs(client: &ApiClient) -> Option<Vec<Value>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
-    fixture_image().await;
+    fixture_image(None).await;
     let jobs = env_number("JOBQ_CRASH_JOBS", 30);
     let rounds = env_number("JOBQ_CRASH_ROUNDS", CRASH_POINTS.len());
     let seed = env_number("JOBQ_CRASH_SEED", 0x5eed) as u64;
@@ -243,7 +243,7 @@ struct CrashDir {
 
 impl CrashDir {
     async fn new() -> CrashDir {
-        fixture_image().await;
+        fixture_image(None).await;
         let dir = tempfile::Builder::new()
             .prefix("jobq-crash-")
             .tempdir()

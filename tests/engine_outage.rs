@@ -22,17 +22,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use common::binary::Served;
 use common::engine::Engine;
-use common::{COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG, TOKEN};
-use jobq::cli::client::ApiClient;
+use common::{id, Docker, Options, COMPONENT};
 use serde_json::{json, Value};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_jobq");
 
 /// The warn event the fix adds.
 const ENGINE_LOST_MESSAGE: &str = jobq::runner::ENGINE_LOST_MESSAGE;
@@ -56,36 +52,30 @@ const SHORT_SECOND: &str = "short: while the engine is away";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_outage_is_logged_once_per_job_and_warns_on_the_job() {
     let mut engine = Engine::start();
-    engine.build_fixture_image().await;
-
     let dir = tempfile::Builder::new()
         .prefix("jobq-engine-outage-")
         .tempdir()
         .unwrap();
-    let settings = dir.path().join("jobq.toml");
-    std::fs::write(
-        &settings,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\ndocker_host = \"{host}\"\n\
-             max_concurrent_jobs = 2\nkill_grace_seconds = 1\n\
-             [[tokens]]\nid = \"1\"\ntoken = \"{TOKEN}\"\n\
-             [[components]]\nid = \"{COMPONENT}\"\nimage = \"{FIXTURE_IMAGE}\"\ntag = \"{FIXTURE_TAG}\"\n\
-             memory = \"64m\"\nprocess_timeout = 120\nnetwork = \"none\"\n",
-            data = dir.path().join("data").display(),
-            host = engine.host(),
-        ),
-    )
-    .unwrap();
-    let jobq = Jobq::start(&settings, &dir.path().join("jobq.log"));
+    let options = Options {
+        max_concurrent_jobs: 2,
+        kill_grace_seconds: 1,
+        timeout_seconds: 120,
+        docker: Docker::At(engine.host()),
+    };
+    let jobq = Served::fresh(dir.path(), &options, "info").await;
 
-    let long = jobq
+    let long = id(&jobq
         .create(
+            COMPONENT,
             json!({"print": [LONG_FIRST], "sleep": LONG_SLEEP, "print_after_sleep": [LONG_SECOND]}),
         )
-        .await;
-    let short = jobq
-        .create(json!({"print": [SHORT_FIRST], "sleep": SHORT_SLEEP, "print_after_sleep": [SHORT_SECOND]}))
-        .await;
+        .await);
+    let short = id(&jobq
+        .create(
+            COMPONENT,
+            json!({"print": [SHORT_FIRST], "sleep": SHORT_SLEEP, "print_after_sleep": [SHORT_SECOND]}),
+        )
+        .await);
     jobq.wait_for_message(&long, LONG_FIRST).await;
     jobq.wait_for_message(&short, SHORT_FIRST).await;
     let short_seen = Utc::now();
@@ -234,114 +224,4 @@ fn printed<'a>(events: &'a [Value], prefix: &str) -> Vec<&'a str> {
         .filter_map(|event| event["message"].as_str())
         .filter(|message| message.starts_with(prefix))
         .collect()
-}
-
-/// The real `jobq serve`, with its log (RUST_LOG=info, no colours) in a file; killed on drop.
-struct Jobq {
-    child: Child,
-    client: ApiClient,
-    log: PathBuf,
-}
-
-impl Jobq {
-    /// Starts `jobq serve --config <settings>` and waits until it says where it listens.
-    fn start(settings: &Path, log: &Path) -> Jobq {
-        let log_file = std::fs::File::create(log).unwrap();
-        let mut child = Command::new(BINARY)
-            .args(["serve", "--config"])
-            .arg(settings)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove(jobq::failpoint::VARIABLE)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains("jobq is listening")) {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                return Jobq {
-                    child,
-                    client: ApiClient::new(addr, TOKEN),
-                    log: log.to_path_buf(),
-                };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("jobq exited during start-up ({status}): {text}");
-            }
-            assert!(Instant::now() < deadline, "jobq did not start: {text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-
-    /// Creates a job of the fixture with `parameters`; returns its id.
-    async fn create(&self, parameters: Value) -> String {
-        let body = json!({"component": COMPONENT, "configData": {"parameters": parameters}});
-        let answer = self.client.post_json("/jobs", &body).await.unwrap();
-        assert_eq!(answer.status, 201, "create answered {}", answer.json());
-        answer.json()["id"].as_str().unwrap().to_string()
-    }
-
-    /// The job's events (`GET /v2/storage/events?runId=<id>`), oldest first.
-    async fn events(&self, id: &str) -> Vec<Value> {
-        let answer = self
-            .client
-            .get(&format!("/v2/storage/events?runId={id}"))
-            .await
-            .unwrap();
-        assert_eq!(answer.status, 200, "{}", answer.json());
-        let mut events = answer.json().as_array().cloned().unwrap();
-        events.reverse();
-        events
-    }
-
-    async fn wait_for_message(&self, id: &str, message: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self
-            .events(id)
-            .await
-            .iter()
-            .any(|e| e["message"] == message)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "job {id} never logged \"{message}\""
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wait_finished(&self, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let answer = self.client.get(&format!("/jobs/{id}")).await.unwrap();
-            let job = answer.json();
-            if job["isFinished"] == true {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} did not finish within 90 s: {job:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Jobq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

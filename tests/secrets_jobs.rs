@@ -166,7 +166,7 @@ async fn stored_configurations_and_state_keep_only_ciphertexts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_log_hides_secrets_the_component_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut served = Served::fresh(dir.path(), &Options::default()).await;
+    let mut served = Served::fresh(dir.path(), &Options::default(), "debug").await;
     let job = served
         .create(
             COMPONENT,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{fixture_image, settings, Api, Options, TOKEN};
+use super::{settings, Api, Options, TOKEN};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_jobq");
 
@@ -120,14 +120,12 @@ impl Served {
     }
 
     /// Starts `jobq serve` for a fresh test daemon with its settings (see `settings_file`) and
-    /// data in `dir` and its `debug` log in `dir/jobq.log`, after building the fixture image
-    /// unless `options` say the test runs no container.
-    pub async fn fresh(dir: &Path, options: &Options) -> Served {
-        if options.docker {
-            fixture_image().await;
-        }
+    /// data in `dir` and its log at `level` in `dir/jobq.log`, after building the fixture image
+    /// in its engine, if it has one.
+    pub async fn fresh(dir: &Path, options: &Options, level: &str) -> Served {
+        options.build_fixture_image().await;
         let settings = settings_file(dir, options);
-        Served::start(&settings, &dir.join("jobq.log"), &[("RUST_LOG", "debug")])
+        Served::start(&settings, &dir.join("jobq.log"), &[("RUST_LOG", level)])
             .unwrap_or_else(|ended| panic!("{ended}"))
     }
 

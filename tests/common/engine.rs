@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jobq::runner::Runner;
 use serde_json::Value;
 
 /// How long the engine may take to start or to stop.
@@ -61,15 +60,6 @@ impl Engine {
     /// The pid of the running `dockerd`.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the engine runs").id()
-    }
-
-    /// Builds the fixture component's image into this engine.
-    pub async fn build_fixture_image(&self) {
-        let runner = Runner::new(Some(&self.host()), "tests").expect("a Docker client");
-        runner
-            .ensure_fixture_image(&format!("{}:{}", super::FIXTURE_IMAGE, super::FIXTURE_TAG))
-            .await
-            .expect("the fixture image builds in the second engine");
     }
 
     /// Stops the engine: SIGTERM to its pid, then waits until it exited and its socket no longer

@@ -29,17 +29,27 @@ pub const BUCKET_COMPONENT: &str = "keboola.ex-fixture-bucket";
 pub const PROCESSOR_ONE: &str = "keboola.processor-one";
 pub const PROCESSOR_TWO: &str = "keboola.processor-two";
 
+/// The Docker engine of a test daemon. With an engine, the fixture image is built in it first,
+/// and the test fails saying so when the engine does not answer.
+#[derive(Clone, Debug)]
+pub enum Docker {
+    /// The machine's engine (`DOCKER_HOST`, else the local socket).
+    Local,
+    /// The engine at this address, like a test's own `engine::Engine`.
+    At(String),
+    /// None: for a test of the API alone, which never runs a container. The daemon's engine
+    /// address leads nowhere, so the test needs no engine and every job it makes stays
+    /// `created`.
+    Without,
+}
+
 /// Options of one test daemon.
 pub struct Options {
     pub max_concurrent_jobs: usize,
     pub kill_grace_seconds: u64,
     /// `process_timeout` of `COMPONENT`, in seconds.
     pub timeout_seconds: u64,
-    /// Whether the test runs containers (the default): the fixture image is built first, and
-    /// the test fails saying so when no Docker engine answers. Without, the daemon's engine
-    /// address leads nowhere, so the test needs no engine and every job it makes stays
-    /// `created`.
-    pub docker: bool,
+    pub docker: Docker,
 }
 
 impl Default for Options {
@@ -48,7 +58,7 @@ impl Default for Options {
             max_concurrent_jobs: 4,
             kill_grace_seconds: 2,
             timeout_seconds: 60,
-            docker: true,
+            docker: Docker::Local,
         }
     }
 }
@@ -57,8 +67,17 @@ impl Options {
     /// A daemon for a test of the API alone, which never runs a container.
     pub fn without_docker() -> Options {
         Options {
-            docker: false,
+            docker: Docker::Without,
             ..Options::default()
+        }
+    }
+
+    /// Builds the fixture image in the daemon's engine, if it has one.
+    pub async fn build_fixture_image(&self) {
+        match &self.docker {
+            Docker::Local => fixture_image(None).await,
+            Docker::At(host) => fixture_image(Some(host)).await,
+            Docker::Without => {}
         }
     }
 }
@@ -67,9 +86,10 @@ impl Options {
 /// and the fixture registered as each of the components above.
 pub fn settings(data_dir: &Path, options: &Options) -> String {
     let data_dir = data_dir.display();
-    let docker_host = match options.docker {
-        true => String::new(),
-        false => format!("docker_host = \"unix://{data_dir}/no-docker-engine.sock\""),
+    let docker_host = match &options.docker {
+        Docker::Local => String::new(),
+        Docker::At(host) => format!("docker_host = \"{host}\""),
+        Docker::Without => format!("docker_host = \"unix://{data_dir}/no-docker-engine.sock\""),
     };
     format!(
         r#"
@@ -127,9 +147,10 @@ network = "none"
     )
 }
 
-/// Builds the fixture image; fails the test with a clear message when Docker is unreachable.
-pub async fn fixture_image() {
-    let runner = Runner::new(None, "tests").expect("a Docker client");
+/// Builds the fixture image in the engine at `docker_host` (else the machine's); fails the test
+/// with a clear message when the engine does not answer.
+pub async fn fixture_image(docker_host: Option<&str>) {
+    let runner = Runner::new(docker_host, "tests").expect("a Docker client");
     if let Err(error) = runner.ping().await {
         panic!(
             "This test runs containers: it needs a running Docker engine, which did not answer \
@@ -170,6 +191,17 @@ pub fn assert_error(answer: &Answer, status: u16, message: &str, context: Value)
         json!({"error": message, "code": status, "status": "error", "context": context}),
         "{body}"
     );
+}
+
+/// Asserts the answer to killing job `id`, which already ended with `status`.
+#[track_caller]
+pub fn assert_not_killable(answer: &Answer, id: &str, status: &str) {
+    let message = format!(
+        "Job \"{id}\" is already finished ({status}); only jobs in one of killable states \
+         (created, waiting, processing, terminating) can be killed."
+    );
+    let context = json!({"stringCode": "statusTransitionForbidden"});
+    assert_error(answer, 400, &message, context);
 }
 
 /// A client of one daemon, with the requests tests make; each expects the daemon to answer.
@@ -367,7 +399,7 @@ pub struct TestDaemon {
     pub data_dir: tempfile::TempDir,
     api: Api,
     settings: String,
-    docker: bool,
+    docker: Docker,
 }
 
 impl std::ops::Deref for TestDaemon {
@@ -382,9 +414,7 @@ impl TestDaemon {
     /// Starts a daemon with the fixture registered (see `settings`), after building the fixture
     /// image unless `options` say the test runs no container.
     pub async fn start(options: Options) -> TestDaemon {
-        if options.docker {
-            fixture_image().await;
-        }
+        options.build_fixture_image().await;
         let data_dir = tempfile::Builder::new()
             .prefix("jobq-test-")
             .tempdir()
@@ -397,7 +427,7 @@ impl TestDaemon {
             daemon: Some(daemon),
             data_dir,
             settings,
-            docker: options.docker,
+            docker: options.docker.clone(),
         }
     }
 
@@ -440,9 +470,11 @@ impl Drop for TestDaemon {
         let Some(daemon) = self.daemon.take() else {
             return;
         };
-        if !self.docker {
-            return;
-        }
+        let host = match &self.docker {
+            Docker::Local => None,
+            Docker::At(host) => Some(host.clone()),
+            Docker::Without => return,
+        };
         let instance = daemon.instance_id().to_string();
         drop(daemon);
         let cleanup = std::thread::spawn(move || {
@@ -451,7 +483,7 @@ impl Drop for TestDaemon {
                 .build()
                 .ok()?;
             runtime.block_on(async {
-                let runner = Runner::new(None, &instance).ok()?;
+                let runner = Runner::new(host.as_deref(), &instance).ok()?;
                 for (container, _) in runner.labelled_containers().await.ok()? {
                     runner.remove_container(&container).await;
                 }
