@@ -39,6 +39,10 @@ pub enum DaemonError {
     Secrets(#[from] SecretsError),
     #[error("cannot settle the jobs of the previous run")]
     Recover(#[from] QueueError),
+    #[error(
+        "cannot start the daemon's async runtime (threads, timers, I/O); check the process limits"
+    )]
+    Runtime(#[source] std::io::Error),
     #[error("the daemon's thread stopped unexpectedly")]
     Crashed,
 }
@@ -124,10 +128,7 @@ impl Daemon {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()
-                    .map_err(|source| DaemonError::DataDir {
-                        path: PathBuf::from("<runtime>"),
-                        source,
-                    })?;
+                    .map_err(DaemonError::Runtime)?;
                 runtime.block_on(run(
                     settings,
                     move |addr, instance: &str| {

@@ -6,7 +6,10 @@ mod common;
 use std::io::Read;
 
 use common::binary::{fails, succeeds};
-use common::{Options, TestDaemon, COMPONENT, PROCESSOR_ONE, PROCESSOR_TWO};
+use common::{
+    Options, TestDaemon, COMPONENT, PROCESSOR_IMAGE, PROCESSOR_ONE, PROCESSOR_TAG,
+    PROCESSOR_TAGGED, PROCESSOR_TWO,
+};
 use serde_json::{json, Value};
 
 const SECRET: &str = "plain-secret-value-123";
@@ -357,4 +360,23 @@ async fn the_component_state_is_stored_even_with_processors_after_it() {
             .starts_with("KBC::ProjectSecure::"),
         "{state}"
     );
+}
+
+#[tokio::test]
+async fn a_processor_runs_its_own_image_tag_not_the_jobs() {
+    let t = TestDaemon::start(Options::default()).await;
+    let job = t
+        .run(json!({"component": COMPONENT, "configData": {
+            "parameters": {"print": ["main"]},
+            "processors": {"before": [{"definition": {"component": PROCESSOR_TAGGED},
+                                       "parameters": {"print": ["tagged"]}}]},
+        }}))
+        .await;
+    assert_eq!(job["status"], "success", "{job:#}");
+    assert_eq!(
+        job["result"]["images"][0][0]["id"],
+        format!("{PROCESSOR_IMAGE}:{PROCESSOR_TAG}"),
+        "{job:#}"
+    );
+    assert_eq!(job["tag"], "1.0.0");
 }

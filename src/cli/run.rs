@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 
 use crate::cli::client::{ApiClient, ClientError};
 
-/// Why snapshots could not be fetched.
+/// Why `jobq run` or `jobq debug` could not run a job or fetch and unpack its stage archives.
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
+pub enum RunError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("jobq answered {status} to {what}: {message}")]
@@ -47,11 +47,7 @@ pub struct Unpacked {
 
 /// Downloads every debug archive of `job` and unpacks each into
 /// `<out>/<stage>` (or `<out>/<row>/<stage>` for jobs with rows).
-pub async fn fetch(
-    client: &ApiClient,
-    job: &str,
-    out: &Path,
-) -> Result<Vec<Unpacked>, SnapshotError> {
+pub async fn fetch(client: &ApiClient, job: &str, out: &Path) -> Result<Vec<Unpacked>, RunError> {
     let listing = answer(
         client,
         &format!("/v2/storage/files?tags[]=jobId:{job}&limit=1000"),
@@ -66,7 +62,7 @@ pub async fn fetch(
         .cloned()
         .collect();
     if files.is_empty() {
-        return Err(SnapshotError::NoArchives {
+        return Err(RunError::NoArchives {
             job: job.to_string(),
         });
     }
@@ -106,7 +102,7 @@ pub async fn run_debug(
     client: &ApiClient,
     mut request: Value,
     out: &Path,
-) -> Result<(Value, Vec<Unpacked>), SnapshotError> {
+) -> Result<(Value, Vec<Unpacked>), RunError> {
     request["mode"] = json!("debug");
     let job = run_to_end(client, &request).await?;
     let unpacked = fetch(client, job["id"].as_str().unwrap_or_default(), out).await?;
@@ -114,7 +110,7 @@ pub async fn run_debug(
 }
 
 /// Creates a job from `request` (a `POST /jobs` body) and long-polls it to its end.
-pub async fn run_to_end(client: &ApiClient, request: &Value) -> Result<Value, SnapshotError> {
+pub async fn run_to_end(client: &ApiClient, request: &Value) -> Result<Value, RunError> {
     let created = client.post_json("/jobs", request).await?;
     if created.status != 201 {
         return Err(refused("the new job", &created.json(), created.status));
@@ -151,7 +147,7 @@ fn tags(file: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn answer(client: &ApiClient, path: &str, what: &str) -> Result<Value, SnapshotError> {
+async fn answer(client: &ApiClient, path: &str, what: &str) -> Result<Value, RunError> {
     let answer = client.get(path).await?;
     if answer.status != 200 {
         return Err(refused(what, &answer.json(), answer.status));
@@ -159,8 +155,8 @@ async fn answer(client: &ApiClient, path: &str, what: &str) -> Result<Value, Sna
     Ok(answer.json())
 }
 
-fn refused(what: &str, body: &Value, status: u16) -> SnapshotError {
-    SnapshotError::Refused {
+fn refused(what: &str, body: &Value, status: u16) -> RunError {
+    RunError::Refused {
         what: what.to_string(),
         status,
         message: body["error"].as_str().unwrap_or("no message").to_string(),
@@ -168,15 +164,15 @@ fn refused(what: &str, body: &Value, status: u16) -> SnapshotError {
 }
 
 /// Unpacks a zip into `folder`; entries whose names would leave it are refused.
-fn unpack(name: &str, bytes: &[u8], folder: &Path) -> Result<(), SnapshotError> {
-    let zip_error = |source| SnapshotError::Zip {
+fn unpack(name: &str, bytes: &[u8], folder: &Path) -> Result<(), RunError> {
+    let zip_error = |source| RunError::Zip {
         name: name.to_string(),
         source,
     };
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
         let name = name.to_string();
-        move |source| SnapshotError::Unpack { name, path, source }
+        move |source| RunError::Unpack { name, path, source }
     };
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(zip_error)?;
     fs::create_dir_all(folder).map_err(io_error(folder))?;

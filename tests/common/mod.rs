@@ -27,6 +27,10 @@ pub const SMALL_COMPONENT: &str = "keboola.ex-fixture-small";
 pub const BUCKET_COMPONENT: &str = "keboola.ex-fixture-bucket";
 /// Two more registrations of the fixture, used as processors.
 pub const PROCESSOR_ONE: &str = "keboola.processor-one";
+/// A processor whose image is only under its own repository and tag, never the job's tag.
+pub const PROCESSOR_TAGGED: &str = "keboola.processor-tagged";
+pub const PROCESSOR_IMAGE: &str = "local/jobq-processor";
+pub const PROCESSOR_TAG: &str = "2.0.0";
 pub const PROCESSOR_TWO: &str = "keboola.processor-two";
 
 /// The Docker engine of a test daemon. With an engine, the fixture image is built in it first,
@@ -140,6 +144,11 @@ id = "{PROCESSOR_TWO}"
 image = "{FIXTURE_IMAGE}"
 tag = "{FIXTURE_TAG}"
 network = "none"
+[[components]]
+id = "{PROCESSOR_TAGGED}"
+image = "{PROCESSOR_IMAGE}"
+tag = "{PROCESSOR_TAG}"
+network = "none"
 "#,
         max = options.max_concurrent_jobs,
         grace = options.kill_grace_seconds,
@@ -158,10 +167,15 @@ pub async fn fixture_image(docker_host: Option<&str>) {
             jobq::error::chain(&error)
         );
     }
-    runner
-        .ensure_fixture_image(&format!("{FIXTURE_IMAGE}:{FIXTURE_TAG}"))
-        .await
-        .expect("the fixture image builds");
+    for image in [
+        format!("{FIXTURE_IMAGE}:{FIXTURE_TAG}"),
+        format!("{PROCESSOR_IMAGE}:{PROCESSOR_TAG}"),
+    ] {
+        runner
+            .ensure_fixture_image(&image)
+            .await
+            .expect("the fixture image builds");
+    }
 }
 
 /// The id of `job` (a job as the API answers it).
