@@ -5,8 +5,8 @@ mod common;
 
 use common::binary::succeeds;
 use common::{
-    assert_error, Options, TestDaemon, BUCKET_COMPONENT, COMPONENT, PROCESSOR_ONE, PROCESSOR_TWO,
-    SMALL_COMPONENT, TOKEN,
+    assert_error, Options, TestDaemon, BUCKET_COMPONENT, COMPONENT, PROCESSOR_ONE,
+    PROCESSOR_TAGGED, PROCESSOR_TWO, SMALL_COMPONENT, TOKEN,
 };
 use hyper::Method;
 use jobq::cli::client::Answer;
@@ -348,6 +348,7 @@ async fn the_same_id_in_the_default_and_a_dev_branch_are_two_configurations() {
             {"id": BUCKET_COMPONENT, "type": "other", "name": BUCKET_COMPONENT, "description": "", "configurations": []},
             {"id": PROCESSOR_ONE, "type": "other", "name": PROCESSOR_ONE, "description": "", "configurations": []},
             {"id": PROCESSOR_TWO, "type": "other", "name": PROCESSOR_TWO, "description": "", "configurations": []},
+            {"id": PROCESSOR_TAGGED, "type": "other", "name": PROCESSOR_TAGGED, "description": "", "configurations": []},
         ])
     );
     let included = ok(t
