@@ -1,0 +1,243 @@
+//! Retention: finished jobs deleted with everything of theirs the store keeps (index entries,
+//! events, Storage load ids), a whole job tree at a time, in small write transactions.
+//!
+//! A sweep fixes a `cutoff` (Unix microseconds) and pages through the created-time index with
+//! `expired_jobs` (a job that ended before the cutoff was created before it too), in read
+//! transactions that never hold up a writer. `delete_expired` then deletes those candidates
+//! whose whole tree (up through `parent_run_id` to its root, down through the parent index) is
+//! finished and ended before the cutoff, in one write transaction bounded by a `Budget`, and
+//! says how far it got; the caller goes on with the rest in later transactions.
+
+use std::collections::HashSet;
+
+use redb::{ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
+
+use super::tables::*;
+use super::{collect_ids, dangling, load_job, Fail, Indexes, Store, StoreError};
+use crate::model::Job;
+
+/// Where a scan of `expired_jobs` goes on: after this entry of the created-time index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryCursor {
+    created: i64,
+    id: u64,
+}
+
+/// A page of candidates for deletion.
+#[derive(Debug, Default)]
+pub struct ExpiredPage {
+    /// Finished jobs that ended before the cutoff, in created-time order.
+    pub ids: Vec<u64>,
+    /// Where the next page starts; `None`: no job created before the cutoff is left.
+    pub next: Option<ExpiryCursor>,
+}
+
+/// The most one write transaction of `delete_expired` deletes: it stops before the next tree
+/// once `jobs` jobs are deleted, and trims the events of a tree whose events do not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub jobs: usize,
+    pub events: usize,
+}
+
+/// What one write transaction of `delete_expired` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Deletion {
+    /// How many of the candidates were dealt with (deleted, kept, or already gone with an
+    /// earlier tree); the caller goes on with the rest.
+    pub consumed: usize,
+    /// The jobs deleted, each tree's jobs together.
+    pub jobs: Vec<u64>,
+    /// Events deleted, those of a tree trimmed for a later transaction included.
+    pub events: u64,
+    /// Storage load ids deleted.
+    pub loads: u64,
+    /// Candidates kept: their tree has an unfinished job or one that ended after the cutoff.
+    pub kept: usize,
+}
+
+impl Store {
+    /// At most `limit` finished jobs that ended before `cutoff`, in created-time order,
+    /// starting after `after` (from the oldest when `None`).
+    pub fn expired_jobs(
+        &self,
+        cutoff: i64,
+        after: Option<ExpiryCursor>,
+        limit: usize,
+    ) -> Result<ExpiredPage, StoreError> {
+        self.read("finding expired jobs", |txn| {
+            let jobs = txn.open_table(JOBS)?;
+            let by_created = txn.open_multimap_table(JOBS_BY_CREATED)?;
+            let from = after.map_or(i64::MIN, |cursor| cursor.created);
+            let mut page = ExpiredPage::default();
+            for entry in by_created.range(from..cutoff)? {
+                let (created, ids) = entry?;
+                let created = created.value();
+                for id in collect_ids(ids)? {
+                    if after.is_some_and(|cursor| (created, id) <= (cursor.created, cursor.id)) {
+                        continue;
+                    }
+                    if page.ids.len() == limit {
+                        // Full: the next page starts after the last job looked at.
+                        return Ok(page);
+                    }
+                    let job = load_job(&jobs, id)?.ok_or_else(|| dangling(id))?;
+                    if expired(&job, cutoff) {
+                        page.ids.push(id);
+                    }
+                    page.next = Some(ExpiryCursor { created, id });
+                }
+            }
+            page.next = None;
+            Ok(page)
+        })
+    }
+
+    /// Deletes, in one write transaction, the trees of `candidates` (in order) whose every job
+    /// is finished and ended before `cutoff`: each job with its index entries, its events and
+    /// its Storage load ids (`job/<id>/...`). A tree with an unfinished or later job is kept
+    /// whole. Stops before the next tree once `budget.jobs` jobs are deleted; a tree whose
+    /// events do not fit into what is left of `budget.events` loses its oldest events now and
+    /// goes, with the rest of them, in a later transaction (it is not consumed).
+    pub fn delete_expired(
+        &self,
+        candidates: &[u64],
+        cutoff: i64,
+        budget: Budget,
+    ) -> Result<Deletion, StoreError> {
+        self.write("deleting expired jobs", |txn| {
+            delete_expired(txn, candidates, cutoff, budget)
+        })
+    }
+}
+
+fn delete_expired(
+    txn: &WriteTransaction,
+    candidates: &[u64],
+    cutoff: i64,
+    budget: Budget,
+) -> Result<Deletion, Fail> {
+    let mut jobs = txn.open_table(JOBS)?;
+    let mut indexes = Indexes::open(txn)?;
+    let mut events = txn.open_table(EVENTS)?;
+    let mut loads = txn.open_table(STORAGE_LOADS)?;
+    let mut deletion = Deletion::default();
+    let mut events_left = budget.events;
+    'candidates: for &id in candidates {
+        if deletion.jobs.len() >= budget.jobs || events_left == 0 {
+            break;
+        }
+        let Some(job) = load_job(&jobs, id)? else {
+            // Deleted with an earlier candidate's tree.
+            deletion.consumed += 1;
+            continue;
+        };
+        let Some(tree) = expired_tree(&jobs, &indexes, job, cutoff)? else {
+            deletion.kept += 1;
+            deletion.consumed += 1;
+            continue;
+        };
+        for job in &tree {
+            let (removed, all) = remove_events(&mut events, job.id, events_left)?;
+            events_left -= removed;
+            deletion.events += removed as u64;
+            if !all {
+                break 'candidates;
+            }
+        }
+        for job in &tree {
+            jobs.remove(job.id)?;
+            indexes.remove(job)?;
+            deletion.loads += remove_loads(&mut loads, job.id)?;
+            deletion.jobs.push(job.id);
+        }
+        deletion.consumed += 1;
+    }
+    Ok(deletion)
+}
+
+fn expired(job: &Job, cutoff: i64) -> bool {
+    job.status.is_finished() && job.end_time.is_some_and(|end| end < cutoff)
+}
+
+/// The tree of `job` (its root, through `parent_run_id`, and all the root's descendants) if
+/// every job of it is expired; `None` if one is not.
+fn expired_tree(
+    jobs: &Table<u64, &'static [u8]>,
+    indexes: &Indexes<'_>,
+    job: Job,
+    cutoff: i64,
+) -> Result<Option<Vec<Job>>, Fail> {
+    let mut seen = HashSet::from([job.id]);
+    let mut root = job;
+    while !root.parent_run_id.is_empty() {
+        if !expired(&root, cutoff) {
+            return Ok(None);
+        }
+        let parents = collect_ids(indexes.by_run_id.get(root.parent_run_id.as_str())?)?;
+        // A parent run that is not (or no longer) stored ends the walk up.
+        let Some(&parent) = parents.first() else {
+            break;
+        };
+        if !seen.insert(parent) {
+            break;
+        }
+        root = load_job(jobs, parent)?.ok_or_else(|| dangling(parent))?;
+    }
+    let mut seen = HashSet::from([root.id]);
+    let mut tree = Vec::new();
+    let mut walk = vec![root];
+    while let Some(job) = walk.pop() {
+        if !expired(&job, cutoff) {
+            return Ok(None);
+        }
+        for child in collect_ids(indexes.by_parent.get(job.run_id.as_str())?)? {
+            if seen.insert(child) {
+                walk.push(load_job(jobs, child)?.ok_or_else(|| dangling(child))?);
+            }
+        }
+        tree.push(job);
+    }
+    Ok(Some(tree))
+}
+
+/// Removes at most `limit` of job `id`'s events, oldest first; answers how many, and whether
+/// none is left.
+fn remove_events(
+    events: &mut Table<(u64, u64), &'static [u8]>,
+    id: u64,
+    limit: usize,
+) -> Result<(usize, bool), Fail> {
+    let range = (id, 0)..=(id, u64::MAX);
+    let mut removed = 0;
+    {
+        let mut extracted = events.extract_from_if(range.clone(), |_, _| true)?;
+        while removed < limit {
+            match extracted.next() {
+                Some(entry) => {
+                    entry?;
+                    removed += 1;
+                }
+                None => return Ok((removed, true)),
+            }
+        }
+    }
+    let left = events.range(range)?.next().is_some();
+    Ok((removed, !left))
+}
+
+/// Removes the Storage load ids of job `id` (`job/<id>/...`); answers how many.
+fn remove_loads(loads: &mut Table<&'static str, &'static str>, id: u64) -> Result<u64, Fail> {
+    // `0` follows `/`: the range holds exactly the keys starting with `job/<id>/`.
+    let (from, to) = (format!("job/{id}/"), format!("job/{id}0"));
+    let mut removed = 0;
+    for entry in loads.extract_from_if(from.as_str()..to.as_str(), |_, _| true)? {
+        entry?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+#[path = "retention_tests.rs"]
+mod tests;
