@@ -13,7 +13,7 @@ mod storage_meta;
 mod tables;
 
 pub use error::{DbError, StoreError, UpdateError};
-pub use retention::{Budget, Deletion, ExpiredPage, ExpiryCursor};
+pub use retention::Budget;
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -36,7 +36,8 @@ pub struct Store {
 impl Store {
     /// Opens or creates `<path>` (the redb file).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path).map_err(|error| open_error(path, error))?;
+        let mut db = Database::create(path).map_err(|error| open_error(path, error))?;
+        retention::compact_if_mostly_free(&mut db, path);
         let mut store = Store {
             db,
             path: path.to_path_buf(),

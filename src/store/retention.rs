@@ -9,8 +9,10 @@
 //! says how far it got; the caller goes on with the rest in later transactions.
 
 use std::collections::HashSet;
+use std::path::Path;
+use std::time::Instant;
 
-use redb::{ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
 
 use super::tables::*;
 use super::{collect_ids, dangling, load_job, Fail, Indexes, Store, StoreError};
@@ -93,6 +95,16 @@ impl Store {
         })
     }
 
+    /// The last job id handed out (0 before the first job): every id up to it named a job,
+    /// which is stored, or was deleted.
+    pub fn last_job_id(&self) -> Result<u64, StoreError> {
+        self.read("reading the job sequence", |txn| {
+            let meta = txn.open_table(META)?;
+            let last = meta.get(META_LAST_JOB_ID)?.map(|v| v.value());
+            Ok(last.unwrap_or(0))
+        })
+    }
+
     /// Deletes, in one write transaction, the trees of `candidates` (in order) whose every job
     /// is finished and ended before `cutoff`: each job with its index entries, its events and
     /// its Storage load ids (`job/<id>/...`). A tree with an unfinished or later job is kept
@@ -154,6 +166,76 @@ fn delete_expired(
         deletion.consumed += 1;
     }
     Ok(deletion)
+}
+
+/// What `compact_if_mostly_free` found and did, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Compaction {
+    pub file: u64,
+    pub free: u64,
+    /// The file's size after compacting; `None`: not compacted.
+    pub compacted: Option<u64>,
+}
+
+/// Compacts the file when more than half of it is free. redb reuses the pages deleted jobs
+/// leave, so the file stops growing under a steady load, but only compaction gives them back
+/// to the file system (after a large first sweep, or a shorter retention). Free is the file
+/// less redb's allocated pages; measuring it reads every page once. Runs at open, before any
+/// transaction (compaction needs none to be live); logs what it did. A failure is logged: the
+/// store works uncompacted.
+pub(super) fn compact_if_mostly_free(db: &mut Database, path: &Path) -> Option<Compaction> {
+    let file_size = || std::fs::metadata(path).map(|meta| meta.len());
+    let measured = (|| -> Result<(u64, u64), String> {
+        let file = file_size().map_err(|error| error.to_string())?;
+        let txn = db.begin_write().map_err(|error| error.to_string())?;
+        let stats = txn.stats().map_err(|error| error.to_string());
+        txn.abort().map_err(|error| error.to_string())?;
+        let stats = stats?;
+        let used = stats.allocated_pages() * stats.page_size() as u64;
+        Ok((file, file.saturating_sub(used)))
+    })();
+    let (file, free) = match measured {
+        Ok(measured) => measured,
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "cannot measure the store's free space");
+            return None;
+        }
+    };
+    let mut done = Compaction {
+        file,
+        free,
+        compacted: None,
+    };
+    if free <= file / 2 {
+        tracing::debug!(
+            file_bytes = file,
+            free_bytes = free,
+            "the store needs no compaction"
+        );
+        return Some(done);
+    }
+    let started = Instant::now();
+    tracing::info!(
+        file_bytes = file,
+        free_bytes = free,
+        "compacting the store: more than half of its file is free"
+    );
+    match db.compact() {
+        Ok(_) => {
+            let after = file_size().unwrap_or(file);
+            tracing::info!(
+                before_bytes = file,
+                after_bytes = after,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "compacted the store"
+            );
+            done.compacted = Some(after);
+        }
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "cannot compact the store; it works as it is");
+        }
+    }
+    Some(done)
 }
 
 fn expired(job: &Job, cutoff: i64) -> bool {
