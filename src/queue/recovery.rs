@@ -13,17 +13,22 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// The most one write transaction of the retention sweep deletes: job creation waits for at
-/// most one such transaction (see BENCHMARKS.md).
+/// most one such transaction, about 10 ms (see BENCHMARKS.md).
 const DELETE_BUDGET: Budget = Budget {
-    jobs: 500,
-    events: 10_000,
+    jobs: 200,
+    events: 5_000,
 };
 /// Candidates read per page of the retention sweep.
 const SCAN_PAGE: usize = 5_000;
 /// Files deleted per write transaction.
 const FILE_BATCH: usize = 500;
-/// The pause between two write transactions of the retention sweep, which lets waiting
-/// writers (job creation, events) in.
+/// How long the retention sweep's deletions may stay unpersisted: its write transactions skip
+/// the fsync (job creation's commits wait for theirs alone), but one at least this often, and
+/// the last, is durable.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// The shortest pause between two write transactions of the retention sweep. The pause is as
+/// long as the transaction before it, so waiting writers (job creation, events) get at least
+/// half of the store's write time.
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
 /// What one retention sweep deleted.
@@ -34,6 +39,8 @@ struct Swept {
     loads: u64,
     kept: usize,
     transactions: usize,
+    /// Whether the last transaction was not durable.
+    unpersisted: bool,
 }
 
 impl Queue {
@@ -119,13 +126,17 @@ impl Queue {
     pub(super) async fn sweep_expired_jobs(&self, stop: &CancellationToken, check_files: bool) {
         let started = Instant::now();
         let cutoff = now_micros().saturating_sub(micros(self.settings.job_retention));
-        let swept = match self.delete_expired_jobs(cutoff, stop).await {
-            Ok(swept) => swept,
-            Err((swept, error)) => {
-                tracing::error!(%error, deleted_jobs = swept.jobs, "the retention sweep failed; the next one goes on");
-                swept
+        let mut swept = Swept::default();
+        if let Err(error) = self.delete_expired_jobs(cutoff, stop, &mut swept).await {
+            tracing::error!(%error, deleted_jobs = swept.jobs, "the retention sweep failed; the next one goes on");
+        }
+        if swept.unpersisted {
+            let persisted =
+                blocking(|| self.store.delete_expired(&[], cutoff, DELETE_BUDGET, true));
+            if let Err(error) = persisted {
+                tracing::error!(%error, "cannot persist the retention sweep's deletions");
             }
-        };
+        }
         let files = match swept.jobs > 0 || check_files {
             true => blocking(|| self.delete_files_of_deleted_jobs()),
             false => 0,
@@ -148,25 +159,27 @@ impl Queue {
         &self,
         cutoff: i64,
         stop: &CancellationToken,
-    ) -> Result<Swept, (Swept, StoreError)> {
-        let mut swept = Swept::default();
+        swept: &mut Swept,
+    ) -> Result<(), StoreError> {
         let mut after = None;
+        let mut persisted = Instant::now();
         loop {
-            let page = match blocking(|| self.store.expired_jobs(cutoff, after, SCAN_PAGE)) {
-                Ok(page) => page,
-                Err(error) => return Err((swept, error)),
-            };
+            let page = blocking(|| self.store.expired_jobs(cutoff, after, SCAN_PAGE))?;
             let mut candidates = page.ids.as_slice();
             while !candidates.is_empty() {
                 if stop.is_cancelled() {
-                    return Ok(swept);
+                    return Ok(());
                 }
-                let deleted =
-                    blocking(|| self.store.delete_expired(candidates, cutoff, DELETE_BUDGET));
-                let deletion = match deleted {
-                    Ok(deletion) => deletion,
-                    Err(error) => return Err((swept, error)),
-                };
+                let batch = Instant::now();
+                let durable = persisted.elapsed() >= PERSIST_EVERY;
+                let deletion = blocking(|| {
+                    self.store
+                        .delete_expired(candidates, cutoff, DELETE_BUDGET, durable)
+                })?;
+                if durable {
+                    persisted = Instant::now();
+                }
+                swept.unpersisted = !durable;
                 candidates = &candidates[deletion.consumed..];
                 swept.jobs += deletion.jobs.len();
                 swept.events += deletion.events;
@@ -178,11 +191,11 @@ impl Queue {
                     self.changes
                         .send_modify(|tick| *tick = tick.wrapping_add(1));
                 }
-                tokio::time::sleep(BATCH_PAUSE).await;
+                tokio::time::sleep(batch.elapsed().max(BATCH_PAUSE)).await;
             }
             match page.next {
                 Some(next) => after = Some(next),
-                None => return Ok(swept),
+                None => return Ok(()),
             }
         }
     }

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use redb::{Database, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
 
 use super::tables::*;
 use super::{collect_ids, dangling, load_job, Fail, Indexes, Store, StoreError};
@@ -111,15 +111,36 @@ impl Store {
     /// whole. Stops before the next tree once `budget.jobs` jobs are deleted; a tree whose
     /// events do not fit into what is left of `budget.events` loses its oldest events now and
     /// goes, with the rest of them, in a later transaction (it is not consumed).
+    ///
+    /// Not `durable`: the commit skips the fsync and is persisted by the next durable commit of
+    /// any kind (a crash before that brings the jobs back, for the next sweep to delete again);
+    /// the pages it frees are reused only after that commit too.
     pub fn delete_expired(
         &self,
         candidates: &[u64],
         cutoff: i64,
         budget: Budget,
+        durable: bool,
     ) -> Result<Deletion, StoreError> {
-        self.write("deleting expired jobs", |txn| {
-            delete_expired(txn, candidates, cutoff, budget)
-        })
+        let run = || {
+            let mut txn = self.db.begin_write()?;
+            if !durable {
+                txn.set_durability(Durability::None)
+                    .map_err(|error| Fail::Db(error.into()))?;
+            }
+            match delete_expired(&txn, candidates, cutoff, budget) {
+                Ok(deletion) => {
+                    crate::failpoint::hit(crate::failpoint::STORE_COMMIT);
+                    txn.commit()?;
+                    Ok(deletion)
+                }
+                Err(fail) => {
+                    let _ = txn.abort();
+                    Err(fail)
+                }
+            }
+        };
+        run().map_err(|fail: Fail| fail.during("deleting expired jobs"))
     }
 }
 
@@ -323,3 +344,58 @@ fn remove_loads(loads: &mut Table<&'static str, &'static str>, id: u64) -> Resul
 #[cfg(test)]
 #[path = "retention_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+impl Store {
+    /// Stores `count` jobs `make(id)` returns, each with `events` stdout events, in write
+    /// transactions of `chunk` jobs (tests and benchmarks).
+    pub(crate) fn fill(
+        &self,
+        count: usize,
+        chunk: usize,
+        events: usize,
+        make: impl Fn(u64) -> Job,
+    ) -> Result<(), StoreError> {
+        use crate::model::{EventSource, EventType, NewEvent};
+        let mut left = count;
+        while left > 0 {
+            let size = left.min(chunk);
+            left -= size;
+            self.write("filling the store", |txn| {
+                let mut jobs = Vec::with_capacity(size);
+                for _ in 0..size {
+                    let id = super::next_in_sequence(txn, META_LAST_JOB_ID, "job")?;
+                    let mut job = make(id);
+                    job.id = id;
+                    jobs.push(job);
+                }
+                {
+                    let mut table = txn.open_table(JOBS)?;
+                    let mut indexes = Indexes::open(txn)?;
+                    for job in &jobs {
+                        table.insert(job.id, super::codec::encode_job(job)?.as_slice())?;
+                        indexes.insert(job)?;
+                    }
+                }
+                for job in &jobs {
+                    for n in 0..events {
+                        super::insert_event(
+                            txn,
+                            NewEvent {
+                                job_id: job.id,
+                                event_type: EventType::Info,
+                                source: EventSource::Stdout,
+                                message: &format!("line {n} of job {}", job.id),
+                                run_id: &job.run_id,
+                                component: &job.component,
+                                created: job.created_time,
+                            },
+                        )?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -97,7 +97,7 @@ fn sweep_in_pages(store: &Store, cutoff: i64, budget: Budget, page: usize) -> Ve
         let mut candidates = page.ids.as_slice();
         while !candidates.is_empty() {
             let deletion = store
-                .delete_expired(candidates, cutoff, budget)
+                .delete_expired(candidates, cutoff, budget, true)
                 .expect("delete");
             assert!(
                 deletion.consumed > 0 || deletion.events > 0,
@@ -263,7 +263,12 @@ fn a_tree_goes_only_when_every_job_of_it_is_finished_and_expired() {
 
     assert!(sweep(&store, CUTOFF, BIG).is_empty());
     let deletion = store
-        .delete_expired(&[done.id, container.id, middle.id, recent.id], CUTOFF, BIG)
+        .delete_expired(
+            &[done.id, container.id, middle.id, recent.id],
+            CUTOFF,
+            BIG,
+            true,
+        )
         .expect("delete");
     assert_eq!(
         deletion,
@@ -287,7 +292,7 @@ fn a_tree_goes_only_when_every_job_of_it_is_finished_and_expired() {
         .update_job(running.id, |job| job.move_to(Status::Success, 20))
         .expect("end");
     let deletion = store
-        .delete_expired(&[done.id], CUTOFF, BIG)
+        .delete_expired(&[done.id], CUTOFF, BIG, true)
         .expect("delete");
     let mut tree = deletion.jobs.clone();
     tree.sort_unstable();
@@ -345,7 +350,7 @@ fn events_beyond_the_budget_go_first_and_the_job_with_the_last_of_them() {
     let candidates = [big.id, small.id];
 
     let first = store
-        .delete_expired(&candidates, CUTOFF, budget)
+        .delete_expired(&candidates, CUTOFF, budget, true)
         .expect("delete");
     assert_eq!((first.consumed, first.events), (0, 10));
     assert!(first.jobs.is_empty());
@@ -356,12 +361,12 @@ fn events_beyond_the_budget_go_first_and_the_job_with_the_last_of_them() {
     store.assert_internally_consistent();
 
     let second = store
-        .delete_expired(&candidates, CUTOFF, budget)
+        .delete_expired(&candidates, CUTOFF, budget, true)
         .expect("delete");
     assert_eq!((second.consumed, second.events), (0, 10));
     // 5 events left: the job goes with them, and the next job's 3 events fit too.
     let third = store
-        .delete_expired(&candidates, CUTOFF, budget)
+        .delete_expired(&candidates, CUTOFF, budget, true)
         .expect("delete");
     assert_eq!(third.jobs, [big.id, small.id]);
     assert_eq!((third.consumed, third.events), (2, 8));
@@ -385,11 +390,11 @@ fn the_job_budget_ends_a_transaction_between_trees() {
         events: 100,
     };
     let deletion = store
-        .delete_expired(&page.ids, CUTOFF, budget)
+        .delete_expired(&page.ids, CUTOFF, budget, true)
         .expect("delete");
     assert_eq!((deletion.consumed, deletion.jobs), (2, vec![1, 2]));
     let deletion = store
-        .delete_expired(&page.ids[2..], CUTOFF, budget)
+        .delete_expired(&page.ids[2..], CUTOFF, budget, true)
         .expect("delete");
     assert_eq!((deletion.consumed, deletion.jobs), (2, vec![3, 4]));
     store.assert_internally_consistent();
@@ -426,38 +431,13 @@ fn the_scan_pages_through_the_created_index_after_its_cursor() {
 }
 
 /// `count` finished jobs with `events` events each, created in one transaction.
-fn finished_jobs(store: &Store, count: usize, events: usize) -> Vec<Job> {
-    let jobs = store
-        .create_jobs(count, |ids| {
-            ids.iter()
-                .map(|&id| Job {
-                    config_data: serde_json::json!({"parameters": {"padding": "x".repeat(500)}}),
-                    ..root(Status::Success, 1, 10)(id)
-                })
-                .collect()
+fn finished_jobs(store: &Store, count: usize, events: usize) {
+    store
+        .fill(count, count, events, |id| Job {
+            config_data: serde_json::json!({"parameters": {"padding": "x".repeat(500)}}),
+            ..root(Status::Success, 1, 10)(id)
         })
-        .expect("create");
-    let txn = store.db.begin_write().expect("write");
-    for job in &jobs {
-        for n in 0..events {
-            super::super::insert_event(
-                &txn,
-                NewEvent {
-                    job_id: job.id,
-                    event_type: EventType::Info,
-                    source: EventSource::Stdout,
-                    message: &format!("line {n} {}", "y".repeat(100)),
-                    run_id: &job.run_id,
-                    component: &job.component,
-                    created: 1,
-                },
-            )
-            .map_err(|fail| fail.during("test"))
-            .expect("event");
-        }
-    }
-    txn.commit().expect("commit");
-    jobs
+        .expect("fill");
 }
 
 fn file_size(dir: &tempfile::TempDir) -> u64 {
@@ -479,13 +459,17 @@ fn the_file_stops_growing_under_steady_create_and_expire_cycles() {
         let page = store.expired_jobs(CUTOFF, None, 1_000).expect("scan");
         let mut candidates = page.ids.as_slice();
         let mut deleted = 0;
+        // As the sweep does: fsynced only at the end.
         while !candidates.is_empty() {
             let deletion = store
-                .delete_expired(candidates, CUTOFF, budget)
+                .delete_expired(candidates, CUTOFF, budget, false)
                 .expect("delete");
             candidates = &candidates[deletion.consumed..];
             deleted += deletion.jobs.len();
         }
+        store
+            .delete_expired(&[], CUTOFF, budget, true)
+            .expect("persist");
         assert_eq!(deleted, 200);
         sizes.push(file_size(&dir));
     }
