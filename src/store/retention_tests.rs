@@ -501,7 +501,7 @@ fn a_mostly_free_file_is_compacted_at_open() {
     let found = compact_if_mostly_free(&mut db, &path).expect("measured");
     let compacted = found.compacted.expect("compacted");
     assert_eq!(found.file, full);
-    assert!(found.free > full / 2, "{found:?}");
+    assert!(found.free.expect("measured") > full / 2, "{found:?}");
     assert!(compacted < full / 2, "{found:?}");
     assert_eq!(file_size(&dir), compacted);
     // Compacted, it needs no more.
@@ -512,4 +512,36 @@ fn a_mostly_free_file_is_compacted_at_open() {
     let store = Store::open(&path).expect("reopen");
     assert_eq!(store.job(kept.id).expect("read"), Some(kept));
     store.assert_internally_consistent();
+}
+
+#[test]
+fn a_large_file_is_measured_only_after_many_deletions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("jobq.redb");
+    let store = Store::open(&path).expect("open");
+    finished_jobs(&store, 1_000, 10);
+    let page = store.expired_jobs(CUTOFF, None, 2_000).expect("scan");
+    // A tenth of the jobs (1,100 of 11,000 records) is not worth measuring...
+    store
+        .delete_expired(&page.ids[..100], CUTOFF, BIG, true)
+        .expect("delete");
+    drop(store);
+    let mut db = Database::create(&path).expect("open");
+    let found = compact_if_mostly_free_over(&mut db, &path, 0).expect("looked");
+    assert_eq!((found.free, found.compacted), (None, None), "{found:?}");
+    drop(db);
+    // ...all of them is, and the count starts again after the measurement.
+    let store = Store::open(&path).expect("open");
+    store
+        .delete_expired(&page.ids[100..], CUTOFF, BIG, true)
+        .expect("delete");
+    drop(store);
+    let mut db = Database::create(&path).expect("open");
+    let found = compact_if_mostly_free_over(&mut db, &path, 0).expect("looked");
+    assert!(
+        found.free.is_some() && found.compacted.is_some(),
+        "{found:?}"
+    );
+    let again = compact_if_mostly_free_over(&mut db, &path, 0).expect("looked");
+    assert_eq!((again.free, again.compacted), (None, None), "{again:?}");
 }
