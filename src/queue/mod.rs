@@ -327,4 +327,6 @@ impl Queue {
 }
 
 #[cfg(test)]
+mod retention_bench;
+#[cfg(test)]
 mod tests;
