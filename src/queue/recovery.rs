@@ -6,7 +6,7 @@ use crate::blocking::blocking;
 use crate::model::{now_micros, EventType, JobType, Status};
 use crate::runner::workspace;
 use crate::storage::StorageError;
-use crate::store::{Budget, StoreError};
+use crate::store::{Budget, StoreError, Sweep};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,12 +127,15 @@ impl Queue {
         let started = Instant::now();
         let cutoff = now_micros().saturating_sub(micros(self.settings.job_retention));
         let mut swept = Swept::default();
-        if let Err(error) = self.delete_expired_jobs(cutoff, stop, &mut swept).await {
+        let mut sweep = Sweep::new(cutoff, DELETE_BUDGET);
+        if let Err(error) = self
+            .delete_expired_jobs(&mut sweep, cutoff, stop, &mut swept)
+            .await
+        {
             tracing::error!(%error, deleted_jobs = swept.jobs, "the retention sweep failed; the next one goes on");
         }
         if swept.unpersisted {
-            let persisted =
-                blocking(|| self.store.delete_expired(&[], cutoff, DELETE_BUDGET, true));
+            let persisted = blocking(|| self.store.delete_expired(&mut sweep, &[], true));
             if let Err(error) = persisted {
                 tracing::error!(%error, "cannot persist the retention sweep's deletions");
             }
@@ -157,6 +160,7 @@ impl Queue {
 
     async fn delete_expired_jobs(
         &self,
+        sweep: &mut Sweep,
         cutoff: i64,
         stop: &CancellationToken,
         swept: &mut Swept,
@@ -172,10 +176,7 @@ impl Queue {
                 }
                 let batch = Instant::now();
                 let durable = persisted.elapsed() >= PERSIST_EVERY;
-                let deletion = blocking(|| {
-                    self.store
-                        .delete_expired(candidates, cutoff, DELETE_BUDGET, durable)
-                })?;
+                let deletion = blocking(|| self.store.delete_expired(sweep, candidates, durable))?;
                 if durable {
                     persisted = Instant::now();
                 }

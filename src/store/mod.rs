@@ -13,7 +13,7 @@ mod storage_meta;
 mod tables;
 
 pub use error::{DbError, StoreError, UpdateError};
-pub use retention::Budget;
+pub use retention::{Budget, Sweep};
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};

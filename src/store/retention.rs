@@ -45,6 +45,26 @@ pub struct Budget {
     pub events: usize,
 }
 
+/// One retention sweep over its write transactions: its cutoff, the budget of each
+/// transaction, and the jobs found to be in trees that stay (an unfinished job, or one that
+/// ended after the cutoff), so a large such tree is walked once a sweep, not once a candidate.
+#[derive(Debug)]
+pub struct Sweep {
+    cutoff: i64,
+    budget: Budget,
+    kept: HashSet<u64>,
+}
+
+impl Sweep {
+    pub fn new(cutoff: i64, budget: Budget) -> Sweep {
+        Sweep {
+            cutoff,
+            budget,
+            kept: HashSet::new(),
+        }
+    }
+}
+
 /// What one write transaction of `delete_expired` did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Deletion {
@@ -109,29 +129,29 @@ impl Store {
     }
 
     /// Deletes, in one write transaction, the trees of `candidates` (in order) whose every job
-    /// is finished and ended before `cutoff`: each job with its index entries, its events and
-    /// its Storage load ids (`job/<id>/...`). A tree with an unfinished or later job is kept
-    /// whole. Stops before the next tree once `budget.jobs` jobs are deleted; a tree whose
-    /// events do not fit into what is left of `budget.events` loses its oldest events now and
-    /// goes, with the rest of them, in a later transaction (it is not consumed).
+    /// is finished and ended before the sweep's cutoff: each job with its index entries, its
+    /// events and its Storage load ids (`job/<id>/...`). A tree with an unfinished or later job
+    /// is kept whole. Stops before the next tree once the budget's `jobs` jobs are deleted (or
+    /// five times as many candidates looked at); a tree whose events do not fit into what is
+    /// left of its `events` loses its oldest events now and goes, with the rest of them, in a
+    /// later transaction (it is not consumed).
     ///
     /// Not `durable`: the commit skips the fsync and is persisted by the next durable commit of
     /// any kind (a crash before that brings the jobs back, for the next sweep to delete again);
     /// the pages it frees are reused only after that commit too.
     pub fn delete_expired(
         &self,
+        sweep: &mut Sweep,
         candidates: &[u64],
-        cutoff: i64,
-        budget: Budget,
         durable: bool,
     ) -> Result<Deletion, StoreError> {
-        let run = || {
+        let mut run = || {
             let mut txn = self.db.begin_write()?;
             if !durable {
                 txn.set_durability(Durability::None)
                     .map_err(|error| Fail::Db(error.into()))?;
             }
-            match delete_expired(&txn, candidates, cutoff, budget) {
+            match delete_expired(&txn, sweep, candidates) {
                 Ok(deletion) => {
                     crate::failpoint::hit(crate::failpoint::STORE_COMMIT);
                     txn.commit()?;
@@ -149,10 +169,10 @@ impl Store {
 
 fn delete_expired(
     txn: &WriteTransaction,
+    sweep: &mut Sweep,
     candidates: &[u64],
-    cutoff: i64,
-    budget: Budget,
 ) -> Result<Deletion, Fail> {
+    let budget = sweep.budget;
     let mut jobs = txn.open_table(JOBS)?;
     let mut indexes = Indexes::open(txn)?;
     let mut events = txn.open_table(EVENTS)?;
@@ -160,7 +180,10 @@ fn delete_expired(
     let mut deletion = Deletion::default();
     let mut events_left = budget.events;
     'candidates: for &id in candidates {
-        if deletion.jobs.len() >= budget.jobs || events_left == 0 {
+        if deletion.jobs.len() >= budget.jobs
+            || deletion.consumed >= budget.jobs.saturating_mul(5)
+            || events_left == 0
+        {
             break;
         }
         let Some(job) = load_job(&jobs, id)? else {
@@ -168,7 +191,7 @@ fn delete_expired(
             deletion.consumed += 1;
             continue;
         };
-        let Some(tree) = expired_tree(&jobs, &indexes, job, cutoff)? else {
+        let Some(tree) = expired_tree(&jobs, &indexes, job, sweep)? else {
             deletion.kept += 1;
             deletion.consumed += 1;
             continue;
@@ -331,18 +354,27 @@ fn expired(job: &Job, cutoff: i64) -> bool {
 }
 
 /// The tree of `job` (its root, through `parent_run_id`, and all the root's descendants) if
-/// every job of it is expired; `None` if one is not.
+/// every job of it is expired; `None` if one is not (the sweep then remembers the root, or the
+/// unexpired ancestor).
 fn expired_tree(
     jobs: &Table<u64, &'static [u8]>,
     indexes: &Indexes<'_>,
     job: Job,
-    cutoff: i64,
+    sweep: &mut Sweep,
 ) -> Result<Option<Vec<Job>>, Fail> {
+    let cutoff = sweep.cutoff;
     let mut seen = HashSet::from([job.id]);
     let mut root = job;
-    while !root.parent_run_id.is_empty() {
-        if !expired(&root, cutoff) {
+    loop {
+        if sweep.kept.contains(&root.id) {
             return Ok(None);
+        }
+        if !expired(&root, cutoff) {
+            sweep.kept.insert(root.id);
+            return Ok(None);
+        }
+        if root.parent_run_id.is_empty() {
+            break;
         }
         let parents = collect_ids(indexes.by_run_id.get(root.parent_run_id.as_str())?)?;
         // A parent run that is not (or no longer) stored ends the walk up.
@@ -354,11 +386,13 @@ fn expired_tree(
         }
         root = load_job(jobs, parent)?.ok_or_else(|| dangling(parent))?;
     }
-    let mut seen = HashSet::from([root.id]);
+    let root_id = root.id;
+    let mut seen = HashSet::from([root_id]);
     let mut tree = Vec::new();
     let mut walk = vec![root];
     while let Some(job) = walk.pop() {
         if !expired(&job, cutoff) {
+            sweep.kept.insert(root_id);
             return Ok(None);
         }
         for child in collect_ids(indexes.by_parent.get(job.run_id.as_str())?)? {

@@ -92,12 +92,13 @@ fn sweep(store: &Store, cutoff: i64, budget: Budget) -> Vec<u64> {
 fn sweep_in_pages(store: &Store, cutoff: i64, budget: Budget, page: usize) -> Vec<u64> {
     let mut deleted = Vec::new();
     let mut after = None;
+    let mut sweep = Sweep::new(cutoff, budget);
     loop {
         let page = store.expired_jobs(cutoff, after, page).expect("scan");
         let mut candidates = page.ids.as_slice();
         while !candidates.is_empty() {
             let deletion = store
-                .delete_expired(candidates, cutoff, budget, true)
+                .delete_expired(&mut sweep, candidates, true)
                 .expect("delete");
             assert!(
                 deletion.consumed > 0 || deletion.events > 0,
@@ -264,9 +265,8 @@ fn a_tree_goes_only_when_every_job_of_it_is_finished_and_expired() {
     assert!(sweep(&store, CUTOFF, BIG).is_empty());
     let deletion = store
         .delete_expired(
+            &mut Sweep::new(CUTOFF, BIG),
             &[done.id, container.id, middle.id, recent.id],
-            CUTOFF,
-            BIG,
             true,
         )
         .expect("delete");
@@ -292,7 +292,7 @@ fn a_tree_goes_only_when_every_job_of_it_is_finished_and_expired() {
         .update_job(running.id, |job| job.move_to(Status::Success, 20))
         .expect("end");
     let deletion = store
-        .delete_expired(&[done.id], CUTOFF, BIG, true)
+        .delete_expired(&mut Sweep::new(CUTOFF, BIG), &[done.id], true)
         .expect("delete");
     let mut tree = deletion.jobs.clone();
     tree.sort_unstable();
@@ -313,6 +313,51 @@ fn a_tree_goes_only_when_every_job_of_it_is_finished_and_expired() {
     assert_eq!(deleted, [recent.id, recent_child.id]);
     assert_eq!(event_count(&store), 0);
     store.assert_internally_consistent();
+}
+
+#[test]
+fn a_sweep_walks_a_kept_tree_once_and_looks_at_a_bounded_number_of_candidates() {
+    let (_dir, store) = open_temp();
+    let container = store
+        .create_job(|id| Job {
+            job_type: JobType::Container,
+            ..root(Status::Success, 1, 10)(id)
+        })
+        .expect("container");
+    for created in 2..32 {
+        store
+            .create_job(child(&container, Status::Success, created, 10))
+            .expect("child");
+    }
+    store
+        .create_job(child(&container, Status::Processing, 40, 0))
+        .expect("running child");
+    let page = store.expired_jobs(CUTOFF, None, 100).expect("scan");
+    assert_eq!(page.ids.len(), 31);
+    let budget = Budget {
+        jobs: 2,
+        events: 100,
+    };
+    let mut sweep = Sweep::new(CUTOFF, budget);
+    let mut candidates = page.ids.as_slice();
+    let mut transactions = 0;
+    while !candidates.is_empty() {
+        let deletion = store
+            .delete_expired(&mut sweep, candidates, true)
+            .expect("delete");
+        assert!(deletion.jobs.is_empty());
+        assert_eq!(deletion.kept, deletion.consumed);
+        assert!(deletion.consumed <= 10, "{deletion:?}");
+        candidates = &candidates[deletion.consumed..];
+        transactions += 1;
+    }
+    assert_eq!(transactions, 4);
+    // The container job is the one remembered: every child's walk up stops there.
+    assert_eq!(sweep.kept, HashSet::from([container.id]));
+    assert_eq!(
+        store.jobs_with_status(Status::Success).expect("list").len(),
+        31
+    );
 }
 
 #[test]
@@ -350,7 +395,7 @@ fn events_beyond_the_budget_go_first_and_the_job_with_the_last_of_them() {
     let candidates = [big.id, small.id];
 
     let first = store
-        .delete_expired(&candidates, CUTOFF, budget, true)
+        .delete_expired(&mut Sweep::new(CUTOFF, budget), &candidates, true)
         .expect("delete");
     assert_eq!((first.consumed, first.events), (0, 10));
     assert!(first.jobs.is_empty());
@@ -361,12 +406,12 @@ fn events_beyond_the_budget_go_first_and_the_job_with_the_last_of_them() {
     store.assert_internally_consistent();
 
     let second = store
-        .delete_expired(&candidates, CUTOFF, budget, true)
+        .delete_expired(&mut Sweep::new(CUTOFF, budget), &candidates, true)
         .expect("delete");
     assert_eq!((second.consumed, second.events), (0, 10));
     // 5 events left: the job goes with them, and the next job's 3 events fit too.
     let third = store
-        .delete_expired(&candidates, CUTOFF, budget, true)
+        .delete_expired(&mut Sweep::new(CUTOFF, budget), &candidates, true)
         .expect("delete");
     assert_eq!(third.jobs, [big.id, small.id]);
     assert_eq!((third.consumed, third.events), (2, 8));
@@ -390,11 +435,11 @@ fn the_job_budget_ends_a_transaction_between_trees() {
         events: 100,
     };
     let deletion = store
-        .delete_expired(&page.ids, CUTOFF, budget, true)
+        .delete_expired(&mut Sweep::new(CUTOFF, budget), &page.ids, true)
         .expect("delete");
     assert_eq!((deletion.consumed, deletion.jobs), (2, vec![1, 2]));
     let deletion = store
-        .delete_expired(&page.ids[2..], CUTOFF, budget, true)
+        .delete_expired(&mut Sweep::new(CUTOFF, budget), &page.ids[2..], true)
         .expect("delete");
     assert_eq!((deletion.consumed, deletion.jobs), (2, vec![3, 4]));
     store.assert_internally_consistent();
@@ -459,16 +504,17 @@ fn the_file_stops_growing_under_steady_create_and_expire_cycles() {
         let page = store.expired_jobs(CUTOFF, None, 1_000).expect("scan");
         let mut candidates = page.ids.as_slice();
         let mut deleted = 0;
+        let mut sweep = Sweep::new(CUTOFF, budget);
         // As the sweep does: fsynced only at the end.
         while !candidates.is_empty() {
             let deletion = store
-                .delete_expired(candidates, CUTOFF, budget, false)
+                .delete_expired(&mut sweep, candidates, false)
                 .expect("delete");
             candidates = &candidates[deletion.consumed..];
             deleted += deletion.jobs.len();
         }
         store
-            .delete_expired(&[], CUTOFF, budget, true)
+            .delete_expired(&mut sweep, &[], true)
             .expect("persist");
         assert_eq!(deleted, 200);
         sizes.push(file_size(&dir));
@@ -523,7 +569,7 @@ fn a_large_file_is_measured_only_after_many_deletions() {
     let page = store.expired_jobs(CUTOFF, None, 2_000).expect("scan");
     // A tenth of the jobs (1,100 of 11,000 records) is not worth measuring...
     store
-        .delete_expired(&page.ids[..100], CUTOFF, BIG, true)
+        .delete_expired(&mut Sweep::new(CUTOFF, BIG), &page.ids[..100], true)
         .expect("delete");
     drop(store);
     let mut db = Database::create(&path).expect("open");
@@ -533,7 +579,7 @@ fn a_large_file_is_measured_only_after_many_deletions() {
     // ...all of them is, and the count starts again after the measurement.
     let store = Store::open(&path).expect("open");
     store
-        .delete_expired(&page.ids[100..], CUTOFF, BIG, true)
+        .delete_expired(&mut Sweep::new(CUTOFF, BIG), &page.ids[100..], true)
         .expect("delete");
     drop(store);
     let mut db = Database::create(&path).expect("open");
