@@ -54,6 +54,9 @@ pub async fn run(
     ready: impl FnOnce(SocketAddr, &str),
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    for warning in &settings.deprecations {
+        tracing::warn!("{warning}");
+    }
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| DaemonError::DataDir {
         path: settings.data_dir.clone(),
         source,

@@ -21,8 +21,15 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Time between SIGTERM and SIGKILL when a running job is killed.
     pub kill_grace: Duration,
+    /// How long a finished job is kept (with its events, debug archives and the Storage files
+    /// tagged with it) after it ended.
+    pub job_retention: Duration,
     /// How long the folder of a finished job is kept.
     pub job_folder_retention: Duration,
+    /// Time between two sweeps (expired jobs and folders, leftover containers).
+    pub sweep_interval: Duration,
+    /// Warnings about deprecated keys in use, logged when the daemon starts.
+    pub deprecations: Vec<String>,
     /// `KBC_STACKID` given to components.
     pub stack_id: String,
     /// `(uid, gid)` the containers run as when the daemon is root (never root itself).
@@ -169,8 +176,12 @@ struct RawSettings {
     max_body_bytes: i64,
     #[serde(default = "default_kill_grace_seconds")]
     kill_grace_seconds: i64,
-    #[serde(default = "default_job_folder_retention_hours")]
-    job_folder_retention_hours: i64,
+    #[serde(default = "default_job_retention")]
+    job_retention: String,
+    job_folder_retention: Option<String>,
+    /// Deprecated: `job_folder_retention`.
+    job_folder_retention_hours: Option<i64>,
+    sweep_interval: Option<String>,
     #[serde(default = "default_stack_id")]
     stack_id: String,
     #[serde(default = "default_container_user")]
@@ -247,9 +258,14 @@ fn default_max_body_bytes() -> i64 {
 fn default_kill_grace_seconds() -> i64 {
     10
 }
-fn default_job_folder_retention_hours() -> i64 {
-    168
+fn default_job_retention() -> String {
+    "90d".into()
 }
+fn default_job_folder_retention() -> String {
+    "7d".into()
+}
+/// The longest time between two sweeps, unless `sweep_interval` says otherwise.
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 fn default_stack_id() -> String {
     "jobq.local".into()
 }
@@ -289,6 +305,19 @@ fn positive(key: &str, value: i64) -> Result<i64, SettingsError> {
     Ok(value)
 }
 
+/// The duration setting `key` written as `text`.
+fn duration(key: &str, text: &str) -> Result<Duration, SettingsError> {
+    parse_duration(text).ok_or_else(|| {
+        invalid(
+            key,
+            format!(
+                "\"{text}\" is not a duration like \"90d\", \"12h\", \"15m\" or \"30s\" \
+                 (a whole number above 0, at most 36500d)"
+            ),
+        )
+    })
+}
+
 fn not_empty(key: String, value: String) -> Result<String, SettingsError> {
     if value.trim().is_empty() {
         return Err(invalid(key, "must not be empty"));
@@ -307,6 +336,28 @@ pub fn parse_memory(text: &str) -> Option<i64> {
     };
     let value: i64 = digits.parse().ok()?;
     (value > 0).then(|| value.checked_mul(factor)).flatten()
+}
+
+/// A positive whole number and a unit: `30s`, `15m`, `12h`, `90d` (seconds, minutes, hours,
+/// days); surrounding blanks are ignored.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (i, unit) = text.char_indices().last()?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let digits = &text[..i];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    let total = value.checked_mul(seconds).filter(|&total| total > 0)?;
+    // Far beyond any retention, and still a valid time offset in microseconds.
+    (total <= 100 * 365 * 86_400).then(|| Duration::from_secs(total))
 }
 
 impl RawSettings {
@@ -348,6 +399,33 @@ impl RawSettings {
                      prints)",
                 )
             })?),
+        };
+        let job_retention = duration("job_retention", &self.job_retention)?;
+        let mut deprecations = Vec::new();
+        let job_folder_retention =
+            match (&self.job_folder_retention, self.job_folder_retention_hours) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "job_folder_retention_hours",
+                        "is replaced by `job_folder_retention`; give only `job_folder_retention`",
+                    ))
+                }
+                (Some(text), None) => duration("job_folder_retention", text)?,
+                (None, Some(hours)) => {
+                    let hours = positive("job_folder_retention_hours", hours)?;
+                    deprecations.push(format!(
+                        "setting `job_folder_retention_hours` is deprecated: write \
+                     `job_folder_retention = \"{hours}h\"` instead"
+                    ));
+                    duration("job_folder_retention_hours", &format!("{hours}h"))?
+                }
+                (None, None) => duration("job_folder_retention", &default_job_folder_retention())?,
+            };
+        let sweep_interval = match &self.sweep_interval {
+            Some(text) => duration("sweep_interval", text)?,
+            // Half the shortest retention, so nothing outlives it by much more than half.
+            None => (job_retention.min(job_folder_retention) / 2)
+                .clamp(Duration::from_secs(1), MAX_SWEEP_INTERVAL),
         };
         let container_user = self
             .container_user
@@ -431,13 +509,10 @@ impl RawSettings {
             kill_grace: Duration::from_secs(
                 positive("kill_grace_seconds", self.kill_grace_seconds)? as u64,
             ),
-            job_folder_retention: Duration::from_secs(
-                positive(
-                    "job_folder_retention_hours",
-                    self.job_folder_retention_hours,
-                )? as u64
-                    * 3600,
-            ),
+            job_retention,
+            job_folder_retention,
+            sweep_interval,
+            deprecations,
             stack_id: not_empty("stack_id".into(), self.stack_id)?,
             container_user,
             project: Project {
@@ -543,6 +618,98 @@ mod tests {
         assert_eq!(parse_memory("1000"), Some(1000));
         assert_eq!(parse_memory("0m"), None);
         assert_eq!(parse_memory("m"), None);
+    }
+
+    #[test]
+    fn durations_are_a_whole_number_and_a_unit() {
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(parse_duration("30s"), secs(30));
+        assert_eq!(parse_duration("15m"), secs(900));
+        assert_eq!(parse_duration("12h"), secs(43_200));
+        assert_eq!(parse_duration("90d"), secs(90 * 86_400));
+        assert_eq!(parse_duration(" 2s "), secs(2));
+        assert_eq!(parse_duration("36500d"), secs(36_500 * 86_400));
+        for bad in [
+            "",
+            "s",
+            "90",
+            "0s",
+            "0d",
+            "-1h",
+            "+1h",
+            "1.5h",
+            "1 h",
+            "1H",
+            "1w",
+            "1h30m",
+            "1ms",
+            "d90",
+            "36501d",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retentions_have_defaults_and_derive_the_sweep_interval() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let settings = Settings::parse(base).unwrap();
+        assert_eq!(settings.job_retention, Duration::from_secs(90 * 86_400));
+        assert_eq!(
+            settings.job_folder_retention,
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(settings.sweep_interval, Duration::from_secs(60));
+        assert!(settings.deprecations.is_empty());
+
+        let short = Settings::parse(&format!("job_retention = \"2s\"\n{base}")).unwrap();
+        assert_eq!(short.job_retention, Duration::from_secs(2));
+        assert_eq!(short.sweep_interval, Duration::from_secs(1));
+        let folders = Settings::parse(&format!("job_folder_retention = \"30s\"\n{base}")).unwrap();
+        assert_eq!(folders.job_folder_retention, Duration::from_secs(30));
+        assert_eq!(folders.sweep_interval, Duration::from_secs(15));
+        let given = Settings::parse(&format!(
+            "job_retention = \"1s\"\nsweep_interval = \"5m\"\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(given.sweep_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_old_folder_retention_key_still_works_with_a_warning() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let old = Settings::parse(&format!("job_folder_retention_hours = 12\n{base}")).unwrap();
+        assert_eq!(old.job_folder_retention, Duration::from_secs(12 * 3600));
+        assert_eq!(
+            old.deprecations,
+            ["setting `job_folder_retention_hours` is deprecated: write \
+              `job_folder_retention = \"12h\"` instead"]
+        );
+        let both = error_of(&format!(
+            "job_folder_retention_hours = 12\njob_folder_retention = \"12h\"\n{base}"
+        ));
+        assert!(both.contains("`job_folder_retention_hours`"), "{both}");
+        assert!(both.contains("give only `job_folder_retention`"), "{both}");
+        let zero = error_of(&format!("job_folder_retention_hours = 0\n{base}"));
+        assert!(zero.contains("`job_folder_retention_hours`"), "{zero}");
+    }
+
+    #[test]
+    fn bad_durations_name_their_key() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        for key in ["job_retention", "job_folder_retention", "sweep_interval"] {
+            let message = error_of(&format!("{key} = \"90 days\"\n{base}"));
+            assert_eq!(
+                message,
+                format!(
+                    "setting `{key}` is not valid: \"90 days\" is not a duration like \"90d\", \
+                     \"12h\", \"15m\" or \"30s\" (a whole number above 0, at most 36500d)"
+                )
+            );
+        }
+        let number = error_of(&format!("job_retention = 90\n{base}"));
+        assert!(number.contains("job_retention"), "{number}");
     }
 
     #[test]

@@ -96,8 +96,8 @@ pub struct Queue {
 
 /// How long the scheduler waits before retrying when the engine is unreachable.
 const RETRY_INTERVAL: Duration = Duration::from_secs(2);
-/// How often leftover containers and expired job folders are looked for.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest the scheduler sleeps without being woken.
+const IDLE_WAKE: Duration = Duration::from_secs(60);
 
 impl Queue {
     pub fn new(
@@ -327,5 +327,7 @@ impl Queue {
     }
 }
 
+#[cfg(test)]
+mod retention_bench;
 #[cfg(test)]
 mod tests;

@@ -6,9 +6,43 @@ use crate::blocking::blocking;
 use crate::error::chain;
 use crate::model::{now_micros, EventType, JobType, Status};
 use crate::runner::workspace;
+use crate::storage::StorageError;
+use crate::store::{Budget, StoreError, Sweep};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// The most one write transaction of the retention sweep deletes: job creation waits for at
+/// most one such transaction, about 10 ms (see BENCHMARKS.md).
+const DELETE_BUDGET: Budget = Budget {
+    jobs: 200,
+    events: 5_000,
+};
+/// Candidates read per page of the retention sweep.
+const SCAN_PAGE: usize = 5_000;
+/// Files deleted per write transaction.
+const FILE_BATCH: usize = 500;
+/// How long the retention sweep's deletions may stay unpersisted: its write transactions skip
+/// the fsync (job creation's commits wait for theirs alone), but one at least this often, and
+/// the last, is durable.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// The shortest pause between two write transactions of the retention sweep. The pause is as
+/// long as the transaction before it, so waiting writers (job creation, events) get at least
+/// half of the store's write time.
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
+
+/// What one retention sweep deleted.
+#[derive(Debug, Default)]
+struct Swept {
+    jobs: usize,
+    events: u64,
+    loads: u64,
+    kept: usize,
+    transactions: usize,
+    /// Whether the last transaction was not durable.
+    unpersisted: bool,
+}
 
 impl Queue {
     /// Settles what the previous process left, before anything new starts: a `processing` job
@@ -84,6 +118,141 @@ impl Queue {
         blocking(|| self.sweep_folders());
     }
 
+    /// Deletes the finished jobs that ended longer ago than `job_retention`, a whole job tree
+    /// at a time (never one with an unfinished or later job), with their events and Storage load
+    /// ids, in small write transactions with a pause between them; then the Storage files
+    /// tagged with a deleted job (debug archives), content included. Their folders go with the
+    /// next `sweep_folders`. `check_files` looks for such files even when no job was deleted
+    /// (after a crash between the two). Stops early at `stop`.
+    pub(super) async fn sweep_expired_jobs(&self, stop: &CancellationToken, check_files: bool) {
+        let started = Instant::now();
+        let cutoff = now_micros().saturating_sub(micros(self.settings.job_retention));
+        let mut swept = Swept::default();
+        let mut sweep = Sweep::new(cutoff, DELETE_BUDGET);
+        if let Err(error) = self
+            .delete_expired_jobs(&mut sweep, cutoff, stop, &mut swept)
+            .await
+        {
+            tracing::error!(%error, deleted_jobs = swept.jobs, "the retention sweep failed; the next one goes on");
+        }
+        if swept.unpersisted {
+            let persisted = blocking(|| self.store.delete_expired(&mut sweep, &[], true));
+            if let Err(error) = persisted {
+                tracing::error!(%error, "cannot persist the retention sweep's deletions");
+            }
+        }
+        let files = match swept.jobs > 0 || check_files {
+            true => blocking(|| self.delete_files_of_deleted_jobs()),
+            false => 0,
+        };
+        if swept.jobs > 0 || files > 0 {
+            tracing::info!(
+                jobs = swept.jobs,
+                events = swept.events,
+                load_ids = swept.loads,
+                files,
+                kept = swept.kept,
+                transactions = swept.transactions,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "deleted expired jobs"
+            );
+        }
+    }
+
+    async fn delete_expired_jobs(
+        &self,
+        sweep: &mut Sweep,
+        cutoff: i64,
+        stop: &CancellationToken,
+        swept: &mut Swept,
+    ) -> Result<(), StoreError> {
+        let mut after = None;
+        let mut persisted = Instant::now();
+        loop {
+            let page = blocking(|| self.store.expired_jobs(cutoff, after, SCAN_PAGE))?;
+            let mut candidates = page.ids.as_slice();
+            while !candidates.is_empty() {
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+                let batch = Instant::now();
+                let durable = persisted.elapsed() >= PERSIST_EVERY;
+                let deletion = blocking(|| self.store.delete_expired(sweep, candidates, durable))?;
+                if durable {
+                    persisted = Instant::now();
+                }
+                swept.unpersisted = !durable;
+                candidates = &candidates[deletion.consumed..];
+                swept.jobs += deletion.jobs.len();
+                swept.events += deletion.events;
+                swept.loads += deletion.loads;
+                swept.kept += deletion.kept;
+                swept.transactions += 1;
+                if !deletion.jobs.is_empty() {
+                    // Long polls of a deleted job answer 404 (the scheduler has nothing new).
+                    self.changes
+                        .send_modify(|tick| *tick = tick.wrapping_add(1));
+                }
+                tokio::time::sleep(batch.elapsed().max(BATCH_PAUSE)).await;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Deletes the Storage files of deleted jobs (see `files_of_deleted_jobs`), content
+    /// included; answers how many.
+    fn delete_files_of_deleted_jobs(&self) -> usize {
+        let ids = match self.files_of_deleted_jobs() {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::error!(%error, "cannot look for files of deleted jobs");
+                return 0;
+            }
+        };
+        let mut deleted = 0;
+        for chunk in ids.chunks(FILE_BATCH) {
+            match self.storage.delete_files(chunk) {
+                Ok(files) => deleted += files.len(),
+                Err(error) => {
+                    tracing::error!(%error, "cannot delete files of deleted jobs");
+                    break;
+                }
+            }
+        }
+        deleted
+    }
+
+    /// The Storage files every `jobId:<id>` tag of which names a deleted job: an id handed
+    /// out, of no stored job.
+    fn files_of_deleted_jobs(&self) -> Result<Vec<u64>, StorageError> {
+        let last = self.store.last_job_id()?;
+        let mut ids = Vec::new();
+        for file in self.storage.files(&[])? {
+            let mut jobs = file
+                .tags
+                .iter()
+                .filter_map(|tag| tag.strip_prefix("jobId:")?.parse::<u64>().ok())
+                .peekable();
+            if jobs.peek().is_none() {
+                continue;
+            }
+            let mut deleted = true;
+            for id in jobs {
+                if !(1..=last).contains(&id) || self.store.job(id)?.is_some() {
+                    deleted = false;
+                    break;
+                }
+            }
+            if deleted {
+                ids.push(file.id);
+            }
+        }
+        Ok(ids)
+    }
+
     /// Makes `jobs/` private and removes the folders of jobs finished longer ago than
     /// `job_folder_retention` (and of jobs the store does not know).
     fn sweep_folders(&self) {
@@ -94,7 +263,7 @@ impl Queue {
         if let Err(error) = private {
             tracing::warn!(%error, path = %jobs_dir.display(), "cannot make the job folders private");
         }
-        let cutoff = now_micros() - self.settings.job_folder_retention.as_micros() as i64;
+        let cutoff = now_micros().saturating_sub(micros(self.settings.job_folder_retention));
         let Ok(entries) = std::fs::read_dir(&jobs_dir) else {
             return;
         };
@@ -120,4 +289,8 @@ impl Queue {
             }
         }
     }
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }

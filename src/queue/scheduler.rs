@@ -1,7 +1,7 @@
 //! The scheduler: kills, configuration locks, parallelism, capacity and delays.
 
 use super::end::Ending;
-use super::{Queue, QueueError, RETRY_INTERVAL, SWEEP_INTERVAL};
+use super::{Queue, QueueError, IDLE_WAKE, RETRY_INTERVAL};
 use crate::blocking::blocking;
 use crate::error::chain;
 use crate::model::{
@@ -13,30 +13,47 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 impl Queue {
-    /// The scheduler loop: runs until `shutdown`, woken by creations, kills and finishes.
+    /// The scheduler loop: runs until `shutdown`, woken by creations, kills and finishes. The
+    /// sweeper runs beside it on its own task, so a long sweep never delays a start.
     pub async fn run_scheduler(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut next_sweep = tokio::time::Instant::now() + SWEEP_INTERVAL;
+        let sweeper = tokio::spawn(Arc::clone(&self).run_sweeper(shutdown.clone()));
         loop {
             let pause = match self.schedule().await {
                 Ok(pass) if pass.engine_down => RETRY_INTERVAL,
                 Ok(pass) => match pass.next_delayed_start {
                     Some(at) => Duration::from_micros((at - now_micros()).max(0) as u64),
-                    None => SWEEP_INTERVAL,
+                    None => IDLE_WAKE,
                 },
                 Err(error) => {
                     tracing::error!(error = %chain(&error), "scheduling failed; retrying");
                     RETRY_INTERVAL
                 }
             };
-            if tokio::time::Instant::now() >= next_sweep {
-                self.sweep().await;
-                next_sweep = tokio::time::Instant::now() + SWEEP_INTERVAL;
-            }
             tokio::select! {
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(pause.min(SWEEP_INTERVAL)) => {}
+                () = tokio::time::sleep(pause.min(IDLE_WAKE)) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        let _ = sweeper.await;
+    }
+
+    /// Every `sweep_interval` until `shutdown`: expired jobs, then leftover containers and
+    /// expired folders (the deleted jobs' too).
+    async fn run_sweeper(self: Arc<Self>, shutdown: CancellationToken) {
+        // The first sweep also looks for files of jobs deleted before a crash.
+        let mut first = true;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.sweep_interval) => {}
                 () = shutdown.cancelled() => return,
             }
+            self.sweep_expired_jobs(&shutdown, first).await;
+            first = false;
+            if shutdown.is_cancelled() {
+                return;
+            }
+            self.sweep().await;
         }
     }
 

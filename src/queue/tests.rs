@@ -121,3 +121,63 @@ async fn a_cancelled_child_settles_its_container_job() {
     let events = queue.store.events(child.id, None, 0, 10).unwrap();
     assert_eq!(events[0].message, "Job was cancelled before it started.");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_retention_sweep_deletes_expired_jobs_with_their_files_and_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue(&dir);
+    // Ended long before the 90 days of the default retention; the other one is still running.
+    let old = stored(
+        &queue,
+        Job {
+            status: Status::Success,
+            end_time: Some(1_000),
+            ..Job::example()
+        },
+    );
+    let running = stored(
+        &queue,
+        Job {
+            status: Status::Processing,
+            ..Job::example()
+        },
+    );
+    queue.event(&old, EventType::Info, "done");
+    let folder = queue.settings.job_dir(old.id);
+    std::fs::create_dir_all(folder.join("data")).unwrap();
+    let upload = |tags: &[String]| queue.storage.upload_file("f", tags, &b"x"[..]).unwrap();
+    let tag = |id: u64| format!("jobId:{id}");
+    let gone = [
+        upload(&[tag(old.id), "debug".into()]),
+        upload(&["x".into(), tag(old.id), tag(old.id)]),
+    ];
+    // Each names a job that is stored, or none that was ever made.
+    let kept = [
+        upload(&[tag(old.id), tag(running.id + 100_000)]),
+        upload(&[tag(running.id)]),
+        upload(&[tag(old.id), tag(running.id)]),
+        upload(&["jobId:0".into()]),
+        upload(&[tag(running.id + 1)]),
+        upload(&["jobId:x".into(), "debug".into()]),
+    ];
+
+    queue
+        .sweep_expired_jobs(&CancellationToken::new(), false)
+        .await;
+    assert!(matches!(
+        queue.job(&old.id.to_string()),
+        Err(QueueError::JobNotFound { .. })
+    ));
+    assert!(queue.store.events(old.id, None, 0, 10).unwrap().is_empty());
+    assert!(queue.job(&running.id.to_string()).is_ok());
+    for file in &gone {
+        assert_eq!(queue.storage.file(file.id).unwrap(), None, "{file:?}");
+        assert!(!queue.storage.file_path(file).exists());
+    }
+    for file in &kept {
+        assert!(queue.storage.file(file.id).unwrap().is_some(), "{file:?}");
+    }
+    // The folder goes with the leftovers, right after.
+    queue.sweep().await;
+    assert!(!folder.exists());
+}

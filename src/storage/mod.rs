@@ -348,6 +348,16 @@ impl Storage {
         Ok(files)
     }
 
+    /// Deletes the files `ids` with their content, answering those there were. A crash
+    /// between the two leaves content of no file, which `open` removes.
+    pub fn delete_files(&self, ids: &[u64]) -> Result<Vec<StoredFile>, StorageError> {
+        let deleted = self.store.delete_storage_files(ids)?;
+        for file in &deleted {
+            remove(&self.file_path(file));
+        }
+        Ok(deleted)
+    }
+
     /// The file `id`, if any.
     pub fn file(&self, id: u64) -> Result<Option<StoredFile>, StorageError> {
         Ok(self.store.storage_file(id)?)

@@ -539,6 +539,28 @@ fn files_keep_content_and_tags() {
 }
 
 #[test]
+fn files_are_deleted_with_their_content() {
+    let (_dir, storage) = open();
+    let upload = |name: &str| {
+        storage
+            .upload_file(name, &strings(&["debug"]), &b"zip"[..])
+            .expect("uploads")
+    };
+    let (first, second, third) = (upload("a"), upload("b"), upload("c"));
+    let deleted = storage
+        .delete_files(&[third.id, 999, first.id])
+        .expect("deletes");
+    assert_eq!(deleted, [third.clone(), first.clone()]);
+    for gone in [&first, &third] {
+        assert_eq!(storage.file(gone.id).expect("read"), None);
+        assert!(!storage.file_path(gone).exists());
+    }
+    assert!(storage.file_path(&second).exists());
+    assert_eq!(storage.files(&[]).expect("files"), [second]);
+    assert!(storage.delete_files(&[first.id]).expect("again").is_empty());
+}
+
+#[test]
 fn opening_removes_what_an_interrupted_load_or_upload_left() {
     let (dir, storage) = open();
     storage.load(&full("in.c-o.t", "x\n1\n")).expect("loads");

@@ -8,10 +8,12 @@
 mod codec;
 mod configs;
 mod error;
+mod retention;
 mod storage_meta;
 mod tables;
 
 pub use error::{DbError, StoreError, UpdateError};
+pub use retention::{Budget, Sweep};
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -34,7 +36,8 @@ pub struct Store {
 impl Store {
     /// Opens or creates `<path>` (the redb file).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path).map_err(|error| open_error(path, error))?;
+        let mut db = Database::create(path).map_err(|error| open_error(path, error))?;
+        retention::compact_if_mostly_free(&mut db, path);
         let mut store = Store {
             db,
             path: path.to_path_buf(),
@@ -796,6 +799,17 @@ impl<'txn> Indexes<'txn> {
             self.by_run_id.remove(old.run_id.as_str(), id)?;
             self.by_run_id.insert(new.run_id.as_str(), id)?;
         }
+        Ok(())
+    }
+
+    /// Removes the entries of `job`, which is being deleted.
+    fn remove(&mut self, job: &Job) -> Result<(), Fail> {
+        let id = job.id;
+        self.by_status.remove(job.status.code(), id)?;
+        self.by_config.remove(config_key(job), id)?;
+        self.by_parent.remove(job.parent_run_id_str(), id)?;
+        self.by_created.remove(job.created_time, id)?;
+        self.by_run_id.remove(job.run_id.as_str(), id)?;
         Ok(())
     }
 }

@@ -146,6 +146,20 @@ impl Store {
         })
     }
 
+    /// Deletes the file records `ids`, answering those there were.
+    pub fn delete_storage_files(&self, ids: &[u64]) -> Result<Vec<StoredFile>, StoreError> {
+        self.write("deleting files", |txn| {
+            let mut files = txn.open_table(STORAGE_FILES)?;
+            let mut deleted = Vec::new();
+            for &id in ids {
+                if let Some(record) = files.remove(id)? {
+                    deleted.push(codec::decode_file(record.value())?);
+                }
+            }
+            Ok(deleted)
+        })
+    }
+
     /// All files, newest (highest id) first.
     pub fn storage_files(&self) -> Result<Vec<StoredFile>, StoreError> {
         self.read("listing files", |txn| {

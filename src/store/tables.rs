@@ -57,6 +57,9 @@ pub(super) const CONFIGURATIONS: TableDefinition<(&str, &str, &str), &[u8]> =
 
 /// `meta` key: the last id handed out to a Storage file (0 before the first).
 pub(super) const META_LAST_STORAGE_FILE_ID: &str = "last_storage_file_id";
+/// `meta` key: records (jobs, events, load ids) retention deleted since the store last measured
+/// its free space (see `retention::compact_if_mostly_free`).
+pub(super) const META_DELETED_SINCE_MEASURED: &str = "deleted_since_measured";
 
 /// Storage bucket id -> the bucket record (see `codec`).
 pub(super) const STORAGE_BUCKETS: TableDefinition<&str, &[u8]> =
