@@ -11,12 +11,36 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// A pass reads every `created` and `waiting` job, so its cost grows with the queue. Woken by
+/// each creation of a burst, passes would run back to back and take a core from the creations:
+/// after a pass the scheduler rests `REST_PER_BUSY` times as long as it was busy (wakes meanwhile
+/// coalesce into one), so it takes at most a third of a core, and a short pass rests a negligible
+/// time. Returns whether `shutdown` came.
+async fn rest(busy: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(busy * REST_PER_BUSY) => false,
+        () = shutdown.cancelled() => true,
+    }
+}
+
+/// How many times as long as a pass was busy the scheduler rests after it.
+const REST_PER_BUSY: u32 = 2;
+
+/// Runs `work`, adding the time it takes to `busy`.
+fn timed<T>(busy: &mut Duration, work: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let outcome = work();
+    *busy += started.elapsed();
+    outcome
+}
+
 impl Queue {
     /// The scheduler loop: runs until `shutdown`, woken by creations, kills and finishes.
     pub async fn run_scheduler(self: Arc<Self>, shutdown: CancellationToken) {
         let mut next_sweep = tokio::time::Instant::now() + SWEEP_INTERVAL;
         loop {
-            let pause = match self.schedule().await {
+            let mut busy = Duration::ZERO;
+            let pause = match self.schedule(&mut busy).await {
                 Ok(pass) if pass.engine_down => RETRY_INTERVAL,
                 Ok(pass) => match pass.next_delayed_start {
                     Some(at) => Duration::from_micros((at - now_micros()).max(0) as u64),
@@ -31,6 +55,9 @@ impl Queue {
                 self.sweep().await;
                 next_sweep = tokio::time::Instant::now() + SWEEP_INTERVAL;
             }
+            if rest(busy, &shutdown).await {
+                return;
+            }
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(pause.min(SWEEP_INTERVAL)) => {}
@@ -41,11 +68,14 @@ impl Queue {
 
     /// One pass: applies kills, then starts, oldest first, every job that may start now. The
     /// engine is asked once, first, and only when a slot is free for a waiting job; the pass
-    /// itself reads and writes the store, so it runs as blocking work.
-    async fn schedule(self: &Arc<Self>) -> Result<Pass, QueueError> {
-        let wants_engine = blocking(|| self.may_start_some_job())?;
+    /// itself reads and writes the store, so it runs as blocking work. `busy` adds the time
+    /// spent reading and writing (not waiting for the engine).
+    async fn schedule(self: &Arc<Self>, busy: &mut Duration) -> Result<Pass, QueueError> {
+        let wants_engine = timed(busy, || blocking(|| self.may_start_some_job()))?;
         let engine_up = wants_engine && self.engine_answers().await;
-        blocking(|| self.pass(engine_up, wants_engine && !engine_up))
+        timed(busy, || {
+            blocking(|| self.pass(engine_up, wants_engine && !engine_up))
+        })
     }
 
     /// Whether a slot is free and some job is `created` or `waiting`.
