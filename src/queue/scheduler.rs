@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 /// A pass reads every `created` and `waiting` job, so its cost grows with the queue. Woken by
 /// each creation of a burst, passes would run back to back and take a core from the creations:
 /// after a pass the scheduler rests `REST_PER_BUSY` times as long as it was busy (wakes meanwhile
-/// coalesce into one), so it takes at most a third of a core, and a short pass rests a negligible
+/// coalesce into one), so it takes at most a fifth of a core, and a short pass rests a negligible
 /// time. Returns whether `shutdown` came.
 async fn rest(busy: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
@@ -24,7 +24,7 @@ async fn rest(busy: Duration, shutdown: &CancellationToken) -> bool {
 }
 
 /// How many times as long as a pass was busy the scheduler rests after it.
-const REST_PER_BUSY: u32 = 2;
+const REST_PER_BUSY: u32 = 4;
 
 /// Runs `work`, adding the time it takes to `busy`.
 fn timed<T>(busy: &mut Duration, work: impl FnOnce() -> T) -> T {
@@ -97,10 +97,16 @@ impl Queue {
             engine_down,
             next_delayed_start: None,
         };
+        // Created and waiting jobs are read once: the kills first, then the candidates (a job
+        // killed here is skipped there by its desired status).
+        let mut candidates = Vec::new();
         for status in [Status::Created, Status::Waiting, Status::Processing] {
             for job in self.store.jobs_with_status(status)? {
                 if job.desired_status == DesiredStatus::Terminating {
                     self.terminate(&job)?;
+                }
+                if status != Status::Processing {
+                    candidates.push(job);
                 }
             }
         }
@@ -120,8 +126,6 @@ impl Queue {
             .settings
             .max_concurrent_jobs
             .saturating_sub(self.running_count());
-        let mut candidates = self.store.jobs_with_status(Status::Created)?;
-        candidates.extend(self.store.jobs_with_status(Status::Waiting)?);
         candidates.sort_by_key(|job| job.id);
         for job in candidates {
             if job.desired_status == DesiredStatus::Terminating {
