@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{HeaderMap, Method, Request};
 use hyper_util::rt::TokioIo;
@@ -41,6 +42,38 @@ impl Answer {
     /// The body as JSON (`Value::Null` when it is not JSON).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// An answer whose body is still arriving: read it piece by piece (`chunk`), never whole in
+/// memory, or whole (`collect`).
+#[derive(Debug)]
+pub struct Streaming {
+    pub status: u16,
+    pub headers: HeaderMap,
+    body: Incoming,
+}
+
+impl Streaming {
+    /// The next piece of the body as it arrives; `None` at its end. A body shorter than its
+    /// `Content-Length` is an error.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        while let Some(frame) = self.body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The rest of the body, read into an `Answer`.
+    pub async fn collect(self) -> Result<Answer, ClientError> {
+        let body = self.body.collect().await?.to_bytes();
+        Ok(Answer {
+            status: self.status,
+            headers: self.headers,
+            body,
+        })
     }
 }
 
@@ -109,6 +142,12 @@ impl ApiClient {
         self.send(Method::GET, path, &[], Bytes::new()).await
     }
 
+    /// A GET whose body is left to read as it arrives (downloads).
+    pub async fn get_streaming(&self, path: &str) -> Result<Streaming, ClientError> {
+        self.send_streaming(Method::GET, path, &[], Bytes::new())
+            .await
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> Result<Answer, ClientError> {
         self.post_with(path, &[], body).await
     }
@@ -134,6 +173,20 @@ impl ApiClient {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Answer, ClientError> {
+        self.send_streaming(method, path, headers, body)
+            .await?
+            .collect()
+            .await
+    }
+
+    /// `send`, leaving the answer's body to read as it arrives.
+    pub async fn send_streaming(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Streaming, ClientError> {
         let stream =
             TcpStream::connect(self.addr)
                 .await
@@ -163,11 +216,10 @@ impl ApiClient {
         let response = sender.send_request(request).await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok(Answer {
+        Ok(Streaming {
             status,
             headers,
-            body,
+            body: response.into_body(),
         })
     }
 }

@@ -2,12 +2,13 @@
 //! a debug job's stage archives and unpacks them into a folder (`jobq run --debug` does both).
 
 use std::fs;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cli::client::{ApiClient, ClientError};
+use crate::cli::client::{ApiClient, ClientError, Streaming};
 
 /// Why `jobq run` or `jobq debug` could not run a job or fetch and unpack its stage archives.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,12 @@ pub enum RunError {
     },
     #[error("job {job} has no debug archives: run it with mode \"debug\" (jobq run --debug)")]
     NoArchives { job: String },
+    #[error("cannot save the download of {name} in {path}")]
+    Download {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot unpack {name} into {path}")]
     Unpack {
         name: String,
@@ -79,17 +86,19 @@ pub async fn fetch(client: &ApiClient, job: &str, out: &Path) -> Result<Vec<Unpa
         } else {
             out.join(&row).join(&stage)
         };
-        let download = client
-            .get(&format!("/v2/storage/files/{}/download", file["id"]))
+        let mut download = client
+            .get_streaming(&format!("/v2/storage/files/{}/download", file["id"]))
             .await?;
         if download.status != 200 {
+            let download = download.collect().await?;
             return Err(refused(
                 &format!("the download of {name}"),
                 &download.json(),
                 download.status,
             ));
         }
-        unpack(&name, &download.body, &folder)?;
+        let archive = save(&name, &mut download, out).await?;
+        unpack(&name, archive, &folder)?;
         unpacked.push(Unpacked { stage, row, folder });
     }
     unpacked.sort_by(|a, b| (&a.row, &a.stage).cmp(&(&b.row, &b.stage)));
@@ -163,8 +172,33 @@ fn refused(what: &str, body: &Value, status: u16) -> RunError {
     }
 }
 
+/// Writes a download to a temporary file in `out` as it arrives (an archive may be larger than
+/// memory; `out` will hold it unpacked anyway) and returns the file, ready to read from its start.
+/// The file has no name: it goes when it is closed, or when jobq ends, however it ends.
+async fn save(
+    name: &str,
+    download: &mut Streaming,
+    out: &Path,
+) -> Result<BufReader<fs::File>, RunError> {
+    let io_error = |source| RunError::Download {
+        name: name.to_string(),
+        path: out.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(out).map_err(io_error)?;
+    let mut file = BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(out).map_err(io_error)?);
+    while let Some(chunk) = download.chunk().await? {
+        file.write_all(&chunk).map_err(io_error)?;
+    }
+    let mut file = file
+        .into_inner()
+        .map_err(|error| io_error(error.into_error()))?;
+    file.seek(SeekFrom::Start(0)).map_err(io_error)?;
+    Ok(BufReader::new(file))
+}
+
 /// Unpacks a zip into `folder`; entries whose names would leave it are refused.
-fn unpack(name: &str, bytes: &[u8], folder: &Path) -> Result<(), RunError> {
+fn unpack(name: &str, archive: impl Read + Seek, folder: &Path) -> Result<(), RunError> {
     let zip_error = |source| RunError::Zip {
         name: name.to_string(),
         source,
@@ -174,7 +208,7 @@ fn unpack(name: &str, bytes: &[u8], folder: &Path) -> Result<(), RunError> {
         let name = name.to_string();
         move |source| RunError::Unpack { name, path, source }
     };
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(zip_error)?;
+    let mut archive = zip::ZipArchive::new(archive).map_err(zip_error)?;
     fs::create_dir_all(folder).map_err(io_error(folder))?;
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(zip_error)?;

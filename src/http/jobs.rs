@@ -54,7 +54,7 @@ pub async fn create(services: &Services, mut request: Request) -> Reply {
         delayed_start_time: fields.text("delayedStartTime")?,
         parent_run_id,
     };
-    let job = blocking(|| services.queue.create(new, &request.token))?;
+    let job = services.queue.create(new, &request.token).await?;
     let body = render::job(&job, &services.settings.public_url);
     Ok(Answer::json(StatusCode::CREATED, &body))
 }

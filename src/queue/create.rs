@@ -1,6 +1,7 @@
 //! Creating jobs: validation, resolution of tag, parallelism and backend, job trees.
 
 use super::{NewJob, Queue, QueueError};
+use crate::blocking::blocking;
 use crate::model::Configuration;
 use crate::model::{
     now_micros, parse_time, Behavior, DesiredStatus, Job, JobResult, JobType, Mode, OnError,
@@ -12,8 +13,30 @@ use crate::settings::Token;
 use serde_json::{json, Value};
 
 impl Queue {
-    /// Validates and stores a new job in `created`, then wakes the scheduler.
-    pub fn create(&self, request: NewJob, token: &Token) -> Result<Job, QueueError> {
+    /// Validates and stores a new job in `created`, then wakes the scheduler. The job (with its
+    /// tree) is committed durably, in a transaction shared with the creations of the moment
+    /// (`store::Creations`), before this returns.
+    pub async fn create(&self, request: NewJob, token: &Token) -> Result<Job, QueueError> {
+        let (count, make) = blocking(|| self.new_jobs(request, token))?;
+        let mut jobs = self.creations.create_jobs(count, make).await?;
+        if jobs.is_empty() {
+            return Err(QueueError::Store(crate::store::StoreError::Creation {
+                detail: "no job was made".to_string(),
+            }));
+        }
+        let job = jobs.swap_remove(0);
+        tracing::info!(job_id = job.id, component = %job.component, "job created");
+        self.changed();
+        Ok(job)
+    }
+
+    /// Validates and resolves a create request into the number of jobs it creates (its tree)
+    /// and the function that makes them from their ids, the first being the job to answer.
+    fn new_jobs(
+        &self,
+        request: NewJob,
+        token: &Token,
+    ) -> Result<(usize, impl Fn(&[u64]) -> Vec<Job> + Send + 'static), QueueError> {
         let invalid = |field: &'static str, message: String| QueueError::Invalid { field, message };
         if request.component.is_empty() {
             return Err(invalid(
@@ -167,14 +190,11 @@ impl Queue {
         };
         self.secrets.encrypt_json(&mut config_data, &scope);
         let settings = &self.settings;
-        let make = |id: u64,
-                    parent_run_id: Option<&RunId>,
-                    job_type: JobType,
-                    row_ids: Vec<String>,
-                    parallelism: Option<Parallelism>| Job {
-            id,
-            run_id: parent_run_id.map_or_else(|| RunId::root(id), |parent| parent.child(id)),
-            parent_run_id: parent_run_id.cloned(),
+        // Every job of the tree is this one with its own id, run ids, type, rows and parallelism.
+        let template = Job {
+            id: 0,
+            run_id: RunId::root(0),
+            parent_run_id: None,
             project_id: settings.project.id.clone(),
             project_name: settings.project.name.clone(),
             token_id: token.id.clone(),
@@ -184,10 +204,10 @@ impl Queue {
             mode,
             component: request.component.clone(),
             config: request.config.clone(),
-            config_data: config_data.clone(),
-            config_row_ids: row_ids,
-            tag: tag.clone(),
-            branch_id: branch_id.clone(),
+            config_data,
+            config_row_ids: Vec::new(),
+            tag,
+            branch_id,
             created_time: now,
             start_time: None,
             end_time: None,
@@ -198,11 +218,11 @@ impl Queue {
                 .variable_values_data
                 .clone()
                 .unwrap_or_else(|| json!({"values": []})),
-            backend: backend.clone(),
+            backend,
             metrics: json!({}),
             behavior,
-            parallelism,
-            job_type,
+            parallelism: None,
+            job_type: JobType::Standard,
             container_id: None,
             outcome: None,
             rows_done: 0,
@@ -211,41 +231,51 @@ impl Queue {
             delayed_start_time,
             revision: 0,
         };
-        let job = if parallel {
-            let mut jobs = self.store.create_jobs(rows.len() + 1, |ids| {
-                let container = make(
+        let make = move |id: u64,
+                         parent_run_id: Option<&RunId>,
+                         job_type: JobType,
+                         row_ids: Vec<String>,
+                         parallelism: Option<Parallelism>| Job {
+            id,
+            run_id: parent_run_id.map_or_else(|| RunId::root(id), |parent| parent.child(id)),
+            parent_run_id: parent_run_id.cloned(),
+            config_row_ids: row_ids,
+            parallelism,
+            job_type,
+            ..template.clone()
+        };
+        let row_ids = request.config_row_ids;
+        let count = if parallel { rows.len() + 1 } else { 1 };
+        let make_tree = move |ids: &[u64]| -> Vec<Job> {
+            if !parallel {
+                return vec![make(
                     ids[0],
                     parent_run_id.as_ref(),
-                    JobType::Container,
-                    request.config_row_ids.clone(),
+                    JobType::Standard,
+                    row_ids.clone(),
                     parallelism,
-                );
-                let children = ids[1..].iter().zip(&rows).map(|(&id, row)| {
-                    make(
-                        id,
-                        Some(&container.run_id),
-                        JobType::Standard,
-                        vec![row.clone()],
-                        None,
-                    )
-                });
-                std::iter::once(container.clone()).chain(children).collect()
-            })?;
-            jobs.remove(0)
-        } else {
-            self.store.create_job(|id| {
+                )];
+            }
+            let container = make(
+                ids[0],
+                parent_run_id.as_ref(),
+                JobType::Container,
+                row_ids.clone(),
+                parallelism,
+            );
+            let children = ids[1..].iter().zip(&rows).map(|(&id, row)| {
                 make(
                     id,
-                    parent_run_id.as_ref(),
+                    Some(&container.run_id),
                     JobType::Standard,
-                    request.config_row_ids.clone(),
-                    parallelism,
+                    vec![row.clone()],
+                    None,
                 )
-            })?
+            });
+            let children: Vec<Job> = children.collect();
+            std::iter::once(container).chain(children).collect()
         };
-        tracing::info!(job_id = job.id, component = %job.component, "job created");
-        self.changed();
-        Ok(job)
+        Ok((count, make_tree))
     }
 
     /// The stored configuration a job of `config` runs, when it runs one (no `configData`).

@@ -17,7 +17,7 @@ use crate::runner::Runner;
 use crate::secrets::{Redactor, Secrets};
 use crate::settings::Settings;
 use crate::storage::Storage;
-use crate::store::{Store, StoreError, UpdateError};
+use crate::store::{Creations, Store, StoreError, UpdateError};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -80,6 +80,8 @@ pub enum QueueError {
 /// The job queue shared by the HTTP handlers and the scheduler.
 pub struct Queue {
     store: Arc<Store>,
+    /// The group commit of new jobs (`create`).
+    creations: Creations,
     storage: Arc<Storage>,
     secrets: Arc<Secrets>,
     /// Per running job: its decrypted secrets, hidden in everything it records.
@@ -108,6 +110,7 @@ impl Queue {
         runner: Arc<Runner>,
     ) -> Arc<Queue> {
         Arc::new(Queue {
+            creations: Creations::start(Arc::clone(&store)),
             store,
             storage,
             secrets,

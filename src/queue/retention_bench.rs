@@ -57,7 +57,7 @@ async fn create_until(queue: &Arc<Queue>, creators: usize, stop: Arc<AtomicBool>
                 let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    blocking(|| queue.create(request(), &token)).unwrap();
+                    queue.create(request(), &token).await.unwrap();
                     latencies.push(started.elapsed());
                     tokio::task::yield_now().await;
                 }

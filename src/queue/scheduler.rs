@@ -12,13 +12,37 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// A pass reads every `created` and `waiting` job, so its cost grows with the queue. Woken by
+/// each creation of a burst, passes would run back to back and take a core from the creations:
+/// after a pass the scheduler rests `REST_PER_BUSY` times as long as it was busy (wakes meanwhile
+/// coalesce into one), so it takes at most a fifth of a core, and a short pass rests a negligible
+/// time. Returns whether `shutdown` came.
+async fn rest(busy: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(busy * REST_PER_BUSY) => false,
+        () = shutdown.cancelled() => true,
+    }
+}
+
+/// How many times as long as a pass was busy the scheduler rests after it.
+const REST_PER_BUSY: u32 = 4;
+
+/// Runs `work`, adding the time it takes to `busy`.
+fn timed<T>(busy: &mut Duration, work: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let outcome = work();
+    *busy += started.elapsed();
+    outcome
+}
+
 impl Queue {
     /// The scheduler loop: runs until `shutdown`, woken by creations, kills and finishes. The
     /// sweeper runs beside it on its own task, so a long sweep never delays a start.
     pub async fn run_scheduler(self: Arc<Self>, shutdown: CancellationToken) {
         let sweeper = tokio::spawn(Arc::clone(&self).run_sweeper(shutdown.clone()));
         loop {
-            let pause = match self.schedule().await {
+            let mut busy = Duration::ZERO;
+            let pause = match self.schedule(&mut busy).await {
                 Ok(pass) if pass.engine_down => RETRY_INTERVAL,
                 Ok(pass) => match pass.next_delayed_start {
                     Some(at) => Duration::from_micros((at - now_micros()).max(0) as u64),
@@ -29,6 +53,9 @@ impl Queue {
                     RETRY_INTERVAL
                 }
             };
+            if rest(busy, &shutdown).await {
+                break;
+            }
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(pause.min(IDLE_WAKE)) => {}
@@ -59,11 +86,14 @@ impl Queue {
 
     /// One pass: applies kills, then starts, oldest first, every job that may start now. The
     /// engine is asked once, first, and only when a slot is free for a waiting job; the pass
-    /// itself reads and writes the store, so it runs as blocking work.
-    async fn schedule(self: &Arc<Self>) -> Result<Pass, QueueError> {
-        let wants_engine = blocking(|| self.may_start_some_job())?;
+    /// itself reads and writes the store, so it runs as blocking work. `busy` adds the time
+    /// spent reading and writing (not waiting for the engine).
+    async fn schedule(self: &Arc<Self>, busy: &mut Duration) -> Result<Pass, QueueError> {
+        let wants_engine = timed(busy, || blocking(|| self.may_start_some_job()))?;
         let engine_up = wants_engine && self.engine_answers().await;
-        blocking(|| self.pass(engine_up, wants_engine && !engine_up))
+        timed(busy, || {
+            blocking(|| self.pass(engine_up, wants_engine && !engine_up))
+        })
     }
 
     /// Whether a slot is free and some job is `created` or `waiting`.
@@ -85,10 +115,16 @@ impl Queue {
             engine_down,
             next_delayed_start: None,
         };
+        // Created and waiting jobs are read once: the kills first, then the candidates (a job
+        // killed here is skipped there by its desired status).
+        let mut candidates = Vec::new();
         for status in [Status::Created, Status::Waiting, Status::Processing] {
             for job in self.store.jobs_with_status(status)? {
                 if job.desired_status == DesiredStatus::Terminating {
                     self.terminate(&job)?;
+                }
+                if status != Status::Processing {
+                    candidates.push(job);
                 }
             }
         }
@@ -108,8 +144,6 @@ impl Queue {
             .settings
             .max_concurrent_jobs
             .saturating_sub(self.running_count());
-        let mut candidates = self.store.jobs_with_status(Status::Created)?;
-        candidates.extend(self.store.jobs_with_status(Status::Waiting)?);
         candidates.sort_by_key(|job| job.id);
         for job in candidates {
             if job.desired_status == DesiredStatus::Terminating {

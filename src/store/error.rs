@@ -70,6 +70,10 @@ pub enum StoreError {
     #[error("job {id} does not exist")]
     JobNotFound { id: u64 },
 
+    /// The group commit of job creations failed in a way that is a jobq bug.
+    #[error("jobq could not create the job ({detail}): please report this jobq bug")]
+    Creation { detail: String },
+
     /// No configuration has this key.
     #[error(
         "Configuration \"{config}\" of component \"{component}\" not found in branch \"{branch}\"."

@@ -8,11 +8,13 @@
 mod codec;
 mod configs;
 mod error;
+mod group;
 mod retention;
 mod storage_meta;
 mod tables;
 
 pub use error::{DbError, StoreError, UpdateError};
+pub use group::Creations;
 pub use retention::{Budget, Sweep};
 
 use std::ops::Bound;
@@ -90,6 +92,7 @@ impl Store {
 
     /// Allocates the next id from the sequence and inserts the job `make(id)` returns, with all
     /// indexes, in one write transaction. The job's `id` is set to the allocated id.
+    #[cfg_attr(not(test), allow(dead_code))] // the daemon creates through `Creations`
     pub fn create_job(&self, make: impl FnOnce(u64) -> Job) -> Result<Job, StoreError> {
         let mut jobs = self.create_jobs(1, |ids| vec![make(ids[0])])?;
         Ok(jobs.remove(0))
@@ -97,32 +100,14 @@ impl Store {
 
     /// Allocates `count` ids and inserts the jobs `make(ids)` returns (one per id, in order) in
     /// one write transaction: a job tree is stored whole or not at all.
+    #[cfg_attr(not(test), allow(dead_code))] // the daemon creates through `Creations`
     pub fn create_jobs(
         &self,
         count: usize,
         make: impl FnOnce(&[u64]) -> Vec<Job>,
     ) -> Result<Vec<Job>, StoreError> {
         self.write("creating jobs", |txn| {
-            let ids = (0..count)
-                .map(|_| next_in_sequence(txn, META_LAST_JOB_ID, "job"))
-                .collect::<Result<Vec<u64>, Fail>>()?;
-            let mut made = make(&ids);
-            let mut jobs = txn.open_table(JOBS)?;
-            let mut indexes = Indexes::open(txn)?;
-            for (job, &id) in made.iter_mut().zip(&ids) {
-                job.id = id;
-                if jobs.get(id)?.is_some() {
-                    return Err(Fail::Store(StoreError::Corrupt {
-                        record: "job sequence",
-                        detail: format!(
-                            "job {id} already exists although the sequence handed it out"
-                        ),
-                    }));
-                }
-                jobs.insert(id, codec::encode_job(job)?.as_slice())?;
-                indexes.insert(job)?;
-            }
-            Ok(made)
+            insert_jobs(txn, count, |ids| Ok(make(ids)))
         })
     }
 
@@ -472,6 +457,33 @@ fn rewrite_job<E>(
     jobs.insert(id, codec::encode_job(&job)?.as_slice())?;
     Indexes::open(txn)?.replace(&old, &job)?;
     Ok(Ok(job))
+}
+
+/// Allocates `count` ids and inserts the jobs `make(ids)` returns (one per id, in order), with
+/// all indexes, inside `txn`. Each job's `id` is set to its allocated id.
+fn insert_jobs(
+    txn: &WriteTransaction,
+    count: usize,
+    make: impl FnOnce(&[u64]) -> Result<Vec<Job>, Fail>,
+) -> Result<Vec<Job>, Fail> {
+    let ids = (0..count)
+        .map(|_| next_in_sequence(txn, META_LAST_JOB_ID, "job"))
+        .collect::<Result<Vec<u64>, Fail>>()?;
+    let mut made = make(&ids)?;
+    let mut jobs = txn.open_table(JOBS)?;
+    let mut indexes = Indexes::open(txn)?;
+    for (job, &id) in made.iter_mut().zip(&ids) {
+        job.id = id;
+        if jobs.get(id)?.is_some() {
+            return Err(Fail::Store(StoreError::Corrupt {
+                record: "job sequence",
+                detail: format!("job {id} already exists although the sequence handed it out"),
+            }));
+        }
+        jobs.insert(id, codec::encode_job(job)?.as_slice())?;
+        indexes.insert(job)?;
+    }
+    Ok(made)
 }
 
 /// Appends an event for an existing job inside `txn`, with the next id of the event sequence.
