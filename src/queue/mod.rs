@@ -3,6 +3,7 @@
 
 mod create;
 mod end;
+mod event_writer;
 mod execute;
 mod recovery;
 mod scheduler;

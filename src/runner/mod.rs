@@ -6,12 +6,12 @@ pub mod output;
 pub mod workspace;
 
 use crate::blocking::blocking;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -26,7 +26,7 @@ use crate::failpoint;
 use crate::model::{EventSource, EventType, Job, Status};
 use crate::settings::{Component, Settings};
 use outcome::{Exit, ExitContext, Verdict};
-use output::{HeadTail, LineSplitter};
+use output::{HeadTail, LineBound, LineSplitter};
 pub use workspace::Task;
 
 /// Labels every jobq container carries, so that leftovers can be found.
@@ -61,10 +61,32 @@ pub enum RunnerError {
 pub trait RunObserver: Send + Sync {
     /// Called after the container is created and before it starts. An error aborts the run.
     fn container_created(&self, container_id: &str) -> Result<(), String>;
-    /// An event for the job's log.
+    /// An event for the job's log. Events are stored in batches, in the order of these calls;
+    /// `flush` waits until they are.
     fn event(&self, event_type: EventType, source: EventSource, message: &str);
-    /// How many stdout lines of this job are recorded already; a resumed log skips them.
-    fn stdout_lines_recorded(&self) -> usize;
+    /// Waits until every event given so far is stored.
+    fn flush(&self);
+    /// Stores `events` after every event given so far, in one transaction that also closes
+    /// the log of `container_id` (see `Recorded::closed`), and waits until they are stored.
+    fn close_log(&self, container_id: &str, events: Vec<(EventType, EventSource, String)>);
+    /// What the store holds of the job's output when `container_id`'s log is read (again).
+    /// Events given but not flushed are not counted.
+    fn recorded(&self, container_id: &str) -> Recorded;
+}
+
+/// What the store holds of a job's component output when a container's log is read, maybe
+/// again after a restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Stdout lines of this container stored already, the first ones of its log: a log read
+    /// again skips them.
+    pub lines: usize,
+    /// Stdout events of the whole job (all its containers), counted against
+    /// `max_events_per_job`.
+    pub job_lines: usize,
+    /// The container's log is closed: it was read to its end after it printed past
+    /// `max_events_per_job`, and its warning and last lines are stored. Its events are final.
+    pub closed: bool,
 }
 
 /// One container to run: for which job and task, with which component, under which settings,
@@ -251,6 +273,7 @@ impl Runner {
                 // An init process as PID 1 forwards SIGTERM, so components without a handler stop
                 // at a kill instead of waiting out the grace period.
                 init: Some(true),
+                log_config: Some(job_log_config()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -369,13 +392,15 @@ impl Runner {
         let elapsed = Duration::from_micros((crate::model::now_micros() - started).max(0) as u64);
         let deadline =
             tokio::time::Instant::now() + component.process_timeout.saturating_sub(elapsed);
-        let (exit, stdout, stderr) = loop {
+        let (exit, mut log) = loop {
             let (docker, was_lost) = self.wait_for_engine(job.id).await;
             if was_lost {
                 observer.event(EventType::Warn, EventSource::Jobq, ENGINE_LOST_MESSAGE);
             }
-            let recorded = observer.stdout_lines_recorded();
-            let (waited, (stdout, stderr)) = tokio::join!(
+            // Every line read before is stored, so the count says where this read resumes.
+            observer.flush();
+            let mut log = LogReader::new(observer, observer.recorded(container_id), settings);
+            let (waited, ()) = tokio::join!(
                 self.wait(
                     &docker,
                     container_id,
@@ -383,12 +408,28 @@ impl Runner {
                     settings.kill_grace,
                     &cancel
                 ),
-                collect_logs(&docker, container_id, observer, recorded),
+                log.follow(&docker, container_id),
             );
             match waited {
-                Waited::Ended(exit) => break (exit, stdout, stderr),
+                Waited::Ended(exit) => break (exit, log),
                 Waited::EngineLost(error) => {
                     tracing::debug!(job_id = job.id, %error, "the wait for a container broke off");
+                    tokio::time::sleep(ENGINE_RETRY).await;
+                }
+            }
+        };
+        // The follow ends when the container does; what it may have missed (a stream that broke
+        // off) is read now, and every event is stored before the result is.
+        let (stdout, stderr) = loop {
+            let (docker, _) = self.wait_for_engine(job.id).await;
+            match log.read_rest(&docker, container_id).await {
+                Ok(()) => break log.finish(container_id),
+                Err(error) if is_not_found(&error) => {
+                    tracing::warn!(job_id = job.id, %error, "the container vanished before the end of its log was read");
+                    break log.finish(container_id);
+                }
+                Err(error) => {
+                    tracing::warn!(job_id = job.id, %error, "cannot read the end of a container's log; retrying");
                     tokio::time::sleep(ENGINE_RETRY).await;
                 }
             }
@@ -427,6 +468,7 @@ impl Runner {
             );
             observer.event(EventType::Error, EventSource::Jobq, &verdict.message);
         }
+        observer.flush();
         let folders = workspace::Workspace::of(&task.folder);
         let usage_data = blocking(|| workspace::usage_data(&folders));
         RunOutcome::Finished(Finished {
@@ -620,52 +662,251 @@ impl Runner {
     }
 }
 
-/// Streams the container's output from its start until it ends: stdout lines after the first
-/// `recorded` become `info` events as they come; both streams are kept (head and tail) for the
-/// error message.
-async fn collect_logs(
-    docker: &Docker,
-    container_id: &str,
-    observer: &dyn RunObserver,
-    recorded: usize,
-) -> (HeadTail, HeadTail) {
-    let options = LogsOptionsBuilder::default()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let mut stream = docker.logs(container_id, Some(options));
-    let mut lines = LineSplitter::default();
-    let (mut stdout, mut stderr) = (HeadTail::default(), HeadTail::default());
-    let mut seen = 0;
-    let mut emit = |line: String| {
-        if !line.trim().is_empty() {
-            seen += 1;
-            if seen > recorded {
-                observer.event(
-                    EventType::Info,
-                    EventSource::Stdout,
-                    &output::event_text(&line),
-                );
-            }
+/// The log configuration of every job container: `json-file` that does not rotate while the
+/// job runs, whatever the host's `daemon.json` says, so no line is gone before jobq reads it
+/// (the container, and its log with it, is removed once the job's result is stored).
+///
+/// Observed on Docker 20.10.24 (API 1.41) whose `daemon.json` says `"log-driver": "json-file",
+/// "log-opts": {"max-size": "10m", "max-file": "3"}`: when a container's driver is the default
+/// driver, the engine adds every default log-opt the container leaves unset to its config
+/// (`docker inspect` shows `max-file: 3` added to a container that set only `max-size`), so
+/// each option that could drop lines is set here. `max-size` has no "unlimited" value: `-1`,
+/// `0` and `""` pass the create but fail the start (`failed to initialize logging driver:
+/// invalid size: '-1'`, `max-size must be a positive number`), and leaving it out brings back
+/// the default's `10m`; so it is 1 PB, more than any disk holds. `max-file` 1 keeps one file;
+/// `compress` must then be false (a host's `compress: true` fails the start: `compress cannot be
+/// true when max-file is less than 2`); `mode: blocking`, since a host-wide `non-blocking`
+/// drops lines whenever its buffer is full.
+fn job_log_config() -> HostConfigLogConfig {
+    let options = [
+        ("max-size", "1p"),
+        ("max-file", "1"),
+        ("compress", "false"),
+        ("mode", "blocking"),
+    ];
+    HostConfigLogConfig {
+        typ: Some("json-file".to_string()),
+        config: Some(
+            options
+                .into_iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        ),
+    }
+}
+
+/// How many of the last log entries read are compared with the end of the log, to tell that
+/// nothing is left to read.
+const LOG_CHECK_ENTRIES: usize = 16;
+
+/// Reads one container's log (both streams, with the engine's timestamps) from its start: stdout
+/// lines after the `recorded` ones become `info` events within the job's bound; both streams
+/// are kept (head and tail) for the error message. A read is one pass over the log, resumed
+/// by `read_rest` from where the follow stopped.
+struct LogReader<'a> {
+    observer: &'a dyn RunObserver,
+    max_events_per_job: usize,
+    lines: LineSplitter,
+    stdout: HeadTail,
+    stderr: HeadTail,
+    /// Non-blank stdout lines read; the first `skip` are stored already.
+    seen: usize,
+    skip: usize,
+    /// `None` when the log is closed: nothing of it is stored again.
+    bound: Option<LineBound>,
+    /// Log entries read (each is one frame: a line or a piece of a long one, either stream),
+    /// and the last `LOG_CHECK_ENTRIES` of them as the engine sent them.
+    entries: usize,
+    last: VecDeque<LogOutput>,
+}
+
+impl<'a> LogReader<'a> {
+    fn new(observer: &'a dyn RunObserver, recorded: Recorded, settings: &Settings) -> Self {
+        let room = settings
+            .max_events_per_job
+            .saturating_sub(recorded.job_lines);
+        LogReader {
+            observer,
+            max_events_per_job: settings.max_events_per_job,
+            lines: LineSplitter::default(),
+            stdout: HeadTail::default(),
+            stderr: HeadTail::default(),
+            seen: 0,
+            skip: recorded.lines,
+            bound: (!recorded.closed).then(|| LineBound::new(room)),
+            entries: 0,
+            last: VecDeque::new(),
         }
-    };
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                stdout.push(&message);
-                lines.push(&message).into_iter().for_each(&mut emit);
-            }
-            Ok(LogOutput::StdErr { message }) => stderr.push(&message),
-            Ok(LogOutput::StdIn { .. }) => {}
-            Err(error) => {
-                tracing::warn!(container_id, %error, "the container's log stream broke off");
-                return (stdout, stderr);
+    }
+
+    /// Follows the log until the container ends (the engine ends the stream then) or the
+    /// stream breaks off.
+    async fn follow(&mut self, docker: &Docker, container_id: &str) {
+        let options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .build();
+        let mut stream = docker.logs(container_id, Some(options));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(entry) => self.take(entry),
+                Err(error) => {
+                    tracing::warn!(container_id, %error, "the container's log stream broke off");
+                    return;
+                }
             }
         }
     }
-    lines.finish().into_iter().for_each(&mut emit);
-    (stdout, stderr)
+
+    /// After the container ended: reads what the follow did not. The last entries of the log
+    /// are compared with the last ones read (the engine's timestamps have nanoseconds, so equal
+    /// entries are the same entries); when they differ, the whole log is read again and the
+    /// entries after the first `entries` are taken. (The engine's `since` counts whole seconds,
+    /// so it cannot say "after this entry".)
+    async fn read_rest(
+        &mut self,
+        docker: &Docker,
+        container_id: &str,
+    ) -> Result<(), bollard::errors::Error> {
+        if self.entries > 0 {
+            let end = read_log_end(docker, container_id, self.last.len()).await?;
+            if end.iter().eq(self.last.iter()) {
+                return Ok(());
+            }
+        }
+        // Streamed: a read that breaks off leaves `entries` where it stopped, for the retry.
+        let read = self.entries;
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .build();
+        let mut stream = docker.logs(container_id, Some(options));
+        let mut total = 0;
+        while let Some(entry) = stream.next().await {
+            total += 1;
+            let entry = entry?;
+            if total > read {
+                self.take(entry);
+            }
+        }
+        if total < read {
+            tracing::warn!(
+                container_id,
+                read,
+                total,
+                "the container's log is shorter than what was read of it; lines may be missing"
+            );
+        } else if total > read {
+            tracing::info!(
+                container_id,
+                entries = total - read,
+                "read the end of a container's log that its follow missed"
+            );
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, entry: LogOutput) {
+        let (stdout, message) = match &entry {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => (true, message),
+            LogOutput::StdErr { message } => (false, message),
+            LogOutput::StdIn { .. } => return,
+        };
+        let text = without_timestamp(message);
+        if stdout {
+            self.stdout.push(text);
+            for line in self.lines.push(text) {
+                self.line(line);
+            }
+        } else {
+            self.stderr.push(text);
+        }
+        self.entries += 1;
+        if self.last.len() == LOG_CHECK_ENTRIES {
+            self.last.pop_front();
+        }
+        self.last.push_back(entry);
+    }
+
+    fn line(&mut self, line: String) {
+        if line.trim().is_empty() {
+            return;
+        }
+        self.seen += 1;
+        if self.seen <= self.skip {
+            return;
+        }
+        if let Some(bound) = &mut self.bound {
+            if let Some(text) = bound.admit(output::event_text(&line)) {
+                self.observer
+                    .event(EventType::Info, EventSource::Stdout, &text);
+            }
+        }
+    }
+
+    /// The log's end: its unfinished last line, and the lines the bound held back (when lines
+    /// were dropped: a warning, then the last lines, stored closing the log). Every event is
+    /// stored when this returns. The kept stdout and stderr, for the error message.
+    fn finish(mut self, container_id: &str) -> (HeadTail, HeadTail) {
+        if let Some(line) = self.lines.finish() {
+            self.line(line);
+        }
+        if let Some(bound) = self.bound.take() {
+            let held = bound.finish();
+            let lines = held
+                .lines
+                .into_iter()
+                .map(|line| (EventType::Info, EventSource::Stdout, line));
+            if held.dropped == 0 {
+                // Every line is stored, in order: counting them still says where a log resumes.
+                lines.for_each(|(kind, source, line)| self.observer.event(kind, source, &line));
+            } else {
+                let warning = output::dropped_message(
+                    held.dropped,
+                    self.max_events_per_job,
+                    lines.len(),
+                );
+                let events = std::iter::once((EventType::Warn, EventSource::Jobq, warning))
+                    .chain(lines)
+                    .collect();
+                self.observer.close_log(container_id, events);
+            }
+        }
+        self.observer.flush();
+        (self.stdout, self.stderr)
+    }
+}
+
+/// The log's last `tail` entries, not following.
+async fn read_log_end(
+    docker: &Docker,
+    container_id: &str,
+    tail: usize,
+) -> Result<Vec<LogOutput>, bollard::errors::Error> {
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .timestamps(true)
+        .tail(&tail.to_string())
+        .build();
+    let mut stream = docker.logs(container_id, Some(options));
+    let mut entries = Vec::new();
+    while let Some(entry) = stream.next().await {
+        entries.push(entry?);
+    }
+    Ok(entries)
+}
+
+/// A log entry without the timestamp the engine puts before it
+/// (`2006-01-02T15:04:05.000000000Z `).
+fn without_timestamp(message: &[u8]) -> &[u8] {
+    match message.iter().position(|&byte| byte == b' ') {
+        Some(space) if message.get(10) == Some(&b'T') => &message[space + 1..],
+        _ => message,
+    }
 }
 
 /// `256m`-style text of a byte count, as the settings wrote it.
