@@ -356,3 +356,12 @@ impl TestDaemon {
         [anonymous, ApiClient::new(self.client.addr, "not-the-token")]
     }
 }
+
+impl TestDaemon {
+    /// Restarts the daemon with `lines` (top-level settings, like `max_events_per_job = 50`)
+    /// added to its settings.
+    pub fn restart_with_settings(&mut self, lines: &str) {
+        self.settings = format!("{lines}\n{}", self.settings);
+        self.restart();
+    }
+}
