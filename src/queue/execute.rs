@@ -665,6 +665,10 @@ impl RunObserver for JobObserver<'_> {
         self.writer.event(event_type, source, message);
     }
 
+    fn would_wait(&self) -> bool {
+        self.writer.would_wait()
+    }
+
     fn flush(&self) {
         self.writer.flush();
     }

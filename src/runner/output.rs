@@ -131,6 +131,33 @@ impl HeadTail {
         }
     }
 
+    /// Whether the bytes pushed so far end with `suffix`, as far as the kept bytes tell: of a
+    /// `suffix` longer than the kept tail, its end is compared with the tail.
+    pub fn ends_with(&self, suffix: &[u8]) -> bool {
+        if !self.dropped {
+            let kept = self.head.len() + self.tail.len();
+            if suffix.len() > kept {
+                return false;
+            }
+            let (from_head, from_tail) =
+                suffix.split_at(suffix.len().saturating_sub(self.tail.len()));
+            let head_end = &self.head[self.head.len() - from_head.len()..];
+            return head_end == from_head
+                && self
+                    .tail
+                    .iter()
+                    .rev()
+                    .zip(from_tail.iter().rev())
+                    .all(|(a, b)| a == b);
+        }
+        let compared = &suffix[suffix.len().saturating_sub(self.tail.len())..];
+        self.tail
+            .iter()
+            .rev()
+            .zip(compared.iter().rev())
+            .all(|(a, b)| a == b)
+    }
+
     /// The kept text, valid UTF-8; ` ... ` marks where bytes were dropped.
     pub fn text(&self) -> String {
         let head = String::from_utf8_lossy(&self.head);
@@ -233,7 +260,10 @@ mod tests {
         assert_eq!(held.dropped, 10);
         assert_eq!(held.lines.len(), TAIL_LINES);
         assert_eq!(held.lines[0], "line 14");
-        assert_eq!(held.lines[TAIL_LINES - 1], format!("line {}", TAIL_LINES + 13));
+        assert_eq!(
+            held.lines[TAIL_LINES - 1],
+            format!("line {}", TAIL_LINES + 13)
+        );
     }
 
     #[test]
@@ -243,7 +273,10 @@ mod tests {
         assert_eq!(bound.admit("b".into()), None);
         assert_eq!(bound.admit("c".into()), None);
         let held = bound.finish();
-        assert_eq!((held.dropped, held.lines), (0, vec!["b".into(), "c".into()]));
+        assert_eq!(
+            (held.dropped, held.lines),
+            (0, vec!["b".into(), "c".into()])
+        );
         let none = LineBound::new(5).finish();
         assert_eq!((none.dropped, none.lines.len()), (0, 0));
         let message = dropped_message(1950, 50, 1000);
@@ -252,6 +285,38 @@ mod tests {
             "The component printed more lines than a job keeps (max_events_per_job = 50): 1950 \
              lines were not stored; its last 1000 lines follow."
         );
+    }
+
+    #[test]
+    fn head_tail_tells_how_the_stream_ends() {
+        let mut short = HeadTail::default();
+        short.push(b"one\ntwo\n");
+        assert!(
+            short.ends_with(b"two\n") && short.ends_with(b"one\ntwo\n") && short.ends_with(b"")
+        );
+        assert!(!short.ends_with(b"three\n") && !short.ends_with(b"zero\none\ntwo\n"));
+
+        let mut long = HeadTail::default();
+        for i in 0..10_000 {
+            long.push(format!("line {i}\n").as_bytes());
+        }
+        assert!(long.ends_with(b"line 9998\nline 9999\n"));
+        assert!(!long.ends_with(b"line 9998\n"));
+        // Longer than the kept tail: its end is what counts.
+        let mut window = Vec::new();
+        for i in 0..10_000 {
+            window.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        assert!(long.ends_with(&window));
+        window.extend_from_slice(b"line 10000\n");
+        assert!(!long.ends_with(&window));
+        // Head and tail together, not yet dropping.
+        let mut both = HeadTail::default();
+        both.push(&vec![b'a'; HeadTail::SIDE]);
+        both.push(b"bc");
+        let mut expected = vec![b'a'; 10];
+        expected.extend_from_slice(b"bc");
+        assert!(both.ends_with(&expected) && !both.ends_with(b"ac"));
     }
 
     #[test]

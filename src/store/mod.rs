@@ -529,7 +529,9 @@ fn insert_events(txn: &WriteTransaction, events: &[NewEvent<'_>]) -> Result<Rang
             .map(|v| v.value())
             .unwrap_or(0);
         let exhausted = || StoreError::SequenceExhausted { sequence: "event" };
-        let new_last = last.checked_add(events.len() as u64).ok_or_else(exhausted)?;
+        let new_last = last
+            .checked_add(events.len() as u64)
+            .ok_or_else(exhausted)?;
         meta.insert(META_LAST_EVENT_ID, new_last)?;
         last + 1
     };
@@ -959,7 +961,10 @@ impl Store {
         for entry in closed.range::<u64>(..).expect("range") {
             let (job_id, _) = entry.expect("entry");
             let job_id = job_id.value();
-            assert!(jobs.contains_key(&job_id), "closed log of missing job {job_id}");
+            assert!(
+                jobs.contains_key(&job_id),
+                "closed log of missing job {job_id}"
+            );
         }
     }
 }

@@ -699,7 +699,10 @@ fn a_batch_of_events_gets_consecutive_ids_in_its_order() {
             (8, "after")
         ]
     );
-    assert_eq!(store.count_events(1, EventSource::Stdout).expect("count"), 7);
+    assert_eq!(
+        store.count_events(1, EventSource::Stdout).expect("count"),
+        7
+    );
     assert_eq!(store.events(2, None, 0, 10).expect("events")[0].id, 7);
     store.assert_internally_consistent();
 }
@@ -713,7 +716,10 @@ fn a_batch_naming_a_missing_job_writes_nothing() {
         new_event(9, EventType::Info, "no such job", "9", "c", 1),
     ];
     let error = store.add_events(&batch).expect_err("job 9 does not exist");
-    assert!(matches!(error, StoreError::JobNotFound { id: 9 }), "{error}");
+    assert!(
+        matches!(error, StoreError::JobNotFound { id: 9 }),
+        "{error}"
+    );
     assert!(store.events(1, None, 0, 10).expect("events").is_empty());
     let next = store
         .add_event(new_event(1, EventType::Info, "first", "1", "c", 2))
@@ -742,7 +748,9 @@ fn closing_a_log_is_written_with_its_events() {
 
     // A failing batch closes nothing.
     let missing = [new_event(7, EventType::Info, "x", "7", "c", 1)];
-    assert!(store.add_events_closing_log(&missing, 7, "container-c").is_err());
+    assert!(store
+        .add_events_closing_log(&missing, 7, "container-c")
+        .is_err());
     assert!(!store.log_closed(7, "container-c").expect("read"));
     store.assert_internally_consistent();
 }
