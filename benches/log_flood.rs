@@ -116,7 +116,9 @@ async fn bench(lines: u64, runs: usize) -> ExitCode {
             job["id"].as_str().unwrap_or_default(),
             job["status"].as_str().unwrap_or_default(),
             stored.len(),
-            verdict.as_ref().map_or(String::new(), |problem| format!(" - {problem}")),
+            verdict
+                .as_ref()
+                .map_or(String::new(), |problem| format!(" - {problem}")),
         );
         failed |= verdict.is_some() || job["status"] != "success";
         jobq_times.push(elapsed.as_secs_f64());
@@ -133,10 +135,19 @@ async fn bench(lines: u64, runs: usize) -> ExitCode {
     println!("{lines} stdout lines, median of {runs} run(s)");
     println!("| {:<40} | {:>8} |", "", "time (s)");
     println!("|{:-<42}|{:->10}|", "", "");
-    println!("| {:<40} | {:>8.2} |", "jobq (POST /jobs until finished)", jobq_time);
-    println!("| {:<40} | {:>8.2} |", "bare (create, start, wait, remove)", bare_time);
+    println!(
+        "| {:<40} | {:>8.2} |",
+        "jobq (POST /jobs until finished)", jobq_time
+    );
+    println!(
+        "| {:<40} | {:>8.2} |",
+        "bare (create, start, wait, remove)", bare_time
+    );
     println!();
-    println!("time jobq / bare: {:.2} (target <= 1.5)", jobq_time / bare_time);
+    println!(
+        "time jobq / bare: {:.2} (target <= 1.5)",
+        jobq_time / bare_time
+    );
     if failed {
         println!("FAIL: a job did not succeed or did not store every line in order");
         return ExitCode::FAILURE;
@@ -170,7 +181,10 @@ network = "none"
 async fn run_jobq(client: &ApiClient, parameters: &Value) -> (Duration, Value) {
     let body = json!({"component": COMPONENT, "configData": {"parameters": parameters}});
     let started = Instant::now();
-    let answer = client.post_json("/jobs", &body).await.expect("jobq answers");
+    let answer = client
+        .post_json("/jobs", &body)
+        .await
+        .expect("jobq answers");
     assert_eq!(answer.status, 201, "create answered {}", answer.json());
     let id = answer.json()["id"].as_str().expect("a job id").to_string();
     let mut index = 0u64;

@@ -28,7 +28,11 @@ async fn all_events(client: &ApiClient, id: &str) -> Vec<Value> {
         );
         let answer = client.get(&path).await.expect("the daemon answers");
         assert_eq!(answer.status, 200, "{}", answer.json());
-        let page = answer.json().as_array().cloned().expect("an array of events");
+        let page = answer
+            .json()
+            .as_array()
+            .cloned()
+            .expect("an array of events");
         if page.is_empty() {
             break;
         }
@@ -213,7 +217,10 @@ async fn wait_finished(client: &ApiClient, id: &str) -> Value {
         if job["isFinished"] == true {
             return job;
         }
-        assert!(Instant::now() < deadline, "job {id} did not finish: {job:#}");
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not finish: {job:#}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -245,7 +252,10 @@ async fn a_sigkill_in_the_middle_of_a_flood_neither_loses_nor_repeats_a_line() {
     let stored_at_kill = loop {
         let path = format!("/v2/storage/events?runId={id}&limit=1");
         let newest = client.get(&path).await.unwrap().json();
-        let message = newest[0]["message"].as_str().unwrap_or_default().to_string();
+        let message = newest[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if let Some(number) = message
             .strip_prefix("line ")
             .and_then(|rest| rest.split(' ').next()?.parse::<u64>().ok())
@@ -300,7 +310,10 @@ async fn a_crash_after_a_log_was_closed_stores_its_last_lines_once() {
     let id = answer.json()["id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     while first.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "jobq never reached its crash point");
+        assert!(
+            Instant::now() < deadline,
+            "jobq never reached its crash point"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
