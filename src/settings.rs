@@ -34,6 +34,9 @@ pub struct Settings {
     pub stack_id: String,
     /// `(uid, gid)` the containers run as when the daemon is root (never root itself).
     pub container_user: (u32, u32),
+    /// Component lines (stdout events) a job stores in full; past it lines are counted, one
+    /// warning says how many were dropped, and each container's last lines are still stored.
+    pub max_events_per_job: usize,
     pub project: Project,
     pub tokens: Vec<Token>,
     pub components: Vec<Component>,
@@ -186,6 +189,8 @@ struct RawSettings {
     stack_id: String,
     #[serde(default = "default_container_user")]
     container_user: String,
+    #[serde(default = "default_max_events_per_job")]
+    max_events_per_job: i64,
     #[serde(default)]
     project: RawProject,
     #[serde(default)]
@@ -271,6 +276,9 @@ fn default_stack_id() -> String {
 }
 fn default_container_user() -> String {
     "1000:1000".into()
+}
+fn default_max_events_per_job() -> i64 {
+    1_000_000
 }
 fn default_project_id() -> String {
     "1".into()
@@ -515,6 +523,7 @@ impl RawSettings {
             deprecations,
             stack_id: not_empty("stack_id".into(), self.stack_id)?,
             container_user,
+            max_events_per_job: positive("max_events_per_job", self.max_events_per_job)? as usize,
             project: Project {
                 id: not_empty("project.id".into(), self.project.id)?,
                 name: self.project.name,
@@ -547,6 +556,7 @@ mod tests {
         assert_eq!(settings.public_url, "http://127.0.0.1:8080");
         assert_eq!(settings.max_concurrent_jobs, 4);
         assert_eq!(settings.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(settings.max_events_per_job, 1_000_000);
         let component = settings.component("keboola.ex-sample").unwrap();
         assert_eq!(component.memory_bytes, 256_000_000);
         assert_eq!(component.process_timeout, Duration::from_secs(3600));
@@ -559,6 +569,7 @@ mod tests {
         let settings = Settings::parse("[[tokens]]\nid = \"1\"\ntoken = \"t\"\n").unwrap();
         assert_eq!(settings.data_dir, PathBuf::from("./data"));
         assert_eq!(settings.kill_grace, Duration::from_secs(10));
+        assert_eq!(settings.max_events_per_job, 1_000_000);
         assert_eq!(settings.project.id, "1");
         assert!(settings.components.is_empty());
     }
@@ -582,6 +593,10 @@ mod tests {
             (
                 format!("container_user = \"0:0\"\n{base}"),
                 "`container_user`",
+            ),
+            (
+                format!("max_events_per_job = 0\n{base}"),
+                "`max_events_per_job`",
             ),
             (format!("public_url = \"ftp://x\"\n{base}"), "`public_url`"),
             (

@@ -1,6 +1,7 @@
 //! Running a job: a pipeline of named phases over its rows and images, ending through `end`.
 
 use super::end::Ending;
+use super::event_writer::EventWriter;
 use super::{Queue, QueueError, RETRY_INTERVAL};
 use crate::blocking::blocking;
 use crate::debug;
@@ -14,7 +15,7 @@ use crate::model::{
 use crate::plan::{self, Plan};
 use crate::runner::outcome::{self, Verdict};
 use crate::runner::workspace::{self, Workspace};
-use crate::runner::{Finished, Run, RunObserver, RunOutcome, Task};
+use crate::runner::{Finished, Recorded, Run, RunObserver, RunOutcome, Task};
 use crate::secrets::{self, Redactor, Registration, Scope};
 use crate::settings::Component;
 use crate::store::UpdateError;
@@ -224,10 +225,12 @@ impl Queue {
         reattach: Option<String>,
         cancel: &CancellationToken,
     ) -> Result<Finished, Stop> {
+        let redactor = self.lock_redactors().get(&job.id).cloned();
         let observer = JobObserver {
             queue: self,
             job,
             stdout_base: AtomicU64::new(job.stdout_base),
+            writer: EventWriter::start(Arc::clone(&self.store), job, redactor),
         };
         let run = Run {
             job,
@@ -640,16 +643,19 @@ fn add_storage_results(
     }
 }
 
-/// Persists what a run reports for one job.
+/// Persists what a run reports for one job: its events through the job's `EventWriter`, in
+/// batches.
 struct JobObserver<'a> {
     queue: &'a Queue,
     job: &'a Job,
     /// Stdout events recorded before the current container started.
     stdout_base: AtomicU64,
+    writer: EventWriter,
 }
 
 impl RunObserver for JobObserver<'_> {
     fn container_created(&self, container_id: &str) -> Result<(), String> {
+        self.writer.flush();
         let recorded = self.recorded_stdout_events() as u64;
         self.stdout_base.store(recorded, Ordering::SeqCst);
         self.queue
@@ -662,12 +668,33 @@ impl RunObserver for JobObserver<'_> {
     }
 
     fn event(&self, event_type: EventType, source: EventSource, message: &str) {
-        self.queue.record(self.job, event_type, source, message);
+        self.writer.event(event_type, source, message);
     }
 
-    fn stdout_lines_recorded(&self) -> usize {
-        self.recorded_stdout_events()
-            .saturating_sub(self.stdout_base.load(Ordering::SeqCst) as usize)
+    fn would_wait(&self) -> bool {
+        self.writer.would_wait()
+    }
+
+    fn flush(&self) {
+        self.writer.flush();
+    }
+
+    fn close_log(&self, container_id: &str, events: Vec<(EventType, EventSource, String)>) {
+        self.writer.close_log(container_id, events);
+    }
+
+    fn recorded(&self, container_id: &str) -> Recorded {
+        let job_lines = self.recorded_stdout_events();
+        let closed = blocking(|| self.queue.store.log_closed(self.job.id, container_id))
+            .unwrap_or_else(|error| {
+                tracing::error!(job_id = self.job.id, %error, "cannot read whether a log is closed");
+                false
+            });
+        Recorded {
+            lines: job_lines.saturating_sub(self.stdout_base.load(Ordering::SeqCst) as usize),
+            job_lines,
+            closed,
+        }
     }
 }
 

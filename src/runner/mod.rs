@@ -7,18 +7,19 @@ pub mod workspace;
 
 use crate::blocking::blocking;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +28,7 @@ use crate::failpoint;
 use crate::model::{EventSource, EventType, Job, Status, UserError};
 use crate::settings::{Component, Settings};
 use outcome::{Exit, ExitContext, Verdict};
-use output::{HeadTail, LineSplitter};
+use output::{HeadTail, LineBound, LineSplitter};
 pub use workspace::Task;
 
 /// Labels every jobq container carries, so that leftovers can be found.
@@ -60,10 +61,34 @@ pub enum RunnerError {
 pub trait RunObserver: Send + Sync {
     /// Called after the container is created and before it starts. An error aborts the run.
     fn container_created(&self, container_id: &str) -> Result<(), String>;
-    /// An event for the job's log.
+    /// An event for the job's log. Events are stored in batches, in the order of these calls;
+    /// `flush` waits until they are.
     fn event(&self, event_type: EventType, source: EventSource, message: &str);
-    /// How many stdout lines of this job are recorded already; a resumed log skips them.
-    fn stdout_lines_recorded(&self) -> usize;
+    /// Whether `event` would wait now for the events before it to be stored.
+    fn would_wait(&self) -> bool;
+    /// Waits until every event given so far is stored.
+    fn flush(&self);
+    /// Stores `events` after every event given so far, in one transaction that also closes
+    /// the log of `container_id` (see `Recorded::closed`), and waits until they are stored.
+    fn close_log(&self, container_id: &str, events: Vec<(EventType, EventSource, String)>);
+    /// What the store holds of the job's output when `container_id`'s log is read (again).
+    /// Events given but not flushed are not counted.
+    fn recorded(&self, container_id: &str) -> Recorded;
+}
+
+/// What the store holds of a job's component output when a container's log is read, maybe
+/// again after a restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Stdout lines of this container stored already, the first ones of its log: a log read
+    /// again skips them.
+    pub lines: usize,
+    /// Stdout events of the whole job (all its containers), counted against
+    /// `max_events_per_job`.
+    pub job_lines: usize,
+    /// The container's log is closed: it was read to its end after it printed past
+    /// `max_events_per_job`, and its warning and last lines are stored. Its events are final.
+    pub closed: bool,
 }
 
 /// One container to run: for which job and task, with which component, under which settings,
@@ -249,6 +274,7 @@ impl Runner {
                 // An init process as PID 1 forwards SIGTERM, so components without a handler stop
                 // at a kill instead of waiting out the grace period.
                 init: Some(true),
+                log_config: Some(job_log_config()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -280,6 +306,19 @@ impl Runner {
             return RunOutcome::Requeue { reason };
         }
         failpoint::hit(failpoint::CONTAINER_CREATED);
+        // Attached before the start, the output is read from its first byte as it is printed.
+        let options = AttachContainerOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        let attached = match docker.attach_container(&container_id, Some(options)).await {
+            Ok(attached) => Some(attached.output),
+            Err(error) => {
+                tracing::warn!(job_id = job.id, %error, "cannot attach to the container; reading its log instead");
+                None
+            }
+        };
         if let Err(error) = docker.start_container(&container_id, None).await {
             self.remove(&docker, &container_id).await;
             return user_error(format!(
@@ -287,14 +326,9 @@ impl Runner {
             ));
         }
         failpoint::hit(failpoint::CONTAINER_STARTED);
-        self.follow(
-            run,
-            &container_id,
-            &images,
-            crate::model::now_micros(),
-            cancel,
-        )
-        .await
+        let started = crate::model::now_micros();
+        self.follow(run, &container_id, &images, started, cancel, attached)
+            .await
     }
 
     /// Takes over the container a previous jobq process started for `run`'s job: starts it if
@@ -338,15 +372,16 @@ impl Runner {
             };
             let started = started_at.unwrap_or_else(crate::model::now_micros);
             return self
-                .follow(run, container_id, &images, started, cancel)
+                .follow(run, container_id, &images, started, cancel, None)
                 .await;
         }
     }
 
-    /// Streams the running container's log into events until it ends, riding out engine
+    /// Streams the running container's output into events until it ends, riding out engine
     /// restarts, then classifies the end. The container stays: the queue removes it once the
     /// result is stored.
     /// `started` (Unix microseconds) is when the container started: its timeout counts from there.
+    /// `attached` is its output, attached before the start (none: its log is read).
     async fn follow(
         &self,
         run: &Run<'_>,
@@ -354,6 +389,7 @@ impl Runner {
         images: &Value,
         started: i64,
         cancel: CancellationToken,
+        mut attached: Option<LogStream>,
     ) -> RunOutcome {
         let Run {
             job,
@@ -367,13 +403,15 @@ impl Runner {
         let elapsed = Duration::from_micros((crate::model::now_micros() - started).max(0) as u64);
         let deadline =
             tokio::time::Instant::now() + component.process_timeout.saturating_sub(elapsed);
-        let (exit, stdout, stderr) = loop {
+        let (exit, mut log) = loop {
             let (docker, was_lost) = self.wait_for_engine(job.id).await;
             if was_lost {
                 observer.event(EventType::Warn, EventSource::Jobq, ENGINE_LOST_MESSAGE);
             }
-            let recorded = observer.stdout_lines_recorded();
-            let (waited, (stdout, stderr)) = tokio::join!(
+            // Every line read before is stored, so the count says where this read resumes.
+            observer.flush();
+            let mut log = LogReader::new(observer, observer.recorded(container_id), settings);
+            let (waited, ()) = tokio::join!(
                 self.wait(
                     &docker,
                     container_id,
@@ -381,12 +419,28 @@ impl Runner {
                     settings.kill_grace,
                     &cancel
                 ),
-                collect_logs(&docker, container_id, observer, recorded),
+                log.read(&docker, container_id, attached.take()),
             );
             match waited {
-                Waited::Ended(exit) => break (exit, stdout, stderr),
+                Waited::Ended(exit) => break (exit, log),
                 Waited::EngineLost(error) => {
                     tracing::debug!(job_id = job.id, %error, "the wait for a container broke off");
+                    tokio::time::sleep(ENGINE_RETRY).await;
+                }
+            }
+        };
+        // The follow ends when the container does; what it may have missed (a stream that broke
+        // off) is read now, and every event is stored before the result is.
+        let (stdout, stderr) = loop {
+            let (docker, _) = self.wait_for_engine(job.id).await;
+            match log.read_rest(&docker, container_id).await {
+                Ok(()) => break log.finish(container_id),
+                Err(error) if is_not_found(&error) => {
+                    tracing::warn!(job_id = job.id, %error, "the container vanished before the end of its log was read");
+                    break log.finish(container_id);
+                }
+                Err(error) => {
+                    tracing::warn!(job_id = job.id, %error, "cannot read the end of a container's log; retrying");
                     tokio::time::sleep(ENGINE_RETRY).await;
                 }
             }
@@ -425,6 +479,7 @@ impl Runner {
             );
             observer.event(EventType::Error, EventSource::Jobq, &verdict.message);
         }
+        observer.flush();
         let folders = workspace::Workspace::of(&task.folder);
         let usage_data = blocking(|| workspace::usage_data(&folders));
         RunOutcome::Finished(Finished {
@@ -620,52 +675,266 @@ impl Runner {
     }
 }
 
-/// Streams the container's output from its start until it ends: stdout lines after the first
-/// `recorded` become `info` events as they come; both streams are kept (head and tail) for the
-/// error message.
-async fn collect_logs(
-    docker: &Docker,
-    container_id: &str,
-    observer: &dyn RunObserver,
-    recorded: usize,
-) -> (HeadTail, HeadTail) {
-    let options = LogsOptionsBuilder::default()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let mut stream = docker.logs(container_id, Some(options));
-    let mut lines = LineSplitter::default();
-    let (mut stdout, mut stderr) = (HeadTail::default(), HeadTail::default());
-    let mut seen = 0;
-    let mut emit = |line: String| {
-        if !line.trim().is_empty() {
-            seen += 1;
-            if seen > recorded {
-                observer.event(
-                    EventType::Info,
-                    EventSource::Stdout,
-                    &output::event_text(&line),
-                );
+/// The log configuration of every job container: `json-file` that does not rotate while the
+/// job runs, whatever the host's `daemon.json` says, so no line is gone before jobq reads it
+/// (the container, and its log with it, is removed once the job's result is stored).
+///
+/// Observed on Docker 20.10.24 (API 1.41) whose `daemon.json` says `"log-driver": "json-file",
+/// "log-opts": {"max-size": "10m", "max-file": "3"}`: when a container's driver is the default
+/// driver, the engine adds every default log-opt the container leaves unset to its config
+/// (`docker inspect` shows `max-file: 3` added to a container that set only `max-size`), so
+/// each option that could drop lines is set here. `max-size` has no "unlimited" value: `-1`,
+/// `0` and `""` pass the create but fail the start (`failed to initialize logging driver:
+/// invalid size: '-1'`, `max-size must be a positive number`), and leaving it out brings back
+/// the default's `10m`; so it is 1 PB, more than any disk holds. `max-file` 1 keeps one file;
+/// `compress` must then be false (a host's `compress: true` fails the start: `compress cannot be
+/// true when max-file is less than 2`); `mode: blocking`, since a host-wide `non-blocking`
+/// drops lines whenever its buffer is full.
+fn job_log_config() -> HostConfigLogConfig {
+    let options = [
+        ("max-size", "1p"),
+        ("max-file", "1"),
+        ("compress", "false"),
+        ("mode", "blocking"),
+    ];
+    HostConfigLogConfig {
+        typ: Some("json-file".to_string()),
+        config: Some(
+            options
+                .into_iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        ),
+    }
+}
+
+/// How many entries at the end of a container's log are compared with what was read, to tell
+/// that nothing is left to read.
+const LOG_CHECK_ENTRIES: usize = 16;
+
+/// A container's output as the engine streams it.
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// Reads one container's output into the job's events, within the job's bound: stdout lines
+/// after the `recorded` ones become `info` events; both streams are kept (head and tail) for
+/// the error message. One reader reads once through the output, from the container's start:
+/// attached to the container (its output as it is printed, cheap) while the job's events are
+/// stored as fast as it prints, else from the engine's log, which is complete (see
+/// `job_log_config`) and read again from its start, skipping the lines already handled.
+struct LogReader<'a> {
+    observer: &'a dyn RunObserver,
+    max_events_per_job: usize,
+    lines: LineSplitter,
+    stdout: HeadTail,
+    stderr: HeadTail,
+    /// Non-blank stdout lines read in this pass; the first `skip` were handled before (stored,
+    /// or counted by the bound) and are passed over.
+    seen: usize,
+    skip: usize,
+    /// `None` when the log is closed: nothing of it is stored again.
+    bound: Option<LineBound>,
+    /// Reading the attached output, which must never wait for the event writer: the engine
+    /// holds the container's output (and its log) back for a slow attached reader, and cuts
+    /// what is still in flight two seconds after the container exits.
+    attached: bool,
+    /// The attached reader fell behind the output and stopped; the log is read instead.
+    left: bool,
+}
+
+impl<'a> LogReader<'a> {
+    fn new(observer: &'a dyn RunObserver, recorded: Recorded, settings: &Settings) -> Self {
+        let room = settings
+            .max_events_per_job
+            .saturating_sub(recorded.job_lines);
+        LogReader {
+            observer,
+            max_events_per_job: settings.max_events_per_job,
+            lines: LineSplitter::default(),
+            stdout: HeadTail::default(),
+            stderr: HeadTail::default(),
+            seen: 0,
+            skip: recorded.lines,
+            bound: (!recorded.closed).then(|| LineBound::new(room)),
+            attached: false,
+            left: false,
+        }
+    }
+
+    /// Reads the output until the container ends: from `attached` when given, as long as the
+    /// events keep up; else (or then) by following the engine's log.
+    async fn read(&mut self, docker: &Docker, container_id: &str, attached: Option<LogStream>) {
+        if let Some(stream) = attached {
+            if self.read_attached(stream).await {
+                return;
+            }
+            self.restart();
+        }
+        self.follow(docker, container_id).await;
+    }
+
+    /// Reads the attached output to its end (true), or until it breaks off or the event writer
+    /// falls behind (false); dropping the stream detaches, so the container goes on at its
+    /// own speed.
+    async fn read_attached(&mut self, mut stream: LogStream) -> bool {
+        self.attached = true;
+        let mut ended = true;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => self.take(chunk),
+                Err(error) => {
+                    tracing::warn!(%error, "the container's attached output broke off; reading its log");
+                    ended = false;
+                }
+            }
+            if self.left || !ended {
+                break;
             }
         }
-    };
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                stdout.push(&message);
-                lines.push(&message).into_iter().for_each(&mut emit);
-            }
-            Ok(LogOutput::StdErr { message }) => stderr.push(&message),
-            Ok(LogOutput::StdIn { .. }) => {}
-            Err(error) => {
-                tracing::warn!(container_id, %error, "the container's log stream broke off");
-                return (stdout, stderr);
+        if self.left {
+            tracing::info!("the job's events fell behind the container's output; reading its log");
+        }
+        self.attached = false;
+        ended && !self.left
+    }
+
+    /// Follows the engine's log from its start until the container ends (the engine ends the
+    /// stream then) or the stream breaks off.
+    async fn follow(&mut self, docker: &Docker, container_id: &str) {
+        let options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut stream = docker.logs(container_id, Some(options));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(entry) => self.take(entry),
+                Err(error) => {
+                    tracing::warn!(container_id, %error, "the container's log stream broke off");
+                    return;
+                }
             }
         }
     }
-    lines.finish().into_iter().for_each(&mut emit);
-    (stdout, stderr)
+
+    /// After the container ended: makes sure the whole log was read. The log's last entries
+    /// are compared with the end of what was read, stream by stream; when they differ, the
+    /// whole log is read again, passing over the lines already handled. (The engine's `since`
+    /// counts whole seconds, so it cannot say "after this entry".)
+    async fn read_rest(
+        &mut self,
+        docker: &Docker,
+        container_id: &str,
+    ) -> Result<(), bollard::errors::Error> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&LOG_CHECK_ENTRIES.to_string())
+            .build();
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut end = docker.logs(container_id, Some(options));
+        while let Some(entry) = end.next().await {
+            match entry? {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    stdout.extend_from_slice(&message)
+                }
+                LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        if self.stdout.ends_with(&stdout) && self.stderr.ends_with(&stderr) {
+            return Ok(());
+        }
+        tracing::info!(
+            container_id,
+            "the end of the container's log was not read yet; reading the log again"
+        );
+        self.restart();
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut stream = docker.logs(container_id, Some(options));
+        while let Some(entry) = stream.next().await {
+            self.take(entry?);
+        }
+        Ok(())
+    }
+
+    /// Starts the pass over: the lines handled so far are passed over, and the buffers are
+    /// filled again from the output's start.
+    fn restart(&mut self) {
+        self.skip = self.skip.max(self.seen);
+        self.seen = 0;
+        self.lines = LineSplitter::default();
+        self.stdout = HeadTail::default();
+        self.stderr = HeadTail::default();
+        self.left = false;
+    }
+
+    fn take(&mut self, chunk: LogOutput) {
+        match chunk {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                self.stdout.push(&message);
+                for line in self.lines.push(&message) {
+                    self.line(line);
+                }
+            }
+            LogOutput::StdErr { message } => self.stderr.push(&message),
+            LogOutput::StdIn { .. } => {}
+        }
+    }
+
+    fn line(&mut self, line: String) {
+        if self.left || line.trim().is_empty() {
+            return;
+        }
+        if self.seen < self.skip {
+            self.seen += 1;
+            return;
+        }
+        if self.attached && self.observer.would_wait() {
+            // This line and the rest are read again from the log.
+            self.left = true;
+            return;
+        }
+        self.seen += 1;
+        if let Some(bound) = &mut self.bound {
+            if let Some(text) = bound.admit(output::event_text(&line)) {
+                self.observer
+                    .event(EventType::Info, EventSource::Stdout, &text);
+            }
+        }
+    }
+
+    /// The log's end: its unfinished last line, and the lines the bound held back (when lines
+    /// were dropped: a warning, then the last lines, stored closing the log). Every event is
+    /// stored when this returns. The kept stdout and stderr, for the error message.
+    fn finish(mut self, container_id: &str) -> (HeadTail, HeadTail) {
+        if let Some(line) = self.lines.finish() {
+            self.line(line);
+        }
+        if let Some(bound) = self.bound.take() {
+            let held = bound.finish();
+            let lines = held
+                .lines
+                .into_iter()
+                .map(|line| (EventType::Info, EventSource::Stdout, line));
+            if held.dropped == 0 {
+                // Every line is stored, in order: counting them still says where a log resumes.
+                lines.for_each(|(kind, source, line)| self.observer.event(kind, source, &line));
+            } else {
+                let warning =
+                    output::dropped_message(held.dropped, self.max_events_per_job, lines.len());
+                let events = std::iter::once((EventType::Warn, EventSource::Jobq, warning))
+                    .chain(lines)
+                    .collect();
+                self.observer.close_log(container_id, events);
+            }
+        }
+        self.observer.flush();
+        (self.stdout, self.stderr)
+    }
 }
 
 /// `256m`-style text of a byte count, as the settings wrote it.
@@ -712,4 +981,214 @@ fn absolute(path: &std::path::Path) -> String {
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what a reader gives it; `event` would wait once `wait_after` events are given.
+    struct Recorder {
+        events: Mutex<Vec<(EventType, EventSource, String)>>,
+        closed: Mutex<Option<String>>,
+        wait_after: usize,
+    }
+
+    impl Recorder {
+        fn new(wait_after: usize) -> Recorder {
+            Recorder {
+                events: Mutex::new(Vec::new()),
+                closed: Mutex::new(None),
+                wait_after,
+            }
+        }
+
+        fn messages(&self) -> Vec<String> {
+            let events = self.events.lock().unwrap();
+            events
+                .iter()
+                .map(|(_, _, message)| message.clone())
+                .collect()
+        }
+    }
+
+    impl RunObserver for Recorder {
+        fn container_created(&self, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        fn event(&self, event_type: EventType, source: EventSource, message: &str) {
+            let mut events = self.events.lock().unwrap();
+            events.push((event_type, source, message.to_string()));
+        }
+        fn would_wait(&self) -> bool {
+            self.events.lock().unwrap().len() >= self.wait_after
+        }
+        fn flush(&self) {}
+        fn close_log(&self, container_id: &str, events: Vec<(EventType, EventSource, String)>) {
+            self.events.lock().unwrap().extend(events);
+            *self.closed.lock().unwrap() = Some(container_id.to_string());
+        }
+        fn recorded(&self, _: &str) -> Recorded {
+            Recorded::default()
+        }
+    }
+
+    fn settings(max_events_per_job: usize) -> Settings {
+        let text = format!(
+            "max_events_per_job = {max_events_per_job}\n[[tokens]]\nid = \"1\"\ntoken = \"t\"\n"
+        );
+        Settings::parse(&text).unwrap()
+    }
+
+    fn stdout(text: &str) -> LogOutput {
+        LogOutput::StdOut {
+            message: bytes::Bytes::copy_from_slice(text.as_bytes()),
+        }
+    }
+
+    fn stderr(text: &str) -> LogOutput {
+        LogOutput::StdErr {
+            message: bytes::Bytes::copy_from_slice(text.as_bytes()),
+        }
+    }
+
+    fn stream(chunks: Vec<Result<LogOutput, bollard::errors::Error>>) -> LogStream {
+        Box::pin(futures_util::stream::iter(chunks))
+    }
+
+    /// The engine's log of the output below: one entry per line.
+    fn log_entries() -> Vec<LogOutput> {
+        vec![
+            stdout("line 1\n"),
+            stdout("line 2\n"),
+            stdout("\n"),
+            stdout("line 3\n"),
+            stderr("oops\n"),
+            stdout("line 4\n"),
+            stdout("line 5\n"),
+            stdout("line 6"),
+        ]
+    }
+
+    /// The same output as the attached stream delivers it: chunks that cut lines anywhere.
+    fn attached_chunks() -> Vec<Result<LogOutput, bollard::errors::Error>> {
+        vec![
+            Ok(stdout("line 1\nli")),
+            Ok(stdout("ne 2\n\nline 3\n")),
+            Ok(stderr("oops\n")),
+            Ok(stdout("line 4\nline 5\nline 6")),
+        ]
+    }
+
+    fn lines(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+        range.map(|i| format!("line {i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn attached_output_read_to_its_end_stores_every_line_once() {
+        let observer = Recorder::new(usize::MAX);
+        let settings = settings(100);
+        let mut log = LogReader::new(&observer, Recorded::default(), &settings);
+        assert!(log.read_attached(stream(attached_chunks())).await);
+        let (out, err) = log.finish("c1");
+        assert_eq!(observer.messages(), lines(1..=6));
+        assert_eq!(
+            out.text(),
+            "line 1\nline 2\n\nline 3\nline 4\nline 5\nline 6"
+        );
+        assert_eq!(err.text(), "oops\n");
+        assert!(out.ends_with(b"line 5\nline 6") && err.ends_with(b"oops\n"));
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_goes_on_from_the_log_without_repeating_a_line() {
+        // The writer is behind after three events: the fourth line is read from the log.
+        let observer = Recorder::new(3);
+        let settings = settings(100);
+        let mut log = LogReader::new(&observer, Recorded::default(), &settings);
+        assert!(!log.read_attached(stream(attached_chunks())).await);
+        assert_eq!(observer.messages(), lines(1..=3));
+        log.restart();
+        log_entries().into_iter().for_each(|entry| log.take(entry));
+        let (out, err) = log.finish("c1");
+        assert_eq!(observer.messages(), lines(1..=6));
+        assert_eq!(
+            out.text(),
+            "line 1\nline 2\n\nline 3\nline 4\nline 5\nline 6"
+        );
+        assert_eq!(err.text(), "oops\n");
+    }
+
+    #[tokio::test]
+    async fn an_attached_stream_that_breaks_off_is_not_taken_for_the_whole_output() {
+        let observer = Recorder::new(usize::MAX);
+        let settings = settings(100);
+        let mut log = LogReader::new(&observer, Recorded::default(), &settings);
+        let broken = vec![
+            Ok(stdout("line 1\nline 2\nline ")),
+            Err(bollard::errors::Error::RequestTimeoutError),
+            Ok(stdout("never read\n")),
+        ];
+        assert!(!log.read_attached(stream(broken)).await);
+        log.restart();
+        // A second pass that also breaks off passes over what the first handled.
+        log.take(stdout("line 1\n"));
+        log.restart();
+        log_entries().into_iter().for_each(|entry| log.take(entry));
+        log.finish("c1");
+        assert_eq!(observer.messages(), lines(1..=6));
+    }
+
+    #[tokio::test]
+    async fn a_resumed_read_passes_over_the_stored_lines_and_the_bound_holds_the_last() {
+        let observer = Recorder::new(usize::MAX);
+        // Two lines stored by an earlier process; the job may store three in all.
+        let recorded = Recorded {
+            lines: 2,
+            job_lines: 2,
+            closed: false,
+        };
+        let settings = settings(3);
+        let mut log = LogReader::new(&observer, recorded, &settings);
+        log_entries().into_iter().for_each(|entry| log.take(entry));
+        log.finish("c1");
+        // Line 3 fits; 4 to 6 are past the bound and all fit in the last lines: none dropped.
+        assert_eq!(observer.messages(), lines(3..=6));
+        assert_eq!(*observer.closed.lock().unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn lines_dropped_past_the_bound_are_summed_up_closing_the_log() {
+        let observer = Recorder::new(usize::MAX);
+        let settings = settings(2);
+        let mut log = LogReader::new(&observer, Recorded::default(), &settings);
+        for i in 1..=output::TAIL_LINES + 10 {
+            log.take(stdout(&format!("line {i}\n")));
+        }
+        log.finish("c1");
+        let messages = observer.messages();
+        assert_eq!(messages.len(), 2 + 1 + output::TAIL_LINES);
+        assert_eq!(messages[..2], lines(1..=2));
+        assert_eq!(
+            messages[2],
+            output::dropped_message(8, 2, output::TAIL_LINES)
+        );
+        assert_eq!(messages[3], "line 11");
+        assert_eq!(*observer.closed.lock().unwrap(), Some("c1".to_string()));
+
+        // A closed log stores nothing when it is read again.
+        let again = Recorder::new(usize::MAX);
+        let closed = Recorded {
+            lines: 2 + output::TAIL_LINES,
+            job_lines: 2 + output::TAIL_LINES,
+            closed: true,
+        };
+        let mut log = LogReader::new(&again, closed, &settings);
+        for i in 1..=output::TAIL_LINES + 10 {
+            log.take(stdout(&format!("line {i}\n")));
+        }
+        let (out, _) = log.finish("c1");
+        assert!(again.messages().is_empty());
+        assert!(out.ends_with(format!("line {}\n", output::TAIL_LINES + 10).as_bytes()));
+    }
 }

@@ -17,7 +17,7 @@ pub use error::{DbError, StoreError, UpdateError};
 pub use group::Creations;
 pub use retention::{Budget, Sweep};
 
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
 
 use redb::{
@@ -76,6 +76,7 @@ impl Store {
             txn.open_table(JOBS)?;
             Indexes::open(txn)?;
             txn.open_table(EVENTS)?;
+            txn.open_table(LOGS_CLOSED)?;
             configs::prepare(txn)?;
             storage_meta::prepare(txn)?;
             Ok(instance)
@@ -284,6 +285,38 @@ impl Store {
         self.write("adding an event", |txn| insert_event(txn, new))
     }
 
+    /// Appends `events` (of existing jobs) in one write transaction: one commit for the whole
+    /// batch, ids consecutive in the order given. Returns the ids handed out.
+    pub fn add_events(&self, events: &[NewEvent<'_>]) -> Result<Range<u64>, StoreError> {
+        self.write("adding events", |txn| insert_events(txn, events))
+    }
+
+    /// `add_events`, and in the same transaction closes the log of container `container_id` of
+    /// job `job_id` (see `log_closed`): the events and the mark are written together or not at
+    /// all.
+    pub fn add_events_closing_log(
+        &self,
+        events: &[NewEvent<'_>],
+        job_id: u64,
+        container_id: &str,
+    ) -> Result<Range<u64>, StoreError> {
+        self.write("adding events and closing a container's log", |txn| {
+            let ids = insert_events(txn, events)?;
+            txn.open_table(LOGS_CLOSED)?.insert(job_id, container_id)?;
+            Ok(ids)
+        })
+    }
+
+    /// Whether the log of `container_id` of job `job_id` was closed by `add_events_closing_log`:
+    /// its events are final, and a re-attached run stores none of its lines again.
+    pub fn log_closed(&self, job_id: u64, container_id: &str) -> Result<bool, StoreError> {
+        self.read("reading whether a container's log is closed", |txn| {
+            let closed = txn.open_table(LOGS_CLOSED)?;
+            let closed = closed.get(job_id)?;
+            Ok(closed.is_some_and(|closed| closed.value() == container_id))
+        })
+    }
+
     /// How many of a job's events came from `source`.
     pub fn count_events(&self, job_id: u64, source: EventSource) -> Result<usize, StoreError> {
         self.read("counting events", |txn| {
@@ -484,6 +517,54 @@ fn insert_jobs(
         indexes.insert(job)?;
     }
     Ok(made)
+}
+
+/// Appends events of existing jobs inside `txn`, with consecutive ids of the event sequence in
+/// the order given (the sequence is read and advanced once).
+fn insert_events(txn: &WriteTransaction, events: &[NewEvent<'_>]) -> Result<Range<u64>, Fail> {
+    if events.is_empty() {
+        return Ok(0..0);
+    }
+    {
+        let jobs = txn.open_table(JOBS)?;
+        let mut checked = None;
+        for new in events {
+            if checked != Some(new.job_id) {
+                if jobs.get(new.job_id)?.is_none() {
+                    return Err(Fail::Store(StoreError::JobNotFound { id: new.job_id }));
+                }
+                checked = Some(new.job_id);
+            }
+        }
+    }
+    let first = {
+        let mut meta = txn.open_table(META)?;
+        let last = meta
+            .get(META_LAST_EVENT_ID)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let exhausted = || StoreError::SequenceExhausted { sequence: "event" };
+        let new_last = last
+            .checked_add(events.len() as u64)
+            .ok_or_else(exhausted)?;
+        meta.insert(META_LAST_EVENT_ID, new_last)?;
+        last + 1
+    };
+    let mut table = txn.open_table(EVENTS)?;
+    for (id, new) in (first..).zip(events) {
+        let event = Event {
+            id,
+            job_id: new.job_id,
+            event_type: new.event_type,
+            source: new.source,
+            message: new.message.to_string(),
+            created: new.created,
+            run_id: new.run_id.to_string(),
+            component: new.component.to_string(),
+        };
+        table.insert((new.job_id, id), codec::encode_event(&event)?.as_slice())?;
+    }
+    Ok(first..first + events.len() as u64)
 }
 
 /// Appends an event for an existing job inside `txn`, with the next id of the event sequence.
@@ -902,6 +983,15 @@ impl Store {
             assert!(
                 last(META_LAST_EVENT_ID) >= event_id,
                 "event sequence behind"
+            );
+        }
+        let closed = txn.open_table(LOGS_CLOSED).expect("closed logs");
+        for entry in closed.range::<u64>(..).expect("range") {
+            let (job_id, _) = entry.expect("entry");
+            let job_id = job_id.value();
+            assert!(
+                jobs.contains_key(&job_id),
+                "closed log of missing job {job_id}"
             );
         }
     }

@@ -43,6 +43,12 @@ pub(super) const JOBS_BY_RUN_ID: MultimapTableDefinition<&str, u64> =
 /// (job id, event id) -> the event record (see `codec`).
 pub(super) const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("events");
 
+/// Job id -> the container whose log is closed: every line of it was read and its stored
+/// events are final (the lines past `max_events_per_job` were summed up and its last lines
+/// stored), so reading its log again after a restart must store nothing more. Written only for
+/// containers that printed past the bound; the other logs resume by counting stored lines.
+pub(super) const LOGS_CLOSED: TableDefinition<u64, &str> = TableDefinition::new("logs_closed");
+
 /// `meta` key: when the store file was made (Unix microseconds); the default branch's `created`.
 pub(super) const META_CREATED_TIME: &str = "created_time";
 /// `meta` key: the last id handed out to a configuration, row or dev branch made without one.

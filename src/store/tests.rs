@@ -662,3 +662,95 @@ fn the_consistency_check_catches_a_missing_index_entry() {
     txn.commit().expect("commit");
     store.assert_internally_consistent();
 }
+
+#[test]
+fn a_batch_of_events_gets_consecutive_ids_in_its_order() {
+    let (_dir, store) = open_temp();
+    store.create_job(job("c", None, 1)).expect("create");
+    store.create_job(job("c", None, 2)).expect("create");
+    store
+        .add_event(new_event(1, EventType::Info, "before", "1", "c", 1))
+        .expect("one event");
+    let messages: Vec<String> = (0..5).map(|i| format!("line {i}")).collect();
+    let batch: Vec<NewEvent> = messages
+        .iter()
+        .map(|message| new_event(1, EventType::Info, message, "1", "c", 2))
+        .chain([new_event(2, EventType::Warn, "other job", "2", "c", 2)])
+        .collect();
+    assert_eq!(store.add_events(&batch).expect("a batch"), 2..8);
+    assert_eq!(store.add_events(&[]).expect("an empty batch"), 0..0);
+    let after = store
+        .add_event(new_event(1, EventType::Info, "after", "1", "c", 3))
+        .expect("one event");
+    assert_eq!(after.id, 8);
+
+    let mut events = store.events(1, None, 0, 100).expect("events");
+    events.reverse();
+    let read: Vec<(u64, &str)> = events.iter().map(|e| (e.id, e.message.as_str())).collect();
+    assert_eq!(
+        read,
+        [
+            (1, "before"),
+            (2, "line 0"),
+            (3, "line 1"),
+            (4, "line 2"),
+            (5, "line 3"),
+            (6, "line 4"),
+            (8, "after")
+        ]
+    );
+    assert_eq!(
+        store.count_events(1, EventSource::Stdout).expect("count"),
+        7
+    );
+    assert_eq!(store.events(2, None, 0, 10).expect("events")[0].id, 7);
+    store.assert_internally_consistent();
+}
+
+#[test]
+fn a_batch_naming_a_missing_job_writes_nothing() {
+    let (_dir, store) = open_temp();
+    store.create_job(job("c", None, 1)).expect("create");
+    let batch = [
+        new_event(1, EventType::Info, "kept?", "1", "c", 1),
+        new_event(9, EventType::Info, "no such job", "9", "c", 1),
+    ];
+    let error = store.add_events(&batch).expect_err("job 9 does not exist");
+    assert!(
+        matches!(error, StoreError::JobNotFound { id: 9 }),
+        "{error}"
+    );
+    assert!(store.events(1, None, 0, 10).expect("events").is_empty());
+    let next = store
+        .add_event(new_event(1, EventType::Info, "first", "1", "c", 2))
+        .expect("one event");
+    assert_eq!(next.id, 1, "the failed batch used no ids");
+}
+
+#[test]
+fn closing_a_log_is_written_with_its_events() {
+    let (_dir, store) = open_temp();
+    store.create_job(job("c", None, 1)).expect("create");
+    assert!(!store.log_closed(1, "container-a").expect("read"));
+    let tail = [
+        new_event(1, EventType::Warn, "lines dropped", "1", "c", 1),
+        new_event(1, EventType::Info, "last line", "1", "c", 1),
+    ];
+    assert_eq!(
+        store
+            .add_events_closing_log(&tail, 1, "container-a")
+            .expect("closed"),
+        1..3
+    );
+    assert!(store.log_closed(1, "container-a").expect("read"));
+    assert!(!store.log_closed(1, "container-b").expect("read"));
+    assert!(!store.log_closed(2, "container-a").expect("read"));
+
+    // A failing batch closes nothing.
+    let missing = [new_event(7, EventType::Info, "x", "7", "c", 1)];
+    assert!(store
+        .add_events_closing_log(&missing, 7, "container-c")
+        .is_err());
+    assert!(!store.log_closed(7, "container-c").expect("read"));
+    store.assert_internally_consistent();
+}

@@ -520,3 +520,12 @@ pub async fn containers_of_job(instance: &str, job_id: &str) -> Vec<String> {
         .map(|(id, _)| id)
         .collect()
 }
+
+impl TestDaemon {
+    /// Restarts the daemon with `lines` (top-level settings, like `max_events_per_job = 50`)
+    /// added to its settings.
+    pub fn restart_with_settings(&mut self, lines: &str) {
+        self.settings = format!("{lines}\n{}", self.settings);
+        self.restart();
+    }
+}
