@@ -35,8 +35,9 @@ fn unknown_keys_and_bad_values_stop_the_daemon_naming_the_key() {
             "jobq: the settings file {path} is not valid: TOML parse error at line 1, column 1\n  \
              |\n1 | workers = 3\n  | ^^^^^^^\nunknown field `workers`, expected one of `listen`, \
              `data_dir`, `public_url`, `docker_host`, `max_concurrent_jobs`, `max_body_bytes`, \
-             `kill_grace_seconds`, `job_folder_retention_hours`, `stack_id`, `container_user`, \
-             `project`, `tokens`, `components`, `encryption_key`\n\n"
+             `kill_grace_seconds`, `job_retention`, `job_folder_retention`, \
+             `job_folder_retention_hours`, `sweep_interval`, `stack_id`, `container_user`, \
+             `max_events_per_job`, `project`, `tokens`, `components`, `encryption_key`\n\n"
         )
     );
     let (stderr, _) = serve_fails_with(&format!("max_concurrent_jobs = -2\n{token}"));
