@@ -42,7 +42,7 @@ fn time(job: &Value, field: &str) -> String {
 #[tokio::test]
 async fn lock_makes_a_newer_job_of_the_same_configuration_wait_then_run() {
     let t = TestDaemon::start(Options::default()).await;
-    let first = create_for_config(&t, "cfg-1", json!({"print": ["first"], "sleep": 2})).await;
+    let first = create_for_config(&t, "cfg-1", json!({"print": ["first"], "sleep": 6})).await;
     t.wait_status(&first, "processing").await;
     let second = create_for_config(&t, "cfg-1", json!({"print": ["second"]})).await;
     let waiting = t.wait_status(&second, "waiting").await;
