@@ -219,7 +219,7 @@ impl Runner {
                 }
             }
         };
-        let images = match self.image_result(&docker, &image).await {
+        let images = match self.image_result(&docker, image).await {
             Ok(images) => images,
             Err(ImageProblem::Missing) => return user_error(format!(
                 "Image \"{image}\" of component \"{}\" is not present in the local Docker engine; build or load it first.",
@@ -366,7 +366,7 @@ impl Runner {
                     ));
                 }
             }
-            let images = match self.image_result(&docker, &image).await {
+            let images = match self.image_result(&docker, image).await {
                 Ok(images) => images,
                 Err(_) => json!([{"id": image, "digests": []}]),
             };
@@ -451,7 +451,7 @@ impl Runner {
         let verdict = outcome::classify(
             exit,
             &ExitContext {
-                image: &image,
+                image,
                 memory_limit: &memory_limit,
                 timeout_seconds: component.process_timeout.as_secs(),
                 stdout: &stdout.text(),
