@@ -37,6 +37,8 @@ pub struct Settings {
     /// Component lines (stdout events) a job stores in full; past it lines are counted, one
     /// warning says how many were dropped, and each container's last lines are still stored.
     pub max_events_per_job: usize,
+    /// Free bytes in `data_dir` below which no job starts (0: no check).
+    pub min_free_space: u64,
     pub project: Project,
     pub tokens: Vec<Token>,
     pub components: Vec<Component>,
@@ -191,6 +193,8 @@ struct RawSettings {
     container_user: String,
     #[serde(default = "default_max_events_per_job")]
     max_events_per_job: i64,
+    #[serde(default = "default_min_free_space")]
+    min_free_space: String,
     #[serde(default)]
     project: RawProject,
     #[serde(default)]
@@ -277,6 +281,10 @@ fn default_stack_id() -> String {
 fn default_container_user() -> String {
     "1000:1000".into()
 }
+fn default_min_free_space() -> String {
+    "256MiB".to_string()
+}
+
 fn default_max_events_per_job() -> i64 {
     1_000_000
 }
@@ -524,6 +532,15 @@ impl RawSettings {
             stack_id: not_empty("stack_id".into(), self.stack_id)?,
             container_user,
             max_events_per_job: positive("max_events_per_job", self.max_events_per_job)? as usize,
+            min_free_space: crate::disk::parse_size(&self.min_free_space).ok_or_else(|| {
+                invalid(
+                    "min_free_space",
+                    format!(
+                        "\"{}\" is not a size like \"256MiB\", \"2GiB\" or \"0\" (no check)",
+                        self.min_free_space
+                    ),
+                )
+            })?,
             project: Project {
                 id: not_empty("project.id".into(), self.project.id)?,
                 name: self.project.name,
@@ -557,6 +574,7 @@ mod tests {
         assert_eq!(settings.max_concurrent_jobs, 4);
         assert_eq!(settings.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(settings.max_events_per_job, 1_000_000);
+        assert_eq!(settings.min_free_space, 256 << 20);
         let component = settings.component("keboola.ex-sample").unwrap();
         assert_eq!(component.memory_bytes, 256_000_000);
         assert_eq!(component.process_timeout, Duration::from_secs(3600));
@@ -597,6 +615,10 @@ mod tests {
             (
                 format!("max_events_per_job = 0\n{base}"),
                 "`max_events_per_job`",
+            ),
+            (
+                format!("min_free_space = \"256m\"\n{base}"),
+                "`min_free_space`",
             ),
             (format!("public_url = \"ftp://x\"\n{base}"), "`public_url`"),
             (

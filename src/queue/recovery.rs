@@ -4,7 +4,7 @@ use super::end::Ending;
 use super::{Queue, QueueError};
 use crate::blocking::blocking;
 use crate::error::chain;
-use crate::model::{now_micros, EventType, JobType, Status};
+use crate::model::{now_micros, EventType, Job, JobType, Status};
 use crate::runner::workspace;
 use crate::storage::StorageError;
 use crate::store::{Budget, StoreError, Sweep};
@@ -59,10 +59,7 @@ impl Queue {
                 }
                 if job.outcome.is_some() {
                     // It ended before the crash: only the cleanup was left.
-                    if let Some(container_id) = &job.container_id {
-                        self.runner.remove_container(container_id).await;
-                    }
-                    blocking(|| self.end(job.id, Ending::Recorded))?;
+                    self.end_recorded(&job).await?;
                     continue;
                 }
                 match job.container_id.clone() {
@@ -90,6 +87,14 @@ impl Queue {
         }
         self.sweep().await;
         Ok(())
+    }
+
+    /// Ends a job whose outcome is recorded: its container removed, then `end`.
+    pub(super) async fn end_recorded(&self, job: &Job) -> Result<(), QueueError> {
+        if let Some(container_id) = &job.container_id {
+            self.runner.remove_container(container_id).await;
+        }
+        blocking(|| self.end(job.id, Ending::Recorded))
     }
 
     /// Removes containers of this store that no running job owns, and folders of jobs

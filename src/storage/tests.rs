@@ -454,7 +454,7 @@ fn ids_cannot_leave_the_storage_folder() {
     );
 
     let file = storage
-        .upload_file("../../etc/pass wd", &[], &b"x"[..])
+        .upload_file("../../etc/pass wd", &[], &b"x"[..], 1)
         .expect("uploads");
     assert_eq!(file.name, ".._.._etc_pass_wd");
     assert_eq!(
@@ -505,10 +505,10 @@ fn files_keep_content_and_tags() {
     let (_dir, storage) = open();
     let tags = |t: &[&str]| strings(t);
     let first = storage
-        .upload_file("a.txt", &tags(&["x", "y", "x", ""]), &b"alpha"[..])
+        .upload_file("a.txt", &tags(&["x", "y", "x", ""]), &b"alpha"[..], 5)
         .expect("uploads");
     let second = storage
-        .upload_file("b.bin", &tags(&["x"]), &b"beta!"[..])
+        .upload_file("b.bin", &tags(&["x"]), &b"beta!"[..], 5)
         .expect("uploads");
     assert_eq!(first.tags, tags(&["x", "y"]));
     assert_eq!((first.size_bytes, second.id), (5, first.id + 1));
@@ -543,7 +543,7 @@ fn files_are_deleted_with_their_content() {
     let (_dir, storage) = open();
     let upload = |name: &str| {
         storage
-            .upload_file(name, &strings(&["debug"]), &b"zip"[..])
+            .upload_file(name, &strings(&["debug"]), &b"zip"[..], 3)
             .expect("uploads")
     };
     let (first, second, third) = (upload("a"), upload("b"), upload("c"));
@@ -566,7 +566,7 @@ fn opening_removes_what_an_interrupted_load_or_upload_left() {
     storage.load(&full("in.c-o.t", "x\n1\n")).expect("loads");
     storage.load(&full("in.c-o.t", "x\n2\n")).expect("loads");
     let file = storage
-        .upload_file("f", &[], &b"keep"[..])
+        .upload_file("f", &[], &b"keep"[..], 4)
         .expect("uploads");
     let root = dir.path().join("storage");
     for leftover in [

@@ -9,20 +9,24 @@ mod codec;
 mod configs;
 mod error;
 mod group;
+mod health;
 mod retention;
 mod storage_meta;
 mod tables;
 
 pub use error::{DbError, StoreError, UpdateError};
 pub use group::Creations;
+pub use health::{write_reserve, Health};
 pub use retention::{Budget, Sweep};
 
 use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{
-    Database, DatabaseError, MultimapTable, ReadOnlyMultimapTable, ReadTransaction,
-    ReadableDatabase, ReadableTable, WriteTransaction,
+    DatabaseError, MultimapTable, ReadOnlyMultimapTable, ReadTransaction, ReadableDatabase,
+    ReadableTable, WriteTransaction,
 };
 
 use crate::model::{Event, EventSource, EventType, Job, JobQuery, NewEvent, SortKey, Status};
@@ -30,7 +34,7 @@ use tables::*;
 
 /// The job store over one redb file. Cheap to share through an `Arc`; every method is blocking.
 pub struct Store {
-    db: Database,
+    db: Arc<health::Db>,
     path: PathBuf,
     instance_id: String,
 }
@@ -38,10 +42,10 @@ pub struct Store {
 impl Store {
     /// Opens or creates `<path>` (the redb file).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let mut db = Database::create(path).map_err(|error| open_error(path, error))?;
+        let mut db = health::open(path).map_err(|error| open_error(path, error))?;
         retention::compact_if_mostly_free(&mut db, path);
         let mut store = Store {
-            db,
+            db: health::Db::new(path, db),
             path: path.to_path_buf(),
             instance_id: String::new(),
         };
@@ -89,6 +93,21 @@ impl Store {
     /// apart from those of other jobq stores on the same Docker engine.
     pub fn instance_id(&self) -> &str {
         &self.instance_id
+    }
+
+    /// Whether the store takes writes, and why not.
+    pub fn health(&self) -> Health {
+        self.db.health()
+    }
+
+    /// Writes that failed in the file system, and writes refused for lack of space, since start.
+    pub fn write_fault_counts(&self) -> (u64, u64) {
+        self.db.counts()
+    }
+
+    /// Blocks until the store takes writes, or `timeout` passed; whether it does.
+    pub fn wait_writable(&self, timeout: Duration) -> bool {
+        self.db.wait_writable(timeout)
     }
 
     /// Allocates the next id from the sequence and inserts the job `make(id)` returns, with all
@@ -419,11 +438,23 @@ impl Store {
         action: &'static str,
         body: impl FnOnce(&ReadTransaction) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
+        let db = self.db.for_read()?;
         let run = || {
-            let txn = self.db.begin_read()?;
+            let txn = db.begin_read()?;
             body(&txn)
         };
-        run().map_err(|fail| fail.during(action))
+        run().map_err(|fail| self.failed(fail, action))
+    }
+
+    /// `fail` as the error of `action`; a failure of the file system marks the store failed.
+    fn failed(&self, fail: Fail, action: &'static str) -> StoreError {
+        match &fail {
+            Fail::Db(error) => self
+                .db
+                .failure(error)
+                .unwrap_or_else(|| fail.during(action)),
+            Fail::Store(_) => fail.during(action),
+        }
     }
 
     /// Runs `body` in a write transaction and commits it, or aborts when `body` fails.
@@ -447,8 +478,9 @@ impl Store {
         action: &'static str,
         body: impl FnOnce(&WriteTransaction) -> Result<Result<T, R>, Fail>,
     ) -> Result<Result<T, R>, StoreError> {
+        let db = self.db.for_write()?;
         let run = || {
-            let txn = self.db.begin_write()?;
+            let txn = db.begin_write()?;
             match body(&txn) {
                 Ok(Ok(value)) => {
                     crate::failpoint::hit(crate::failpoint::STORE_COMMIT);
@@ -466,7 +498,7 @@ impl Store {
                 }
             }
         };
-        run().map_err(|fail: Fail| fail.during(action))
+        run().map_err(|fail: Fail| self.failed(fail, action))
     }
 }
 
@@ -923,7 +955,8 @@ impl Store {
         use redb::{ReadOnlyTable, ReadableMultimapTable};
         use std::collections::BTreeMap;
 
-        let txn = self.db.begin_read().expect("begin read");
+        let db = self.db.for_read().expect("store open");
+        let txn = db.begin_read().expect("begin read");
         let table = txn.open_table(JOBS).expect("jobs table");
         let mut jobs = BTreeMap::new();
         for entry in table.range::<u64>(..).expect("range") {

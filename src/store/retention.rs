@@ -145,8 +145,9 @@ impl Store {
         candidates: &[u64],
         durable: bool,
     ) -> Result<Deletion, StoreError> {
+        let db = self.db.for_write()?;
         let mut run = || {
-            let mut txn = self.db.begin_write()?;
+            let mut txn = db.begin_write()?;
             if !durable {
                 txn.set_durability(Durability::None)
                     .map_err(|error| Fail::Db(error.into()))?;
@@ -163,7 +164,7 @@ impl Store {
                 }
             }
         };
-        run().map_err(|fail: Fail| fail.during("deleting expired jobs"))
+        run().map_err(|fail: Fail| self.failed(fail, "deleting expired jobs"))
     }
 }
 
