@@ -150,7 +150,8 @@ impl Db {
 
     /// The database for a write, when the store takes writes and the space is there.
     pub(super) fn for_write(self: &Arc<Self>) -> Result<Arc<Database>, StoreError> {
-        if let Health::Failed(_) = self.health() {
+        let health = self.health();
+        if let Health::Failed(_) = health {
             self.writes_refused.fetch_add(1, Ordering::Relaxed);
             return Err(self.refusal());
         }
@@ -159,6 +160,9 @@ impl Db {
                 self.writes_refused.fetch_add(1, Ordering::Relaxed);
                 self.set(Health::Full(space));
                 return Err(self.refusal());
+            }
+            if let Health::Full(_) = health {
+                self.set(Health::Writable);
             }
         }
         self.for_read()
