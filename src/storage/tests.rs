@@ -621,3 +621,43 @@ fn dialects_and_headers_are_checked() {
          (not first), at most 64 characters"
     );
 }
+
+#[test]
+fn an_upload_or_load_that_would_fill_the_disk_is_refused_before_writing() {
+    let (dir, storage) = open();
+    let free = crate::disk::space(dir.path()).expect("statvfs").free;
+    let error = storage
+        .upload_file("huge.bin", &[], &b"x"[..], free)
+        .expect_err("does not fit");
+    let StorageError::NoSpace { what, needed, .. } = &error else {
+        panic!("{error}");
+    };
+    assert_eq!((what.as_str(), *needed), ("the file \"huge.bin\"", free));
+    let message = error.to_string();
+    assert!(
+        message.starts_with(
+            "Not enough free space in data_dir for the file \"huge.bin\": it needs about "
+        ),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(
+            "(jobq keeps 16.0 MiB free for its store). Free some space, or make the data smaller."
+        ),
+        "{message}"
+    );
+    assert!(storage.files(&[]).expect("files").is_empty());
+    let files = std::fs::read_dir(dir.path().join("storage/files")).expect("files dir");
+    assert_eq!(files.count(), 0, "nothing was written");
+
+    // A table's kept rows count too: an incremental load needs room for both.
+    storage.load(&full("in.c-o.t", "x\n1\n")).expect("loads");
+    let table = storage.table("in.c-o.t").unwrap().unwrap();
+    let mut request = full("in.c-o.t", "x\n2\n");
+    request.incremental = true;
+    storage.load(&request).expect("small enough");
+    assert_eq!(
+        storage.table("in.c-o.t").unwrap().unwrap().rows_count,
+        table.rows_count + 1
+    );
+}
