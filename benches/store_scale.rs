@@ -124,15 +124,27 @@ async fn queries(client: ApiClient, requests: usize) -> bool {
     let listings: Vec<(String, String)> = vec![
         ("no filter".into(), "/search/jobs".into()),
         ("GET /jobs".into(), "/jobs".into()),
-        ("status=success".into(), "/search/jobs?status=success".into()),
+        (
+            "status=success".into(),
+            "/search/jobs?status=success".into(),
+        ),
         ("status=error".into(), "/search/jobs?status=error".into()),
         (
             "status=warning,terminated".into(),
             "/search/jobs?status=warning&status=terminated".into(),
         ),
-        ("status=processing (none)".into(), "/jobs?status=processing".into()),
-        ("status=error asc".into(), "/search/jobs?status=error&sortOrder=asc".into()),
-        ("component".into(), format!("/search/jobs?componentId={component}")),
+        (
+            "status=processing (none)".into(),
+            "/jobs?status=processing".into(),
+        ),
+        (
+            "status=error asc".into(),
+            "/search/jobs?status=error&sortOrder=asc".into(),
+        ),
+        (
+            "component".into(),
+            format!("/search/jobs?componentId={component}"),
+        ),
         (
             "component+config".into(),
             format!("/search/jobs?componentId={component}&configId=1002"),
@@ -142,9 +154,18 @@ async fn queries(client: ApiClient, requests: usize) -> bool {
             format!("/search/jobs?componentId={component}&configId=1002&branchId=103"),
         ),
         ("branch".into(), "/search/jobs?branchId=103".into()),
-        ("configId (no component)".into(), "/search/jobs?configId=1002".into()),
-        ("parentRunId (children)".into(), format!("/search/jobs?parentRunId={parent}")),
-        ("parentRunId= (roots)".into(), "/search/jobs?parentRunId=".into()),
+        (
+            "configId (no component)".into(),
+            "/search/jobs?configId=1002".into(),
+        ),
+        (
+            "parentRunId (children)".into(),
+            format!("/search/jobs?parentRunId={parent}"),
+        ),
+        (
+            "parentRunId= (roots)".into(),
+            "/search/jobs?parentRunId=".into(),
+        ),
         ("runId".into(), format!("/search/jobs?runId={parent}")),
         (
             "id x3".into(),
@@ -191,9 +212,18 @@ async fn queries(client: ApiClient, requests: usize) -> bool {
         ),
     ];
     let expensive: Vec<(String, String)> = vec![
-        ("offset=1000".into(), "/search/jobs?status=success&offset=1000".into()),
-        ("offset=10000".into(), "/search/jobs?status=success&offset=10000".into()),
-        ("offset=100000".into(), "/search/jobs?status=success&offset=100000".into()),
+        (
+            "offset=1000".into(),
+            "/search/jobs?status=success&offset=1000".into(),
+        ),
+        (
+            "offset=10000".into(),
+            "/search/jobs?status=success&offset=10000".into(),
+        ),
+        (
+            "offset=100000".into(),
+            "/search/jobs?status=success&offset=100000".into(),
+        ),
         (
             "sortBy=createdTime status=error".into(),
             "/search/jobs?status=error&sortBy=createdTime".into(),
@@ -255,7 +285,10 @@ async fn get(client: &ApiClient, path: &str) -> serde_json::Value {
 }
 
 fn percentile(sorted: &[Duration], percent: usize) -> f64 {
-    let at = (sorted.len() * percent).div_ceil(100).clamp(1, sorted.len()) - 1;
+    let at = (sorted.len() * percent)
+        .div_ceil(100)
+        .clamp(1, sorted.len())
+        - 1;
     ms(sorted[at])
 }
 
@@ -275,7 +308,8 @@ fn write_settings(path: &Path, data: &Path, addr: SocketAddr) {
         "[[tokens]]\nid = \"1\"\ndescription = \"bench\"\ntoken = \"{TOKEN}\"\n"
     ));
     let mut file = std::fs::File::create(path).expect("the settings file");
-    file.write_all(text.as_bytes()).expect("the settings written");
+    file.write_all(text.as_bytes())
+        .expect("the settings written");
 }
 
 /// Starts `jobq serve`; returns it once it logged that it listens, and how long that took.

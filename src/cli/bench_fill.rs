@@ -34,7 +34,7 @@ pub const CONFIGS_PER_COMPONENT: usize = 4;
 pub fn fill(settings: &Settings, count: u64, events_per_job: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
-    let store = Store::open(&settings.database_path())?;
+    let store = Store::open_with_cache(&settings.database_path(), settings.cache_size_bytes)?;
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(store.last_job_id()? ^ count);
     let step = (SPAN_MICROS / count.max(1) as i64).max(1);
@@ -176,7 +176,7 @@ fn finished_job(
         config,
         config_data: json!({"parameters": {
             "table": format!("in.c-main.orders_{}", id % 13),
-            "incremental": id % 2 == 0,
+            "incremental": id.is_multiple_of(2),
             "#password": "KBC::ProjectSecure::eJwBXAGj/bench/secret/ciphertext/of/a/password==",
         }}),
         config_row_ids: Vec::new(),
