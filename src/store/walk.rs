@@ -10,8 +10,8 @@
 //! created time beside another index), are checked on each loaded job. A query whose every
 //! filter is an intersected index skips its `offset` without loading the skipped jobs.
 //!
-//! Sorted by another key than id, a listing reads every job its stream names and sorts them:
-//! its cost grows with the number of matches, not with the page.
+//! Sorted by another key than id, a listing reads every job its stream names and keeps the best
+//! `offset + limit`: its time grows with the number of matches, its memory with the page.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -76,15 +76,23 @@ pub(super) fn collect(
 ) -> Result<Vec<Job>, Fail> {
     let jobs = txn.open_table(JOBS)?;
     if query.sort_by != SortKey::Id {
-        let mut found = Vec::new();
+        // Every match is read; only the best `offset + limit` are kept (twice as many between
+        // two cuts), so memory follows the page, not the matches.
+        let keep = query.offset.saturating_add(query.limit);
+        let mut best = Vec::new();
         for id in stream.ids {
-            if let Some(job) = load(&jobs, id?, stream.may_miss)? {
-                if query.matches(&job) {
-                    found.push(job);
-                }
+            let Some(job) = load(&jobs, id?, stream.may_miss)? else {
+                continue;
+            };
+            if query.matches(&job) {
+                best.push(job);
+            }
+            if best.len() >= keep.saturating_mul(2).max(64) {
+                best.sort_by(|a, b| query.order(a, b));
+                best.truncate(keep);
             }
         }
-        return Ok(query.sort_and_page(found));
+        return Ok(query.sort_and_page(best));
     }
     let mut skip = query.offset;
     let mut page = Vec::new();
