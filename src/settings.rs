@@ -39,6 +39,9 @@ pub struct Settings {
     pub max_events_per_job: usize,
     /// Free bytes in `data_dir` below which no job starts (0: no check).
     pub min_free_space: u64,
+    /// Bytes of the store's page cache (redb's, read and write together): most of the daemon's
+    /// memory once the store is larger than it.
+    pub cache_size_bytes: usize,
     pub project: Project,
     pub tokens: Vec<Token>,
     pub components: Vec<Component>,
@@ -195,6 +198,8 @@ struct RawSettings {
     max_events_per_job: i64,
     #[serde(default = "default_min_free_space")]
     min_free_space: String,
+    #[serde(default = "default_cache_size_mib")]
+    cache_size_mib: i64,
     #[serde(default)]
     project: RawProject,
     #[serde(default)]
@@ -288,6 +293,11 @@ fn default_min_free_space() -> String {
 fn default_max_events_per_job() -> i64 {
     1_000_000
 }
+/// The store's page cache in MiB unless `cache_size_mib` says otherwise.
+pub const DEFAULT_CACHE_SIZE_MIB: i64 = 64;
+fn default_cache_size_mib() -> i64 {
+    DEFAULT_CACHE_SIZE_MIB
+}
 fn default_project_id() -> String {
     "1".into()
 }
@@ -332,6 +342,19 @@ fn duration(key: &str, text: &str) -> Result<Duration, SettingsError> {
             ),
         )
     })
+}
+
+/// `cache_size_mib` in bytes: at least 1 MiB, at most 1 TiB.
+fn cache_size_bytes(mib: i64) -> Result<usize, SettingsError> {
+    const MAX_MIB: i64 = 1 << 20;
+    let mib = positive("cache_size_mib", mib)?;
+    if mib > MAX_MIB {
+        return Err(invalid(
+            "cache_size_mib",
+            format!("must be at most {MAX_MIB} (1 TiB), not {mib}"),
+        ));
+    }
+    Ok((mib as usize) << 20)
 }
 
 fn not_empty(key: String, value: String) -> Result<String, SettingsError> {
@@ -541,6 +564,7 @@ impl RawSettings {
                     ),
                 )
             })?,
+            cache_size_bytes: cache_size_bytes(self.cache_size_mib)?,
             project: Project {
                 id: not_empty("project.id".into(), self.project.id)?,
                 name: self.project.name,
@@ -575,6 +599,7 @@ mod tests {
         assert_eq!(settings.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(settings.max_events_per_job, 1_000_000);
         assert_eq!(settings.min_free_space, 256 << 20);
+        assert_eq!(settings.cache_size_bytes, 64 << 20);
         let component = settings.component("keboola.ex-sample").unwrap();
         assert_eq!(component.memory_bytes, 256_000_000);
         assert_eq!(component.process_timeout, Duration::from_secs(3600));
@@ -588,6 +613,7 @@ mod tests {
         assert_eq!(settings.data_dir, PathBuf::from("./data"));
         assert_eq!(settings.kill_grace, Duration::from_secs(10));
         assert_eq!(settings.max_events_per_job, 1_000_000);
+        assert_eq!(settings.cache_size_bytes, 64 << 20);
         assert_eq!(settings.project.id, "1");
         assert!(settings.components.is_empty());
     }
@@ -619,6 +645,11 @@ mod tests {
             (
                 format!("min_free_space = \"256m\"\n{base}"),
                 "`min_free_space`",
+            ),
+            (format!("cache_size_mib = 0\n{base}"), "`cache_size_mib`"),
+            (
+                format!("cache_size_mib = 2000000\n{base}"),
+                "`cache_size_mib`",
             ),
             (format!("public_url = \"ftp://x\"\n{base}"), "`public_url`"),
             (

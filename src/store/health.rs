@@ -87,6 +87,8 @@ fn failed_message(cause: &str) -> String {
 /// The database, reopened in place after a failure.
 pub(super) struct Db {
     path: PathBuf,
+    /// redb's page cache, in bytes (`cache_size_mib`).
+    cache_bytes: usize,
     /// `None` between closing a failed database and opening it again.
     database: RwLock<Option<Arc<Database>>>,
     state: Mutex<State>,
@@ -102,9 +104,10 @@ struct State {
 }
 
 impl Db {
-    pub(super) fn new(path: &Path, database: Database) -> Arc<Db> {
+    pub(super) fn new(path: &Path, cache_bytes: usize, database: Database) -> Arc<Db> {
         Arc::new(Db {
             path: path.to_path_buf(),
+            cache_bytes,
             database: RwLock::new(Some(Arc::new(database))),
             state: Mutex::new(State {
                 health: Health::Writable,
@@ -268,14 +271,14 @@ impl Db {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        let database = open(&self.path)?;
+        let database = open(&self.path, self.cache_bytes)?;
         *self.database.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(database));
         tracing::info!(path = %self.path.display(), "reopened the job store");
         Ok(())
     }
 }
 
-/// Opens or creates the redb file at `path`.
-pub(super) fn open(path: &Path) -> Result<Database, DatabaseError> {
-    Database::create(path)
+/// Opens or creates the redb file at `path` with a page cache of `cache_bytes`.
+pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<Database, DatabaseError> {
+    Database::builder().set_cache_size(cache_bytes).create(path)
 }

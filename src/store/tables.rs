@@ -14,8 +14,13 @@ pub(super) const META_LAST_JOB_ID: &str = "last_job_id";
 /// `meta` key: the last event id handed out (0 before the first event).
 pub(super) const META_LAST_EVENT_ID: &str = "last_event_id";
 
-/// The table layout this code reads and writes.
-pub(super) const SCHEMA_VERSION: u64 = 1;
+/// `meta` key: the sum of `Job::duration_seconds` over all stored jobs (`GET /stats/project`),
+/// kept by `Indexes` in the transaction that changes a job.
+pub(super) const META_DURATION_SUM: &str = "duration_sum";
+
+/// The table layout this code reads and writes: 2 since `meta` keeps `duration_sum` (a store of
+/// version 1 gets it computed once, at open).
+pub(super) const SCHEMA_VERSION: u64 = 2;
 
 /// Job id -> the job record (see `codec`).
 pub(super) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
