@@ -383,3 +383,29 @@ fn walk(path: &Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobq_starts_on_a_full_disk_serves_reads_and_recovers_once_space_returns() {
+    let dir = folder();
+    let disk = SmallDisk::mount(&dir.path().join("data"), 48);
+    let options = Options::without_docker();
+    let mut served = serve(dir.path(), &disk, &options, "min_free_space = \"0\"", &[]).await;
+    let before = id(&create(&served).await.json());
+    assert!(served.terminate().success());
+
+    disk.fill(1 << 20);
+    let served = serve(dir.path(), &disk, &options, "min_free_space = \"0\"", &[]).await;
+    assert_eq!(served.job(&before).await["status"], "created");
+    assert_full(&create(&served).await, &disk);
+    assert_eq!(ready(&served).await.0, 503);
+
+    disk.free_ballast();
+    let after = create_once_writable(&served, 507, Duration::from_secs(10)).await;
+    assert_eq!(served.job(&id(&after)).await["status"], "created");
+    assert_eq!(ready(&served).await, (200, json!({"status": "ready"})));
+    let log = served.log();
+    assert!(
+        log.contains("the job store cannot be written at start"),
+        "{log}"
+    );
+}

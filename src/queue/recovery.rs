@@ -62,6 +62,10 @@ impl Queue {
                     self.end_recorded(&job).await?;
                     continue;
                 }
+                if self.lock_running().contains_key(&job.id) {
+                    // Re-attached by an earlier recovery that a host fault stopped part way.
+                    continue;
+                }
                 match job.container_id.clone() {
                     None if status == Status::Processing => {
                         if self.move_if(job.id, status, Status::Created)?.is_some() {
@@ -87,6 +91,27 @@ impl Queue {
         }
         self.sweep().await;
         Ok(())
+    }
+
+    /// Waits until the store takes writes, recovers (again, after a fault stopped it part
+    /// way), then runs the scheduler until `shutdown`.
+    pub async fn recover_then_schedule(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            while !blocking(|| self.store.wait_writable(Duration::from_secs(1))) {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+            }
+            match self.recover().await {
+                Ok(()) => break,
+                Err(QueueError::Store(error)) if error.is_host_fault() => continue,
+                Err(error) => {
+                    tracing::error!(error = %chain(&error), "recovery failed; jobs start anyway");
+                    break;
+                }
+            }
+        }
+        self.run_scheduler(shutdown).await;
     }
 
     /// Ends a job whose outcome is recorded: its container removed, then `end`.

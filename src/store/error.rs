@@ -38,6 +38,10 @@ pub enum StoreError {
         source: DbError,
     },
 
+    /// The store must be prepared (a new file, or an older layout) but cannot be written.
+    #[error("the job store is new or of an older layout and must be written before use")]
+    Unprepared,
+
     /// Writes are refused: the file system of `data_dir` is (nearly) full.
     #[error("{message}")]
     Full { message: String },

@@ -55,13 +55,51 @@ impl Store {
     /// default, 1 GiB, would be most of the daemon's memory).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         let mut db = health::open(path, cache_bytes).map_err(|error| open_error(path, error))?;
-        retention::compact_if_mostly_free(&mut db, path);
+        if crate::disk::space(path.parent().unwrap_or(path))
+            .is_ok_and(|space| space.free >= write_reserve().saturating_mul(2))
+        {
+            // Compaction rewrites pages: never on a (nearly) full disk.
+            retention::compact_if_mostly_free(&mut db, path);
+        }
         let mut store = Store {
             db: health::Db::new(path, cache_bytes, db),
             path: path.to_path_buf(),
             instance_id: String::new(),
         };
-        let instance = store.write("preparing the tables", |txn| {
+        let instance = match store.prepare() {
+            Err(error) if error.is_host_fault() => {
+                // A full or failing disk: a store already prepared serves reads, and takes
+                // writes once the fault passes.
+                tracing::warn!(%error, "the job store cannot be written at start");
+                store.prepared_instance().map_err(|_| error)?
+            }
+            prepared => prepared?,
+        };
+        store.instance_id = format!("{instance:016x}");
+        Ok(store)
+    }
+
+    /// The instance id of a store whose tables and layout are current (read only).
+    fn prepared_instance(&self) -> Result<u64, StoreError> {
+        self.read("checking the tables", |txn| {
+            let meta = txn.open_table(META)?;
+            let value =
+                |key: &str| -> Result<Option<u64>, Fail> { Ok(meta.get(key)?.map(|v| v.value())) };
+            let (Some(instance), Some(SCHEMA_VERSION)) =
+                (value(META_INSTANCE_ID)?, value(META_SCHEMA_VERSION)?)
+            else {
+                return Err(Fail::Store(StoreError::Unprepared));
+            };
+            txn.open_table(JOBS)?;
+            txn.open_table(EVENTS)?;
+            Ok(instance)
+        })
+    }
+
+    /// Creates missing tables, the instance id and the layout version (migrating an older
+    /// layout); the instance id.
+    fn prepare(&self) -> Result<u64, StoreError> {
+        self.write("preparing the tables", |txn| {
             let instance = {
                 let mut meta = txn.open_table(META)?;
                 let instance = meta.get(META_INSTANCE_ID)?.map(|v| v.value());
@@ -101,9 +139,7 @@ impl Store {
             configs::prepare(txn)?;
             storage_meta::prepare(txn)?;
             Ok(instance)
-        })?;
-        store.instance_id = format!("{instance:016x}");
-        Ok(store)
+        })
     }
 
     /// A random id made when the store file was created: it tells this store's containers
