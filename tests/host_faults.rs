@@ -44,6 +44,27 @@ fn folder() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// One test's `jobq serve` on its own small disk; dropped in this order: the process, the
+/// mount, the folder.
+struct Setup {
+    served: Served,
+    disk: SmallDisk,
+    _dir: tempfile::TempDir,
+}
+
+/// A disk of `mib` MiB as `data_dir` and `jobq serve` on it, with `lines` added to the settings
+/// and `env` set.
+async fn setup(mib: u64, options: &Options, lines: &str, env: &[(&str, &str)]) -> Setup {
+    let dir = folder();
+    let disk = SmallDisk::mount(&dir.path().join("data"), mib);
+    let served = serve(dir.path(), &disk, options, lines, env).await;
+    Setup {
+        served,
+        disk,
+        _dir: dir,
+    }
+}
+
 /// A client that sends a wrong token: the operator's routes need none.
 fn anonymous(served: &Served) -> ApiClient {
     ApiClient::new(served.client.addr, "not-the-token")
@@ -122,16 +143,14 @@ fn assert_full(answer: &Answer, disk: &SmallDisk) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_507_keeps_reads_and_takes_writes_again_without_a_restart() {
-    let dir = folder();
-    let disk = SmallDisk::mount(&dir.path().join("data"), 48);
-    let served = serve(
-        dir.path(),
-        &disk,
+    let setup = setup(
+        48,
         &Options::without_docker(),
         "min_free_space = \"0\"",
         &[],
     )
     .await;
+    let (served, disk) = (&setup.served, &setup.disk);
     let before = create(&served).await;
     assert_eq!(before.status, 201);
     let before = id(&before.json());
@@ -183,17 +202,14 @@ async fn a_full_disk_answers_507_keeps_reads_and_takes_writes_again_without_a_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_fails_in_the_file_system_reopens_the_store_and_loses_no_job() {
-    let dir = folder();
-    let disk = SmallDisk::mount(&dir.path().join("data"), 32);
-    // No reserve: the writes reach the file system's own "no space left".
-    let served = serve(
-        dir.path(),
-        &disk,
+    let setup = setup(
+        32,
         &Options::without_docker(),
         "min_free_space = \"0\"",
         &[(jobq::failpoint::WRITE_RESERVE_VARIABLE, "0")],
     )
     .await;
+    let (served, disk) = (&setup.served, &setup.disk);
     disk.fill(0);
     let mut created = Vec::new();
     let refused = loop {
@@ -235,16 +251,8 @@ async fn a_write_that_fails_in_the_file_system_reopens_the_store_and_loses_no_jo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_container_ends_on_a_full_disk_ends_with_its_real_status() {
-    let dir = folder();
-    let disk = SmallDisk::mount(&dir.path().join("data"), 64);
-    let served = serve(
-        dir.path(),
-        &disk,
-        &Options::default(),
-        "min_free_space = \"0\"",
-        &[],
-    )
-    .await;
+    let setup = setup(64, &Options::default(), "min_free_space = \"0\"", &[]).await;
+    let (served, disk) = (&setup.served, &setup.disk);
     let job = served
         .create(
             COMPONENT,
@@ -280,16 +288,8 @@ async fn a_job_whose_container_ends_on_a_full_disk_ends_with_its_real_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn below_min_free_space_jobs_stay_created_with_one_event_until_space_returns() {
-    let dir = folder();
-    let disk = SmallDisk::mount(&dir.path().join("data"), 64);
-    let served = serve(
-        dir.path(),
-        &disk,
-        &Options::default(),
-        "min_free_space = \"40MiB\"",
-        &[],
-    )
-    .await;
+    let setup = setup(64, &Options::default(), "min_free_space = \"40MiB\"", &[]).await;
+    let (served, disk) = (&setup.served, &setup.disk);
     disk.fill(30 << 20);
     let job = id(&served.create(COMPONENT, json!({"print": ["ran"]})).await);
     let prefix = "The job waits for free space: data_dir has ";
@@ -330,16 +330,8 @@ async fn below_min_free_space_jobs_stay_created_with_one_event_until_space_retur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debug_archive_that_does_not_fit_fails_its_job_and_the_daemon_serves_on() {
-    let dir = folder();
-    let disk = SmallDisk::mount(&dir.path().join("data"), 64);
-    let served = serve(
-        dir.path(),
-        &disk,
-        &Options::default(),
-        "min_free_space = \"0\"",
-        &[],
-    )
-    .await;
+    let setup = setup(64, &Options::default(), "min_free_space = \"0\"", &[]).await;
+    let (served, disk) = (&setup.served, &setup.disk);
     let job = served
         .run(json!({
             "component": COMPONENT,
