@@ -32,21 +32,8 @@ mib=${JOBQ_BENCH_MIB:-1024}
 limit_kib=$((16 * 1024))
 token=bench-$RANDOM$RANDOM
 
-for tool in python3 curl jq /usr/bin/time; do
-  command -v "$tool" >/dev/null || { echo "the benchmark needs $tool" >&2; exit 1; }
-done
-if [[ -z ${JOBQ_BIN:-} ]]; then
-  cargo build --release --bin jobq
-  JOBQ_BIN=${CARGO_TARGET_DIR:-target}/release/jobq
-fi
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/jobq-bench-download-XXXXXX")
-pid=
-cleanup() {
-  [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/daemon.sh
+bench_setup download python3 curl jq /usr/bin/time
 
 echo "making the archives ($mib MiB of random bytes)..."
 python3 - "$work" "$mib" <<'EOF'
@@ -74,32 +61,6 @@ description = "bench"
 token = "$token"
 EOF
 
-# Starts the daemon on the data dir; sets pid and addr from its listening line.
-start() {
-  local log=$work/jobq-$1.log
-  NO_COLOR=1 RUST_LOG=warn,jobq::daemon=info "$JOBQ_BIN" serve --config "$work/jobq.toml" \
-    >/dev/null 2>"$log" &
-  pid=$!
-  for _ in $(seq 600); do
-    local line
-    line=$(grep -m1 "jobq is listening" "$log" || true)
-    if [[ -n $line ]]; then
-      addr=$(sed -E 's/.*addr=([^ ]+).*/\1/' <<<"$line")
-      return
-    fi
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "jobq did not start" >&2
-  exit 1
-}
-
-stop() {
-  kill "$pid"
-  wait "$pid" 2>/dev/null || true
-  pid=
-}
-
 # The daemon's /proc status value $1 (VmRSS, VmHWM) in KiB.
 status_kib() {
   awk -v key="$1:" '$1 == key {print $2}' "/proc/$pid/status"
@@ -118,7 +79,7 @@ peak_while() {
   echo "$(status_kib VmHWM) $(sort -n "$samples" | tail -1)"
 }
 
-start upload
+start upload warn,jobq::daemon=info
 for name in big small; do
   curl -sS --fail-with-body -H "X-StorageApi-Token: $token" \
     -H "Content-Type: application/octet-stream" -X POST -T "$work/$name.zip" \
@@ -127,7 +88,7 @@ for name in big small; do
 done
 stop
 rm "$work/big.zip"
-start download
+start download warn,jobq::daemon=info
 big=$(jq -r .id "$work/big.json")
 small=$(jq -r .id "$work/small.json")
 

@@ -26,25 +26,8 @@ component=keboola.ex-demo
 config=bench
 token=bench-$RANDOM$RANDOM
 
-for tool in wrk curl jq docker; do
-  command -v "$tool" >/dev/null || { echo "the benchmark needs $tool on PATH" >&2; exit 1; }
-done
-if [[ -z ${JOBQ_BIN:-} ]]; then
-  cargo build --release --bin jobq
-  JOBQ_BIN=${CARGO_TARGET_DIR:-target}/release/jobq
-fi
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/jobq-bench-enqueue-XXXXXX")
-pid=
-instance=
-cleanup() {
-  [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  if [[ -n $instance ]]; then
-    docker ps -aq --filter "label=jobq.instance=$instance" | xargs -r docker rm -f >/dev/null
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/daemon.sh
+bench_setup enqueue wrk curl jq docker
 
 echo "building the demo component image (jobq demo)..."
 "$JOBQ_BIN" demo >"$work/demo.log" 2>&1 || { cat "$work/demo.log" >&2; exit 1; }
@@ -64,27 +47,6 @@ tag = "1.0.0"
 memory = "64m"
 network = "none"
 EOF
-
-# Starts the daemon on the data dir; sets pid, addr and instance from its listening line.
-start() {
-  local log=$work/jobq-$1.log
-  NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$JOBQ_BIN" serve --config "$work/jobq.toml" \
-    >/dev/null 2>"$log" &
-  pid=$!
-  for _ in $(seq 600); do
-    local line
-    line=$(grep -m1 "jobq is listening" "$log" || true)
-    if [[ -n $line ]]; then
-      addr=$(sed -E 's/.*addr=([^ ]+).*/\1/' <<<"$line")
-      instance=$(sed -E 's/.*instance=([^ ]+).*/\1/' <<<"$line")
-      return
-    fi
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "jobq did not start" >&2
-  exit 1
-}
 
 api() {
   local method=$1 path=$2
@@ -110,9 +72,7 @@ JOBQ_TOKEN=$token JOBQ_COMPONENT=$component JOBQ_CONFIG=$config \
   wrk -t2 -c"$connections" -d"$duration" --latency -s "$here/post_job.lua" "http://$addr/jobs" \
   | tee "$work/wrk.txt"
 
-kill -KILL "$pid"
-wait "$pid" 2>/dev/null || true
-pid=
+stop KILL
 start again
 jobs=0
 while :; do

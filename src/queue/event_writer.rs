@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -63,36 +63,30 @@ impl Queued {
     fn remove(&self, events: usize, bytes: usize) {
         self.events.fetch_sub(events, Ordering::AcqRel);
         self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        drop(
-            self.lock
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
+        drop(self.guard());
         self.stored.notify_all();
     }
 
     /// Waits while more than the limits are queued.
     fn wait(&self) {
-        let guard = self
-            .lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let waited = self.stored.wait_while(guard, |_| self.over(1));
+        let waited = self.stored.wait_while(self.guard(), |_| self.over(1));
         drop(waited.unwrap_or_else(|poisoned| poisoned.into_inner()));
     }
 
     /// Waits at most `patience` while more than half the limits are queued; whether less is.
     fn wait_for_half(&self, patience: Duration) -> bool {
-        let guard = self
-            .lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let waited = self
             .stored
-            .wait_timeout_while(guard, patience, |_| self.over(2));
+            .wait_timeout_while(self.guard(), patience, |_| self.over(2));
         let (guard, timeout) = waited.unwrap_or_else(|poisoned| poisoned.into_inner());
         drop(guard);
         !timeout.timed_out()
+    }
+
+    fn guard(&self) -> MutexGuard<'_, ()> {
+        self.lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
