@@ -14,7 +14,7 @@ mod storage_meta;
 mod tables;
 
 pub use error::{DbError, StoreError, UpdateError};
-pub use group::Creations;
+pub use group::{Creations, Maker};
 pub use retention::{Budget, Sweep};
 
 use std::ops::{Bound, Range};
