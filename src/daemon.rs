@@ -65,7 +65,10 @@ pub async fn run(
         &settings.data_dir,
         settings.encryption_key.as_ref(),
     )?);
-    let store = Arc::new(Store::open(&settings.database_path())?);
+    let store = Arc::new(Store::open_with_cache(
+        &settings.database_path(),
+        settings.cache_size_bytes,
+    )?);
     let instance_id = store.instance_id().to_string();
     let runner = Arc::new(Runner::new(settings.docker_host.as_deref(), &instance_id)?);
     let listener =

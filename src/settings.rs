@@ -37,6 +37,9 @@ pub struct Settings {
     /// Component lines (stdout events) a job stores in full; past it lines are counted, one
     /// warning says how many were dropped, and each container's last lines are still stored.
     pub max_events_per_job: usize,
+    /// Bytes of the store's page cache (redb's, read and write together): most of the daemon's
+    /// memory once the store is larger than it.
+    pub cache_size_bytes: usize,
     pub project: Project,
     pub tokens: Vec<Token>,
     pub components: Vec<Component>,
@@ -191,6 +194,8 @@ struct RawSettings {
     container_user: String,
     #[serde(default = "default_max_events_per_job")]
     max_events_per_job: i64,
+    #[serde(default = "default_cache_size_mib")]
+    cache_size_mib: i64,
     #[serde(default)]
     project: RawProject,
     #[serde(default)]
@@ -280,6 +285,11 @@ fn default_container_user() -> String {
 fn default_max_events_per_job() -> i64 {
     1_000_000
 }
+/// The store's page cache in MiB unless `cache_size_mib` says otherwise.
+pub const DEFAULT_CACHE_SIZE_MIB: i64 = 64;
+fn default_cache_size_mib() -> i64 {
+    DEFAULT_CACHE_SIZE_MIB
+}
 fn default_project_id() -> String {
     "1".into()
 }
@@ -324,6 +334,19 @@ fn duration(key: &str, text: &str) -> Result<Duration, SettingsError> {
             ),
         )
     })
+}
+
+/// `cache_size_mib` in bytes: at least 1 MiB, at most 1 TiB.
+fn cache_size_bytes(mib: i64) -> Result<usize, SettingsError> {
+    const MAX_MIB: i64 = 1 << 20;
+    let mib = positive("cache_size_mib", mib)?;
+    if mib > MAX_MIB {
+        return Err(invalid(
+            "cache_size_mib",
+            format!("must be at most {MAX_MIB} (1 TiB), not {mib}"),
+        ));
+    }
+    Ok((mib as usize) << 20)
 }
 
 fn not_empty(key: String, value: String) -> Result<String, SettingsError> {
@@ -524,6 +547,7 @@ impl RawSettings {
             stack_id: not_empty("stack_id".into(), self.stack_id)?,
             container_user,
             max_events_per_job: positive("max_events_per_job", self.max_events_per_job)? as usize,
+            cache_size_bytes: cache_size_bytes(self.cache_size_mib)?,
             project: Project {
                 id: not_empty("project.id".into(), self.project.id)?,
                 name: self.project.name,
@@ -557,6 +581,7 @@ mod tests {
         assert_eq!(settings.max_concurrent_jobs, 4);
         assert_eq!(settings.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(settings.max_events_per_job, 1_000_000);
+        assert_eq!(settings.cache_size_bytes, 64 << 20);
         let component = settings.component("keboola.ex-sample").unwrap();
         assert_eq!(component.memory_bytes, 256_000_000);
         assert_eq!(component.process_timeout, Duration::from_secs(3600));
@@ -570,6 +595,7 @@ mod tests {
         assert_eq!(settings.data_dir, PathBuf::from("./data"));
         assert_eq!(settings.kill_grace, Duration::from_secs(10));
         assert_eq!(settings.max_events_per_job, 1_000_000);
+        assert_eq!(settings.cache_size_bytes, 64 << 20);
         assert_eq!(settings.project.id, "1");
         assert!(settings.components.is_empty());
     }
@@ -597,6 +623,11 @@ mod tests {
             (
                 format!("max_events_per_job = 0\n{base}"),
                 "`max_events_per_job`",
+            ),
+            (format!("cache_size_mib = 0\n{base}"), "`cache_size_mib`"),
+            (
+                format!("cache_size_mib = 2000000\n{base}"),
+                "`cache_size_mib`",
             ),
             (format!("public_url = \"ftp://x\"\n{base}"), "`public_url`"),
             (

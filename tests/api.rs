@@ -8,6 +8,15 @@ use hyper::Method;
 use jobq::cli::client::Answer;
 use serde_json::{json, Value};
 
+/// The groups of a grouped listing: each group's key and its jobs' ids.
+fn groups_of(answer: &Value) -> Vec<(Value, Vec<String>)> {
+    let groups = answer.as_array().expect("an array of groups");
+    groups
+        .iter()
+        .map(|g| (g["group"].clone(), ids(&g["jobs"])))
+        .collect()
+}
+
 fn ids(answer: &Value) -> Vec<String> {
     answer
         .as_array()
@@ -468,13 +477,7 @@ async fn grouped_jobs_and_project_stats() {
         .get("/search/grouped-jobs?groupBy[]=componentId&groupBy[]=configId&jobsPerGroup=1")
         .await;
     assert_eq!(grouped.status, 200, "{}", grouped.json());
-    let groups: Vec<(Value, Vec<String>)> = grouped
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| (g["group"].clone(), ids(&g["jobs"])))
-        .collect();
+    let groups = groups_of(&grouped.json());
     assert_eq!(
         groups,
         [
@@ -501,6 +504,32 @@ async fn grouped_jobs_and_project_stats() {
         by_component[0]["group"],
         json!({"componentId": SMALL_COMPONENT})
     );
+    // By config over the components, newest first: groups by their newest job.
+    let by_config = t
+        .get("/search/grouped-jobs?groupBy=configId&status=success&sortOrder=desc&jobsPerGroup=2")
+        .await
+        .json();
+    let groups = groups_of(&by_config);
+    assert_eq!(
+        groups,
+        [
+            (
+                json!({"configId": "a"}),
+                vec![created[3].clone(), created[2].clone()]
+            ),
+            (json!({"configId": "b"}), vec![created[1].clone()]),
+        ]
+    );
+    // Grouped by projectId too (every matching job read and grouped): the same grouping.
+    let with_project = t
+        .get("/search/grouped-jobs?groupBy=configId&groupBy=projectId&status=success&sortOrder=desc&jobsPerGroup=2")
+        .await
+        .json();
+    let jobs = |groups: Vec<(Value, Vec<String>)>| -> Vec<Vec<String>> {
+        groups.into_iter().map(|(_, jobs)| jobs).collect()
+    };
+    assert_eq!(jobs(groups_of(&with_project)), jobs(groups));
+    assert_eq!(with_project[0]["group"]["projectId"], json!("123"));
     let group_by = "Parameter \"groupBy\" must list one or more of projectId, branchId, \
                     componentId, configId.";
     for (bad, message) in [

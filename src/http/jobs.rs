@@ -9,8 +9,9 @@ use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::request::Request;
 use crate::http::{blocking, query, render, Services, INDEX_HEADER, RUN_ID_HEADER};
-use crate::model::Mode;
+use crate::model::{Job, Mode, SortKey};
 use crate::queue::NewJob;
+use crate::store::GroupBy;
 
 type Reply = Result<Answer, ApiError>;
 
@@ -89,7 +90,7 @@ pub async fn kill(services: &Services, request: Request) -> Reply {
 pub async fn search(services: &Services, request: Request) -> Reply {
     let filter = query::job_query(&request.query)?;
     let public_url = &services.settings.public_url;
-    let jobs = services.queue.search(&filter)?;
+    let jobs = blocking(|| services.queue.search(&filter))?;
     let jobs: Vec<Value> = jobs
         .iter()
         .map(|job| render::job(job, public_url))
@@ -99,7 +100,9 @@ pub async fn search(services: &Services, request: Request) -> Reply {
 
 /// `GET /search/grouped-jobs`: jobs matching the listing filters, grouped by `groupBy[]`
 /// (`projectId`, `branchId`, `componentId`, `configId`), at most `jobsPerGroup` (default 5) in
-/// each group; groups in the order of their first job, `limit` groups at most.
+/// each group; groups in the order of their first job, `limit` groups at most. Sorted by id and
+/// not by `projectId`, the store groups through its config index (`Store::search_groups`);
+/// otherwise every matching job is read and grouped here.
 pub async fn grouped(services: &Services, request: Request) -> Reply {
     const FIELDS: [&str; 4] = ["projectId", "branchId", "componentId", "configId"];
     let group_by = request.query.all("groupBy");
@@ -123,48 +126,78 @@ pub async fn grouped(services: &Services, request: Request) -> Reply {
     // Grouped listings sort ascending unless told otherwise.
     filter.descending = request.query.one("sortOrder") == Some("desc");
     let groups_limit = filter.limit;
+    let has = |field: &str| group_by.iter().any(|f| f == field);
+    let groups = if filter.sort_by == SortKey::Id && !has("projectId") {
+        let by = GroupBy {
+            component: has("componentId"),
+            config: has("configId"),
+            branch: has("branchId"),
+        };
+        blocking(|| {
+            services
+                .queue
+                .search_groups(&filter, by, per_group, groups_limit)
+        })?
+    } else {
+        let jobs = blocking(|| services.queue.search_all(&filter))?;
+        group_in_order(jobs, group_by, per_group, groups_limit)
+    };
     let public_url = &services.settings.public_url;
-    let mut groups: Vec<(Value, Vec<Value>)> = Vec::new();
-    for job in services.queue.search_all(&filter)? {
-        let key: serde_json::Map<String, Value> = group_by
-            .iter()
-            .map(|field| {
-                let value = match field.as_str() {
-                    "projectId" => json!(job.project_id),
-                    "branchId" => json!(job.branch_id),
-                    "componentId" => json!(job.component),
-                    _ => json!(job.config),
-                };
-                (field.clone(), value)
-            })
-            .collect();
-        let key = Value::Object(key);
-        match groups.iter().position(|(group, _)| *group == key) {
-            Some(at) if groups[at].1.len() < per_group => {
-                groups[at].1.push(render::job(&job, public_url))
-            }
-            Some(_) => {}
-            None if groups.len() < groups_limit => {
-                groups.push((key, vec![render::job(&job, public_url)]))
-            }
-            None => {}
-        }
-    }
     let groups = groups
         .into_iter()
-        .map(|(group, jobs)| json!({"group": group, "jobs": jobs}))
+        .map(|jobs| {
+            let group = group_key(&jobs[0], group_by);
+            let jobs: Vec<Value> = jobs
+                .iter()
+                .map(|job| render::job(job, public_url))
+                .collect();
+            json!({"group": group, "jobs": jobs})
+        })
         .collect();
     Ok(Answer::ok(&Value::Array(groups)))
 }
 
+/// The group of `job`: the `groupBy` fields with its values.
+fn group_key(job: &Job, group_by: &[String]) -> Value {
+    let key: serde_json::Map<String, Value> = group_by
+        .iter()
+        .map(|field| {
+            let value = match field.as_str() {
+                "projectId" => json!(job.project_id),
+                "branchId" => json!(job.branch_id),
+                "componentId" => json!(job.component),
+                _ => json!(job.config),
+            };
+            (field.clone(), value)
+        })
+        .collect();
+    Value::Object(key)
+}
+
+/// `jobs` (in listing order) in groups by `group_by`: at most `per_group` in each, groups in
+/// the order of their first job, at most `limit` groups.
+fn group_in_order(
+    jobs: Vec<Job>,
+    group_by: &[String],
+    per_group: usize,
+    limit: usize,
+) -> Vec<Vec<Job>> {
+    let mut groups: Vec<(Value, Vec<Job>)> = Vec::new();
+    for job in jobs {
+        let key = group_key(&job, group_by);
+        match groups.iter().position(|(group, _)| *group == key) {
+            Some(at) if groups[at].1.len() < per_group => groups[at].1.push(job),
+            Some(_) => {}
+            None if groups.len() < limit => groups.push((key, vec![job])),
+            None => {}
+        }
+    }
+    groups.into_iter().map(|(_, jobs)| jobs).collect()
+}
+
 /// `GET /stats/project`: the seconds all jobs spent processing.
 pub async fn project_stats(services: &Services, _request: Request) -> Reply {
-    let sum: i64 = services
-        .queue
-        .search_all(&crate::model::JobQuery::default())?
-        .iter()
-        .filter_map(|job| job.duration_seconds())
-        .sum();
+    let sum = blocking(|| services.queue.duration_sum())?;
     let body = json!({"jobs": {"durationSum": sum}});
     Ok(Answer::ok(&body))
 }

@@ -496,29 +496,32 @@ impl JobQuery {
 
     /// Sorts `jobs` by the query's key and order (ties by id), then cuts the page.
     pub fn sort_and_page(&self, mut jobs: Vec<Job>) -> Vec<Job> {
-        jobs.sort_by(|a, b| {
-            let ordering = match self.sort_by {
-                SortKey::Id => a.id.cmp(&b.id),
-                SortKey::RunId => a.run_id.cmp(&b.run_id),
-                SortKey::ComponentId => a.component.cmp(&b.component),
-                SortKey::ConfigId => a.config_id().cmp(b.config_id()),
-                SortKey::Status => a.status.as_str().cmp(b.status.as_str()),
-                SortKey::CreatedTime => a.created_time.cmp(&b.created_time),
-                SortKey::StartTime => a.start_time.cmp(&b.start_time),
-                SortKey::EndTime => a.end_time.cmp(&b.end_time),
-                SortKey::DurationSeconds => a.duration_seconds().cmp(&b.duration_seconds()),
-            }
-            .then(a.id.cmp(&b.id));
-            if self.descending {
-                ordering.reverse()
-            } else {
-                ordering
-            }
-        });
+        jobs.sort_by(|a, b| self.order(a, b));
         jobs.into_iter()
             .skip(self.offset)
             .take(self.limit)
             .collect()
+    }
+
+    /// Whether `a` comes before `b` in the listing: by the query's key and order, ties by id.
+    pub fn order(&self, a: &Job, b: &Job) -> std::cmp::Ordering {
+        let ordering = match self.sort_by {
+            SortKey::Id => a.id.cmp(&b.id),
+            SortKey::RunId => a.run_id.cmp(&b.run_id),
+            SortKey::ComponentId => a.component.cmp(&b.component),
+            SortKey::ConfigId => a.config_id().cmp(b.config_id()),
+            SortKey::Status => a.status.as_str().cmp(b.status.as_str()),
+            SortKey::CreatedTime => a.created_time.cmp(&b.created_time),
+            SortKey::StartTime => a.start_time.cmp(&b.start_time),
+            SortKey::EndTime => a.end_time.cmp(&b.end_time),
+            SortKey::DurationSeconds => a.duration_seconds().cmp(&b.duration_seconds()),
+        }
+        .then(a.id.cmp(&b.id));
+        if self.descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
     }
 }
 

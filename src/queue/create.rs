@@ -10,7 +10,6 @@ use crate::model::{
 use crate::plan;
 use crate::secrets::Scope;
 use crate::settings::Token;
-use crate::store::Maker;
 use serde_json::{json, Value};
 
 impl Queue {
@@ -33,7 +32,12 @@ impl Queue {
 
     /// Validates and resolves a create request into the number of jobs it creates (its tree)
     /// and the function that makes them from their ids, the first being the job to answer.
-    fn new_jobs(&self, request: NewJob, token: &Token) -> Result<(usize, Maker), QueueError> {
+    #[allow(clippy::type_complexity)] // an `impl Fn` return type cannot be named by an alias
+    fn new_jobs(
+        &self,
+        request: NewJob,
+        token: &Token,
+    ) -> Result<(usize, impl Fn(&[u64]) -> Vec<Job> + Send + 'static), QueueError> {
         let invalid = |field: &'static str, message: String| QueueError::Invalid { field, message };
         if request.component.is_empty() {
             return Err(invalid(
@@ -272,7 +276,7 @@ impl Queue {
             let children: Vec<Job> = children.collect();
             std::iter::once(container).chain(children).collect()
         };
-        Ok((count, Box::new(make_tree)))
+        Ok((count, make_tree))
     }
 
     /// The stored configuration a job of `config` runs, when it runs one (no `configData`).

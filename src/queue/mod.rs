@@ -18,7 +18,7 @@ use crate::runner::Runner;
 use crate::secrets::{Redactor, Secrets};
 use crate::settings::Settings;
 use crate::storage::Storage;
-use crate::store::{Creations, Store, StoreError, UpdateError};
+use crate::store::{Creations, GroupBy, Store, StoreError, UpdateError};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -148,6 +148,22 @@ impl Queue {
 
     pub fn search(&self, query: &JobQuery) -> Result<Vec<Job>, QueueError> {
         Ok(self.store.search(query)?)
+    }
+
+    /// The seconds all stored jobs spent processing (`durationSeconds` summed).
+    pub fn duration_sum(&self) -> Result<u64, QueueError> {
+        Ok(self.store.duration_sum()?)
+    }
+
+    /// `Store::search_groups`: the jobs `query` selects (in id order) in groups by `by`.
+    pub fn search_groups(
+        &self,
+        query: &JobQuery,
+        by: GroupBy,
+        per_group: usize,
+        groups: usize,
+    ) -> Result<Vec<Vec<Job>>, QueueError> {
+        Ok(self.store.search_groups(query, by, per_group, groups)?)
     }
 
     /// Every job `query` selects, in its order, ignoring its paging.

@@ -28,7 +28,7 @@ const MAX_GROUP_JOBS: usize = 1024;
 
 /// Makes the jobs of one creation from their allocated ids (one job per id, in order). It may be
 /// called more than once (a failed group is retried one creation at a time).
-pub type Maker = Box<dyn Fn(&[u64]) -> Vec<Job> + Send>;
+type Maker = Box<dyn Fn(&[u64]) -> Vec<Job> + Send>;
 
 /// One creation waiting for its commit.
 struct Creation {
@@ -61,11 +61,15 @@ impl Creations {
     /// `Store::create_jobs` through the group commit: allocates `count` ids and inserts the jobs
     /// `make(ids)` returns (one per id, in order), all in one transaction shared with the
     /// creations queued at the same time. Returns once they are durably committed, or failed.
-    pub async fn create_jobs(&self, count: usize, make: Maker) -> Result<Vec<Job>, StoreError> {
+    pub async fn create_jobs(
+        &self,
+        count: usize,
+        make: impl Fn(&[u64]) -> Vec<Job> + Send + 'static,
+    ) -> Result<Vec<Job>, StoreError> {
         let (answer, answered) = oneshot::channel();
         let creation = Creation {
             count,
-            make,
+            make: Box::new(make),
             answer,
         };
         let sent = self.sender.as_ref().map(|sender| sender.send(creation));
@@ -214,10 +218,7 @@ mod tests {
                 for n in 0..25 {
                     // Every fifth creation of a task is a tree of three.
                     let (count, make) = tree(if (task + n) % 5 == 0 { 2 } else { 0 });
-                    let jobs = creations
-                        .create_jobs(count, Box::new(make))
-                        .await
-                        .expect("created");
+                    let jobs = creations.create_jobs(count, make).await.expect("created");
                     assert_eq!(jobs.len(), count);
                     made.push(jobs);
                 }

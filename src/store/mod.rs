@@ -9,25 +9,28 @@ mod codec;
 mod configs;
 mod error;
 mod group;
+mod grouped;
 mod retention;
 mod storage_meta;
 mod tables;
+mod walk;
 
 pub use error::{DbError, StoreError, UpdateError};
-pub use group::{Creations, Maker};
+pub use group::Creations;
+pub use grouped::GroupBy;
 pub use retention::{Budget, Sweep};
 
-use std::ops::{Bound, Range};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use redb::{
-    Database, DatabaseError, Durability, MultimapTable, ReadOnlyMultimapTable, ReadTransaction,
-    ReadableDatabase, ReadableTable, WriteTransaction,
+    Database, DatabaseError, Durability, MultimapTable, ReadTransaction, ReadableDatabase,
+    ReadableTable, Table, WriteTransaction,
 };
 
-use crate::model::{Event, EventSource, EventType, Job, JobQuery, NewEvent, SortKey, Status};
+use crate::model::{Event, EventSource, EventType, Job, JobQuery, NewEvent, Status};
 use tables::*;
 
 /// The job store over one redb file. Cheap to share through an `Arc`; every method is blocking.
@@ -38,14 +41,25 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens or creates `<path>` (the redb file). After a crash (redb repairs the file) the
-    /// event sequence skips `EVENT_IDS_SKIPPED_AFTER_A_CRASH`: ids of events whose commit was
-    /// not durable yet, and is lost, may have been read; they are never handed out again.
+    /// Opens or creates `<path>` (the redb file) with the default page cache
+    /// (`cache_size_mib`'s default).
+    #[cfg_attr(not(test), allow(dead_code))] // the daemon opens with its settings' cache
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let bytes = (crate::settings::DEFAULT_CACHE_SIZE_MIB as usize) << 20;
+        Store::open_with_cache(path, bytes)
+    }
+
+    /// Opens or creates `<path>` (the redb file) with a page cache of `cache_bytes` (redb's
+    /// default, 1 GiB, would be most of the daemon's memory). After a crash (redb repairs the
+    /// file) the event sequence skips `EVENT_IDS_SKIPPED_AFTER_A_CRASH`: ids of events whose
+    /// commit was not durable yet, and is lost, may have been read; they are never handed out
+    /// again.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         let repaired = Arc::new(AtomicBool::new(false));
         let mut db = {
             let repaired = Arc::clone(&repaired);
             Database::builder()
+                .set_cache_size(cache_bytes)
                 .set_repair_callback(move |_| repaired.store(true, Ordering::Relaxed))
                 .create(path)
                 .map_err(|error| open_error(path, error))?
@@ -72,6 +86,7 @@ impl Store {
                 match schema {
                     None => {
                         meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+                        meta.insert(META_DURATION_SUM, 0)?;
                     }
                     Some(version) if version > SCHEMA_VERSION => {
                         return Err(Fail::Store(StoreError::UnknownVersion {
@@ -79,6 +94,10 @@ impl Store {
                             version,
                             known: SCHEMA_VERSION,
                         }));
+                    }
+                    Some(1) => {
+                        meta.insert(META_DURATION_SUM, sum_durations(txn)?)?;
+                        meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
                     }
                     Some(_) => {}
                 }
@@ -218,62 +237,17 @@ impl Store {
         })
     }
 
-    /// The jobs `query` selects, sorted and paged by it.
-    ///
-    /// Candidates come from the most selective index that applies (ids; run ids; statuses;
-    /// component + config (+ branch); parent run id), judged by how many ids each would yield;
-    /// without any, from the created-time index when the query bounds the created time, else
-    /// from all jobs. Then `query.matches` filters and `query.sort_and_page` orders and pages.
-    /// Sorted by id, the scan stops as soon as the page is full.
+    /// The jobs `query` selects, sorted and paged by it: see `walk` for how.
     pub fn search(&self, query: &JobQuery) -> Result<Vec<Job>, StoreError> {
-        self.read("searching jobs", |txn| {
-            let jobs = txn.open_table(JOBS)?;
-            let wanted = query.offset.saturating_add(query.limit);
-            let by_id = query.sort_by == SortKey::Id;
-            let mut found = Vec::new();
-            let mut keep = |job: Job| {
-                if query.matches(&job) {
-                    found.push(job);
-                }
-                // Ids arrive in sort order: a full page ends the scan.
-                !(by_id && found.len() >= wanted)
-            };
-            match candidates(txn, query)? {
-                Some(Candidates {
-                    mut ids,
-                    from_index,
-                }) => {
-                    if query.descending {
-                        ids.reverse();
-                    }
-                    for id in ids {
-                        let job = match load_job(&jobs, id)? {
-                            Some(job) => job,
-                            // The query's own ids may name no job.
-                            None if !from_index => continue,
-                            None => return Err(dangling(id)),
-                        };
-                        if !keep(job) {
-                            break;
-                        }
-                    }
-                }
-                None => {
-                    let range = jobs.range::<u64>(..)?;
-                    let entries: Box<dyn Iterator<Item = _>> = if query.descending {
-                        Box::new(range.rev())
-                    } else {
-                        Box::new(range)
-                    };
-                    for entry in entries {
-                        let (_, record) = entry?;
-                        if !keep(codec::decode_job(record.value())?) {
-                            break;
-                        }
-                    }
-                }
-            }
-            Ok(query.sort_and_page(found))
+        self.read("searching jobs", |txn| walk::search(txn, query))
+    }
+
+    /// The sum of `durationSeconds` over all stored jobs, kept up to date by every change.
+    pub fn duration_sum(&self) -> Result<u64, StoreError> {
+        self.read("reading the jobs' duration sum", |txn| {
+            let meta = txn.open_table(META)?;
+            let sum = meta.get(META_DURATION_SUM)?.map(|v| v.value());
+            Ok(sum.unwrap_or(0))
         })
     }
 
@@ -649,6 +623,32 @@ fn open_error(path: &Path, error: DatabaseError) -> StoreError {
     }
 }
 
+/// The sum of `duration_seconds` over every job, read job by job: once, when a store of
+/// schema version 1 (which kept no sum) is opened.
+fn sum_durations(txn: &WriteTransaction) -> Result<u64, Fail> {
+    let started = std::time::Instant::now();
+    let jobs = txn.open_table(JOBS)?;
+    let (mut sum, mut count) = (0u64, 0u64);
+    for entry in jobs.range::<u64>(..)? {
+        let (_, record) = entry?;
+        sum = sum.saturating_add(duration_of(&codec::decode_job(record.value())?));
+        count += 1;
+    }
+    tracing::info!(
+        jobs = count,
+        duration_sum = sum,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "computed the jobs' duration sum (store layout 1 to 2)"
+    );
+    Ok(sum)
+}
+
+/// What a job adds to `META_DURATION_SUM`.
+fn duration_of(job: &Job) -> u64 {
+    job.duration_seconds()
+        .map_or(0, |seconds| seconds.max(0) as u64)
+}
+
 /// Takes the next id of the sequence stored under `key` in `meta`.
 fn next_in_sequence(
     txn: &WriteTransaction,
@@ -708,119 +708,6 @@ fn collect_ids<'a>(
     Ok(ids)
 }
 
-/// The jobs worth loading for a query.
-struct Candidates {
-    /// Ascending and distinct.
-    ids: Vec<u64>,
-    /// Whether the ids come from an index (so each must name a job) rather than the query.
-    from_index: bool,
-}
-
-/// The ids of the smallest applicable index selection, or `None` to scan every job.
-fn candidates(txn: &ReadTransaction, query: &JobQuery) -> Result<Option<Candidates>, Fail> {
-    let by_status = txn.open_multimap_table(JOBS_BY_STATUS)?;
-    let by_config = txn.open_multimap_table(JOBS_BY_CONFIG)?;
-    let by_parent = txn.open_multimap_table(JOBS_BY_PARENT)?;
-    let by_run_id = txn.open_multimap_table(JOBS_BY_RUN_ID)?;
-
-    // Each applicable index with the number of ids it would yield, counted without reading them.
-    let mut best: Option<(u64, Selection)> = None;
-    let mut consider = |count: u64, selection: Selection| {
-        if best.as_ref().is_none_or(|(least, _)| count < *least) {
-            best = Some((count, selection));
-        }
-    };
-    if !query.ids.is_empty() {
-        consider(query.ids.len() as u64, Selection::Ids);
-    }
-    if !query.run_ids.is_empty() {
-        let mut count = 0;
-        for run_id in &query.run_ids {
-            count += by_run_id.get(run_id.as_str())?.len();
-        }
-        consider(count, Selection::RunIds);
-    }
-    if !query.statuses.is_empty() {
-        let mut count = 0;
-        for status in distinct(&query.statuses) {
-            count += by_status.get(status.code())?.len();
-        }
-        consider(count, Selection::Statuses);
-    }
-    if !query.component_ids.is_empty() {
-        let count = config_selection(&by_config, query, None)?;
-        consider(count, Selection::Config);
-    }
-    if let Some(parent) = &query.parent_run_id {
-        consider(by_parent.get(parent.as_str())?.len(), Selection::Parent);
-    }
-
-    let mut ids = match best.as_ref().map(|(_, selection)| *selection) {
-        Some(Selection::Ids) => query.ids.clone(),
-        Some(Selection::RunIds) => {
-            let mut ids = Vec::new();
-            for run_id in &query.run_ids {
-                ids.extend(collect_ids(by_run_id.get(run_id.as_str())?)?);
-            }
-            ids
-        }
-        Some(Selection::Statuses) => {
-            let mut ids = Vec::new();
-            for status in distinct(&query.statuses) {
-                ids.extend(collect_ids(by_status.get(status.code())?)?);
-            }
-            ids
-        }
-        Some(Selection::Config) => {
-            let mut ids = Vec::new();
-            config_selection(&by_config, query, Some(&mut ids))?;
-            ids
-        }
-        Some(Selection::Parent) => {
-            let parent = query.parent_run_id.as_deref().unwrap_or("");
-            collect_ids(by_parent.get(parent)?)?
-        }
-        None => {
-            let range = query.created_time;
-            if range.from.is_none() && range.to.is_none() {
-                return Ok(None);
-            }
-            let from = range.from.map_or(Bound::Unbounded, Bound::Included);
-            let to = range.to.map_or(Bound::Unbounded, Bound::Included);
-            if let (Bound::Included(from), Bound::Included(to)) = (from, to) {
-                if from > to {
-                    return Ok(Some(Candidates {
-                        ids: Vec::new(),
-                        from_index: true,
-                    }));
-                }
-            }
-            let by_created = txn.open_multimap_table(JOBS_BY_CREATED)?;
-            let mut ids = Vec::new();
-            for entry in by_created.range::<i64>((from, to))? {
-                let (_, values) = entry?;
-                ids.extend(collect_ids(values)?);
-            }
-            ids
-        }
-    };
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(Some(Candidates {
-        ids,
-        from_index: !matches!(best, Some((_, Selection::Ids))),
-    }))
-}
-
-#[derive(Clone, Copy)]
-enum Selection {
-    Ids,
-    RunIds,
-    Statuses,
-    Config,
-    Parent,
-}
-
 fn distinct<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
     let mut seen = Vec::new();
     for item in items {
@@ -831,68 +718,15 @@ fn distinct<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
     seen
 }
 
-/// Walks the config index for the query's components (× configs (× branches)); returns how many
-/// ids it names, and appends them to `ids` when given.
-fn config_selection(
-    index: &ReadOnlyMultimapTable<(&'static str, &'static str, &'static str), u64>,
-    query: &JobQuery,
-    mut ids: Option<&mut Vec<u64>>,
-) -> Result<u64, Fail> {
-    let mut count = 0;
-    for component in &query.component_ids {
-        let component = component.as_str();
-        if query.config_ids.is_empty() {
-            count += config_prefix(index, component, None, ids.as_deref_mut())?;
-            continue;
-        }
-        for config in &query.config_ids {
-            let config = config.as_str();
-            if query.branch_ids.is_empty() {
-                count += config_prefix(index, component, Some(config), ids.as_deref_mut())?;
-                continue;
-            }
-            for branch in &query.branch_ids {
-                let values = index.get((component, config, branch.as_str()))?;
-                count += values.len();
-                if let Some(ids) = ids.as_deref_mut() {
-                    ids.extend(collect_ids(values)?);
-                }
-            }
-        }
-    }
-    Ok(count)
-}
-
-/// The ids under keys starting with `component` (and `config`, when given).
-fn config_prefix(
-    index: &ReadOnlyMultimapTable<(&'static str, &'static str, &'static str), u64>,
-    component: &str,
-    config: Option<&str>,
-    mut ids: Option<&mut Vec<u64>>,
-) -> Result<u64, Fail> {
-    let start = (component, config.unwrap_or(""), "");
-    let mut count = 0;
-    for entry in index.range(start..)? {
-        let (key, values) = entry?;
-        let (key_component, key_config, _) = key.value();
-        if key_component != component || config.is_some_and(|c| c != key_config) {
-            break;
-        }
-        count += values.len();
-        if let Some(ids) = ids.as_deref_mut() {
-            ids.extend(collect_ids(values)?);
-        }
-    }
-    Ok(count)
-}
-
-/// The index tables of `JOBS`, open in a write transaction.
+/// The index tables of `JOBS`, and `meta` for the duration sum, open in a write transaction
+/// (so `meta` cannot be opened beside them).
 struct Indexes<'txn> {
     by_status: MultimapTable<'txn, u8, u64>,
     by_config: MultimapTable<'txn, (&'static str, &'static str, &'static str), u64>,
     by_parent: MultimapTable<'txn, &'static str, u64>,
     by_created: MultimapTable<'txn, i64, u64>,
     by_run_id: MultimapTable<'txn, &'static str, u64>,
+    meta: Table<'txn, &'static str, u64>,
 }
 
 impl<'txn> Indexes<'txn> {
@@ -903,10 +737,23 @@ impl<'txn> Indexes<'txn> {
             by_parent: txn.open_multimap_table(JOBS_BY_PARENT)?,
             by_created: txn.open_multimap_table(JOBS_BY_CREATED)?,
             by_run_id: txn.open_multimap_table(JOBS_BY_RUN_ID)?,
+            meta: txn.open_table(META)?,
         })
     }
 
+    /// Moves `META_DURATION_SUM` from counting `old` seconds of a job to counting `new`.
+    fn count_duration(&mut self, old: u64, new: u64) -> Result<(), Fail> {
+        if old == new {
+            return Ok(());
+        }
+        let sum = self.meta.get(META_DURATION_SUM)?.map_or(0, |v| v.value());
+        let sum = sum.saturating_sub(old).saturating_add(new);
+        self.meta.insert(META_DURATION_SUM, sum)?;
+        Ok(())
+    }
+
     fn insert(&mut self, job: &Job) -> Result<(), Fail> {
+        self.count_duration(0, duration_of(job))?;
         let id = job.id;
         self.by_status.insert(job.status.code(), id)?;
         self.by_config.insert(config_key(job), id)?;
@@ -918,6 +765,7 @@ impl<'txn> Indexes<'txn> {
 
     /// Moves the entries of `old` to those of `new` (the same job), touching only what changed.
     fn replace(&mut self, old: &Job, new: &Job) -> Result<(), Fail> {
+        self.count_duration(duration_of(old), duration_of(new))?;
         let id = new.id;
         if old.status != new.status {
             self.by_status.remove(old.status.code(), id)?;
@@ -944,6 +792,7 @@ impl<'txn> Indexes<'txn> {
 
     /// Removes the entries of `job`, which is being deleted.
     fn remove(&mut self, job: &Job) -> Result<(), Fail> {
+        self.count_duration(duration_of(job), 0)?;
         let id = job.id;
         self.by_status.remove(job.status.code(), id)?;
         self.by_config.remove(config_key(job), id)?;
@@ -1017,6 +866,8 @@ impl Store {
 
         let meta: ReadOnlyTable<&str, u64> = txn.open_table(META).expect("meta");
         let last = |key: &str| meta.get(key).expect("meta get").map_or(0, |v| v.value());
+        let durations: u64 = jobs.values().map(duration_of).sum();
+        assert_eq!(last(META_DURATION_SUM), durations, "duration sum stale");
         if let Some(max) = jobs.keys().next_back() {
             assert!(last(META_LAST_JOB_ID) >= *max, "job sequence behind");
         }

@@ -196,6 +196,8 @@ fn delete_expired(
         }
         deletion.consumed += 1;
     }
+    // `meta` is open in `indexes`.
+    drop(indexes);
     let deleted = deletion.jobs.len() as u64 + deletion.events + deletion.loads;
     if deleted > 0 {
         let mut meta = txn.open_table(META)?;

@@ -17,8 +17,13 @@ pub(super) const META_LAST_EVENT_ID: &str = "last_event_id";
 /// commits of one second that were not durable yet can hold (see `Store::open`).
 pub(super) const EVENT_IDS_SKIPPED_AFTER_A_CRASH: u64 = 1 << 24;
 
-/// The table layout this code reads and writes.
-pub(super) const SCHEMA_VERSION: u64 = 1;
+/// `meta` key: the sum of `Job::duration_seconds` over all stored jobs (`GET /stats/project`),
+/// kept by `Indexes` in the transaction that changes a job.
+pub(super) const META_DURATION_SUM: &str = "duration_sum";
+
+/// The table layout this code reads and writes: 2 since `meta` keeps `duration_sum` (a store of
+/// version 1 gets it computed once, at open).
+pub(super) const SCHEMA_VERSION: u64 = 2;
 
 /// Job id -> the job record (see `codec`).
 pub(super) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");

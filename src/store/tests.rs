@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::model::TransitionForbidden;
-use crate::model::{EventType, Mode, RunId, TimeRange};
+use crate::model::{EventType, Mode, RunId, SortKey, TimeRange};
 
 /// An event of `job_id` as the runner records a stdout line.
 fn new_event<'a>(
@@ -599,15 +599,21 @@ fn concurrent_creates_get_distinct_ids() {
 }
 
 #[test]
-fn search_reads_the_smallest_index_selection() {
+fn search_walks_the_intersection_of_the_indexes_it_names() {
     let (_dir, store) = searchable_store();
     let txn = store.db.begin_read().expect("read");
-    let chosen = |query: JobQuery| {
-        candidates(&txn, &query)
-            .unwrap_or_else(|_| panic!("candidates"))
-            .map(|c| (c.ids, c.from_index))
+    let walked = |query: JobQuery| {
+        let index = txn
+            .open_multimap_table(JOBS_BY_CONFIG)
+            .expect("config index");
+        let keys = walk::config_keys(&index, &query).unwrap_or_else(|_| panic!("keys"));
+        let filters_config = !query.component_ids.is_empty() || !query.branch_ids.is_empty();
+        let stream = walk::stream(&txn, &query, filters_config.then_some(keys))
+            .unwrap_or_else(|_| panic!("stream"));
+        let ids: Vec<u64> = stream.ids.map(|id| id.unwrap_or(0)).collect();
+        (ids, stream.exact)
     };
-    // Five created jobs, but only one job of b/1/9.
+    // Five created jobs and one job of b/1/9: their intersection, nothing else to check.
     let narrow = JobQuery {
         statuses: vec![Status::Created],
         component_ids: vec!["b".to_string()],
@@ -615,23 +621,28 @@ fn search_reads_the_smallest_index_selection() {
         branch_ids: vec!["9".to_string()],
         ..JobQuery::default()
     };
-    assert_eq!(chosen(narrow), Some((vec![4], true)));
-    // Two ids beat six root jobs; the query's ids need not exist.
+    assert_eq!(walked(narrow), (vec![4], true));
+    // The query's ids, newest first, checked on each job (they need not exist).
     let by_ids = JobQuery {
         ids: vec![9, 2],
         parent_run_id: Some(String::new()),
         ..JobQuery::default()
     };
-    assert_eq!(chosen(by_ids), Some((vec![2, 9], false)));
-    // One waiting job beats five jobs of component a.
+    assert_eq!(walked(by_ids), (vec![9, 2], false));
     let waiting = JobQuery {
-        statuses: vec![Status::Waiting],
+        statuses: vec![Status::Waiting, Status::Created],
         component_ids: vec!["a".to_string()],
+        descending: false,
         ..JobQuery::default()
     };
-    assert_eq!(chosen(waiting), Some((vec![2], true)));
-    // No indexed filter: scan everything.
-    assert_eq!(chosen(JobQuery::default()), None);
+    assert_eq!(walked(waiting), (vec![1, 2, 5], true));
+    // No filter: every job; a token filter has no index, so each job is checked.
+    assert_eq!(walked(JobQuery::default()), ((1..=8).rev().collect(), true));
+    let by_token = JobQuery {
+        token_ids: vec!["10".to_string()],
+        ..JobQuery::default()
+    };
+    assert_eq!(walked(by_token), ((1..=8).rev().collect(), false));
 }
 
 #[test]
