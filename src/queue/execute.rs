@@ -22,6 +22,7 @@ use crate::store::UpdateError;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 impl Queue {
@@ -671,8 +672,8 @@ impl RunObserver for JobObserver<'_> {
         self.writer.event(event_type, source, message);
     }
 
-    fn would_wait(&self) -> bool {
-        self.writer.would_wait()
+    fn has_room(&self, patience: Duration) -> bool {
+        self.writer.has_room(patience)
     }
 
     fn flush(&self) {

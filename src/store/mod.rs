@@ -22,10 +22,12 @@ pub use retention::{Budget, Sweep};
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use redb::{
-    Database, DatabaseError, MultimapTable, ReadTransaction, ReadableDatabase, ReadableTable,
-    Table, WriteTransaction,
+    Database, DatabaseError, Durability, MultimapTable, ReadTransaction, ReadableDatabase,
+    ReadableTable, Table, WriteTransaction,
 };
 
 use crate::model::{Event, EventSource, EventType, Job, JobQuery, NewEvent, Status};
@@ -48,12 +50,20 @@ impl Store {
     }
 
     /// Opens or creates `<path>` (the redb file) with a page cache of `cache_bytes` (redb's
-    /// default, 1 GiB, would be most of the daemon's memory).
+    /// default, 1 GiB, would be most of the daemon's memory). After a crash (redb repairs the
+    /// file) the event sequence skips `EVENT_IDS_SKIPPED_AFTER_A_CRASH`: ids of events whose
+    /// commit was not durable yet, and is lost, may have been read; they are never handed out
+    /// again.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
-        let mut db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|error| open_error(path, error))?;
+        let repaired = Arc::new(AtomicBool::new(false));
+        let mut db = {
+            let repaired = Arc::clone(&repaired);
+            Database::builder()
+                .set_cache_size(cache_bytes)
+                .set_repair_callback(move |_| repaired.store(true, Ordering::Relaxed))
+                .create(path)
+                .map_err(|error| open_error(path, error))?
+        };
         retention::compact_if_mostly_free(&mut db, path);
         let mut store = Store {
             db,
@@ -90,6 +100,11 @@ impl Store {
                         meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
                     }
                     Some(_) => {}
+                }
+                if repaired.load(Ordering::Relaxed) {
+                    let last = meta.get(META_LAST_EVENT_ID)?.map_or(0, |v| v.value());
+                    let skipped = last.saturating_add(EVENT_IDS_SKIPPED_AFTER_A_CRASH);
+                    meta.insert(META_LAST_EVENT_ID, skipped)?;
                 }
                 instance
             };
@@ -262,8 +277,15 @@ impl Store {
 
     /// Appends `events` (of existing jobs) in one write transaction: one commit for the whole
     /// batch, ids consecutive in the order given. Returns the ids handed out.
-    pub fn add_events(&self, events: &[NewEvent<'_>]) -> Result<Range<u64>, StoreError> {
-        self.write("adding events", |txn| insert_events(txn, events))
+    ///
+    /// Not `durable`: the commit skips the fsync and is persisted by the next durable commit of
+    /// any kind; a crash before that loses it (the ids it handed out are skipped, see `open`).
+    pub fn add_events(
+        &self,
+        events: &[NewEvent<'_>],
+        durable: bool,
+    ) -> Result<Range<u64>, StoreError> {
+        self.write_as("adding events", durable, |txn| insert_events(txn, events))
     }
 
     /// `add_events`, and in the same transaction closes the log of container `container_id` of
@@ -401,13 +423,23 @@ impl Store {
         run().map_err(|fail| fail.during(action))
     }
 
-    /// Runs `body` in a write transaction and commits it, or aborts when `body` fails.
+    /// Runs `body` in a write transaction and commits it durably, or aborts when `body` fails.
     fn write<T>(
         &self,
         action: &'static str,
         body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
-        self.write_or_abort(action, |txn| {
+        self.write_as(action, true, body)
+    }
+
+    /// `write`, durable or not (`Durability::None`: no fsync; see `add_events`).
+    fn write_as<T>(
+        &self,
+        action: &'static str,
+        durable: bool,
+        body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        self.transact(action, durable, |txn| {
             body(txn).map(Ok::<T, std::convert::Infallible>)
         })
         .map(|outcome| match outcome {
@@ -422,8 +454,22 @@ impl Store {
         action: &'static str,
         body: impl FnOnce(&WriteTransaction) -> Result<Result<T, R>, Fail>,
     ) -> Result<Result<T, R>, StoreError> {
+        self.transact(action, true, body)
+    }
+
+    /// `write_or_abort`, durable or not.
+    fn transact<T, R>(
+        &self,
+        action: &'static str,
+        durable: bool,
+        body: impl FnOnce(&WriteTransaction) -> Result<Result<T, R>, Fail>,
+    ) -> Result<Result<T, R>, StoreError> {
         let run = || {
-            let txn = self.db.begin_write()?;
+            let mut txn = self.db.begin_write()?;
+            if !durable {
+                txn.set_durability(Durability::None)
+                    .map_err(|error| Fail::Db(error.into()))?;
+            }
             match body(&txn) {
                 Ok(Ok(value)) => {
                     crate::failpoint::hit(crate::failpoint::STORE_COMMIT);
