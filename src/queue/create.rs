@@ -32,6 +32,7 @@ impl Queue {
 
     /// Validates and resolves a create request into the number of jobs it creates (its tree)
     /// and the function that makes them from their ids, the first being the job to answer.
+    #[allow(clippy::type_complexity)] // an `impl Fn` return type cannot be named by an alias
     fn new_jobs(
         &self,
         request: NewJob,

@@ -757,8 +757,8 @@ impl RunObserver for JobObserver<'_> {
         self.writer.event(event_type, source, message);
     }
 
-    fn would_wait(&self) -> bool {
-        self.writer.would_wait()
+    fn has_room(&self, patience: Duration) -> bool {
+        self.writer.has_room(patience)
     }
 
     fn flush(&self) {

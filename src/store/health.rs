@@ -12,7 +12,7 @@
 //! says so once when it starts and once when it ends.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
@@ -89,6 +89,8 @@ pub(super) struct Db {
     path: PathBuf,
     /// redb's page cache, in bytes (`cache_size_mib`).
     cache_bytes: usize,
+    /// What a reopen that repaired the file must write before the store is used again.
+    after_repair: fn(&Database) -> Result<(), redb::Error>,
     /// `None` between closing a failed database and opening it again.
     database: RwLock<Option<Arc<Database>>>,
     state: Mutex<State>,
@@ -104,10 +106,16 @@ struct State {
 }
 
 impl Db {
-    pub(super) fn new(path: &Path, cache_bytes: usize, database: Database) -> Arc<Db> {
+    pub(super) fn new(
+        path: &Path,
+        cache_bytes: usize,
+        database: Database,
+        after_repair: fn(&Database) -> Result<(), redb::Error>,
+    ) -> Arc<Db> {
         Arc::new(Db {
             path: path.to_path_buf(),
             cache_bytes,
+            after_repair,
             database: RwLock::new(Some(Arc::new(database))),
             state: Mutex::new(State {
                 health: Health::Writable,
@@ -271,14 +279,26 @@ impl Db {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        let database = open(&self.path, self.cache_bytes)?;
+        let (database, repaired) = open(&self.path, self.cache_bytes)?;
+        if repaired {
+            (self.after_repair)(&database).map_err(|error| {
+                DatabaseError::Storage(redb::StorageError::Corrupted(error.to_string()))
+            })?;
+        }
         *self.database.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(database));
         tracing::info!(path = %self.path.display(), "reopened the job store");
         Ok(())
     }
 }
 
-/// Opens or creates the redb file at `path` with a page cache of `cache_bytes`.
-pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<Database, DatabaseError> {
-    Database::builder().set_cache_size(cache_bytes).create(path)
+/// Opens or creates the redb file at `path` with a page cache of `cache_bytes`; whether redb
+/// had to repair it (after a crash, or a failed write).
+pub(super) fn open(path: &Path, cache_bytes: usize) -> Result<(Database, bool), DatabaseError> {
+    let repaired = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&repaired);
+    let database = Database::builder()
+        .set_cache_size(cache_bytes)
+        .set_repair_callback(move |_| flag.store(true, Ordering::Relaxed))
+        .create(path)?;
+    Ok((database, repaired.load(Ordering::Relaxed)))
 }

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{
-    DatabaseError, MultimapTable, ReadTransaction, ReadableDatabase, ReadableTable, Table,
-    WriteTransaction,
+    Database, DatabaseError, Durability, MultimapTable, ReadTransaction, ReadableDatabase,
+    ReadableTable, Table, WriteTransaction,
 };
 
 use crate::model::{Event, EventSource, EventType, Job, JobQuery, NewEvent, Status};
@@ -52,9 +52,13 @@ impl Store {
     }
 
     /// Opens or creates `<path>` (the redb file) with a page cache of `cache_bytes` (redb's
-    /// default, 1 GiB, would be most of the daemon's memory).
+    /// default, 1 GiB, would be most of the daemon's memory). After a crash (redb repairs the
+    /// file) the event sequence skips `EVENT_IDS_SKIPPED_AFTER_A_CRASH`: ids of events whose
+    /// commit was not durable yet, and is lost, may have been read; they are never handed out
+    /// again.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
-        let mut db = health::open(path, cache_bytes).map_err(|error| open_error(path, error))?;
+        let (mut db, repaired) =
+            health::open(path, cache_bytes).map_err(|error| open_error(path, error))?;
         if crate::disk::space(path.parent().unwrap_or(path))
             .is_ok_and(|space| space.free >= write_reserve().saturating_mul(2))
         {
@@ -62,11 +66,11 @@ impl Store {
             retention::compact_if_mostly_free(&mut db, path);
         }
         let mut store = Store {
-            db: health::Db::new(path, cache_bytes, db),
+            db: health::Db::new(path, cache_bytes, db, skip_event_ids_in),
             path: path.to_path_buf(),
             instance_id: String::new(),
         };
-        let instance = match store.prepare() {
+        let instance = match store.prepare(repaired) {
             Err(error) if error.is_host_fault() => {
                 // A full or failing disk: a store already prepared serves reads, and takes
                 // writes once the fault passes.
@@ -98,7 +102,7 @@ impl Store {
 
     /// Creates missing tables, the instance id and the layout version (migrating an older
     /// layout); the instance id.
-    fn prepare(&self) -> Result<u64, StoreError> {
+    fn prepare(&self, repaired: bool) -> Result<u64, StoreError> {
         self.write("preparing the tables", |txn| {
             let instance = {
                 let mut meta = txn.open_table(META)?;
@@ -129,6 +133,9 @@ impl Store {
                         meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
                     }
                     Some(_) => {}
+                }
+                if repaired {
+                    skip_event_ids(&mut meta)?;
                 }
                 instance
             };
@@ -314,8 +321,15 @@ impl Store {
 
     /// Appends `events` (of existing jobs) in one write transaction: one commit for the whole
     /// batch, ids consecutive in the order given. Returns the ids handed out.
-    pub fn add_events(&self, events: &[NewEvent<'_>]) -> Result<Range<u64>, StoreError> {
-        self.write("adding events", |txn| insert_events(txn, events))
+    ///
+    /// Not `durable`: the commit skips the fsync and is persisted by the next durable commit of
+    /// any kind; a crash before that loses it (the ids it handed out are skipped, see `open`).
+    pub fn add_events(
+        &self,
+        events: &[NewEvent<'_>],
+        durable: bool,
+    ) -> Result<Range<u64>, StoreError> {
+        self.write_as("adding events", durable, |txn| insert_events(txn, events))
     }
 
     /// `add_events`, and in the same transaction closes the log of container `container_id` of
@@ -465,13 +479,23 @@ impl Store {
         }
     }
 
-    /// Runs `body` in a write transaction and commits it, or aborts when `body` fails.
+    /// Runs `body` in a write transaction and commits it durably, or aborts when `body` fails.
     fn write<T>(
         &self,
         action: &'static str,
         body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
-        self.write_or_abort(action, |txn| {
+        self.write_as(action, true, body)
+    }
+
+    /// `write`, durable or not (`Durability::None`: no fsync; see `add_events`).
+    fn write_as<T>(
+        &self,
+        action: &'static str,
+        durable: bool,
+        body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        self.transact(action, durable, |txn| {
             body(txn).map(Ok::<T, std::convert::Infallible>)
         })
         .map(|outcome| match outcome {
@@ -486,9 +510,23 @@ impl Store {
         action: &'static str,
         body: impl FnOnce(&WriteTransaction) -> Result<Result<T, R>, Fail>,
     ) -> Result<Result<T, R>, StoreError> {
+        self.transact(action, true, body)
+    }
+
+    /// `write_or_abort`, durable or not.
+    fn transact<T, R>(
+        &self,
+        action: &'static str,
+        durable: bool,
+        body: impl FnOnce(&WriteTransaction) -> Result<Result<T, R>, Fail>,
+    ) -> Result<Result<T, R>, StoreError> {
         let db = self.db.for_write()?;
         let run = || {
-            let txn = db.begin_write()?;
+            let mut txn = db.begin_write()?;
+            if !durable {
+                txn.set_durability(Durability::None)
+                    .map_err(|error| Fail::Db(error.into()))?;
+            }
             match body(&txn) {
                 Ok(Ok(value)) => {
                     crate::failpoint::hit(crate::failpoint::STORE_COMMIT);
@@ -508,6 +546,31 @@ impl Store {
         };
         run().map_err(|fail: Fail| self.failed(fail, action))
     }
+}
+
+/// After a crash (or a reopen after a failed write) redb repaired the file: ids of events whose
+/// commit was not durable, and is lost, may have been read; they are never handed out again.
+fn skip_event_ids(meta: &mut Table<&str, u64>) -> Result<(), Fail> {
+    let last = meta.get(META_LAST_EVENT_ID)?.map_or(0, |v| v.value());
+    meta.insert(
+        META_LAST_EVENT_ID,
+        last.saturating_add(EVENT_IDS_SKIPPED_AFTER_A_CRASH),
+    )?;
+    Ok(())
+}
+
+/// `skip_event_ids` in a transaction of its own (for the reopen after a failed write).
+fn skip_event_ids_in(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        skip_event_ids(&mut meta).map_err(|fail| match fail {
+            Fail::Db(error) => error,
+            Fail::Store(error) => redb::Error::Corrupted(error.to_string()),
+        })?;
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 /// Read-modify-write of job `id` inside `txn`: indexes follow the change, `revision` goes up by

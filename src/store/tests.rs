@@ -688,8 +688,8 @@ fn a_batch_of_events_gets_consecutive_ids_in_its_order() {
         .map(|message| new_event(1, EventType::Info, message, "1", "c", 2))
         .chain([new_event(2, EventType::Warn, "other job", "2", "c", 2)])
         .collect();
-    assert_eq!(store.add_events(&batch).expect("a batch"), 2..8);
-    assert_eq!(store.add_events(&[]).expect("an empty batch"), 0..0);
+    assert_eq!(store.add_events(&batch, true).expect("a batch"), 2..8);
+    assert_eq!(store.add_events(&[], true).expect("an empty batch"), 0..0);
     let after = store
         .add_event(new_event(1, EventType::Info, "after", "1", "c", 3))
         .expect("one event");
@@ -719,6 +719,38 @@ fn a_batch_of_events_gets_consecutive_ids_in_its_order() {
 }
 
 #[test]
+fn events_not_durable_are_lost_in_a_crash_and_their_ids_never_handed_out_again() {
+    let (dir, store) = open_temp();
+    store.create_job(job("c", None, 1)).expect("create");
+    let durable = [new_event(1, EventType::Info, "durable", "1", "c", 1)];
+    assert_eq!(store.add_events(&durable, true).expect("durable"), 1..2);
+    let lost = [new_event(1, EventType::Info, "lost", "1", "c", 2)];
+    assert_eq!(store.add_events(&lost, false).expect("not durable"), 2..3);
+    assert_eq!(store.events(1, None, 0, 10).expect("events").len(), 2);
+
+    // A copy of the open file is what a crash leaves.
+    let crashed = dir.path().join("crashed.redb");
+    std::fs::copy(dir.path().join("jobq.redb"), &crashed).expect("copy");
+    let reopened = Store::open(&crashed).expect("repaired");
+    let events = reopened.events(1, None, 0, 10).expect("events");
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, ["durable"]);
+    let next = reopened
+        .add_event(new_event(1, EventType::Info, "next", "1", "c", 3))
+        .expect("one event");
+    assert_eq!(next.id, 2 + EVENT_IDS_SKIPPED_AFTER_A_CRASH);
+    reopened.assert_internally_consistent();
+
+    // A clean stop skips nothing.
+    drop(reopened);
+    let reopened = Store::open(&crashed).expect("reopened");
+    let after = reopened
+        .add_event(new_event(1, EventType::Info, "after", "1", "c", 4))
+        .expect("one event");
+    assert_eq!(after.id, next.id + 1);
+}
+
+#[test]
 fn a_batch_naming_a_missing_job_writes_nothing() {
     let (_dir, store) = open_temp();
     store.create_job(job("c", None, 1)).expect("create");
@@ -726,7 +758,9 @@ fn a_batch_naming_a_missing_job_writes_nothing() {
         new_event(1, EventType::Info, "kept?", "1", "c", 1),
         new_event(9, EventType::Info, "no such job", "9", "c", 1),
     ];
-    let error = store.add_events(&batch).expect_err("job 9 does not exist");
+    let error = store
+        .add_events(&batch, true)
+        .expect_err("job 9 does not exist");
     assert!(
         matches!(error, StoreError::JobNotFound { id: 9 }),
         "{error}"
