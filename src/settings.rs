@@ -294,7 +294,7 @@ fn default_max_events_per_job() -> i64 {
     1_000_000
 }
 /// The store's page cache in MiB unless `cache_size_mib` says otherwise.
-pub const DEFAULT_CACHE_SIZE_MIB: i64 = 64;
+pub const DEFAULT_CACHE_SIZE_MIB: i64 = 32;
 fn default_cache_size_mib() -> i64 {
     DEFAULT_CACHE_SIZE_MIB
 }
@@ -599,7 +599,7 @@ mod tests {
         assert_eq!(settings.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(settings.max_events_per_job, 1_000_000);
         assert_eq!(settings.min_free_space, 256 << 20);
-        assert_eq!(settings.cache_size_bytes, 64 << 20);
+        assert_eq!(settings.cache_size_bytes, 32 << 20);
         let component = settings.component("keboola.ex-sample").unwrap();
         assert_eq!(component.memory_bytes, 256_000_000);
         assert_eq!(component.process_timeout, Duration::from_secs(3600));
@@ -613,7 +613,7 @@ mod tests {
         assert_eq!(settings.data_dir, PathBuf::from("./data"));
         assert_eq!(settings.kill_grace, Duration::from_secs(10));
         assert_eq!(settings.max_events_per_job, 1_000_000);
-        assert_eq!(settings.cache_size_bytes, 64 << 20);
+        assert_eq!(settings.cache_size_bytes, 32 << 20);
         assert_eq!(settings.project.id, "1");
         assert!(settings.components.is_empty());
     }
