@@ -37,6 +37,8 @@ pub struct Settings {
     /// Component lines (stdout events) a job stores in full; past it lines are counted, one
     /// warning says how many were dropped, and each container's last lines are still stored.
     pub max_events_per_job: usize,
+    /// Free bytes in `data_dir` below which no job starts (0: no check).
+    pub min_free_space: u64,
     /// Bytes of the store's page cache (redb's, read and write together): most of the daemon's
     /// memory once the store is larger than it.
     pub cache_size_bytes: usize,
@@ -194,6 +196,8 @@ struct RawSettings {
     container_user: String,
     #[serde(default = "default_max_events_per_job")]
     max_events_per_job: i64,
+    #[serde(default = "default_min_free_space")]
+    min_free_space: String,
     #[serde(default = "default_cache_size_mib")]
     cache_size_mib: i64,
     #[serde(default)]
@@ -282,6 +286,10 @@ fn default_stack_id() -> String {
 fn default_container_user() -> String {
     "1000:1000".into()
 }
+fn default_min_free_space() -> String {
+    "256MiB".to_string()
+}
+
 fn default_max_events_per_job() -> i64 {
     1_000_000
 }
@@ -547,6 +555,15 @@ impl RawSettings {
             stack_id: not_empty("stack_id".into(), self.stack_id)?,
             container_user,
             max_events_per_job: positive("max_events_per_job", self.max_events_per_job)? as usize,
+            min_free_space: crate::disk::parse_size(&self.min_free_space).ok_or_else(|| {
+                invalid(
+                    "min_free_space",
+                    format!(
+                        "\"{}\" is not a size like \"256MiB\", \"2GiB\" or \"0\" (no check)",
+                        self.min_free_space
+                    ),
+                )
+            })?,
             cache_size_bytes: cache_size_bytes(self.cache_size_mib)?,
             project: Project {
                 id: not_empty("project.id".into(), self.project.id)?,
@@ -581,6 +598,7 @@ mod tests {
         assert_eq!(settings.max_concurrent_jobs, 4);
         assert_eq!(settings.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(settings.max_events_per_job, 1_000_000);
+        assert_eq!(settings.min_free_space, 256 << 20);
         assert_eq!(settings.cache_size_bytes, 32 << 20);
         let component = settings.component("keboola.ex-sample").unwrap();
         assert_eq!(component.memory_bytes, 256_000_000);
@@ -623,6 +641,10 @@ mod tests {
             (
                 format!("max_events_per_job = 0\n{base}"),
                 "`max_events_per_job`",
+            ),
+            (
+                format!("min_free_space = \"256m\"\n{base}"),
+                "`min_free_space`",
             ),
             (format!("cache_size_mib = 0\n{base}"), "`cache_size_mib`"),
             (

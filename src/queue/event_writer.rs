@@ -340,13 +340,24 @@ impl Thread {
                 created: event.created,
             })
             .collect();
-        let stored = match close {
+        let store = || match close {
             None => self.store.add_events(&events, durable),
             Some(container_id) => {
                 self.store
                     .add_events_closing_log(&events, self.job_id, container_id)
             }
         };
+        let mut stored = store();
+        // A fault of the host holds the batch (and, by the queue's bound, the reader) until
+        // the store takes writes again: the events are kept, in order.
+        while let Err(error) = &stored {
+            if !error.is_host_fault() {
+                break;
+            }
+            tracing::warn!(job_id = self.job_id, events = events.len(), %error, "holding events until the store takes writes again");
+            while !self.store.wait_writable(Duration::from_secs(60)) {}
+            stored = store();
+        }
         match stored {
             Ok(_) => durability.committed(durable),
             Err(error) => {

@@ -528,7 +528,7 @@ fn events_need_an_existing_job() {
 fn a_record_from_a_newer_jobq_is_refused() {
     let (_dir, store) = open_temp();
     store.create_job(job("c", None, 1)).expect("create");
-    let txn = store.db.begin_write().expect("write");
+    let txn = store.db.for_read().unwrap().begin_write().expect("write");
     {
         let mut jobs = txn.open_table(JOBS).expect("jobs");
         let mut record = jobs.get(1).expect("get").expect("present").value().to_vec();
@@ -550,7 +550,7 @@ fn a_newer_table_layout_is_refused() {
     let path = dir.path().join("jobq.redb");
     {
         let store = Store::open(&path).expect("open");
-        let txn = store.db.begin_write().expect("write");
+        let txn = store.db.for_read().unwrap().begin_write().expect("write");
         txn.open_table(META)
             .expect("meta")
             .insert(META_SCHEMA_VERSION, SCHEMA_VERSION + 1)
@@ -601,7 +601,7 @@ fn concurrent_creates_get_distinct_ids() {
 #[test]
 fn search_walks_the_intersection_of_the_indexes_it_names() {
     let (_dir, store) = searchable_store();
-    let txn = store.db.begin_read().expect("read");
+    let txn = store.db.for_read().unwrap().begin_read().expect("read");
     let walked = |query: JobQuery| {
         let index = txn
             .open_multimap_table(JOBS_BY_CONFIG)
@@ -650,7 +650,7 @@ fn search_walks_the_intersection_of_the_indexes_it_names() {
 fn the_consistency_check_catches_a_stale_index_entry() {
     let (_dir, store) = open_temp();
     store.create_job(job("c", None, 1)).expect("create");
-    let txn = store.db.begin_write().expect("write");
+    let txn = store.db.for_read().unwrap().begin_write().expect("write");
     {
         let mut index = txn.open_multimap_table(JOBS_BY_STATUS).expect("index");
         index.remove(Status::Created.code(), 1).expect("remove");
@@ -665,7 +665,7 @@ fn the_consistency_check_catches_a_stale_index_entry() {
 fn the_consistency_check_catches_a_missing_index_entry() {
     let (_dir, store) = open_temp();
     store.create_job(job("c", None, 1)).expect("create");
-    let txn = store.db.begin_write().expect("write");
+    let txn = store.db.for_read().unwrap().begin_write().expect("write");
     {
         let mut index = txn.open_multimap_table(JOBS_BY_RUN_ID).expect("index");
         index.remove("1", 1).expect("remove");
