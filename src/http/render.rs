@@ -39,6 +39,9 @@ pub fn job(job: &Job, public_url: &str) -> Value {
         "behavior": job.behavior,
         "parallelism": job.parallelism,
         "type": job.job_type.as_str(),
+        "orchestrationJobId": job.orchestration_job_id.map(|id| id.to_string()),
+        "orchestrationTaskId": job.orchestration_task_id,
+        "orchestrationPhaseId": job.orchestration_phase_id,
         "delayedStartTime": job.delayed_start_time.map(format_time),
     })
 }

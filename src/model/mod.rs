@@ -4,6 +4,7 @@
 mod configuration;
 mod event;
 mod job;
+mod orchestration;
 mod result;
 mod status;
 mod storage;
@@ -16,6 +17,11 @@ pub use event::{Event, EventSource, EventType, NewEvent};
 pub use job::{
     Behavior, DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, OnError,
     Parallelism, RunId, SortKey, TimeRange,
+};
+pub(crate) use job::json_text;
+pub use orchestration::{
+    orchestration_outcome, phase_outcome, phase_start, Orchestration, OrchestrationError, Phase,
+    PhaseStart, Task, TaskJob, MAX_NESTING, ORCHESTRATOR,
 };
 pub use result::{ErrorKind, JobResult, MappedTables, ResultError, UserError, Variable};
 pub use status::{transition, Status, TransitionForbidden};

@@ -5,6 +5,7 @@ mod create;
 mod end;
 mod event_writer;
 mod execute;
+mod flows;
 mod recovery;
 mod scheduler;
 
