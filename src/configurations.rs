@@ -126,8 +126,8 @@ impl Configurations {
         let branch = self.branch(branch)?.id;
         let configurations = self.store.configurations(&branch, None)?;
         // The orchestrator is listed once it has configurations.
-        let orchestrator = Some(ORCHESTRATOR)
-            .filter(|id| configurations.iter().any(|c| c.component == *id));
+        let orchestrator =
+            Some(ORCHESTRATOR).filter(|id| configurations.iter().any(|c| c.component == *id));
         let ids = self.settings.components.iter().map(|c| c.id.as_str());
         let components = ids.chain(orchestrator).map(|id| {
             let own = configurations.iter().filter(|c| c.component == id).cloned();

@@ -14,11 +14,11 @@ pub use configuration::{
     deep_merge, placeholders, replace_placeholders, Branch, Configuration, Row,
 };
 pub use event::{Event, EventSource, EventType, NewEvent};
+pub(crate) use job::json_text;
 pub use job::{
     Behavior, DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, OnError,
     Parallelism, RunId, SortKey, TimeRange,
 };
-pub(crate) use job::json_text;
 pub use orchestration::{
     orchestration_outcome, phase_outcome, phase_start, Orchestration, OrchestrationError, Phase,
     PhaseStart, Task, TaskJob, MAX_NESTING, ORCHESTRATOR,

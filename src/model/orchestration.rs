@@ -66,7 +66,9 @@ pub enum OrchestrationError {
     DuplicateTask(String),
     #[error("Phase \"{phase}\" depends on phase \"{missing}\", which does not exist; fix its \"dependsOn\".")]
     UnknownDependency { phase: String, missing: String },
-    #[error("Phases {0} depend on each other in a cycle; remove one of their \"dependsOn\" entries.")]
+    #[error(
+        "Phases {0} depend on each other in a cycle; remove one of their \"dependsOn\" entries."
+    )]
     Cycle(String),
     #[error("Task \"{task}\" belongs to phase \"{phase}\", which does not exist; set its \"phase\" to the id of one of the phases.")]
     UnknownPhase { task: String, phase: String },
@@ -103,7 +105,12 @@ impl Orchestration {
             let depends_on = match phase.get("dependsOn") {
                 Some(Value::Array(ids)) => ids
                     .iter()
-                    .map(|dep| id_of(Some(dep), &format!("A \"dependsOn\" entry of phase \"{id}\"")))
+                    .map(|dep| {
+                        id_of(
+                            Some(dep),
+                            &format!("A \"dependsOn\" entry of phase \"{id}\""),
+                        )
+                    })
                     .collect::<Result<_, _>>()?,
                 _ => Vec::new(),
             };
@@ -256,8 +263,8 @@ impl Task {
             Some(value @ Value::Object(_)) => Ok(Some(value.clone())),
             Some(other) => Err(field(name, "an object", other)),
         };
-        let component = id("componentId")?
-            .ok_or_else(|| OrchestrationError::NoComponent(self.id.clone()))?;
+        let component =
+            id("componentId")?.ok_or_else(|| OrchestrationError::NoComponent(self.id.clone()))?;
         let config_row_ids = match self.job.get("configRowIds") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(rows)) => rows
@@ -332,7 +339,10 @@ pub enum PhaseStart {
 }
 
 /// Decides a phase's start from `status_of` each phase of `depends_on` (`None`: no job yet).
-pub fn phase_start(depends_on: &[String], status_of: impl Fn(&str) -> Option<Status>) -> PhaseStart {
+pub fn phase_start(
+    depends_on: &[String],
+    status_of: impl Fn(&str) -> Option<Status>,
+) -> PhaseStart {
     let mut pending = Vec::new();
     for phase in depends_on {
         match status_of(phase) {
@@ -457,15 +467,24 @@ mod tests {
         let statuses = |a, b| move |id: &str| if id == "a" { a } else { b };
         assert_eq!(phase_start(&[], |_| None), PhaseStart::Start);
         assert_eq!(
-            phase_start(&deps, statuses(Some(Status::Success), Some(Status::Warning))),
+            phase_start(
+                &deps,
+                statuses(Some(Status::Success), Some(Status::Warning))
+            ),
             PhaseStart::Start
         );
         assert_eq!(
-            phase_start(&deps, statuses(Some(Status::Processing), Some(Status::Success))),
+            phase_start(
+                &deps,
+                statuses(Some(Status::Processing), Some(Status::Success))
+            ),
             PhaseStart::Wait(vec!["a".to_string()])
         );
         assert_eq!(
-            phase_start(&deps, statuses(Some(Status::Waiting), Some(Status::Cancelled))),
+            phase_start(
+                &deps,
+                statuses(Some(Status::Waiting), Some(Status::Cancelled))
+            ),
             PhaseStart::Never {
                 phase: "b".to_string(),
                 status: Status::Cancelled

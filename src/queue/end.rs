@@ -94,7 +94,6 @@ impl Queue {
         })?;
         self.end(container.id, Ending::Recorded)
     }
-
 }
 
 /// How a `container` job ends from its rows' jobs: `error` if any did not succeed (`warning` with

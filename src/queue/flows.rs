@@ -41,7 +41,12 @@ impl Overrides {
         Ok(NewJob {
             component: job.component,
             // Old configurations hold modes such as "j2jRun": they run.
-            mode: Some(job.mode.as_deref().and_then(Mode::parse).unwrap_or(Mode::Run)),
+            mode: Some(
+                job.mode
+                    .as_deref()
+                    .and_then(Mode::parse)
+                    .unwrap_or(Mode::Run),
+            ),
             config: job.config,
             config_data: job.config_data,
             config_row_ids: job.config_row_ids,
@@ -114,7 +119,9 @@ impl Queue {
             &job.branch_id,
         );
         let checked = stored.and_then(|stored| {
-            let definition = stored.as_ref().map_or(&job.config_data, |s| &s.configuration);
+            let definition = stored
+                .as_ref()
+                .map_or(&job.config_data, |s| &s.configuration);
             self.check_orchestration(definition, &Overrides::of(job), depth_of(job))
         });
         let orchestration = match checked {
@@ -130,8 +137,10 @@ impl Queue {
             let phases = ids.iter().zip(&orchestration.phases);
             phases
                 .map(|(&id, phase)| {
-                    let tasks: Vec<Value> =
-                        orchestration.tasks_of(&phase.id).map(Task::to_value).collect();
+                    let tasks: Vec<Value> = orchestration
+                        .tasks_of(&phase.id)
+                        .map(Task::to_value)
+                        .collect();
                     Job {
                         job_type: JobType::PhaseContainer,
                         config_data: json!({
@@ -186,7 +195,9 @@ impl Queue {
         match phase_start(&depends_on, status_of) {
             PhaseStart::Wait(pending) => {
                 if phase.status == Status::Created
-                    && self.move_if(phase.id, phase.status, Status::Waiting)?.is_some()
+                    && self
+                        .move_if(phase.id, phase.status, Status::Waiting)?
+                        .is_some()
                 {
                     let pending: Vec<String> = pending.iter().map(|p| format!("\"{p}\"")).collect();
                     let message = format!(
@@ -197,7 +208,10 @@ impl Queue {
                 }
                 Ok(())
             }
-            PhaseStart::Never { phase: failed, status } => {
+            PhaseStart::Never {
+                phase: failed,
+                status,
+            } => {
                 let message = format!(
                     "Phase \"{}\" does not run: phase \"{failed}\", which it depends on, ended {status}.",
                     phase_id(phase)
@@ -261,12 +275,17 @@ impl Queue {
         let created: Vec<String> = jobs
             .iter()
             .filter_map(|job| {
-                let task = tasks.iter().find(|t| Some(&t.id) == job.orchestration_task_id.as_ref())?;
+                let task = tasks
+                    .iter()
+                    .find(|t| Some(&t.id) == job.orchestration_task_id.as_ref())?;
                 Some(format!("\"{}\" (job {})", task.name, job.id))
             })
             .collect();
         let message = match created.is_empty() {
-            true => format!("Phase \"{}\" started with no enabled task.", phase_id(phase)),
+            true => format!(
+                "Phase \"{}\" started with no enabled task.",
+                phase_id(phase)
+            ),
             false => format!(
                 "Phase \"{}\" started tasks {}.",
                 phase_id(phase),
@@ -338,7 +357,9 @@ impl Queue {
     pub(super) fn flow_part_ended(&self, job: &Job) {
         let part = match (&job.orchestration_task_id, job.job_type) {
             (Some(task), _) => format!("Task \"{task}\" (job {})", job.id),
-            (None, JobType::PhaseContainer) => format!("Phase \"{}\" (job {})", phase_id(job), job.id),
+            (None, JobType::PhaseContainer) => {
+                format!("Phase \"{}\" (job {})", phase_id(job), job.id)
+            }
             _ => return,
         };
         let event_type = match job.status {
@@ -359,9 +380,9 @@ impl Queue {
         if job.job_type == JobType::PhaseContainer {
             let tasks = phase_tasks(job).unwrap_or_default();
             let continues = |child: &Job| {
-                tasks
-                    .iter()
-                    .any(|t| Some(&t.id) == child.orchestration_task_id.as_ref() && t.continue_on_failure)
+                tasks.iter().any(|t| {
+                    Some(&t.id) == child.orchestration_task_id.as_ref() && t.continue_on_failure
+                })
             };
             let status = phase_outcome(children.iter().map(|c| (c.status, continues(c))));
             let failed = failed_children(children);
@@ -382,7 +403,10 @@ impl Queue {
                 let Some(task_id) = &task_job.orchestration_task_id else {
                     continue;
                 };
-                let name = phase_tasks.iter().find(|t| &t.id == task_id).map(|t| t.name.clone());
+                let name = phase_tasks
+                    .iter()
+                    .find(|t| &t.id == task_id)
+                    .map(|t| t.name.clone());
                 tasks.push(json!({
                     "id": task_id,
                     "name": name.unwrap_or_else(|| task_id.clone()),
@@ -395,7 +419,10 @@ impl Queue {
                     "duration": task_job.duration_seconds(),
                 }));
             }
-            let name = names.as_ref().and_then(|o| o.phase(&id)).map(|p| p.name.clone());
+            let name = names
+                .as_ref()
+                .and_then(|o| o.phase(&id))
+                .map(|p| p.name.clone());
             phases.push(json!({
                 "id": id,
                 "name": name.unwrap_or_else(|| id.clone()),
@@ -411,17 +438,28 @@ impl Queue {
             _ => format!("Phases did not succeed: {failed}."),
         };
         let mut result = ended_result(message, status);
-        result.other.insert("tasks".to_string(), Value::Array(tasks));
-        result.other.insert("phases".to_string(), Value::Array(phases));
+        result
+            .other
+            .insert("tasks".to_string(), Value::Array(tasks));
+        result
+            .other
+            .insert("phases".to_string(), Value::Array(phases));
         Ok((status, result))
     }
 
     /// The orchestration's configuration as it is now, for the names of its phases.
     fn phase_names(&self, job: &Job) -> Option<Orchestration> {
         let stored = self
-            .stored_configuration(job.config.as_deref(), &job.config_data, &job.component, &job.branch_id)
+            .stored_configuration(
+                job.config.as_deref(),
+                &job.config_data,
+                &job.component,
+                &job.branch_id,
+            )
             .ok()?;
-        let definition = stored.as_ref().map_or(&job.config_data, |s| &s.configuration);
+        let definition = stored
+            .as_ref()
+            .map_or(&job.config_data, |s| &s.configuration);
         Orchestration::parse(definition).ok()
     }
 }
@@ -454,12 +492,16 @@ fn child_of(parent: &Job, id: u64, now: i64) -> Job {
 
 /// A phase job's phase id (`configData.phaseId`).
 fn phase_id(phase: &Job) -> String {
-    phase.config_data["phaseId"].as_str().unwrap_or_default().to_string()
+    phase.config_data["phaseId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn phase_ids(list: &Value) -> Vec<String> {
     let ids = list.as_array().into_iter().flatten();
-    ids.filter_map(|id| id.as_str().map(str::to_string)).collect()
+    ids.filter_map(|id| id.as_str().map(str::to_string))
+        .collect()
 }
 
 /// The tasks a phase job holds (`configData.tasks`), as its orchestration stored them.

@@ -7,13 +7,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
-use crate::model::{Branch, Configuration};
-use crate::model::{Bucket, StoredFile, Table};
 use crate::model::json_text;
 use crate::model::{Behavior, JobResult, Parallelism};
+use crate::model::{Branch, Configuration};
+use crate::model::{Bucket, StoredFile, Table};
 use crate::model::{DesiredStatus, JobType, Mode, RunId, Status};
-use serde_json::Value;
 use crate::model::{Event, Job};
+use serde_json::Value;
 
 /// The format version written for job records: 3 since jobs know their orchestration (version 1
 /// is decoded through `JobV1`, version 2 through `JobV2`).
