@@ -3,7 +3,7 @@
 
 use super::{Queue, QueueError};
 use crate::blocking::blocking;
-use crate::model::{now_micros, EventType, Job, JobType, OnError, RunId, Status};
+use crate::model::{now_micros, DesiredStatus, EventType, Job, JobType, OnError, RunId, Status};
 use crate::model::{ErrorKind, JobResult, ResultError, UserError};
 use crate::runner::outcome;
 use crate::runner::workspace::Workspace;
@@ -83,6 +83,10 @@ impl Queue {
         let children = self.store.children(run_id.as_str())?;
         if !children.iter().all(|child| child.status.is_finished()) {
             return Ok(());
+        }
+        if container.desired_status == DesiredStatus::Terminating {
+            // Killed, with its children ended before the scheduler applied the kill to it.
+            self.move_if(container.id, Status::Processing, Status::Terminating)?;
         }
         let (outcome, result) = match container.job_type {
             JobType::Container => container_outcome(&container, &children),
