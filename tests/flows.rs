@@ -57,6 +57,14 @@ fn four_phases() -> Value {
     ])
 }
 
+/// Stores orchestration `config` of `four_phases` and `tasks`, runs it to its end; the job.
+async fn run_flow(t: &TestDaemon, config: &str, tasks: Value) -> Value {
+    let configuration = json!({"phases": four_phases(), "tasks": tasks});
+    configure(t, ORCHESTRATOR, config, configuration, &[]).await;
+    t.run(json!({"component": ORCHESTRATOR, "config": config}))
+        .await
+}
+
 /// The children of run `run_id`, lowest id first.
 async fn children(t: &TestDaemon, run_id: &str) -> Vec<Value> {
     let answer = t
@@ -259,17 +267,7 @@ async fn a_failing_task_stops_the_phases_after_it_unless_it_may_fail() {
         task(31, "C", json!({"exit_code": 1})),
         task(41, "D", json!({}))
     ]);
-    configure(
-        &t,
-        ORCHESTRATOR,
-        "flow",
-        json!({"phases": four_phases(), "tasks": tasks}),
-        &[],
-    )
-    .await;
-    let flow = t
-        .run(json!({"component": ORCHESTRATOR, "config": "flow"}))
-        .await;
+    let flow = run_flow(&t, "flow", tasks).await;
     let o = id(&flow);
     let phases = children(&t, &o).await;
     // B's failure may happen: B warns and D runs; C fails the flow.
@@ -300,17 +298,7 @@ async fn a_failing_task_stops_the_phases_after_it_unless_it_may_fail() {
         task(31, "C", json!({})),
         task(41, "D", json!({}))
     ]);
-    configure(
-        &t,
-        ORCHESTRATOR,
-        "stops",
-        json!({"phases": four_phases(), "tasks": tasks}),
-        &[],
-    )
-    .await;
-    let flow = t
-        .run(json!({"component": ORCHESTRATOR, "config": "stops"}))
-        .await;
+    let flow = run_flow(&t, "stops", tasks).await;
     assert_eq!(flow["status"], "error");
     let phases = children(&t, &id(&flow)).await;
     assert_eq!(

@@ -310,8 +310,21 @@ impl Queue {
         Ok((count, make_tree))
     }
 
+    /// The stored configuration `job` runs, as it is now, when it runs one.
+    pub(super) fn stored_configuration_of(
+        &self,
+        job: &Job,
+    ) -> Result<Option<Configuration>, QueueError> {
+        self.stored_configuration(
+            job.config.as_deref(),
+            &job.config_data,
+            &job.component,
+            &job.branch_id,
+        )
+    }
+
     /// The stored configuration a job of `config` runs, when it runs one (no `configData`).
-    pub(super) fn stored_configuration(
+    fn stored_configuration(
         &self,
         config: Option<&str>,
         config_data: &Value,

@@ -112,17 +112,8 @@ impl Queue {
     /// orchestration whose configuration became invalid ends with that user error. Returns
     /// whether it started.
     pub(super) fn start_orchestration(&self, job: &Job) -> Result<bool, QueueError> {
-        let stored = self.stored_configuration(
-            job.config.as_deref(),
-            &job.config_data,
-            &job.component,
-            &job.branch_id,
-        );
-        let checked = stored.and_then(|stored| {
-            let definition = stored
-                .as_ref()
-                .map_or(&job.config_data, |s| &s.configuration);
-            self.check_orchestration(definition, &Overrides::of(job), depth_of(job))
+        let checked = self.definition_of(job).and_then(|definition| {
+            self.check_orchestration(&definition, &Overrides::of(job), depth_of(job))
         });
         let orchestration = match checked {
             Ok(orchestration) => orchestration,
@@ -449,18 +440,15 @@ impl Queue {
 
     /// The orchestration's configuration as it is now, for the names of its phases.
     fn phase_names(&self, job: &Job) -> Option<Orchestration> {
-        let stored = self
-            .stored_configuration(
-                job.config.as_deref(),
-                &job.config_data,
-                &job.component,
-                &job.branch_id,
-            )
-            .ok()?;
-        let definition = stored
-            .as_ref()
-            .map_or(&job.config_data, |s| &s.configuration);
-        Orchestration::parse(definition).ok()
+        let definition = self.definition_of(job).ok()?;
+        Orchestration::parse(&definition).ok()
+    }
+
+    /// What orchestration job `job` runs: its stored configuration as it is now, else its
+    /// `configData`.
+    fn definition_of(&self, job: &Job) -> Result<Value, QueueError> {
+        let stored = self.stored_configuration_of(job)?;
+        Ok(stored.map_or_else(|| job.config_data.clone(), |s| s.configuration))
     }
 }
 
