@@ -257,7 +257,8 @@ async fn a_flow_runs_its_phases_after_their_dependencies_as_a_job_tree() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_task_stops_the_phases_after_it_unless_it_may_fail() {
+async fn a_failing_task_stops_the_phases_after_it_unless_it_may_fail_and_reruns_run_only_some_tasks(
+) {
     let t = TestDaemon::start(Options::default()).await;
     let mut may_fail = task(21, "B", json!({"exit_code": 1}));
     may_fail["continueOnFailure"] = json!("true");
@@ -330,6 +331,52 @@ async fn a_failing_task_stops_the_phases_after_it_unless_it_may_fail() {
         ),
         "{messages:?}"
     );
+
+    // The rerun plan pairs each task of the run with its job; a rerun of B and D runs their
+    // phases only, B no longer waiting for A.
+    let stopped = id(&flow);
+    let plan = t.get(&format!("/orchestration-rerun-plan/{stopped}")).await;
+    assert_eq!(plan.status, 200);
+    let a_task = &children(&t, phases[0]["runId"].as_str().unwrap()).await[0];
+    let unmatched = |task: &str| json!({"taskId": task, "matched": false, "jobId": null, "componentId": null, "configId": null, "status": null});
+    assert_eq!(
+        plan.json(),
+        json!({"jobId": stopped, "configId": "stops", "matchedTasks": [
+            {"taskId": "11", "matched": true, "jobId": id(a_task), "componentId": COMPONENT, "configId": null, "status": "error"},
+            unmatched("21"), unmatched("31"), unmatched("41")
+        ]})
+    );
+    let rerun = t
+        .run(json!({"component": ORCHESTRATOR, "config": "stops", "onlyOrchestrationTaskIds": ["21", 41], "previousJobId": stopped}))
+        .await;
+    assert_eq!(rerun["status"], "success", "{rerun:#}");
+    assert_eq!(rerun["previousJobId"], stopped);
+    assert_eq!(rerun["onlyOrchestrationTaskIds"], json!(["21", "41"]));
+    let phases = children(&t, &id(&rerun)).await;
+    let shape: Vec<(Value, Value)> = phases
+        .iter()
+        .map(|p| {
+            (
+                p["configData"]["phaseId"].clone(),
+                p["configData"]["dependsOn"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(shape, [(json!("B"), json!([])), (json!("D"), json!(["B"]))]);
+    let refused = [
+        (json!({"component": ORCHESTRATOR, "config": "stops", "onlyOrchestrationTaskIds": ["99"]}), "Field \"onlyOrchestrationTaskIds\" names \"99\", which the orchestration does not have; give ids of its tasks."),
+        (json!({"component": ORCHESTRATOR, "config": "stops", "onlyOrchestrationTaskIds": []}), "Field \"onlyOrchestrationTaskIds\" must list at least one task id."),
+        (json!({"component": ORCHESTRATOR, "config": "stops", "previousJobId": "999"}), "Job \"999\" of \"previousJobId\" does not exist; give the id of an earlier orchestration job."),
+        (json!({"component": COMPONENT, "configData": {}, "onlyOrchestrationTaskIds": ["1"]}), "Fields \"onlyOrchestrationTaskIds\" and \"previousJobId\" rerun tasks of keboola.orchestrator jobs only; leave them out."),
+    ];
+    for (body, message) in refused {
+        assert_error(&t.post("/jobs", &body).await, 400, message, json!({}));
+    }
+    let plan = t
+        .get(&format!("/orchestration-rerun-plan/{}", id(a_task)))
+        .await;
+    let message = format!("Job \"{}\" is a standard job, not an orchestration; ask for the rerun plan of a keboola.orchestrator job.", id(a_task));
+    assert_error(&plan, 400, &message, json!({}));
 
     // Only continueOnFailure failures: the flow warns.
     let mut may_fail = task(11, "A", json!({"exit_code": 1}));

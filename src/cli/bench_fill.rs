@@ -204,6 +204,8 @@ fn finished_job(
         orchestration_job_id: None,
         orchestration_task_id: None,
         orchestration_phase_id: None,
+        previous_job_id: None,
+        only_orchestration_task_ids: Vec::new(),
     };
     let roll = rng.random_range(0..100);
     let start = created + rng.random_range(0..30_000_000);

@@ -278,6 +278,10 @@ pub struct Job {
     pub orchestration_task_id: Option<String>,
     /// The phase of that task (`orchestrationPhaseId`), for a task's job.
     pub orchestration_phase_id: Option<String>,
+    /// The orchestration job an orchestration job reruns tasks of (`previousJobId`).
+    pub previous_job_id: Option<String>,
+    /// The tasks an orchestration job runs; empty: all (`onlyOrchestrationTaskIds`).
+    pub only_orchestration_task_ids: Vec<String>,
 }
 
 impl Job {
@@ -358,6 +362,8 @@ impl Job {
             orchestration_job_id: None,
             orchestration_task_id: None,
             orchestration_phase_id: None,
+            previous_job_id: None,
+            only_orchestration_task_ids: Vec::new(),
         }
     }
 }

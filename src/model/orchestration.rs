@@ -87,6 +87,10 @@ pub enum OrchestrationError {
     },
     #[error("Task \"{0}\" names no component; set its \"task.componentId\".")]
     NoComponent(String),
+    #[error("Field \"onlyOrchestrationTaskIds\" names {0}, which the orchestration does not have; give ids of its tasks.")]
+    UnknownTasks(String),
+    #[error("Field \"onlyOrchestrationTaskIds\" names task \"{0}\" twice; give each task once.")]
+    RepeatedTask(String),
 }
 
 impl Orchestration {
@@ -211,6 +215,42 @@ impl Orchestration {
             }
         }
         Ok(())
+    }
+
+    /// The orchestration a rerun of `task_ids` runs: those tasks, the phases that hold them,
+    /// and of each phase's `dependsOn` the phases that stay. No ids: the whole orchestration.
+    pub fn only(self, task_ids: &[String]) -> Result<Orchestration, OrchestrationError> {
+        if task_ids.is_empty() {
+            return Ok(self);
+        }
+        let mut seen = HashSet::new();
+        if let Some(twice) = task_ids.iter().find(|id| !seen.insert(id.as_str())) {
+            return Err(OrchestrationError::RepeatedTask(twice.clone()));
+        }
+        let unknown: Vec<String> = task_ids
+            .iter()
+            .filter(|id| self.task(id).is_none())
+            .map(|id| format!("\"{id}\""))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(OrchestrationError::UnknownTasks(unknown.join(", ")));
+        }
+        let tasks: Vec<Task> = self
+            .tasks
+            .into_iter()
+            .filter(|t| task_ids.contains(&t.id))
+            .collect();
+        let kept: HashSet<String> = tasks.iter().map(|t| t.phase.clone()).collect();
+        let phases = self
+            .phases
+            .into_iter()
+            .filter(|p| kept.contains(&p.id))
+            .map(|mut phase| {
+                phase.depends_on.retain(|dep| kept.contains(dep));
+                phase
+            })
+            .collect();
+        Ok(Orchestration { phases, tasks })
     }
 
     pub fn phase(&self, id: &str) -> Option<&Phase> {
@@ -459,6 +499,39 @@ mod tests {
         for (configuration, message) in cases {
             assert_eq!(parse(configuration).unwrap_err(), message);
         }
+    }
+
+    #[test]
+    fn a_rerun_keeps_its_tasks_their_phases_and_the_dependencies_among_them() {
+        let full = parse(json!({
+            "phases": [{"id": "a"}, {"id": "b", "dependsOn": ["a"]}, {"id": "c", "dependsOn": ["b", "a"]}],
+            "tasks": [
+                {"id": 1, "phase": "a", "task": {"componentId": "x"}},
+                {"id": 2, "phase": "b", "task": {"componentId": "x"}},
+                {"id": 3, "phase": "c", "task": {"componentId": "x"}},
+                {"id": 4, "phase": "c", "task": {"componentId": "x"}}
+            ]
+        }))
+        .unwrap();
+        let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(full.clone().only(&[]).unwrap(), full);
+        let rerun = full.clone().only(&ids(&["3", "1"])).unwrap();
+        let phases: Vec<(&str, &[String])> = rerun
+            .phases
+            .iter()
+            .map(|p| (p.id.as_str(), p.depends_on.as_slice()))
+            .collect();
+        assert_eq!(phases, [("a", &[][..]), ("c", &ids(&["a"])[..])]);
+        let tasks: Vec<&str> = rerun.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(tasks, ["1", "3"]);
+        assert_eq!(
+            full.clone().only(&ids(&["9", "1", "8"])).unwrap_err().to_string(),
+            "Field \"onlyOrchestrationTaskIds\" names \"9\", \"8\", which the orchestration does not have; give ids of its tasks."
+        );
+        assert_eq!(
+            full.only(&ids(&["1", "1"])).unwrap_err().to_string(),
+            "Field \"onlyOrchestrationTaskIds\" names task \"1\" twice; give each task once."
+        );
     }
 
     #[test]

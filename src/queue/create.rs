@@ -195,6 +195,39 @@ impl Queue {
             }
             _ => None,
         };
+        let only = request
+            .only_orchestration_task_ids
+            .clone()
+            .unwrap_or_default();
+        if !orchestrator && (request.previous_job_id.is_some() || !only.is_empty()) {
+            return Err(invalid(
+                "onlyOrchestrationTaskIds",
+                format!("Fields \"onlyOrchestrationTaskIds\" and \"previousJobId\" rerun tasks of {ORCHESTRATOR} jobs only; leave them out.")
+            ));
+        }
+        if request
+            .only_orchestration_task_ids
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
+            return Err(invalid(
+                "onlyOrchestrationTaskIds",
+                "Field \"onlyOrchestrationTaskIds\" must list at least one task id.".into(),
+            ));
+        }
+        if let Some(previous) = &request.previous_job_id {
+            let known = previous
+                .parse()
+                .ok()
+                .map(|id| self.store.job(id))
+                .transpose()?;
+            if known.flatten().is_none() {
+                return Err(invalid(
+                    "previousJobId",
+                    format!("Job \"{previous}\" of \"previousJobId\" does not exist; give the id of an earlier orchestration job."),
+                ));
+            }
+        }
         let root_type = if orchestrator {
             let definition = stored
                 .as_ref()
@@ -204,7 +237,7 @@ impl Queue {
                 parallelism,
                 backend: backend.clone(),
             };
-            self.check_orchestration(definition, &overrides, depth)?;
+            self.check_orchestration(definition, &overrides, depth, &only)?;
             JobType::OrchestrationContainer
         } else {
             JobType::Standard
@@ -262,6 +295,8 @@ impl Queue {
             orchestration_job_id: None,
             orchestration_task_id: None,
             orchestration_phase_id: None,
+            previous_job_id: request.previous_job_id.clone(),
+            only_orchestration_task_ids: only,
         };
         let make = move |id: u64,
                          parent_run_id: Option<&RunId>,

@@ -62,6 +62,12 @@ impl Overrides {
     }
 }
 
+/// A task of an orchestration job's run, and the job it got (none when it made no job).
+pub struct MatchedTask {
+    pub task_id: String,
+    pub job: Option<Job>,
+}
+
 /// A task that cannot become a job: the message names it.
 fn task_error(task: &Task, error: QueueError) -> QueueError {
     QueueError::Invalid {
@@ -77,13 +83,15 @@ fn depth_of(orchestration: &Job) -> usize {
 
 impl Queue {
     /// Checks an orchestration configuration at `depth` before any job of it exists: it parses,
-    /// and every enabled task would make a valid job (registered component, existing and enabled
-    /// configuration, known rows, orchestrations nested `MAX_NESTING` deep at most).
+    /// and every enabled task of it (of `only`, when given) would make a valid job (registered
+    /// component, existing and enabled configuration, known rows, orchestrations nested
+    /// `MAX_NESTING` deep at most). The orchestration comes back reduced to `only`.
     pub(super) fn check_orchestration(
         &self,
         definition: &Value,
         overrides: &Overrides,
         depth: usize,
+        only: &[String],
     ) -> Result<Orchestration, QueueError> {
         let invalid = |message: String| QueueError::Invalid {
             field: "configData",
@@ -95,8 +103,9 @@ impl Queue {
                  run the inner orchestration on its own."
             )));
         }
-        let orchestration =
-            Orchestration::parse(definition).map_err(|error| invalid(error.to_string()))?;
+        let orchestration = Orchestration::parse(definition)
+            .and_then(|orchestration| orchestration.only(only))
+            .map_err(|error| invalid(error.to_string()))?;
         for task in orchestration.tasks.iter().filter(|t| t.enabled) {
             let request = overrides.request(task, None)?;
             // Only the validation matters: the jobs are made when the phase starts.
@@ -113,7 +122,8 @@ impl Queue {
     /// whether it started.
     pub(super) fn start_orchestration(&self, job: &Job) -> Result<bool, QueueError> {
         let checked = self.definition_of(job).and_then(|definition| {
-            self.check_orchestration(&definition, &Overrides::of(job), depth_of(job))
+            let only = &job.only_orchestration_task_ids;
+            self.check_orchestration(&definition, &Overrides::of(job), depth_of(job), only)
         });
         let orchestration = match checked {
             Ok(orchestration) => orchestration,
@@ -438,6 +448,36 @@ impl Queue {
         Ok((status, result))
     }
 
+    /// `GET /orchestration-rerun-plan/{jobId}`: the orchestration job and every task its phases
+    /// held (in phase order, then configuration order), each with the job it got.
+    pub fn rerun_plan(&self, id: &str) -> Result<(Job, Vec<MatchedTask>), QueueError> {
+        let job = self.job(id)?;
+        if job.job_type != JobType::OrchestrationContainer {
+            return Err(QueueError::Invalid {
+                field: "jobId",
+                message: format!(
+                    "Job \"{id}\" is a {} job, not an orchestration; ask for the rerun plan of a {} job.",
+                    job.job_type.as_str(),
+                    crate::model::ORCHESTRATOR
+                ),
+            });
+        }
+        let mut matched = Vec::new();
+        for phase in self.store.children(job.run_id.as_str())? {
+            let task_jobs = self.store.children(phase.run_id.as_str())?;
+            for task in phase_tasks(&phase).unwrap_or_default() {
+                let task_job = task_jobs
+                    .iter()
+                    .find(|j| j.orchestration_task_id.as_ref() == Some(&task.id));
+                matched.push(MatchedTask {
+                    job: task_job.cloned(),
+                    task_id: task.id,
+                });
+            }
+        }
+        Ok((job, matched))
+    }
+
     /// The orchestration's configuration as it is now, for the names of its phases.
     fn phase_names(&self, job: &Job) -> Option<Orchestration> {
         let definition = self.definition_of(job).ok()?;
@@ -474,6 +514,8 @@ fn child_of(parent: &Job, id: u64, now: i64) -> Job {
         revision: 0,
         orchestration_task_id: None,
         orchestration_phase_id: None,
+        previous_job_id: None,
+        only_orchestration_task_ids: Vec::new(),
         ..parent.clone()
     }
 }

@@ -27,6 +27,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+pub use flows::MatchedTask;
+
 /// A create request after the HTTP layer parsed its body and headers.
 #[derive(Debug, Clone, Default)]
 pub struct NewJob {
@@ -49,6 +51,10 @@ pub struct NewJob {
     pub delayed_start_time: Option<String>,
     /// `X-KBC-RunId`: the new job becomes a child of that run.
     pub parent_run_id: Option<String>,
+    /// An orchestration job rerunning tasks of this earlier one.
+    pub previous_job_id: Option<String>,
+    /// The tasks an orchestration job runs (a rerun); none: all.
+    pub only_orchestration_task_ids: Option<Vec<String>>,
 }
 
 /// Why a queue operation was refused or failed.

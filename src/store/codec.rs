@@ -139,6 +139,8 @@ impl JobV1 {
             orchestration_job_id: None,
             orchestration_task_id: None,
             orchestration_phase_id: None,
+            previous_job_id: None,
+            only_orchestration_task_ids: Vec::new(),
         })
     }
 }
@@ -232,6 +234,8 @@ impl JobV2 {
             orchestration_job_id: None,
             orchestration_task_id: None,
             orchestration_phase_id: None,
+            previous_job_id: None,
+            only_orchestration_task_ids: Vec::new(),
         }
     }
 }
@@ -422,6 +426,8 @@ mod tests {
             orchestration_job_id: Some(3),
             orchestration_task_id: Some("task 1".to_string()),
             orchestration_phase_id: Some("p".to_string()),
+            previous_job_id: None,
+            only_orchestration_task_ids: Vec::new(),
         }
     }
 
@@ -493,6 +499,8 @@ mod tests {
             orchestration_job_id: None,
             orchestration_task_id: None,
             orchestration_phase_id: None,
+            previous_job_id: None,
+            only_orchestration_task_ids: Vec::new(),
         }
     }
 
@@ -552,12 +560,14 @@ mod tests {
         assert_eq!(job.project_id, "123");
     }
 
-    /// The job `fixtures/job-v3.bin` holds: the fixture job as the task of an orchestration.
+    /// The job `fixtures/job-v3.bin` holds: the fixture job with every orchestration field set.
     fn fixture_task_job() -> Job {
         Job {
             orchestration_job_id: Some(10),
             orchestration_task_id: Some("7001".to_string()),
             orchestration_phase_id: Some("70".to_string()),
+            previous_job_id: Some("8".to_string()),
+            only_orchestration_task_ids: vec!["7001".to_string(), "7002".to_string()],
             ..fixture_job()
         }
     }
