@@ -8,8 +8,9 @@
 //!
 //! Settings (environment): `JOBQ_BENCH_LINES` (lines the component prints, default 100000),
 //! `JOBQ_BENCH_RUNS` (timed runs of each side, default 3; the median is reported), `TMPDIR`
-//! (where the daemon's data dir and the bare run's folder go). Needs the Docker engine
-//! (`DOCKER_HOST` or the local socket).
+//! (where the daemon's data dir and the bare run's folder go), `RUST_LOG` (the daemon's log on
+//! stderr, such as `info`; errors only by default). Needs the Docker engine (`DOCKER_HOST` or
+//! the local socket).
 //!
 //! Both sides run the embedded fixture component (`fixtures/component`) with the same
 //! `config.json` parameters: `print_count` lines `line <i>` plus a 47-byte `print_suffix` (about
@@ -56,6 +57,9 @@ const TOKEN: &str = "bench-token";
 const SUFFIX: &str = " lorem ipsum dolor sit amet consectetur adipisci";
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let lines = env_u64("JOBQ_BENCH_LINES", 100_000).max(1);
     let runs = env_u64("JOBQ_BENCH_RUNS", 3).max(1) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()

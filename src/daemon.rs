@@ -96,8 +96,18 @@ pub async fn run(
         Arc::clone(&settings),
         runner,
     );
-    queue.recover().await?;
-    let scheduler = tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()));
+    let scheduler = match queue.recover().await {
+        // A full or failing disk: serve (reads work, writes answer 507/503) and recover once
+        // the store takes writes again.
+        Err(QueueError::Store(error)) if error.is_host_fault() => {
+            tracing::warn!(%error, "recovery waits until the store takes writes");
+            tokio::spawn(Arc::clone(&queue).recover_then_schedule(shutdown.clone()))
+        }
+        recovered => {
+            recovered?;
+            tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()))
+        }
+    };
     tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);
     let services = Services {

@@ -1,5 +1,7 @@
 //! Crash points for the crash tests: `JOBQ_CRASH_AT=<point>[:<n>]` aborts the process, like a
 //! SIGKILL, the n-th time (default 1) it passes `<point>`. Unset, a pass costs one atomic load.
+//! And one knob for the host-fault tests: `JOBQ_WRITE_RESERVE=<bytes>` sets the free space the
+//! store keeps (0 lets a write reach the file system's own "no space left").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -21,6 +23,20 @@ pub const OUTPUT_MAPPED: &str = "output-mapped";
 pub const CHILDREN_CREATED: &str = "children-created";
 /// After a job's final status (and final event) committed, before anything else.
 pub const JOB_ENDED: &str = "job-ended";
+
+/// The environment variable that sets the store's write reserve, in bytes.
+pub const WRITE_RESERVE_VARIABLE: &str = "JOBQ_WRITE_RESERVE";
+
+/// The store's write reserve: `default`, unless `JOBQ_WRITE_RESERVE` sets it (read once).
+pub fn write_reserve(default: u64) -> u64 {
+    static RESERVE: OnceLock<u64> = OnceLock::new();
+    *RESERVE.get_or_init(|| {
+        std::env::var(WRITE_RESERVE_VARIABLE)
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(default)
+    })
+}
 
 /// Aborts the process if `point` is armed and this is its n-th pass.
 pub fn hit(point: &str) {

@@ -5,6 +5,7 @@ pub mod cli;
 mod configurations;
 pub mod daemon;
 pub mod debug;
+mod disk;
 pub mod error;
 pub mod failpoint;
 mod http;

@@ -37,6 +37,8 @@ pub struct Settings {
     /// Component lines (stdout events) a job stores in full; past it lines are counted, one
     /// warning says how many were dropped, and each container's last lines are still stored.
     pub max_events_per_job: usize,
+    /// Free bytes in `data_dir` below which no job starts (0: no check).
+    pub min_free_space: u64,
     /// Bytes of the store's page cache (redb's, read and write together): most of the daemon's
     /// memory once the store is larger than it.
     pub cache_size_bytes: usize,
@@ -200,6 +202,8 @@ struct RawSettings {
     container_user: String,
     #[serde(default = "default_max_events_per_job")]
     max_events_per_job: i64,
+    #[serde(default = "default_min_free_space")]
+    min_free_space: String,
     #[serde(default = "default_cache_size_mib")]
     cache_size_mib: i64,
     #[serde(default)]
@@ -288,11 +292,15 @@ fn default_stack_id() -> String {
 fn default_container_user() -> String {
     "1000:1000".into()
 }
+fn default_min_free_space() -> String {
+    "256MiB".to_string()
+}
+
 fn default_max_events_per_job() -> i64 {
     1_000_000
 }
 /// The store's page cache in MiB unless `cache_size_mib` says otherwise.
-pub const DEFAULT_CACHE_SIZE_MIB: i64 = 64;
+pub const DEFAULT_CACHE_SIZE_MIB: i64 = 32;
 fn default_cache_size_mib() -> i64 {
     DEFAULT_CACHE_SIZE_MIB
 }
@@ -553,6 +561,15 @@ impl RawSettings {
             stack_id: not_empty("stack_id".into(), self.stack_id)?,
             container_user,
             max_events_per_job: positive("max_events_per_job", self.max_events_per_job)? as usize,
+            min_free_space: crate::disk::parse_size(&self.min_free_space).ok_or_else(|| {
+                invalid(
+                    "min_free_space",
+                    format!(
+                        "\"{}\" is not a size like \"256MiB\", \"2GiB\" or \"0\" (no check)",
+                        self.min_free_space
+                    ),
+                )
+            })?,
             cache_size_bytes: cache_size_bytes(self.cache_size_mib)?,
             project: Project {
                 id: not_empty("project.id".into(), self.project.id)?,
@@ -587,7 +604,8 @@ mod tests {
         assert_eq!(settings.max_concurrent_jobs, 4);
         assert_eq!(settings.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(settings.max_events_per_job, 1_000_000);
-        assert_eq!(settings.cache_size_bytes, 64 << 20);
+        assert_eq!(settings.min_free_space, 256 << 20);
+        assert_eq!(settings.cache_size_bytes, 32 << 20);
         let component = settings.component("keboola.ex-sample").unwrap();
         assert_eq!(component.memory_bytes, 256_000_000);
         assert_eq!(component.process_timeout, Duration::from_secs(3600));
@@ -601,7 +619,7 @@ mod tests {
         assert_eq!(settings.data_dir, PathBuf::from("./data"));
         assert_eq!(settings.kill_grace, Duration::from_secs(10));
         assert_eq!(settings.max_events_per_job, 1_000_000);
-        assert_eq!(settings.cache_size_bytes, 64 << 20);
+        assert_eq!(settings.cache_size_bytes, 32 << 20);
         assert_eq!(settings.project.id, "1");
         assert!(settings.components.is_empty());
     }
@@ -629,6 +647,10 @@ mod tests {
             (
                 format!("max_events_per_job = 0\n{base}"),
                 "`max_events_per_job`",
+            ),
+            (
+                format!("min_free_space = \"256m\"\n{base}"),
+                "`min_free_space`",
             ),
             (format!("cache_size_mib = 0\n{base}"), "`cache_size_mib`"),
             (

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::binary::{settings_file, Served};
+use common::disk::SmallDisk;
 use common::{fixture_image, id, Options, COMPONENT};
 use jobq::cli::client::ApiClient;
 use serde_json::{json, Value};
@@ -88,6 +89,18 @@ async fn all_jobs(client: &ApiClient) -> Option<Vec<Value>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
+    crash_harness(false).await;
+}
+
+/// The harness once more with `data_dir` on a small file system that fills up (below the
+/// store's reserve) in every other round and is freed before the next start: no job may end
+/// because of the disk, none runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_crashes_while_the_disk_fills_and_frees() {
+    crash_harness(true).await;
+}
+
+async fn crash_harness(disk_faults: bool) {
     fixture_image(None).await;
     let jobs = env_number("JOBQ_CRASH_JOBS", 30);
     let rounds = env_number("JOBQ_CRASH_ROUNDS", CRASH_POINTS.len());
@@ -98,6 +111,7 @@ async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
         .tempdir()
         .unwrap();
     let data_dir: PathBuf = dir.path().join("data");
+    let disk = disk_faults.then(|| SmallDisk::mount(&data_dir, 64));
     // Crashes and restarts take a while: the fixture's timeout must outlast them all.
     let options = Options {
         kill_grace_seconds: 1,
@@ -105,6 +119,11 @@ async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
         ..Options::default()
     };
     let settings = settings_file(dir.path(), &options);
+    if disk.is_some() {
+        // The small disk is far below the default 256 MiB: only the store's reserve applies.
+        let text = std::fs::read_to_string(&settings).unwrap();
+        std::fs::write(&settings, format!("min_free_space = \"0\"\n{text}")).unwrap();
+    }
     let plans: Vec<Plan> = (0..jobs)
         .map(|i| Plan {
             exit_code: if i % 7 == 3 { 1 } else { 0 },
@@ -142,6 +161,11 @@ async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
             p => p.to_string(),
         });
         let process = start(&settings, &log(round), armed.as_deref());
+        let full = disk.as_ref().filter(|_| round % 2 == 1);
+        if let (Some(disk), Some(_)) = (full, &process) {
+            tokio::time::sleep(Duration::from_millis(rng.next(1000))).await;
+            disk.fill(4 << 20);
+        }
         let crashed_itself = match (process, &armed) {
             (None, _) => true,
             (Some(mut process), Some(_)) => process.kill_after(Duration::from_secs(15)),
@@ -149,6 +173,9 @@ async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
                 process.kill_after(Duration::from_millis(300 + rng.next(2500)))
             }
         };
+        if let Some(disk) = full {
+            disk.free_ballast();
+        }
         self_crashes += usize::from(crashed_itself);
         println!("round {round}: {armed:?}, crashed by itself: {crashed_itself}");
     }
@@ -216,10 +243,17 @@ async fn jobs_survive_repeated_crashes_and_each_runs_at_most_once() {
         }
     }
     last.kill_after(Duration::ZERO);
+    if disk_faults {
+        let refusals: usize = (0..=rounds + 1)
+            .map(|round| std::fs::read_to_string(log(round)).unwrap_or_default())
+            .map(|text| text.matches("the job store refuses writes").count())
+            .sum();
+        assert!(refusals > 0, "the disk never filled under a running jobq");
+    }
     let leftovers = containers_of_instance(&instance).await;
     assert_eq!(leftovers, Vec::<String>::new(), "containers left behind");
     println!(
-        "crash harness: {} jobs, {rounds} crashes ({self_crashes} at crash points), final statuses {counts:?}",
+        "crash harness (disk faults: {disk_faults}): {} jobs, {rounds} crashes ({self_crashes} at crash points), final statuses {counts:?}",
         plans.len()
     );
 }

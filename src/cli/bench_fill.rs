@@ -65,7 +65,7 @@ pub fn fill(settings: &Settings, count: u64, events_per_job: usize) -> anyhow::R
                 })
             })
             .collect();
-        store.add_events(&events)?;
+        store.add_events(&events, true)?;
         stored += total as u64;
     }
     println!(

@@ -171,7 +171,6 @@ pub fn main() -> ExitCode {
 
 fn serve(config: PathBuf) -> anyhow::Result<()> {
     let settings = crate::settings::Settings::load(&config)?;
-    one_malloc_arena();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -277,19 +276,6 @@ fn run_job(
         );
     }
     Ok(())
-}
-
-/// Makes glibc's malloc use one arena, before the runtime starts its threads. With one per
-/// thread (up to 8 per core), each keeps the memory freed into it: the store's page cache,
-/// filled and evicted from whichever thread reads, then grew the daemon's RSS by about its
-/// size per thread (343 MiB instead of 80 over a million jobs; see BENCHMARKS.md). The daemon's
-/// threads allocate little but pages, so they hardly contend for the one arena.
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a malloc parameter; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
 }
 
 async fn wait_for_signal() {

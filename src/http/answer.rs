@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
-use hyper::header::{HeaderValue, IntoHeaderName, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, IntoHeaderName, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
 use tokio_util::io::ReaderStream;
@@ -55,7 +55,11 @@ impl Answer {
 
     /// The Keboola error body of `error`.
     pub fn error(error: &ApiError) -> Answer {
-        Answer::json(error.status, &error.body())
+        let answer = Answer::json(error.status, &error.body());
+        match error.retry_after {
+            Some(seconds) => answer.header(RETRY_AFTER, HeaderValue::from(seconds)),
+            None => answer,
+        }
     }
 
     /// The answer with the header `name` set to `value`.

@@ -213,6 +213,11 @@ fn required_state(fields: &Fields) -> Result<Value, ApiError> {
 
 impl From<ConfigurationsError> for ApiError {
     fn from(error: ConfigurationsError) -> Self {
+        if let ConfigurationsError::Store(store) = &error {
+            if let Some(fault) = ApiError::host_fault(store) {
+                return fault;
+            }
+        }
         let status = match &error {
             ConfigurationsError::BranchNotFound { .. }
             | ConfigurationsError::ComponentNotRegistered { .. }

@@ -6,6 +6,10 @@ use serde_json::json;
 use crate::error::chain;
 use crate::queue::QueueError;
 use crate::runner::outcome::new_exception_id;
+use crate::store::StoreError;
+
+/// `Retry-After` seconds while a failed store is being reopened.
+const STORE_RETRY_AFTER: u64 = 5;
 
 /// An error answer: status, message, and an optional machine-readable `context.stringCode`.
 #[derive(Debug)]
@@ -13,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub string_code: Option<&'static str>,
+    /// Seconds after which a retry may succeed (`Retry-After`), for faults that pass.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,6 +27,23 @@ impl ApiError {
             status,
             message: message.into(),
             string_code: None,
+            retry_after: None,
+        }
+    }
+
+    /// The answer to a store refusing for a fault of the host: 507 while `data_dir` is full,
+    /// 503 with `Retry-After` while a failed store is reopened; `None` for other errors.
+    pub fn host_fault(error: &StoreError) -> Option<ApiError> {
+        match error {
+            StoreError::Full { message } => Some(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                message.clone(),
+            )),
+            StoreError::Unwritable { message } => Some(ApiError {
+                retry_after: Some(STORE_RETRY_AFTER),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message.clone())
+            }),
+            _ => None,
         }
     }
 
@@ -33,10 +56,11 @@ impl ApiError {
         self
     }
 
-    /// The Keboola error body. A 5xx hides its cause behind an exceptionId that the log explains.
+    /// The Keboola error body. A 500 hides its cause behind an exceptionId that the log
+    /// explains; the other 5xx (a host fault that passes) say what it is.
     pub fn body(&self) -> serde_json::Value {
         let exception_id = new_exception_id();
-        let message = if self.status.is_server_error() {
+        let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(exception_id = %exception_id, cause = %self.message, "internal error");
             "Internal Server Error occurred.".to_string()
         } else {
@@ -58,6 +82,11 @@ impl ApiError {
 
 impl From<QueueError> for ApiError {
     fn from(error: QueueError) -> Self {
+        if let QueueError::Store(store) = &error {
+            if let Some(fault) = ApiError::host_fault(store) {
+                return fault;
+            }
+        }
         let message = chain(&error);
         match error {
             QueueError::Invalid { .. } => ApiError::bad_request(message),

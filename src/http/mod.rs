@@ -5,6 +5,7 @@ mod configurations;
 mod encrypt;
 pub mod error;
 mod fields;
+mod health;
 mod jobs;
 pub mod query;
 pub mod render;
@@ -101,11 +102,14 @@ async fn answer(
     answer.into_response()
 }
 
-/// Checks the token, finds the route and lets its handler answer.
+/// Checks the token, finds the route and lets its handler answer; public routes need no token.
 async fn respond(
     services: &Services,
     request: hyper::Request<Incoming>,
 ) -> Result<Answer, ApiError> {
+    if let Some(handler) = routes::public(request.method(), request.uri().path()) {
+        return Ok(handler(services));
+    }
     let token = request::authenticate(&services.settings, request.headers())?;
     let (parts, body) = request.into_parts();
     let (route, params) = routes::find(&parts.method, parts.uri.path())?;

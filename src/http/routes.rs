@@ -1,5 +1,6 @@
 //! The route table: every method, path pattern and handler of the API in one place. A path that
-//! a pattern matches with another method answers 405, a path no pattern matches 404.
+//! a pattern matches with another method answers 405, a path no pattern matches 404. The few
+//! operator routes that need no token (health, metrics) are a table of their own.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +11,7 @@ use hyper::{Method, StatusCode};
 use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::request::{Params, Request};
-use crate::http::{configurations, encrypt, jobs, storage, Services};
+use crate::http::{configurations, encrypt, health, jobs, storage, Services};
 
 /// What a handler's future gives.
 pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Answer, ApiError>> + Send + 'a>>;
@@ -104,6 +105,23 @@ fn table() -> Vec<Route> {
         ]);
     }
     routes
+}
+
+/// A route that needs no token: it answers from the services alone, at once.
+pub type PublicHandler = fn(&Services) -> Answer;
+
+/// The handler of `GET <path>` when it is a public route.
+pub fn public(method: &Method, path: &str) -> Option<PublicHandler> {
+    const PUBLIC: [(&str, PublicHandler); 3] = [
+        ("/health/live", health::live),
+        ("/health/ready", health::ready),
+        ("/metrics", health::metrics),
+    ];
+    let path = path.trim_end_matches('/');
+    PUBLIC
+        .iter()
+        .find(|(pattern, _)| *method == Method::GET && *pattern == path)
+        .map(|(_, handler)| *handler)
 }
 
 /// The route of `method` on `path` and the parameters its pattern matched; 405 when only other

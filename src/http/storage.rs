@@ -261,7 +261,7 @@ pub async fn upload_file(services: &Services, mut request: Request) -> Reply {
     let file = blocking(|| {
         services
             .storage
-            .upload_file(&name, &tags, upload.data.as_ref())
+            .upload_file(&name, &tags, upload.data.as_ref(), upload.data.len() as u64)
     })?;
     let body = render::file(&file, &services.settings.public_url);
     Ok(Answer::json(StatusCode::CREATED, &body))
@@ -389,8 +389,16 @@ impl Upload {
 
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
+        if let StorageError::Store(store) = &error {
+            if let Some(fault) = ApiError::host_fault(store) {
+                return fault;
+            }
+        }
         let message = chain(&error);
         match error {
+            StorageError::NoSpace { .. } => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, message)
+            }
             StorageError::BucketNotFound { .. } | StorageError::TableNotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, message)
             }

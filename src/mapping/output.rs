@@ -107,8 +107,9 @@ impl OutputMapping<'_> {
                     .collect();
                 let content = fs::File::open(&path)
                     .map_err(|error| format!("Cannot read \"out/files/{name}\": {error}"))?;
+                let size = content.metadata().map_or(0, |metadata| metadata.len());
                 self.storage
-                    .upload_file(&name, &tags, content)
+                    .upload_file(&name, &tags, content, size)
                     .map_err(|error| {
                         format!("Cannot store \"out/files/{name}\": {}", chain(&error))
                     })?;

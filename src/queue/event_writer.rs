@@ -1,10 +1,15 @@
 //! A running container's events, stored by a thread of its own in batches (group commit): one
 //! store transaction per batch, ids in the order the events were given.
+//!
+//! A batch commits without fsync (`Durability::None`) unless it is the first a second after the
+//! last durable one, a flush or a closing log; the writer commits durably before it idles or
+//! ends with a commit that is not. A crash thus loses at most the last second of events, which
+//! a re-attached run reads again from the container's log (it resumes after the stored lines).
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,8 +22,10 @@ use crate::store::Store;
 const BATCH_EVENTS: usize = 4096;
 /// How long a batch waits for more events after its first one.
 const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// The longest time a commit stays not durable.
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// Events given and not yet stored beyond which `event` waits for the writer. Half of it
-/// (or of `QUEUED_BYTES`) is where an attached reader leaves (`would_wait`): a burst of
+/// (or of `QUEUED_BYTES`) is where an attached reader waits for room (`has_room`): a burst of
 /// 100,000 short lines fits, about 13 MiB.
 const QUEUED_EVENTS: usize = 1 << 18;
 /// Bytes of messages given and not yet stored beyond which `event` waits for the writer.
@@ -56,22 +63,30 @@ impl Queued {
     fn remove(&self, events: usize, bytes: usize) {
         self.events.fetch_sub(events, Ordering::AcqRel);
         self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        drop(
-            self.lock
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
+        drop(self.guard());
         self.stored.notify_all();
     }
 
     /// Waits while more than the limits are queued.
     fn wait(&self) {
-        let guard = self
-            .lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let waited = self.stored.wait_while(guard, |_| self.over(1));
+        let waited = self.stored.wait_while(self.guard(), |_| self.over(1));
         drop(waited.unwrap_or_else(|poisoned| poisoned.into_inner()));
+    }
+
+    /// Waits at most `patience` while more than half the limits are queued; whether less is.
+    fn wait_for_half(&self, patience: Duration) -> bool {
+        let waited = self
+            .stored
+            .wait_timeout_while(self.guard(), patience, |_| self.over(2));
+        let (guard, timeout) = waited.unwrap_or_else(|poisoned| poisoned.into_inner());
+        drop(guard);
+        !timeout.timed_out()
+    }
+
+    fn guard(&self) -> MutexGuard<'_, ()> {
+        self.lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -146,9 +161,10 @@ impl EventWriter {
         }
     }
 
-    /// Whether the writer is half way to the limits, where `event` would soon wait.
-    pub(super) fn would_wait(&self) -> bool {
-        self.queue.over(2)
+    /// Whether the writer is less than half way to the limits, where `event` would soon wait;
+    /// when it is not, waits at most `patience` for it to get there.
+    pub(super) fn has_room(&self, patience: Duration) -> bool {
+        !self.queue.over(2) || blocking(|| self.queue.wait_for_half(patience))
     }
 
     /// Waits until every event queued so far is stored (or failed to be, which is logged).
@@ -237,14 +253,28 @@ impl Thread {
     /// ends after `BATCH_WINDOW`, at `BATCH_EVENTS`, or at a flush, whichever comes first.
     fn run(self, entries: Receiver<Entry>) {
         let mut batch = Vec::new();
-        while let Ok(first) = entries.recv() {
+        let mut durability = Durable::new();
+        loop {
+            let first = match durability.due() {
+                None => entries.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(due) => entries.recv_timeout(due),
+            };
+            let first = match first {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.store(&mut batch, None, &mut durability);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             let deadline = Instant::now() + BATCH_WINDOW;
             let mut next = Some(first);
             while let Some(entry) = next.take() {
                 match entry {
                     Entry::Event(event) => batch.push(event),
                     Entry::Flush(done) => {
-                        self.store(&mut batch, None);
+                        durability.force();
+                        self.store(&mut batch, None, &mut durability);
                         let _ = done.send(());
                         break;
                     }
@@ -253,8 +283,9 @@ impl Thread {
                         mut events,
                         done,
                     } => {
-                        self.store(&mut batch, None);
-                        self.store(&mut events, Some(&container_id));
+                        self.store(&mut batch, None, &mut durability);
+                        durability.force();
+                        self.store(&mut events, Some(&container_id), &mut durability);
                         let _ = done.send(());
                         break;
                     }
@@ -265,14 +296,21 @@ impl Thread {
                 let left = deadline.saturating_duration_since(Instant::now());
                 next = entries.recv_timeout(left).ok();
             }
-            self.store(&mut batch, None);
+            self.store(&mut batch, None, &mut durability);
+        }
+        if durability.due().is_some() {
+            durability.force();
+            self.store(&mut batch, None, &mut durability);
         }
     }
 
-    /// Stores and empties `batch` in one transaction (closing `close`'s log with it). A failure
-    /// is logged: the events are lost, as a single event's would be.
-    fn store(&self, batch: &mut Vec<Pending>, close: Option<&str>) {
-        if batch.is_empty() && close.is_none() {
+    /// Stores and empties `batch` in one transaction (closing `close`'s log with it), durably
+    /// when `durability` says so; an empty batch commits only to make the ones before durable.
+    /// A failure is logged: the events are lost, as a single event's would be.
+    fn store(&self, batch: &mut Vec<Pending>, close: Option<&str>, durability: &mut Durable) {
+        let durable = durability.now();
+        if batch.is_empty() && close.is_none() && !(durable && durability.pending) {
+            durability.forced = false;
             return;
         }
         let queued = match close {
@@ -302,20 +340,77 @@ impl Thread {
                 created: event.created,
             })
             .collect();
-        let stored = match close {
-            None => self.store.add_events(&events),
+        let store = || match close {
+            None => self.store.add_events(&events, durable),
             Some(container_id) => {
                 self.store
                     .add_events_closing_log(&events, self.job_id, container_id)
             }
         };
-        if let Err(error) = stored {
-            tracing::error!(job_id = self.job_id, events = events.len(), %error, "cannot store events");
+        let mut stored = store();
+        // A fault of the host holds the batch (and, by the queue's bound, the reader) until
+        // the store takes writes again: the events are kept, in order.
+        while let Err(error) = &stored {
+            if !error.is_host_fault() {
+                break;
+            }
+            tracing::warn!(job_id = self.job_id, events = events.len(), %error, "holding events until the store takes writes again");
+            while !self.store.wait_writable(Duration::from_secs(60)) {}
+            stored = store();
+        }
+        match stored {
+            Ok(_) => durability.committed(durable),
+            Err(error) => {
+                tracing::error!(job_id = self.job_id, events = events.len(), %error, "cannot store events")
+            }
         }
         drop(events);
         batch.clear();
         if let Some((events, bytes)) = queued {
             self.queue.remove(events, bytes);
+        }
+    }
+}
+
+/// When the writer's next commit must be durable.
+struct Durable {
+    /// When the last durable commit was made (or the writer started).
+    last: Instant,
+    /// Since then a commit was made that is not durable.
+    pending: bool,
+    /// The next commit is durable, whenever it comes.
+    forced: bool,
+}
+
+impl Durable {
+    fn new() -> Durable {
+        Durable {
+            last: Instant::now(),
+            pending: false,
+            forced: false,
+        }
+    }
+
+    /// How long until a commit that is not durable must be made durable; `None`: none is.
+    fn due(&self) -> Option<Duration> {
+        self.pending
+            .then(|| DURABLE_EVERY.saturating_sub(self.last.elapsed()))
+    }
+
+    fn force(&mut self) {
+        self.forced = true;
+    }
+
+    /// Whether a commit made now is durable.
+    fn now(&self) -> bool {
+        self.forced || self.last.elapsed() >= DURABLE_EVERY
+    }
+
+    fn committed(&mut self, durable: bool) {
+        if durable {
+            *self = Durable::new();
+        } else {
+            self.pending = true;
         }
     }
 }
@@ -354,7 +449,7 @@ mod tests {
         }
         writer.event(EventType::Warn, EventSource::Jobq, "it is s3cret-value");
         writer.flush();
-        assert!(!writer.would_wait());
+        assert!(writer.has_room(Duration::ZERO));
         let events = oldest_first(&store, &job);
         assert_eq!(events.len(), 10_001);
         for (i, event) in events[..10_000].iter().enumerate() {
@@ -386,6 +481,20 @@ mod tests {
             .map(|e| e.message)
             .collect();
         assert_eq!(messages, ["first", "dropped", "last"]);
+    }
+
+    #[test]
+    fn a_commit_is_durable_when_forced_or_a_second_after_the_last_durable_one() {
+        let mut durability = Durable::new();
+        assert!(!durability.now() && durability.due().is_none());
+        durability.committed(false);
+        assert!(durability.due().is_some_and(|due| due <= DURABLE_EVERY));
+        durability.force();
+        assert!(durability.now());
+        durability.committed(true);
+        assert!(!durability.now() && durability.due().is_none());
+        durability.last -= DURABLE_EVERY;
+        assert!(durability.now());
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@ use super::event_writer::EventWriter;
 use super::{Queue, QueueError, RETRY_INTERVAL};
 use crate::blocking::blocking;
 use crate::debug;
+use crate::disk::{self, Bytes};
 use crate::error::chain;
 use crate::failpoint;
 use crate::mapping::input::{self, Inputs};
@@ -18,31 +19,61 @@ use crate::runner::workspace::{self, Workspace};
 use crate::runner::{Finished, Recorded, Run, RunObserver, RunOutcome, Task};
 use crate::secrets::{self, Redactor, Registration, Scope};
 use crate::settings::Component;
-use crate::store::UpdateError;
+use crate::storage::StorageError;
+use crate::store::{StoreError, UpdateError};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Bytes a debug archive may take beyond its data's: entry headers and the central directory.
+const ARCHIVE_OVERHEAD: u64 = 1 << 20;
 
 impl Queue {
     /// Runs one job's containers (re-attaching to `container_id` first) and records how it ended.
+    ///
+    /// A store that refuses writes for a fault of the host (a full disk, a failed write) stops
+    /// the run where it was; once the store takes writes again the job goes on from what is
+    /// recorded, as after a restart: its container, which is never removed before its result
+    /// is stored, is re-attached, or its recorded outcome ends it. The disk never decides a
+    /// job's status.
     pub(super) async fn execute(
         self: Arc<Self>,
-        job: Job,
-        container_id: Option<String>,
+        mut job: Job,
+        mut attach_to: Option<String>,
         cancel: CancellationToken,
     ) {
-        let stopped = self.run_job(&job, container_id, &cancel).await;
-        let requeued = match stopped {
-            Ok(()) => Ok(false),
-            Err(Stop::Requeue(reason)) => self.requeue(&job, &reason).map(|()| true),
-            Err(Stop::Fail(error)) => self.end(job.id, Ending::UserError(error)).map(|()| false),
-            Err(Stop::Store(error)) => Err(error),
+        let requeued = loop {
+            let recorded = if job.outcome.is_some() {
+                self.end_recorded(&job).await.map(|()| false)
+            } else {
+                match self.run_job(&job, attach_to.take(), &cancel).await {
+                    Ok(()) => Ok(false),
+                    Err(Stop::Requeue(reason)) => self.requeue(&job, &reason).map(|()| true),
+                    Err(Stop::Fail(error)) => {
+                        self.end(job.id, Ending::UserError(error)).map(|()| false)
+                    }
+                    Err(Stop::Store(error)) => Err(error),
+                }
+            };
+            match recorded {
+                Err(QueueError::Store(error)) if error.is_host_fault() => {
+                    match self.after_host_fault(&job, &error) {
+                        Some(current) => {
+                            attach_to = current.container_id.clone();
+                            job = current;
+                        }
+                        None => break false,
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(job_id = job.id, error = %chain(&error), "cannot record the end of a job");
+                    break false;
+                }
+                Ok(requeued) => break requeued,
+            }
         };
-        let requeued = requeued.unwrap_or_else(|error| {
-            tracing::error!(job_id = job.id, error = %chain(&error), "cannot record the end of a job");
-            false
-        });
         self.lock_redactors().remove(&job.id);
         if requeued {
             // Retried after a pause rather than in a tight loop.
@@ -50,6 +81,27 @@ impl Queue {
         }
         self.lock_running().remove(&job.id);
         self.wake.notify_one();
+    }
+
+    /// Waits until the store takes writes again after `error` stopped job `job`'s run; the job
+    /// as recorded then, unless it is gone or finished.
+    fn after_host_fault(&self, job: &Job, error: &StoreError) -> Option<Job> {
+        tracing::warn!(job_id = job.id, error = %error, "the job waits until the store takes writes again");
+        blocking(|| while !self.store.wait_writable(Duration::from_secs(60)) {});
+        match blocking(|| self.store.job(job.id)) {
+            Ok(Some(current)) if !current.status.is_finished() => {
+                tracing::info!(
+                    job_id = job.id,
+                    "the store takes writes again; the job goes on"
+                );
+                Some(current)
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::error!(job_id = job.id, error = %chain(&error), "cannot read a job after the store came back");
+                None
+            }
+        }
     }
 
     /// One job's run, phase by phase:
@@ -206,7 +258,8 @@ impl Queue {
         })
         .map_err(|error| Stop::Requeue(format!("cannot prepare the next image: {error}")))?;
         if job.mode == Mode::Debug {
-            self.archive_stage(job, task, image.component, Some(image_index));
+            self.archive_stage(job, task, image.component, Some(image_index))
+                .map_err(Stop::Fail)?;
         }
         if image.processor {
             let message = format!("Running processor {}", image.component.id);
@@ -306,7 +359,9 @@ impl Queue {
         self.seal_folder(job, &Workspace::of(&task.folder));
         let mut verdict = ran.verdict;
         if verdict.status == Status::Success && job.mode == Mode::Debug {
-            self.archive_stage(job, task, component, None);
+            if let Err(error) = self.archive_stage(job, task, component, None) {
+                verdict = outcome::user_verdict(error);
+            }
         }
         let load_id = format!("job/{}/row/{index}", job.id);
         let outputs = match self.map_outputs(job, component, task, &verdict, load_id) {
@@ -399,30 +454,61 @@ impl Queue {
     }
 
     /// In debug mode: the data folder as it is now, zipped and stored as a Storage file tagged
-    /// `debug`, the image's component, `jobId:<id>` and `rowId:<row>`. A failure is a warning
-    /// event, never the job's end.
-    fn archive_stage(&self, job: &Job, task: &Task, component: &Component, stage: Option<usize>) {
+    /// `debug`, the image's component, `jobId:<id>` and `rowId:<row>`. An archive that would
+    /// not fit into `data_dir` fails the job (the user error says how much it needs); any other
+    /// failure is a warning event, never the job's end.
+    fn archive_stage(
+        &self,
+        job: &Job,
+        task: &Task,
+        component: &Component,
+        stage: Option<usize>,
+    ) -> Result<(), UserError> {
         let name = debug::stage_name(stage);
         let workspace = Workspace::of(&task.folder);
         let target = task.folder.join(&name);
-        let stored = blocking(|| -> Result<(), String> {
-            debug::archive(&workspace.data, &target).map_err(|error| chain(&error))?;
+        let stored = blocking(|| -> Result<(), StorageError> {
+            // Deflate never grows data by more than a fraction of a percent plus the entries'
+            // headers; the archive is written once beside the folder and once into Storage.
+            let data = disk::size_of_tree(&workspace.data).unwrap_or(0);
+            let archive = data + data / 100 + ARCHIVE_OVERHEAD;
+            self.storage.make_room(
+                || {
+                    format!(
+                        "the debug archive {name} of the data folder ({})",
+                        Bytes(data)
+                    )
+                },
+                archive.saturating_mul(2),
+            )?;
+            let failed = |error: String| StorageError::Archive {
+                name: name.clone(),
+                error,
+            };
+            debug::archive(&workspace.data, &target).map_err(|error| failed(chain(&error)))?;
             let tags = [
                 "debug".to_string(),
                 component.id.clone(),
                 format!("jobId:{}", job.id),
                 format!("rowId:{}", task.row_id.as_deref().unwrap_or("")),
             ];
-            let archive = std::fs::File::open(&target).map_err(|error| error.to_string())?;
-            self.storage
-                .upload_file(&name, &tags, archive)
-                .map_err(|error| chain(&error))?;
-            std::fs::remove_file(&target).map_err(|error| error.to_string())
+            let archive =
+                std::fs::File::open(&target).map_err(|error| failed(error.to_string()))?;
+            let size = archive.metadata().map_or(0, |metadata| metadata.len());
+            let stored = self.storage.upload_file(&name, &tags, archive, size);
+            // The archive beside the folder goes whether it was stored or not.
+            let _ = std::fs::remove_file(&target);
+            stored.map(drop)
         });
-        if let Err(error) = stored {
-            tracing::error!(job_id = job.id, %error, "cannot store a debug archive");
-            let message = format!("The debug archive {name} could not be stored.");
-            self.event(job, EventType::Warn, &message);
+        match stored {
+            Ok(()) => Ok(()),
+            Err(error @ StorageError::NoSpace { .. }) => Err(UserError(chain(&error))),
+            Err(error) => {
+                tracing::error!(job_id = job.id, error = %chain(&error), "cannot store a debug archive");
+                let message = format!("The debug archive {name} could not be stored.");
+                self.event(job, EventType::Warn, &message);
+                Ok(())
+            }
         }
     }
 
@@ -666,8 +752,8 @@ impl RunObserver for JobObserver<'_> {
         self.writer.event(event_type, source, message);
     }
 
-    fn would_wait(&self) -> bool {
-        self.writer.would_wait()
+    fn has_room(&self, patience: Duration) -> bool {
+        self.writer.has_room(patience)
     }
 
     fn flush(&self) {

@@ -19,9 +19,9 @@ use crate::runner::Runner;
 use crate::secrets::{Redactor, Secrets};
 use crate::settings::Settings;
 use crate::storage::Storage;
-use crate::store::{Creations, GroupBy, Store, StoreError, UpdateError};
+use crate::store::{Creations, GroupBy, Health, Store, StoreError, UpdateError};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -102,6 +102,8 @@ pub struct Queue {
     changes: watch::Sender<u64>,
     /// Jobs whose container this process runs, with the handle that terminates it.
     running: Mutex<HashMap<u64, CancellationToken>>,
+    /// Jobs told (by an event) that they wait for free space, until space returns.
+    told_low_space: Mutex<HashSet<u64>>,
 }
 
 /// How long the scheduler waits before retrying when the engine is unreachable.
@@ -128,7 +130,18 @@ impl Queue {
             wake: Notify::new(),
             changes: watch::Sender::new(0),
             running: Mutex::new(HashMap::new()),
+            told_low_space: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Whether the store takes writes, and why not.
+    pub fn store_health(&self) -> Health {
+        self.store.health()
+    }
+
+    /// Store writes that failed in the file system, and writes refused (full, reopening).
+    pub fn store_write_faults(&self) -> (u64, u64) {
+        self.store.write_fault_counts()
     }
 
     pub fn job(&self, id: &str) -> Result<Job, QueueError> {
@@ -365,6 +378,12 @@ impl Queue {
 
     fn running_count(&self) -> usize {
         self.lock_running().len()
+    }
+
+    fn lock_told_low_space(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.told_low_space
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancellationToken>> {

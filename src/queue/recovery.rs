@@ -4,7 +4,7 @@ use super::end::Ending;
 use super::{Queue, QueueError};
 use crate::blocking::blocking;
 use crate::error::chain;
-use crate::model::{now_micros, EventType, Status};
+use crate::model::{now_micros, EventType, Job, Status};
 use crate::runner::workspace;
 use crate::storage::StorageError;
 use crate::store::{Budget, StoreError, Sweep};
@@ -59,10 +59,11 @@ impl Queue {
                 }
                 if job.outcome.is_some() {
                     // It ended before the crash: only the cleanup was left.
-                    if let Some(container_id) = &job.container_id {
-                        self.runner.remove_container(container_id).await;
-                    }
-                    blocking(|| self.end(job.id, Ending::Recorded))?;
+                    self.end_recorded(&job).await?;
+                    continue;
+                }
+                if self.lock_running().contains_key(&job.id) {
+                    // Re-attached by an earlier recovery that a host fault stopped part way.
                     continue;
                 }
                 match job.container_id.clone() {
@@ -90,6 +91,35 @@ impl Queue {
         }
         self.sweep().await;
         Ok(())
+    }
+
+    /// Waits until the store takes writes, recovers (again, after a fault stopped it part
+    /// way), then runs the scheduler until `shutdown`.
+    pub async fn recover_then_schedule(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            while !blocking(|| self.store.wait_writable(Duration::from_secs(1))) {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+            }
+            match self.recover().await {
+                Ok(()) => break,
+                Err(QueueError::Store(error)) if error.is_host_fault() => continue,
+                Err(error) => {
+                    tracing::error!(error = %chain(&error), "recovery failed; jobs start anyway");
+                    break;
+                }
+            }
+        }
+        self.run_scheduler(shutdown).await;
+    }
+
+    /// Ends a job whose outcome is recorded: its container removed, then `end`.
+    pub(super) async fn end_recorded(&self, job: &Job) -> Result<(), QueueError> {
+        if let Some(container_id) = &job.container_id {
+            self.runner.remove_container(container_id).await;
+        }
+        blocking(|| self.end(job.id, Ending::Recorded))
     }
 
     /// Removes containers of this store that no running job owns, and folders of jobs

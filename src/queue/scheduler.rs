@@ -3,10 +3,12 @@
 use super::end::Ending;
 use super::{Queue, QueueError, IDLE_WAKE, RETRY_INTERVAL};
 use crate::blocking::blocking;
+use crate::disk::{self, Bytes};
 use crate::error::chain;
 use crate::model::{
     now_micros, DesiredStatus, EventType, Job, JobType, Parallelism, RunId, Status,
 };
+use crate::store::Health;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +45,7 @@ impl Queue {
         loop {
             let mut busy = Duration::ZERO;
             let pause = match self.schedule(&mut busy).await {
-                Ok(pass) if pass.engine_down => RETRY_INTERVAL,
+                Ok(pass) if pass.engine_down || pass.space_low => RETRY_INTERVAL,
                 Ok(pass) => match pass.next_delayed_start {
                     Some(at) => Duration::from_micros((at - now_micros()).max(0) as u64),
                     None => IDLE_WAKE,
@@ -89,10 +91,40 @@ impl Queue {
     /// itself reads and writes the store, so it runs as blocking work. `busy` adds the time
     /// spent reading and writing (not waiting for the engine).
     async fn schedule(self: &Arc<Self>, busy: &mut Duration) -> Result<Pass, QueueError> {
+        if self.store.health() != Health::Writable {
+            // Nothing can be recorded; the store's own log line says why, once.
+            return Ok(Pass {
+                space_low: true,
+                ..Pass::default()
+            });
+        }
         let wants_engine = timed(busy, || blocking(|| self.may_start_some_job()))?;
         let engine_up = wants_engine && self.engine_answers().await;
+        let low_space = if wants_engine {
+            blocking(|| self.low_space())
+        } else {
+            None
+        };
         timed(busy, || {
-            blocking(|| self.pass(engine_up, wants_engine && !engine_up))
+            blocking(|| self.pass(engine_up, wants_engine && !engine_up, low_space))
+        })
+    }
+
+    /// Why no job may start for lack of space: `data_dir` has less free than `min_free_space`.
+    fn low_space(&self) -> Option<String> {
+        let minimum = self.settings.min_free_space;
+        if minimum == 0 {
+            return None;
+        }
+        let space = disk::space(&self.settings.data_dir).ok()?;
+        (space.free < minimum).then(|| {
+            format!(
+                "The job waits for free space: data_dir has {} free on {}, less than \
+                 min_free_space ({}). It starts once space is freed.",
+                Bytes(space.free),
+                space.mount.display(),
+                Bytes(minimum)
+            )
         })
     }
 
@@ -109,12 +141,21 @@ impl Queue {
         Ok(false)
     }
 
-    fn pass(self: &Arc<Self>, engine_up: bool, engine_down: bool) -> Result<Pass, QueueError> {
+    fn pass(
+        self: &Arc<Self>,
+        engine_up: bool,
+        engine_down: bool,
+        low_space: Option<String>,
+    ) -> Result<Pass, QueueError> {
         let now = now_micros();
         let mut pass = Pass {
             engine_down,
+            space_low: low_space.is_some(),
             next_delayed_start: None,
         };
+        if low_space.is_none() {
+            self.lock_told_low_space().clear();
+        }
         // Created and waiting jobs are read once: the kills first, then the candidates (a job
         // killed here is skipped there by its desired status).
         let mut candidates = Vec::new();
@@ -191,8 +232,14 @@ impl Queue {
                 }
                 continue;
             }
-            // Capacity and the engine are platform reasons: the job stays (or goes back to) created.
-            let startable = free > 0 && engine_up;
+            // Capacity, the engine and space are platform reasons: the job stays (or goes back
+            // to) created.
+            if let Some(reason) = &low_space {
+                if self.lock_told_low_space().insert(job.id) {
+                    self.event(&job, EventType::Warn, reason);
+                }
+            }
+            let startable = free > 0 && engine_up && low_space.is_none();
             if !startable {
                 if job.status == Status::Waiting {
                     self.move_if(job.id, job.status, Status::Created)?;
@@ -304,9 +351,12 @@ fn lock_key(job: &Job) -> Option<LockKey> {
 }
 
 /// What one scheduling pass leaves for the next.
+#[derive(Default)]
 struct Pass {
     /// Some job waits for the engine to answer.
     engine_down: bool,
+    /// Jobs wait for free space (or for the store to take writes again).
+    space_low: bool,
     /// The earliest delayed start still ahead.
     next_delayed_start: Option<i64>,
 }

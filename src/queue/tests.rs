@@ -145,7 +145,7 @@ async fn the_retention_sweep_deletes_expired_jobs_with_their_files_and_folders()
     queue.event(&old, EventType::Info, "done");
     let folder = queue.settings.job_dir(old.id);
     std::fs::create_dir_all(folder.join("data")).unwrap();
-    let upload = |tags: &[String]| queue.storage.upload_file("f", tags, &b"x"[..]).unwrap();
+    let upload = |tags: &[String]| queue.storage.upload_file("f", tags, &b"x"[..], 1).unwrap();
     let tag = |id: u64| format!("jobId:{id}");
     let gone = [
         upload(&[tag(old.id), "debug".into()]),

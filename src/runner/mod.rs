@@ -64,8 +64,9 @@ pub trait RunObserver: Send + Sync {
     /// An event for the job's log. Events are stored in batches, in the order of these calls;
     /// `flush` waits until they are.
     fn event(&self, event_type: EventType, source: EventSource, message: &str);
-    /// Whether `event` would wait now for the events before it to be stored.
-    fn would_wait(&self) -> bool;
+    /// Whether `event` has room now, not to wait soon for the events before it to be stored;
+    /// when it has not, waits at most `patience` for room.
+    fn has_room(&self, patience: Duration) -> bool;
     /// Waits until every event given so far is stored.
     fn flush(&self);
     /// Stores `events` after every event given so far, in one transaction that also closes
@@ -708,6 +709,11 @@ fn job_log_config() -> HostConfigLogConfig {
     }
 }
 
+/// How long an attached reader waits for the job's event writer to catch up before it leaves
+/// the attached output for the log: the container's output is held back meanwhile, and the
+/// engine cuts what is still in flight two seconds after the container exits.
+const ATTACHED_PATIENCE: Duration = Duration::from_secs(1);
+
 /// How many entries at the end of a container's log are compared with what was read, to tell
 /// that nothing is left to read.
 const LOG_CHECK_ENTRIES: usize = 16;
@@ -718,9 +724,10 @@ type LogStream = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Er
 /// Reads one container's output into the job's events, within the job's bound: stdout lines
 /// after the `recorded` ones become `info` events; both streams are kept (head and tail) for
 /// the error message. One reader reads once through the output, from the container's start:
-/// attached to the container (its output as it is printed, cheap) while the job's events are
-/// stored as fast as it prints, else from the engine's log, which is complete (see
-/// `job_log_config`) and read again from its start, skipping the lines already handled.
+/// attached to the container (its output as it is printed, cheap) while the job's events keep
+/// up with it (the container waits for them, `ATTACHED_PATIENCE` at most at a time), else from
+/// the engine's log, which is complete (see `job_log_config`) and read again from its start,
+/// skipping the lines already handled.
 struct LogReader<'a> {
     observer: &'a dyn RunObserver,
     max_events_per_job: usize,
@@ -733,7 +740,7 @@ struct LogReader<'a> {
     skip: usize,
     /// `None` when the log is closed: nothing of it is stored again.
     bound: Option<LineBound>,
-    /// Reading the attached output, which must never wait for the event writer: the engine
+    /// Reading the attached output, which must never wait long for the event writer: the engine
     /// holds the container's output (and its log) back for a slow attached reader, and cuts
     /// what is still in flight two seconds after the container exits.
     attached: bool,
@@ -893,7 +900,7 @@ impl<'a> LogReader<'a> {
             self.seen += 1;
             return;
         }
-        if self.attached && self.observer.would_wait() {
+        if self.attached && !self.observer.has_room(ATTACHED_PATIENCE) {
             // This line and the rest are read again from the log.
             self.left = true;
             return;
@@ -1020,8 +1027,8 @@ mod tests {
             let mut events = self.events.lock().unwrap();
             events.push((event_type, source, message.to_string()));
         }
-        fn would_wait(&self) -> bool {
-            self.events.lock().unwrap().len() >= self.wait_after
+        fn has_room(&self, _: Duration) -> bool {
+            self.events.lock().unwrap().len() < self.wait_after
         }
         fn flush(&self) {}
         fn close_log(&self, container_id: &str, events: Vec<(EventType, EventSource, String)>) {

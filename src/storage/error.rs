@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::disk::{Bytes, Space};
 use crate::store::StoreError;
 
 /// Why a Storage operation failed. Nothing was changed when one of these comes back.
@@ -105,6 +106,23 @@ pub enum StorageError {
         path: PathBuf,
         source: std::io::Error,
     },
+
+    #[error(
+        "Not enough free space in data_dir for {what}: it needs about {}, and {} is free on {} \
+         (jobq keeps {} free for its store). Free some space, or make the data smaller.",
+        Bytes(*needed),
+        Bytes(space.free),
+        space.mount.display(),
+        Bytes(crate::store::write_reserve())
+    )]
+    NoSpace {
+        what: String,
+        needed: u64,
+        space: Space,
+    },
+
+    #[error("Cannot make the debug archive {name}: {error}")]
+    Archive { name: String, error: String },
 
     #[error("Cannot write the exported data: {0}")]
     Export(std::io::Error),

@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use bytes::Bytes;
 use csv::StringRecord;
 
+use crate::disk;
 use crate::model::{now_micros, Bucket, StoredFile, Table};
-use crate::store::Store;
+use crate::store::{write_reserve, Store};
 use rows::{Dialect, RowWriter, SourceRows, StoredRows};
 
 /// The local Storage over a store and `data_dir/storage`. Share it through an `Arc`.
@@ -65,6 +66,16 @@ pub enum LoadSource {
     Path(PathBuf),
     /// CSV data in memory, such as an upload.
     Bytes(Bytes),
+}
+
+impl LoadSource {
+    /// The bytes of the data (0 when they cannot be read: the load then says why).
+    pub fn size(&self) -> u64 {
+        match self {
+            LoadSource::Path(path) => disk::size_of_tree(path).unwrap_or(0),
+            LoadSource::Bytes(bytes) => bytes.len() as u64,
+        }
+    }
 }
 
 /// Rows whose `column` is (`Eq`) or is not (`Ne`) one of `values`.
@@ -163,6 +174,14 @@ impl Storage {
         let lock = self.lock(id);
         let _turn = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let old = self.store.storage_table(id)?;
+        let kept_bytes = match &old {
+            Some(table) if request.incremental => table.data_size_bytes,
+            _ => 0,
+        };
+        self.make_room(
+            || format!("the load of table \"{id}\""),
+            request.source.size().saturating_add(kept_bytes),
+        )?;
         if let (Some(load_id), Some(table)) = (&request.load_id, &old) {
             if self.store.storage_load_applied(load_id)? {
                 return Ok(table.clone());
@@ -303,13 +322,16 @@ impl Storage {
         Ok(true)
     }
 
-    /// Stores `content` as a new file with `tags` (empty ones dropped, each kept once).
+    /// Stores `content` (`size` bytes) as a new file with `tags` (empty ones dropped, each kept
+    /// once); `NoSpace` when it would not leave the store's reserve free.
     pub fn upload_file(
         &self,
         name: &str,
         tags: &[String],
         mut content: impl Read,
+        size: u64,
     ) -> Result<StoredFile, StorageError> {
+        self.make_room(|| format!("the file \"{name}\""), size)?;
         let dir = self.files_dir();
         let mut temp =
             tempfile::NamedTempFile::new_in(&dir).map_err(io_error("creating a file in", &dir))?;
@@ -339,6 +361,23 @@ impl Storage {
             return Err(error.into());
         }
         Ok(file)
+    }
+
+    /// `NoSpace` for `what` unless `needed` bytes fit into `data_dir` with the store's reserve
+    /// left free. A file system that cannot say how full it is lets the write try.
+    pub fn make_room(
+        &self,
+        what: impl FnOnce() -> String,
+        needed: u64,
+    ) -> Result<(), StorageError> {
+        match disk::fits(&self.root, needed, write_reserve()) {
+            Ok(Err(space)) => Err(StorageError::NoSpace {
+                what: what(),
+                needed,
+                space,
+            }),
+            Ok(Ok(())) | Err(_) => Ok(()),
+        }
     }
 
     /// The files that carry every one of `tags`, newest first.

@@ -454,7 +454,7 @@ fn ids_cannot_leave_the_storage_folder() {
     );
 
     let file = storage
-        .upload_file("../../etc/pass wd", &[], &b"x"[..])
+        .upload_file("../../etc/pass wd", &[], &b"x"[..], 1)
         .expect("uploads");
     assert_eq!(file.name, ".._.._etc_pass_wd");
     assert_eq!(
@@ -505,10 +505,10 @@ fn files_keep_content_and_tags() {
     let (_dir, storage) = open();
     let tags = |t: &[&str]| strings(t);
     let first = storage
-        .upload_file("a.txt", &tags(&["x", "y", "x", ""]), &b"alpha"[..])
+        .upload_file("a.txt", &tags(&["x", "y", "x", ""]), &b"alpha"[..], 5)
         .expect("uploads");
     let second = storage
-        .upload_file("b.bin", &tags(&["x"]), &b"beta!"[..])
+        .upload_file("b.bin", &tags(&["x"]), &b"beta!"[..], 5)
         .expect("uploads");
     assert_eq!(first.tags, tags(&["x", "y"]));
     assert_eq!((first.size_bytes, second.id), (5, first.id + 1));
@@ -543,7 +543,7 @@ fn files_are_deleted_with_their_content() {
     let (_dir, storage) = open();
     let upload = |name: &str| {
         storage
-            .upload_file(name, &strings(&["debug"]), &b"zip"[..])
+            .upload_file(name, &strings(&["debug"]), &b"zip"[..], 3)
             .expect("uploads")
     };
     let (first, second, third) = (upload("a"), upload("b"), upload("c"));
@@ -566,7 +566,7 @@ fn opening_removes_what_an_interrupted_load_or_upload_left() {
     storage.load(&full("in.c-o.t", "x\n1\n")).expect("loads");
     storage.load(&full("in.c-o.t", "x\n2\n")).expect("loads");
     let file = storage
-        .upload_file("f", &[], &b"keep"[..])
+        .upload_file("f", &[], &b"keep"[..], 4)
         .expect("uploads");
     let root = dir.path().join("storage");
     for leftover in [
@@ -619,5 +619,45 @@ fn dialects_and_headers_are_checked() {
         error.to_string(),
         "Invalid column name \"first name\" in the uploaded data: use letters, digits and '_' \
          (not first), at most 64 characters"
+    );
+}
+
+#[test]
+fn an_upload_or_load_that_would_fill_the_disk_is_refused_before_writing() {
+    let (dir, storage) = open();
+    let free = crate::disk::space(dir.path()).expect("statvfs").free;
+    let error = storage
+        .upload_file("huge.bin", &[], &b"x"[..], free)
+        .expect_err("does not fit");
+    let StorageError::NoSpace { what, needed, .. } = &error else {
+        panic!("{error}");
+    };
+    assert_eq!((what.as_str(), *needed), ("the file \"huge.bin\"", free));
+    let message = error.to_string();
+    assert!(
+        message.starts_with(
+            "Not enough free space in data_dir for the file \"huge.bin\": it needs about "
+        ),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(
+            "(jobq keeps 16.0 MiB free for its store). Free some space, or make the data smaller."
+        ),
+        "{message}"
+    );
+    assert!(storage.files(&[]).expect("files").is_empty());
+    let files = std::fs::read_dir(dir.path().join("storage/files")).expect("files dir");
+    assert_eq!(files.count(), 0, "nothing was written");
+
+    // A table's kept rows count too: an incremental load needs room for both.
+    storage.load(&full("in.c-o.t", "x\n1\n")).expect("loads");
+    let table = storage.table("in.c-o.t").unwrap().unwrap();
+    let mut request = full("in.c-o.t", "x\n2\n");
+    request.incremental = true;
+    storage.load(&request).expect("small enough");
+    assert_eq!(
+        storage.table("in.c-o.t").unwrap().unwrap().rows_count,
+        table.rows_count + 1
     );
 }

@@ -360,7 +360,7 @@ fn the_creation_time_is_kept_across_reopen() {
 fn a_configuration_from_a_newer_jobq_is_refused() {
     let (_dir, store) = open_temp();
     create(&store, "1", "c", "7");
-    let txn = store.db.begin_write().expect("write");
+    let txn = store.db.for_read().unwrap().begin_write().expect("write");
     {
         let mut table = txn.open_table(CONFIGURATIONS).expect("table");
         let key = ("1", "c", "7");

@@ -38,6 +38,18 @@ pub enum StoreError {
         source: DbError,
     },
 
+    /// The store must be prepared (a new file, or an older layout) but cannot be written.
+    #[error("the job store is new or of an older layout and must be written before use")]
+    Unprepared,
+
+    /// Writes are refused: the file system of `data_dir` is (nearly) full.
+    #[error("{message}")]
+    Full { message: String },
+
+    /// The store failed to write and is being reopened; reads may fail meanwhile too.
+    #[error("{message}")]
+    Unwritable { message: String },
+
     /// A record (or the store layout) is newer than this jobq understands.
     #[error(
         "a stored {record} has format version {version}, but this jobq knows versions up to \
@@ -135,6 +147,17 @@ pub enum StoreError {
     /// A sequence reached `u64::MAX`.
     #[error("the {sequence} id sequence is exhausted: start jobq with a new data_dir")]
     SequenceExhausted { sequence: &'static str },
+}
+
+impl StoreError {
+    /// Whether the store refused or failed for a fault of the host that passes (a full disk,
+    /// a failed write being repaired): retrying later succeeds.
+    pub fn is_host_fault(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Full { .. } | StoreError::Unwritable { .. }
+        )
+    }
 }
 
 /// Why `Store::update_job` (or `update_configuration`, `update_state`) did not write.

@@ -10,6 +10,7 @@ mod configs;
 mod error;
 mod group;
 mod grouped;
+mod health;
 mod retention;
 mod storage_meta;
 mod tables;
@@ -18,14 +19,17 @@ mod walk;
 pub use error::{DbError, StoreError, UpdateError};
 pub use group::Creations;
 pub use grouped::GroupBy;
+pub use health::{write_reserve, Health};
 pub use retention::{Budget, Sweep};
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{
-    Database, DatabaseError, MultimapTable, ReadTransaction, ReadableDatabase, ReadableTable,
-    Table, WriteTransaction,
+    Database, DatabaseError, Durability, MultimapTable, ReadTransaction, ReadableDatabase,
+    ReadableTable, Table, WriteTransaction,
 };
 
 use crate::model::{Event, EventSource, EventType, Job, JobQuery, NewEvent, Status};
@@ -33,7 +37,7 @@ use tables::*;
 
 /// The job store over one redb file. Cheap to share through an `Arc`; every method is blocking.
 pub struct Store {
-    db: Database,
+    db: Arc<health::Db>,
     path: PathBuf,
     instance_id: String,
 }
@@ -48,19 +52,58 @@ impl Store {
     }
 
     /// Opens or creates `<path>` (the redb file) with a page cache of `cache_bytes` (redb's
-    /// default, 1 GiB, would be most of the daemon's memory).
+    /// default, 1 GiB, would be most of the daemon's memory). After a crash (redb repairs the
+    /// file) the event sequence skips `EVENT_IDS_SKIPPED_AFTER_A_CRASH`: ids of events whose
+    /// commit was not durable yet, and is lost, may have been read; they are never handed out
+    /// again.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
-        let mut db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|error| open_error(path, error))?;
-        retention::compact_if_mostly_free(&mut db, path);
+        let (mut db, repaired) =
+            health::open(path, cache_bytes).map_err(|error| open_error(path, error))?;
+        if crate::disk::space(path.parent().unwrap_or(path))
+            .is_ok_and(|space| space.free >= write_reserve().saturating_mul(2))
+        {
+            // Compaction rewrites pages: never on a (nearly) full disk.
+            retention::compact_if_mostly_free(&mut db, path);
+        }
         let mut store = Store {
-            db,
+            db: health::Db::new(path, cache_bytes, db, skip_event_ids_in),
             path: path.to_path_buf(),
             instance_id: String::new(),
         };
-        let instance = store.write("preparing the tables", |txn| {
+        let instance = match store.prepare(repaired) {
+            Err(error) if error.is_host_fault() => {
+                // A full or failing disk: a store already prepared serves reads, and takes
+                // writes once the fault passes.
+                tracing::warn!(%error, "the job store cannot be written at start");
+                store.prepared_instance().map_err(|_| error)?
+            }
+            prepared => prepared?,
+        };
+        store.instance_id = format!("{instance:016x}");
+        Ok(store)
+    }
+
+    /// The instance id of a store whose tables and layout are current (read only).
+    fn prepared_instance(&self) -> Result<u64, StoreError> {
+        self.read("checking the tables", |txn| {
+            let meta = txn.open_table(META)?;
+            let value =
+                |key: &str| -> Result<Option<u64>, Fail> { Ok(meta.get(key)?.map(|v| v.value())) };
+            let (Some(instance), Some(SCHEMA_VERSION)) =
+                (value(META_INSTANCE_ID)?, value(META_SCHEMA_VERSION)?)
+            else {
+                return Err(Fail::Store(StoreError::Unprepared));
+            };
+            txn.open_table(JOBS)?;
+            txn.open_table(EVENTS)?;
+            Ok(instance)
+        })
+    }
+
+    /// Creates missing tables, the instance id and the layout version (migrating an older
+    /// layout); the instance id.
+    fn prepare(&self, repaired: bool) -> Result<u64, StoreError> {
+        self.write("preparing the tables", |txn| {
             let instance = {
                 let mut meta = txn.open_table(META)?;
                 let instance = meta.get(META_INSTANCE_ID)?.map(|v| v.value());
@@ -91,6 +134,9 @@ impl Store {
                     }
                     Some(_) => {}
                 }
+                if repaired {
+                    skip_event_ids(&mut meta)?;
+                }
                 instance
             };
             txn.open_table(JOBS)?;
@@ -100,15 +146,28 @@ impl Store {
             configs::prepare(txn)?;
             storage_meta::prepare(txn)?;
             Ok(instance)
-        })?;
-        store.instance_id = format!("{instance:016x}");
-        Ok(store)
+        })
     }
 
     /// A random id made when the store file was created: it tells this store's containers
     /// apart from those of other jobq stores on the same Docker engine.
     pub fn instance_id(&self) -> &str {
         &self.instance_id
+    }
+
+    /// Whether the store takes writes, and why not.
+    pub fn health(&self) -> Health {
+        self.db.health()
+    }
+
+    /// Writes that failed in the file system, and writes refused for lack of space, since start.
+    pub fn write_fault_counts(&self) -> (u64, u64) {
+        self.db.counts()
+    }
+
+    /// Blocks until the store takes writes, or `timeout` passed; whether it does.
+    pub fn wait_writable(&self, timeout: Duration) -> bool {
+        self.db.wait_writable(timeout)
     }
 
     /// Allocates the next id from the sequence and inserts the job `make(id)` returns, with all
@@ -283,8 +342,15 @@ impl Store {
 
     /// Appends `events` (of existing jobs) in one write transaction: one commit for the whole
     /// batch, ids consecutive in the order given. Returns the ids handed out.
-    pub fn add_events(&self, events: &[NewEvent<'_>]) -> Result<Range<u64>, StoreError> {
-        self.write("adding events", |txn| insert_events(txn, events))
+    ///
+    /// Not `durable`: the commit skips the fsync and is persisted by the next durable commit of
+    /// any kind; a crash before that loses it (the ids it handed out are skipped, see `open`).
+    pub fn add_events(
+        &self,
+        events: &[NewEvent<'_>],
+        durable: bool,
+    ) -> Result<Range<u64>, StoreError> {
+        self.write_as("adding events", durable, |txn| insert_events(txn, events))
     }
 
     /// `add_events`, and in the same transaction closes the log of container `container_id` of
@@ -415,20 +481,42 @@ impl Store {
         action: &'static str,
         body: impl FnOnce(&ReadTransaction) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
+        let db = self.db.for_read()?;
         let run = || {
-            let txn = self.db.begin_read()?;
+            let txn = db.begin_read()?;
             body(&txn)
         };
-        run().map_err(|fail| fail.during(action))
+        run().map_err(|fail| self.failed(fail, action))
     }
 
-    /// Runs `body` in a write transaction and commits it, or aborts when `body` fails.
+    /// `fail` as the error of `action`; a failure of the file system marks the store failed.
+    fn failed(&self, fail: Fail, action: &'static str) -> StoreError {
+        match &fail {
+            Fail::Db(error) => self
+                .db
+                .failure(error)
+                .unwrap_or_else(|| fail.during(action)),
+            Fail::Store(_) => fail.during(action),
+        }
+    }
+
+    /// Runs `body` in a write transaction and commits it durably, or aborts when `body` fails.
     fn write<T>(
         &self,
         action: &'static str,
         body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
-        self.write_or_abort(action, |txn| {
+        self.write_as(action, true, body)
+    }
+
+    /// `write`, durable or not (`Durability::None`: no fsync; see `add_events`).
+    fn write_as<T>(
+        &self,
+        action: &'static str,
+        durable: bool,
+        body: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        self.transact(action, durable, |txn| {
             body(txn).map(Ok::<T, std::convert::Infallible>)
         })
         .map(|outcome| match outcome {
@@ -443,8 +531,23 @@ impl Store {
         action: &'static str,
         body: impl FnOnce(&WriteTransaction) -> Result<Result<T, R>, Fail>,
     ) -> Result<Result<T, R>, StoreError> {
+        self.transact(action, true, body)
+    }
+
+    /// `write_or_abort`, durable or not.
+    fn transact<T, R>(
+        &self,
+        action: &'static str,
+        durable: bool,
+        body: impl FnOnce(&WriteTransaction) -> Result<Result<T, R>, Fail>,
+    ) -> Result<Result<T, R>, StoreError> {
+        let db = self.db.for_write()?;
         let run = || {
-            let txn = self.db.begin_write()?;
+            let mut txn = db.begin_write()?;
+            if !durable {
+                txn.set_durability(Durability::None)
+                    .map_err(|error| Fail::Db(error.into()))?;
+            }
             match body(&txn) {
                 Ok(Ok(value)) => {
                     crate::failpoint::hit(crate::failpoint::STORE_COMMIT);
@@ -462,8 +565,33 @@ impl Store {
                 }
             }
         };
-        run().map_err(|fail: Fail| fail.during(action))
+        run().map_err(|fail: Fail| self.failed(fail, action))
     }
+}
+
+/// After a crash (or a reopen after a failed write) redb repaired the file: ids of events whose
+/// commit was not durable, and is lost, may have been read; they are never handed out again.
+fn skip_event_ids(meta: &mut Table<&str, u64>) -> Result<(), Fail> {
+    let last = meta.get(META_LAST_EVENT_ID)?.map_or(0, |v| v.value());
+    meta.insert(
+        META_LAST_EVENT_ID,
+        last.saturating_add(EVENT_IDS_SKIPPED_AFTER_A_CRASH),
+    )?;
+    Ok(())
+}
+
+/// `skip_event_ids` in a transaction of its own (for the reopen after a failed write).
+fn skip_event_ids_in(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        skip_event_ids(&mut meta).map_err(|fail| match fail {
+            Fail::Db(error) => error,
+            Fail::Store(error) => redb::Error::Corrupted(error.to_string()),
+        })?;
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 /// Read-modify-write of job `id` inside `txn`: indexes follow the change, `revision` goes up by
@@ -794,7 +922,8 @@ impl Store {
         use redb::{ReadOnlyTable, ReadableMultimapTable};
         use std::collections::BTreeMap;
 
-        let txn = self.db.begin_read().expect("begin read");
+        let db = self.db.for_read().expect("store open");
+        let txn = db.begin_read().expect("begin read");
         let table = txn.open_table(JOBS).expect("jobs table");
         let mut jobs = BTreeMap::new();
         for entry in table.range::<u64>(..).expect("range") {

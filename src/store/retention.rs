@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableMultimapTable, ReadableTable,
-    ReadableTableMetadata, Table, WriteTransaction,
+    Database, ReadableDatabase, ReadableMultimapTable, ReadableTable, ReadableTableMetadata, Table,
+    WriteTransaction,
 };
 
 use super::tables::*;
@@ -145,25 +145,9 @@ impl Store {
         candidates: &[u64],
         durable: bool,
     ) -> Result<Deletion, StoreError> {
-        let mut run = || {
-            let mut txn = self.db.begin_write()?;
-            if !durable {
-                txn.set_durability(Durability::None)
-                    .map_err(|error| Fail::Db(error.into()))?;
-            }
-            match delete_expired(&txn, sweep, candidates) {
-                Ok(deletion) => {
-                    crate::failpoint::hit(crate::failpoint::STORE_COMMIT);
-                    txn.commit()?;
-                    Ok(deletion)
-                }
-                Err(fail) => {
-                    let _ = txn.abort();
-                    Err(fail)
-                }
-            }
-        };
-        run().map_err(|fail: Fail| fail.during("deleting expired jobs"))
+        self.write_as("deleting expired jobs", durable, |txn| {
+            delete_expired(txn, sweep, candidates)
+        })
     }
 }
 

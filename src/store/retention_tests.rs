@@ -58,7 +58,7 @@ fn add_events(store: &Store, job: &Job, count: usize) {
 }
 
 fn add_loads(store: &Store, load_ids: &[String]) {
-    let txn = store.db.begin_write().expect("write");
+    let txn = store.db.for_read().unwrap().begin_write().expect("write");
     {
         let mut loads = txn.open_table(STORAGE_LOADS).expect("loads");
         for load_id in load_ids {
@@ -69,7 +69,7 @@ fn add_loads(store: &Store, load_ids: &[String]) {
 }
 
 fn load_ids(store: &Store) -> Vec<String> {
-    let txn = store.db.begin_read().expect("read");
+    let txn = store.db.for_read().unwrap().begin_read().expect("read");
     let table = txn.open_table(STORAGE_LOADS).expect("loads");
     table
         .iter()
@@ -79,7 +79,7 @@ fn load_ids(store: &Store) -> Vec<String> {
 }
 
 fn event_count(store: &Store) -> u64 {
-    let txn = store.db.begin_read().expect("read");
+    let txn = store.db.for_read().unwrap().begin_read().expect("read");
     txn.open_table(EVENTS).expect("events").len().expect("len")
 }
 

@@ -13,6 +13,9 @@ pub(super) const META_INSTANCE_ID: &str = "instance_id";
 pub(super) const META_LAST_JOB_ID: &str = "last_job_id";
 /// `meta` key: the last event id handed out (0 before the first event).
 pub(super) const META_LAST_EVENT_ID: &str = "last_event_id";
+/// How far the event sequence jumps when the store opens after a crash: more events than the
+/// commits of one second that were not durable yet can hold (see `Store::open`).
+pub(super) const EVENT_IDS_SKIPPED_AFTER_A_CRASH: u64 = 1 << 24;
 
 /// `meta` key: the sum of `Job::duration_seconds` over all stored jobs (`GET /stats/project`),
 /// kept by `Indexes` in the transaction that changes a job.

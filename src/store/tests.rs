@@ -528,7 +528,7 @@ fn events_need_an_existing_job() {
 fn a_record_from_a_newer_jobq_is_refused() {
     let (_dir, store) = open_temp();
     store.create_job(job("c", None, 1)).expect("create");
-    let txn = store.db.begin_write().expect("write");
+    let txn = store.db.for_read().unwrap().begin_write().expect("write");
     {
         let mut jobs = txn.open_table(JOBS).expect("jobs");
         let mut record = jobs.get(1).expect("get").expect("present").value().to_vec();
@@ -550,7 +550,7 @@ fn a_newer_table_layout_is_refused() {
     let path = dir.path().join("jobq.redb");
     {
         let store = Store::open(&path).expect("open");
-        let txn = store.db.begin_write().expect("write");
+        let txn = store.db.for_read().unwrap().begin_write().expect("write");
         txn.open_table(META)
             .expect("meta")
             .insert(META_SCHEMA_VERSION, SCHEMA_VERSION + 1)
@@ -601,7 +601,7 @@ fn concurrent_creates_get_distinct_ids() {
 #[test]
 fn search_walks_the_intersection_of_the_indexes_it_names() {
     let (_dir, store) = searchable_store();
-    let txn = store.db.begin_read().expect("read");
+    let txn = store.db.for_read().unwrap().begin_read().expect("read");
     let walked = |query: JobQuery| {
         let index = txn
             .open_multimap_table(JOBS_BY_CONFIG)
@@ -650,7 +650,7 @@ fn search_walks_the_intersection_of_the_indexes_it_names() {
 fn the_consistency_check_catches_a_stale_index_entry() {
     let (_dir, store) = open_temp();
     store.create_job(job("c", None, 1)).expect("create");
-    let txn = store.db.begin_write().expect("write");
+    let txn = store.db.for_read().unwrap().begin_write().expect("write");
     {
         let mut index = txn.open_multimap_table(JOBS_BY_STATUS).expect("index");
         index.remove(Status::Created.code(), 1).expect("remove");
@@ -665,7 +665,7 @@ fn the_consistency_check_catches_a_stale_index_entry() {
 fn the_consistency_check_catches_a_missing_index_entry() {
     let (_dir, store) = open_temp();
     store.create_job(job("c", None, 1)).expect("create");
-    let txn = store.db.begin_write().expect("write");
+    let txn = store.db.for_read().unwrap().begin_write().expect("write");
     {
         let mut index = txn.open_multimap_table(JOBS_BY_RUN_ID).expect("index");
         index.remove("1", 1).expect("remove");
@@ -688,8 +688,8 @@ fn a_batch_of_events_gets_consecutive_ids_in_its_order() {
         .map(|message| new_event(1, EventType::Info, message, "1", "c", 2))
         .chain([new_event(2, EventType::Warn, "other job", "2", "c", 2)])
         .collect();
-    assert_eq!(store.add_events(&batch).expect("a batch"), 2..8);
-    assert_eq!(store.add_events(&[]).expect("an empty batch"), 0..0);
+    assert_eq!(store.add_events(&batch, true).expect("a batch"), 2..8);
+    assert_eq!(store.add_events(&[], true).expect("an empty batch"), 0..0);
     let after = store
         .add_event(new_event(1, EventType::Info, "after", "1", "c", 3))
         .expect("one event");
@@ -719,6 +719,38 @@ fn a_batch_of_events_gets_consecutive_ids_in_its_order() {
 }
 
 #[test]
+fn events_not_durable_are_lost_in_a_crash_and_their_ids_never_handed_out_again() {
+    let (dir, store) = open_temp();
+    store.create_job(job("c", None, 1)).expect("create");
+    let durable = [new_event(1, EventType::Info, "durable", "1", "c", 1)];
+    assert_eq!(store.add_events(&durable, true).expect("durable"), 1..2);
+    let lost = [new_event(1, EventType::Info, "lost", "1", "c", 2)];
+    assert_eq!(store.add_events(&lost, false).expect("not durable"), 2..3);
+    assert_eq!(store.events(1, None, 0, 10).expect("events").len(), 2);
+
+    // A copy of the open file is what a crash leaves.
+    let crashed = dir.path().join("crashed.redb");
+    std::fs::copy(dir.path().join("jobq.redb"), &crashed).expect("copy");
+    let reopened = Store::open(&crashed).expect("repaired");
+    let events = reopened.events(1, None, 0, 10).expect("events");
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, ["durable"]);
+    let next = reopened
+        .add_event(new_event(1, EventType::Info, "next", "1", "c", 3))
+        .expect("one event");
+    assert_eq!(next.id, 2 + EVENT_IDS_SKIPPED_AFTER_A_CRASH);
+    reopened.assert_internally_consistent();
+
+    // A clean stop skips nothing.
+    drop(reopened);
+    let reopened = Store::open(&crashed).expect("reopened");
+    let after = reopened
+        .add_event(new_event(1, EventType::Info, "after", "1", "c", 4))
+        .expect("one event");
+    assert_eq!(after.id, next.id + 1);
+}
+
+#[test]
 fn a_batch_naming_a_missing_job_writes_nothing() {
     let (_dir, store) = open_temp();
     store.create_job(job("c", None, 1)).expect("create");
@@ -726,7 +758,9 @@ fn a_batch_naming_a_missing_job_writes_nothing() {
         new_event(1, EventType::Info, "kept?", "1", "c", 1),
         new_event(9, EventType::Info, "no such job", "9", "c", 1),
     ];
-    let error = store.add_events(&batch).expect_err("job 9 does not exist");
+    let error = store
+        .add_events(&batch, true)
+        .expect_err("job 9 does not exist");
     assert!(
         matches!(error, StoreError::JobNotFound { id: 9 }),
         "{error}"

@@ -90,7 +90,7 @@ fn random_store(rng: &mut StdRng, count: usize) -> (tempfile::TempDir, Store) {
 }
 
 fn all_jobs(store: &Store) -> Vec<Job> {
-    let txn = store.db.begin_read().expect("read");
+    let txn = store.db.for_read().unwrap().begin_read().expect("read");
     let table = txn.open_table(JOBS).expect("jobs");
     let mut jobs = Vec::new();
     for entry in table.range::<u64>(..).expect("range") {
@@ -292,7 +292,7 @@ fn a_store_of_layout_1_gets_its_duration_sum_at_open() {
     let sum = store.duration_sum().expect("sum");
     assert!(sum > 0);
     // Back to what layout 1 kept: no sum.
-    let txn = store.db.begin_write().expect("write");
+    let txn = store.db.for_read().unwrap().begin_write().expect("write");
     {
         let mut meta = txn.open_table(META).expect("meta");
         meta.insert(META_SCHEMA_VERSION, 1).expect("version");
@@ -303,7 +303,7 @@ fn a_store_of_layout_1_gets_its_duration_sum_at_open() {
 
     let store = Store::open(&dir.path().join("jobq.redb")).expect("reopen");
     assert_eq!(store.duration_sum().expect("sum"), sum);
-    let txn = store.db.begin_read().expect("read");
+    let txn = store.db.for_read().unwrap().begin_read().expect("read");
     let meta = txn.open_table(META).expect("meta");
     let version = meta
         .get(META_SCHEMA_VERSION)

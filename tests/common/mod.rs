@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod binary;
+pub mod disk;
 pub mod engine;
 pub mod python;
 
