@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::model::{now_micros, Branch, Configuration, Row};
+use crate::model::{now_micros, Branch, Configuration, Row, ORCHESTRATOR};
 use crate::secrets::{self, Secrets};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError, UpdateError};
@@ -125,12 +125,13 @@ impl Configurations {
     pub fn components(&self, branch: &str) -> Result<Vec<(String, Vec<Configuration>)>> {
         let branch = self.branch(branch)?.id;
         let configurations = self.store.configurations(&branch, None)?;
-        let components = self.settings.components.iter().map(|component| {
-            let own = configurations
-                .iter()
-                .filter(|c| c.component == component.id)
-                .cloned();
-            (component.id.clone(), own.collect())
+        // The orchestrator is listed once it has configurations.
+        let orchestrator =
+            Some(ORCHESTRATOR).filter(|id| configurations.iter().any(|c| c.component == *id));
+        let ids = self.settings.components.iter().map(|c| c.id.as_str());
+        let components = ids.chain(orchestrator).map(|id| {
+            let own = configurations.iter().filter(|c| c.component == id).cloned();
+            (id.to_string(), own.collect())
         });
         Ok(components.collect())
     }
@@ -139,7 +140,7 @@ impl Configurations {
     /// dev branch's id); the component must be registered.
     pub fn component(&self, branch: &str, component: &str) -> Result<ComponentIn<'_>> {
         let branch = self.branch(branch)?.id;
-        if self.settings.component(component).is_none() {
+        if !self.settings.is_registered(component) {
             return Err(ConfigurationsError::ComponentNotRegistered {
                 component: component.to_string(),
             });

@@ -19,6 +19,8 @@ pub const CONTAINER_STARTED: &str = "container-started";
 pub const CONTAINER_ENDED: &str = "container-ended";
 /// After a row's output mapping loaded its tables, before the row is recorded.
 pub const OUTPUT_MAPPED: &str = "output-mapped";
+/// After an orchestration or phase job went `processing` with its children, before anything else.
+pub const CHILDREN_CREATED: &str = "children-created";
 /// After a job's final status (and final event) committed, before anything else.
 pub const JOB_ENDED: &str = "job-ended";
 

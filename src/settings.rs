@@ -158,6 +158,12 @@ impl Settings {
         self.components.iter().find(|c| c.id == id)
     }
 
+    /// Whether configurations of `id` may be stored and run: a `[[components]]` entry, or
+    /// `keboola.orchestrator`, which jobq runs itself.
+    pub fn is_registered(&self, id: &str) -> bool {
+        self.component(id).is_some() || id == crate::model::ORCHESTRATOR
+    }
+
     /// Where the redb file lives.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("jobq.redb")

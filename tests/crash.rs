@@ -288,8 +288,13 @@ impl CrashDir {
 
     /// Starts process number `n`, armed at `crash_at`.
     fn start(&self, n: usize, crash_at: Option<&str>) -> Served {
+        self.try_start(n, crash_at).expect("jobq starts")
+    }
+
+    /// Starts process number `n`, armed at `crash_at`; `None` when it crashed during start-up.
+    fn try_start(&self, n: usize, crash_at: Option<&str>) -> Option<Served> {
         let log = self.dir.path().join(format!("jobq-{n}.log"));
-        start(&self.settings, &log, crash_at).expect("jobq starts")
+        start(&self.settings, &log, crash_at)
     }
 }
 
@@ -364,4 +369,145 @@ async fn a_crash_right_after_a_job_ends_keeps_its_final_event() {
     assert_eq!(finals.len(), 1, "final events: {events:#?}");
     assert_eq!(finals[0]["type"], "error");
     second.kill_after(Duration::ZERO);
+}
+
+/// Crash points of the flow test: the start of a phase (its task jobs created with it), any
+/// commit, a job's end (its phase not yet settled), a container's start; `None` is a SIGKILL at
+/// a random moment.
+const FLOW_CRASH_POINTS: [Option<&str>; 5] = [
+    None,
+    Some("children-created"),
+    Some("store-commit"),
+    Some("job-ended"),
+    Some("container-started"),
+];
+
+/// An orchestration of three phases (A; B after A; C after B) of four fixture tasks each.
+fn three_by_four() -> Value {
+    let phases =
+        json!([{"id": "A"}, {"id": "B", "dependsOn": ["A"]}, {"id": "C", "dependsOn": ["B"]}]);
+    let tasks: Vec<Value> = (0..12)
+        .map(|i| {
+            let phase = ["A", "B", "C"][i / 4];
+            json!({"id": i, "name": format!("task {i}"), "phase": phase, "task": {
+                "componentId": COMPONENT,
+                "configData": {"parameters": {"sleep": 1.0 + (i % 3) as f64, "append_run_id_to": "/tmp/ran.txt"}},
+            }})
+        })
+        .collect();
+    json!({"phases": phases, "tasks": tasks})
+}
+
+/// One line per job (id, run id, type, status, desired status, result message), for failures.
+async fn summary(process: &Served) -> Vec<String> {
+    let jobs = all_jobs(&process.client).await.unwrap_or_default();
+    let line = |j: &Value| {
+        let fields = ["id", "runId", "type", "status", "desiredStatus"].map(|f| j[f].to_string());
+        format!("{} {}", fields.join(" "), j["result"]["message"])
+    };
+    jobs.iter().map(line).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_survives_repeated_crashes_creating_and_running_each_task_once() {
+    let rounds = env_number("JOBQ_CRASH_FLOW_ROUNDS", 10);
+    let mut rng = Rng(env_number("JOBQ_CRASH_SEED", 0x5eed) as u64 | 1);
+    let crash = CrashDir::new().await;
+    let data_dir = crash.dir.path().join("data");
+    let first = crash.start(0, None);
+    let instance = first.instance.clone();
+    for config in ["flow", "killed"] {
+        let path = "/v2/storage/components/keboola.orchestrator/configs";
+        let body =
+            json!({"configurationId": config, "name": config, "configuration": three_by_four()});
+        assert_eq!(first.post(path, &body).await.status, 201);
+    }
+    let flow = id(&first
+        .submit(json!({"component": "keboola.orchestrator", "config": "flow"}))
+        .await);
+    let killed = id(&first
+        .submit(json!({"component": "keboola.orchestrator", "config": "killed"}))
+        .await);
+    tokio::time::sleep(Duration::from_millis(300 + rng.next(1000))).await;
+    assert_eq!(first.kill(&killed).await.status, 202);
+    let mut first = first;
+    first.kill_after(Duration::from_millis(rng.next(1500)));
+
+    for round in 1..=rounds {
+        let point = FLOW_CRASH_POINTS[round % FLOW_CRASH_POINTS.len()];
+        let armed = point.map(|p| match p {
+            "store-commit" => format!("{p}:{}", 3 + rng.next(30)),
+            p => format!("{p}:{}", 1 + rng.next(3)),
+        });
+        let crashed_itself = match (crash.try_start(round, armed.as_deref()), &armed) {
+            (None, _) => true,
+            (Some(mut process), Some(_)) => process.kill_after(Duration::from_secs(3)),
+            (Some(mut process), None) => {
+                process.kill_after(Duration::from_millis(300 + rng.next(1500)))
+            }
+        };
+        println!("flow round {round}: {armed:?}, crashed by itself: {crashed_itself}");
+    }
+
+    let mut last = crash.start(rounds + 1, None);
+    let done = last.wait_finished(&flow).await;
+    assert_eq!(done["status"], "success", "{:#?}", summary(&last).await);
+    let phases = last
+        .get(&format!("/search/jobs?parentRunId={flow}&sortOrder=asc"))
+        .await
+        .json();
+    let phases = phases.as_array().unwrap();
+    assert_eq!(phases.len(), 3, "{phases:#?}");
+    let mut task_ids = Vec::new();
+    for phase in phases {
+        assert_eq!(phase["status"], "success");
+        let run = phase["runId"].as_str().unwrap();
+        let tasks = last
+            .get(&format!("/search/jobs?parentRunId={run}&sortOrder=asc"))
+            .await
+            .json();
+        let tasks = tasks.as_array().unwrap();
+        assert_eq!(
+            tasks.len(),
+            4,
+            "phase {run} made its task jobs once: {tasks:#?}"
+        );
+        for task in tasks {
+            assert_eq!(task["status"], "success");
+            task_ids.push(task["orchestrationTaskId"].as_str().unwrap().to_string());
+            let ran =
+                std::fs::read_to_string(data_dir.join(format!("jobs/{}/tmp/ran.txt", id(task))))
+                    .unwrap_or_default();
+            assert_eq!(ran.lines().count(), 1, "task job {} ran once", id(task));
+        }
+    }
+    let expected: Vec<String> = (0..12).map(|i| i.to_string()).collect();
+    assert_eq!(task_ids, expected);
+
+    // The killed flow stays killed: its later phases never started.
+    let gone = last.wait_finished(&killed).await;
+    let status = gone["status"].as_str();
+    assert!(
+        matches!(status, Some("terminated" | "cancelled")),
+        "{:#?}",
+        summary(&last).await
+    );
+    let phases = last
+        .get(&format!("/search/jobs?parentRunId={killed}&sortOrder=asc"))
+        .await
+        .json();
+    for phase in phases.as_array().unwrap().iter().skip(1) {
+        assert_eq!(phase["status"], "cancelled", "{phase:#}");
+        let run = phase["runId"].as_str().unwrap();
+        let tasks = last
+            .get(&format!("/search/jobs?parentRunId={run}"))
+            .await
+            .json();
+        assert_eq!(tasks, json!([]));
+    }
+    last.kill_after(Duration::ZERO);
+    assert_eq!(
+        containers_of_instance(&instance).await,
+        Vec::<String>::new()
+    );
 }

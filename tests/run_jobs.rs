@@ -52,8 +52,13 @@ async fn created_job_runs_to_success_with_the_exact_job_json() {
         "isFinished",
         "metrics",
         "mode",
+        "onlyOrchestrationTaskIds",
+        "orchestrationJobId",
+        "orchestrationPhaseId",
+        "orchestrationTaskId",
         "parallelism",
         "parentRunId",
+        "previousJobId",
         "project",
         "result",
         "runId",
@@ -73,6 +78,15 @@ async fn created_job_runs_to_success_with_the_exact_job_json() {
     assert_eq!(created["isFinished"], false);
     assert_eq!(created["runId"], id.as_str());
     assert_eq!(created["parentRunId"], "");
+    for field in [
+        "orchestrationJobId",
+        "orchestrationTaskId",
+        "orchestrationPhaseId",
+        "previousJobId",
+        "onlyOrchestrationTaskIds",
+    ] {
+        assert_eq!(created[field], Value::Null, "{field}");
+    }
     assert_eq!(
         created["project"],
         json!({"id": "123", "name": "Test project"})

@@ -201,6 +201,11 @@ fn finished_job(
         stdout_base: 0,
         delayed_start_time: None,
         revision: 0,
+        orchestration_job_id: None,
+        orchestration_task_id: None,
+        orchestration_phase_id: None,
+        previous_job_id: None,
+        only_orchestration_task_ids: Vec::new(),
     };
     let roll = rng.random_range(0..100);
     let start = created + rng.random_range(0..30_000_000);

@@ -51,7 +51,7 @@ fn scope(settings: &Settings, query: &Query) -> Result<Scope, ApiError> {
     let (component, project, config) =
         (given("componentId"), given("projectId"), given("configId"));
     if let Some(component) = component {
-        if settings.component(component).is_none() {
+        if !settings.is_registered(component) {
             return Err(ApiError::bad_request(format!(
                 "Component \"{component}\" is not registered; give the componentId of one of \
                  the [[components]] in the settings."

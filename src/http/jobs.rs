@@ -54,6 +54,8 @@ pub async fn create(services: &Services, mut request: Request) -> Reply {
         delay: fields.seconds("delay")?,
         delayed_start_time: fields.text("delayedStartTime")?,
         parent_run_id,
+        previous_job_id: fields.id("previousJobId")?,
+        only_orchestration_task_ids: fields.list("onlyOrchestrationTaskIds")?,
     };
     let job = services.queue.create(new, &request.token).await?;
     let body = render::job(&job, &services.settings.public_url);
@@ -84,6 +86,12 @@ pub async fn kill(services: &Services, request: Request) -> Reply {
     let job = blocking(|| services.queue.kill(request.segment("id")))?;
     let body = render::job(&job, &services.settings.public_url);
     Ok(Answer::json(StatusCode::ACCEPTED, &body))
+}
+
+/// `GET /orchestration-rerun-plan/{jobId}`
+pub async fn rerun_plan(services: &Services, request: Request) -> Reply {
+    let (job, tasks) = blocking(|| services.queue.rerun_plan(request.segment("jobId")))?;
+    Ok(Answer::ok(&render::rerun_plan(&job, &tasks)))
 }
 
 /// `GET /search/jobs` and `GET /jobs`

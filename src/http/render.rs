@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 use crate::model::{format_time, Event, Job};
 use crate::model::{Branch, Configuration, Row};
 use crate::model::{Bucket, StoredFile, Table};
+use crate::queue::MatchedTask;
 
 /// The job object of docs/queue.md: every field, ids as strings, times ISO 8601.
 pub fn job(job: &Job, public_url: &str) -> Value {
@@ -39,8 +40,33 @@ pub fn job(job: &Job, public_url: &str) -> Value {
         "behavior": job.behavior,
         "parallelism": job.parallelism,
         "type": job.job_type.as_str(),
+        "orchestrationJobId": job.orchestration_job_id.map(|id| id.to_string()),
+        "orchestrationTaskId": job.orchestration_task_id,
+        "orchestrationPhaseId": job.orchestration_phase_id,
+        "previousJobId": job.previous_job_id,
+        "onlyOrchestrationTaskIds": (!job.only_orchestration_task_ids.is_empty())
+            .then_some(&job.only_orchestration_task_ids),
         "delayedStartTime": job.delayed_start_time.map(format_time),
     })
+}
+
+/// The rerun plan of orchestration job `job`: each task of its run and the job it got.
+pub fn rerun_plan(job: &Job, tasks: &[MatchedTask]) -> Value {
+    let matched: Vec<Value> = tasks
+        .iter()
+        .map(|task| {
+            let got = task.job.as_ref();
+            json!({
+                "taskId": task.task_id,
+                "matched": got.is_some(),
+                "jobId": got.map(|j| j.id.to_string()),
+                "componentId": got.map(|j| &j.component),
+                "configId": got.and_then(|j| j.config.as_ref()),
+                "status": got.map(|j| j.status.as_str()),
+            })
+        })
+        .collect();
+    json!({"jobId": job.id.to_string(), "configId": job.config, "matchedTasks": matched})
 }
 
 /// A Storage event of a job.

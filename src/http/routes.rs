@@ -56,6 +56,7 @@ fn table() -> Vec<Route> {
         route(M::GET, "search/jobs", to!(jobs::search)),
         route(M::GET, "jobs/{id}", to!(jobs::get)),
         route(M::POST, "jobs/{id}/kill", to!(jobs::kill)),
+        route(M::GET, "orchestration-rerun-plan/{jobId}", to!(jobs::rerun_plan)),
         route(M::GET, "search/grouped-jobs", to!(jobs::grouped)),
         route(M::GET, "stats/project", to!(jobs::project_stats)),
         route(M::GET, "v2/storage/events", to!(jobs::events)),

@@ -72,6 +72,12 @@ impl JobType {
             JobType::PhaseContainer => "phaseContainer",
         }
     }
+
+    /// Container types run no container of their own: no capacity slot, no engine; they end
+    /// when their children have.
+    pub fn is_virtual(self) -> bool {
+        self != JobType::Standard
+    }
 }
 
 /// A job's run id: its id, after its parent's run id and a dot for a child (`"10.12"`).
@@ -266,6 +272,16 @@ pub struct Job {
     pub delayed_start_time: Option<i64>,
     /// Counts the changes of the job; the store bumps it on every update (long polls wait on it).
     pub revision: u64,
+    /// The orchestration job this job is a phase or task of (`orchestrationJobId`).
+    pub orchestration_job_id: Option<u64>,
+    /// The orchestration task this job runs (`orchestrationTaskId`), for a task's job.
+    pub orchestration_task_id: Option<String>,
+    /// The phase of that task (`orchestrationPhaseId`), for a task's job.
+    pub orchestration_phase_id: Option<String>,
+    /// The orchestration job an orchestration job reruns tasks of (`previousJobId`).
+    pub previous_job_id: Option<String>,
+    /// The tasks an orchestration job runs; empty: all (`onlyOrchestrationTaskIds`).
+    pub only_orchestration_task_ids: Vec<String>,
 }
 
 impl Job {
@@ -343,6 +359,11 @@ impl Job {
             stdout_base: 0,
             delayed_start_time: None,
             revision: 0,
+            orchestration_job_id: None,
+            orchestration_task_id: None,
+            orchestration_phase_id: None,
+            previous_job_id: None,
+            only_orchestration_task_ids: Vec::new(),
         }
     }
 }

@@ -4,6 +4,7 @@
 mod configuration;
 mod event;
 mod job;
+mod orchestration;
 mod result;
 mod status;
 mod storage;
@@ -13,9 +14,14 @@ pub use configuration::{
     deep_merge, placeholders, replace_placeholders, Branch, Configuration, Row,
 };
 pub use event::{Event, EventSource, EventType, NewEvent};
+pub(crate) use job::json_text;
 pub use job::{
     Behavior, DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, OnError,
     Parallelism, RunId, SortKey, TimeRange,
+};
+pub use orchestration::{
+    orchestration_outcome, phase_outcome, phase_start, Orchestration, OrchestrationError, Phase,
+    PhaseStart, Task, TaskJob, MAX_NESTING, ORCHESTRATOR,
 };
 pub use result::{ErrorKind, JobResult, MappedTables, ResultError, UserError, Variable};
 pub use status::{transition, Status, TransitionForbidden};

@@ -1,15 +1,19 @@
 //! Creating jobs: validation, resolution of tag, parallelism and backend, job trees.
 
+use super::flows::Overrides;
 use super::{NewJob, Queue, QueueError};
 use crate::blocking::blocking;
 use crate::model::Configuration;
 use crate::model::{
     now_micros, parse_time, Behavior, DesiredStatus, Job, JobResult, JobType, Mode, OnError,
-    Parallelism, RunId, Status,
+    Parallelism, RunId, Status, ORCHESTRATOR,
 };
 use crate::plan;
 use crate::secrets::Scope;
 use crate::settings::Token;
+
+/// The `tag` of an orchestration job: jobq runs it itself, from no image.
+const ORCHESTRATOR_TAG: &str = "latest";
 use serde_json::{json, Value};
 
 impl Queue {
@@ -17,7 +21,7 @@ impl Queue {
     /// tree) is committed durably, in a transaction shared with the creations of the moment
     /// (`store::Creations`), before this returns.
     pub async fn create(&self, request: NewJob, token: &Token) -> Result<Job, QueueError> {
-        let (count, make) = blocking(|| self.new_jobs(request, token))?;
+        let (count, make) = blocking(|| self.new_jobs(request, &token.id, &token.description, 1))?;
         let mut jobs = self.creations.create_jobs(count, make).await?;
         if jobs.is_empty() {
             return Err(QueueError::Store(crate::store::StoreError::Creation {
@@ -30,13 +34,17 @@ impl Queue {
         Ok(job)
     }
 
-    /// Validates and resolves a create request into the number of jobs it creates (its tree)
-    /// and the function that makes them from their ids, the first being the job to answer.
+    /// Validates and resolves a create request of the token `token_id` into the number of jobs
+    /// it creates (its tree) and the function that makes them from their ids, the first being
+    /// the job to answer. `depth` counts the orchestrations the job runs in, itself included
+    /// when it is one.
     #[allow(clippy::type_complexity)] // an `impl Fn` return type cannot be named by an alias
-    fn new_jobs(
+    pub(super) fn new_jobs(
         &self,
         request: NewJob,
-        token: &Token,
+        token_id: &str,
+        token_description: &str,
+        depth: usize,
     ) -> Result<(usize, impl Fn(&[u64]) -> Vec<Job> + Send + 'static), QueueError> {
         let invalid = |field: &'static str, message: String| QueueError::Invalid { field, message };
         if request.component.is_empty() {
@@ -45,15 +53,21 @@ impl Queue {
                 "The \"component\" field is required.".into(),
             ));
         }
-        let component = self.settings.component(&request.component).ok_or_else(|| {
-            invalid(
-                "component",
-                format!(
-                    "Component \"{}\" is not registered in jobq's settings.",
-                    request.component
-                ),
-            )
-        })?;
+        let orchestrator = request.component == ORCHESTRATOR;
+        // jobq runs orchestrations itself: no image, so no tag of the settings.
+        let component_tag = match self.settings.component(&request.component) {
+            Some(component) => component.tag.clone(),
+            None if orchestrator => ORCHESTRATOR_TAG.to_string(),
+            None => {
+                return Err(invalid(
+                    "component",
+                    format!(
+                        "Component \"{}\" is not registered in jobq's settings.",
+                        request.component
+                    ),
+                ))
+            }
+        };
         if request.variable_values_id.is_some() && request.variable_values_data.is_some() {
             return Err(invalid(
                 "variableValuesId",
@@ -137,7 +151,7 @@ impl Queue {
                 stored_configuration
                     .and_then(|c| runtime_of(c, "tag").or_else(|| runtime_of(c, "image_tag")))
             })
-            .unwrap_or_else(|| component.tag.clone());
+            .unwrap_or(component_tag);
         let parallelism = request
             .parallelism
             .clone()
@@ -181,6 +195,53 @@ impl Queue {
             }
             _ => None,
         };
+        let only = request
+            .only_orchestration_task_ids
+            .clone()
+            .unwrap_or_default();
+        if !orchestrator && (request.previous_job_id.is_some() || !only.is_empty()) {
+            return Err(invalid(
+                "onlyOrchestrationTaskIds",
+                format!("Fields \"onlyOrchestrationTaskIds\" and \"previousJobId\" rerun tasks of {ORCHESTRATOR} jobs only; leave them out.")
+            ));
+        }
+        if request
+            .only_orchestration_task_ids
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
+            return Err(invalid(
+                "onlyOrchestrationTaskIds",
+                "Field \"onlyOrchestrationTaskIds\" must list at least one task id.".into(),
+            ));
+        }
+        if let Some(previous) = &request.previous_job_id {
+            let known = previous
+                .parse()
+                .ok()
+                .map(|id| self.store.job(id))
+                .transpose()?;
+            if known.flatten().is_none() {
+                return Err(invalid(
+                    "previousJobId",
+                    format!("Job \"{previous}\" of \"previousJobId\" does not exist; give the id of an earlier orchestration job."),
+                ));
+            }
+        }
+        let root_type = if orchestrator {
+            let definition = stored
+                .as_ref()
+                .map_or(&request.config_data, |s| &s.configuration);
+            let overrides = Overrides {
+                branch_id: branch_id.clone(),
+                parallelism,
+                backend: backend.clone(),
+            };
+            self.check_orchestration(definition, &overrides, depth, &only)?;
+            JobType::OrchestrationContainer
+        } else {
+            JobType::Standard
+        };
         // Parallelism over two or more rows: a container job with one child per row.
         let parallel = parallelism.is_some_and(|p| p != Parallelism::Limit(0)) && rows.len() >= 2;
         // Secrets are stored (and answered) only as ciphertexts.
@@ -198,8 +259,8 @@ impl Queue {
             parent_run_id: None,
             project_id: settings.project.id.clone(),
             project_name: settings.project.name.clone(),
-            token_id: token.id.clone(),
-            token_description: token.description.clone(),
+            token_id: token_id.to_string(),
+            token_description: token_description.to_string(),
             status: Status::Created,
             desired_status: DesiredStatus::Processing,
             mode,
@@ -231,6 +292,11 @@ impl Queue {
             stdout_base: 0,
             delayed_start_time,
             revision: 0,
+            orchestration_job_id: None,
+            orchestration_task_id: None,
+            orchestration_phase_id: None,
+            previous_job_id: request.previous_job_id.clone(),
+            only_orchestration_task_ids: only,
         };
         let make = move |id: u64,
                          parent_run_id: Option<&RunId>,
@@ -252,7 +318,7 @@ impl Queue {
                 return vec![make(
                     ids[0],
                     parent_run_id.as_ref(),
-                    JobType::Standard,
+                    root_type,
                     row_ids.clone(),
                     parallelism,
                 )];
@@ -279,8 +345,21 @@ impl Queue {
         Ok((count, make_tree))
     }
 
+    /// The stored configuration `job` runs, as it is now, when it runs one.
+    pub(super) fn stored_configuration_of(
+        &self,
+        job: &Job,
+    ) -> Result<Option<Configuration>, QueueError> {
+        self.stored_configuration(
+            job.config.as_deref(),
+            &job.config_data,
+            &job.component,
+            &job.branch_id,
+        )
+    }
+
     /// The stored configuration a job of `config` runs, when it runs one (no `configData`).
-    pub(super) fn stored_configuration(
+    fn stored_configuration(
         &self,
         config: Option<&str>,
         config_data: &Value,

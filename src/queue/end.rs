@@ -3,7 +3,7 @@
 
 use super::{Queue, QueueError};
 use crate::blocking::blocking;
-use crate::model::{now_micros, EventType, Job, JobType, OnError, RunId, Status};
+use crate::model::{now_micros, DesiredStatus, EventType, Job, JobType, OnError, RunId, Status};
 use crate::model::{ErrorKind, JobResult, ResultError, UserError};
 use crate::runner::outcome;
 use crate::runner::workspace::Workspace;
@@ -49,6 +49,7 @@ impl Queue {
         crate::failpoint::hit(crate::failpoint::JOB_ENDED);
         self.changed();
         tracing::info!(job_id = job.id, status = %job.status, "job finished");
+        self.flow_part_ended(&job);
         if let Some(parent) = &job.parent_run_id {
             self.settle_container(parent)?;
         }
@@ -69,44 +70,73 @@ impl Queue {
             .map(drop)
     }
 
-    /// Finishes a `container` job once all its children have finished: `error` if any failed
-    /// (`warning` with `behavior.onError: "warning"`), `terminated` if it was killed, else `success`.
+    /// Finishes a container job (of any virtual type) once it runs and all its children have
+    /// finished: `terminated` if it was killed, else as `container_outcome` or `flow_outcome` say.
     pub(super) fn settle_container(&self, run_id: &RunId) -> Result<(), QueueError> {
         let Some(container) = self.store.job_by_run_id(run_id.as_str())? else {
             return Ok(());
         };
-        if container.job_type != JobType::Container || container.status.is_finished() {
+        let running = matches!(container.status, Status::Processing | Status::Terminating);
+        if !container.job_type.is_virtual() || !running {
             return Ok(());
         }
         let children = self.store.children(run_id.as_str())?;
         if !children.iter().all(|child| child.status.is_finished()) {
             return Ok(());
         }
-        let failed: Vec<String> = children
-            .iter()
-            .filter(|child| child.status != Status::Success)
-            .map(|child| format!("{} ({})", child.id, child.status))
-            .collect();
-        let outcome = match (failed.is_empty(), container.behavior.on_error) {
-            (true, _) => Status::Success,
-            (false, Some(OnError::Warning)) => Status::Warning,
-            (false, _) => Status::Error,
-        };
-        let message = match outcome {
-            Status::Success => "All rows finished.".to_string(),
-            _ => format!("Some child jobs did not succeed: {}.", failed.join(", ")),
+        if container.desired_status == DesiredStatus::Terminating {
+            // Killed, with its children ended before the scheduler applied the kill to it.
+            self.move_if(container.id, Status::Processing, Status::Terminating)?;
+        }
+        let (outcome, result) = match container.job_type {
+            JobType::Container => container_outcome(&container, &children),
+            _ => self.flow_outcome(&container, &children)?,
         };
         self.update(container.id, |job| {
-            job.result = JobResult {
-                message: Some(message),
-                error: (outcome == Status::Error).then(user_error),
-                ..JobResult::default()
-            };
+            job.result = result;
             job.outcome = Some(outcome);
         })?;
         self.end(container.id, Ending::Recorded)
     }
+}
 
+/// How a `container` job ends from its rows' jobs: `error` if any did not succeed (`warning` with
+/// `behavior.onError: "warning"`), else `success`.
+fn container_outcome(container: &Job, children: &[Job]) -> (Status, JobResult) {
+    let failed = failed_children(children);
+    let outcome = match (failed.is_empty(), container.behavior.on_error) {
+        (true, _) => Status::Success,
+        (false, Some(OnError::Warning)) => Status::Warning,
+        (false, _) => Status::Error,
+    };
+    let message = match outcome {
+        Status::Success => "All rows finished.".to_string(),
+        _ => format!("Some child jobs did not succeed: {failed}."),
+    };
+    (outcome, ended_result(message, outcome))
+}
+
+/// `"12 (error), 14 (terminated)"`: the children that did not succeed.
+pub(super) fn failed_children(children: &[Job]) -> String {
+    let failed: Vec<String> = children
+        .iter()
+        .filter(|child| child.status != Status::Success)
+        .map(|child| format!("{} ({})", child.id, child.status))
+        .collect();
+    failed.join(", ")
+}
+
+/// The result of a container job that ended `status`: its message, and a user error unless it
+/// succeeded or warned.
+pub(super) fn ended_result(message: String, status: Status) -> JobResult {
+    JobResult {
+        message: Some(message),
+        error: (status == Status::Error).then(user_error),
+        ..JobResult::default()
+    }
+}
+
+impl Queue {
     /// Hides the decrypted secrets a job's folders may still hold (see `seal_folder`).
     pub(super) fn seal_job_folder(&self, job: &Job) {
         let job_dir = self.settings.job_dir(job.id);

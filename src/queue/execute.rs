@@ -548,12 +548,7 @@ impl Queue {
     /// Resolves what the job runs, loading its stored configuration (and variables) as it is now.
     pub(super) fn plan(&self, job: &Job) -> Result<Plan, UserError> {
         let stored = self
-            .stored_configuration(
-                job.config.as_deref(),
-                &job.config_data,
-                &job.component,
-                &job.branch_id,
-            )
+            .stored_configuration_of(job)
             .map_err(|error| UserError(chain(&error)))?;
         let variables = match stored
             .as_ref()

@@ -5,6 +5,7 @@ mod create;
 mod end;
 mod event_writer;
 mod execute;
+mod flows;
 mod recovery;
 mod scheduler;
 
@@ -25,6 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
+
+pub use flows::MatchedTask;
 
 /// A create request after the HTTP layer parsed its body and headers.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +51,10 @@ pub struct NewJob {
     pub delayed_start_time: Option<String>,
     /// `X-KBC-RunId`: the new job becomes a child of that run.
     pub parent_run_id: Option<String>,
+    /// An orchestration job rerunning tasks of this earlier one.
+    pub previous_job_id: Option<String>,
+    /// The tasks an orchestration job runs (a rerun); none: all.
+    pub only_orchestration_task_ids: Option<Vec<String>>,
 }
 
 /// Why a queue operation was refused or failed.
@@ -228,7 +235,30 @@ impl Queue {
         let job = self.job(id)?;
         let ids = self.tree(&job)?;
         let root = job.id;
-        let updated = self.store.update_jobs(&ids, |job| {
+        let killed = self.kill_jobs(&ids, root)?;
+        // A flow part that started between the tree's reading and the kill created children
+        // the kill missed; a killed part starts nothing more, so one more look finds them all.
+        let missed: Vec<u64> = self
+            .tree(&job)?
+            .into_iter()
+            .filter(|id| !ids.contains(id))
+            .collect();
+        if !missed.is_empty() {
+            self.kill_jobs(&missed, root)?;
+        }
+        tracing::info!(
+            job_id = killed.id,
+            descendants = ids.len() + missed.len() - 1,
+            "termination requested"
+        );
+        self.changed();
+        Ok(killed)
+    }
+
+    /// Sets `desiredStatus: terminating` on each unfinished job of `ids` in one transaction; the
+    /// first job comes back. `root` finished already is `NotKillable`.
+    fn kill_jobs(&self, ids: &[u64], root: u64) -> Result<Job, QueueError> {
+        let updated = self.store.update_jobs(ids, |job| {
             if job.status.is_finished() {
                 if job.id == root {
                     return Err(QueueError::NotKillable {
@@ -241,18 +271,11 @@ impl Queue {
             job.desired_status = DesiredStatus::Terminating;
             Ok(())
         });
-        let job = match updated {
-            Ok(mut jobs) => jobs.remove(0),
-            Err(UpdateError::Rejected(error)) => return Err(error),
-            Err(UpdateError::Store(error)) => return Err(error.into()),
-        };
-        tracing::info!(
-            job_id = job.id,
-            descendants = ids.len() - 1,
-            "termination requested"
-        );
-        self.changed();
-        Ok(job)
+        match updated {
+            Ok(mut jobs) => Ok(jobs.remove(0)),
+            Err(UpdateError::Rejected(error)) => Err(error),
+            Err(UpdateError::Store(error)) => Err(error.into()),
+        }
     }
 
     /// The ids of `job` and of all its descendants, `job` first.

@@ -4,7 +4,7 @@ use super::end::Ending;
 use super::{Queue, QueueError};
 use crate::blocking::blocking;
 use crate::error::chain;
-use crate::model::{now_micros, EventType, Job, JobType, Status};
+use crate::model::{now_micros, EventType, Job, Status};
 use crate::runner::workspace;
 use crate::storage::StorageError;
 use crate::store::{Budget, StoreError, Sweep};
@@ -52,7 +52,7 @@ impl Queue {
     pub async fn recover(self: &Arc<Self>) -> Result<(), QueueError> {
         for status in [Status::Processing, Status::Terminating] {
             for job in blocking(|| self.store.jobs_with_status(status))? {
-                if job.job_type == JobType::Container {
+                if job.job_type.is_virtual() {
                     // Virtual: it finishes when its children do.
                     blocking(|| self.settle_container(&job.run_id))?;
                     continue;

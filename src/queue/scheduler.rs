@@ -195,6 +195,11 @@ impl Queue {
                     Some(pass.next_delayed_start.map_or(at, |next| next.min(at)));
                 continue;
             }
+            if job.job_type == JobType::PhaseContainer {
+                // Virtual, and held by the phases it depends on, not by a configuration lock.
+                self.step_phase(&job)?;
+                continue;
+            }
             let key = lock_key(&job);
             // A configuration lock and a container's parallelism are reasons inside the
             // project: the job waits.
@@ -213,12 +218,16 @@ impl Queue {
                 }
                 continue;
             }
-            if job.job_type == JobType::Container {
-                // Virtual: no container, no capacity; it finishes when its children do.
-                if self
-                    .move_if(job.id, job.status, Status::Processing)?
-                    .is_some()
-                {
+            if job.job_type.is_virtual() {
+                // Virtual: no container, no capacity; it finishes when its children do. An
+                // orchestration creates its phases as it starts.
+                let started = match job.job_type {
+                    JobType::OrchestrationContainer => self.start_orchestration(&job)?,
+                    _ => self
+                        .move_if(job.id, job.status, Status::Processing)?
+                        .is_some(),
+                };
+                if started {
                     held.extend(key);
                 }
                 continue;
@@ -291,7 +300,7 @@ impl Queue {
     pub(super) fn terminate(&self, job: &Job) -> Result<(), QueueError> {
         match job.status {
             Status::Created | Status::Waiting => self.end(job.id, Ending::Cancelled),
-            Status::Processing if job.job_type == JobType::Container => {
+            Status::Processing if job.job_type.is_virtual() => {
                 self.move_if(job.id, job.status, Status::Terminating)?;
                 // Its children were asked to terminate with it; it ends when they have.
                 self.settle_container(&job.run_id)
@@ -325,8 +334,11 @@ struct LockKey {
     rows: Vec<String>,
 }
 
-/// Jobs run from `configData` alone take no lock.
+/// Jobs run from `configData` alone take no lock, nor do phases (their orchestration holds it).
 fn lock_key(job: &Job) -> Option<LockKey> {
+    if job.job_type == JobType::PhaseContainer {
+        return None;
+    }
     let config = job.config.clone()?;
     let mut rows = job.config_row_ids.clone();
     rows.sort();

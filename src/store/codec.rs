@@ -7,14 +7,17 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
+use crate::model::json_text;
+use crate::model::{Behavior, JobResult, Parallelism};
 use crate::model::{Branch, Configuration};
 use crate::model::{Bucket, StoredFile, Table};
 use crate::model::{DesiredStatus, JobType, Mode, RunId, Status};
 use crate::model::{Event, Job};
+use serde_json::Value;
 
-/// The format version written for job records: 2 since the job's data got types (version 1 is
-/// decoded through `JobV1`).
-pub(super) const JOB_VERSION: u8 = 2;
+/// The format version written for job records: 3 since jobs know their orchestration (version 1
+/// is decoded through `JobV1`, version 2 through `JobV2`).
+pub(super) const JOB_VERSION: u8 = 3;
 /// The format version written for event records.
 pub(super) const EVENT_VERSION: u8 = 1;
 /// The format version written for configuration records (rows inside).
@@ -37,7 +40,8 @@ pub(super) fn decode_job(bytes: &[u8]) -> Result<Job, StoreError> {
                 record: "job record",
                 detail,
             }),
-        2 => decode_body("job record", body),
+        2 => Ok(decode_body::<JobV2>("job record", body)?.into_job()),
+        3 => decode_body("job record", body),
         _ => Err(unknown("job record", version, JOB_VERSION)),
     }
 }
@@ -132,7 +136,107 @@ impl JobV1 {
             stdout_base: self.stdout_base,
             delayed_start_time: self.delayed_start_time,
             revision: self.revision,
+            orchestration_job_id: None,
+            orchestration_task_id: None,
+            orchestration_phase_id: None,
+            previous_job_id: None,
+            only_orchestration_task_ids: Vec::new(),
         })
+    }
+}
+
+/// A job record of version 2: today's `Job` without the orchestration fields. Frozen:
+/// `fixtures/job-v2.bin` checks it.
+#[derive(Deserialize)]
+struct JobV2 {
+    id: u64,
+    run_id: RunId,
+    parent_run_id: Option<RunId>,
+    project_id: String,
+    project_name: String,
+    token_id: String,
+    token_description: String,
+    status: Status,
+    desired_status: DesiredStatus,
+    mode: Mode,
+    component: String,
+    config: Option<String>,
+    #[serde(with = "json_text")]
+    config_data: Value,
+    config_row_ids: Vec<String>,
+    tag: String,
+    branch_id: String,
+    created_time: i64,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    #[serde(with = "json_text")]
+    result: JobResult,
+    #[serde(with = "json_text")]
+    usage_data: Value,
+    variable_values_id: Option<String>,
+    #[serde(with = "json_text")]
+    variable_values_data: Value,
+    #[serde(with = "json_text")]
+    backend: Value,
+    #[serde(with = "json_text")]
+    metrics: Value,
+    behavior: Behavior,
+    parallelism: Option<Parallelism>,
+    job_type: JobType,
+    container_id: Option<String>,
+    outcome: Option<Status>,
+    rows_done: u32,
+    images_done: u32,
+    stdout_base: u64,
+    delayed_start_time: Option<i64>,
+    revision: u64,
+}
+
+impl JobV2 {
+    /// The job in today's shape: no orchestration.
+    fn into_job(self) -> Job {
+        Job {
+            id: self.id,
+            run_id: self.run_id,
+            parent_run_id: self.parent_run_id,
+            project_id: self.project_id,
+            project_name: self.project_name,
+            token_id: self.token_id,
+            token_description: self.token_description,
+            status: self.status,
+            desired_status: self.desired_status,
+            mode: self.mode,
+            component: self.component,
+            config: self.config,
+            config_data: self.config_data,
+            config_row_ids: self.config_row_ids,
+            tag: self.tag,
+            branch_id: self.branch_id,
+            created_time: self.created_time,
+            start_time: self.start_time,
+            end_time: self.end_time,
+            result: self.result,
+            usage_data: self.usage_data,
+            variable_values_id: self.variable_values_id,
+            variable_values_data: self.variable_values_data,
+            backend: self.backend,
+            metrics: self.metrics,
+            behavior: self.behavior,
+            parallelism: self.parallelism,
+            job_type: self.job_type,
+            container_id: self.container_id,
+            outcome: self.outcome,
+            rows_done: self.rows_done,
+            images_done: self.images_done,
+            stdout_base: self.stdout_base,
+            delayed_start_time: self.delayed_start_time,
+            revision: self.revision,
+            orchestration_job_id: None,
+            orchestration_task_id: None,
+            orchestration_phase_id: None,
+            previous_job_id: None,
+            only_orchestration_task_ids: Vec::new(),
+        }
     }
 }
 
@@ -319,6 +423,11 @@ mod tests {
             stdout_base: 17,
             delayed_start_time: Some(1_700_000_100_000_000),
             revision: 3,
+            orchestration_job_id: Some(3),
+            orchestration_task_id: Some("task 1".to_string()),
+            orchestration_phase_id: Some("p".to_string()),
+            previous_job_id: None,
+            only_orchestration_task_ids: Vec::new(),
         }
     }
 
@@ -387,6 +496,11 @@ mod tests {
             stdout_base: 17,
             delayed_start_time: Some(1_699_999_999_000_000),
             revision: 9,
+            orchestration_job_id: None,
+            orchestration_task_id: None,
+            orchestration_phase_id: None,
+            previous_job_id: None,
+            only_orchestration_task_ids: Vec::new(),
         }
     }
 
@@ -446,11 +560,31 @@ mod tests {
         assert_eq!(job.project_id, "123");
     }
 
+    /// The job `fixtures/job-v3.bin` holds: the fixture job with every orchestration field set.
+    fn fixture_task_job() -> Job {
+        Job {
+            orchestration_job_id: Some(10),
+            orchestration_task_id: Some("7001".to_string()),
+            orchestration_phase_id: Some("70".to_string()),
+            previous_job_id: Some("8".to_string()),
+            only_orchestration_task_ids: vec!["7001".to_string(), "7002".to_string()],
+            ..fixture_job()
+        }
+    }
+
+    /// The frozen bytes of a version 3 job record decode into the job they were made from.
     #[test]
-    fn job_round_trips_as_version_2() {
-        for job in [job(), fixture_job(), Job::example()] {
+    fn frozen_v3_job_record_decodes() {
+        let bytes = include_bytes!("fixtures/job-v3.bin");
+        assert_eq!(bytes[0], 3);
+        assert_eq!(decode_job(bytes).expect("decode"), fixture_task_job());
+    }
+
+    #[test]
+    fn job_round_trips_as_version_3() {
+        for job in [job(), fixture_job(), fixture_task_job(), Job::example()] {
             let bytes = encode_job(&job).expect("encode");
-            assert_eq!(bytes[0], 2);
+            assert_eq!(bytes[0], 3);
             assert_eq!(decode_job(&bytes).expect("decode"), job);
         }
     }
@@ -482,7 +616,7 @@ mod tests {
                 error,
                 StoreError::UnknownVersion {
                     version: 200,
-                    known: 2,
+                    known: 3,
                     ..
                 }
             ),

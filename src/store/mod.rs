@@ -272,6 +272,27 @@ impl Store {
         outcome.map_err(UpdateError::Rejected)
     }
 
+    /// `update_job`, and in the same write transaction the `count` new jobs `make(updated job,
+    /// ids)` returns (one per id, in order): a parent's start and the children it creates are
+    /// written together or not at all.
+    pub fn update_job_creating<E>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&mut Job) -> Result<(), E>,
+        count: usize,
+        make: impl FnOnce(&Job, &[u64]) -> Vec<Job>,
+    ) -> Result<(Job, Vec<Job>), UpdateError<E>> {
+        let outcome = self.write_or_abort("updating a job and creating its children", |txn| {
+            let job = match rewrite_job(txn, id, f)? {
+                Ok(job) => job,
+                Err(rejection) => return Ok(Err(rejection)),
+            };
+            let children = insert_jobs(txn, count, |ids| Ok(make(&job, ids)))?;
+            Ok(Ok((job, children)))
+        })?;
+        outcome.map_err(UpdateError::Rejected)
+    }
+
     /// Jobs in `status`, oldest (lowest id) first, via the status index.
     pub fn jobs_with_status(&self, status: Status) -> Result<Vec<Job>, StoreError> {
         self.read("listing jobs by status", |txn| {
