@@ -6,52 +6,24 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use common::binary::Served;
 use common::{COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG, TOKEN};
 use hyper::Method;
-use jobq::cli::client::ApiClient;
 use serde_json::{json, Value};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_jobq");
 const CREATIONS: usize = 200;
 const TASKS: usize = 16;
 /// Every this many creations one is a job tree: a container job and one child per row.
 const TREE_EVERY: usize = 10;
 
-/// Starts `jobq serve` with `settings` (its log in `log`) and waits until it listens.
-fn start(settings: &Path, log: &Path) -> (Child, ApiClient) {
-    let mut child = Command::new(BINARY)
-        .args(["serve", "--config"])
-        .arg(settings)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("jobq is listening")) {
-            let addr = line
-                .split_whitespace()
-                .find_map(|word| word.strip_prefix("addr="))
-                .unwrap()
-                .parse()
-                .unwrap();
-            return (child, ApiClient::new(addr, TOKEN));
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("jobq exited during start-up ({status}): {text}");
-        }
-        assert!(Instant::now() < deadline, "jobq did not start: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `jobq serve` on `settings` (its log in `log`), once it listens.
+fn serve(settings: &Path, log: &Path) -> Served {
+    Served::start(settings, log, &[]).unwrap_or_else(|ended| panic!("{ended}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -85,7 +57,8 @@ network = "none"
         ),
     )
     .unwrap();
-    let (mut daemon, client) = start(&settings, &dir.path().join("first.log"));
+    let mut daemon = serve(&settings, &dir.path().join("first.log"));
+    let client = daemon.client.clone();
 
     // A stored configuration with two rows: with parallelism, a tree of three jobs.
     let configs = format!("/v2/storage/components/{COMPONENT}/configs");
@@ -152,9 +125,9 @@ network = "none"
     assert_eq!(distinct.len(), CREATIONS, "an id was answered twice");
 
     // Every 201 meant "on disk": a SIGKILL right after the last one loses nothing.
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
-    let (mut daemon, client) = start(&settings, &dir.path().join("second.log"));
+    daemon.kill_after(Duration::ZERO);
+    let mut daemon = serve(&settings, &dir.path().join("second.log"));
+    let client = daemon.client.clone();
     for (id, tree) in &made {
         let answer = client.get(&format!("/jobs/{id}")).await.unwrap();
         assert_eq!(answer.status, 200, "job {id} is gone: {}", answer.json());
@@ -175,6 +148,5 @@ network = "none"
             assert_eq!(children, [id + 1, id + 2], "children of job {id}");
         }
     }
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    daemon.kill_after(Duration::ZERO);
 }

@@ -151,21 +151,21 @@ async fn a_full_disk_answers_507_keeps_reads_and_takes_writes_again_without_a_re
     )
     .await;
     let (served, disk) = (&setup.served, &setup.disk);
-    let before = create(&served).await;
+    let before = create(served).await;
     assert_eq!(before.status, 201);
     let before = id(&before.json());
-    assert_eq!(ready(&served).await, (200, json!({"status": "ready"})));
+    assert_eq!(ready(served).await, (200, json!({"status": "ready"})));
 
     disk.fill(1 << 20);
     for _ in 0..5 {
-        assert_full(&create(&served).await, &disk);
+        assert_full(&create(served).await, disk);
     }
     // Reads keep working.
     assert_eq!(served.job(&before).await["status"], "created");
     let listed = served.get("/jobs").await;
     assert_eq!(listed.status, 200);
     assert_eq!(listed.json().as_array().unwrap().len(), 1);
-    let (status, body) = ready(&served).await;
+    let (status, body) = ready(served).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "not ready");
     assert!(
@@ -175,16 +175,16 @@ async fn a_full_disk_answers_507_keeps_reads_and_takes_writes_again_without_a_re
             .starts_with("data_dir is full: "),
         "{body}"
     );
-    assert_eq!(metric(&served, "jobq_store_writable").await, 0);
-    assert!(metric(&served, "jobq_store_writes_refused_total").await >= 5);
-    assert_eq!(metric(&served, "jobq_store_write_failures_total").await, 0);
+    assert_eq!(metric(served, "jobq_store_writable").await, 0);
+    assert!(metric(served, "jobq_store_writes_refused_total").await >= 5);
+    assert_eq!(metric(served, "jobq_store_write_failures_total").await, 0);
 
     disk.free_ballast();
-    let after = create_once_writable(&served, 507, Duration::from_secs(10)).await;
+    let after = create_once_writable(served, 507, Duration::from_secs(10)).await;
     assert_eq!(served.job(&id(&after)).await["status"], "created");
     assert_eq!(served.job(&before).await["status"], "created");
-    assert_eq!(ready(&served).await, (200, json!({"status": "ready"})));
-    assert_eq!(metric(&served, "jobq_store_writable").await, 1);
+    assert_eq!(ready(served).await, (200, json!({"status": "ready"})));
+    assert_eq!(metric(served, "jobq_store_writable").await, 1);
     // Said once when it started and once when it ended, not per request.
     let log = served.log();
     assert_eq!(
@@ -213,7 +213,7 @@ async fn a_write_that_fails_in_the_file_system_reopens_the_store_and_loses_no_jo
     disk.fill(0);
     let mut created = Vec::new();
     let refused = loop {
-        let answer = create(&served).await;
+        let answer = create(served).await;
         if answer.status != 201 {
             break answer;
         }
@@ -235,16 +235,16 @@ async fn a_write_that_fails_in_the_file_system_reopens_the_store_and_loses_no_jo
         "{message}"
     );
     assert!(message.ends_with("jobq reopens it by itself as soon as the file system takes writes again: retry shortly"), "{message}");
-    assert!(metric(&served, "jobq_store_write_failures_total").await >= 1);
-    assert_eq!(ready(&served).await.0, 503);
+    assert!(metric(served, "jobq_store_write_failures_total").await >= 1);
+    assert_eq!(ready(served).await.0, 503);
 
     disk.free_ballast();
-    let after = create_once_writable(&served, 503, Duration::from_secs(15)).await;
+    let after = create_once_writable(served, 503, Duration::from_secs(15)).await;
     created.push(id(&after));
     for job in &created {
         assert_eq!(served.job(job).await["status"], "created", "job {job}");
     }
-    assert_eq!(ready(&served).await, (200, json!({"status": "ready"})));
+    assert_eq!(ready(served).await, (200, json!({"status": "ready"})));
     let log = served.log();
     assert!(log.contains("reopened the job store"), "{log}");
 }
@@ -267,7 +267,7 @@ async fn a_job_whose_container_ends_on_a_full_disk_ends_with_its_real_status() {
     // The container ends meanwhile; nothing can be recorded.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(served.job(&job).await["status"], "processing");
-    assert_eq!(ready(&served).await.0, 503);
+    assert_eq!(ready(served).await.0, 503);
 
     disk.free_ballast();
     let finished = served.wait_finished(&job).await;

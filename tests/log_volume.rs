@@ -8,9 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::binary::Served;
 use common::{Options, TestDaemon, COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG, TOKEN};
 use jobq::cli::client::ApiClient;
 use serde_json::{json, Value};
@@ -154,42 +154,13 @@ async fn past_max_events_per_job_lines_are_counted_and_the_last_ones_kept() {
     assert!(message.contains(" ... "), "{message}");
 }
 
-/// `jobq serve` on `settings`, optionally armed with a crash point; its API client once it
-/// listens (as tests/crash.rs starts it).
-fn start(settings: &Path, log: &Path, crash_at: Option<&str>) -> (Child, ApiClient) {
-    let log_file = std::fs::File::create(log).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_jobq"));
-    command
-        .args(["serve", "--config"])
-        .arg(settings)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(log_file);
-    match crash_at {
-        Some(point) => command.env(jobq::failpoint::VARIABLE, point),
-        None => command.env_remove(jobq::failpoint::VARIABLE),
-    };
-    let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("jobq is listening")) {
-            let addr = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("addr="))
-                .unwrap()
-                .parse()
-                .unwrap();
-            return (child, ApiClient::new(addr, TOKEN));
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "jobq exited during start-up: {text}"
-        );
-        assert!(Instant::now() < deadline, "jobq did not start: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `jobq serve` on `settings`, optionally armed with a crash point, once it listens.
+fn serve(settings: &Path, log: &Path, crash_at: Option<&str>) -> Served {
+    let env: Vec<(&str, &str)> = crash_at
+        .map(|point| (jobq::failpoint::VARIABLE, point))
+        .into_iter()
+        .collect();
+    Served::start(settings, log, &env).unwrap_or_else(|ended| panic!("{ended}"))
 }
 
 /// A settings file for the real binary: the fixture as `COMPONENT`, plus `extra` lines.
@@ -209,22 +180,6 @@ fn settings_file(dir: &Path, extra: &str) -> std::path::PathBuf {
     path
 }
 
-/// Polls job `id` until it is finished (at most 120 s).
-async fn wait_finished(client: &ApiClient, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = client.get(&format!("/jobs/{id}")).await.unwrap().json();
-        if job["isFinished"] == true {
-            return job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} did not finish: {job:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_in_the_middle_of_a_flood_neither_loses_nor_repeats_a_line() {
     common::fixture_image(None).await;
@@ -233,7 +188,7 @@ async fn a_sigkill_in_the_middle_of_a_flood_neither_loses_nor_repeats_a_line() {
         .tempdir()
         .unwrap();
     let settings = settings_file(dir.path(), "");
-    let (mut first, client) = start(&settings, &dir.path().join("jobq-1.log"), None);
+    let mut first = serve(&settings, &dir.path().join("jobq-1.log"), None);
     // The flood, then a pause and one more line, so the container still runs after the kill.
     let parameters = json!({
         "print_count": 60_000,
@@ -243,7 +198,7 @@ async fn a_sigkill_in_the_middle_of_a_flood_neither_loses_nor_repeats_a_line() {
         "echo": false,
     });
     let body = json!({"component": COMPONENT, "configData": {"parameters": parameters}});
-    let answer = client.post_json("/jobs", &body).await.unwrap();
+    let answer = first.client.post_json("/jobs", &body).await.unwrap();
     assert_eq!(answer.status, 201, "{}", answer.json());
     let id = answer.json()["id"].as_str().unwrap().to_string();
 
@@ -251,7 +206,7 @@ async fn a_sigkill_in_the_middle_of_a_flood_neither_loses_nor_repeats_a_line() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let stored_at_kill = loop {
         let path = format!("/v2/storage/events?runId={id}&limit=1");
-        let newest = client.get(&path).await.unwrap().json();
+        let newest = first.client.get(&path).await.unwrap().json();
         let message = newest[0]["message"]
             .as_str()
             .unwrap_or_default()
@@ -260,8 +215,7 @@ async fn a_sigkill_in_the_middle_of_a_flood_neither_loses_nor_repeats_a_line() {
             .strip_prefix("line ")
             .and_then(|rest| rest.split(' ').next()?.parse::<u64>().ok())
         {
-            first.kill().unwrap();
-            first.wait().unwrap();
+            first.kill_after(Duration::ZERO);
             break number;
         }
         assert!(Instant::now() < deadline, "no line was stored within 60 s");
@@ -273,18 +227,17 @@ async fn a_sigkill_in_the_middle_of_a_flood_neither_loses_nor_repeats_a_line() {
          nothing was tested"
     );
 
-    let (mut second, client) = start(&settings, &dir.path().join("jobq-2.log"), None);
-    let job = wait_finished(&client, &id).await;
+    let mut second = serve(&settings, &dir.path().join("jobq-2.log"), None);
+    let job = second.wait_finished(&id).await;
     assert_eq!(job["status"], "success", "{job:#}");
-    let events = all_events(&client, &id).await;
+    let events = all_events(&second.client, &id).await;
     assert_lines(&printed(&events), &lines(1..=60_000, SUFFIX));
     let after: Vec<&Value> = events
         .iter()
         .filter(|e| e["message"] == "after the flood")
         .collect();
     assert_eq!(after.len(), 1, "the line after the flood once");
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill_after(Duration::ZERO);
     println!("killed after {stored_at_kill} of 60000 lines were stored");
 }
 
@@ -298,34 +251,29 @@ async fn a_crash_after_a_log_was_closed_stores_its_last_lines_once() {
     let settings = settings_file(dir.path(), "max_events_per_job = 50");
     // `container-ended` is passed after the log's end (warning and last lines) is stored and
     // before the result is: the restarted process re-attaches to the ended container.
-    let (mut first, client) = start(
+    let mut first = serve(
         &settings,
         &dir.path().join("jobq-1.log"),
         Some("container-ended"),
     );
     let body = json!({"component": COMPONENT, "configData": {"parameters":
         {"print_count": 3000, "echo": false}}});
-    let answer = client.post_json("/jobs", &body).await.unwrap();
+    let answer = first.client.post_json("/jobs", &body).await.unwrap();
     assert_eq!(answer.status, 201, "{}", answer.json());
     let id = answer.json()["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while first.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "jobq never reached its crash point"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        first.kill_after(Duration::from_secs(60)),
+        "jobq never reached its crash point"
+    );
 
-    let (mut second, client) = start(&settings, &dir.path().join("jobq-2.log"), None);
-    let job = wait_finished(&client, &id).await;
+    let mut second = serve(&settings, &dir.path().join("jobq-2.log"), None);
+    let job = second.wait_finished(&id).await;
     assert_eq!(job["status"], "success", "{job:#}");
-    let events = all_events(&client, &id).await;
+    let events = all_events(&second.client, &id).await;
     let mut expected = lines(1..=50, "");
     expected.extend(lines(2001..=3000, ""));
     assert_lines(&printed(&events), &expected);
     let warnings = events.iter().filter(|e| e["type"] == "warn").count();
     assert_eq!(warnings, 1, "{events:#?}");
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill_after(Duration::ZERO);
 }
