@@ -16,11 +16,16 @@ pub struct Space {
 
 /// The free space of the file system holding `path` (which must exist).
 pub fn space(path: &Path) -> std::io::Result<Space> {
-    let stat = rustix::fs::statvfs(path)?;
     Ok(Space {
-        free: stat.f_bavail.saturating_mul(stat.f_frsize),
+        free: free_bytes(path)?,
         mount: mount_point(path),
     })
+}
+
+/// Only the free bytes of `space` (one `statvfs`, no walk to the mount point).
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// Whether `needed` bytes fit on the file system holding `path`, keeping `reserve` free;

@@ -55,12 +55,12 @@ pub fn metrics(services: &Services) -> Answer {
         "1 while the store takes writes, 0 while it refuses them.",
         u64::from(writable),
     );
-    if let Ok(space) = disk::space(&services.settings.data_dir) {
+    if let Ok(free) = disk::free_bytes(&services.settings.data_dir) {
         metric(
             "jobq_data_dir_free_bytes",
             "gauge",
             "Bytes free for jobq on the file system of data_dir.",
-            space.free,
+            free,
         );
     }
     Answer::bytes(StatusCode::OK, "text/plain; version=0.0.4", text)

@@ -116,6 +116,9 @@ impl Queue {
         if minimum == 0 {
             return None;
         }
+        if disk::free_bytes(&self.settings.data_dir).ok()? >= minimum {
+            return None;
+        }
         let space = disk::space(&self.settings.data_dir).ok()?;
         (space.free < minimum).then(|| {
             format!(

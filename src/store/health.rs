@@ -166,9 +166,13 @@ impl Db {
             self.writes_refused.fetch_add(1, Ordering::Relaxed);
             return Err(self.refusal());
         }
-        if let Ok(space) = disk::space(&self.path) {
-            if space.free < write_reserve() {
+        if let Ok(free) = disk::free_bytes(&self.path) {
+            if free < write_reserve() {
                 self.writes_refused.fetch_add(1, Ordering::Relaxed);
+                let space = disk::space(&self.path).unwrap_or_else(|_| Space {
+                    free,
+                    mount: self.path.clone(),
+                });
                 self.set(Health::Full(space));
                 return Err(self.refusal());
             }
