@@ -676,28 +676,15 @@ fn insert_events(txn: &WriteTransaction, events: &[NewEvent<'_>]) -> Result<Rang
     };
     let mut table = txn.open_table(EVENTS)?;
     for (id, new) in (first..).zip(events) {
-        let event = Event {
-            id,
-            job_id: new.job_id,
-            event_type: new.event_type,
-            source: new.source,
-            message: new.message.to_string(),
-            created: new.created,
-            run_id: new.run_id.to_string(),
-            component: new.component.to_string(),
-        };
+        let event = stored_event(new, id);
         table.insert((new.job_id, id), codec::encode_event(&event)?.as_slice())?;
     }
     Ok(first..first + events.len() as u64)
 }
 
-/// Appends an event for an existing job inside `txn`, with the next id of the event sequence.
-fn insert_event(txn: &WriteTransaction, new: NewEvent<'_>) -> Result<Event, Fail> {
-    if txn.open_table(JOBS)?.get(new.job_id)?.is_none() {
-        return Err(Fail::Store(StoreError::JobNotFound { id: new.job_id }));
-    }
-    let id = next_in_sequence(txn, META_LAST_EVENT_ID, "event")?;
-    let event = Event {
+/// The event `new` becomes under `id`.
+fn stored_event(new: &NewEvent<'_>, id: u64) -> Event {
+    Event {
         id,
         job_id: new.job_id,
         event_type: new.event_type,
@@ -706,7 +693,16 @@ fn insert_event(txn: &WriteTransaction, new: NewEvent<'_>) -> Result<Event, Fail
         created: new.created,
         run_id: new.run_id.to_string(),
         component: new.component.to_string(),
-    };
+    }
+}
+
+/// Appends an event for an existing job inside `txn`, with the next id of the event sequence.
+fn insert_event(txn: &WriteTransaction, new: NewEvent<'_>) -> Result<Event, Fail> {
+    if txn.open_table(JOBS)?.get(new.job_id)?.is_none() {
+        return Err(Fail::Store(StoreError::JobNotFound { id: new.job_id }));
+    }
+    let id = next_in_sequence(txn, META_LAST_EVENT_ID, "event")?;
+    let event = stored_event(&new, id);
     txn.open_table(EVENTS)?
         .insert((new.job_id, id), codec::encode_event(&event)?.as_slice())?;
     Ok(event)
