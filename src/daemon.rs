@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::Actions;
 use crate::configurations::Configurations;
 use crate::http::Services;
 use crate::queue::{Queue, QueueError};
@@ -89,6 +90,12 @@ pub async fn run(
     }
     let settings = Arc::new(settings);
     let storage = Arc::new(Storage::open(Arc::clone(&store), &settings.data_dir)?);
+    let actions = Actions::new(
+        Arc::clone(&settings),
+        Arc::clone(&secrets),
+        Arc::clone(&runner),
+        shutdown.child_token(),
+    );
     let queue = Queue::new(
         Arc::clone(&store),
         Arc::clone(&storage),
@@ -108,6 +115,9 @@ pub async fn run(
             tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()))
         }
     };
+    // Before any new action can start: what actions of an earlier process left goes.
+    let leftovers = std::time::Duration::from_secs(10);
+    let _ = tokio::time::timeout(leftovers, actions.remove_leftovers()).await;
     tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);
     let services = Services {
@@ -116,8 +126,11 @@ pub async fn run(
         queue,
         storage,
         secrets,
+        actions: Arc::clone(&actions),
     };
     crate::http::serve(listener, Arc::new(services), shutdown).await;
+    // Running actions were stopped with the shutdown; their containers and folders go now.
+    actions.stop_all().await;
     let _ = scheduler.await;
     tracing::info!("jobq stopped");
     Ok(())

@@ -1,5 +1,6 @@
 //! jobq: a single-host daemon that runs Keboola component jobs.
 
+mod actions;
 mod blocking;
 pub mod cli;
 mod configurations;

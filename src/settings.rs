@@ -47,6 +47,13 @@ pub struct Settings {
     pub components: Vec<Component>,
     /// The key `#` values are encrypted with; `None`: the key file in `data_dir`.
     pub encryption_key: Option<Key>,
+    /// For a component developer's own machine: ad-hoc runs of unregistered images
+    /// (`jobq run --image`), and application errors that show the component's stderr.
+    pub dev_mode: bool,
+    /// How long a synchronous action may run, from its container's start.
+    pub action_time_limit: Duration,
+    /// Synchronous actions running at once; more are refused with 503 and `Retry-After`.
+    pub max_concurrent_actions: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,9 +95,31 @@ pub struct Component {
     pub image_parameters: serde_json::Value,
     /// Output tables without a destination go to `in.c-<component>-<config>`.
     pub default_bucket: bool,
+    /// The actions `POST /actions` may run (the developer portal's `synchronous_actions`).
+    pub synchronous_actions: Vec<String>,
 }
 
 impl Component {
+    /// A development component running `image` (a whole reference, its tag included) with the
+    /// default limits of a `[[components]]` entry: what `jobq run --image` runs in `dev_mode`.
+    pub fn development(id: &str, image: &str) -> Component {
+        let (image, tag) = match image.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')) {
+            Some((image, tag)) => (image, tag),
+            None => (image, "latest"),
+        };
+        Component {
+            id: id.to_string(),
+            image: image.to_string(),
+            tag: tag.to_string(),
+            memory_bytes: parse_memory(&default_memory()).unwrap_or(256_000_000),
+            process_timeout: Duration::from_secs(default_process_timeout() as u64),
+            network: Network::Bridge,
+            image_parameters: serde_json::json!({}),
+            default_bucket: false,
+            synchronous_actions: Vec::new(),
+        }
+    }
+
     /// `image:tag` as Docker names it.
     pub fn image_reference(&self, tag: &str) -> String {
         format!("{}:{}", self.image, tag)
@@ -213,6 +242,12 @@ struct RawSettings {
     #[serde(default)]
     components: Vec<RawComponent>,
     encryption_key: Option<String>,
+    #[serde(default)]
+    dev_mode: bool,
+    #[serde(default = "default_action_time_limit")]
+    action_time_limit: String,
+    #[serde(default = "default_max_concurrent_actions")]
+    max_concurrent_actions: i64,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +296,8 @@ struct RawComponent {
     image_parameters: toml::Table,
     #[serde(default)]
     default_bucket: bool,
+    #[serde(default)]
+    synchronous_actions: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -286,6 +323,12 @@ fn default_job_folder_retention() -> String {
 }
 /// The longest time between two sweeps, unless `sweep_interval` says otherwise.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+fn default_action_time_limit() -> String {
+    "30s".into()
+}
+fn default_max_concurrent_actions() -> i64 {
+    4
+}
 fn default_stack_id() -> String {
     "jobq.local".into()
 }
@@ -540,6 +583,7 @@ impl RawSettings {
                 network,
                 image_parameters,
                 default_bucket: raw.default_bucket,
+                synchronous_actions: raw.synchronous_actions,
             });
         }
 
@@ -582,6 +626,10 @@ impl RawSettings {
             tokens,
             components,
             encryption_key,
+            dev_mode: self.dev_mode,
+            action_time_limit: duration("action_time_limit", &self.action_time_limit)?,
+            max_concurrent_actions: positive("max_concurrent_actions", self.max_concurrent_actions)?
+                as usize,
         })
     }
 }

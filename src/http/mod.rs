@@ -1,5 +1,6 @@
 //! The HTTP API on hyper (the only module that knows hyper): routing, tokens, bodies, answers.
 
+mod actions;
 mod answer;
 mod configurations;
 mod encrypt;
@@ -24,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::Actions;
 use crate::configurations::Configurations;
 use crate::queue::Queue;
 use crate::secrets::Secrets;
@@ -42,13 +44,14 @@ pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
 
 /// What the API answers from, built once by the daemon: the queue answers the job routes,
 /// `configurations` the configuration routes, `storage` the bucket, table and file routes,
-/// `secrets` `/encrypt`.
+/// `secrets` `/encrypt`, `actions` the synchronous actions.
 pub struct Services {
     pub settings: Arc<Settings>,
     pub queue: Arc<Queue>,
     pub configurations: Configurations,
     pub storage: Arc<Storage>,
     pub secrets: Arc<Secrets>,
+    pub actions: Arc<Actions>,
 }
 
 /// Serves the API on `listener` until `shutdown`, then lets open requests finish (up to 10 s).

@@ -1,5 +1,7 @@
 //! Runs a job's component image through the Docker engine (the only module that knows bollard).
 
+pub mod action;
+pub mod container;
 pub mod image;
 pub mod outcome;
 pub mod output;
@@ -27,6 +29,7 @@ use crate::error::chain;
 use crate::failpoint;
 use crate::model::{EventSource, EventType, Job, Status, UserError};
 use crate::settings::{Component, Settings};
+use container::ContainerSpec;
 use outcome::{Exit, ExitContext, Verdict};
 use output::{HeadTail, LineBound, LineSplitter};
 pub use workspace::Task;
@@ -37,6 +40,8 @@ pub const LABEL_INSTANCE: &str = "jobq.instance";
 pub const LABEL_JOB_ID: &str = "jobq.job-id";
 pub const LABEL_RUN_ID: &str = "jobq.run-id";
 pub const LABEL_ROW_ID: &str = "jobq.row-id";
+/// Labels a synchronous action's container (never a job's), with the action's own id.
+pub const LABEL_ACTION: &str = "jobq.action";
 
 /// Why the engine could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -229,57 +234,25 @@ impl Runner {
             Err(ImageProblem::Engine(error)) => return RunOutcome::Requeue { reason: chain(&error) },
         };
 
-        let folders = workspace::Workspace::of(&task.folder);
-        let handed_over = blocking(|| {
-            // The daemon's own user never changes: probed once, on the first run.
-            let identity = match self.identity.get() {
-                Some(identity) => identity.clone(),
-                None => {
-                    let identity = workspace::container_identity(settings)?;
-                    self.identity.get_or_init(|| identity).clone()
-                }
-            };
+        let prepared = blocking(|| {
+            let identity = self.identity(settings)?;
             workspace::hand_over(&task.folder, identity.owner)?;
-            Ok::<_, std::io::Error>(identity.user)
+            self.job_container(job, task, image, component, settings)
         });
-        let user = match handed_over {
-            Ok(user) => user,
+        let spec = match prepared {
+            Ok(spec) => spec,
             Err(error) => {
                 return RunOutcome::Requeue {
                     reason: format!("cannot hand the job folder to the container's user: {error}"),
                 }
             }
         };
-
-        let body = ContainerCreateBody {
-            image: Some(image.to_string()),
-            env: Some(workspace::environment(job, component, task, settings)),
-            user: Some(user),
-            labels: Some(HashMap::from([
-                (LABEL_INSTANCE.to_string(), self.instance_id.clone()),
-                (LABEL_JOB_ID.to_string(), job.id.to_string()),
-                (LABEL_RUN_ID.to_string(), job.run_id.to_string()),
-                (
-                    LABEL_ROW_ID.to_string(),
-                    task.row_id.clone().unwrap_or_default(),
-                ),
-            ])),
-            host_config: Some(HostConfig {
-                binds: Some(vec![
-                    format!("{}:/data", absolute(&folders.data)),
-                    format!("{}:/tmp", absolute(&folders.tmp)),
-                ]),
-                memory: Some(component.memory_bytes),
-                memory_swap: Some(component.memory_bytes),
-                network_mode: Some(component.network.docker_mode().to_string()),
-                // An init process as PID 1 forwards SIGTERM, so components without a handler stop
-                // at a kill instead of waiting out the grace period.
-                init: Some(true),
-                log_config: Some(job_log_config()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let labels = [
+            (LABEL_JOB_ID, job.id.to_string()),
+            (LABEL_RUN_ID, job.run_id.to_string()),
+            (LABEL_ROW_ID, task.row_id.clone().unwrap_or_default()),
+        ];
+        let body = self.container_body(&spec, &task.folder, &labels);
         let name = self.container_name(job, task, run.image_index);
         // A container of the same name is a leftover of an attempt that never started.
         let _ = docker
@@ -330,6 +303,72 @@ impl Runner {
         let started = crate::model::now_micros();
         self.follow(run, &container_id, &images, started, cancel, attached)
             .await
+    }
+
+    /// Who containers run as, and who must own the folders they mount (see
+    /// `workspace::container_identity`); the daemon's own user never changes, so it is probed
+    /// once, on the first run.
+    pub fn identity(&self, settings: &Settings) -> std::io::Result<workspace::Identity> {
+        if let Some(identity) = self.identity.get() {
+            return Ok(identity.clone());
+        }
+        let identity = workspace::container_identity(settings)?;
+        Ok(self.identity.get_or_init(|| identity).clone())
+    }
+
+    /// The container of `image` for `job`'s `task`: what `run` starts, and what a debug stage
+    /// archive records for `jobq replay`.
+    pub fn job_container(
+        &self,
+        job: &Job,
+        task: &Task,
+        image: &str,
+        component: &Component,
+        settings: &Settings,
+    ) -> std::io::Result<ContainerSpec> {
+        let user = self.identity(settings)?.user;
+        let env = workspace::environment(job, component, task, settings);
+        Ok(ContainerSpec::new(image, component, &user, env))
+    }
+
+    /// The engine's description of a container for `spec`, with `folder`'s `data/` at `/data`
+    /// and `tmp/` at `/tmp`, this store's instance label and `labels`: the same hardening for
+    /// every container jobq starts.
+    fn container_body(
+        &self,
+        spec: &ContainerSpec,
+        folder: &std::path::Path,
+        labels: &[(&str, String)],
+    ) -> ContainerCreateBody {
+        let folders = workspace::Workspace::of(folder);
+        let mut all_labels =
+            HashMap::from([(LABEL_INSTANCE.to_string(), self.instance_id.clone())]);
+        all_labels.extend(
+            labels
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.clone())),
+        );
+        ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.clone()),
+            user: Some(spec.user.clone()),
+            labels: Some(all_labels),
+            host_config: Some(HostConfig {
+                binds: Some(vec![
+                    format!("{}:/data", absolute(&folders.data)),
+                    format!("{}:/tmp", absolute(&folders.tmp)),
+                ]),
+                memory: Some(spec.memory_bytes),
+                memory_swap: Some(spec.memory_bytes),
+                network_mode: Some(spec.network.clone()),
+                // An init process as PID 1 forwards SIGTERM, so components without a handler stop
+                // at a kill instead of waiting out the grace period.
+                init: Some(true),
+                log_config: Some(job_log_config()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     /// Takes over the container a previous jobq process started for `run`'s job: starts it if
@@ -945,7 +984,7 @@ impl<'a> LogReader<'a> {
 }
 
 /// `256m`-style text of a byte count, as the settings wrote it.
-fn format_memory(bytes: i64) -> String {
+pub fn format_memory(bytes: i64) -> String {
     match bytes {
         b if b % 1_000_000_000 == 0 => format!("{}g", b / 1_000_000_000),
         b if b % 1_000_000 == 0 => format!("{}m", b / 1_000_000),

@@ -224,10 +224,20 @@ pub struct Identity {
     pub owner: Option<(u32, u32)>,
 }
 
-/// `config.json`: the task's configuration without `runtime`/`processors`, with `action`,
-/// `image_parameters` and `authorization.context`; `storage` dropped when empty.
+/// `config.json` of a job's task: its configuration as `component_config` gives it, for `run`.
 pub fn config_json(job: &Job, component: &Component, task: &Task) -> Value {
-    let mut config = match &task.configuration {
+    component_config(&task.configuration, &job.project_id, component, "run")
+}
+
+/// `config.json` of a component: `configuration` without `runtime`/`processors`, with `action`,
+/// `image_parameters` and `authorization.context`; `storage` dropped when empty.
+pub fn component_config(
+    configuration: &Value,
+    project_id: &str,
+    component: &Component,
+    action: &str,
+) -> Value {
+    let mut config = match configuration {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
     };
@@ -245,18 +255,31 @@ pub fn config_json(job: &Job, component: &Component, task: &Task) -> Value {
     };
     authorization.insert(
         "context".into(),
-        json!(format!("{}_{}", job.project_id, job.component)),
+        json!(format!("{project_id}_{}", component.id)),
     );
     config.insert("authorization".into(), Value::Object(authorization));
     config.insert(
         "image_parameters".into(),
         component.image_parameters.clone(),
     );
-    config.insert("action".into(), json!("run"));
+    config.insert("action".into(), json!(action));
     Value::Object(config)
 }
 
-/// The environment of docs/runner.md (Environment), as `NAME=value` pairs.
+/// Whom a container runs for, as its `KBC_*` environment tells it.
+pub struct RunContext<'a> {
+    pub run_id: String,
+    pub project_id: &'a str,
+    pub config_id: String,
+    pub config_version: String,
+    pub component_id: &'a str,
+    pub branch_id: &'a str,
+    /// `run` or `debug`.
+    pub run_mode: &'static str,
+    pub row_id: Option<&'a str>,
+}
+
+/// The environment of a job's task (docs/runner.md, Environment), as `NAME=value` pairs.
 pub fn environment(
     job: &Job,
     component: &Component,
@@ -267,29 +290,39 @@ pub fn environment(
         Some(id) => id.clone(),
         None => parameters_hash(&task.configuration),
     };
+    let context = RunContext {
+        run_id: job.id.to_string(),
+        project_id: &job.project_id,
+        config_id,
+        config_version: task
+            .config_version
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        component_id: &component.id,
+        branch_id: &job.branch_id,
+        run_mode: job.mode.component_run_mode(),
+        row_id: task.row_id.as_deref(),
+    };
+    kbc_environment(&context, settings)
+}
+
+/// The `KBC_*` environment of docs/runner.md (Environment) for `context`.
+pub fn kbc_environment(context: &RunContext<'_>, settings: &Settings) -> Vec<String> {
     let mut pairs = vec![
         ("KBC_DATADIR", "/data/".to_string()),
-        ("KBC_RUNID", job.id.to_string()),
-        ("KBC_PROJECTID", job.project_id.clone()),
-        ("KBC_CONFIGID", config_id),
-        (
-            "KBC_CONFIGVERSION",
-            task.config_version
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-        ),
-        ("KBC_COMPONENTID", component.id.clone()),
+        ("KBC_RUNID", context.run_id.clone()),
+        ("KBC_PROJECTID", context.project_id.to_string()),
+        ("KBC_CONFIGID", context.config_id.clone()),
+        ("KBC_CONFIGVERSION", context.config_version.clone()),
+        ("KBC_COMPONENTID", context.component_id.to_string()),
         ("KBC_STACKID", settings.stack_id.clone()),
-        ("KBC_BRANCHID", job.branch_id.clone()),
-        (
-            "KBC_COMPONENT_RUN_MODE",
-            job.mode.component_run_mode().to_string(),
-        ),
+        ("KBC_BRANCHID", context.branch_id.to_string()),
+        ("KBC_COMPONENT_RUN_MODE", context.run_mode.to_string()),
         ("KBC_PROJECT_FEATURE_GATES", "queuev2".to_string()),
         ("KBC_STAGING_FILE_PROVIDER", "local".to_string()),
     ];
-    if let Some(row) = &task.row_id {
-        pairs.push(("KBC_CONFIGROWID", row.clone()));
+    if let Some(row) = context.row_id {
+        pairs.push(("KBC_CONFIGROWID", row.to_string()));
     }
     pairs
         .into_iter()

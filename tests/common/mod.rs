@@ -33,6 +33,20 @@ pub const PROCESSOR_TAGGED: &str = "keboola.processor-tagged";
 pub const PROCESSOR_IMAGE: &str = "local/jobq-processor";
 pub const PROCESSOR_TAG: &str = "2.0.0";
 pub const PROCESSOR_TWO: &str = "keboola.processor-two";
+/// The synchronous actions `COMPONENT` lists (the fixture's README.md says what each answers);
+/// `dumpConfigKeys` it could answer too, but does not list.
+pub const FIXTURE_ACTIONS: [&str; 10] = [
+    "emptyJsonObject",
+    "emptyJsonArray",
+    "object",
+    "dumpEnv",
+    "secretLength",
+    "noResponse",
+    "invalidJson",
+    "userError",
+    "applicationError",
+    "timeout",
+];
 
 /// The Docker engine of a test daemon. With an engine, the fixture image is built in it first,
 /// and the test fails saying so when the engine does not answer.
@@ -118,6 +132,7 @@ tag = "{FIXTURE_TAG}"
 memory = "128m"
 process_timeout = {timeout}
 network = "none"
+synchronous_actions = [{actions}]
 [components.image_parameters]
 greeting = "hello"
 [[components]]
@@ -154,6 +169,7 @@ network = "none"
         max = options.max_concurrent_jobs,
         grace = options.kill_grace_seconds,
         timeout = options.timeout_seconds,
+        actions = FIXTURE_ACTIONS.map(|a| format!("\"{a}\"")).join(", "),
     )
 }
 
