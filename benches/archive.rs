@@ -91,7 +91,7 @@ fn main() -> ExitCode {
         let baseline = status_kib("VmRSS").unwrap_or(0);
         sampler.restart(baseline);
         let started = Instant::now();
-        let result = jobq::debug::archive(&data, &jobq_target);
+        let result = jobq::debug::archive(&data, &jobq_target, "");
         let elapsed = started.elapsed();
         let sampled_max = sampler.stop();
         let peak = if hwm { status_kib("VmHWM") } else { None };

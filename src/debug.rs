@@ -50,8 +50,9 @@ pub fn stage_name(index: Option<usize>) -> String {
     }
 }
 
-/// Zips everything under `data` (files, empty folders, temporary files) into `target`.
-pub fn archive(data: &Path, target: &Path) -> Result<Archived, DebugError> {
+/// Zips everything under `data` (files, empty folders, temporary files) into `target`, with
+/// `comment` as the archive's comment (a stage archive's container: see `jobq replay`).
+pub fn archive(data: &Path, target: &Path, comment: &str) -> Result<Archived, DebugError> {
     let file = File::create(target).map_err(|source| DebugError::Write {
         path: target.to_path_buf(),
         source,
@@ -59,6 +60,10 @@ pub fn archive(data: &Path, target: &Path) -> Result<Archived, DebugError> {
     let mut zip = ZipWriter::new(BufWriter::with_capacity(1 << 20, file));
     let mut archived = Archived::default();
     add_folder(&mut zip, data, data, &mut archived, target)?;
+    zip.set_comment(comment).map_err(|source| DebugError::Zip {
+        path: target.to_path_buf(),
+        source,
+    })?;
     let mut writer = zip.finish().map_err(|source| DebugError::Zip {
         path: target.to_path_buf(),
         source,
@@ -190,7 +195,7 @@ mod tests {
         fs::write(data.join("out/files/.tmp-file"), "scratch").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", data.join("out/files/link")).unwrap();
         let target = dir.path().join("stage_0.zip");
-        let archived = archive(&data, &target).unwrap();
+        let archived = archive(&data, &target, "a comment").unwrap();
         assert_eq!(archived.files, 4);
         assert_eq!(archived.skipped.len(), 1);
         assert!(archived.skipped[0].contains("out/files/link"));

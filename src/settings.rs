@@ -187,6 +187,21 @@ impl Settings {
         self.components.iter().find(|c| c.id == id)
     }
 
+    /// The component a job of `id` with `config_data` runs: the registered one, else in
+    /// `dev_mode` a development component of the image its `configData.runtime.image` names
+    /// (jobq's extension for `jobq run --image`).
+    pub fn job_component(
+        &self,
+        id: &str,
+        config_data: &serde_json::Value,
+    ) -> Option<std::borrow::Cow<'_, Component>> {
+        if let Some(component) = self.component(id) {
+            return Some(std::borrow::Cow::Borrowed(component));
+        }
+        let image = ad_hoc_image(config_data).filter(|_| self.dev_mode)?;
+        Some(std::borrow::Cow::Owned(Component::development(id, image)))
+    }
+
     /// Whether configurations of `id` may be stored and run: a `[[components]]` entry, or
     /// `keboola.orchestrator`, which jobq runs itself.
     pub fn is_registered(&self, id: &str) -> bool {
@@ -202,6 +217,14 @@ impl Settings {
     pub fn job_dir(&self, job_id: u64) -> PathBuf {
         self.data_dir.join("jobs").join(job_id.to_string())
     }
+}
+
+/// The unregistered image `configData.runtime.image` asks to run (`jobq run --image`), if any.
+pub fn ad_hoc_image(config_data: &serde_json::Value) -> Option<&str> {
+    config_data
+        .pointer("/runtime/image")
+        .and_then(serde_json::Value::as_str)
+        .filter(|image| !image.trim().is_empty())
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@
 pub mod bench_fill;
 pub mod client;
 pub mod demo;
+pub mod replay;
 pub mod run;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,29 @@ enum Command {
         /// The folder to unpack into (one sub-folder per stage, and per row).
         #[arg(long, default_value = "debug")]
         out: PathBuf,
+        /// Write the job as a keboola/datadirtest test into this folder instead (source/data
+        /// from stage 0, expected/data/out from stage_output, expected-code).
+        #[arg(long, value_name = "DIR", conflicts_with = "out")]
+        datadirtest: Option<PathBuf>,
+    },
+    /// Unpack a debug job's stage and print the exact `docker run` its image ran with (or run it).
+    Replay {
+        /// The job's id.
+        job: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// The stage (stage_N: the folder as image N got it).
+        #[arg(long, default_value_t = 0)]
+        stage: usize,
+        /// The row, for a job with several rows.
+        #[arg(long)]
+        row: Option<String>,
+        /// Run the container now (its output on this terminal) instead of printing the command.
+        #[arg(long)]
+        exec: bool,
+        /// The folder to unpack into.
+        #[arg(long, default_value = "replay")]
+        out: PathBuf,
     },
     /// Run a component's configuration (or configData) as a job, wait for its end, print it.
     Run {
@@ -72,8 +96,17 @@ enum Command {
         /// Run in debug mode and unpack the stage archives into --out.
         #[arg(long)]
         debug: bool,
-        #[arg(long)]
-        component: String,
+        /// The component's id (with --image: the id the development component runs as).
+        #[arg(
+            long,
+            visible_alias = "component-id",
+            required_unless_present = "image"
+        )]
+        component: Option<String>,
+        /// Run this image (`repository:tag`), registered or not, as a development component
+        /// with default limits; the daemon must run with `dev_mode = true`.
+        #[arg(long, value_name = "REF", conflicts_with = "config")]
+        image: Option<String>,
         /// A stored configuration's id.
         #[arg(long)]
         config: Option<String>,
@@ -121,6 +154,7 @@ pub fn main() -> ExitCode {
         Command::Demo
         | Command::LoadTable { .. }
         | Command::Debug { .. }
+        | Command::Replay { .. }
         | Command::Run { .. }
         | Command::BenchFill { .. } => "warn",
     };
@@ -142,16 +176,39 @@ pub fn main() -> ExitCode {
             incremental,
             primary_key,
         } => load_table(&url, &token, &table, &file, incremental, &primary_key),
-        Command::Debug { job, daemon, out } => debug(&daemon, &job, &out),
+        Command::Debug {
+            job,
+            daemon,
+            out,
+            datadirtest,
+        } => debug(&daemon, &job, &out, datadirtest.as_deref()),
+        Command::Replay {
+            job,
+            daemon,
+            stage,
+            row,
+            exec,
+            out,
+        } => replay(&daemon, &job, stage, row.as_deref(), exec, &out),
         Command::Run {
             daemon,
             debug,
             component,
+            image,
             config,
             config_data,
             rows,
             out,
-        } => run_job(&daemon, debug, &component, config, config_data, rows, &out),
+        } => {
+            let job = JobArgs {
+                component,
+                image,
+                config,
+                config_data,
+                rows,
+            };
+            run_job(&daemon, debug, job, &out)
+        }
         Command::BenchFill {
             jobs,
             events_per_job,
@@ -219,33 +276,86 @@ fn load_table(
     Ok(())
 }
 
-fn debug(daemon: &DaemonArgs, job: &str, out: &Path) -> anyhow::Result<()> {
+fn debug(
+    daemon: &DaemonArgs,
+    job: &str,
+    out: &Path,
+    datadirtest: Option<&Path>,
+) -> anyhow::Result<()> {
     let client = crate::cli::client::ApiClient::from_url(&daemon.url, &daemon.token)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let unpacked = runtime.block_on(run::fetch(&client, job, out))?;
-    for stage in unpacked {
-        println!("{}", stage.folder.display());
+    let folders = match datadirtest {
+        Some(dir) => runtime.block_on(replay::datadirtest(&client, job, dir))?,
+        None => runtime
+            .block_on(run::fetch(&client, job, out))?
+            .into_iter()
+            .map(|stage| stage.folder)
+            .collect(),
+    };
+    for folder in folders {
+        println!("{}", folder.display());
     }
     Ok(())
 }
 
-fn run_job(
+fn replay(
     daemon: &DaemonArgs,
-    debug: bool,
-    component: &str,
-    config: Option<String>,
-    config_data: Option<String>,
-    rows: Vec<String>,
+    job: &str,
+    stage: usize,
+    row: Option<&str>,
+    exec: bool,
     out: &Path,
 ) -> anyhow::Result<()> {
     let client = crate::cli::client::ApiClient::from_url(&daemon.url, &daemon.token)?;
-    let mut request = serde_json::json!({"component": component, "configRowIds": rows});
-    if let Some(config) = config {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let replay = runtime.block_on(replay::replay(&client, job, stage, row, out))?;
+    let note = format!(
+        "# The `#` values of {}/config.json are [hidden] (secrets never leave jobq): put the \
+         real values there first.",
+        replay.folder.display()
+    );
+    let line = replay::shell_line("docker", &replay.args);
+    if !exec {
+        println!("{note}\n{line}");
+        return Ok(());
+    }
+    eprintln!("{note}\n{line}");
+    let status = std::process::Command::new("docker")
+        .args(&replay.args)
+        .status()
+        .context("cannot start the docker command; is the Docker CLI installed?")?;
+    if !status.success() {
+        anyhow::bail!("the replayed container ended with {status}");
+    }
+    Ok(())
+}
+
+/// What `jobq run` runs.
+struct JobArgs {
+    component: Option<String>,
+    image: Option<String>,
+    config: Option<String>,
+    config_data: Option<String>,
+    rows: Vec<String>,
+}
+
+/// The component id of `jobq run --image` without `--component`.
+const DEVELOPMENT_COMPONENT: &str = "jobq.dev-component";
+
+fn run_job(daemon: &DaemonArgs, debug: bool, job: JobArgs, out: &Path) -> anyhow::Result<()> {
+    let client = crate::cli::client::ApiClient::from_url(&daemon.url, &daemon.token)?;
+    let component = job
+        .component
+        .unwrap_or_else(|| DEVELOPMENT_COMPONENT.to_string());
+    let mut request = serde_json::json!({"component": component, "configRowIds": job.rows});
+    if let Some(config) = job.config {
         request["config"] = serde_json::json!(config);
     }
-    if let Some(data) = config_data {
+    if let Some(data) = job.config_data {
         let text = match data.strip_prefix('@') {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {path}; check the --config-data file"))?,
@@ -253,6 +363,13 @@ fn run_job(
         };
         request["configData"] =
             serde_json::from_str(&text).context("--config-data is not valid JSON")?;
+    }
+    if let Some(image) = job.image {
+        // jobq's extension of the Queue API: the image of an unregistered component.
+        if !request["configData"].is_object() {
+            request["configData"] = serde_json::json!({});
+        }
+        request["configData"]["runtime"]["image"] = serde_json::json!(image);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

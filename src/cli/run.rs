@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::cli::client::{ApiClient, ClientError, Streaming};
+use crate::runner::container::ContainerSpec;
 
 /// Why `jobq run` or `jobq debug` could not run a job or fetch and unpack its stage archives.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,9 @@ pub struct Unpacked {
     /// The row it belongs to; empty for a job without rows.
     pub row: String,
     pub folder: PathBuf,
+    /// The container the image after this stage ran in (the archive's comment); none for
+    /// `stage_output`.
+    pub container: Option<ContainerSpec>,
 }
 
 /// Downloads every debug archive of `job` and unpacks each into
@@ -98,8 +102,14 @@ pub async fn fetch(client: &ApiClient, job: &str, out: &Path) -> Result<Vec<Unpa
             ));
         }
         let archive = save(&name, &mut download, out).await?;
-        unpack(&name, archive, &folder)?;
-        unpacked.push(Unpacked { stage, row, folder });
+        let comment = unpack(&name, archive, &folder)?;
+        let container = serde_json::from_slice(&comment).ok();
+        unpacked.push(Unpacked {
+            stage,
+            row,
+            folder,
+            container,
+        });
     }
     unpacked.sort_by(|a, b| (&a.row, &a.stage).cmp(&(&b.row, &b.stage)));
     Ok(unpacked)
@@ -156,7 +166,8 @@ fn tags(file: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn answer(client: &ApiClient, path: &str, what: &str) -> Result<Value, RunError> {
+/// The JSON `GET path` answers with 200; else the refusal naming `what`.
+pub async fn answer(client: &ApiClient, path: &str, what: &str) -> Result<Value, RunError> {
     let answer = client.get(path).await?;
     if answer.status != 200 {
         return Err(refused(what, &answer.json(), answer.status));
@@ -197,8 +208,9 @@ async fn save(
     Ok(BufReader::new(file))
 }
 
-/// Unpacks a zip into `folder`; entries whose names would leave it are refused.
-fn unpack(name: &str, archive: impl Read + Seek, folder: &Path) -> Result<(), RunError> {
+/// Unpacks a zip into `folder`; entries whose names would leave it are refused. The archive's
+/// comment.
+fn unpack(name: &str, archive: impl Read + Seek, folder: &Path) -> Result<Vec<u8>, RunError> {
     let zip_error = |source| RunError::Zip {
         name: name.to_string(),
         source,
@@ -226,5 +238,5 @@ fn unpack(name: &str, archive: impl Read + Seek, folder: &Path) -> Result<(), Ru
         let mut file = fs::File::create(&path).map_err(io_error(&path))?;
         std::io::copy(&mut entry, &mut file).map_err(io_error(&path))?;
     }
-    Ok(())
+    Ok(archive.comment().to_vec())
 }

@@ -10,7 +10,7 @@ use crate::model::{
 };
 use crate::plan;
 use crate::secrets::Scope;
-use crate::settings::Token;
+use crate::settings::{ad_hoc_image, Token};
 
 /// The `tag` of an orchestration job: jobq runs it itself, from no image.
 const ORCHESTRATOR_TAG: &str = "latest";
@@ -55,9 +55,23 @@ impl Queue {
         }
         let orchestrator = request.component == ORCHESTRATOR;
         // jobq runs orchestrations itself: no image, so no tag of the settings.
-        let component_tag = match self.settings.component(&request.component) {
+        let component_tag = match self
+            .settings
+            .job_component(&request.component, &request.config_data)
+        {
             Some(component) => component.tag.clone(),
             None if orchestrator => ORCHESTRATOR_TAG.to_string(),
+            None if ad_hoc_image(&request.config_data).is_some() => {
+                return Err(invalid(
+                    "configData",
+                    format!(
+                        "Component \"{}\" is not registered, and unregistered images \
+                         (configData.runtime.image) run only when the settings say \
+                         `dev_mode = true`.",
+                        request.component
+                    ),
+                ))
+            }
             None => {
                 return Err(invalid(
                     "component",

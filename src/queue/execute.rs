@@ -132,7 +132,7 @@ impl Queue {
         cancel: &CancellationToken,
     ) -> Result<(), Stop> {
         let prepared = self.prepare(job, attach_to.is_none())?;
-        let (component, plan) = (prepared.component, &prepared.plan);
+        let (component, plan) = (&*prepared.component, &prepared.plan);
         let total = plan.tasks.len();
         let mut job = job.clone();
         for (index, task) in plan.tasks.iter().enumerate().skip(job.rows_done as usize) {
@@ -185,7 +185,10 @@ impl Queue {
 
     /// Phase 1: the job's component, its plan with decrypted secrets, and their registration.
     fn prepare<'a>(&'a self, job: &Job, fresh: bool) -> Result<Prepared<'a>, Stop> {
-        let Some(component) = self.settings.component(&job.component) else {
+        let Some(component) = self
+            .settings
+            .job_component(&job.component, &job.config_data)
+        else {
             let reason = format!("component \"{}\" is no longer registered", job.component);
             return Err(Stop::Requeue(reason));
         };
@@ -258,7 +261,17 @@ impl Queue {
         })
         .map_err(|error| Stop::Requeue(format!("cannot prepare the next image: {error}")))?;
         if job.mode == Mode::Debug {
-            self.archive_stage(job, task, image.component, Some(image_index))
+            let container = self
+                .runner
+                .job_container(job, task, &image.reference, image.component, &self.settings)
+                .map_err(|error| {
+                    Stop::Requeue(format!("cannot prepare the next image: {error}"))
+                })?;
+            let stage = Stage::Before {
+                index: image_index,
+                container,
+            };
+            self.archive_stage(job, task, image.component, stage)
                 .map_err(Stop::Fail)?;
         }
         if image.processor {
@@ -358,9 +371,14 @@ impl Queue {
         } = row;
         self.seal_folder(job, &Workspace::of(&task.folder));
         let mut verdict = ran.verdict;
-        if verdict.status == Status::Success && job.mode == Mode::Debug {
-            if let Err(error) = self.archive_stage(job, task, component, None) {
-                verdict = outcome::user_verdict(error);
+        // A failed row keeps what its folder held too: the case a developer debugs.
+        if job.mode == Mode::Debug && verdict.status != Status::Terminated {
+            let failed = verdict.status != Status::Success;
+            let archived = self.archive_stage(job, task, component, Stage::Output { failed });
+            if let Err(error) = archived {
+                if !failed {
+                    verdict = outcome::user_verdict(error);
+                }
             }
         }
         let load_id = format!("job/{}/row/{index}", job.id);
@@ -454,17 +472,27 @@ impl Queue {
     }
 
     /// In debug mode: the data folder as it is now, zipped and stored as a Storage file tagged
-    /// `debug`, the image's component, `jobId:<id>` and `rowId:<row>`. An archive that would
-    /// not fit into `data_dir` fails the job (the user error says how much it needs); any other
-    /// failure is a warning event, never the job's end.
+    /// `debug`, the image's component, `jobId:<id>` and `rowId:<row>` (and `failed` for the
+    /// output of a failed row); an archive before an image carries that image's container as
+    /// its comment (JSON), for `jobq replay`. An archive that would not fit into `data_dir`
+    /// fails the job (the user error says how much it needs); any other failure is a warning
+    /// event, never the job's end.
     fn archive_stage(
         &self,
         job: &Job,
         task: &Task,
         component: &Component,
-        stage: Option<usize>,
+        stage: Stage,
     ) -> Result<(), UserError> {
-        let name = debug::stage_name(stage);
+        let (index, comment, failed_row) = match stage {
+            Stage::Before { index, container } => (
+                Some(index),
+                serde_json::to_string(&container).unwrap_or_default(),
+                false,
+            ),
+            Stage::Output { failed } => (None, String::new(), failed),
+        };
+        let name = debug::stage_name(index);
         let workspace = Workspace::of(&task.folder);
         let target = task.folder.join(&name);
         let stored = blocking(|| -> Result<(), StorageError> {
@@ -485,13 +513,17 @@ impl Queue {
                 name: name.clone(),
                 error,
             };
-            debug::archive(&workspace.data, &target).map_err(|error| failed(chain(&error)))?;
-            let tags = [
+            debug::archive(&workspace.data, &target, &comment)
+                .map_err(|error| failed(chain(&error)))?;
+            let mut tags = vec![
                 "debug".to_string(),
                 component.id.clone(),
                 format!("jobId:{}", job.id),
                 format!("rowId:{}", task.row_id.as_deref().unwrap_or("")),
             ];
+            if failed_row {
+                tags.push("failed".to_string());
+            }
             let archive =
                 std::fs::File::open(&target).map_err(|error| failed(error.to_string()))?;
             let size = archive.metadata().map_or(0, |metadata| metadata.len());
@@ -660,9 +692,21 @@ impl From<QueueError> for Stop {
 
 /// What phase 1 resolved; the registration keeps the secrets hidden in the daemon's log.
 struct Prepared<'a> {
-    component: &'a Component,
+    component: std::borrow::Cow<'a, Component>,
     plan: Plan,
     _logs_hide_secrets: Registration,
+}
+
+/// Which debug stage archive to make: before an image (with the container it runs in), or the
+/// row's output (after its last image, or after the image that failed).
+enum Stage {
+    Before {
+        index: usize,
+        container: crate::runner::container::ContainerSpec,
+    },
+    Output {
+        failed: bool,
+    },
 }
 
 /// The row that ends: its task, its place among the job's rows, and the image it ended at.

@@ -488,7 +488,7 @@ impl Runner {
         failpoint::hit(failpoint::CONTAINER_ENDED);
 
         let memory_limit = format_memory(component.memory_bytes);
-        let verdict = outcome::classify(
+        let mut verdict = outcome::classify(
             exit,
             &ExitContext {
                 image,
@@ -499,6 +499,9 @@ impl Runner {
             },
         );
         let exception_id = outcome::new_exception_id();
+        if settings.dev_mode {
+            outcome::show_stderr(&mut verdict, &stderr.text());
+        }
         if verdict.status == Status::Success {
             let stderr = stderr.text();
             if !stderr.trim().is_empty() {

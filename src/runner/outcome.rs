@@ -87,6 +87,15 @@ pub fn classify(exit: Exit, context: &ExitContext<'_>) -> Verdict {
     }
 }
 
+/// In `dev_mode`: an application error's message goes on with the component's stderr (the
+/// developer's own machine; on-prem keeps Keboola's bare "Application error").
+pub fn show_stderr(verdict: &mut Verdict, stderr: &str) {
+    let stderr = stderr.trim();
+    if verdict.error == Some(ErrorKind::Application) && !stderr.is_empty() {
+        verdict.message = message_text(&format!("{}: {stderr}", verdict.message));
+    }
+}
+
 /// A user error found outside the container (such as mapping): the job fails with its message.
 pub fn user_verdict(error: UserError) -> Verdict {
     Verdict {
@@ -184,6 +193,19 @@ mod tests {
             assert_eq!(verdict.message, "Application error");
             assert_eq!(verdict.error, Some(ErrorKind::Application));
         }
+    }
+
+    #[test]
+    fn dev_mode_shows_stderr_in_application_errors_only() {
+        let mut verdict = check(Exit::Code(2), "", "");
+        show_stderr(&mut verdict, "panicked at main.rs\n");
+        assert_eq!(verdict.message, "Application error: panicked at main.rs");
+        let mut verdict = check(Exit::Code(1), "", "bad input");
+        show_stderr(&mut verdict, "bad input");
+        assert_eq!(verdict.message, "bad input");
+        let mut verdict = check(Exit::Code(3), "", "");
+        show_stderr(&mut verdict, " \n");
+        assert_eq!(verdict.message, "Application error");
     }
 
     #[test]
