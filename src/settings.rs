@@ -677,11 +677,40 @@ mod tests {
         assert_eq!(settings.max_events_per_job, 1_000_000);
         assert_eq!(settings.min_free_space, 256 << 20);
         assert_eq!(settings.cache_size_bytes, 32 << 20);
+        assert!(!settings.dev_mode);
+        assert_eq!(settings.action_time_limit, Duration::from_secs(30));
+        assert_eq!(settings.max_concurrent_actions, 4);
         let component = settings.component("keboola.ex-sample").unwrap();
+        assert_eq!(component.synchronous_actions, Vec::<String>::new());
         assert_eq!(component.memory_bytes, 256_000_000);
         assert_eq!(component.process_timeout, Duration::from_secs(3600));
         assert_eq!(component.network, Network::Bridge);
         assert_eq!(component.image_reference("1.0.0"), "local/ex-sample:1.0.0");
+    }
+
+    #[test]
+    fn ad_hoc_images_run_only_in_dev_mode_with_default_limits() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let data = serde_json::json!({"runtime": {"image": "registry.local:5000/team/ex:2.1"}});
+        let off = Settings::parse(base).unwrap();
+        assert!(off.job_component("my.ex", &data).is_none());
+        let on = Settings::parse(&format!("dev_mode = true\n{base}")).unwrap();
+        let component = on.job_component("my.ex", &data).unwrap();
+        assert_eq!(component.id, "my.ex");
+        assert_eq!(
+            component.image_reference(&component.tag),
+            "registry.local:5000/team/ex:2.1"
+        );
+        assert_eq!(component.memory_bytes, 256_000_000);
+        assert_eq!(component.process_timeout, Duration::from_secs(3600));
+        assert_eq!(component.network, Network::Bridge);
+        let untagged = serde_json::json!({"runtime": {"image": "registry.local:5000/ex"}});
+        let component = on.job_component("my.ex", &untagged).unwrap();
+        assert_eq!(
+            (component.image.as_str(), component.tag.as_str()),
+            ("registry.local:5000/ex", "latest")
+        );
+        assert!(on.job_component("my.ex", &serde_json::json!({})).is_none());
     }
 
     #[test]
