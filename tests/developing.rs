@@ -36,6 +36,13 @@ fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     found
 }
 
+/// Runs `COMPONENT` with fixture `parameters` in debug mode to its end; the finished job.
+async fn debug_run(daemon: &TestDaemon, parameters: Value) -> Value {
+    let body =
+        json!({"component": COMPONENT, "mode": "debug", "configData": {"parameters": parameters}});
+    daemon.run(body).await
+}
+
 /// The job's component output (stdout events), oldest first.
 async fn stdout_lines(daemon: &TestDaemon, id: &str) -> Vec<String> {
     let events = daemon.events(id).await;
@@ -51,7 +58,7 @@ async fn stdout_lines(daemon: &TestDaemon, id: &str) -> Vec<String> {
 async fn replay_prints_and_runs_the_exact_container_of_a_debug_stage() {
     let daemon = TestDaemon::start(Options::default()).await;
     let parameters = json!({"print": ["printed first", "printed second"], "echo": true});
-    let job = daemon.run(json!({"component": COMPONENT, "mode": "debug", "configData": {"parameters": parameters}})).await;
+    let job = debug_run(&daemon, parameters).await;
     assert_eq!(job["status"], "success", "{job:#}");
     let id = common::id(&job);
     let echo = daemon.echo(&id);
@@ -127,7 +134,7 @@ async fn a_debug_run_becomes_a_datadirtest_test_file_by_file() {
         "write_tables": [{"name": "result.csv", "content": "id,name\n1,a\n"}],
         "write_files": [{"name": "report.txt", "content": "done"}],
     });
-    let job = daemon.run(json!({"component": COMPONENT, "mode": "debug", "configData": {"parameters": parameters}})).await;
+    let job = debug_run(&daemon, parameters).await;
     assert_eq!(job["status"], "success", "{job:#}");
     let id = common::id(&job);
     let stages = tempfile::tempdir().unwrap();
@@ -169,7 +176,7 @@ async fn a_failed_debug_run_keeps_its_stage_output_marked_failed() {
         "stderr": ["cannot reach the source"],
         "exit_code": 1,
     });
-    let job = daemon.run(json!({"component": COMPONENT, "mode": "debug", "configData": {"parameters": parameters}})).await;
+    let job = debug_run(&daemon, parameters).await;
     assert_eq!(
         (job["status"].as_str(), job["result"]["message"].as_str()),
         (Some("error"), Some("cannot reach the source"))
