@@ -215,14 +215,31 @@ async fn debug_mode_keeps_a_snapshot_before_each_image_and_after_the_last() {
 }
 
 #[tokio::test]
-async fn a_debug_job_failing_at_the_component_has_only_the_earlier_stages() {
+async fn a_debug_job_failing_at_the_component_keeps_the_earlier_stages_and_its_failed_output() {
     let t = TestDaemon::start(Options::default()).await;
     let job = t.run(in_mode("debug", configuration(1))).await;
     assert_eq!(job["status"], "error");
     assert_eq!(job["result"]["message"], "main broke");
-    let archives = archives(&t, job["id"].as_str().unwrap()).await;
+    let id = job["id"].as_str().unwrap();
+    let archives = archives(&t, id).await;
     let names: Vec<&str> = archives.iter().map(|a| a.0.as_str()).collect();
-    assert_eq!(names, ["stage_0.zip", "stage_1.zip", "stage_2.zip"]);
+    assert_eq!(
+        names,
+        [
+            "stage_0.zip",
+            "stage_1.zip",
+            "stage_2.zip",
+            "stage_output.zip"
+        ]
+    );
+    // What the folder held when the component failed, marked failed; the processors after it
+    // never ran.
+    let jobs_tag = format!("jobId:{id}");
+    assert_eq!(
+        archives[3].1,
+        ["debug", COMPONENT, jobs_tag.as_str(), "rowId:", "failed"]
+    );
+    assert!(!archives[2].1.contains(&"failed".to_string()));
 }
 
 #[tokio::test]
