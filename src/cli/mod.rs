@@ -369,7 +369,11 @@ fn run_job(daemon: &DaemonArgs, debug: bool, job: JobArgs, out: &Path) -> anyhow
         if !request["configData"].is_object() {
             request["configData"] = serde_json::json!({});
         }
-        request["configData"]["runtime"]["image"] = serde_json::json!(image);
+        let runtime = &mut request["configData"]["runtime"];
+        if !(runtime.is_object() || runtime.is_null()) {
+            anyhow::bail!("--config-data: `runtime` must be an object to take --image");
+        }
+        runtime["image"] = serde_json::json!(image);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
