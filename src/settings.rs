@@ -42,11 +42,22 @@ pub struct Settings {
     /// Bytes of the store's page cache (redb's, read and write together): most of the daemon's
     /// memory once the store is larger than it.
     pub cache_size_bytes: usize,
+    /// How the daemon's log lines are written to stderr.
+    pub log_format: LogFormat,
     pub project: Project,
     pub tokens: Vec<Token>,
     pub components: Vec<Component>,
     /// The key `#` values are encrypted with; `None`: the key file in `data_dir`.
     pub encryption_key: Option<Key>,
+}
+
+/// `log_format`: lines for people, or one JSON object a line for a log collector. Either way,
+/// colours only on a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +217,8 @@ struct RawSettings {
     min_free_space: String,
     #[serde(default = "default_cache_size_mib")]
     cache_size_mib: i64,
+    #[serde(default = "default_log_format")]
+    log_format: LogFormat,
     #[serde(default)]
     project: RawProject,
     #[serde(default)]
@@ -303,6 +316,9 @@ fn default_max_events_per_job() -> i64 {
 pub const DEFAULT_CACHE_SIZE_MIB: i64 = 32;
 fn default_cache_size_mib() -> i64 {
     DEFAULT_CACHE_SIZE_MIB
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Text
 }
 fn default_project_id() -> String {
     "1".into()
@@ -571,6 +587,7 @@ impl RawSettings {
                 )
             })?,
             cache_size_bytes: cache_size_bytes(self.cache_size_mib)?,
+            log_format: self.log_format,
             project: Project {
                 id: not_empty("project.id".into(), self.project.id)?,
                 name: self.project.name,

@@ -7,12 +7,15 @@ pub mod client;
 pub mod demo;
 pub mod run;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+
+use crate::settings::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -115,23 +118,24 @@ struct DaemonArgs {
 /// Parses the command line, runs the command, and turns its outcome into the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own progress; the daemon's log lines would only interleave with it.
-    let default_level = match cli.command {
-        Command::Serve { .. } => "info",
-        Command::Demo
-        | Command::LoadTable { .. }
-        | Command::Debug { .. }
-        | Command::Run { .. }
-        | Command::BenchFill { .. } => "warn",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(crate::secrets::Redacting::new(std::io::stderr))
-        .init();
-    let outcome = match cli.command {
+    // `serve` logs as its settings say (from `info`); the other commands print their own
+    // progress, which the daemon's log lines would only interleave with.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_log("warn", LogFormat::Text);
+    }
+    let outcome = run_command(cli.command);
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("jobq: {}", crate::error::chain(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command other than `serve`.
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve { config } => serve(config),
         Command::Demo => demo::run().map(drop),
         Command::LoadTable {
@@ -159,18 +163,28 @@ pub fn main() -> ExitCode {
         } => crate::settings::Settings::load(&settings)
             .map_err(anyhow::Error::from)
             .and_then(|settings| bench_fill::fill(&settings, jobs, events_per_job)),
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("jobq: {}", crate::error::chain(error.as_ref()));
-            ExitCode::FAILURE
-        }
+    }
+}
+
+/// The log on stderr, secrets redacted: `RUST_LOG` or `default_level`, in `format`, coloured
+/// only on a terminal.
+fn init_log(default_level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let writer = crate::secrets::Redacting::new(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 
 fn serve(config: PathBuf) -> anyhow::Result<()> {
     let settings = crate::settings::Settings::load(&config)?;
+    init_log("info", settings.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -182,7 +196,13 @@ fn serve(config: PathBuf) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             on_signal.cancel();
         });
-        crate::daemon::run(settings, |_, _| {}, shutdown).await
+        // Under systemd (`Type=notify`), READY once recovery is done and the API answers.
+        let ready = |_, _: &str| {
+            if let Err(error) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+                tracing::warn!(%error, "cannot tell systemd that jobq is ready");
+            }
+        };
+        crate::daemon::run(settings, ready, shutdown).await
     })?;
     Ok(())
 }

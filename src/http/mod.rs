@@ -87,32 +87,52 @@ pub async fn serve(listener: TcpListener, services: Arc<Services>, shutdown: Can
     }
 }
 
-/// Handles one request; every failure becomes a Keboola error body.
+/// Handles one request; every failure becomes a Keboola error body. Each request is one info
+/// line of the log: method, route pattern (never a job id or a token), status, latency, and the
+/// exceptionId of an error answer.
 async fn answer(
     services: &Services,
     request: hyper::Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let started = std::time::Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let answer = respond(services, request)
-        .await
-        .unwrap_or_else(|error| Answer::error(&error));
-    tracing::debug!(%peer, %method, %path, status = answer.status().as_u16(), "request");
+    let mut route = "(none)";
+    let (answer, exception_id) = match respond(services, request, &mut route).await {
+        Ok(answer) => (answer, None),
+        Err(error) => {
+            let (answer, exception_id) = Answer::error(&error);
+            (answer, Some(exception_id))
+        }
+    };
+    tracing::info!(
+        %peer,
+        %method,
+        route,
+        status = answer.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        exception_id = exception_id.as_deref().unwrap_or(""),
+        "request"
+    );
     answer.into_response()
 }
 
-/// Checks the token, finds the route and lets its handler answer; public routes need no token.
+/// Finds the route (404 and 405 before the token check, so that a probe of an unknown path needs
+/// no secret), checks the token and lets the route's handler answer; public routes need no token.
+/// `route` is set to the matched pattern for the request's log line.
 async fn respond(
     services: &Services,
     request: hyper::Request<Incoming>,
+    route_pattern: &mut &'static str,
 ) -> Result<Answer, ApiError> {
-    if let Some(handler) = routes::public(request.method(), request.uri().path()) {
+    if let Some((pattern, handler)) = routes::public(request.method(), request.uri().path()) {
+        *route_pattern = pattern.trim_start_matches('/');
         return Ok(handler(services));
     }
+    let (route, params) = routes::find(request.method(), request.uri().path())?;
+    *route_pattern = &route.pattern;
     let token = request::authenticate(&services.settings, request.headers())?;
     let (parts, body) = request.into_parts();
-    let (route, params) = routes::find(&parts.method, parts.uri.path())?;
     let limit = services.settings.max_body_bytes;
     let request = Request::new(parts, body, token, params, limit);
     (route.handler)(services, request).await

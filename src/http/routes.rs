@@ -110,8 +110,8 @@ fn table() -> Vec<Route> {
 /// A route that needs no token: it answers from the services alone, at once.
 pub type PublicHandler = fn(&Services) -> Answer;
 
-/// The handler of `GET <path>` when it is a public route.
-pub fn public(method: &Method, path: &str) -> Option<PublicHandler> {
+/// The pattern and handler of `GET <path>` when it is a public route.
+pub fn public(method: &Method, path: &str) -> Option<(&'static str, PublicHandler)> {
     const PUBLIC: [(&str, PublicHandler); 3] = [
         ("/health/live", health::live),
         ("/health/ready", health::ready),
@@ -121,7 +121,7 @@ pub fn public(method: &Method, path: &str) -> Option<PublicHandler> {
     PUBLIC
         .iter()
         .find(|(pattern, _)| *method == Method::GET && *pattern == path)
-        .map(|(_, handler)| *handler)
+        .copied()
 }
 
 /// The route of `method` on `path` and the parameters its pattern matched; 405 when only other

@@ -252,6 +252,14 @@ impl Queue {
             let Some(job) = self.move_if(job.id, job.status, Status::Processing)? else {
                 continue;
             };
+            tracing::info!(
+                job_id = job.id,
+                component = %job.component,
+                config = job.config.as_deref().unwrap_or(""),
+                tag = %job.tag,
+                wait_seconds = job.start_time.map_or(0, |start| (start - job.created_time) / 1_000_000),
+                "job started"
+            );
             free -= 1;
             if let Some(parent) = &job.parent_run_id {
                 *active_children.entry(parent.clone()).or_default() += 1;
