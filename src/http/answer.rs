@@ -79,7 +79,7 @@ impl Answer {
         self.0
     }
 
-    fn with_body(status: StatusCode, body: Body) -> Answer {
+    pub fn with_body(status: StatusCode, body: Body) -> Answer {
         let mut response = Response::new(body);
         *response.status_mut() = status;
         Answer(response)

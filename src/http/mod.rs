@@ -12,6 +12,7 @@ pub mod render;
 mod request;
 mod routes;
 mod storage;
+mod stream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@ use hyper::{Method, StatusCode};
 use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::request::{Params, Request};
-use crate::http::{configurations, encrypt, health, jobs, storage, Services};
+use crate::http::{configurations, encrypt, health, jobs, storage, stream, Services};
 
 /// What a handler's future gives.
 pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Answer, ApiError>> + Send + 'a>>;
@@ -55,6 +55,7 @@ fn table() -> Vec<Route> {
         route(M::GET, "jobs", to!(jobs::search)),
         route(M::GET, "search/jobs", to!(jobs::search)),
         route(M::GET, "jobs/{id}", to!(jobs::get)),
+        route(M::GET, "jobs/{id}/events/stream", to!(stream::events)),
         route(M::POST, "jobs/{id}/kill", to!(jobs::kill)),
         route(M::GET, "orchestration-rerun-plan/{jobId}", to!(jobs::rerun_plan)),
         route(M::GET, "search/grouped-jobs", to!(jobs::grouped)),

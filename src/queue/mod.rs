@@ -106,6 +106,18 @@ pub struct Queue {
     told_low_space: Mutex<HashSet<u64>>,
 }
 
+/// A page of `Queue::follow_events`.
+pub struct Followed {
+    /// Oldest first.
+    pub events: Vec<Event>,
+    /// The job's final status when it had finished before these were read and they are its
+    /// last.
+    pub ended: Option<Status>,
+}
+
+/// How often a follower of a job looks for new events when nothing else wakes it.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
 /// How long the scheduler waits before retrying when the engine is unreachable.
 const RETRY_INTERVAL: Duration = Duration::from_secs(2);
 /// The longest the scheduler sleeps without being woken.
@@ -227,6 +239,46 @@ impl Queue {
         }
         events.sort_by_key(|event| std::cmp::Reverse(event.id));
         Ok(events.into_iter().skip(offset).take(limit).collect())
+    }
+
+    /// A follower's next events of the job `id` (with `tree`, of its descendants too), oldest
+    /// first, after event `after`: at most `limit`, as soon as there is one, else after `wait`
+    /// (then none). `ended` is the job's status when it had finished before the events were
+    /// read, so that none is left to come once they are sent.
+    pub async fn follow_events(
+        &self,
+        id: &str,
+        tree: bool,
+        after: Option<u64>,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Followed, QueueError> {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let (events, ended) = blocking(|| {
+                let job = self.job(id)?;
+                let ids = match tree {
+                    true => self.tree(&job)?,
+                    false => vec![job.id],
+                };
+                // One more than a page of each job tells whether more are left.
+                let mut events = Vec::new();
+                for id in ids {
+                    events.extend(self.store.events_after(id, after, limit + 1)?);
+                }
+                events.sort_by_key(|event| event.id);
+                let more = events.len() > limit;
+                events.truncate(limit);
+                let ended = (job.status.is_finished() && !more).then_some(job.status);
+                Ok::<_, QueueError>((events, ended))
+            })?;
+            if !events.is_empty() || ended.is_some() || tokio::time::Instant::now() >= deadline {
+                return Ok(Followed { events, ended });
+            }
+            // Events are written without a job change: look again soon, sooner on a change.
+            let _ = tokio::time::timeout(FOLLOW_POLL, changes.changed()).await;
+        }
     }
 
     /// Asks for termination of the job and of all its descendants, in one transaction: sets

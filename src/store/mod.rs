@@ -403,6 +403,28 @@ impl Store {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
+        self.read_events(job_id, since_id, true, offset, limit)
+    }
+
+    /// A job's oldest `limit` events with an id greater than `after` (all with `None`), oldest
+    /// first: what a follower of the job has not seen yet.
+    pub fn events_after(
+        &self,
+        job_id: u64,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.read_events(job_id, after, false, 0, limit)
+    }
+
+    fn read_events(
+        &self,
+        job_id: u64,
+        since_id: Option<u64>,
+        newest_first: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let first = match since_id {
             None => 0,
             Some(since) => match since.checked_add(1) {
@@ -412,13 +434,13 @@ impl Store {
         };
         self.read("reading events", |txn| {
             let table = txn.open_table(EVENTS)?;
+            let range = table.range((job_id, first)..=(job_id, u64::MAX))?;
+            let entries: Box<dyn Iterator<Item = _>> = match newest_first {
+                true => Box::new(range.rev()),
+                false => Box::new(range),
+            };
             let mut events = Vec::new();
-            for entry in table
-                .range((job_id, first)..=(job_id, u64::MAX))?
-                .rev()
-                .skip(offset)
-                .take(limit)
-            {
+            for entry in entries.skip(offset).take(limit) {
                 let (_, record) = entry?;
                 events.push(codec::decode_event(record.value())?);
             }
