@@ -44,6 +44,9 @@ pub struct Settings {
     pub cache_size_bytes: usize,
     /// How the daemon's log lines are written to stderr.
     pub log_format: LogFormat,
+    /// A second address serving `GET /metrics` without a token (for a scraper that holds no
+    /// API token); `None`: only the API's `/metrics`, with a token.
+    pub metrics_listen: Option<SocketAddr>,
     pub project: Project,
     pub tokens: Vec<Token>,
     pub components: Vec<Component>,
@@ -219,6 +222,7 @@ struct RawSettings {
     cache_size_mib: i64,
     #[serde(default = "default_log_format")]
     log_format: LogFormat,
+    metrics_listen: Option<String>,
     #[serde(default)]
     project: RawProject,
     #[serde(default)]
@@ -421,14 +425,23 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (total <= 100 * 365 * 86_400).then(|| Duration::from_secs(total))
 }
 
+/// `key`'s address, like 127.0.0.1:8080.
+fn socket_address(key: &str, text: &str) -> Result<SocketAddr, SettingsError> {
+    text.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("\"{text}\" is not an address like 127.0.0.1:8080"),
+        )
+    })
+}
+
 impl RawSettings {
     fn validate(self) -> Result<Settings, SettingsError> {
-        let listen: SocketAddr = self.listen.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!("\"{}\" is not an address like 127.0.0.1:8080", self.listen),
-            )
-        })?;
+        let listen = socket_address("listen", &self.listen)?;
+        let metrics_listen = match &self.metrics_listen {
+            Some(address) => Some(socket_address("metrics_listen", address)?),
+            None => None,
+        };
         let public_url = match self.public_url {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                 url.trim_end_matches('/').to_string()
@@ -588,6 +601,7 @@ impl RawSettings {
             })?,
             cache_size_bytes: cache_size_bytes(self.cache_size_mib)?,
             log_format: self.log_format,
+            metrics_listen,
             project: Project {
                 id: not_empty("project.id".into(), self.project.id)?,
                 name: self.project.name,

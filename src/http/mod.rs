@@ -52,8 +52,23 @@ pub struct Services {
     pub secrets: Arc<Secrets>,
 }
 
-/// Serves the API on `listener` until `shutdown`, then lets open requests finish (up to 10 s).
-pub async fn serve(listener: TcpListener, services: Arc<Services>, shutdown: CancellationToken) {
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The API (and the health routes).
+    Api,
+    /// `metrics_listen`: `GET /metrics` without a token, and the health routes.
+    Metrics,
+}
+
+/// Serves `surface` on `listener` until `shutdown`, then lets open requests finish (up to
+/// 10 s).
+pub async fn serve(
+    listener: TcpListener,
+    services: Arc<Services>,
+    surface: Surface,
+    shutdown: CancellationToken,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -69,7 +84,7 @@ pub async fn serve(listener: TcpListener, services: Arc<Services>, shutdown: Can
         let services = Arc::clone(&services);
         let service = hyper::service::service_fn(move |request| {
             let services = Arc::clone(&services);
-            async move { Ok::<_, Infallible>(answer(&services, request, peer).await) }
+            async move { Ok::<_, Infallible>(answer(&services, surface, request, peer).await) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service);
@@ -93,25 +108,32 @@ pub async fn serve(listener: TcpListener, services: Arc<Services>, shutdown: Can
 /// exceptionId of an error answer.
 async fn answer(
     services: &Services,
+    surface: Surface,
     request: hyper::Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let mut route = "(none)";
-    let (answer, exception_id) = match respond(services, request, &mut route).await {
+    let (answer, exception_id) = match respond(services, surface, request, &mut route).await {
         Ok(answer) => (answer, None),
         Err(error) => {
             let (answer, exception_id) = Answer::error(&error);
             (answer, Some(exception_id))
         }
     };
+    let seconds = started.elapsed().as_secs_f64();
+    let status = answer.status().as_u16();
+    services
+        .queue
+        .metrics()
+        .request(method.as_str(), route, status, seconds);
     tracing::info!(
         %peer,
         %method,
         route,
-        status = answer.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        status,
+        latency_ms = seconds * 1000.0,
         exception_id = exception_id.as_deref().unwrap_or(""),
         "request"
     );
@@ -123,12 +145,28 @@ async fn answer(
 /// `route` is set to the matched pattern for the request's log line.
 async fn respond(
     services: &Services,
+    surface: Surface,
     request: hyper::Request<Incoming>,
     route_pattern: &mut &'static str,
 ) -> Result<Answer, ApiError> {
     if let Some((pattern, handler)) = routes::public(request.method(), request.uri().path()) {
         *route_pattern = pattern.trim_start_matches('/');
         return Ok(handler(services));
+    }
+    if surface == Surface::Metrics {
+        return match request.uri().path().trim_end_matches('/') {
+            "/metrics" if request.method() == hyper::Method::GET => {
+                *route_pattern = "metrics";
+                Ok(health::metrics_text(services))
+            }
+            path => Err(ApiError::new(
+                hyper::StatusCode::NOT_FOUND,
+                format!(
+                    "Route {} {path} not found: this address serves GET /metrics.",
+                    request.method()
+                ),
+            )),
+        };
     }
     let (route, params) = routes::find(request.method(), request.uri().path())?;
     *route_pattern = &route.pattern;

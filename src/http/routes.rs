@@ -1,6 +1,6 @@
 //! The route table: every method, path pattern and handler of the API in one place. A path that
-//! a pattern matches with another method answers 405, a path no pattern matches 404. The few
-//! operator routes that need no token (health, metrics) are a table of their own.
+//! a pattern matches with another method answers 405, a path no pattern matches 404. The
+//! health routes, which need no token, are a table of their own.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,6 +63,7 @@ fn table() -> Vec<Route> {
         route(M::GET, "v2/storage/events", to!(jobs::events)),
         route(M::GET, "v2/storage/tokens/verify", to!(jobs::verify_token)),
         route(M::POST, "encrypt", to!(encrypt::encrypt)),
+        route(M::GET, "metrics", to!(health::metrics)),
         // Storage: buckets, tables, files.
         route(M::GET, "v2/storage/buckets", to!(storage::buckets)),
         route(M::GET, "v2/storage/buckets/{id}", to!(storage::bucket)),
@@ -113,10 +114,9 @@ pub type PublicHandler = fn(&Services) -> Answer;
 
 /// The pattern and handler of `GET <path>` when it is a public route.
 pub fn public(method: &Method, path: &str) -> Option<(&'static str, PublicHandler)> {
-    const PUBLIC: [(&str, PublicHandler); 3] = [
+    const PUBLIC: [(&str, PublicHandler); 2] = [
         ("/health/live", health::live),
         ("/health/ready", health::ready),
-        ("/metrics", health::metrics),
     ];
     let path = path.trim_end_matches('/');
     PUBLIC

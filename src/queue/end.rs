@@ -56,6 +56,7 @@ impl Queue {
             duration_seconds = job.duration_seconds().unwrap_or(0),
             "job finished"
         );
+        self.metrics.job_finished(&job);
         self.flow_part_ended(&job);
         if let Some(parent) = &job.parent_run_id {
             self.settle_container(parent)?;

@@ -25,6 +25,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
+
+use crate::metrics::{Metrics, Snapshot};
 use tokio_util::sync::CancellationToken;
 
 pub use flows::MatchedTask;
@@ -104,6 +106,7 @@ pub struct Queue {
     running: Mutex<HashMap<u64, CancellationToken>>,
     /// Jobs told (by an event) that they wait for free space, until space returns.
     told_low_space: Mutex<HashSet<u64>>,
+    metrics: Metrics,
 }
 
 /// A page of `Queue::follow_events`.
@@ -143,17 +146,42 @@ impl Queue {
             changes: watch::Sender::new(0),
             running: Mutex::new(HashMap::new()),
             told_low_space: Mutex::new(HashSet::new()),
+            metrics: Metrics::new(),
         })
+    }
+
+    /// The metrics of this daemon, its gauges read now, as OpenMetrics text.
+    pub fn metrics_text(&self) -> String {
+        let (store_write_failures, store_writes_refused) = self.store.write_fault_counts();
+        let jobs = [
+            Status::Created,
+            Status::Waiting,
+            Status::Processing,
+            Status::Terminating,
+        ]
+        .into_iter()
+        .filter_map(|status| Some((status, self.store.count_with_status(status).ok()?)))
+        .collect();
+        self.metrics.encode(&Snapshot {
+            jobs,
+            slots_used: self.running_count() as u64,
+            slots_max: self.settings.max_concurrent_jobs as u64,
+            store_writable: self.store.health().reason().is_none(),
+            store_write_failures,
+            store_writes_refused,
+            events_written: self.store.events_written(),
+            data_dir_free_bytes: crate::disk::free_bytes(&self.settings.data_dir).ok(),
+        })
+    }
+
+    /// Where the HTTP server records its requests.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Whether the store takes writes, and why not.
     pub fn store_health(&self) -> Health {
         self.store.health()
-    }
-
-    /// Store writes that failed in the file system, and writes refused (full, reopening).
-    pub fn store_write_faults(&self) -> (u64, u64) {
-        self.store.write_fault_counts()
     }
 
     pub fn job(&self, id: &str) -> Result<Job, QueueError> {

@@ -60,6 +60,7 @@ impl Queue {
                 if job.outcome.is_some() {
                     // It ended before the crash: only the cleanup was left.
                     self.end_recorded(&job).await?;
+                    self.metrics.recovered("ended");
                     continue;
                 }
                 if self.lock_running().contains_key(&job.id) {
@@ -69,6 +70,7 @@ impl Queue {
                 match job.container_id.clone() {
                     None if status == Status::Processing => {
                         if self.move_if(job.id, status, Status::Created)?.is_some() {
+                            self.metrics.recovered("requeued");
                             self.event(
                                 &job,
                                 EventType::Warn,
@@ -76,7 +78,10 @@ impl Queue {
                             );
                         }
                     }
-                    None => blocking(|| self.end(job.id, Ending::Terminated))?,
+                    None => {
+                        blocking(|| self.end(job.id, Ending::Terminated))?;
+                        self.metrics.recovered("ended");
+                    }
                     Some(container_id) => {
                         tracing::info!(job_id = job.id, %container_id, "re-attaching to a running job");
                         let cancel = CancellationToken::new();
@@ -84,6 +89,7 @@ impl Queue {
                             cancel.cancel();
                         }
                         self.lock_running().insert(job.id, cancel.clone());
+                        self.metrics.recovered("reattached");
                         tokio::spawn(Arc::clone(self).execute(job, Some(container_id), cancel));
                     }
                 }

@@ -252,14 +252,16 @@ impl Queue {
             let Some(job) = self.move_if(job.id, job.status, Status::Processing)? else {
                 continue;
             };
+            let wait = job.start_time.map_or(0, |start| start - job.created_time) as f64 / 1e6;
             tracing::info!(
                 job_id = job.id,
                 component = %job.component,
                 config = job.config.as_deref().unwrap_or(""),
                 tag = %job.tag,
-                wait_seconds = job.start_time.map_or(0, |start| (start - job.created_time) / 1_000_000),
+                wait_seconds = wait,
                 "job started"
             );
+            self.metrics.job_started(&job.component, wait);
             free -= 1;
             if let Some(parent) = &job.parent_run_id {
                 *active_children.entry(parent.clone()).or_default() += 1;
@@ -297,13 +299,15 @@ impl Queue {
     }
 
     async fn engine_answers(&self) -> bool {
-        match self.runner.ping().await {
+        let up = match self.runner.ping().await {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(error = %chain(&error), "jobs stay created until the engine answers");
                 false
             }
-        }
+        };
+        self.metrics.engine_answered(up);
+        up
     }
 
     /// Applies a kill: jobs that have not started are cancelled; running ones go `terminating`
