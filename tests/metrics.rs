@@ -1,5 +1,6 @@
-//! `GET /metrics` as Prometheus scrapes it: the OpenMetrics text after a few real jobs, a token
-//! on the API's address, none on `metrics_listen`.
+//! The operator's endpoints: `GET /metrics` as Prometheus scrapes it (the OpenMetrics text
+//! after a few real jobs, a token on the API's address, none on `metrics_listen`), and
+//! `GET /health/ready` saying why jobs cannot run.
 
 mod common;
 
@@ -144,4 +145,32 @@ async fn metrics_listen_serves_metrics_without_a_token_and_nothing_else() {
         json!({}),
     );
     assert!(served.terminate().success());
+}
+
+#[tokio::test]
+async fn ready_needs_the_engine_and_no_token() {
+    let t = TestDaemon::start(Options::default()).await;
+    let [(anonymous, _), _] = t.clients_without_a_valid_token();
+    let answer = anonymous.get("/health/ready").await.unwrap();
+    assert_eq!(
+        (answer.status, answer.json()),
+        (200, json!({"status": "ready"}))
+    );
+
+    // A daemon whose engine does not answer is live, not ready.
+    let t = TestDaemon::start(Options::without_docker()).await;
+    let [(anonymous, _), _] = t.clients_without_a_valid_token();
+    let answer = anonymous.get("/health/ready").await.unwrap();
+    assert_eq!(
+        (answer.status, answer.json()),
+        (
+            503,
+            json!({"status": "not ready", "reason": "The Docker engine does not answer; jobs stay created."})
+        )
+    );
+    let answer = anonymous.get("/health/live").await.unwrap();
+    assert_eq!(
+        (answer.status, answer.json()),
+        (200, json!({"status": "live"}))
+    );
 }

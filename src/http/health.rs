@@ -10,13 +10,15 @@ use crate::http::request::Request;
 use crate::http::Services;
 
 /// `GET /health/live`: the process answers.
-pub fn live(_services: &Services) -> Answer {
+pub fn live() -> Answer {
     Answer::json(StatusCode::OK, &json!({"status": "live"}))
 }
 
-/// `GET /health/ready`: 200 while the store takes writes, else 503 with the reason.
-pub fn ready(services: &Services) -> Answer {
-    match services.queue.store_health().reason() {
+/// `GET /health/ready`: 200 while jobs can run (the store takes writes, recovery is done,
+/// `data_dir` has `min_free_space`, the engine answered within the last seconds), else 503
+/// with the first reason.
+pub async fn ready(services: &Services) -> Answer {
+    match services.queue.not_ready().await {
         None => Answer::json(StatusCode::OK, &json!({"status": "ready"})),
         Some(reason) => Answer::json(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -14,6 +14,7 @@ mod routes;
 mod storage;
 mod stream;
 
+use routes::Public;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -149,9 +150,12 @@ async fn respond(
     request: hyper::Request<Incoming>,
     route_pattern: &mut &'static str,
 ) -> Result<Answer, ApiError> {
-    if let Some((pattern, handler)) = routes::public(request.method(), request.uri().path()) {
-        *route_pattern = pattern.trim_start_matches('/');
-        return Ok(handler(services));
+    if let Some((pattern, public)) = routes::public(request.method(), request.uri().path()) {
+        *route_pattern = pattern;
+        return Ok(match public {
+            Public::Live => health::live(),
+            Public::Ready => health::ready(services).await,
+        });
     }
     if surface == Surface::Metrics {
         return match request.uri().path().trim_end_matches('/') {

@@ -19,11 +19,12 @@ use crate::runner::Runner;
 use crate::secrets::{Redactor, Secrets};
 use crate::settings::Settings;
 use crate::storage::Storage;
-use crate::store::{Creations, GroupBy, Health, Store, StoreError, UpdateError};
+use crate::store::{Creations, GroupBy, Store, StoreError, UpdateError};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 use crate::metrics::{Metrics, Snapshot};
@@ -107,6 +108,10 @@ pub struct Queue {
     /// Jobs told (by an event) that they wait for free space, until space returns.
     told_low_space: Mutex<HashSet<u64>>,
     metrics: Metrics,
+    /// Set once `recover` has settled what the last process left.
+    recovered: AtomicBool,
+    /// When the engine last answered a ping.
+    engine_answered: Mutex<Option<Instant>>,
 }
 
 /// A page of `Queue::follow_events`.
@@ -117,6 +122,9 @@ pub struct Followed {
     /// last.
     pub ended: Option<Status>,
 }
+
+/// How long an engine answer counts as recent for readiness.
+const ENGINE_FRESH: Duration = Duration::from_secs(10);
 
 /// How often a follower of a job looks for new events when nothing else wakes it.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -147,6 +155,8 @@ impl Queue {
             running: Mutex::new(HashMap::new()),
             told_low_space: Mutex::new(HashSet::new()),
             metrics: Metrics::new(),
+            recovered: AtomicBool::new(false),
+            engine_answered: Mutex::new(None),
         })
     }
 
@@ -179,9 +189,29 @@ impl Queue {
         &self.metrics
     }
 
-    /// Whether the store takes writes, and why not.
-    pub fn store_health(&self) -> Health {
-        self.store.health()
+    /// Why jobs cannot run now, or `None` when they can: the store refuses writes, recovery of
+    /// the jobs the last process left has not finished, `data_dir` has less than
+    /// `min_free_space`, or the engine has not answered for `ENGINE_FRESH` (then it is asked
+    /// now, for at most 2 s).
+    pub async fn not_ready(&self) -> Option<String> {
+        if let Some(reason) = self.store.health().reason() {
+            return Some(reason);
+        }
+        if !self.recovered.load(Ordering::Relaxed) {
+            return Some("Jobs left running by the last start are still being recovered.".into());
+        }
+        if let Some(reason) = blocking(|| self.low_space()) {
+            return Some(reason);
+        }
+        let fresh = self
+            .engine_answered
+            .lock()
+            .expect("the engine answer time")
+            .is_some_and(|at| at.elapsed() < ENGINE_FRESH);
+        if !fresh && !self.engine_answers().await {
+            return Some("The Docker engine does not answer; jobs stay created.".into());
+        }
+        None
     }
 
     pub fn job(&self, id: &str) -> Result<Job, QueueError> {

@@ -9,6 +9,7 @@ use crate::runner::workspace;
 use crate::storage::StorageError;
 use crate::store::{Budget, StoreError, Sweep};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -96,6 +97,7 @@ impl Queue {
             }
         }
         self.sweep().await;
+        self.recovered.store(true, Ordering::Relaxed);
         Ok(())
     }
 

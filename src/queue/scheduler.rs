@@ -11,7 +11,7 @@ use crate::model::{
 use crate::store::Health;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// A pass reads every `created` and `waiting` job, so its cost grows with the queue. Woken by
@@ -111,7 +111,7 @@ impl Queue {
     }
 
     /// Why no job may start for lack of space: `data_dir` has less free than `min_free_space`.
-    fn low_space(&self) -> Option<String> {
+    pub(super) fn low_space(&self) -> Option<String> {
         let minimum = self.settings.min_free_space;
         if minimum == 0 {
             return None;
@@ -298,7 +298,7 @@ impl Queue {
         Ok(active_children.get(parent_run_id).copied().unwrap_or(0) >= limit)
     }
 
-    async fn engine_answers(&self) -> bool {
+    pub(super) async fn engine_answers(&self) -> bool {
         let up = match self.runner.ping().await {
             Ok(()) => true,
             Err(error) => {
@@ -307,6 +307,9 @@ impl Queue {
             }
         };
         self.metrics.engine_answered(up);
+        if up {
+            *self.engine_answered.lock().expect("the engine answer time") = Some(Instant::now());
+        }
         up
     }
 
