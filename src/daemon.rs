@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actions::Actions;
 use crate::configurations::Configurations;
-use crate::http::Services;
+use crate::http::{Services, Surface};
 use crate::queue::{Queue, QueueError};
 use crate::runner::{Runner, RunnerError};
 use crate::secrets::{Secrets, SecretsError};
@@ -25,8 +25,9 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}; choose another `listen` address or stop what uses it")]
+    #[error("cannot listen on {addr}; choose another `{key}` address or stop what uses it")]
     Bind {
+        key: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -72,17 +73,11 @@ pub async fn run(
     )?);
     let instance_id = store.instance_id().to_string();
     let runner = Arc::new(Runner::new(settings.docker_host.as_deref(), &instance_id)?);
-    let listener =
-        TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| DaemonError::Bind {
-                addr: settings.listen,
-                source,
-            })?;
-    let addr = listener.local_addr().map_err(|source| DaemonError::Bind {
-        addr: settings.listen,
-        source,
-    })?;
+    let (listener, addr) = bind("listen", settings.listen).await?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(address) => Some(bind("metrics_listen", address).await?),
+        None => None,
+    };
     let mut settings = settings;
     if settings.public_url == format!("http://{}", settings.listen) {
         // The default base follows the real port when listening on port 0.
@@ -128,9 +123,23 @@ pub async fn run(
         secrets,
         actions: Arc::clone(&actions),
     };
-    crate::http::serve(listener, Arc::new(services), shutdown).await;
+    let services = Arc::new(services);
+    let metrics = metrics_listener.map(|(listener, addr)| {
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        let (services, shutdown) = (Arc::clone(&services), shutdown.clone());
+        tokio::spawn(crate::http::serve(
+            listener,
+            services,
+            Surface::Metrics,
+            shutdown,
+        ))
+    });
+    crate::http::serve(listener, services, Surface::Api, shutdown).await;
     // Running actions were stopped with the shutdown; their containers and folders go now.
     actions.stop_all().await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     let _ = scheduler.await;
     tracing::info!("jobq stopped");
     Ok(())
@@ -210,4 +219,15 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.shutdown_and_join();
     }
+}
+
+/// A listener on `addr` (setting `key`) and the address it got (port 0: a free one).
+async fn bind(
+    key: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), DaemonError> {
+    let error = |source| DaemonError::Bind { key, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod failpoint;
 mod http;
 mod mapping;
+mod metrics;
 pub mod model;
 mod plan;
 mod queue;

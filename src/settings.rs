@@ -42,6 +42,11 @@ pub struct Settings {
     /// Bytes of the store's page cache (redb's, read and write together): most of the daemon's
     /// memory once the store is larger than it.
     pub cache_size_bytes: usize,
+    /// How the daemon's log lines are written to stderr.
+    pub log_format: LogFormat,
+    /// A second address serving `GET /metrics` without a token (for a scraper that holds no
+    /// API token); `None`: only the API's `/metrics`, with a token.
+    pub metrics_listen: Option<SocketAddr>,
     pub project: Project,
     pub tokens: Vec<Token>,
     pub components: Vec<Component>,
@@ -54,6 +59,15 @@ pub struct Settings {
     pub action_time_limit: Duration,
     /// Synchronous actions running at once; more are refused with 503 and `Retry-After`.
     pub max_concurrent_actions: usize,
+}
+
+/// `log_format`: lines for people, or one JSON object a line for a log collector. Either way,
+/// colours only on a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +272,9 @@ struct RawSettings {
     min_free_space: String,
     #[serde(default = "default_cache_size_mib")]
     cache_size_mib: i64,
+    #[serde(default = "default_log_format")]
+    log_format: LogFormat,
+    metrics_listen: Option<String>,
     #[serde(default)]
     project: RawProject,
     #[serde(default)]
@@ -370,6 +387,9 @@ pub const DEFAULT_CACHE_SIZE_MIB: i64 = 32;
 fn default_cache_size_mib() -> i64 {
     DEFAULT_CACHE_SIZE_MIB
 }
+fn default_log_format() -> LogFormat {
+    LogFormat::Text
+}
 fn default_project_id() -> String {
     "1".into()
 }
@@ -471,14 +491,23 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (total <= 100 * 365 * 86_400).then(|| Duration::from_secs(total))
 }
 
+/// `key`'s address, like 127.0.0.1:8080.
+fn socket_address(key: &str, text: &str) -> Result<SocketAddr, SettingsError> {
+    text.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("\"{text}\" is not an address like 127.0.0.1:8080"),
+        )
+    })
+}
+
 impl RawSettings {
     fn validate(self) -> Result<Settings, SettingsError> {
-        let listen: SocketAddr = self.listen.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!("\"{}\" is not an address like 127.0.0.1:8080", self.listen),
-            )
-        })?;
+        let listen = socket_address("listen", &self.listen)?;
+        let metrics_listen = match &self.metrics_listen {
+            Some(address) => Some(socket_address("metrics_listen", address)?),
+            None => None,
+        };
         let public_url = match self.public_url {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                 url.trim_end_matches('/').to_string()
@@ -638,6 +667,8 @@ impl RawSettings {
                 )
             })?,
             cache_size_bytes: cache_size_bytes(self.cache_size_mib)?,
+            log_format: self.log_format,
+            metrics_listen,
             project: Project {
                 id: not_empty("project.id".into(), self.project.id)?,
                 name: self.project.name,

@@ -39,6 +39,20 @@ async fn missing_or_wrong_token_is_401_with_the_error_body() {
             .await
             .unwrap();
         assert_error(&answer, 401, message, json!({}));
+        // A path no route has is 404 (and a wrong method 405) before the token is looked at,
+        // so a probe needs no secret.
+        let answer = client.get("/nowhere").await.unwrap();
+        assert_error(&answer, 404, "Route GET /nowhere not found.", json!({}));
+        let answer = client
+            .send(Method::DELETE, "/jobs/1", &[], Bytes::new())
+            .await
+            .unwrap();
+        assert_error(
+            &answer,
+            405,
+            "Method DELETE is not allowed on /jobs/1.",
+            json!({}),
+        );
     }
     assert_eq!(
         t.get("/search/jobs").await.json(),

@@ -37,7 +37,7 @@ fn unknown_keys_and_bad_values_stop_the_daemon_naming_the_key() {
              `data_dir`, `public_url`, `docker_host`, `max_concurrent_jobs`, `max_body_bytes`, \
              `kill_grace_seconds`, `job_retention`, `job_folder_retention`, \
              `job_folder_retention_hours`, `sweep_interval`, `stack_id`, `container_user`, \
-             `max_events_per_job`, `min_free_space`, `cache_size_mib`, `project`, `tokens`, `components`, \
+             `max_events_per_job`, `min_free_space`, `cache_size_mib`, `log_format`, `metrics_listen`, `project`, `tokens`, `components`, \
              `encryption_key`, `dev_mode`, `action_time_limit`, `max_concurrent_actions`\n\n"
         )
     );
@@ -82,5 +82,109 @@ async fn serve_answers_and_stops_gracefully_on_sigterm() {
         !log.contains(TOKEN),
         "the token must never be logged: {log}"
     );
+    assert!(!log.contains('\x1b'), "no colours in a log file: {log}");
     assert!(dir.path().join("data/jobq.redb").exists());
+}
+
+#[tokio::test]
+async fn json_log_has_one_object_a_line_and_a_line_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = common::binary::settings_file(dir.path(), &Options::without_docker());
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&settings, format!("log_format = \"json\"\n{text}")).unwrap();
+    let mut served = Served::start(&settings, &dir.path().join("jobq.log"), &[])
+        .unwrap_or_else(|ended| panic!("{ended}"));
+    assert_eq!(served.get("/v2/storage/tokens/verify").await.status, 200);
+    let anonymous = jobq::cli::client::ApiClient::new(served.client.addr, "");
+    assert_eq!(anonymous.get("/health/live").await.unwrap().status, 200);
+    assert_eq!(anonymous.get("/nowhere").await.unwrap().status, 404);
+    assert_eq!(anonymous.get("/jobs/1").await.unwrap().status, 401);
+    assert!(served.terminate().success());
+
+    let log = served.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let requests: Vec<(String, u64, bool)> = lines
+        .iter()
+        .filter(|line| line["message"] == "request")
+        .map(|line| {
+            (
+                line["route"].as_str().unwrap().to_string(),
+                line["status"].as_u64().unwrap(),
+                !line["exception_id"].as_str().unwrap().is_empty(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            ("v2/storage/tokens/verify".to_string(), 200, false),
+            ("health/live".to_string(), 200, false),
+            ("(none)".to_string(), 404, true),
+            ("jobs/{id}".to_string(), 401, true),
+        ]
+    );
+    assert!(lines.iter().all(|line| line["level"].is_string()));
+    assert!(
+        !log.contains(TOKEN),
+        "the token must never be logged: {log}"
+    );
+    assert!(!log.contains('\x1b'), "no colours in a log file: {log}");
+}
+
+#[test]
+fn systemd_is_told_ready_once_the_daemon_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let settings = common::binary::settings_file(dir.path(), &Options::without_docker());
+    let notify = socket_path.to_str().unwrap();
+    let mut served = Served::start(
+        &settings,
+        &dir.path().join("jobq.log"),
+        &[("NOTIFY_SOCKET", notify)],
+    )
+    .unwrap_or_else(|ended| panic!("{ended}"));
+    let mut message = [0u8; 256];
+    let length = socket.recv(&mut message).expect("READY within 30 s");
+    assert_eq!(
+        std::str::from_utf8(&message[..length]).unwrap(),
+        "READY=1\n"
+    );
+    assert!(served.terminate().success());
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let analyze = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output();
+    assert!(
+        analyze.is_ok_and(|out| out.status.success()),
+        "systemd-analyze is needed to check contrib/jobq.service: install Debian's systemd"
+    );
+    // The unit with this build's binary in place of /usr/bin/jobq, which verify looks for.
+    let dir = tempfile::tempdir().unwrap();
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/jobq.service"))
+            .unwrap()
+            .replace("/usr/bin/jobq", env!("CARGO_BIN_EXE_jobq"));
+    assert!(unit.contains("Type=notify") && unit.contains("UMask=0077"));
+    let path = dir.path().join("jobq.service");
+    std::fs::write(&path, unit).unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }

@@ -238,9 +238,13 @@ async fn dev_mode_runs_unregistered_images_and_shows_stderr_of_application_error
     let data = r#"{"parameters": {"print": ["printed ad hoc"]}}"#;
 
     // Off by default: refused naming the setting, before any job exists.
-    let refused = fails(&mut daemon.jobq(["run", "--image", &image, "--config-data", data]));
+    let refused = daemon
+        .jobq(["run", "--image", &image, "--config-data", data])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "a refused request");
     assert_eq!(
-        refused,
+        String::from_utf8_lossy(&refused.stderr),
         "jobq: jobq answered 400 to the new job: Component \"jobq.dev-component\" is not registered, \
          and unregistered images (configData.runtime.image) run only when the settings say `dev_mode = true`.\n"
     );

@@ -94,3 +94,176 @@ async fn a_parents_tree_lists_its_childrens_events_too() {
     let newer = listed(&t, &format!("runId={}&tree=1&sinceId={since}", runs[0])).await;
     assert_eq!(ids(&newer), ids(&tree[..4]));
 }
+
+/// One message of a server-sent event stream: its `event` type (`None`: a job event), `id`
+/// and `data`.
+#[derive(Debug)]
+struct Sse {
+    event: Option<String>,
+    id: Option<u64>,
+    data: Value,
+}
+
+/// Reads `stream` (the events of job `id`) to its end; with each job event as it arrives,
+/// the job's status at that moment.
+async fn read_stream(
+    t: &TestDaemon,
+    id: &str,
+    mut stream: jobq::cli::client::Streaming,
+) -> Vec<(Sse, String)> {
+    let mut text = String::new();
+    let mut messages = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(std::time::Duration::from_secs(60), stream.chunk())
+        .await
+        .expect("the stream goes on or ends within 60 s")
+        .unwrap()
+    {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            if block.starts_with(':') {
+                continue; // a keep-alive comment
+            }
+            let mut sse = Sse {
+                event: None,
+                id: None,
+                data: Value::Null,
+            };
+            for line in block.lines().filter(|line| !line.is_empty()) {
+                match line.split_once(": ") {
+                    Some(("event", event)) => sse.event = Some(event.to_string()),
+                    Some(("id", value)) => sse.id = Some(value.parse().unwrap()),
+                    Some(("data", data)) => sse.data = serde_json::from_str(data).unwrap(),
+                    _ => panic!("an unexpected line {line:?} in {block:?}"),
+                }
+            }
+            let status = t.job(id).await["status"].as_str().unwrap().to_string();
+            messages.push((sse, status));
+        }
+    }
+    assert!(
+        text.is_empty(),
+        "the stream ends after a whole message: {text:?}"
+    );
+    messages
+}
+
+#[tokio::test]
+async fn the_event_stream_is_live_ends_with_the_job_and_resumes_after_last_event_id() {
+    let t = TestDaemon::start(Options::default()).await;
+    let job = t
+        .create(
+            COMPONENT,
+            json!({"print": ["before the pause"], "sleep": 2, "print_after_sleep": ["after the pause"]}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let path = format!("/jobs/{id}/events/stream");
+    let stream = t.client.get_streaming(&path).await.unwrap();
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.headers["content-type"], "text/event-stream");
+    let messages = read_stream(&t, &id, stream).await;
+
+    // Every stored event once, oldest first, then `end` with the final status.
+    let (last, rest) = messages.split_last().unwrap();
+    assert_eq!(last.0.event.as_deref(), Some("end"));
+    assert_eq!(last.0.data, json!({"id": id, "status": "success"}));
+    let mut stored = ids(&listed(&t, &format!("runId={id}&limit=1000")).await);
+    stored.reverse();
+    let streamed: Vec<u64> = rest.iter().map(|(sse, _)| sse.id.unwrap()).collect();
+    assert_eq!(streamed, stored);
+    for (sse, _) in rest {
+        assert_eq!(sse.event, None);
+        assert_eq!(sse.data["id"], sse.id.unwrap().to_string());
+        assert_eq!(sse.data["runId"], job["runId"]);
+    }
+    // Live: the line printed before the pause arrived while the job was still running.
+    let before = rest
+        .iter()
+        .find(|(sse, _)| sse.data["message"] == "before the pause")
+        .expect("the first line streamed");
+    assert_eq!(before.1, "processing", "{messages:?}");
+    assert!(rest
+        .iter()
+        .any(|(sse, _)| sse.data["message"] == "after the pause"));
+
+    // Resuming after an event sends only the later ones (the job has ended: then `end`).
+    let resume_after = before.0.id.unwrap().to_string();
+    let stream = t
+        .client
+        .send_streaming(
+            hyper::Method::GET,
+            &path,
+            &[("Last-Event-ID", resume_after.as_str())],
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap();
+    let resumed: Vec<Option<u64>> = read_stream(&t, &id, stream)
+        .await
+        .iter()
+        .map(|(sse, _)| sse.id)
+        .collect();
+    let later: Vec<Option<u64>> = streamed
+        .iter()
+        .filter(|&&event| event > before.0.id.unwrap())
+        .map(|&event| Some(event))
+        .chain([None])
+        .collect();
+    assert_eq!(resumed, later);
+
+    // An unknown job, a bad Last-Event-ID, no token.
+    assert_error(
+        &t.get("/jobs/999999/events/stream").await,
+        404,
+        "Job \"999999\" not found.",
+        json!({}),
+    );
+    let bad = t
+        .client
+        .send(
+            hyper::Method::GET,
+            &path,
+            &[("Last-Event-ID", "x")],
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_error(
+        &bad,
+        400,
+        "Header \"Last-Event-ID\" must be the id of an event, not \"x\".",
+        json!({}),
+    );
+    let [(anonymous, message), _] = t.clients_without_a_valid_token();
+    assert_error(
+        &anonymous.get(&path).await.unwrap(),
+        401,
+        message,
+        json!({}),
+    );
+}
+
+#[tokio::test]
+async fn the_tree_event_stream_has_the_childrens_events() {
+    let t = TestDaemon::start(Options::default()).await;
+    let [parent_run, child_a, child_b] = family(&t).await;
+    let stream = t
+        .client
+        .get_streaming(&format!("/jobs/{parent_run}/events/stream?tree=1"))
+        .await
+        .unwrap();
+    let messages = read_stream(&t, &parent_run, stream).await;
+    let runs: std::collections::BTreeSet<&str> = messages
+        .iter()
+        .filter_map(|(sse, _)| sse.data["runId"].as_str())
+        .collect();
+    assert_eq!(
+        runs,
+        [parent_run.as_str(), child_a.as_str(), child_b.as_str()].into()
+    );
+    let streamed: Vec<u64> = messages.iter().filter_map(|(sse, _)| sse.id).collect();
+    let mut stored = ids(&listed(&t, &format!("runId={parent_run}&tree=1&limit=1000")).await);
+    stored.reverse();
+    assert_eq!(streamed, stored);
+}

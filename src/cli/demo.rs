@@ -88,7 +88,35 @@ network = "none"
     if job["status"] != "success" {
         bail!("the demo job ended {}", job["status"]);
     }
+    print!("{}", next_steps());
     Ok(job)
+}
+
+/// What to do after the demo: a daemon of one's own that runs the demo's image.
+fn next_steps() -> String {
+    format!(
+        r#"
+Next steps: the image {DEMO_IMAGE}:{DEMO_TAG} stays in your engine. To run it from a daemon of
+your own, add it to a settings file (config.example.toml documents every key):
+
+    [[tokens]]
+    id = "1"
+    description = "me"
+    token = "<a long random token>"
+
+    [[components]]
+    id = "{DEMO_COMPONENT}"
+    image = "{DEMO_IMAGE}"
+    tag = "{DEMO_TAG}"
+
+then start it and create a job:
+
+    jobq serve --config jobq.toml
+    curl -s -X POST http://127.0.0.1:8080/jobs -H 'X-StorageApi-Token: <token>' \
+        -H 'Content-Type: application/json' \
+        -d '{{"component": "{DEMO_COMPONENT}", "configData": {{"parameters": {{"print": ["hi"]}}}}}}'
+"#
+    )
 }
 
 /// Polls the job to its end, printing a progress line and each new event once.

@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::cli::client::ApiClient;
+use crate::cli::jobs::get;
 use crate::cli::run::{self, RunError, Unpacked};
 use crate::runner::workspace::hand_over;
 
@@ -112,7 +113,9 @@ pub async fn datadirtest(
     job: &str,
     dir: &Path,
 ) -> Result<Vec<PathBuf>, ReplayError> {
-    let finished = run::answer(client, &format!("/jobs/{job}"), "the job").await?;
+    let finished = get(client, &format!("/jobs/{job}"), "the job")
+        .await
+        .map_err(RunError::from)?;
     let code = match (
         finished["status"].as_str(),
         finished["result"]["error"]["type"].as_str(),

@@ -1,27 +1,21 @@
-//! Client commands over the API: `jobq run` runs a job to its end; `jobq debug <job>` downloads
-//! a debug job's stage archives and unpacks them into a folder (`jobq run --debug` does both).
+//! `jobq run`'s creation of a job, and `jobq debug <job>`: a debug job's stage archives
+//! downloaded and unpacked into a folder (`jobq run --debug` does both).
 
 use std::fs;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::cli::client::{ApiClient, ClientError, Streaming};
+use crate::cli::jobs::{get, refused, CommandError};
 use crate::runner::container::ContainerSpec;
 
 /// Why `jobq run` or `jobq debug` could not run a job or fetch and unpack its stage archives.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error("jobq answered {status} to {what}: {message}")]
-    Refused {
-        what: String,
-        status: u16,
-        message: String,
-    },
+    Command(#[from] CommandError),
     #[error("job {job} has no debug archives: run it with mode \"debug\" (jobq run --debug)")]
     NoArchives { job: String },
     #[error("cannot save the download of {name} in {path}")]
@@ -43,6 +37,12 @@ pub enum RunError {
     },
 }
 
+impl From<ClientError> for RunError {
+    fn from(error: ClientError) -> RunError {
+        RunError::Command(error.into())
+    }
+}
+
 /// One unpacked archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unpacked {
@@ -59,7 +59,7 @@ pub struct Unpacked {
 /// Downloads every debug archive of `job` and unpacks each into
 /// `<out>/<stage>` (or `<out>/<row>/<stage>` for jobs with rows).
 pub async fn fetch(client: &ApiClient, job: &str, out: &Path) -> Result<Vec<Unpacked>, RunError> {
-    let listing = answer(
+    let listing = get(
         client,
         &format!("/v2/storage/files?tags[]=jobId:{job}&limit=1000"),
         "the file listing",
@@ -95,11 +95,7 @@ pub async fn fetch(client: &ApiClient, job: &str, out: &Path) -> Result<Vec<Unpa
             .await?;
         if download.status != 200 {
             let download = download.collect().await?;
-            return Err(refused(
-                &format!("the download of {name}"),
-                &download.json(),
-                download.status,
-            ));
+            return Err(refused(&format!("the download of {name}"), &download).into());
         }
         let archive = save(&name, &mut download, out).await?;
         let comment = unpack(&name, archive, &folder)?;
@@ -115,46 +111,13 @@ pub async fn fetch(client: &ApiClient, job: &str, out: &Path) -> Result<Vec<Unpa
     Ok(unpacked)
 }
 
-/// Creates a job in debug mode from `request` (a `POST /jobs` body), waits for its end and
-/// fetches its archives into `out`. Returns the finished job and what was unpacked.
-pub async fn run_debug(
-    client: &ApiClient,
-    mut request: Value,
-    out: &Path,
-) -> Result<(Value, Vec<Unpacked>), RunError> {
-    request["mode"] = json!("debug");
-    let job = run_to_end(client, &request).await?;
-    let unpacked = fetch(client, job["id"].as_str().unwrap_or_default(), out).await?;
-    Ok((job, unpacked))
-}
-
-/// Creates a job from `request` (a `POST /jobs` body) and long-polls it to its end.
-pub async fn run_to_end(client: &ApiClient, request: &Value) -> Result<Value, RunError> {
+/// Creates a job from `request` (a `POST /jobs` body); the new job.
+pub async fn create(client: &ApiClient, request: &Value) -> Result<Value, RunError> {
     let created = client.post_json("/jobs", request).await?;
     if created.status != 201 {
-        return Err(refused("the new job", &created.json(), created.status));
+        return Err(refused("the new job", &created).into());
     }
-    let id = created.json()["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let mut index = 0;
-    loop {
-        let answer = client
-            .get(&format!("/jobs/{id}?wait=30&index={index}"))
-            .await?;
-        let job = answer.json();
-        if job["isFinished"] == true {
-            return Ok(job);
-        }
-        index = answer
-            .headers
-            .get(crate::http::INDEX_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(index);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Ok(created.json())
 }
 
 fn tags(file: &Value) -> Vec<String> {
@@ -164,23 +127,6 @@ fn tags(file: &Value) -> Vec<String> {
         .flatten()
         .filter_map(|tag| tag.as_str().map(str::to_string))
         .collect()
-}
-
-/// The JSON `GET path` answers with 200; else the refusal naming `what`.
-pub async fn answer(client: &ApiClient, path: &str, what: &str) -> Result<Value, RunError> {
-    let answer = client.get(path).await?;
-    if answer.status != 200 {
-        return Err(refused(what, &answer.json(), answer.status));
-    }
-    Ok(answer.json())
-}
-
-fn refused(what: &str, body: &Value, status: u16) -> RunError {
-    RunError::Refused {
-        what: what.to_string(),
-        status,
-        message: body["error"].as_str().unwrap_or("no message").to_string(),
-    }
 }
 
 /// Writes a download to a temporary file in `out` as it arrives (an archive may be larger than

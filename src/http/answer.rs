@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio_util::io::ReaderStream;
 
 use crate::http::error::ApiError;
+use crate::runner::outcome::new_exception_id;
 
 /// The body of every answer: whole or streamed, failing only with a read error of a file.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -53,13 +54,15 @@ impl Answer {
             .header(CONTENT_LENGTH, HeaderValue::from(length)))
     }
 
-    /// The Keboola error body of `error`.
-    pub fn error(error: &ApiError) -> Answer {
-        let answer = Answer::json(error.status, &error.body());
-        match error.retry_after {
+    /// The Keboola error body of `error`, and the exceptionId it carries.
+    pub fn error(error: &ApiError) -> (Answer, String) {
+        let exception_id = new_exception_id();
+        let answer = Answer::json(error.status, &error.body(&exception_id));
+        let answer = match error.retry_after {
             Some(seconds) => answer.header(RETRY_AFTER, HeaderValue::from(seconds)),
             None => answer,
-        }
+        };
+        (answer, exception_id)
     }
 
     /// The answer with the header `name` set to `value`.
@@ -76,7 +79,7 @@ impl Answer {
         self.0
     }
 
-    fn with_body(status: StatusCode, body: Body) -> Answer {
+    pub fn with_body(status: StatusCode, body: Body) -> Answer {
         let mut response = Response::new(body);
         *response.status_mut() = status;
         Answer(response)

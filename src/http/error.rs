@@ -5,7 +5,6 @@ use serde_json::json;
 
 use crate::error::chain;
 use crate::queue::QueueError;
-use crate::runner::outcome::new_exception_id;
 use crate::store::StoreError;
 
 /// `Retry-After` seconds while a failed store is being reopened.
@@ -58,8 +57,7 @@ impl ApiError {
 
     /// The Keboola error body. A 500 hides its cause behind an exceptionId that the log
     /// explains; the other 5xx (a host fault that passes) say what it is.
-    pub fn body(&self) -> serde_json::Value {
-        let exception_id = new_exception_id();
+    pub fn body(&self, exception_id: &str) -> serde_json::Value {
         let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(exception_id = %exception_id, cause = %self.message, "internal error");
             "Internal Server Error occurred.".to_string()

@@ -13,7 +13,9 @@ pub mod render;
 mod request;
 mod routes;
 mod storage;
+mod stream;
 
+use routes::Public;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,8 +56,23 @@ pub struct Services {
     pub actions: Arc<Actions>,
 }
 
-/// Serves the API on `listener` until `shutdown`, then lets open requests finish (up to 10 s).
-pub async fn serve(listener: TcpListener, services: Arc<Services>, shutdown: CancellationToken) {
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The API (and the health routes).
+    Api,
+    /// `metrics_listen`: `GET /metrics` without a token, and the health routes.
+    Metrics,
+}
+
+/// Serves `surface` on `listener` until `shutdown`, then lets open requests finish (up to
+/// 10 s).
+pub async fn serve(
+    listener: TcpListener,
+    services: Arc<Services>,
+    surface: Surface,
+    shutdown: CancellationToken,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -71,7 +88,7 @@ pub async fn serve(listener: TcpListener, services: Arc<Services>, shutdown: Can
         let services = Arc::clone(&services);
         let service = hyper::service::service_fn(move |request| {
             let services = Arc::clone(&services);
-            async move { Ok::<_, Infallible>(answer(&services, request, peer).await) }
+            async move { Ok::<_, Infallible>(answer(&services, surface, request, peer).await) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service);
@@ -90,32 +107,78 @@ pub async fn serve(listener: TcpListener, services: Arc<Services>, shutdown: Can
     }
 }
 
-/// Handles one request; every failure becomes a Keboola error body.
+/// Handles one request; every failure becomes a Keboola error body. Each request is one info
+/// line of the log: method, route pattern (never a job id or a token), status, latency, and the
+/// exceptionId of an error answer.
 async fn answer(
     services: &Services,
+    surface: Surface,
     request: hyper::Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let started = std::time::Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let answer = respond(services, request)
-        .await
-        .unwrap_or_else(|error| Answer::error(&error));
-    tracing::debug!(%peer, %method, %path, status = answer.status().as_u16(), "request");
+    let mut route = "(none)";
+    let (answer, exception_id) = match respond(services, surface, request, &mut route).await {
+        Ok(answer) => (answer, None),
+        Err(error) => {
+            let (answer, exception_id) = Answer::error(&error);
+            (answer, Some(exception_id))
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let status = answer.status().as_u16();
+    services
+        .queue
+        .metrics()
+        .request(method.as_str(), route, status, seconds);
+    tracing::info!(
+        %peer,
+        %method,
+        route,
+        status,
+        latency_ms = seconds * 1000.0,
+        exception_id = exception_id.as_deref().unwrap_or(""),
+        "request"
+    );
     answer.into_response()
 }
 
-/// Checks the token, finds the route and lets its handler answer; public routes need no token.
+/// Finds the route (404 and 405 before the token check, so that a probe of an unknown path needs
+/// no secret), checks the token and lets the route's handler answer; public routes need no token.
+/// `route` is set to the matched pattern for the request's log line.
 async fn respond(
     services: &Services,
+    surface: Surface,
     request: hyper::Request<Incoming>,
+    route_pattern: &mut &'static str,
 ) -> Result<Answer, ApiError> {
-    if let Some(handler) = routes::public(request.method(), request.uri().path()) {
-        return Ok(handler(services));
+    if let Some((pattern, public)) = routes::public(request.method(), request.uri().path()) {
+        *route_pattern = pattern;
+        return Ok(match public {
+            Public::Live => health::live(),
+            Public::Ready => health::ready(services).await,
+        });
     }
+    if surface == Surface::Metrics {
+        return match request.uri().path().trim_end_matches('/') {
+            "/metrics" if request.method() == hyper::Method::GET => {
+                *route_pattern = "metrics";
+                Ok(health::metrics_text(services))
+            }
+            path => Err(ApiError::new(
+                hyper::StatusCode::NOT_FOUND,
+                format!(
+                    "Route {} {path} not found: this address serves GET /metrics.",
+                    request.method()
+                ),
+            )),
+        };
+    }
+    let (route, params) = routes::find(request.method(), request.uri().path())?;
+    *route_pattern = &route.pattern;
     let token = request::authenticate(&services.settings, request.headers())?;
     let (parts, body) = request.into_parts();
-    let (route, params) = routes::find(&parts.method, parts.uri.path())?;
     let limit = services.settings.max_body_bytes;
     let request = Request::new(parts, body, token, params, limit);
     (route.handler)(services, request).await

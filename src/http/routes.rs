@@ -1,6 +1,6 @@
 //! The route table: every method, path pattern and handler of the API in one place. A path that
-//! a pattern matches with another method answers 405, a path no pattern matches 404. The few
-//! operator routes that need no token (health, metrics) are a table of their own.
+//! a pattern matches with another method answers 405, a path no pattern matches 404. The
+//! health routes, which need no token, are a table of their own.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,7 +11,7 @@ use hyper::{Method, StatusCode};
 use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::request::{Params, Request};
-use crate::http::{actions, configurations, encrypt, health, jobs, storage, Services};
+use crate::http::{actions, configurations, encrypt, health, jobs, storage, stream, Services};
 
 /// What a handler's future gives.
 pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Answer, ApiError>> + Send + 'a>>;
@@ -55,6 +55,7 @@ fn table() -> Vec<Route> {
         route(M::GET, "jobs", to!(jobs::search)),
         route(M::GET, "search/jobs", to!(jobs::search)),
         route(M::GET, "jobs/{id}", to!(jobs::get)),
+        route(M::GET, "jobs/{id}/events/stream", to!(stream::events)),
         route(M::POST, "jobs/{id}/kill", to!(jobs::kill)),
         route(M::GET, "orchestration-rerun-plan/{jobId}", to!(jobs::rerun_plan)),
         route(M::GET, "search/grouped-jobs", to!(jobs::grouped)),
@@ -62,6 +63,7 @@ fn table() -> Vec<Route> {
         route(M::GET, "v2/storage/events", to!(jobs::events)),
         route(M::GET, "v2/storage/tokens/verify", to!(jobs::verify_token)),
         route(M::POST, "encrypt", to!(encrypt::encrypt)),
+        route(M::GET, "metrics", to!(health::metrics)),
         // Synchronous actions.
         route(M::POST, "actions", to!(actions::run)),
         route(M::GET, "actions", to!(actions::list)),
@@ -110,21 +112,24 @@ fn table() -> Vec<Route> {
     routes
 }
 
-/// A route that needs no token: it answers from the services alone, at once.
-pub type PublicHandler = fn(&Services) -> Answer;
+/// A route that needs no token: it answers from the services alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Public {
+    Live,
+    Ready,
+}
 
-/// The handler of `GET <path>` when it is a public route.
-pub fn public(method: &Method, path: &str) -> Option<PublicHandler> {
-    const PUBLIC: [(&str, PublicHandler); 3] = [
-        ("/health/live", health::live),
-        ("/health/ready", health::ready),
-        ("/metrics", health::metrics),
+/// The pattern and route of `GET <path>` when it is a public route.
+pub fn public(method: &Method, path: &str) -> Option<(&'static str, Public)> {
+    const PUBLIC: [(&str, Public); 2] = [
+        ("health/live", Public::Live),
+        ("health/ready", Public::Ready),
     ];
-    let path = path.trim_end_matches('/');
+    let path = path.trim_matches('/');
     PUBLIC
         .iter()
         .find(|(pattern, _)| *method == Method::GET && *pattern == path)
-        .map(|(_, handler)| *handler)
+        .copied()
 }
 
 /// The route of `method` on `path` and the parameters its pattern matched; 405 when only other

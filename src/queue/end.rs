@@ -48,7 +48,15 @@ impl Queue {
         };
         crate::failpoint::hit(crate::failpoint::JOB_ENDED);
         self.changed();
-        tracing::info!(job_id = job.id, status = %job.status, "job finished");
+        tracing::info!(
+            job_id = job.id,
+            component = %job.component,
+            config = job.config.as_deref().unwrap_or(""),
+            status = %job.status,
+            duration_seconds = job.duration_seconds().unwrap_or(0),
+            "job finished"
+        );
+        self.metrics.job_finished(&job);
         self.flow_part_ended(&job);
         if let Some(parent) = &job.parent_run_id {
             self.settle_container(parent)?;

@@ -148,6 +148,9 @@ impl Queue {
                 let ran = self
                     .run_image(&job, task, image_index, image, reattach, cancel)
                     .await?;
+                if let Some(exit) = &ran.exit {
+                    self.metrics.container_ended(exit);
+                }
                 if ran.verdict.status == Status::Success && image_index + 1 < images.len() {
                     job = self
                         .finish_image(&job, task, image_index, image, ran)

@@ -19,12 +19,15 @@ use crate::runner::Runner;
 use crate::secrets::{Redactor, Secrets};
 use crate::settings::Settings;
 use crate::storage::Storage;
-use crate::store::{Creations, GroupBy, Health, Store, StoreError, UpdateError};
+use crate::store::{Creations, GroupBy, Store, StoreError, UpdateError};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
+
+use crate::metrics::{Metrics, Snapshot};
 use tokio_util::sync::CancellationToken;
 
 pub use flows::MatchedTask;
@@ -104,7 +107,27 @@ pub struct Queue {
     running: Mutex<HashMap<u64, CancellationToken>>,
     /// Jobs told (by an event) that they wait for free space, until space returns.
     told_low_space: Mutex<HashSet<u64>>,
+    metrics: Metrics,
+    /// Set once `recover` has settled what the last process left.
+    recovered: AtomicBool,
+    /// When the engine last answered a ping.
+    engine_answered: Mutex<Option<Instant>>,
 }
+
+/// A page of `Queue::follow_events`.
+pub struct Followed {
+    /// Oldest first.
+    pub events: Vec<Event>,
+    /// The job's final status when it had finished before these were read and they are its
+    /// last.
+    pub ended: Option<Status>,
+}
+
+/// How long an engine answer counts as recent for readiness.
+const ENGINE_FRESH: Duration = Duration::from_secs(10);
+
+/// How often a follower of a job looks for new events when nothing else wakes it.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// How long the scheduler waits before retrying when the engine is unreachable.
 const RETRY_INTERVAL: Duration = Duration::from_secs(2);
@@ -131,17 +154,64 @@ impl Queue {
             changes: watch::Sender::new(0),
             running: Mutex::new(HashMap::new()),
             told_low_space: Mutex::new(HashSet::new()),
+            metrics: Metrics::new(),
+            recovered: AtomicBool::new(false),
+            engine_answered: Mutex::new(None),
         })
     }
 
-    /// Whether the store takes writes, and why not.
-    pub fn store_health(&self) -> Health {
-        self.store.health()
+    /// The metrics of this daemon, its gauges read now, as OpenMetrics text.
+    pub fn metrics_text(&self) -> String {
+        let (store_write_failures, store_writes_refused) = self.store.write_fault_counts();
+        let jobs = [
+            Status::Created,
+            Status::Waiting,
+            Status::Processing,
+            Status::Terminating,
+        ]
+        .into_iter()
+        .filter_map(|status| Some((status, self.store.count_with_status(status).ok()?)))
+        .collect();
+        self.metrics.encode(&Snapshot {
+            jobs,
+            slots_used: self.running_count() as u64,
+            slots_max: self.settings.max_concurrent_jobs as u64,
+            store_writable: self.store.health().reason().is_none(),
+            store_write_failures,
+            store_writes_refused,
+            events_written: self.store.events_written(),
+            data_dir_free_bytes: crate::disk::free_bytes(&self.settings.data_dir).ok(),
+        })
     }
 
-    /// Store writes that failed in the file system, and writes refused (full, reopening).
-    pub fn store_write_faults(&self) -> (u64, u64) {
-        self.store.write_fault_counts()
+    /// Where the HTTP server records its requests.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Why jobs cannot run now, or `None` when they can: the store refuses writes, recovery of
+    /// the jobs the last process left has not finished, `data_dir` has less than
+    /// `min_free_space`, or the engine has not answered for `ENGINE_FRESH` (then it is asked
+    /// now, for at most 2 s).
+    pub async fn not_ready(&self) -> Option<String> {
+        if let Some(reason) = self.store.health().reason() {
+            return Some(reason);
+        }
+        if !self.recovered.load(Ordering::Relaxed) {
+            return Some("Jobs left running by the last start are still being recovered.".into());
+        }
+        if let Some(reason) = blocking(|| self.low_space()) {
+            return Some(reason);
+        }
+        let fresh = self
+            .engine_answered
+            .lock()
+            .expect("the engine answer time")
+            .is_some_and(|at| at.elapsed() < ENGINE_FRESH);
+        if !fresh && !self.engine_answers().await {
+            return Some("The Docker engine does not answer; jobs stay created.".into());
+        }
+        None
     }
 
     pub fn job(&self, id: &str) -> Result<Job, QueueError> {
@@ -227,6 +297,46 @@ impl Queue {
         }
         events.sort_by_key(|event| std::cmp::Reverse(event.id));
         Ok(events.into_iter().skip(offset).take(limit).collect())
+    }
+
+    /// A follower's next events of the job `id` (with `tree`, of its descendants too), oldest
+    /// first, after event `after`: at most `limit`, as soon as there is one, else after `wait`
+    /// (then none). `ended` is the job's status when it had finished before the events were
+    /// read, so that none is left to come once they are sent.
+    pub async fn follow_events(
+        &self,
+        id: &str,
+        tree: bool,
+        after: Option<u64>,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Followed, QueueError> {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let (events, ended) = blocking(|| {
+                let job = self.job(id)?;
+                let ids = match tree {
+                    true => self.tree(&job)?,
+                    false => vec![job.id],
+                };
+                // One more than a page of each job tells whether more are left.
+                let mut events = Vec::new();
+                for id in ids {
+                    events.extend(self.store.events_after(id, after, limit + 1)?);
+                }
+                events.sort_by_key(|event| event.id);
+                let more = events.len() > limit;
+                events.truncate(limit);
+                let ended = (job.status.is_finished() && !more).then_some(job.status);
+                Ok::<_, QueueError>((events, ended))
+            })?;
+            if !events.is_empty() || ended.is_some() || tokio::time::Instant::now() >= deadline {
+                return Ok(Followed { events, ended });
+            }
+            // Events are written without a job change: look again soon, sooner on a change.
+            let _ = tokio::time::timeout(FOLLOW_POLL, changes.changed()).await;
+        }
     }
 
     /// Asks for termination of the job and of all its descendants, in one transaction: sets

@@ -9,6 +9,7 @@ use crate::runner::workspace;
 use crate::storage::StorageError;
 use crate::store::{Budget, StoreError, Sweep};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +61,7 @@ impl Queue {
                 if job.outcome.is_some() {
                     // It ended before the crash: only the cleanup was left.
                     self.end_recorded(&job).await?;
+                    self.metrics.recovered("ended");
                     continue;
                 }
                 if self.lock_running().contains_key(&job.id) {
@@ -69,6 +71,7 @@ impl Queue {
                 match job.container_id.clone() {
                     None if status == Status::Processing => {
                         if self.move_if(job.id, status, Status::Created)?.is_some() {
+                            self.metrics.recovered("requeued");
                             self.event(
                                 &job,
                                 EventType::Warn,
@@ -76,7 +79,10 @@ impl Queue {
                             );
                         }
                     }
-                    None => blocking(|| self.end(job.id, Ending::Terminated))?,
+                    None => {
+                        blocking(|| self.end(job.id, Ending::Terminated))?;
+                        self.metrics.recovered("ended");
+                    }
                     Some(container_id) => {
                         tracing::info!(job_id = job.id, %container_id, "re-attaching to a running job");
                         let cancel = CancellationToken::new();
@@ -84,12 +90,14 @@ impl Queue {
                             cancel.cancel();
                         }
                         self.lock_running().insert(job.id, cancel.clone());
+                        self.metrics.recovered("reattached");
                         tokio::spawn(Arc::clone(self).execute(job, Some(container_id), cancel));
                     }
                 }
             }
         }
         self.sweep().await;
+        self.recovered.store(true, Ordering::Relaxed);
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use crate::model::{
 use crate::store::Health;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// A pass reads every `created` and `waiting` job, so its cost grows with the queue. Woken by
@@ -111,7 +111,7 @@ impl Queue {
     }
 
     /// Why no job may start for lack of space: `data_dir` has less free than `min_free_space`.
-    fn low_space(&self) -> Option<String> {
+    pub(super) fn low_space(&self) -> Option<String> {
         let minimum = self.settings.min_free_space;
         if minimum == 0 {
             return None;
@@ -252,6 +252,16 @@ impl Queue {
             let Some(job) = self.move_if(job.id, job.status, Status::Processing)? else {
                 continue;
             };
+            let wait = job.start_time.map_or(0, |start| start - job.created_time) as f64 / 1e6;
+            tracing::info!(
+                job_id = job.id,
+                component = %job.component,
+                config = job.config.as_deref().unwrap_or(""),
+                tag = %job.tag,
+                wait_seconds = wait,
+                "job started"
+            );
+            self.metrics.job_started(&job.component, wait);
             free -= 1;
             if let Some(parent) = &job.parent_run_id {
                 *active_children.entry(parent.clone()).or_default() += 1;
@@ -288,14 +298,19 @@ impl Queue {
         Ok(active_children.get(parent_run_id).copied().unwrap_or(0) >= limit)
     }
 
-    async fn engine_answers(&self) -> bool {
-        match self.runner.ping().await {
+    pub(super) async fn engine_answers(&self) -> bool {
+        let up = match self.runner.ping().await {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(error = %chain(&error), "jobs stay created until the engine answers");
                 false
             }
+        };
+        self.metrics.engine_answered(up);
+        if up {
+            *self.engine_answered.lock().expect("the engine answer time") = Some(Instant::now());
         }
+        up
     }
 
     /// Applies a kill: jobs that have not started are cancelled; running ones go `terminating`

@@ -145,6 +145,8 @@ pub enum RunOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finished {
     pub verdict: Verdict,
+    /// How its container ended; `None` when it had none (it failed before one started).
+    pub exit: Option<Exit>,
     pub images: Value,
     pub exception_id: String,
     pub usage_data: Option<Value>,
@@ -527,6 +529,7 @@ impl Runner {
         let usage_data = blocking(|| workspace::usage_data(&folders));
         RunOutcome::Finished(Finished {
             verdict,
+            exit: Some(exit),
             images: images.clone(),
             exception_id,
             usage_data,
@@ -1008,6 +1011,7 @@ fn user_error(message: String) -> RunOutcome {
 fn without_container(verdict: Verdict) -> RunOutcome {
     RunOutcome::Finished(Finished {
         verdict,
+        exit: None,
         images: json!([]),
         exception_id: outcome::new_exception_id(),
         usage_data: None,

@@ -24,6 +24,7 @@ pub use retention::{Budget, Sweep};
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct Store {
     db: Arc<health::Db>,
     path: PathBuf,
     instance_id: String,
+    /// Events committed by this process (for the metrics).
+    events_written: AtomicU64,
 }
 
 impl Store {
@@ -69,6 +72,7 @@ impl Store {
             db: health::Db::new(path, cache_bytes, db, skip_event_ids_in),
             path: path.to_path_buf(),
             instance_id: String::new(),
+            events_written: AtomicU64::new(0),
         };
         let instance = match store.prepare(repaired) {
             Err(error) if error.is_host_fault() => {
@@ -243,6 +247,7 @@ impl Store {
         id: u64,
         f: impl FnOnce(&mut Job) -> Result<Option<(EventType, String)>, E>,
     ) -> Result<Job, UpdateError<E>> {
+        let mut wrote_event = false;
         let outcome = self.write_or_abort("updating a job and adding its event", |txn| {
             let mut event = None;
             let updated = rewrite_job(txn, id, |job| {
@@ -266,9 +271,13 @@ impl Store {
                         created: crate::model::now_micros(),
                     },
                 )?;
+                wrote_event = true;
             }
             Ok(Ok(job))
         })?;
+        if outcome.is_ok() && wrote_event {
+            self.events_written.fetch_add(1, Ordering::Relaxed);
+        }
         outcome.map_err(UpdateError::Rejected)
     }
 
@@ -291,6 +300,14 @@ impl Store {
             Ok(Ok((job, children)))
         })?;
         outcome.map_err(UpdateError::Rejected)
+    }
+
+    /// How many jobs are in `status` (the status index's entries; no job is read).
+    pub fn count_with_status(&self, status: Status) -> Result<u64, StoreError> {
+        self.read("counting jobs by status", |txn| {
+            let index = txn.open_multimap_table(JOBS_BY_STATUS)?;
+            Ok(index.get(status.code())?.len())
+        })
     }
 
     /// Jobs in `status`, oldest (lowest id) first, via the status index.
@@ -337,7 +354,14 @@ impl Store {
     /// Appends an event for an existing job, with the next id of the global event sequence,
     /// keyed (job id, event id).
     pub fn add_event(&self, new: NewEvent<'_>) -> Result<Event, StoreError> {
-        self.write("adding an event", |txn| insert_event(txn, new))
+        let event = self.write("adding an event", |txn| insert_event(txn, new))?;
+        self.events_written.fetch_add(1, Ordering::Relaxed);
+        Ok(event)
+    }
+
+    /// Events committed by this process since it opened the store.
+    pub fn events_written(&self) -> u64 {
+        self.events_written.load(Ordering::Relaxed)
     }
 
     /// Appends `events` (of existing jobs) in one write transaction: one commit for the whole
@@ -350,7 +374,10 @@ impl Store {
         events: &[NewEvent<'_>],
         durable: bool,
     ) -> Result<Range<u64>, StoreError> {
-        self.write_as("adding events", durable, |txn| insert_events(txn, events))
+        let ids = self.write_as("adding events", durable, |txn| insert_events(txn, events))?;
+        self.events_written
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        Ok(ids)
     }
 
     /// `add_events`, and in the same transaction closes the log of container `container_id` of
@@ -362,11 +389,14 @@ impl Store {
         job_id: u64,
         container_id: &str,
     ) -> Result<Range<u64>, StoreError> {
-        self.write("adding events and closing a container's log", |txn| {
+        let ids = self.write("adding events and closing a container's log", |txn| {
             let ids = insert_events(txn, events)?;
             txn.open_table(LOGS_CLOSED)?.insert(job_id, container_id)?;
             Ok(ids)
-        })
+        })?;
+        self.events_written
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        Ok(ids)
     }
 
     /// Whether the log of `container_id` of job `job_id` was closed by `add_events_closing_log`:
@@ -403,6 +433,28 @@ impl Store {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
+        self.read_events(job_id, since_id, true, offset, limit)
+    }
+
+    /// A job's oldest `limit` events with an id greater than `after` (all with `None`), oldest
+    /// first: what a follower of the job has not seen yet.
+    pub fn events_after(
+        &self,
+        job_id: u64,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.read_events(job_id, after, false, 0, limit)
+    }
+
+    fn read_events(
+        &self,
+        job_id: u64,
+        since_id: Option<u64>,
+        newest_first: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let first = match since_id {
             None => 0,
             Some(since) => match since.checked_add(1) {
@@ -412,13 +464,13 @@ impl Store {
         };
         self.read("reading events", |txn| {
             let table = txn.open_table(EVENTS)?;
+            let range = table.range((job_id, first)..=(job_id, u64::MAX))?;
+            let entries: Box<dyn Iterator<Item = _>> = match newest_first {
+                true => Box::new(range.rev()),
+                false => Box::new(range),
+            };
             let mut events = Vec::new();
-            for entry in table
-                .range((job_id, first)..=(job_id, u64::MAX))?
-                .rev()
-                .skip(offset)
-                .take(limit)
-            {
+            for entry in entries.skip(offset).take(limit) {
                 let (_, record) = entry?;
                 events.push(codec::decode_event(record.value())?);
             }

@@ -63,6 +63,23 @@ pub fn settings_file(dir: &Path, options: &Options) -> PathBuf {
     path
 }
 
+/// The address and instance id of a log line (text or JSON) saying that jobq listens.
+fn listening(line: &str) -> Option<(String, String)> {
+    if !line.contains("jobq is listening") {
+        return None;
+    }
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        let field = |name: &str| json[name].as_str().map(str::to_string);
+        return Some((field("addr")?, field("instance")?));
+    }
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .map(str::to_string)
+    };
+    Some((field("addr")?, field("instance")?))
+}
+
 /// A running `jobq serve`; killed when dropped. Its requests are `Api`'s.
 pub struct Served {
     child: Child,
@@ -97,16 +114,10 @@ impl Served {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains("jobq is listening")) {
-                let field = |name: &str| {
-                    line.split_whitespace()
-                        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                        .expect("the listening line names addr and instance")
-                        .to_string()
-                };
+            if let Some((addr, instance)) = text.lines().find_map(listening) {
                 return Ok(Served {
-                    api: Api::new(field("addr").parse().expect("a socket address")),
-                    instance: field("instance"),
+                    api: Api::new(addr.parse().expect("a socket address")),
+                    instance,
                     child,
                     log: log.to_path_buf(),
                 });

@@ -1,8 +1,9 @@
 //! A second Docker engine of the test's own, which the test may stop and start at will.
 //!
 //! It runs `dockerd` with everything under one temporary folder (socket, data root, exec root,
-//! pid file, an empty config file, so the host's `/etc/docker/daemon.json` does not apply),
-//! `--bridge none` and `--iptables=false` (it never touches the host's `docker0` or firewall) and
+//! pid file, an empty config file, so the host's `/etc/docker/daemon.json` does not apply), a
+//! bridge of its own made for it (`--bridge none` would make it delete the host's `docker0`,
+//! which the host's engine needs), `--iptables=false` (it never touches the firewall) and
 //! `--live-restore`, so containers keep running while it is stopped. Stopping is a SIGTERM to its
 //! pid. When it goes away (normally or on a panic) it removes its containers, stops, unmounts
 //! what it left mounted and deletes its folder.
@@ -23,6 +24,8 @@ pub struct Engine {
     child: Option<Child>,
     /// Every start of the engine, as `dockerd` printed it, one file for all starts.
     log: PathBuf,
+    /// The network bridge made for it (removed with it).
+    bridge: String,
     /// Whether the engine ever answered (so it may have containers to remove).
     ran: bool,
     cleaned: bool,
@@ -37,8 +40,25 @@ impl Engine {
             .expect("a temporary folder for the second Docker engine")
             .keep();
         std::fs::write(dir.join("daemon.json"), "{}").expect("the engine's config file");
+        let pid = std::process::id();
+        let bridge = format!("jqbr{:x}", pid % 0x10000);
+        let address = format!("10.213.{}.1/24", pid % 250);
+        for args in [
+            vec!["link", "add", bridge.as_str(), "type", "bridge"],
+            vec!["addr", "add", address.as_str(), "dev", bridge.as_str()],
+            vec!["link", "set", bridge.as_str(), "up"],
+        ] {
+            let made = Command::new("ip").args(&args).status();
+            assert!(
+                matches!(made, Ok(status) if status.success()),
+                "this test's second Docker engine needs a bridge of its own: `ip {}` failed \
+                 (run the test as root with iproute2 installed)",
+                args.join(" ")
+            );
+        }
         let mut engine = Engine {
             log: dir.join("dockerd.log"),
+            bridge,
             dir,
             child: None,
             ran: false,
@@ -135,7 +155,12 @@ impl Engine {
             .arg(dir.join("docker.pid"))
             .arg("--config-file")
             .arg(dir.join("daemon.json"))
-            .args(["--bridge", "none", "--iptables=false", "--live-restore"])
+            .args([
+                "--bridge",
+                &self.bridge,
+                "--iptables=false",
+                "--live-restore",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|error| error.to_string())?)
             .stderr(log)
@@ -253,6 +278,12 @@ impl Engine {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
+        }
+        let removed = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+        if !matches!(removed, Ok(status) if status.success()) {
+            problems.push(format!("cannot remove the bridge {}", self.bridge));
         }
         // dockerd bind-mounts its data root onto itself and may leave that mount behind.
         for mount in mounts_under(&self.dir).into_iter().rev() {
