@@ -47,6 +47,16 @@ pub struct Settings {
     pub components: Vec<Component>,
     /// The key `#` values are encrypted with; `None`: the key file in `data_dir`.
     pub encryption_key: Option<Key>,
+    /// What a schedule does at start-up about a fire missed while jobq was down.
+    pub schedule_catch_up: CatchUp,
+}
+
+/// `schedule_catch_up`: a fire missed while jobq was down happens once at start-up (however
+/// many instants were missed), or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    Once,
+    Skip,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,9 +169,12 @@ impl Settings {
     }
 
     /// Whether configurations of `id` may be stored and run: a `[[components]]` entry, or
-    /// `keboola.orchestrator`, which jobq runs itself.
+    /// `keboola.orchestrator`, which jobq runs itself, or `keboola.scheduler`, whose
+    /// configurations jobq keeps as schedules (they are never run as jobs).
     pub fn is_registered(&self, id: &str) -> bool {
-        self.component(id).is_some() || id == crate::model::ORCHESTRATOR
+        self.component(id).is_some()
+            || id == crate::model::ORCHESTRATOR
+            || id == crate::model::SCHEDULER
     }
 
     /// Where the redb file lives.
@@ -206,6 +219,8 @@ struct RawSettings {
     min_free_space: String,
     #[serde(default = "default_cache_size_mib")]
     cache_size_mib: i64,
+    #[serde(default = "default_schedule_catch_up")]
+    schedule_catch_up: String,
     #[serde(default)]
     project: RawProject,
     #[serde(default)]
@@ -303,6 +318,9 @@ fn default_max_events_per_job() -> i64 {
 pub const DEFAULT_CACHE_SIZE_MIB: i64 = 32;
 fn default_cache_size_mib() -> i64 {
     DEFAULT_CACHE_SIZE_MIB
+}
+fn default_schedule_catch_up() -> String {
+    "once".into()
 }
 fn default_project_id() -> String {
     "1".into()
@@ -571,6 +589,16 @@ impl RawSettings {
                 )
             })?,
             cache_size_bytes: cache_size_bytes(self.cache_size_mib)?,
+            schedule_catch_up: match self.schedule_catch_up.as_str() {
+                "once" => CatchUp::Once,
+                "skip" => CatchUp::Skip,
+                other => {
+                    return Err(invalid(
+                        "schedule_catch_up",
+                        format!("must be \"once\" or \"skip\", not \"{other}\""),
+                    ))
+                }
+            },
             project: Project {
                 id: not_empty("project.id".into(), self.project.id)?,
                 name: self.project.name,

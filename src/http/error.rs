@@ -90,7 +90,9 @@ impl From<QueueError> for ApiError {
         let message = chain(&error);
         match error {
             QueueError::Invalid { .. } => ApiError::bad_request(message),
-            QueueError::JobNotFound { .. } | QueueError::ConfigurationNotFound { .. } => {
+            QueueError::JobNotFound { .. }
+            | QueueError::ScheduleNotFound { .. }
+            | QueueError::ConfigurationNotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, message)
             }
             QueueError::NotKillable { .. } => {

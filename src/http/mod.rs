@@ -11,6 +11,7 @@ pub mod query;
 pub mod render;
 mod request;
 mod routes;
+mod schedules;
 mod storage;
 
 use std::convert::Infallible;

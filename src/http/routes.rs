@@ -11,7 +11,7 @@ use hyper::{Method, StatusCode};
 use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::request::{Params, Request};
-use crate::http::{configurations, encrypt, health, jobs, storage, Services};
+use crate::http::{configurations, encrypt, health, jobs, schedules, storage, Services};
 
 /// What a handler's future gives.
 pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Answer, ApiError>> + Send + 'a>>;
@@ -62,6 +62,12 @@ fn table() -> Vec<Route> {
         route(M::GET, "v2/storage/events", to!(jobs::events)),
         route(M::GET, "v2/storage/tokens/verify", to!(jobs::verify_token)),
         route(M::POST, "encrypt", to!(encrypt::encrypt)),
+        // The Scheduler API.
+        route(M::POST, "schedules", to!(schedules::activate)),
+        route(M::GET, "schedules", to!(schedules::list)),
+        route(M::GET, "schedules/{id}", to!(schedules::get)),
+        route(M::DELETE, "schedules/{id}", to!(schedules::delete)),
+        route(M::DELETE, "configurations/{id}", to!(schedules::delete_of_configuration)),
         // Storage: buckets, tables, files.
         route(M::GET, "v2/storage/buckets", to!(storage::buckets)),
         route(M::GET, "v2/storage/buckets/{id}", to!(storage::bucket)),

@@ -6,6 +6,7 @@ mod event;
 mod job;
 mod orchestration;
 mod result;
+mod schedule;
 mod status;
 mod storage;
 mod time;
@@ -24,6 +25,10 @@ pub use orchestration::{
     PhaseStart, Task, TaskJob, MAX_NESTING, ORCHESTRATOR,
 };
 pub use result::{ErrorKind, JobResult, MappedTables, ResultError, UserError, Variable};
+pub use schedule::{
+    Execution, InvalidSchedule, Schedule, ScheduleDefinition, Target, MAX_EXECUTIONS, SCHEDULER,
+    SCHEDULER_TOKEN_DESCRIPTION,
+};
 pub use status::{transition, Status, TransitionForbidden};
 pub use storage::{Bucket, StoredFile, Table};
 pub use time::{format_time, now_micros, parse_time};

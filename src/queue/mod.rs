@@ -8,6 +8,7 @@ mod execute;
 mod flows;
 mod recovery;
 mod scheduler;
+mod schedules;
 
 use crate::blocking::blocking;
 use crate::error::chain;
@@ -68,6 +69,8 @@ pub enum QueueError {
     },
     #[error("Job \"{id}\" not found.")]
     JobNotFound { id: String },
+    #[error("Schedule \"{id}\" not found; GET /schedules lists the activated schedules.")]
+    ScheduleNotFound { id: String },
     #[error(
         "Configuration \"{config}\" of component \"{component}\" not found in branch \"{branch}\"."
     )]
@@ -104,6 +107,8 @@ pub struct Queue {
     running: Mutex<HashMap<u64, CancellationToken>>,
     /// Jobs told (by an event) that they wait for free space, until space returns.
     told_low_space: Mutex<HashSet<u64>>,
+    /// Wakes the schedule timer: a schedule was activated.
+    schedules_changed: Notify,
 }
 
 /// How long the scheduler waits before retrying when the engine is unreachable.
@@ -131,6 +136,7 @@ impl Queue {
             changes: watch::Sender::new(0),
             running: Mutex::new(HashMap::new()),
             told_low_space: Mutex::new(HashSet::new()),
+            schedules_changed: Notify::new(),
         })
     }
 

@@ -12,6 +12,7 @@ mod group;
 mod grouped;
 mod health;
 mod retention;
+mod schedules;
 mod storage_meta;
 mod tables;
 mod walk;
@@ -145,6 +146,7 @@ impl Store {
             txn.open_table(LOGS_CLOSED)?;
             configs::prepare(txn)?;
             storage_meta::prepare(txn)?;
+            txn.open_table(SCHEDULES)?;
             Ok(instance)
         })
     }

@@ -89,3 +89,9 @@ pub(super) const STORAGE_FILES: TableDefinition<u64, &[u8]> = TableDefinition::n
 /// Load id -> the Storage table it loaded: a load with an id is applied once, even when a crash
 /// makes a job's output mapping run again.
 pub(super) const STORAGE_LOADS: TableDefinition<&str, &str> = TableDefinition::new("storage_loads");
+
+/// `meta` key: the last id handed out to a schedule (0 before the first).
+pub(super) const META_LAST_SCHEDULE_ID: &str = "last_schedule_id";
+
+/// Schedule id -> the activated schedule record (see `codec`), with its next fire time.
+pub(super) const SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("schedules");
