@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::configurations::Configurations;
 use crate::http::Services;
+use crate::notifications::Notifications;
 use crate::queue::{Queue, QueueError};
 use crate::runner::{Runner, RunnerError};
 use crate::secrets::{Secrets, SecretsError};
@@ -108,6 +109,8 @@ pub async fn run(
             tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()))
         }
     };
+    let notifications = Notifications::new(Arc::clone(&store), post_webhook);
+    let deliveries = tokio::spawn(Arc::clone(&notifications).run(shutdown.clone()));
     tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);
     let services = Services {
@@ -116,11 +119,26 @@ pub async fn run(
         queue,
         storage,
         secrets,
+        notifications,
     };
     crate::http::serve(listener, Arc::new(services), shutdown).await;
     let _ = scheduler.await;
+    let _ = deliveries.await;
     tracing::info!("jobq stopped");
     Ok(())
+}
+
+/// The notifications' `Post`: the HTTP layer's webhook client, its error as one line.
+fn post_webhook(
+    url: String,
+    body: serde_json::Value,
+    timeout: std::time::Duration,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u16, String>> + Send>> {
+    Box::pin(async move {
+        crate::http::webhook::post_json(&url, &body, timeout)
+            .await
+            .map_err(|error| crate::error::chain(&error))
+    })
 }
 
 /// A daemon on its own thread and runtime: what `jobq demo` and the tests start.

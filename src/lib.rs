@@ -10,6 +10,7 @@ pub mod error;
 pub mod failpoint;
 mod http;
 mod mapping;
+mod notifications;
 pub mod model;
 mod plan;
 mod queue;

@@ -4,6 +4,7 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use crate::error::chain;
+use crate::notifications::NotificationsError;
 use crate::queue::QueueError;
 use crate::runner::outcome::new_exception_id;
 use crate::store::StoreError;
@@ -77,6 +78,19 @@ impl ApiError {
             "status": "error",
             "context": context,
         })
+    }
+}
+
+impl From<NotificationsError> for ApiError {
+    fn from(error: NotificationsError) -> Self {
+        match error {
+            NotificationsError::Store(store) => ApiError::host_fault(&store)
+                .unwrap_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, chain(&store))),
+            NotificationsError::Invalid(invalid) => ApiError::bad_request(invalid.message),
+            NotificationsError::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, error.to_string())
+            }
+        }
     }
 }
 

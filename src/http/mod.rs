@@ -7,12 +7,14 @@ pub mod error;
 mod fields;
 mod health;
 mod jobs;
+mod notifications;
 pub mod query;
 pub mod render;
 mod request;
 mod routes;
 mod schedules;
 mod storage;
+pub mod webhook;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::configurations::Configurations;
+use crate::notifications::Notifications;
 use crate::queue::Queue;
 use crate::secrets::Secrets;
 use crate::settings::Settings;
@@ -43,13 +46,14 @@ pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
 
 /// What the API answers from, built once by the daemon: the queue answers the job routes,
 /// `configurations` the configuration routes, `storage` the bucket, table and file routes,
-/// `secrets` `/encrypt`.
+/// `secrets` `/encrypt`, `notifications` the project subscriptions.
 pub struct Services {
     pub settings: Arc<Settings>,
     pub queue: Arc<Queue>,
     pub configurations: Configurations,
     pub storage: Arc<Storage>,
     pub secrets: Arc<Secrets>,
+    pub notifications: Arc<Notifications>,
 }
 
 /// Serves the API on `listener` until `shutdown`, then lets open requests finish (up to 10 s).

@@ -4,6 +4,7 @@
 mod configuration;
 mod event;
 mod job;
+mod notification;
 mod orchestration;
 mod result;
 mod schedule;
@@ -19,6 +20,10 @@ pub(crate) use job::json_text;
 pub use job::{
     Behavior, DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, OnError,
     Parallelism, RunId, SortKey, TimeRange,
+};
+pub use notification::{
+    ended_event, event_payload, Attempt, Delivery, DeliveryState, Filter, InvalidSubscription,
+    Recipient, Subscription, EVENT_TYPES,
 };
 pub use orchestration::{
     orchestration_outcome, phase_outcome, phase_start, Orchestration, OrchestrationError, Phase,

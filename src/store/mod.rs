@@ -12,6 +12,7 @@ mod group;
 mod grouped;
 mod health;
 mod retention;
+mod notifications;
 mod schedules;
 mod storage_meta;
 mod tables;
@@ -33,6 +34,7 @@ use redb::{
     ReadableTable, Table, WriteTransaction,
 };
 
+use crate::model::{Delivery, Subscription};
 use crate::model::{Event, EventSource, EventType, Job, JobQuery, NewEvent, Status};
 use tables::*;
 
@@ -147,6 +149,7 @@ impl Store {
             configs::prepare(txn)?;
             storage_meta::prepare(txn)?;
             txn.open_table(SCHEDULES)?;
+            notifications::prepare(txn)?;
             Ok(instance)
         })
     }
@@ -239,11 +242,13 @@ impl Store {
     }
 
     /// `update_job`, and in the same write transaction the jobq event `f` returns for the
-    /// updated job: neither is ever written without the other.
+    /// updated job and the notification deliveries `outbox` makes of it for the stored
+    /// subscriptions: none is ever written without the others.
     pub fn update_job_with_event<E>(
         &self,
         id: u64,
         f: impl FnOnce(&mut Job) -> Result<Option<(EventType, String)>, E>,
+        outbox: impl FnOnce(&Job, &[Subscription]) -> Vec<Delivery>,
     ) -> Result<Job, UpdateError<E>> {
         let outcome = self.write_or_abort("updating a job and adding its event", |txn| {
             let mut event = None;
@@ -269,6 +274,8 @@ impl Store {
                     },
                 )?;
             }
+            let deliveries = outbox(&job, &notifications::all_subscriptions(txn)?);
+            notifications::insert_deliveries(txn, deliveries)?;
             Ok(Ok(job))
         })?;
         outcome.map_err(UpdateError::Rejected)
