@@ -19,8 +19,11 @@ use crate::store::{Store, StoreError};
 
 /// Sends one webhook delivery: POSTs the JSON body to the URL within the timeout; the answer's
 /// status code, or what went wrong.
-pub type Post =
-    fn(String, Value, Duration) -> Pin<Box<dyn Future<Output = std::result::Result<u16, String>> + Send>>;
+pub type Post = fn(
+    String,
+    Value,
+    Duration,
+) -> Pin<Box<dyn Future<Output = std::result::Result<u16, String>> + Send>>;
 
 /// How long one webhook attempt may take (Keboola's own notifications wait 5 s).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,10 +63,9 @@ impl Notifications {
     /// `POST /project-subscriptions`: the body checked and stored.
     pub fn subscribe(&self, body: &Value) -> Result<Subscription> {
         let subscription = Subscription::parse(body, now_micros())?;
-        Ok(self.store.create_subscription(|id| Subscription {
-            id,
-            ..subscription
-        })?)
+        Ok(self
+            .store
+            .create_subscription(|id| Subscription { id, ..subscription })?)
     }
 
     /// Every subscription, or those of `event`.

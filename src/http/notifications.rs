@@ -18,7 +18,10 @@ pub async fn subscribe(services: &Services, mut request: Request) -> Reply {
     let body: Value = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("The body must be a JSON object."))?;
     let subscription = blocking(|| services.notifications.subscribe(&body))?;
-    Ok(Answer::json(StatusCode::CREATED, &subscription_object(&subscription)))
+    Ok(Answer::json(
+        StatusCode::CREATED,
+        &subscription_object(&subscription),
+    ))
 }
 
 /// `GET /project-subscriptions[?event=]`
@@ -41,17 +44,23 @@ pub async fn delete(services: &Services, request: Request) -> Reply {
 /// `GET /project-subscriptions/{id}/deliveries`: every delivery, newest first, with its attempts.
 pub async fn deliveries(services: &Services, request: Request) -> Reply {
     let deliveries = blocking(|| services.notifications.deliveries(request.segment("id")))?;
-    Ok(Answer::ok(&deliveries.iter().rev().map(delivery_object).collect()))
+    Ok(Answer::ok(
+        &deliveries.iter().rev().map(delivery_object).collect(),
+    ))
 }
 
 /// The subscription as the public API answers it: ids as strings, `operator` always given, the
 /// webhook's URL as `url`.
 fn subscription_object(subscription: &Subscription) -> Value {
     let recipient = &subscription.recipient;
-    let key = if recipient.channel == "webhook" { "url" } else { "address" };
-    let filters = subscription.filters.iter().map(|filter| {
-        json!({"field": filter.field, "operator": filter.operator, "value": filter.value})
-    });
+    let key = if recipient.channel == "webhook" {
+        "url"
+    } else {
+        "address"
+    };
+    let filters = subscription.filters.iter().map(
+        |filter| json!({"field": filter.field, "operator": filter.operator, "value": filter.value}),
+    );
     json!({
         "id": subscription.id.to_string(),
         "event": subscription.event,

@@ -11,7 +11,9 @@ use hyper::{Method, StatusCode};
 use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::request::{Params, Request};
-use crate::http::{configurations, encrypt, health, jobs, notifications, schedules, storage, Services};
+use crate::http::{
+    configurations, encrypt, health, jobs, notifications, schedules, storage, Services,
+};
 
 /// What a handler's future gives.
 pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Answer, ApiError>> + Send + 'a>>;

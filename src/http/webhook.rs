@@ -47,17 +47,22 @@ pub async fn post_json(
     let uri: Uri = url.parse().map_err(|_| bad_url())?;
     let authority = uri.authority().filter(|_| uri.scheme_str() == Some("http"));
     let authority = authority.ok_or_else(bad_url)?.clone();
-    let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+    let address = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    );
     let path = uri
         .path_and_query()
         .map_or("/".to_string(), |p| p.as_str().to_string());
     let exchange = async {
-        let stream = TcpStream::connect(&address)
-            .await
-            .map_err(|source| WebhookError::Connect {
-                url: url.to_string(),
-                source,
-            })?;
+        let stream =
+            TcpStream::connect(&address)
+                .await
+                .map_err(|source| WebhookError::Connect {
+                    url: url.to_string(),
+                    source,
+                })?;
         let http = |source| WebhookError::Http {
             url: url.to_string(),
             source,

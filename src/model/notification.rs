@@ -102,7 +102,10 @@ impl Subscription {
     /// A `POST /project-subscriptions` body checked into a subscription (id 0), made at `now`.
     pub fn parse(body: &Value, now: i64) -> Result<Subscription, InvalidSubscription> {
         let invalid = |field: &'static str, message: String| InvalidSubscription { field, message };
-        let event = body.get("event").and_then(Value::as_str).unwrap_or_default();
+        let event = body
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !EVENT_TYPES.contains(&event) {
             return Err(invalid(
                 "event",
@@ -112,23 +115,26 @@ impl Subscription {
                 ),
             ));
         }
-        let filters = match body.get("filters") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(filters)) => filters
-                .iter()
-                .map(parse_filter)
-                .collect::<Result<_, _>>()?,
-            Some(_) => {
-                return Err(invalid(
+        let filters =
+            match body.get("filters") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(filters)) => {
+                    filters.iter().map(parse_filter).collect::<Result<_, _>>()?
+                }
+                Some(_) => return Err(invalid(
                     "filters",
                     "Field \"filters\" must be a list of {\"field\", \"operator\"?, \"value\"}."
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         let recipient = body.get("recipient").unwrap_or(&Value::Null);
         let channel = recipient.get("channel").and_then(Value::as_str);
-        let text = |key: &str| recipient.get(key).and_then(Value::as_str).filter(|t| !t.is_empty());
+        let text = |key: &str| {
+            recipient
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+        };
         let recipient = match channel {
             Some("webhook") => {
                 let url = text("url").or_else(|| text("address")).unwrap_or_default();
@@ -138,7 +144,10 @@ impl Subscription {
                         format!("Field \"recipient.url\" must be an http:// or https:// URL; \"{url}\" given."),
                     ));
                 }
-                Recipient { channel: "webhook".into(), address: url.to_string() }
+                Recipient {
+                    channel: "webhook".into(),
+                    address: url.to_string(),
+                }
             }
             Some("email") => {
                 let address = text("address").unwrap_or_default();
@@ -148,7 +157,10 @@ impl Subscription {
                         format!("Field \"recipient.address\" must be an email address; \"{address}\" given."),
                     ));
                 }
-                Recipient { channel: "email".into(), address: address.to_string() }
+                Recipient {
+                    channel: "email".into(),
+                    address: address.to_string(),
+                }
             }
             _ => {
                 return Err(invalid(
@@ -369,7 +381,10 @@ fn parse_expiry(text: &str, now: i64) -> Option<i64> {
             "week" => 604_800,
             _ => return None,
         };
-        return words.next().is_none().then_some(now + amount * seconds * 1_000_000);
+        return words
+            .next()
+            .is_none()
+            .then_some(now + amount * seconds * 1_000_000);
     }
     chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%:z")
         .map(|time| time.timestamp_micros())
@@ -382,11 +397,19 @@ fn parse_filter(filter: &Value) -> Result<Filter, InvalidSubscription> {
         field: "filters",
         message,
     };
-    let field = filter.get("field").and_then(Value::as_str).filter(|f| !f.is_empty());
+    let field = filter
+        .get("field")
+        .and_then(Value::as_str)
+        .filter(|f| !f.is_empty());
     let Some(field) = field else {
-        return Err(invalid(format!("Each filter needs a \"field\" (a dot path into the event payload); {filter} given.")));
+        return Err(invalid(format!(
+            "Each filter needs a \"field\" (a dot path into the event payload); {filter} given."
+        )));
     };
-    let operator = filter.get("operator").and_then(Value::as_str).unwrap_or("==");
+    let operator = filter
+        .get("operator")
+        .and_then(Value::as_str)
+        .unwrap_or("==");
     if !["==", "!=", ">", "<", ">=", "<="].contains(&operator) {
         return Err(invalid(format!(
             "Filter operator \"{operator}\" is not one of ==, !=, >, <, >=, <=."
@@ -436,7 +459,10 @@ mod tests {
             json!([{"field": "phase.id", "operator": "!=", "value": "1"}]),
         ];
         for filters in passes {
-            assert!(with(filters.clone()).wants("job-failed", &payload, 0), "{filters}");
+            assert!(
+                with(filters.clone()).wants("job-failed", &payload, 0),
+                "{filters}"
+            );
         }
         let fails = [
             json!([{"field": "job.component.id", "value": "keboola.ex-b"}]),
@@ -447,7 +473,10 @@ mod tests {
             json!([{"field": "phase.id", "value": "1"}]),
         ];
         for filters in fails {
-            assert!(!with(filters.clone()).wants("job-failed", &payload, 0), "{filters}");
+            assert!(
+                !with(filters.clone()).wants("job-failed", &payload, 0),
+                "{filters}"
+            );
         }
         assert!(!with(json!([])).wants("job-succeeded", &payload, 0));
     }
@@ -455,7 +484,9 @@ mod tests {
     #[test]
     fn requests_are_checked_and_expiry_is_relative_or_absolute() {
         let hook = json!({"channel": "webhook", "address": "http://h/x"});
-        let relative = subscription(json!({"event": "job-succeeded", "recipient": hook, "expiresAt": "+24 hours"}));
+        let relative = subscription(
+            json!({"event": "job-succeeded", "recipient": hook, "expiresAt": "+24 hours"}),
+        );
         assert_eq!(relative.expires_at, Some(1_000_000 + 24 * 3600 * 1_000_000));
         assert_eq!(relative.recipient.address, "http://h/x");
         assert!(relative.wants("job-succeeded", &json!({}), 2_000_000));
@@ -465,12 +496,30 @@ mod tests {
         assert_eq!(absolute.expires_at, Some(1_894_021_200_000_000));
         let cases = [
             (json!({"event": "job-exploded", "recipient": hook}), "event"),
-            (json!({"event": "job-failed", "recipient": {"channel": "sms"}}), "recipient.channel"),
-            (json!({"event": "job-failed", "recipient": {"channel": "webhook", "url": "ftp://x"}}), "recipient.url"),
-            (json!({"event": "job-failed", "recipient": {"channel": "email", "address": "nobody"}}), "recipient.address"),
-            (json!({"event": "job-failed", "recipient": hook, "filters": [{"value": 1}]}), "filters"),
-            (json!({"event": "job-failed", "recipient": hook, "filters": [{"field": "a", "operator": "~", "value": 1}]}), "filters"),
-            (json!({"event": "job-failed", "recipient": hook, "expiresAt": "soon"}), "expiresAt"),
+            (
+                json!({"event": "job-failed", "recipient": {"channel": "sms"}}),
+                "recipient.channel",
+            ),
+            (
+                json!({"event": "job-failed", "recipient": {"channel": "webhook", "url": "ftp://x"}}),
+                "recipient.url",
+            ),
+            (
+                json!({"event": "job-failed", "recipient": {"channel": "email", "address": "nobody"}}),
+                "recipient.address",
+            ),
+            (
+                json!({"event": "job-failed", "recipient": hook, "filters": [{"value": 1}]}),
+                "filters",
+            ),
+            (
+                json!({"event": "job-failed", "recipient": hook, "filters": [{"field": "a", "operator": "~", "value": 1}]}),
+                "filters",
+            ),
+            (
+                json!({"event": "job-failed", "recipient": hook, "expiresAt": "soon"}),
+                "expiresAt",
+            ),
         ];
         for (body, field) in cases {
             let error = Subscription::parse(&body, 0).expect_err("invalid");
@@ -501,7 +550,10 @@ mod tests {
 
         let email = subscription(json!({"event": "job-failed",
                                         "recipient": {"channel": "email", "address": "a@b.c"}}));
-        assert_eq!(Delivery::new(&email, "job-failed", &json!({}), 0).state, DeliveryState::NotSent);
+        assert_eq!(
+            Delivery::new(&email, "job-failed", &json!({}), 0).state,
+            DeliveryState::NotSent
+        );
     }
 
     #[test]
@@ -511,7 +563,10 @@ mod tests {
         job.parent_run_id = None;
         assert_eq!(ended_event(&job).as_deref(), Some("job-failed"));
         job.status = Status::Warning;
-        assert_eq!(ended_event(&job).as_deref(), Some("job-succeeded-with-warning"));
+        assert_eq!(
+            ended_event(&job).as_deref(),
+            Some("job-succeeded-with-warning")
+        );
         job.job_type = JobType::PhaseContainer;
         job.status = Status::Success;
         assert_eq!(ended_event(&job).as_deref(), Some("phase-job-succeeded"));

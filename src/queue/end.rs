@@ -3,8 +3,8 @@
 
 use super::{Queue, QueueError};
 use crate::blocking::blocking;
-use crate::model::{now_micros, DesiredStatus, EventType, Job, JobType, OnError, RunId, Status};
 use crate::model::{ended_event, event_payload, Delivery, Subscription};
+use crate::model::{now_micros, DesiredStatus, EventType, Job, JobType, OnError, RunId, Status};
 use crate::model::{ErrorKind, JobResult, ResultError, UserError};
 use crate::runner::outcome;
 use crate::runner::workspace::Workspace;
@@ -36,7 +36,11 @@ impl Queue {
         let mut configuration_name = None;
         if let Some(job) = self.store.job(id)? {
             self.seal_job_folder(&job);
-            configuration_name = self.stored_configuration_of(&job).ok().flatten().map(|c| c.name);
+            configuration_name = self
+                .stored_configuration_of(&job)
+                .ok()
+                .flatten()
+                .map(|c| c.name);
         }
         let public_url = &self.settings.public_url;
         let outbox = |job: &Job, subscriptions: &[Subscription]| -> Vec<Delivery> {

@@ -105,7 +105,8 @@ pub(super) const META_LAST_DELIVERY_ID: &str = "last_delivery_id";
 pub(super) const SUBSCRIPTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("subscriptions");
 
 /// (subscription id, delivery id) -> the delivery record with its attempts (see `codec`).
-pub(super) const DELIVERIES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("deliveries");
+pub(super) const DELIVERIES: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("deliveries");
 
 /// Delivery id -> its subscription id, for the deliveries still to be sent: the outbox.
 pub(super) const PENDING_DELIVERIES: TableDefinition<u64, u64> =
