@@ -109,7 +109,7 @@ pub async fn run(
             tokio::spawn(Arc::clone(&queue).run_scheduler(shutdown.clone()))
         }
     };
-    let notifications = Notifications::new(Arc::clone(&store), post_webhook);
+    let notifications = Notifications::new(Arc::clone(&store), Arc::clone(&settings), post_webhook);
     let deliveries = tokio::spawn(Arc::clone(&notifications).run(shutdown.clone()));
     tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);

@@ -374,3 +374,77 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_across_a_restart() {
         assert!(done[0]["nextAttemptAt"].is_null());
     }
 }
+
+#[tokio::test]
+async fn a_job_running_past_its_configurations_average_raises_processing_long_once() {
+    let t = TestDaemon::start(Options::default()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook =
+        json!({"channel": "webhook", "url": format!("http://{}/", listener.local_addr().unwrap())});
+    let receiver = Receiver::start(listener).await;
+    let doubled = subscribe(
+        &t,
+        json!({"event": "job-processing-long", "recipient": hook,
+        "filters": [{"field": "durationOvertimePercentage", "operator": ">=", "value": 1}]}),
+    )
+    .await;
+    let never = subscribe(
+        &t,
+        json!({"event": "job-processing-long", "recipient": hook,
+        "filters": [{"field": "durationOvertimePercentage", "operator": ">=", "value": 100}]}),
+    )
+    .await;
+    // No history yet: a job of a new configuration never runs long.
+    configure(&t, "slow", json!({"parameters": {"sleep": 1}}), &[]).await;
+    let first = t
+        .run(json!({"component": COMPONENT, "config": "slow"}))
+        .await;
+    let second = t
+        .run(json!({"component": COMPONENT, "config": "slow"}))
+        .await;
+    assert_eq!(
+        (first["status"].as_str(), second["status"].as_str()),
+        (Some("success"), Some("success"))
+    );
+    assert_eq!(receiver.bodies(), Vec::<Value>::new());
+    let seconds = |job: &Value| job["durationSeconds"].as_f64().unwrap();
+    let answer = t
+        .send_json(
+            hyper::Method::PUT,
+            &format!("/v2/storage/components/{COMPONENT}/configs/slow"),
+            &json!({"configuration": {"parameters": {"sleep": 12}}}),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let long = t
+        .run(json!({"component": COMPONENT, "config": "slow"}))
+        .await;
+    assert_eq!(long["status"], "success");
+    let bodies = receiver.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let body = &bodies[0];
+    assert_eq!(body["eventType"], "job-processing-long");
+    assert_eq!(body["uniqueId"], long["id"]);
+    assert_eq!(body["job"]["id"], long["id"]);
+    assert_eq!(
+        body["job"]["configuration"],
+        json!({"id": "slow", "name": "slow name"})
+    );
+    let average = body["averageDuration"].as_f64().unwrap();
+    let current = body["currentDuration"].as_f64().unwrap();
+    let overtime = body["durationOvertimePercentage"].as_f64().unwrap();
+    // The average of the two earlier runs (whole seconds in the job object, exact here).
+    let (low, high) = (
+        seconds(&first).min(seconds(&second)),
+        seconds(&first).max(seconds(&second)) + 1.0,
+    );
+    assert!(
+        average >= low && average <= high,
+        "{average} not in {low}..{high}"
+    );
+    assert!((1.0..2.0).contains(&overtime), "{body}");
+    assert!((current / average - 1.0 - overtime).abs() < 1e-9, "{body}");
+    assert!(current < seconds(&long) + 1.0, "sent while it ran: {body}");
+    assert_eq!(deliveries(&t, &doubled).await.len(), 1);
+    assert_eq!(deliveries(&t, &never).await, Vec::<Value>::new());
+}

@@ -22,8 +22,8 @@ pub use job::{
     Parallelism, RunId, SortKey, TimeRange,
 };
 pub use notification::{
-    ended_event, event_payload, Attempt, Delivery, DeliveryState, Filter, InvalidSubscription,
-    Recipient, Subscription, EVENT_TYPES,
+    ended_event, event_payload, processing_long_event, processing_long_payload, Attempt, Delivery,
+    DeliveryState, Filter, InvalidSubscription, Recipient, Subscription, EVENT_TYPES,
 };
 pub use orchestration::{
     orchestration_outcome, phase_outcome, phase_start, Orchestration, OrchestrationError, Phase,

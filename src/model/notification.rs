@@ -316,13 +316,42 @@ pub fn ended_event(job: &Job) -> Option<String> {
         Status::Error => "failed",
         _ => return None,
     };
+    Some(format!("{}{outcome}", event_prefix(job)?))
+}
+
+/// The processing-long event a running job may raise: `job-processing-long` or
+/// `phase-job-processing-long` (the same jobs as `ended_event`).
+pub fn processing_long_event(job: &Job) -> Option<String> {
+    Some(format!("{}processing-long", event_prefix(job)?))
+}
+
+/// `job-` for a job of its own (a root job or a flow's task), `phase-job-` for a flow's phase;
+/// none for the parts of a job (the rows of a container job).
+fn event_prefix(job: &Job) -> Option<&'static str> {
     match job.job_type {
-        JobType::PhaseContainer => Some(format!("phase-job-{outcome}")),
-        _ if job.parent_run_id.is_none() || job.orchestration_task_id.is_some() => {
-            Some(format!("job-{outcome}"))
-        }
+        JobType::PhaseContainer => Some("phase-job-"),
+        _ if job.parent_run_id.is_none() || job.orchestration_task_id.is_some() => Some("job-"),
         _ => None,
     }
+}
+
+/// The `job-processing-long` payload: the ended-job payload's parts plus `averageDuration`,
+/// `currentDuration` (seconds) and `durationOvertimePercentage` (`current / average - 1`),
+/// and `uniqueId`, the job's id.
+pub fn processing_long_payload(
+    event: &str,
+    job: &Job,
+    public_url: &str,
+    configuration_name: Option<&str>,
+    average_seconds: f64,
+    current_seconds: f64,
+) -> Value {
+    let mut payload = event_payload(event, job, public_url, configuration_name);
+    payload["averageDuration"] = json!(average_seconds);
+    payload["currentDuration"] = json!(current_seconds);
+    payload["durationOvertimePercentage"] = json!(current_seconds / average_seconds - 1.0);
+    payload["uniqueId"] = json!(job.id.to_string());
+    payload
 }
 
 /// The public payload of `event` about `job` (without `eventType`): `job`, `project`, `branch`,

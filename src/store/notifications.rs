@@ -80,6 +80,31 @@ impl Store {
         })
     }
 
+    /// Adds the processing-long `deliveries` of running job `job_id`, each unless its
+    /// subscription already got one for this job; how many were added.
+    pub fn add_long_run_deliveries(
+        &self,
+        job_id: u64,
+        deliveries: Vec<Delivery>,
+    ) -> Result<usize, StoreError> {
+        self.write("adding processing-long deliveries", |txn| {
+            let mut fresh = Vec::new();
+            {
+                let mut notified = txn.open_table(LONG_RUNS_NOTIFIED)?;
+                for delivery in deliveries {
+                    let key = (delivery.subscription_id, job_id);
+                    if notified.get(key)?.is_none() {
+                        notified.insert(key, 0)?;
+                        fresh.push(delivery);
+                    }
+                }
+            }
+            let added = fresh.len();
+            insert_deliveries(txn, fresh)?;
+            Ok(added)
+        })
+    }
+
     /// Writes `delivery` after an attempt; it leaves the outbox unless still pending. A
     /// delivery whose subscription was deleted meanwhile is not written again.
     pub fn save_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
@@ -102,6 +127,7 @@ pub(super) fn prepare(txn: &WriteTransaction) -> Result<(), Fail> {
     txn.open_table(SUBSCRIPTIONS)?;
     txn.open_table(DELIVERIES)?;
     txn.open_table(PENDING_DELIVERIES)?;
+    txn.open_table(LONG_RUNS_NOTIFIED)?;
     Ok(())
 }
 

@@ -111,3 +111,8 @@ pub(super) const DELIVERIES: TableDefinition<(u64, u64), &[u8]> =
 /// Delivery id -> its subscription id, for the deliveries still to be sent: the outbox.
 pub(super) const PENDING_DELIVERIES: TableDefinition<u64, u64> =
     TableDefinition::new("pending_deliveries");
+
+/// (subscription id, job id) -> the delivery id: the processing-long event a running job
+/// raised for that subscription, which it raises once.
+pub(super) const LONG_RUNS_NOTIFIED: TableDefinition<(u64, u64), u64> =
+    TableDefinition::new("long_runs_notified");
