@@ -448,3 +448,46 @@ async fn a_job_running_past_its_configurations_average_raises_processing_long_on
     assert_eq!(deliveries(&t, &doubled).await.len(), 1);
     assert_eq!(deliveries(&t, &never).await, Vec::<Value>::new());
 }
+
+#[tokio::test]
+async fn a_sigkill_right_after_a_job_ended_loses_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default();
+    options.build_fixture_image().await;
+    let settings = common::binary::settings_file(dir.path(), &options);
+    let armed = [(jobq::failpoint::VARIABLE, jobq::failpoint::JOB_ENDED)];
+    let mut served =
+        common::binary::Served::start(&settings, &dir.path().join("armed.log"), &armed).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook =
+        json!({"channel": "webhook", "url": format!("http://{}/", listener.local_addr().unwrap())});
+    let receiver = Receiver::start(listener).await;
+    let subscription = subscribe(
+        &served,
+        json!({"event": "job-succeeded", "recipient": hook}),
+    )
+    .await;
+    let job = served
+        .submit(json!({"component": COMPONENT, "configData": {"parameters": {}}}))
+        .await;
+    assert!(
+        served.kill_after(Duration::from_secs(60)),
+        "the crash point did not fire: {}",
+        served.log()
+    );
+    assert!(
+        served.log().contains("crash point job-ended reached"),
+        "{}",
+        served.log()
+    );
+
+    let served =
+        common::binary::Served::start(&settings, &dir.path().join("after.log"), &[]).unwrap();
+    let bodies = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["eventType"], "job-succeeded");
+    assert_eq!(bodies[0]["job"]["id"], job["id"]);
+    let done = deliveries(&served, &subscription).await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["state"], "delivered");
+}

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::job::{Job, JobType};
 use super::status::Status;
-use super::time::{format_time, parse_time};
+use super::time::{format_time, parse_time_at};
 
 /// The event names of the public Notifications API.
 pub const EVENT_TYPES: [&str; 8] = [
@@ -394,31 +394,13 @@ pub fn event_payload(
     payload
 }
 
-/// An absolute time (RFC 3339, or `2023-01-07 14:00:00+01:00`) or a relative one (`+24 hours`,
-/// `+2 days`), as Unix microseconds.
+/// An absolute time (`2023-01-07 14:00:00+01:00`, or what `parse_time` reads) or a relative
+/// one (`+24 hours`, `+2 days`) from `now`, as Unix microseconds.
 fn parse_expiry(text: &str, now: i64) -> Option<i64> {
-    let text = text.trim();
-    if let Some(relative) = text.strip_prefix('+') {
-        let mut words = relative.split_whitespace();
-        let amount: i64 = words.next()?.parse().ok()?;
-        let unit = words.next()?.trim_end_matches('s');
-        let seconds = match unit {
-            "second" | "sec" => 1,
-            "minute" | "min" => 60,
-            "hour" => 3600,
-            "day" => 86_400,
-            "week" => 604_800,
-            _ => return None,
-        };
-        return words
-            .next()
-            .is_none()
-            .then_some(now + amount * seconds * 1_000_000);
-    }
-    chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%:z")
+    chrono::DateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S%:z")
         .map(|time| time.timestamp_micros())
         .ok()
-        .or_else(|| parse_time(text))
+        .or_else(|| parse_time_at(text, now))
 }
 
 fn parse_filter(filter: &Value) -> Result<Filter, InvalidSubscription> {
