@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actions::Actions;
 use crate::configurations::Configurations;
 use crate::http::{Services, Surface};
+use crate::notifications::Notifications;
 use crate::queue::{Queue, QueueError};
 use crate::runner::{Runner, RunnerError};
 use crate::secrets::{Secrets, SecretsError};
@@ -113,6 +114,8 @@ pub async fn run(
     // Before any new action can start: what actions of an earlier process left goes.
     let leftovers = std::time::Duration::from_secs(10);
     let _ = tokio::time::timeout(leftovers, actions.remove_leftovers()).await;
+    let notifications = Notifications::new(Arc::clone(&store), Arc::clone(&settings), post_webhook);
+    let deliveries = tokio::spawn(Arc::clone(&notifications).run(shutdown.clone()));
     tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);
     let services = Services {
@@ -122,6 +125,7 @@ pub async fn run(
         storage,
         secrets,
         actions: Arc::clone(&actions),
+        notifications,
     };
     let services = Arc::new(services);
     let metrics = metrics_listener.map(|(listener, addr)| {
@@ -141,8 +145,22 @@ pub async fn run(
         let _ = metrics.await;
     }
     let _ = scheduler.await;
+    let _ = deliveries.await;
     tracing::info!("jobq stopped");
     Ok(())
+}
+
+/// The notifications' `Post`: the HTTP layer's webhook client, its error as one line.
+fn post_webhook(
+    url: String,
+    body: serde_json::Value,
+    timeout: std::time::Duration,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u16, String>> + Send>> {
+    Box::pin(async move {
+        crate::http::webhook::post_json(&url, &body, timeout)
+            .await
+            .map_err(|error| crate::error::chain(&error))
+    })
 }
 
 /// A daemon on its own thread and runtime: what `jobq demo` and the tests start.

@@ -23,6 +23,10 @@ pub const OUTPUT_MAPPED: &str = "output-mapped";
 pub const CHILDREN_CREATED: &str = "children-created";
 /// After a job's final status (and final event) committed, before anything else.
 pub const JOB_ENDED: &str = "job-ended";
+/// Inside a schedule's fire transaction (its job made, its next fire time set), before the commit.
+pub const SCHEDULE_FIRING: &str = "schedule-firing";
+/// After a schedule's fire (its job and its next fire time) committed, before anything else.
+pub const SCHEDULE_FIRED: &str = "schedule-fired";
 
 /// The environment variable that sets the store's write reserve, in bytes.
 pub const WRITE_RESERVE_VARIABLE: &str = "JOBQ_WRITE_RESERVE";

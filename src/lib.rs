@@ -13,6 +13,7 @@ mod http;
 mod mapping;
 mod metrics;
 pub mod model;
+mod notifications;
 mod plan;
 mod queue;
 pub mod runner;

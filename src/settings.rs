@@ -59,6 +59,8 @@ pub struct Settings {
     pub action_time_limit: Duration,
     /// Synchronous actions running at once; more are refused with 503 and `Retry-After`.
     pub max_concurrent_actions: usize,
+    /// What a schedule does at start-up about a fire missed while jobq was down.
+    pub schedule_catch_up: CatchUp,
 }
 
 /// `log_format`: lines for people, or one JSON object a line for a log collector. Either way,
@@ -68,6 +70,14 @@ pub struct Settings {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `schedule_catch_up`: a fire missed while jobq was down happens once at start-up (however
+/// many instants were missed), or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    Once,
+    Skip,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,9 +227,12 @@ impl Settings {
     }
 
     /// Whether configurations of `id` may be stored and run: a `[[components]]` entry, or
-    /// `keboola.orchestrator`, which jobq runs itself.
+    /// `keboola.orchestrator`, which jobq runs itself, or `keboola.scheduler`, whose
+    /// configurations jobq keeps as schedules (they are never run as jobs).
     pub fn is_registered(&self, id: &str) -> bool {
-        self.component(id).is_some() || id == crate::model::ORCHESTRATOR
+        self.component(id).is_some()
+            || id == crate::model::ORCHESTRATOR
+            || id == crate::model::SCHEDULER
     }
 
     /// Where the redb file lives.
@@ -275,6 +288,8 @@ struct RawSettings {
     #[serde(default = "default_log_format")]
     log_format: LogFormat,
     metrics_listen: Option<String>,
+    #[serde(default = "default_schedule_catch_up")]
+    schedule_catch_up: String,
     #[serde(default)]
     project: RawProject,
     #[serde(default)]
@@ -389,6 +404,9 @@ fn default_cache_size_mib() -> i64 {
 }
 fn default_log_format() -> LogFormat {
     LogFormat::Text
+}
+fn default_schedule_catch_up() -> String {
+    "once".into()
 }
 fn default_project_id() -> String {
     "1".into()
@@ -669,6 +687,16 @@ impl RawSettings {
             cache_size_bytes: cache_size_bytes(self.cache_size_mib)?,
             log_format: self.log_format,
             metrics_listen,
+            schedule_catch_up: match self.schedule_catch_up.as_str() {
+                "once" => CatchUp::Once,
+                "skip" => CatchUp::Skip,
+                other => {
+                    return Err(invalid(
+                        "schedule_catch_up",
+                        format!("must be \"once\" or \"skip\", not \"{other}\""),
+                    ))
+                }
+            },
             project: Project {
                 id: not_empty("project.id".into(), self.project.id)?,
                 name: self.project.name,

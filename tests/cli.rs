@@ -37,7 +37,7 @@ fn unknown_keys_and_bad_values_stop_the_daemon_naming_the_key() {
              `data_dir`, `public_url`, `docker_host`, `max_concurrent_jobs`, `max_body_bytes`, \
              `kill_grace_seconds`, `job_retention`, `job_folder_retention`, \
              `job_folder_retention_hours`, `sweep_interval`, `stack_id`, `container_user`, \
-             `max_events_per_job`, `min_free_space`, `cache_size_mib`, `log_format`, `metrics_listen`, `project`, `tokens`, `components`, \
+             `max_events_per_job`, `min_free_space`, `cache_size_mib`, `log_format`, `metrics_listen`, `schedule_catch_up`, `project`, `tokens`, `components`, \
              `encryption_key`, `dev_mode`, `action_time_limit`, `max_concurrent_actions`\n\n"
         )
     );

@@ -4,6 +4,7 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use crate::error::chain;
+use crate::notifications::NotificationsError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
 
@@ -78,6 +79,19 @@ impl ApiError {
     }
 }
 
+impl From<NotificationsError> for ApiError {
+    fn from(error: NotificationsError) -> Self {
+        match error {
+            NotificationsError::Store(store) => ApiError::host_fault(&store)
+                .unwrap_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, chain(&store))),
+            NotificationsError::Invalid(invalid) => ApiError::bad_request(invalid.message),
+            NotificationsError::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, error.to_string())
+            }
+        }
+    }
+}
+
 impl From<QueueError> for ApiError {
     fn from(error: QueueError) -> Self {
         if let QueueError::Store(store) = &error {
@@ -88,7 +102,9 @@ impl From<QueueError> for ApiError {
         let message = chain(&error);
         match error {
             QueueError::Invalid { .. } => ApiError::bad_request(message),
-            QueueError::JobNotFound { .. } | QueueError::ConfigurationNotFound { .. } => {
+            QueueError::JobNotFound { .. }
+            | QueueError::ScheduleNotFound { .. }
+            | QueueError::ConfigurationNotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, message)
             }
             QueueError::NotKillable { .. } => {

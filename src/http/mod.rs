@@ -8,12 +8,15 @@ pub mod error;
 mod fields;
 mod health;
 mod jobs;
+mod notifications;
 pub mod query;
 pub mod render;
 mod request;
 mod routes;
+mod schedules;
 mod storage;
 mod stream;
+pub mod webhook;
 
 use routes::Public;
 use std::convert::Infallible;
@@ -29,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actions::Actions;
 use crate::configurations::Configurations;
+use crate::notifications::Notifications;
 use crate::queue::Queue;
 use crate::secrets::Secrets;
 use crate::settings::Settings;
@@ -46,7 +50,8 @@ pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
 
 /// What the API answers from, built once by the daemon: the queue answers the job routes,
 /// `configurations` the configuration routes, `storage` the bucket, table and file routes,
-/// `secrets` `/encrypt`, `actions` the synchronous actions.
+/// `secrets` `/encrypt`, `actions` the synchronous actions, `notifications` the project
+/// subscriptions.
 pub struct Services {
     pub settings: Arc<Settings>,
     pub queue: Arc<Queue>,
@@ -54,6 +59,7 @@ pub struct Services {
     pub storage: Arc<Storage>,
     pub secrets: Arc<Secrets>,
     pub actions: Arc<Actions>,
+    pub notifications: Arc<Notifications>,
 }
 
 /// What a listener serves.

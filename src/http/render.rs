@@ -1,8 +1,9 @@
 //! The JSON a client sees: the Queue API's job object and Storage's event, branch, component,
-//! configuration, row, bucket, table and file objects.
+//! configuration, row, bucket, table and file objects, and the Scheduler API's schedule object.
 
 use serde_json::{json, Map, Value};
 
+use crate::model::Schedule;
 use crate::model::{format_time, Event, Job};
 use crate::model::{Branch, Configuration, Row};
 use crate::model::{Bucket, StoredFile, Table};
@@ -241,6 +242,38 @@ pub fn file(file: &StoredFile, public_url: &str) -> Value {
         "isSliced": false,
         "isEncrypted": false,
         "provider": "local",
+    })
+}
+
+/// The Scheduler API's `Schedule` object: ids as strings, the pinned version's definition,
+/// recent `executions` (newest first) with their job ids and due times.
+pub fn schedule(schedule: &Schedule) -> Value {
+    let definition = &schedule.definition;
+    let target = &definition.target;
+    let executions = schedule.executions.iter().rev().map(|execution| {
+        json!({
+            "jobId": execution.job_id.to_string(),
+            "executionTime": format_time(execution.execution_time),
+        })
+    });
+    json!({
+        "id": schedule.id.to_string(),
+        "tokenId": schedule.token_id,
+        "configurationId": schedule.configuration_id,
+        "configurationVersionId": schedule.configuration_version_id.to_string(),
+        "schedule": {
+            "cronTab": definition.cron_tab,
+            "timezone": definition.timezone,
+            "state": if definition.enabled { "enabled" } else { "disabled" },
+        },
+        "target": {
+            "componentId": target.component_id,
+            "configurationId": target.configuration_id,
+            "configurationRowIds": target.configuration_row_ids,
+            "mode": target.mode.as_str(),
+            "tag": target.tag,
+        },
+        "executions": executions.collect::<Vec<_>>(),
     })
 }
 

@@ -11,7 +11,10 @@ use hyper::{Method, StatusCode};
 use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::request::{Params, Request};
-use crate::http::{actions, configurations, encrypt, health, jobs, storage, stream, Services};
+use crate::http::{
+    actions, configurations, encrypt, health, jobs, notifications, schedules, storage, stream,
+    Services,
+};
 
 /// What a handler's future gives.
 pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Answer, ApiError>> + Send + 'a>>;
@@ -67,6 +70,18 @@ fn table() -> Vec<Route> {
         // Synchronous actions.
         route(M::POST, "actions", to!(actions::run)),
         route(M::GET, "actions", to!(actions::list)),
+        // The Scheduler API.
+        route(M::POST, "schedules", to!(schedules::activate)),
+        route(M::GET, "schedules", to!(schedules::list)),
+        route(M::GET, "schedules/{id}", to!(schedules::get)),
+        route(M::DELETE, "schedules/{id}", to!(schedules::delete)),
+        route(M::DELETE, "configurations/{id}", to!(schedules::delete_of_configuration)),
+        // The Notifications API.
+        route(M::POST, "project-subscriptions", to!(notifications::subscribe)),
+        route(M::GET, "project-subscriptions", to!(notifications::list)),
+        route(M::GET, "project-subscriptions/{id}", to!(notifications::get)),
+        route(M::DELETE, "project-subscriptions/{id}", to!(notifications::delete)),
+        route(M::GET, "project-subscriptions/{id}/deliveries", to!(notifications::deliveries)),
         // Storage: buckets, tables, files.
         route(M::GET, "v2/storage/buckets", to!(storage::buckets)),
         route(M::GET, "v2/storage/buckets/{id}", to!(storage::bucket)),

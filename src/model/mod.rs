@@ -4,8 +4,10 @@
 mod configuration;
 mod event;
 mod job;
+mod notification;
 mod orchestration;
 mod result;
+mod schedule;
 mod status;
 mod storage;
 mod time;
@@ -19,11 +21,19 @@ pub use job::{
     Behavior, DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, OnError,
     Parallelism, RunId, SortKey, TimeRange,
 };
+pub use notification::{
+    ended_event, event_payload, processing_long_event, processing_long_payload, Attempt, Delivery,
+    DeliveryState, Filter, InvalidSubscription, Recipient, Subscription, EVENT_TYPES,
+};
 pub use orchestration::{
     orchestration_outcome, phase_outcome, phase_start, Orchestration, OrchestrationError, Phase,
     PhaseStart, Task, TaskJob, MAX_NESTING, ORCHESTRATOR,
 };
 pub use result::{ErrorKind, JobResult, MappedTables, ResultError, UserError, Variable};
+pub use schedule::{
+    Execution, InvalidSchedule, Schedule, ScheduleDefinition, Target, MAX_EXECUTIONS, SCHEDULER,
+    SCHEDULER_TOKEN_DESCRIPTION,
+};
 pub use status::{transition, Status, TransitionForbidden};
 pub use storage::{Bucket, StoredFile, Table};
 pub use time::{format_time, now_micros, parse_time};

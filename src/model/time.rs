@@ -15,7 +15,13 @@ pub fn format_time(micros: i64) -> String {
 /// ISO 8601 (`2024-01-02T03:04:05+00:00`, or a plain date), `now`, `today`, `yesterday`,
 /// or relative `-N unit` / `N units ago` (second, minute, hour, day, week).
 pub fn parse_time(text: &str) -> Option<i64> {
+    parse_time_at(text, chrono::Utc::now().timestamp_micros())
+}
+
+/// `parse_time` with `now` (Unix microseconds) as the time relative times count from.
+pub fn parse_time_at(text: &str, now: i64) -> Option<i64> {
     use chrono::{DateTime, NaiveDate, Utc};
+    let now = DateTime::<Utc>::from_timestamp_micros(now)?;
     let text = text.trim();
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Some(time.timestamp_micros());
@@ -23,7 +29,6 @@ pub fn parse_time(text: &str) -> Option<i64> {
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
     }
-    let now = Utc::now();
     let midnight = now.date_naive().and_hms_opt(0, 0, 0)?.and_utc();
     match text {
         "now" => return Some(now.timestamp_micros()),

@@ -3,6 +3,7 @@
 
 use super::{Queue, QueueError};
 use crate::blocking::blocking;
+use crate::model::{ended_event, event_payload, Delivery, Subscription};
 use crate::model::{now_micros, DesiredStatus, EventType, Job, JobType, OnError, RunId, Status};
 use crate::model::{ErrorKind, JobResult, ResultError, UserError};
 use crate::runner::outcome;
@@ -27,16 +28,36 @@ struct LostRace;
 
 impl Queue {
     /// Ends job `id` as `ending` says. Its folder is sealed first (no decrypted secret stays on
-    /// disk), then its final status, result and final event are written in one transaction, then
-    /// its parent container job is settled. A job that another path finished first is left as
+    /// disk), then its final status, result, final event and the notification deliveries of
+    /// the event it raises are written in one transaction, then its parent container job is
+    /// settled. A job that another path finished first is left as
     /// it is: that is a lost race, not an error.
     pub(super) fn end(&self, id: u64, ending: Ending) -> Result<(), QueueError> {
+        let mut configuration_name = None;
         if let Some(job) = self.store.job(id)? {
             self.seal_job_folder(&job);
+            configuration_name = self
+                .stored_configuration_of(&job)
+                .ok()
+                .flatten()
+                .map(|c| c.name);
         }
+        let public_url = &self.settings.public_url;
+        let outbox = |job: &Job, subscriptions: &[Subscription]| -> Vec<Delivery> {
+            let Some(event) = ended_event(job) else {
+                return Vec::new();
+            };
+            let payload = event_payload(&event, job, public_url, configuration_name.as_deref());
+            let now = now_micros();
+            subscriptions
+                .iter()
+                .filter(|s| s.wants(&event, &payload, now))
+                .map(|s| Delivery::new(s, &event, &payload, now))
+                .collect()
+        };
         let ended = blocking(|| {
             self.store
-                .update_job_with_event(id, |job| finish(job, &ending))
+                .update_job_with_event(id, |job| finish(job, &ending), outbox)
         });
         let job = match ended {
             Ok(job) => job,

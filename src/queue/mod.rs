@@ -8,6 +8,7 @@ mod execute;
 mod flows;
 mod recovery;
 mod scheduler;
+mod schedules;
 
 use crate::blocking::blocking;
 use crate::error::chain;
@@ -71,6 +72,8 @@ pub enum QueueError {
     },
     #[error("Job \"{id}\" not found.")]
     JobNotFound { id: String },
+    #[error("Schedule \"{id}\" not found; GET /schedules lists the activated schedules.")]
+    ScheduleNotFound { id: String },
     #[error(
         "Configuration \"{config}\" of component \"{component}\" not found in branch \"{branch}\"."
     )]
@@ -112,6 +115,8 @@ pub struct Queue {
     recovered: AtomicBool,
     /// When the engine last answered a ping.
     engine_answered: Mutex<Option<Instant>>,
+    /// Wakes the schedule timer: a schedule was activated.
+    schedules_changed: Notify,
 }
 
 /// A page of `Queue::follow_events`.
@@ -157,6 +162,7 @@ impl Queue {
             metrics: Metrics::new(),
             recovered: AtomicBool::new(false),
             engine_answered: Mutex::new(None),
+            schedules_changed: Notify::new(),
         })
     }
 

@@ -42,6 +42,7 @@ impl Queue {
     /// sweeper runs beside it on its own task, so a long sweep never delays a start.
     pub async fn run_scheduler(self: Arc<Self>, shutdown: CancellationToken) {
         let sweeper = tokio::spawn(Arc::clone(&self).run_sweeper(shutdown.clone()));
+        let timer = tokio::spawn(Arc::clone(&self).run_schedules(shutdown.clone()));
         loop {
             let mut busy = Duration::ZERO;
             let pause = match self.schedule(&mut busy).await {
@@ -65,6 +66,7 @@ impl Queue {
             }
         }
         let _ = sweeper.await;
+        let _ = timer.await;
     }
 
     /// Every `sweep_interval` until `shutdown`: expired jobs, then leftover containers and

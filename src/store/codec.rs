@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
 use crate::model::json_text;
+use crate::model::Schedule;
 use crate::model::{Behavior, JobResult, Parallelism};
 use crate::model::{Branch, Configuration};
 use crate::model::{Bucket, StoredFile, Table};
+use crate::model::{Delivery, Subscription};
 use crate::model::{DesiredStatus, JobType, Mode, RunId, Status};
 use crate::model::{Event, Job};
 use serde_json::Value;
@@ -26,6 +28,10 @@ pub(super) const CONFIGURATION_VERSION: u8 = 1;
 pub(super) const BRANCH_VERSION: u8 = 1;
 /// The format version written for Storage bucket, table and file records.
 pub(super) const STORAGE_VERSION: u8 = 1;
+/// The format version written for schedule records.
+pub(super) const SCHEDULE_VERSION: u8 = 1;
+/// The format version written for subscription and delivery records.
+pub(super) const NOTIFICATION_VERSION: u8 = 1;
 
 pub(super) fn encode_job(job: &Job) -> Result<Vec<u8>, StoreError> {
     encode("job record", JOB_VERSION, job)
@@ -290,6 +296,30 @@ pub(super) fn encode_file(file: &StoredFile) -> Result<Vec<u8>, StoreError> {
 
 pub(super) fn decode_file(bytes: &[u8]) -> Result<StoredFile, StoreError> {
     decode_first_version("file record", bytes, STORAGE_VERSION)
+}
+
+pub(super) fn encode_schedule(schedule: &Schedule) -> Result<Vec<u8>, StoreError> {
+    encode("schedule record", SCHEDULE_VERSION, schedule)
+}
+
+pub(super) fn decode_schedule(bytes: &[u8]) -> Result<Schedule, StoreError> {
+    decode_first_version("schedule record", bytes, SCHEDULE_VERSION)
+}
+
+pub(super) fn encode_subscription(subscription: &Subscription) -> Result<Vec<u8>, StoreError> {
+    encode("subscription record", NOTIFICATION_VERSION, subscription)
+}
+
+pub(super) fn decode_subscription(bytes: &[u8]) -> Result<Subscription, StoreError> {
+    decode_first_version("subscription record", bytes, NOTIFICATION_VERSION)
+}
+
+pub(super) fn encode_delivery(delivery: &Delivery) -> Result<Vec<u8>, StoreError> {
+    encode("delivery record", NOTIFICATION_VERSION, delivery)
+}
+
+pub(super) fn decode_delivery(bytes: &[u8]) -> Result<Delivery, StoreError> {
+    decode_first_version("delivery record", bytes, NOTIFICATION_VERSION)
 }
 
 /// Decodes a record whose only format so far is version 1. A record type that gets a second

@@ -11,7 +11,9 @@ mod error;
 mod group;
 mod grouped;
 mod health;
+mod notifications;
 mod retention;
+mod schedules;
 mod storage_meta;
 mod tables;
 mod walk;
@@ -33,6 +35,7 @@ use redb::{
     ReadableTable, Table, WriteTransaction,
 };
 
+use crate::model::{Delivery, Subscription};
 use crate::model::{Event, EventSource, EventType, Job, JobQuery, NewEvent, Status};
 use tables::*;
 
@@ -149,6 +152,8 @@ impl Store {
             txn.open_table(LOGS_CLOSED)?;
             configs::prepare(txn)?;
             storage_meta::prepare(txn)?;
+            txn.open_table(SCHEDULES)?;
+            notifications::prepare(txn)?;
             Ok(instance)
         })
     }
@@ -241,11 +246,13 @@ impl Store {
     }
 
     /// `update_job`, and in the same write transaction the jobq event `f` returns for the
-    /// updated job: neither is ever written without the other.
+    /// updated job and the notification deliveries `outbox` makes of it for the stored
+    /// subscriptions: none is ever written without the others.
     pub fn update_job_with_event<E>(
         &self,
         id: u64,
         f: impl FnOnce(&mut Job) -> Result<Option<(EventType, String)>, E>,
+        outbox: impl FnOnce(&Job, &[Subscription]) -> Vec<Delivery>,
     ) -> Result<Job, UpdateError<E>> {
         let mut wrote_event = false;
         let outcome = self.write_or_abort("updating a job and adding its event", |txn| {
@@ -273,6 +280,8 @@ impl Store {
                 )?;
                 wrote_event = true;
             }
+            let deliveries = outbox(&job, &notifications::all_subscriptions(txn)?);
+            notifications::insert_deliveries(txn, deliveries)?;
             Ok(Ok(job))
         })?;
         if outcome.is_ok() && wrote_event {

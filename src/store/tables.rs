@@ -89,3 +89,30 @@ pub(super) const STORAGE_FILES: TableDefinition<u64, &[u8]> = TableDefinition::n
 /// Load id -> the Storage table it loaded: a load with an id is applied once, even when a crash
 /// makes a job's output mapping run again.
 pub(super) const STORAGE_LOADS: TableDefinition<&str, &str> = TableDefinition::new("storage_loads");
+
+/// `meta` key: the last id handed out to a schedule (0 before the first).
+pub(super) const META_LAST_SCHEDULE_ID: &str = "last_schedule_id";
+
+/// Schedule id -> the activated schedule record (see `codec`), with its next fire time.
+pub(super) const SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("schedules");
+
+/// `meta` key: the last id handed out to a subscription (0 before the first).
+pub(super) const META_LAST_SUBSCRIPTION_ID: &str = "last_subscription_id";
+/// `meta` key: the last id handed out to a notification delivery (0 before the first).
+pub(super) const META_LAST_DELIVERY_ID: &str = "last_delivery_id";
+
+/// Subscription id -> the project subscription record (see `codec`).
+pub(super) const SUBSCRIPTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("subscriptions");
+
+/// (subscription id, delivery id) -> the delivery record with its attempts (see `codec`).
+pub(super) const DELIVERIES: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("deliveries");
+
+/// Delivery id -> its subscription id, for the deliveries still to be sent: the outbox.
+pub(super) const PENDING_DELIVERIES: TableDefinition<u64, u64> =
+    TableDefinition::new("pending_deliveries");
+
+/// (subscription id, job id) -> the delivery id: the processing-long event a running job
+/// raised for that subscription, which it raises once.
+pub(super) const LONG_RUNS_NOTIFIED: TableDefinition<(u64, u64), u64> =
+    TableDefinition::new("long_runs_notified");

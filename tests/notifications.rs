@@ -1,0 +1,493 @@
+//! Notifications through the real daemon and real containers: a webhook receiver in the test (a
+//! loopback hyper server) gets the failed, warning and succeeded events its subscriptions'
+//! filters select, once each; a receiver that is down for a while, across a restart of jobq,
+//! gets every event once when it comes up.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{assert_error, Api, Options, TestDaemon, COMPONENT};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// A webhook receiver: every JSON body it got, answered 200.
+struct Receiver {
+    received: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(listener: TcpListener) -> Receiver {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let bodies = Arc::clone(&received);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let bodies = Arc::clone(&bodies);
+                let service =
+                    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                        let bodies = Arc::clone(&bodies);
+                        async move {
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            bodies
+                                .lock()
+                                .unwrap()
+                                .push(serde_json::from_slice(&body).unwrap());
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("ok"))))
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        Receiver { received, task }
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `limit`) for `count` bodies, then a second more for any extra one.
+    async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.bodies().len() < count && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.bodies()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn subscribe(api: &Api, body: Value) -> String {
+    let answer = api.post("/project-subscriptions", &body).await;
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    answer.json()["id"].as_str().unwrap().to_string()
+}
+
+async fn configure(api: &Api, id: &str, configuration: Value, rows: &[(&str, Value)]) {
+    let base = format!("/v2/storage/components/{COMPONENT}/configs");
+    let answer = api
+        .post(&base, &json!({"configurationId": id, "name": format!("{id} name"), "configuration": configuration}))
+        .await;
+    assert_eq!(answer.status, 201);
+    for (row, configuration) in rows {
+        let answer = api
+            .post(
+                &format!("{base}/{id}/rows"),
+                &json!({"rowId": row, "name": row, "configuration": configuration}),
+            )
+            .await;
+        assert_eq!(answer.status, 201);
+    }
+}
+
+async fn deliveries(api: &Api, subscription: &str) -> Vec<Value> {
+    let answer = api
+        .get(&format!("/project-subscriptions/{subscription}/deliveries"))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    answer.json().as_array().unwrap().clone()
+}
+
+/// The body with the given `eventType`; there must be exactly one.
+fn one_of<'a>(bodies: &'a [Value], event: &str) -> &'a Value {
+    let found: Vec<&Value> = bodies.iter().filter(|b| b["eventType"] == event).collect();
+    assert_eq!(found.len(), 1, "{event}: {bodies:?}");
+    found[0]
+}
+
+#[tokio::test]
+async fn a_webhook_gets_the_failed_warning_and_succeeded_events_its_filters_select_once_each() {
+    let t = TestDaemon::start(Options::default()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let receiver = Receiver::start(listener).await;
+    let hook = json!({"channel": "webhook", "url": url});
+    let succeeded = subscribe(
+        &t,
+        json!({"event": "job-succeeded", "recipient": hook,
+        "filters": [{"field": "job.configuration.id", "value": "ok"}]}),
+    )
+    .await;
+    let failed = subscribe(
+        &t,
+        json!({"event": "job-failed", "recipient": hook,
+        "filters": [{"field": "job.component.id", "operator": "==", "value": COMPONENT},
+                    {"field": "branch.id", "operator": "!=", "value": "1"}]}),
+    )
+    .await;
+    let warning = subscribe(
+        &t,
+        json!({"event": "job-succeeded-with-warning", "recipient": hook}),
+    )
+    .await;
+    let other = subscribe(
+        &t,
+        json!({"event": "job-failed", "recipient": hook,
+        "filters": [{"field": "job.component.id", "value": "keboola.other"}]}),
+    )
+    .await;
+    let email = subscribe(
+        &t,
+        json!({"event": "job-succeeded",
+        "recipient": {"channel": "email", "address": "ops@example.com"}, "expiresAt": "+24 hours"}),
+    )
+    .await;
+
+    let listed = t
+        .get(&format!("/project-subscriptions/{failed}"))
+        .await
+        .json();
+    assert_eq!(listed["event"], "job-failed");
+    assert_eq!(
+        listed["recipient"],
+        json!({"channel": "webhook", "url": url})
+    );
+    assert_eq!(
+        listed["filters"],
+        json!([{"field": "job.component.id", "operator": "==", "value": COMPONENT},
+               {"field": "branch.id", "operator": "!=", "value": "1"}])
+    );
+    let only_failed = t
+        .get("/project-subscriptions?event=job-failed")
+        .await
+        .json();
+    assert_eq!(only_failed.as_array().unwrap().len(), 2);
+
+    configure(&t, "ok", json!({"parameters": {"print": ["fine"]}}), &[]).await;
+    configure(&t, "plain", json!({"parameters": {}}), &[]).await;
+    configure(
+        &t,
+        "rows",
+        json!({}),
+        &[
+            ("good", json!({})),
+            ("bad", json!({"parameters": {"exit_code": 1}})),
+        ],
+    )
+    .await;
+    let ok = t.run(json!({"component": COMPONENT, "config": "ok"})).await;
+    assert_eq!(ok["status"], "success");
+    let plain = t
+        .run(json!({"component": COMPONENT, "config": "plain"}))
+        .await;
+    assert_eq!(plain["status"], "success");
+    let broken = t
+        .run(json!({"component": COMPONENT, "configData": {"parameters": {"exit_code": 1}}}))
+        .await;
+    assert_eq!(broken["status"], "error");
+    // A container job of two rows, one failing: the container warns; its rows raise nothing.
+    let rows = t
+        .run(json!({"component": COMPONENT, "config": "rows", "parallelism": "2", "behavior": {"onError": "warning"}}))
+        .await;
+    assert_eq!(rows["status"], "warning");
+
+    let bodies = receiver.wait_for(3, Duration::from_secs(20)).await;
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    let body = one_of(&bodies, "job-succeeded");
+    let ok_id = ok["id"].as_str().unwrap();
+    assert_eq!(body["job"]["id"], ok_id);
+    assert_eq!(body["job"]["url"], ok["url"]);
+    assert_eq!(
+        body["job"]["component"],
+        json!({"id": COMPONENT, "name": COMPONENT})
+    );
+    assert_eq!(
+        body["job"]["configuration"],
+        json!({"id": "ok", "name": "ok name"})
+    );
+    assert_eq!(body["job"]["startTime"], ok["startTime"]);
+    assert_eq!(body["job"]["endTime"], ok["endTime"]);
+    assert_eq!(
+        body["project"],
+        json!({"id": "123", "name": "Test project"})
+    );
+    assert_eq!(body["branch"], json!({"id": "456"}));
+    assert!(body.get("errorMessage").is_none(), "{body}");
+    let body = one_of(&bodies, "job-failed");
+    assert_eq!(body["job"]["id"], broken["id"]);
+    assert_eq!(body["errorMessage"], broken["result"]["message"]);
+    assert!(body["job"].get("configuration").is_none(), "{body}");
+    let body = one_of(&bodies, "job-succeeded-with-warning");
+    assert_eq!(body["job"]["id"], rows["id"]);
+    assert_eq!(body["errorMessage"], rows["result"]["message"]);
+
+    let delivered = deliveries(&t, &succeeded).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0]["state"], "delivered");
+    assert_eq!(delivered[0]["event"], "job-succeeded");
+    assert_eq!(delivered[0]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(delivered[0]["attempts"][0]["statusCode"], 200);
+    assert_eq!(delivered[0]["payload"]["job"]["id"], ok_id);
+    assert_eq!(deliveries(&t, &failed).await.len(), 1);
+    assert_eq!(deliveries(&t, &warning).await.len(), 1);
+    assert_eq!(deliveries(&t, &other).await, Vec::<Value>::new());
+    // Email: recorded for both successes, not sent (jobq sends no email).
+    let emails = deliveries(&t, &email).await;
+    assert_eq!(emails.len(), 2);
+    for delivery in &emails {
+        assert_eq!(delivery["state"], "notSent");
+        assert_eq!(delivery["attempts"], json!([]));
+    }
+    assert_eq!(emails[0]["payload"]["job"]["id"], plain["id"]);
+
+    // Deleting a subscription ends its deliveries.
+    assert_eq!(
+        t.delete(&format!("/project-subscriptions/{email}"))
+            .await
+            .status,
+        204
+    );
+    assert_error(
+        &t.get(&format!("/project-subscriptions/{email}")).await,
+        404,
+        &format!("Subscription \"{email}\" not found; GET /project-subscriptions lists them."),
+        json!({}),
+    );
+}
+
+#[tokio::test]
+async fn subscription_requests_are_checked() {
+    let t = TestDaemon::start(Options::without_docker()).await;
+    let answer = t
+        .post(
+            "/project-subscriptions",
+            &json!({"event": "job-exploded",
+            "recipient": {"channel": "webhook", "url": "http://127.0.0.1:1/"}}),
+        )
+        .await;
+    assert_error(
+        &answer,
+        400,
+        "Invalid event type \"job-exploded\", valid types are: \"job-failed, job-succeeded, \
+         job-succeeded-with-warning, job-processing-long, phase-job-failed, phase-job-succeeded, \
+         phase-job-succeeded-with-warning, phase-job-processing-long\".",
+        json!({}),
+    );
+    let answer = t
+        .post(
+            "/project-subscriptions",
+            &json!({"event": "job-failed", "recipient": {"channel": "sms"}}),
+        )
+        .await;
+    assert_error(
+        &answer,
+        400,
+        "Field \"recipient.channel\" must be \"webhook\" (with \"url\") or \"email\" (with \"address\").",
+        json!({}),
+    );
+    // The Go SDK sends a webhook's URL as `address`: accepted, answered as `url`.
+    let answer = t
+        .post(
+            "/project-subscriptions",
+            &json!({"event": "phase-job-failed",
+            "recipient": {"channel": "webhook", "address": "http://127.0.0.1:1/x"},
+            "expiresAt": "2030-01-07 14:00:00+01:00"}),
+        )
+        .await;
+    assert_eq!(answer.status, 201);
+    let body = answer.json();
+    assert_eq!(
+        body["recipient"],
+        json!({"channel": "webhook", "url": "http://127.0.0.1:1/x"})
+    );
+    assert_eq!(body["expiresAt"], "2030-01-07T13:00:00+00:00");
+    assert_eq!(body["filters"], json!([]));
+    for (client, _) in t.clients_without_a_valid_token() {
+        assert_eq!(
+            client.get("/project-subscriptions").await.unwrap().status,
+            401
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_down_for_a_while_gets_every_event_once_across_a_restart() {
+    let mut t = TestDaemon::start(Options::default()).await;
+    // A port nothing listens on, for now.
+    let reserved = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = reserved.local_addr().unwrap();
+    drop(reserved);
+    let hook = json!({"channel": "webhook", "url": format!("http://{address}/hook")});
+    let succeeded = subscribe(&t, json!({"event": "job-succeeded", "recipient": hook})).await;
+    let failed = subscribe(&t, json!({"event": "job-failed", "recipient": hook})).await;
+
+    let ok = t
+        .run(json!({"component": COMPONENT, "configData": {"parameters": {}}}))
+        .await;
+    let broken = t
+        .run(json!({"component": COMPONENT, "configData": {"parameters": {"exit_code": 1}}}))
+        .await;
+    assert_eq!(
+        (ok["status"].as_str(), broken["status"].as_str()),
+        (Some("success"), Some("error"))
+    );
+    // Attempts fail while the receiver is down; the deliveries stay pending.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pending = deliveries(&t, &succeeded).await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["state"], "pending");
+    let attempts = pending[0]["attempts"].as_array().unwrap();
+    assert!(!attempts.is_empty(), "{pending:?}");
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["statusCode"].is_null() && a["error"].is_string()),
+        "{pending:?}"
+    );
+    assert!(pending[0]["nextAttemptAt"].is_string());
+
+    t.restart();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let receiver = Receiver::start(TcpListener::bind(address).await.unwrap()).await;
+    // Backoff doubles from 1 s: the next attempt is at most 8 s away here.
+    let bodies = receiver.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(one_of(&bodies, "job-succeeded")["job"]["id"], ok["id"]);
+    assert_eq!(one_of(&bodies, "job-failed")["job"]["id"], broken["id"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.bodies().len(), 2, "an event came twice");
+    for subscription in [&succeeded, &failed] {
+        let done = deliveries(&t, subscription).await;
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0]["state"], "delivered", "{done:?}");
+        let attempts = done[0]["attempts"].as_array().unwrap();
+        assert_eq!(attempts.last().unwrap()["statusCode"], 200);
+        assert!(attempts.len() >= 2, "{done:?}");
+        assert!(done[0]["nextAttemptAt"].is_null());
+    }
+}
+
+#[tokio::test]
+async fn a_job_running_past_its_configurations_average_raises_processing_long_once() {
+    let t = TestDaemon::start(Options::default()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook =
+        json!({"channel": "webhook", "url": format!("http://{}/", listener.local_addr().unwrap())});
+    let receiver = Receiver::start(listener).await;
+    let doubled = subscribe(
+        &t,
+        json!({"event": "job-processing-long", "recipient": hook,
+        "filters": [{"field": "durationOvertimePercentage", "operator": ">=", "value": 1}]}),
+    )
+    .await;
+    let never = subscribe(
+        &t,
+        json!({"event": "job-processing-long", "recipient": hook,
+        "filters": [{"field": "durationOvertimePercentage", "operator": ">=", "value": 100}]}),
+    )
+    .await;
+    // No history yet: a job of a new configuration never runs long.
+    configure(&t, "slow", json!({"parameters": {"sleep": 1}}), &[]).await;
+    let first = t
+        .run(json!({"component": COMPONENT, "config": "slow"}))
+        .await;
+    let second = t
+        .run(json!({"component": COMPONENT, "config": "slow"}))
+        .await;
+    assert_eq!(
+        (first["status"].as_str(), second["status"].as_str()),
+        (Some("success"), Some("success"))
+    );
+    assert_eq!(receiver.bodies(), Vec::<Value>::new());
+    let seconds = |job: &Value| job["durationSeconds"].as_f64().unwrap();
+    let answer = t
+        .send_json(
+            hyper::Method::PUT,
+            &format!("/v2/storage/components/{COMPONENT}/configs/slow"),
+            &json!({"configuration": {"parameters": {"sleep": 12}}}),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let long = t
+        .run(json!({"component": COMPONENT, "config": "slow"}))
+        .await;
+    assert_eq!(long["status"], "success");
+    let bodies = receiver.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let body = &bodies[0];
+    assert_eq!(body["eventType"], "job-processing-long");
+    assert_eq!(body["uniqueId"], long["id"]);
+    assert_eq!(body["job"]["id"], long["id"]);
+    assert_eq!(
+        body["job"]["configuration"],
+        json!({"id": "slow", "name": "slow name"})
+    );
+    let average = body["averageDuration"].as_f64().unwrap();
+    let current = body["currentDuration"].as_f64().unwrap();
+    let overtime = body["durationOvertimePercentage"].as_f64().unwrap();
+    // The average of the two earlier runs (whole seconds in the job object, exact here).
+    let (low, high) = (
+        seconds(&first).min(seconds(&second)),
+        seconds(&first).max(seconds(&second)) + 1.0,
+    );
+    assert!(
+        average >= low && average <= high,
+        "{average} not in {low}..{high}"
+    );
+    assert!((1.0..2.0).contains(&overtime), "{body}");
+    assert!((current / average - 1.0 - overtime).abs() < 1e-9, "{body}");
+    assert!(current < seconds(&long) + 1.0, "sent while it ran: {body}");
+    assert_eq!(deliveries(&t, &doubled).await.len(), 1);
+    assert_eq!(deliveries(&t, &never).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn a_sigkill_right_after_a_job_ended_loses_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default();
+    options.build_fixture_image().await;
+    let settings = common::binary::settings_file(dir.path(), &options);
+    let armed = [(jobq::failpoint::VARIABLE, jobq::failpoint::JOB_ENDED)];
+    let mut served =
+        common::binary::Served::start(&settings, &dir.path().join("armed.log"), &armed).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook =
+        json!({"channel": "webhook", "url": format!("http://{}/", listener.local_addr().unwrap())});
+    let receiver = Receiver::start(listener).await;
+    let subscription = subscribe(
+        &served,
+        json!({"event": "job-succeeded", "recipient": hook}),
+    )
+    .await;
+    let job = served
+        .submit(json!({"component": COMPONENT, "configData": {"parameters": {}}}))
+        .await;
+    assert!(
+        served.kill_after(Duration::from_secs(60)),
+        "the crash point did not fire: {}",
+        served.log()
+    );
+    assert!(
+        served.log().contains("crash point job-ended reached"),
+        "{}",
+        served.log()
+    );
+
+    let served =
+        common::binary::Served::start(&settings, &dir.path().join("after.log"), &[]).unwrap();
+    let bodies = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["eventType"], "job-succeeded");
+    assert_eq!(bodies[0]["job"]["id"], job["id"]);
+    let done = deliveries(&served, &subscription).await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["state"], "delivered");
+}
