@@ -1,8 +1,10 @@
 //! Plain data shared by every part of jobq: jobs and their statuses, events, stored
 //! configurations, Storage records and times. A leaf: it imports nothing else of the crate.
 
+mod condition;
 mod configuration;
 mod event;
+mod flow;
 mod job;
 mod orchestration;
 mod result;
@@ -10,10 +12,15 @@ mod status;
 mod storage;
 mod time;
 
+pub use condition::{Condition, ConditionError, EvaluationError, Facts};
 pub use configuration::{
     deep_merge, placeholders, replace_placeholders, Branch, Configuration, Row,
 };
 pub use event::{Event, EventSource, EventType, NewEvent};
+pub use flow::{
+    document, notified, step, Flow, FlowError, FlowRun, FlowTask, Progress, Recipient, Step,
+    TaskJobFacts, TaskKind, TaskNote, FLOW, MAX_PHASE_RUNS,
+};
 pub(crate) use job::json_text;
 pub use job::{
     Behavior, DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, OnError,
