@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::model::{now_micros, Branch, Configuration, Row, ORCHESTRATOR};
+use crate::model::{now_micros, Branch, Configuration, Row, FLOW, ORCHESTRATOR};
 use crate::secrets::{self, Secrets};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError, UpdateError};
@@ -125,9 +125,10 @@ impl Configurations {
     pub fn components(&self, branch: &str) -> Result<Vec<(String, Vec<Configuration>)>> {
         let branch = self.branch(branch)?.id;
         let configurations = self.store.configurations(&branch, None)?;
-        // The orchestrator is listed once it has configurations.
-        let orchestrator =
-            Some(ORCHESTRATOR).filter(|id| configurations.iter().any(|c| c.component == *id));
+        // The orchestrator and flows are listed once they have configurations.
+        let orchestrator = [ORCHESTRATOR, FLOW]
+            .into_iter()
+            .filter(|id| configurations.iter().any(|c| c.component == *id));
         let ids = self.settings.components.iter().map(|c| c.id.as_str());
         let components = ids.chain(orchestrator).map(|id| {
             let own = configurations.iter().filter(|c| c.component == id).cloned();

@@ -96,6 +96,13 @@ pub async fn run(
         Arc::clone(&settings),
         runner,
     );
+    queue.set_webhook_sender(Arc::new(|url: String, body: serde_json::Value| {
+        Box::pin(async move {
+            crate::http::webhook::post_json(&url, &body, crate::queue::WEBHOOK_TIMEOUT)
+                .await
+                .map_err(|error| crate::error::chain(&error))
+        })
+    }));
     let scheduler = match queue.recover().await {
         // A full or failing disk: serve (reads work, writes answer 507/503) and recover once
         // the store takes writes again.

@@ -161,7 +161,7 @@ impl Settings {
     /// Whether configurations of `id` may be stored and run: a `[[components]]` entry, or
     /// `keboola.orchestrator`, which jobq runs itself.
     pub fn is_registered(&self, id: &str) -> bool {
-        self.component(id).is_some() || id == crate::model::ORCHESTRATOR
+        self.component(id).is_some() || id == crate::model::ORCHESTRATOR || id == crate::model::FLOW
     }
 
     /// Where the redb file lives.

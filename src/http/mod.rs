@@ -12,6 +12,7 @@ pub mod render;
 mod request;
 mod routes;
 mod storage;
+pub mod webhook;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

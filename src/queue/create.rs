@@ -6,7 +6,7 @@ use crate::blocking::blocking;
 use crate::model::Configuration;
 use crate::model::{
     now_micros, parse_time, Behavior, DesiredStatus, Job, JobResult, JobType, Mode, OnError,
-    Parallelism, RunId, Status, ORCHESTRATOR,
+    Parallelism, RunId, Status, FLOW, ORCHESTRATOR,
 };
 use crate::plan;
 use crate::secrets::Scope;
@@ -54,10 +54,11 @@ impl Queue {
             ));
         }
         let orchestrator = request.component == ORCHESTRATOR;
-        // jobq runs orchestrations itself: no image, so no tag of the settings.
+        let flow = request.component == FLOW;
+        // jobq runs orchestrations and flows itself: no image, so no tag of the settings.
         let component_tag = match self.settings.component(&request.component) {
             Some(component) => component.tag.clone(),
-            None if orchestrator => ORCHESTRATOR_TAG.to_string(),
+            None if orchestrator || flow => ORCHESTRATOR_TAG.to_string(),
             None => {
                 return Err(invalid(
                     "component",
@@ -228,7 +229,7 @@ impl Queue {
                 ));
             }
         }
-        let root_type = if orchestrator {
+        let root_type = if orchestrator || flow {
             let definition = stored
                 .as_ref()
                 .map_or(&request.config_data, |s| &s.configuration);
@@ -237,7 +238,11 @@ impl Queue {
                 parallelism,
                 backend: backend.clone(),
             };
-            self.check_orchestration(definition, &overrides, depth, &only)?;
+            if flow {
+                self.check_flow(definition, &overrides, depth)?;
+            } else {
+                self.check_orchestration(definition, &overrides, depth, &only)?;
+            }
             JobType::OrchestrationContainer
         } else {
             JobType::Standard
@@ -359,7 +364,7 @@ impl Queue {
     }
 
     /// The stored configuration a job of `config` runs, when it runs one (no `configData`).
-    fn stored_configuration(
+    pub(super) fn stored_configuration(
         &self,
         config: Option<&str>,
         config_data: &Value,

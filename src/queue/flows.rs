@@ -23,7 +23,7 @@ pub(super) struct Overrides {
 }
 
 impl Overrides {
-    fn of(orchestration: &Job) -> Overrides {
+    pub(super) fn of(orchestration: &Job) -> Overrides {
         Overrides {
             branch_id: orchestration.branch_id.clone(),
             parallelism: orchestration.parallelism,
@@ -32,7 +32,7 @@ impl Overrides {
     }
 
     /// The create request of `task`'s job, a child of run `parent` (none when only validated).
-    fn request(&self, task: &Task, parent: Option<&str>) -> Result<NewJob, QueueError> {
+    pub(super) fn request(&self, task: &Task, parent: Option<&str>) -> Result<NewJob, QueueError> {
         let job = task.task_job().map_err(|error| QueueError::Invalid {
             field: "configData",
             message: error.to_string(),
@@ -69,7 +69,7 @@ pub struct MatchedTask {
 }
 
 /// A task that cannot become a job: the message names it.
-fn task_error(task: &Task, error: QueueError) -> QueueError {
+pub(super) fn task_error(task: &Task, error: QueueError) -> QueueError {
     QueueError::Invalid {
         field: "configData",
         message: format!("Task \"{}\" ({}) cannot run: {error}", task.name, task.id),
@@ -77,7 +77,7 @@ fn task_error(task: &Task, error: QueueError) -> QueueError {
 }
 
 /// How many orchestrations deep `job` runs: 1 for a root orchestration, 2 for one run as a task.
-fn depth_of(orchestration: &Job) -> usize {
+pub(super) fn depth_of(orchestration: &Job) -> usize {
     1 + usize::from(orchestration.orchestration_job_id.is_some())
 }
 
@@ -121,6 +121,9 @@ impl Queue {
     /// orchestration whose configuration became invalid ends with that user error. Returns
     /// whether it started.
     pub(super) fn start_orchestration(&self, job: &Job) -> Result<bool, QueueError> {
+        if job.component == crate::model::FLOW {
+            return self.start_flow(job);
+        }
         let checked = self.definition_of(job).and_then(|definition| {
             let only = &job.only_orchestration_task_ids;
             self.check_orchestration(&definition, &Overrides::of(job), depth_of(job), only)
@@ -262,10 +265,7 @@ impl Queue {
                 let (own, after) = rest.split_at(*count);
                 rest = after;
                 let mut tree = make(own);
-                // The task's job (a container's rows are its children, not tasks).
-                tree[0].orchestration_job_id = Some(orchestration.id);
-                tree[0].orchestration_task_id = Some(task.id.clone());
-                tree[0].orchestration_phase_id = Some(task.phase.clone());
+                child_of_task(&mut tree[0], orchestration.id, &task.id, &task.phase);
                 jobs.extend(tree);
             }
             jobs
@@ -452,7 +452,9 @@ impl Queue {
     /// held (in phase order, then configuration order), each with the job it got.
     pub fn rerun_plan(&self, id: &str) -> Result<(Job, Vec<MatchedTask>), QueueError> {
         let job = self.job(id)?;
-        if job.job_type != JobType::OrchestrationContainer {
+        if job.job_type != JobType::OrchestrationContainer
+            || job.component != crate::model::ORCHESTRATOR
+        {
             return Err(QueueError::Invalid {
                 field: "jobId",
                 message: format!(
@@ -486,7 +488,7 @@ impl Queue {
 
     /// What orchestration job `job` runs: its stored configuration as it is now, else its
     /// `configData`.
-    fn definition_of(&self, job: &Job) -> Result<Value, QueueError> {
+    pub(super) fn definition_of(&self, job: &Job) -> Result<Value, QueueError> {
         let stored = self.stored_configuration_of(job)?;
         Ok(stored.map_or_else(|| job.config_data.clone(), |s| s.configuration))
     }
@@ -518,6 +520,15 @@ fn child_of(parent: &Job, id: u64, now: i64) -> Job {
         only_orchestration_task_ids: Vec::new(),
         ..parent.clone()
     }
+}
+
+/// Marks `job` as the job of task `task` (of phase `phase`) of orchestration job
+/// `orchestration`: the first job of a task's tree (a container's rows are its children, not
+/// tasks).
+pub(super) fn child_of_task(job: &mut Job, orchestration: u64, task: &str, phase: &str) {
+    job.orchestration_job_id = Some(orchestration);
+    job.orchestration_task_id = Some(task.to_string());
+    job.orchestration_phase_id = Some(phase.to_string());
 }
 
 /// A phase job's phase id (`configData.phaseId`).

@@ -5,6 +5,7 @@ mod create;
 mod end;
 mod event_writer;
 mod execute;
+mod flow_runs;
 mod flows;
 mod recovery;
 mod scheduler;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+pub use flow_runs::{WebhookSender, WEBHOOK_TIMEOUT};
 pub use flows::MatchedTask;
 
 /// A create request after the HTTP layer parsed its body and headers.
@@ -104,6 +106,12 @@ pub struct Queue {
     running: Mutex<HashMap<u64, CancellationToken>>,
     /// Jobs told (by an event) that they wait for free space, until space returns.
     told_low_space: Mutex<HashSet<u64>>,
+    /// Flow jobs whose current phase's notifications wait to be sent, with those tasks.
+    notifying: Mutex<HashMap<u64, Vec<crate::model::FlowTask>>>,
+    /// Flow jobs whose notifications are being sent.
+    sending: Mutex<HashSet<u64>>,
+    /// How webhooks are sent (set by the daemon; without it a webhook notification fails).
+    webhook_sender: std::sync::OnceLock<WebhookSender>,
 }
 
 /// How long the scheduler waits before retrying when the engine is unreachable.
@@ -131,7 +139,15 @@ impl Queue {
             changes: watch::Sender::new(0),
             running: Mutex::new(HashMap::new()),
             told_low_space: Mutex::new(HashSet::new()),
+            notifying: Mutex::new(HashMap::new()),
+            sending: Mutex::new(HashSet::new()),
+            webhook_sender: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets how the queue sends webhooks (once; later calls are ignored).
+    pub fn set_webhook_sender(&self, sender: WebhookSender) {
+        let _ = self.webhook_sender.set(sender);
     }
 
     /// Whether the store takes writes, and why not.
@@ -382,6 +398,20 @@ impl Queue {
 
     fn lock_told_low_space(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
         self.told_low_space
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_notifying(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<crate::model::FlowTask>>> {
+        self.notifying
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_sending(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.sending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
