@@ -1106,10 +1106,22 @@ pub fn document(
         None => list.push(entry),
     };
     for (index, phase_run) in run.phase_runs.iter().enumerate() {
-        for (task_id, _) in &phase_run.attempts {
-            let Some(task) = flow.task(task_id) else {
+        for note in &phase_run.notes {
+            let Some(task) = flow.task(&note.task) else {
                 continue;
             };
+            upsert(
+                &mut tasks,
+                json!({"id": task.id, "name": task.name, "type": task.kind.name(), "phase": task.phase, "status": note.status.as_str(), "message": note.message}),
+            );
+        }
+        // Notification and variable tasks ran first, then the job tasks (configuration order).
+        let job_tasks = flow
+            .tasks
+            .iter()
+            .filter(|t| phase_run.attempts.contains_key(&t.id));
+        for task in job_tasks {
+            let task_id = &task.id;
             let own = jobs_in_run(run, index, jobs, task_id);
             let Some(last) = own.last() else { continue };
             let delay = match &task.kind {
@@ -1141,15 +1153,6 @@ pub fn document(
                 entry["retry"] = json!(own.len() - 1);
             }
             upsert(&mut tasks, entry);
-        }
-        for note in &phase_run.notes {
-            let Some(task) = flow.task(&note.task) else {
-                continue;
-            };
-            upsert(
-                &mut tasks,
-                json!({"id": task.id, "name": task.name, "type": task.kind.name(), "phase": task.phase, "status": note.status.as_str(), "message": note.message}),
-            );
         }
         let name = flow
             .phase(&phase_run.id)
