@@ -531,7 +531,7 @@ pub struct FlowRun {
     pub phase_runs: Vec<PhaseRun>,
     pub variables: Map<String, Value>,
     /// How the flow ended (`success`, `warning`, `error`), once it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "status_text")]
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -551,7 +551,7 @@ pub struct PhaseRun {
     pub attempts: BTreeMap<String, u32>,
     /// The notification and variable tasks it ran.
     pub notes: Vec<TaskNote>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "status_text")]
     pub status: Option<Status>,
     pub conditions: Vec<ConditionOutcome>,
 }
@@ -570,8 +570,50 @@ pub enum Stage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskNote {
     pub task: String,
+    #[serde(with = "status_text::required")]
     pub status: Status,
     pub message: String,
+}
+
+/// Statuses in the record as clients read them (`"success"`), not as store codes.
+mod status_text {
+    use super::Status;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        status: &Option<Status>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match status {
+            Some(status) => serializer.serialize_str(status.as_str()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Status>, D::Error> {
+        match Option::<String>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(text) => Status::parse(&text)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown status \"{text}\""))),
+        }
+    }
+
+    pub mod required {
+        use super::Status;
+        use serde::{Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(status: &Status, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_str(status.as_str())
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Status, D::Error> {
+            super::deserialize(deserializer)?
+                .ok_or_else(|| serde::de::Error::custom("a status is required"))
+        }
+    }
 }
 
 /// A transition as it was evaluated after its phase.
