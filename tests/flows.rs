@@ -831,7 +831,10 @@ async fn a_conditional_flow_notifies_sets_variables_and_follows_its_conditions()
         "{:#}",
         flow["result"]
     );
-    assert_eq!(flow["result"]["tasks"][2]["results"][0]["result"], jobs[0]["result"]);
+    assert_eq!(
+        flow["result"]["tasks"][2]["results"][0]["result"],
+        jobs[0]["result"]
+    );
 
     let messages = t.messages(&f).await;
     for expected in [
