@@ -1346,8 +1346,8 @@ mod tests {
             events.contains(&"Task \"nj1\" (job 101) failed; retry 1 of 2 in 0 s.".to_string()),
             "{events:#?}"
         );
-        assert_eq!(run.phase_runs[0].conditions[0].matched, false);
-        assert_eq!(run.phase_runs[0].conditions[1].matched, true);
+        assert!(!run.phase_runs[0].conditions[0].matched);
+        assert!(run.phase_runs[0].conditions[1].matched);
         let (tasks, phases) = document(&flow, &run, &jobs, |t| t.to_string());
         let j1 = tasks.iter().find(|t| t["id"] == "j1").unwrap();
         assert_eq!(j1["retry"], 1);
