@@ -58,9 +58,10 @@ pub enum Function {
     Date,
 }
 
-/// Why a condition cannot be used; the message names the part and what to change.
+/// Why a part of a flow (a condition, a task, a transition, a retry) cannot be used; the
+/// message names the part and what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConditionError {
+pub enum PartError {
     #[error("{at}: jobq does not support {what}; use one of {supported}.")]
     Unsupported {
         at: String,
@@ -97,12 +98,12 @@ const DATE_CHARACTERS: &str = "d D j l N w z W F m M n t L o Y y a A g G h H i s
 
 impl Condition {
     /// Parses the condition at `at` (used in messages); `in_phase_operator` allows task `*`.
-    pub fn parse(value: &Value, at: &str) -> Result<Condition, ConditionError> {
+    pub fn parse(value: &Value, at: &str) -> Result<Condition, PartError> {
         Self::parse_in(value, at, false)
     }
 
-    fn parse_in(value: &Value, at: &str, each_task: bool) -> Result<Condition, ConditionError> {
-        let invalid = |problem: String| ConditionError::Invalid {
+    fn parse_in(value: &Value, at: &str, each_task: bool) -> Result<Condition, PartError> {
+        let invalid = |problem: String| PartError::Invalid {
             at: at.to_string(),
             problem,
         };
@@ -129,7 +130,7 @@ impl Condition {
                 .map(|(i, item)| Self::parse_in(item, &format!("{at}, operand #{}", i + 1), each))
                 .collect::<Result<Vec<_>, _>>()
         };
-        let path = |key: &str| -> Result<String, ConditionError> {
+        let path = |key: &str| -> Result<String, PartError> {
             let path = text(key)?;
             jmespath::compile(&path).map_err(|error| {
                 invalid(format!(
@@ -175,7 +176,7 @@ impl Condition {
                     "COUNT" => Function::Count,
                     "DATE" => Function::Date,
                     other => {
-                        return Err(ConditionError::Unsupported {
+                        return Err(PartError::Unsupported {
                             at: at.to_string(),
                             what: format!("function \"{other}\""),
                             supported: FUNCTIONS,
@@ -227,7 +228,7 @@ impl Condition {
                     "INCLUDES" => Operator::Includes,
                     "CONTAINS" => Operator::Contains,
                     other => {
-                        return Err(ConditionError::Unsupported {
+                        return Err(PartError::Unsupported {
                             at: at.to_string(),
                             what: format!("operator \"{other}\""),
                             supported: OPERATORS,
@@ -251,7 +252,7 @@ impl Condition {
                 }
                 Ok(Condition::Operator { operator, operands })
             }
-            other => Err(ConditionError::Unsupported {
+            other => Err(PartError::Unsupported {
                 at: at.to_string(),
                 what: format!("condition type \"{other}\""),
                 supported: TYPES,
@@ -453,14 +454,14 @@ fn search(path: &str, context: &Value) -> Result<Value, EvaluationError> {
     serde_json::to_value(&*found).map_err(|error| EvaluationError(format!("\"{path}\": {error}")))
 }
 
-fn check_date_format(format: &str, at: &str) -> Result<(), ConditionError> {
+fn check_date_format(format: &str, at: &str) -> Result<(), PartError> {
     let mut chars = format.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
             chars.next();
         } else if c.is_ascii_alphabetic() && !DATE_CHARACTERS.split(' ').any(|d| d == c.to_string())
         {
-            return Err(ConditionError::Unsupported {
+            return Err(PartError::Unsupported {
                 at: at.to_string(),
                 what: format!("DATE format character \"{c}\""),
                 supported: DATE_CHARACTERS,

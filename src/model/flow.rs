@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
 
-use super::condition::{Condition, ConditionError, Facts, Reference};
+use super::condition::{Condition, Facts, PartError, Reference};
 use super::event::EventType;
 use super::orchestration::{bool_of, id_of, text_of, OrchestrationError, Task};
 use super::status::Status;
@@ -104,15 +104,7 @@ pub enum FlowError {
     #[error(transparent)]
     Shape(#[from] OrchestrationError),
     #[error(transparent)]
-    Condition(#[from] ConditionError),
-    #[error("{at}: jobq does not support {what}; use one of {supported}.")]
-    Unsupported {
-        at: String,
-        what: String,
-        supported: &'static str,
-    },
-    #[error("{at}: {problem}")]
-    Invalid { at: String, problem: String },
+    Part(#[from] PartError),
 }
 
 impl Flow {
@@ -293,10 +285,10 @@ impl TaskKind {
 }
 
 fn invalid(at: &str, problem: String) -> FlowError {
-    FlowError::Invalid {
+    FlowError::Part(PartError::Invalid {
         at: at.to_string(),
         problem,
-    }
+    })
 }
 
 fn transition(item: &Value, at: &str) -> Result<Transition, FlowError> {
@@ -336,11 +328,11 @@ fn retry(value: Option<&Value>, at: &str) -> Result<Option<Retry>, FlowError> {
         None | Some(Value::Null) => {}
         Some(Value::String(text)) if text == "linear" => {}
         Some(other) => {
-            return Err(FlowError::Unsupported {
+            return Err(FlowError::Part(PartError::Unsupported {
                 at,
                 what: format!("retry strategy {other}"),
                 supported: "linear",
-            })
+            }))
         }
     }
     let params = retry.get("strategyParams");
@@ -367,11 +359,11 @@ fn retry(value: Option<&Value>, at: &str) -> Result<Option<Retry>, FlowError> {
             Some("errorMessageContains") => RetryOn::Contains(value),
             Some("errorMessageExact") => RetryOn::Exact(value),
             _ => {
-                return Err(FlowError::Unsupported {
+                return Err(FlowError::Part(PartError::Unsupported {
                     at,
                     what: format!("retryOn type {}", condition["type"]),
                     supported: "errorMessageContains, errorMessageExact",
-                })
+                }))
             }
         });
     }
@@ -468,18 +460,18 @@ fn task_kind(
                         Recipient::Webhook(address)
                     }
                     Some("webhook") => {
-                        return Err(FlowError::Unsupported {
+                        return Err(FlowError::Part(PartError::Unsupported {
                             at,
                             what: format!("webhook address \"{address}\""),
                             supported: "an http:// URL",
-                        })
+                        }))
                     }
                     _ => {
-                        return Err(FlowError::Unsupported {
+                        return Err(FlowError::Part(PartError::Unsupported {
                             at,
                             what: format!("channel {}", recipient["channel"]),
                             supported: "email, webhook",
-                        })
+                        }))
                     }
                 });
             }
@@ -515,11 +507,11 @@ fn task_kind(
             };
             Ok(TaskKind::Variable { name, source })
         }
-        other => Err(FlowError::Unsupported {
+        other => Err(FlowError::Part(PartError::Unsupported {
             at: at.to_string(),
             what: format!("task type \"{other}\""),
             supported: "job, notification, variable",
-        }),
+        })),
     }
 }
 

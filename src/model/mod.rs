@@ -12,14 +12,13 @@ mod status;
 mod storage;
 mod time;
 
-pub use condition::{Condition, ConditionError, EvaluationError, Facts};
 pub use configuration::{
     deep_merge, placeholders, replace_placeholders, Branch, Configuration, Row,
 };
 pub use event::{Event, EventSource, EventType, NewEvent};
 pub use flow::{
-    document, notified, step, Flow, FlowError, FlowRun, FlowTask, Progress, Recipient, Step,
-    TaskJobFacts, TaskKind, TaskNote, FLOW, MAX_PHASE_RUNS,
+    document, notified, step, Flow, FlowRun, FlowTask, Recipient, Step, TaskJobFacts, TaskKind,
+    TaskNote, FLOW,
 };
 pub(crate) use job::json_text;
 pub use job::{

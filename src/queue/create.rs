@@ -107,16 +107,7 @@ impl Queue {
             })?),
             (None, None) => None,
         };
-        let branch_id = request
-            .branch_id
-            .clone()
-            .unwrap_or_else(|| self.settings.project.default_branch_id.clone());
-        let stored = self.stored_configuration(
-            request.config.as_deref(),
-            &request.config_data,
-            &request.component,
-            &branch_id,
-        )?;
+        let (branch_id, stored) = self.stored_configuration_of_request(&request)?;
         let mode = request.mode.unwrap_or(Mode::Run);
         let mut rows = Vec::new();
         if let Some(stored) = &stored {
@@ -363,8 +354,26 @@ impl Queue {
         )
     }
 
+    /// The branch a create request runs in, and the stored configuration it runs, if any.
+    pub(super) fn stored_configuration_of_request(
+        &self,
+        request: &NewJob,
+    ) -> Result<(String, Option<Configuration>), QueueError> {
+        let branch = request
+            .branch_id
+            .clone()
+            .unwrap_or_else(|| self.settings.project.default_branch_id.clone());
+        let stored = self.stored_configuration(
+            request.config.as_deref(),
+            &request.config_data,
+            &request.component,
+            &branch,
+        )?;
+        Ok((branch, stored))
+    }
+
     /// The stored configuration a job of `config` runs, when it runs one (no `configData`).
-    pub(super) fn stored_configuration(
+    fn stored_configuration(
         &self,
         config: Option<&str>,
         config_data: &Value,

@@ -5,13 +5,12 @@
 //! a task of their own and recorded after they were sent.
 
 use super::end::Ending;
-use super::flows::{child_of_task, depth_of, task_error, Overrides};
+use super::flows::{depth_of, insert_document, task_error, task_jobs_of, Overrides};
 use super::{Queue, QueueError};
 use crate::blocking::blocking;
 use crate::model::{
     document, format_time, notified, now_micros, step, DesiredStatus, EventType, Flow, FlowRun,
     FlowTask, Job, JobResult, Recipient, Status, Step, TaskJobFacts, TaskKind, TaskNote, UserError,
-    MAX_NESTING,
 };
 use crate::store::UpdateError;
 use serde_json::{json, Value};
@@ -48,26 +47,15 @@ impl Queue {
         overrides: &Overrides,
         depth: usize,
     ) -> Result<Flow, QueueError> {
-        let invalid = |message: String| QueueError::Invalid {
+        let flow = Flow::parse(definition).map_err(|error| QueueError::Invalid {
             field: "configData",
-            message,
-        };
-        if depth > MAX_NESTING {
-            return Err(invalid(format!(
-                "Orchestrations may run orchestrations {MAX_NESTING} levels deep at most; \
-                 run the inner orchestration on its own."
-            )));
-        }
-        let flow = Flow::parse(definition).map_err(|error| invalid(error.to_string()))?;
-        for task in flow.job_tasks() {
-            let TaskKind::Job { task, .. } = &task.kind else {
-                continue;
-            };
-            let request = overrides.request(task, None)?;
-            let (_count, _make) = self
-                .new_jobs(request, "", "", depth + 1)
-                .map_err(|error| task_error(task, error))?;
-        }
+            message: error.to_string(),
+        })?;
+        let tasks = flow.job_tasks().filter_map(|task| match &task.kind {
+            TaskKind::Job { task, .. } => Some(task),
+            _ => None,
+        });
+        self.check_tasks(tasks, overrides, depth)?;
         Ok(flow)
     }
 
@@ -137,12 +125,29 @@ impl Queue {
                 || job.status == Status::Terminating;
             if killed || run.status.is_some() {
                 if finished {
-                    return self.end_flow(&job, &flow, &run, &jobs);
+                    return self.end_flow(&Seen {
+                        job: &job,
+                        flow: &flow,
+                        run: &run,
+                        jobs: &jobs,
+                    });
                 }
-                return self.refresh_document(&job, &flow, &run, &jobs);
+                return self.refresh_document(&Seen {
+                    job: &job,
+                    flow: &flow,
+                    run: &run,
+                    jobs: &jobs,
+                });
             }
             match step(&flow, &run, &jobs, now_micros()) {
-                Step::Wait => return self.refresh_document(&job, &flow, &run, &jobs),
+                Step::Wait => {
+                    return self.refresh_document(&Seen {
+                        job: &job,
+                        flow: &flow,
+                        run: &run,
+                        jobs: &jobs,
+                    })
+                }
                 Step::Notify(tasks) => {
                     self.lock_notifying().insert(id, tasks);
                     self.wake.notify_one();
@@ -224,7 +229,9 @@ impl Queue {
                         )
                     });
             match made {
-                Ok((count, make)) => makers.push((flow_task, count, make)),
+                Ok((count, make)) => {
+                    makers.push((flow_task.id.as_str(), flow_task.phase.as_str(), count, make))
+                }
                 Err(error) => {
                     // The configuration changed under the run: the flow fails with it.
                     let mut run = run.clone();
@@ -234,11 +241,10 @@ impl Queue {
                 }
             }
         }
-        let count = makers.iter().map(|(_, count, _)| count).sum();
+        let count = makers.iter().map(|(_, _, count, _)| count).sum();
         let jobs = task_jobs(&self.store.children(job.run_id.as_str())?);
         let (tasks, phases) = document(flow, &run, &jobs, format_time);
-        let mut record = serde_json::to_value(&run).unwrap_or_default();
-        record["configuration"] = job.result.other[RECORD]["configuration"].clone();
+        let record = record_value(&run, job);
         let seen = job.revision;
         let flow_id = job.id;
         let outcome = blocking(|| {
@@ -252,27 +258,11 @@ impl Queue {
                         return Err(());
                     }
                     job.result.other.insert(RECORD.to_string(), record);
-                    job.result
-                        .other
-                        .insert("tasks".to_string(), Value::Array(tasks));
-                    job.result
-                        .other
-                        .insert("phases".to_string(), Value::Array(phases));
+                    insert_document(&mut job.result, tasks, phases);
                     Ok(())
                 },
                 count,
-                |_: &Job, ids: &[u64]| {
-                    let mut jobs = Vec::new();
-                    let mut rest = ids;
-                    for (flow_task, count, make) in &makers {
-                        let (own, after) = rest.split_at(*count);
-                        rest = after;
-                        let mut tree = make(own);
-                        child_of_task(&mut tree[0], flow_id, &flow_task.id, &flow_task.phase);
-                        jobs.extend(tree);
-                    }
-                    jobs
-                },
+                |_: &Job, ids: &[u64]| task_jobs_of(&makers, flow_id, ids),
             )
         });
         match outcome {
@@ -309,16 +299,7 @@ impl Queue {
         if flow.is_empty() {
             return Ok(());
         }
-        let branch = request
-            .branch_id
-            .clone()
-            .unwrap_or_else(|| self.settings.project.default_branch_id.clone());
-        let stored = self.stored_configuration(
-            request.config.as_deref(),
-            &request.config_data,
-            &request.component,
-            &branch,
-        )?;
+        let (branch, stored) = self.stored_configuration_of_request(request)?;
         let invalid = |error: UserError| QueueError::Invalid {
             field: "variableValuesData",
             message: error.to_string(),
@@ -349,18 +330,12 @@ impl Queue {
     }
 
     /// Rewrites the result document of a running flow when its task jobs changed it.
-    fn refresh_document(
-        &self,
-        job: &Job,
-        flow: &Flow,
-        run: &FlowRun,
-        jobs: &BTreeMap<String, Vec<TaskJobFacts>>,
-    ) -> Result<(), QueueError> {
-        let (tasks, phases) = document(flow, run, jobs, format_time);
-        let (tasks, phases) = (Value::Array(tasks), Value::Array(phases));
-        if job.result.other.get("tasks") == Some(&tasks)
-            && job.result.other.get("phases") == Some(&phases)
-        {
+    fn refresh_document(&self, seen: &Seen<'_>) -> Result<(), QueueError> {
+        let job = seen.job;
+        let (tasks, phases) = seen.document();
+        let mut refreshed = job.result.clone();
+        insert_document(&mut refreshed, tasks, phases);
+        if refreshed == job.result {
             return Ok(());
         }
         let seen = job.revision;
@@ -369,8 +344,7 @@ impl Queue {
                 if job.revision != seen {
                     return Err(());
                 }
-                job.result.other.insert("tasks".to_string(), tasks);
-                job.result.other.insert("phases".to_string(), phases);
+                job.result = refreshed;
                 Ok(())
             })
         });
@@ -385,32 +359,22 @@ impl Queue {
 
     /// Ends flow job `job` as its record says (a killed one ends `terminated`), with the result
     /// document.
-    fn end_flow(
-        &self,
-        job: &Job,
-        flow: &Flow,
-        run: &FlowRun,
-        jobs: &BTreeMap<String, Vec<TaskJobFacts>>,
-    ) -> Result<(), QueueError> {
+    fn end_flow(&self, seen: &Seen<'_>) -> Result<(), QueueError> {
+        let (job, run) = (seen.job, seen.run);
         if job.desired_status == DesiredStatus::Terminating {
             self.move_if(job.id, Status::Processing, Status::Terminating)?;
         }
         let status = run.status.unwrap_or(Status::Terminated);
-        let (tasks, phases) = document(flow, run, jobs, format_time);
+        let (tasks, phases) = seen.document();
         let message = run
             .message
             .clone()
             .unwrap_or_else(|| "The flow was killed.".to_string());
         let mut result: JobResult = super::end::ended_result(message, status);
-        let mut record = serde_json::to_value(run).unwrap_or_default();
-        record["configuration"] = job.result.other[RECORD]["configuration"].clone();
+        insert_document(&mut result, tasks, phases);
         result
             .other
-            .insert("tasks".to_string(), Value::Array(tasks));
-        result
-            .other
-            .insert("phases".to_string(), Value::Array(phases));
-        result.other.insert(RECORD.to_string(), record);
+            .insert(RECORD.to_string(), record_value(run, job));
         self.update(job.id, |job| {
             job.result = result;
             job.outcome = Some(status);
@@ -522,8 +486,7 @@ impl Queue {
                 return Err(());
             }
             let (_, run) = record_of(job).map_err(|_| ())?;
-            let mut record = serde_json::to_value(notified(&run, notes)).map_err(|_| ())?;
-            record["configuration"] = job.result.other[RECORD]["configuration"].clone();
+            let record = record_value(&notified(&run, notes), job);
             job.result.other.insert(RECORD.to_string(), record);
             Ok(())
         });
@@ -539,6 +502,22 @@ impl Queue {
     }
 }
 
+/// What one step read: the flow job, its configuration, its record and its task jobs.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    job: &'a Job,
+    flow: &'a Flow,
+    run: &'a FlowRun,
+    jobs: &'a BTreeMap<String, Vec<TaskJobFacts>>,
+}
+
+impl Seen<'_> {
+    /// The flow result document (`tasks`, `phases`) of what was read.
+    fn document(&self) -> (Vec<Value>, Vec<Value>) {
+        document(self.flow, self.run, self.jobs, format_time)
+    }
+}
+
 /// The configuration a flow job runs and its record, from `result.flow`.
 fn record_of(job: &Job) -> Result<(Flow, FlowRun), String> {
     let record = job
@@ -550,6 +529,13 @@ fn record_of(job: &Job) -> Result<(Flow, FlowRun), String> {
     let run: FlowRun = serde_json::from_value(record.clone())
         .map_err(|error| format!("The record of the flow's run cannot be read: {error}"))?;
     Ok((flow, run))
+}
+
+/// `run` as `result.flow` of flow job `job`, with the configuration the run started with.
+fn record_value(run: &FlowRun, job: &Job) -> Value {
+    let mut record = serde_json::to_value(run).unwrap_or_default();
+    record["configuration"] = job.result.other[RECORD]["configuration"].clone();
+    record
 }
 
 /// The task jobs among a flow job's `children`, per task, in creation (id) order.

@@ -93,27 +93,42 @@ impl Queue {
         depth: usize,
         only: &[String],
     ) -> Result<Orchestration, QueueError> {
-        let invalid = |message: String| QueueError::Invalid {
-            field: "configData",
-            message,
-        };
-        if depth > MAX_NESTING {
-            return Err(invalid(format!(
-                "Orchestrations may run orchestrations {MAX_NESTING} levels deep at most; \
-                 run the inner orchestration on its own."
-            )));
-        }
         let orchestration = Orchestration::parse(definition)
             .and_then(|orchestration| orchestration.only(only))
-            .map_err(|error| invalid(error.to_string()))?;
-        for task in orchestration.tasks.iter().filter(|t| t.enabled) {
+            .map_err(|error| QueueError::Invalid {
+                field: "configData",
+                message: error.to_string(),
+            })?;
+        let enabled = orchestration.tasks.iter().filter(|t| t.enabled);
+        self.check_tasks(enabled, overrides, depth)?;
+        Ok(orchestration)
+    }
+
+    /// Checks, for a flow at `depth`, that each of `tasks` would make a valid job (registered
+    /// component, existing and enabled configuration, known rows, flows nested `MAX_NESTING`
+    /// deep at most). Only the validation matters: the jobs are made when their phase starts.
+    pub(super) fn check_tasks<'a>(
+        &self,
+        tasks: impl IntoIterator<Item = &'a Task>,
+        overrides: &Overrides,
+        depth: usize,
+    ) -> Result<(), QueueError> {
+        if depth > MAX_NESTING {
+            return Err(QueueError::Invalid {
+                field: "configData",
+                message: format!(
+                    "Orchestrations may run orchestrations {MAX_NESTING} levels deep at most; \
+                     run the inner orchestration on its own."
+                ),
+            });
+        }
+        for task in tasks {
             let request = overrides.request(task, None)?;
-            // Only the validation matters: the jobs are made when the phase starts.
             let (_count, _make) = self
                 .new_jobs(request, "", "", depth + 1)
                 .map_err(|error| task_error(task, error))?;
         }
-        Ok(orchestration)
+        Ok(())
     }
 
     /// Starts an orchestration job (`from` its status): in one transaction it goes `processing`
@@ -250,26 +265,17 @@ impl Queue {
                     )
                 });
             match made {
-                Ok((count, make)) => makers.push((task, count, make)),
+                Ok((count, make)) => {
+                    makers.push((task.id.as_str(), task.phase.as_str(), count, make))
+                }
                 Err(error) => {
                     let error = UserError(task_error(task, error).to_string());
                     return self.end(phase.id, Ending::UserError(error));
                 }
             }
         }
-        let count = makers.iter().map(|(_, count, _)| count).sum();
-        let make = |_: &Job, ids: &[u64]| {
-            let mut jobs = Vec::new();
-            let mut rest = ids;
-            for (task, count, make) in &makers {
-                let (own, after) = rest.split_at(*count);
-                rest = after;
-                let mut tree = make(own);
-                child_of_task(&mut tree[0], orchestration.id, &task.id, &task.phase);
-                jobs.extend(tree);
-            }
-            jobs
-        };
+        let count = makers.iter().map(|(_, _, count, _)| count).sum();
+        let make = |_: &Job, ids: &[u64]| task_jobs_of(&makers, orchestration.id, ids);
         let Some((started, jobs)) = self.start_creating(phase, count, make)? else {
             return Ok(());
         };
@@ -439,12 +445,7 @@ impl Queue {
             _ => format!("Phases did not succeed: {failed}."),
         };
         let mut result = ended_result(message, status);
-        result
-            .other
-            .insert("tasks".to_string(), Value::Array(tasks));
-        result
-            .other
-            .insert("phases".to_string(), Value::Array(phases));
+        insert_document(&mut result, tasks, phases);
         Ok((status, result))
     }
 
@@ -525,10 +526,40 @@ fn child_of(parent: &Job, id: u64, now: i64) -> Job {
 /// Marks `job` as the job of task `task` (of phase `phase`) of orchestration job
 /// `orchestration`: the first job of a task's tree (a container's rows are its children, not
 /// tasks).
-pub(super) fn child_of_task(job: &mut Job, orchestration: u64, task: &str, phase: &str) {
+fn child_of_task(job: &mut Job, orchestration: u64, task: &str, phase: &str) {
     job.orchestration_job_id = Some(orchestration);
     job.orchestration_task_id = Some(task.to_string());
     job.orchestration_phase_id = Some(phase.to_string());
+}
+
+/// Puts a flow result document's `tasks` and `phases` into `result`.
+pub(super) fn insert_document(result: &mut JobResult, tasks: Vec<Value>, phases: Vec<Value>) {
+    result
+        .other
+        .insert("tasks".to_string(), Value::Array(tasks));
+    result
+        .other
+        .insert("phases".to_string(), Value::Array(phases));
+}
+
+/// The jobs of tasks `makers` (task id, phase id, how many jobs its tree has, the maker of its
+/// tree) from their `ids`, in order; the first job of each tree is the task's job of
+/// orchestration job `orchestration`.
+pub(super) fn task_jobs_of<M: Fn(&[u64]) -> Vec<Job>>(
+    makers: &[(&str, &str, usize, M)],
+    orchestration: u64,
+    ids: &[u64],
+) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let mut rest = ids;
+    for (task, phase, count, make) in makers {
+        let (own, after) = rest.split_at(*count);
+        rest = after;
+        let mut tree = make(own);
+        child_of_task(&mut tree[0], orchestration, task, phase);
+        jobs.extend(tree);
+    }
+    jobs
 }
 
 /// A phase job's phase id (`configData.phaseId`).
