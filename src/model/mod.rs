@@ -17,8 +17,8 @@ pub use configuration::{
 };
 pub use event::{Event, EventSource, EventType, NewEvent};
 pub use flow::{
-    document, notified, step, Flow, FlowRun, FlowTask, Recipient, Step, TaskJobFacts, TaskKind,
-    TaskNote, FLOW,
+    document, notified, step, Flow, FlowRun, FlowTask, Recipient, Stage, Step, TaskJobFacts,
+    TaskKind, TaskNote, FLOW,
 };
 pub(crate) use job::json_text;
 pub use job::{

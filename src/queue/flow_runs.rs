@@ -10,7 +10,8 @@ use super::{Queue, QueueError};
 use crate::blocking::blocking;
 use crate::model::{
     document, format_time, notified, now_micros, step, DesiredStatus, EventType, Flow, FlowRun,
-    FlowTask, Job, JobResult, Recipient, Status, Step, TaskJobFacts, TaskKind, TaskNote, UserError,
+    FlowTask, Job, JobResult, Recipient, Stage, Status, Step, TaskJobFacts, TaskKind, TaskNote,
+    UserError,
 };
 use crate::store::UpdateError;
 use serde_json::{json, Value};
@@ -410,11 +411,15 @@ impl Queue {
         let Ok(Some(job)) = self.store.job(id) else {
             return Vec::new();
         };
-        let phase = job.result.other[RECORD]["phaseRuns"]
-            .as_array()
-            .and_then(|runs| runs.last())
-            .map(|run| run["id"].clone())
-            .unwrap_or(Value::Null);
+        // Sent already (a step asked again while they were being recorded): not again.
+        let current = record_of(&job)
+            .ok()
+            .and_then(|(_, run)| run.phase_runs.last().cloned())
+            .filter(|current| current.stage == Stage::Notify);
+        let Some(current) = current else {
+            return Vec::new();
+        };
+        let phase = current.id;
         let mut notes = Vec::new();
         for task in tasks {
             let TaskKind::Notification {
