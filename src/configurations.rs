@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::model::{now_micros, Branch, Configuration, Row, ORCHESTRATOR, SCHEDULER};
+use crate::model::{now_micros, Branch, Configuration, Row, FLOW, ORCHESTRATOR, SCHEDULER};
 use crate::secrets::{self, Secrets};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError, UpdateError};
@@ -125,8 +125,8 @@ impl Configurations {
     pub fn components(&self, branch: &str) -> Result<Vec<(String, Vec<Configuration>)>> {
         let branch = self.branch(branch)?.id;
         let configurations = self.store.configurations(&branch, None)?;
-        // The orchestrator and the scheduler are listed once they have configurations.
-        let built_in = [ORCHESTRATOR, SCHEDULER]
+        // The orchestrator, flows and the scheduler are listed once they have configurations.
+        let built_in = [ORCHESTRATOR, FLOW, SCHEDULER]
             .into_iter()
             .filter(|id| configurations.iter().any(|c| c.component == *id));
         let ids = self.settings.components.iter().map(|c| c.id.as_str());

@@ -99,6 +99,9 @@ pub async fn run(
         Arc::clone(&settings),
         runner,
     );
+    queue.set_webhook_sender(Arc::new(|url: String, body: serde_json::Value| {
+        post_webhook(url, body, crate::queue::WEBHOOK_TIMEOUT)
+    }));
     let scheduler = match queue.recover().await {
         // A full or failing disk: serve (reads work, writes answer 507/503) and recover once
         // the store takes writes again.
@@ -150,7 +153,8 @@ pub async fn run(
     Ok(())
 }
 
-/// The notifications' `Post`: the HTTP layer's webhook client, its error as one line.
+/// The HTTP layer's webhook client for the notifications and flows' notification tasks, its
+/// error as one line.
 fn post_webhook(
     url: String,
     body: serde_json::Value,

@@ -21,6 +21,8 @@ pub const CONTAINER_ENDED: &str = "container-ended";
 pub const OUTPUT_MAPPED: &str = "output-mapped";
 /// After an orchestration or phase job went `processing` with its children, before anything else.
 pub const CHILDREN_CREATED: &str = "children-created";
+/// After a flow job's record changed without creating task jobs, before anything else.
+pub const FLOW_RECORDED: &str = "flow-recorded";
 /// After a job's final status (and final event) committed, before anything else.
 pub const JOB_ENDED: &str = "job-ended";
 /// Inside a schedule's fire transaction (its job made, its next fire time set), before the commit.

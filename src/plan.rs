@@ -106,7 +106,12 @@ pub fn plan(
     stored: Option<&Configuration>,
     variables: Option<&Configuration>,
 ) -> Result<Plan, UserError> {
-    let values = variable_values(job, stored, variables)?;
+    let values = variable_values(
+        &job.variable_values_data,
+        job.variable_values_id.as_deref(),
+        stored,
+        variables,
+    )?;
     let (mut tasks, skipped_rows, config_version) = match stored {
         None => (
             vec![Task {
@@ -175,10 +180,48 @@ pub fn component_state(state: &Value) -> Value {
     }
 }
 
+/// The `variableValuesData` of a `keboola.flow` task's job: its own values (`values_data`, else
+/// the value set of `variables`), each variable that `variables` defines and the flow sets
+/// (`flow`) taking the flow's value. `None` when the flow sets none of them: the job runs with
+/// its own values.
+pub fn with_flow_variables(
+    values_data: &Value,
+    values_id: Option<&str>,
+    stored: Option<&Configuration>,
+    variables: &Configuration,
+    flow: &[(String, String)],
+) -> Result<Option<Value>, UserError> {
+    let defined = variables.configuration["variables"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let defined: Vec<&str> = defined.iter().filter_map(|v| v["name"].as_str()).collect();
+    let taken: Vec<&(String, String)> = flow
+        .iter()
+        .filter(|(name, _)| defined.contains(&name.as_str()))
+        .collect();
+    if taken.is_empty() {
+        return Ok(None);
+    }
+    let mut values = variable_values(values_data, values_id, stored, Some(variables))?;
+    for (name, value) in taken {
+        match values.iter_mut().find(|(own, _)| own == name) {
+            Some(own) => own.1 = value.clone(),
+            None => values.push((name.clone(), value.clone())),
+        }
+    }
+    let values: Vec<Value> = values
+        .into_iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    Ok(Some(json!({"values": values})))
+}
+
 /// Variable values: the job's `variableValuesData`, else the value set (`variableValuesId`, else
 /// the configuration's `variables_values_id`) of the variables configuration it names.
 fn variable_values(
-    job: &Job,
+    values_data: &Value,
+    values_id: Option<&str>,
     stored: Option<&Configuration>,
     variables: Option<&Configuration>,
 ) -> Result<Vec<(String, String)>, UserError> {
@@ -197,14 +240,14 @@ fn variable_values(
             })
             .collect()
     };
-    let given = pairs(&job.variable_values_data["values"]);
+    let given = pairs(&values_data["values"]);
     if !given.is_empty() {
         return Ok(given);
     }
     let Some(variables) = variables else {
         return Ok(Vec::new());
     };
-    let values_id = job.variable_values_id.clone().or_else(|| {
+    let values_id = values_id.map(str::to_string).or_else(|| {
         stored
             .and_then(|s| s.configuration.get("variables_values_id"))
             .and_then(|id| {

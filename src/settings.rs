@@ -232,6 +232,7 @@ impl Settings {
     pub fn is_registered(&self, id: &str) -> bool {
         self.component(id).is_some()
             || id == crate::model::ORCHESTRATOR
+            || id == crate::model::FLOW
             || id == crate::model::SCHEDULER
     }
 

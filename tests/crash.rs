@@ -372,14 +372,16 @@ async fn a_crash_right_after_a_job_ends_keeps_its_final_event() {
 }
 
 /// Crash points of the flow test: the start of a phase (its task jobs created with it), any
-/// commit, a job's end (its phase not yet settled), a container's start; `None` is a SIGKILL at
-/// a random moment.
-const FLOW_CRASH_POINTS: [Option<&str>; 5] = [
+/// commit, a job's end (its phase not yet settled), a container's start, a conditional flow's
+/// record written without task jobs (a variable set, a transition taken); `None` is a SIGKILL
+/// at a random moment.
+const FLOW_CRASH_POINTS: [Option<&str>; 6] = [
     None,
     Some("children-created"),
     Some("store-commit"),
     Some("job-ended"),
     Some("container-started"),
+    Some("flow-recorded"),
 ];
 
 /// An orchestration of three phases (A; B after A; C after B) of four fixture tasks each.
@@ -395,6 +397,31 @@ fn three_by_four() -> Value {
             }})
         })
         .collect();
+    json!({"phases": phases, "tasks": tasks})
+}
+
+/// The same as a `keboola.flow`: phases A -> B -> C through `next`, each also setting a
+/// variable before its four job tasks.
+fn conditional_three_by_four() -> Value {
+    let orchestration = three_by_four();
+    let next = |to: Value| json!([{"id": "next", "goto": to}]);
+    let phases = json!([
+        {"id": "A", "name": "A", "next": next(json!("B"))},
+        {"id": "B", "name": "B", "next": next(json!("C"))},
+        {"id": "C", "name": "C", "next": next(Value::Null)}
+    ]);
+    let mut tasks: Vec<Value> = orchestration["tasks"].as_array().unwrap().clone();
+    for task in &mut tasks {
+        task["id"] = json!(task["id"].to_string());
+        task["task"]["type"] = json!("job");
+        task["task"]["mode"] = json!("run");
+    }
+    for phase in ["A", "B", "C"] {
+        tasks.push(
+            json!({"id": format!("v{phase}"), "name": format!("variable {phase}"), "phase": phase,
+                          "task": {"type": "variable", "name": "reached", "value": phase}}),
+        );
+    }
     json!({"phases": phases, "tasks": tasks})
 }
 
@@ -416,11 +443,16 @@ async fn a_flow_survives_repeated_crashes_creating_and_running_each_task_once() 
     let data_dir = crash.dir.path().join("data");
     let first = crash.start(0, None);
     let instance = first.instance.clone();
-    for config in ["flow", "killed"] {
-        let path = "/v2/storage/components/keboola.orchestrator/configs";
-        let body =
-            json!({"configurationId": config, "name": config, "configuration": three_by_four()});
-        assert_eq!(first.post(path, &body).await.status, 201);
+    for (component, configuration) in [
+        ("keboola.orchestrator", three_by_four()),
+        ("keboola.flow", conditional_three_by_four()),
+    ] {
+        for config in ["flow", "killed"] {
+            let path = format!("/v2/storage/components/{component}/configs");
+            let body =
+                json!({"configurationId": config, "name": config, "configuration": configuration});
+            assert_eq!(first.post(&path, &body).await.status, 201);
+        }
     }
     let flow = id(&first
         .submit(json!({"component": "keboola.orchestrator", "config": "flow"}))
@@ -428,8 +460,15 @@ async fn a_flow_survives_repeated_crashes_creating_and_running_each_task_once() 
     let killed = id(&first
         .submit(json!({"component": "keboola.orchestrator", "config": "killed"}))
         .await);
+    let conditional = id(&first
+        .submit(json!({"component": "keboola.flow", "config": "flow"}))
+        .await);
+    let conditional_killed = id(&first
+        .submit(json!({"component": "keboola.flow", "config": "killed"}))
+        .await);
     tokio::time::sleep(Duration::from_millis(300 + rng.next(1000))).await;
     assert_eq!(first.kill(&killed).await.status, 202);
+    assert_eq!(first.kill(&conditional_killed).await.status, 202);
     let mut first = first;
     first.kill_after(Duration::from_millis(rng.next(1500)));
 
@@ -504,6 +543,51 @@ async fn a_flow_survives_repeated_crashes_creating_and_running_each_task_once() 
             .await
             .json();
         assert_eq!(tasks, json!([]));
+    }
+
+    // The conditional flow: its twelve task jobs, direct children, each created and run once.
+    let done = last.wait_finished(&conditional).await;
+    assert_eq!(done["status"], "success", "{:#?}", summary(&last).await);
+    assert_eq!(done["result"]["flow"]["variables"], json!({"reached": "C"}));
+    let tasks = last
+        .get(&format!(
+            "/search/jobs?parentRunId={conditional}&sortOrder=asc"
+        ))
+        .await
+        .json();
+    let tasks = tasks.as_array().unwrap();
+    let task_ids: Vec<&str> = tasks
+        .iter()
+        .map(|t| t["orchestrationTaskId"].as_str().unwrap())
+        .collect();
+    assert_eq!(task_ids, expected, "each task job was created once");
+    for task in tasks {
+        assert_eq!(task["status"], "success");
+        let ran = std::fs::read_to_string(data_dir.join(format!("jobs/{}/tmp/ran.txt", id(task))))
+            .unwrap_or_default();
+        assert_eq!(ran.lines().count(), 1, "task job {} ran once", id(task));
+    }
+    // The killed conditional flow stays killed: no task job of a later phase exists.
+    let gone = last.wait_finished(&conditional_killed).await;
+    let status = gone["status"].as_str();
+    assert!(
+        matches!(status, Some("terminated" | "cancelled")),
+        "{:#?}",
+        summary(&last).await
+    );
+    let tasks = last
+        .get(&format!("/search/jobs?parentRunId={conditional_killed}"))
+        .await
+        .json();
+    for task in tasks.as_array().unwrap() {
+        assert_eq!(task["orchestrationPhaseId"], "A", "{task:#}");
+        assert!(
+            matches!(
+                task["status"].as_str(),
+                Some("terminated" | "cancelled" | "success")
+            ),
+            "{task:#}"
+        );
     }
     last.kill_after(Duration::ZERO);
     assert_eq!(

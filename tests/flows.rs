@@ -573,3 +573,405 @@ async fn invalid_flows_are_refused_before_any_job_exists() {
         1
     );
 }
+
+const FLOW: &str = "keboola.flow";
+
+/// A `keboola.flow` job task of the fixture running inline `parameters`.
+fn flow_task(id: &str, phase: &str, parameters: Value) -> Value {
+    json!({
+        "id": id, "name": format!("task {id}"), "phase": phase,
+        "task": {"type": "job", "componentId": COMPONENT, "configData": {"parameters": parameters}, "mode": "run"}
+    })
+}
+
+/// `{"type": "operator", ...}` comparing `left` with the constant `right`.
+fn compare(operator: &str, left: Value, right: &str) -> Value {
+    json!({"type": "operator", "operator": operator, "operands": [left, {"type": "const", "value": right}]})
+}
+
+/// A loopback webhook receiver: each POST it gets comes out of the channel as (path, body).
+async fn webhook_receiver() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/flow", listener.local_addr().unwrap());
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let (head, body) = loop {
+                let read = stream.read(&mut buffer).await.unwrap();
+                assert!(read > 0, "the request ended early");
+                request.extend_from_slice(&buffer[..read]);
+                let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&request[..end]).to_string();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if request.len() >= end + 4 + length {
+                    break (head, request[end + 4..end + 4 + length].to_vec());
+                }
+            };
+            let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+            assert!(head.starts_with("POST "), "{head}");
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let _ = sender.send((path, serde_json::from_slice(&body).unwrap()));
+        }
+    });
+    (url, receiver)
+}
+
+/// `value` without what changes from run to run: times, durations, task jobs' own results and
+/// the configuration copied into the record.
+fn stable(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| {
+                    ![
+                        "startTime",
+                        "duration",
+                        "started",
+                        "ended",
+                        "result",
+                        "configuration",
+                    ]
+                    .contains(&key.as_str())
+                })
+                .map(|(key, value)| (key.clone(), stable(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(stable).collect()),
+        other => other.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_flow_notifies_sets_variables_and_follows_its_conditions() {
+    let mut t = TestDaemon::start(Options::default()).await;
+    // Variables need their component registered to be stored.
+    t.restart_with_tables(&format!(
+        "[[components]]\nid = \"keboola.variables\"\nimage = \"{}\"\ntag = \"{FIXTURE_TAG}\"\nnetwork = \"none\"",
+        common::FIXTURE_IMAGE
+    ));
+    configure(
+        &t,
+        "keboola.variables",
+        "vars",
+        json!({"variables": [{"name": "env", "type": "string"}]}),
+        &[],
+    )
+    .await;
+    post(
+        &t,
+        "/v2/storage/components/keboola.variables/configs/vars/rows",
+        &json!({"rowId": "values", "name": "values", "configuration": {"values": [{"name": "env", "value": "dev"}]}}),
+    )
+    .await;
+    configure(
+        &t,
+        COMPONENT,
+        "printer",
+        json!({"variables_id": "vars", "variables_values_id": "values", "parameters": {"print": ["env is {{env}}"]}}),
+        &[],
+    )
+    .await;
+    let (url, mut hooks) = webhook_receiver().await;
+    let task_status = |task: &str| json!({"type": "task", "task": task, "value": "status"});
+    let configuration = json!({
+        "phases": [
+            {"id": "A", "name": "Extract", "next": [
+                {"id": "a-failed", "name": "A failed", "goto": "C", "condition": compare("NOT_EQUALS", task_status("a1"), "success")},
+                {"id": "a-done", "goto": "B"}
+            ]},
+            {"id": "B", "name": "Transform", "next": [
+                {"id": "b-user-error", "goto": "D", "condition": compare("EQUALS", json!({"type": "phase", "phase": "B", "value": "status"}), "user_error")},
+                {"id": "b-end", "goto": null}
+            ]},
+            {"id": "C", "name": "Cleanup", "next": [{"id": "c-end", "goto": null}]},
+            {"id": "D", "name": "Report", "next": [{"id": "d-end", "goto": null}]}
+        ],
+        "tasks": [
+            {"id": "a1", "name": "print", "phase": "A", "task": {"type": "job", "componentId": COMPONENT, "configId": "printer", "mode": "run"}},
+            flow_task("a2", "A", json!({"sleep": 1})),
+            {"id": "n1", "name": "hello", "phase": "A", "task": {"type": "notification", "title": "Flow started", "message": "Extracting",
+                "recipients": [{"channel": "webhook", "address": url}, {"channel": "email", "address": "ops@example.com"}]}},
+            {"id": "v1", "name": "environment", "phase": "A", "task": {"type": "variable", "name": "env", "value": "prod"}},
+            flow_task("b1", "B", json!({"exit_code": 1, "stderr": ["bad input"]})),
+            flow_task("c1", "C", json!({})),
+            flow_task("d1", "D", json!({}))
+        ]
+    });
+    configure(&t, FLOW, "cond", configuration, &[]).await;
+    let flow = t.run(json!({"component": FLOW, "config": "cond"})).await;
+    let f = id(&flow);
+    assert_eq!(flow["type"], "orchestrationContainer");
+    assert_eq!(flow["status"], "warning", "{flow:#}");
+
+    // The task jobs are the flow's direct children; C's task never ran.
+    let jobs = children(&t, &f).await;
+    let tasks: Vec<&str> = jobs
+        .iter()
+        .map(|j| j["orchestrationTaskId"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, ["a1", "a2", "b1", "d1"]);
+    assert_eq!(statuses(&jobs), ["success", "success", "error", "success"]);
+    for (job, phase) in jobs.iter().zip(["A", "A", "B", "D"]) {
+        assert_eq!(job["type"], "standard");
+        assert_eq!(job["runId"], format!("{f}.{}", id(job)));
+        assert_eq!(job["parentRunId"], f);
+        assert_eq!(job["orchestrationJobId"], f);
+        assert_eq!(job["orchestrationPhaseId"], phase);
+        assert_eq!(job["token"], flow["token"]);
+    }
+    // The flow variable replaced the value of the variable the task's configuration defines.
+    let a1 = &jobs[0];
+    assert_eq!(
+        a1["result"]["variables"],
+        json!([{"name": "env", "value": "prod"}])
+    );
+    assert!(t
+        .messages(&id(a1))
+        .await
+        .contains(&"env is prod".to_string()));
+
+    // The webhook got the notification.
+    let (path, body) = hooks.recv().await.unwrap();
+    assert_eq!(path, "/hooks/flow");
+    assert_eq!(
+        body,
+        json!({"title": "Flow started", "message": "Extracting",
+               "job": {"id": f, "component": FLOW, "config": "cond", "url": null},
+               "project": {"id": "123", "name": "Test project"},
+               "flow": {"phase": "A", "task": "n1"}})
+    );
+
+    let ids: Vec<String> = jobs.iter().map(id).collect();
+    let result = stable(&flow["result"]);
+    let transition = |id: &str, name: Value, goto: Value, matched: bool, reason: &str| json!({"id": id, "name": name, "goto": goto, "match": matched, "reason": reason});
+    let a_conditions = json!([
+        transition(
+            "a-failed",
+            json!("A failed"),
+            json!("C"),
+            false,
+            "The condition does not hold (false)."
+        ),
+        transition(
+            "a-done",
+            Value::Null,
+            json!("B"),
+            true,
+            "No condition: taken."
+        )
+    ]);
+    let b_conditions = json!([transition(
+        "b-user-error",
+        Value::Null,
+        json!("D"),
+        true,
+        "The condition holds."
+    )]);
+    let d_conditions = json!([transition(
+        "d-end",
+        Value::Null,
+        Value::Null,
+        true,
+        "No condition: taken."
+    )]);
+    let job_entry = |task: &str, name: &str, phase: &str, job: &Value| {
+        json!({"id": task, "name": name, "type": "job", "phase": phase, "jobId": id(job),
+               "component": COMPONENT, "config": job["config"], "status": job["status"],
+               "results": [{"jobId": id(job), "status": job["status"]}]})
+    };
+    let sent = format!("Sent to {url}, ops@example.com.");
+    assert_eq!(
+        result,
+        json!({
+            "message": "The flow ended; some of its phases or tasks did not succeed.",
+            "tasks": [
+                {"id": "n1", "name": "hello", "type": "notification", "phase": "A", "status": "success", "message": sent},
+                {"id": "v1", "name": "environment", "type": "variable", "phase": "A", "status": "success", "message": "Variable \"env\" set to \"prod\"."},
+                job_entry("a1", "print", "A", &jobs[0]),
+                job_entry("a2", "task a2", "A", &jobs[1]),
+                job_entry("b1", "task b1", "B", &jobs[2]),
+                job_entry("d1", "task d1", "D", &jobs[3])
+            ],
+            "phases": [
+                {"id": "A", "name": "Extract", "status": "success", "conditions": a_conditions},
+                {"id": "B", "name": "Transform", "status": "error", "conditions": b_conditions},
+                {"id": "D", "name": "Report", "status": "success", "conditions": d_conditions}
+            ],
+            "flow": {
+                "phaseRuns": [
+                    {"id": "A", "stage": "ended", "attempts": {"a1": 1, "a2": 1}, "status": "success", "conditions": a_conditions,
+                     "notes": [{"task": "n1", "status": "success", "message": sent},
+                               {"task": "v1", "status": "success", "message": "Variable \"env\" set to \"prod\"."}]},
+                    {"id": "B", "stage": "ended", "attempts": {"b1": 1}, "status": "error", "conditions": b_conditions, "notes": []},
+                    {"id": "D", "stage": "ended", "attempts": {"d1": 1}, "status": "success", "conditions": d_conditions, "notes": []}
+                ],
+                "variables": {"env": "prod"},
+                "status": "warning",
+                "message": "The flow ended; some of its phases or tasks did not succeed."
+            }
+        }),
+        "{:#}",
+        flow["result"]
+    );
+    assert_eq!(
+        flow["result"]["tasks"][2]["results"][0]["result"],
+        jobs[0]["result"]
+    );
+
+    let messages = t.messages(&f).await;
+    for expected in [
+        "Flow started.".to_string(),
+        "Phase \"Extract\" (A) started.".to_string(),
+        format!("Notification \"Flow started\" of task \"hello\" sent to {url} (HTTP 200)."),
+        "Notification \"Flow started\" of task \"hello\" for ops@example.com recorded: jobq sends no mail.".to_string(),
+        "Variable \"env\" set to \"prod\".".to_string(),
+        format!("Task \"print\" started as job {}.", ids[0]),
+        format!("Task \"a1\" (job {}) ended success.", ids[0]),
+        "Phase \"Extract\" (A) ended success.".to_string(),
+        "Transition \"A failed\" of phase \"A\" to phase \"C\" not taken: The condition does not hold (false).".to_string(),
+        "Transition \"a-done\" of phase \"A\" to phase \"B\" taken: No condition: taken.".to_string(),
+        "Phase \"Transform\" (B) ended error.".to_string(),
+        "Transition \"b-user-error\" of phase \"B\" to phase \"D\" taken: The condition holds.".to_string(),
+        "Flow ended warning: The flow ended; some of its phases or tasks did not succeed.".to_string(),
+    ] {
+        assert!(messages.contains(&expected), "{expected}: {messages:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_retries_a_failed_task_job() {
+    let t = TestDaemon::start(Options::default()).await;
+    let failing = json!({"parameters": {"exit_code": 1, "stderr": ["Temporary outage"]}});
+    configure(&t, COMPONENT, "flaky", failing, &[]).await;
+    let configuration = json!({
+        "phases": [{"id": "R", "name": "Retried",
+                    "retry": {"strategy": "linear", "strategyParams": {"maxRetries": 2, "delay": 3}, "retryOn": [{"type": "errorMessageContains", "value": "OUTAGE"}]},
+                    "next": [{"id": "end", "goto": null}]}],
+        "tasks": [{"id": "r1", "name": "flaky", "phase": "R", "task": {"type": "job", "componentId": COMPONENT, "configId": "flaky", "mode": "run"}}]
+    });
+    configure(&t, FLOW, "retry", configuration, &[]).await;
+    let f = id(&t
+        .submit(json!({"component": FLOW, "config": "retry"}))
+        .await);
+    // The first job fails; during the retry's delay the configuration is fixed.
+    let jobs = wait_children(&t, &f, |j| j.len() == 2).await;
+    assert_eq!(jobs[0]["status"], "error");
+    assert_eq!(jobs[1]["status"], "created");
+    assert!(jobs[1]["delayedStartTime"].is_string(), "{:#}", jobs[1]);
+    let fixed = t
+        .send_json(
+            Method::PUT,
+            &format!("/v2/storage/components/{COMPONENT}/configs/flaky"),
+            &json!({"configuration": {"parameters": {}}}),
+        )
+        .await;
+    assert_eq!(fixed.status, 200);
+    let flow = t.wait_finished(&f).await;
+    assert_eq!(flow["status"], "success", "{flow:#}");
+    let jobs = children(&t, &f).await;
+    assert_eq!(statuses(&jobs), ["error", "success"]);
+    let task = &flow["result"]["tasks"][0];
+    assert_eq!(task["jobId"], id(&jobs[1]));
+    assert_eq!(task["retry"], 1);
+    let attempts: Vec<(&str, &str)> = task["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["jobId"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (id(&jobs[0]).as_str(), "error"),
+            (id(&jobs[1]).as_str(), "success")
+        ]
+    );
+    let messages = t.messages(&f).await;
+    let retried = format!(
+        "Task \"flaky\" (job {}) failed; retry 1 of 2 in 3 s.",
+        id(&jobs[0])
+    );
+    assert!(messages.contains(&retried), "{messages:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_conditional_flow_ends_terminated_and_starts_nothing_more() {
+    let t = TestDaemon::start(Options::default()).await;
+    let configuration = json!({
+        "phases": [{"id": "A", "next": [{"id": "on", "goto": "B"}]}, {"id": "B"}],
+        "tasks": [flow_task("a1", "A", json!({"sleep": 60})), flow_task("b1", "B", json!({}))]
+    });
+    configure(&t, FLOW, "long", configuration, &[]).await;
+    let f = id(&t.submit(json!({"component": FLOW, "config": "long"})).await);
+    wait_children(&t, &f, |j| statuses(j) == ["processing"]).await;
+    assert_eq!(t.kill(&f).await.status, 202);
+    let flow = t.wait_finished(&f).await;
+    assert_eq!(flow["status"], "terminated");
+    let jobs = children(&t, &f).await;
+    assert_eq!(statuses(&jobs), ["terminated"], "B's task never got a job");
+    assert_eq!(flow["result"]["message"], "The flow was killed.");
+    assert_eq!(flow["result"]["phases"][0]["status"], "processing");
+    assert_eq!(flow["result"]["tasks"][0]["status"], "terminated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_conditional_flows_are_refused_naming_the_unsupported_part() {
+    let t = TestDaemon::start(Options::without_docker()).await;
+    let phases = |next: Value| json!([{"id": "A", "next": next}, {"id": "B"}]);
+    let job = flow_task("a1", "A", json!({}));
+    let xor = json!({"type": "operator", "operator": "XOR", "operands": []});
+    let cases = [
+        (
+            json!({"phases": phases(json!([{"id": "t", "goto": "B", "condition": xor}])), "tasks": [job.clone()]}),
+            "Phase \"A\", transition #1 (\"t\"), condition: jobq does not support operator \"XOR\"; use one of AND, OR, EQUALS, NOT_EQUALS, GREATER_THAN, LESS_THAN, INCLUDES, CONTAINS, ALL_TASKS_IN_PHASE, ANY_TASKS_IN_PHASE.",
+        ),
+        (
+            json!({"phases": phases(json!([{"id": "t", "goto": "Z"}])), "tasks": [job.clone()]}),
+            "Phase \"A\", transition \"t\" (#1): it goes to phase \"Z\", which the flow does not have; set \"goto\" to a phase id or null.",
+        ),
+        (
+            json!({"phases": phases(json!([{"id": "t", "goto": null, "condition": compare("EQUALS", json!({"type": "task", "task": "zz", "value": "status"}), "success")}])), "tasks": [job.clone()]}),
+            "Phase \"A\", transition \"t\" (#1): it names task \"zz\", which the flow does not have; fix the condition.",
+        ),
+        (
+            json!({"phases": phases(json!(null)), "tasks": [{"id": "n", "phase": "A", "task": {"type": "notification", "title": "x", "recipients": [{"channel": "webhook", "address": "https://example.com/hook"}]}}]}),
+            "Task \"n\", recipient #1: jobq does not support webhook address \"https://example.com/hook\"; use one of an http:// URL.",
+        ),
+        (
+            json!({"phases": phases(json!(null)), "tasks": [{"id": "u", "name": "unknown", "phase": "A", "task": {"type": "job", "componentId": "keboola.unknown", "configData": {}, "mode": "run"}}]}),
+            "Task \"unknown\" (u) cannot run: Component \"keboola.unknown\" is not registered in jobq's settings.",
+        ),
+    ];
+    for (configuration, message) in cases {
+        let answer = t
+            .post(
+                "/jobs",
+                &json!({"component": FLOW, "configData": configuration}),
+            )
+            .await;
+        assert_error(&answer, 400, message, json!({}));
+    }
+    assert_eq!(
+        t.get("/search/jobs").await.json(),
+        json!([]),
+        "no job exists"
+    );
+}

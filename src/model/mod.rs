@@ -1,8 +1,10 @@
 //! Plain data shared by every part of jobq: jobs and their statuses, events, stored
 //! configurations, Storage records and times. A leaf: it imports nothing else of the crate.
 
+mod condition;
 mod configuration;
 mod event;
+mod flow;
 mod job;
 mod notification;
 mod orchestration;
@@ -16,6 +18,10 @@ pub use configuration::{
     deep_merge, placeholders, replace_placeholders, Branch, Configuration, Row,
 };
 pub use event::{Event, EventSource, EventType, NewEvent};
+pub use flow::{
+    document, notified, step, Flow, FlowRun, FlowTask, Recipient, Stage, Step, TaskJobFacts,
+    TaskKind, TaskNote, FLOW,
+};
 pub(crate) use job::json_text;
 pub use job::{
     Behavior, DesiredStatus, InvalidParallelism, Job, JobQuery, JobType, Mode, OnError,
@@ -23,7 +29,7 @@ pub use job::{
 };
 pub use notification::{
     ended_event, event_payload, processing_long_event, processing_long_payload, Attempt, Delivery,
-    DeliveryState, Filter, InvalidSubscription, Recipient, Subscription, EVENT_TYPES,
+    DeliveryState, Filter, InvalidSubscription, Subscription, EVENT_TYPES,
 };
 pub use orchestration::{
     orchestration_outcome, phase_outcome, phase_start, Orchestration, OrchestrationError, Phase,

@@ -330,7 +330,7 @@ impl Task {
     }
 }
 
-fn id_of(value: Option<&Value>, what: &str) -> Result<String, OrchestrationError> {
+pub(super) fn id_of(value: Option<&Value>, what: &str) -> Result<String, OrchestrationError> {
     match value {
         Some(Value::String(text)) if !text.is_empty() => Ok(text.clone()),
         Some(Value::Number(number)) => Ok(number.to_string()),
@@ -340,7 +340,7 @@ fn id_of(value: Option<&Value>, what: &str) -> Result<String, OrchestrationError
     }
 }
 
-fn text_of(value: Option<&Value>) -> Option<String> {
+pub(super) fn text_of(value: Option<&Value>) -> Option<String> {
     value
         .and_then(Value::as_str)
         .filter(|text| !text.is_empty())
@@ -348,7 +348,7 @@ fn text_of(value: Option<&Value>) -> Option<String> {
 }
 
 /// A boolean, also written `"true"`/`"false"` by older configurations; absent means `default`.
-fn bool_of(
+pub(super) fn bool_of(
     value: Option<&Value>,
     field: &'static str,
     what: &str,

@@ -6,7 +6,7 @@ use crate::blocking::blocking;
 use crate::model::Configuration;
 use crate::model::{
     now_micros, parse_time, Behavior, DesiredStatus, Job, JobResult, JobType, Mode, OnError,
-    Parallelism, RunId, Status, ORCHESTRATOR,
+    Parallelism, RunId, Status, FLOW, ORCHESTRATOR,
 };
 use crate::plan;
 use crate::secrets::Scope;
@@ -54,13 +54,14 @@ impl Queue {
             ));
         }
         let orchestrator = request.component == ORCHESTRATOR;
-        // jobq runs orchestrations itself: no image, so no tag of the settings.
+        let flow = request.component == FLOW;
+        // jobq runs orchestrations and flows itself: no image, so no tag of the settings.
         let component_tag = match self
             .settings
             .job_component(&request.component, &request.config_data)
         {
             Some(component) => component.tag.clone(),
-            None if orchestrator => ORCHESTRATOR_TAG.to_string(),
+            None if orchestrator || flow => ORCHESTRATOR_TAG.to_string(),
             None if ad_hoc_image(&request.config_data).is_some() => {
                 return Err(invalid(
                     "configData",
@@ -120,16 +121,7 @@ impl Queue {
             })?),
             (None, None) => None,
         };
-        let branch_id = request
-            .branch_id
-            .clone()
-            .unwrap_or_else(|| self.settings.project.default_branch_id.clone());
-        let stored = self.stored_configuration(
-            request.config.as_deref(),
-            &request.config_data,
-            &request.component,
-            &branch_id,
-        )?;
+        let (branch_id, stored) = self.stored_configuration_of_request(&request)?;
         let mode = request.mode.unwrap_or(Mode::Run);
         let mut rows = Vec::new();
         if let Some(stored) = &stored {
@@ -242,7 +234,7 @@ impl Queue {
                 ));
             }
         }
-        let root_type = if orchestrator {
+        let root_type = if orchestrator || flow {
             let definition = stored
                 .as_ref()
                 .map_or(&request.config_data, |s| &s.configuration);
@@ -251,7 +243,11 @@ impl Queue {
                 parallelism,
                 backend: backend.clone(),
             };
-            self.check_orchestration(definition, &overrides, depth, &only)?;
+            if flow {
+                self.check_flow(definition, &overrides, depth)?;
+            } else {
+                self.check_orchestration(definition, &overrides, depth, &only)?;
+            }
             JobType::OrchestrationContainer
         } else {
             JobType::Standard
@@ -370,6 +366,24 @@ impl Queue {
             &job.component,
             &job.branch_id,
         )
+    }
+
+    /// The branch a create request runs in, and the stored configuration it runs, if any.
+    pub(super) fn stored_configuration_of_request(
+        &self,
+        request: &NewJob,
+    ) -> Result<(String, Option<Configuration>), QueueError> {
+        let branch = request
+            .branch_id
+            .clone()
+            .unwrap_or_else(|| self.settings.project.default_branch_id.clone());
+        let stored = self.stored_configuration(
+            request.config.as_deref(),
+            &request.config_data,
+            &request.component,
+            &branch,
+        )?;
+        Ok((branch, stored))
     }
 
     /// The stored configuration a job of `config` runs, when it runs one (no `configData`).

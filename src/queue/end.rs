@@ -109,6 +109,10 @@ impl Queue {
         if !container.job_type.is_virtual() || !running {
             return Ok(());
         }
+        if container.component == crate::model::FLOW {
+            // A flow goes on as its record says when a task job ends.
+            return self.step_flow(container.id);
+        }
         let children = self.store.children(run_id.as_str())?;
         if !children.iter().all(|child| child.status.is_finished()) {
             return Ok(());

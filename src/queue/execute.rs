@@ -585,35 +585,38 @@ impl Queue {
         let stored = self
             .stored_configuration_of(job)
             .map_err(|error| UserError(chain(&error)))?;
-        let variables = match stored
-            .as_ref()
-            .and_then(|s| s.configuration.get("variables_id"))
-        {
-            Some(id) => {
-                let id = id
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| id.to_string());
-                match self
-                    .store
-                    .configuration(&job.branch_id, plan::VARIABLES_COMPONENT, &id)
-                {
-                    Ok(Some(variables)) => Some(variables),
-                    Ok(None) => {
-                        let message = format!("Variables configuration \"{id}\" not found.");
-                        return Err(UserError(message));
-                    }
-                    Err(error) => return Err(UserError(chain(&error))),
-                }
-            }
-            None => None,
-        };
+        let variables = self.variables_of(stored.as_ref(), &job.branch_id)?;
         plan::plan(
             job,
             &self.settings.job_dir(job.id),
             stored.as_ref(),
             variables.as_ref(),
         )
+    }
+
+    /// The variables configuration that `stored` names (`variables_id`), if any.
+    pub(super) fn variables_of(
+        &self,
+        stored: Option<&crate::model::Configuration>,
+        branch: &str,
+    ) -> Result<Option<crate::model::Configuration>, UserError> {
+        let Some(id) = stored.and_then(|s| s.configuration.get("variables_id")) else {
+            return Ok(None);
+        };
+        let id = id
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| id.to_string());
+        match self
+            .store
+            .configuration(branch, plan::VARIABLES_COMPONENT, &id)
+        {
+            Ok(Some(variables)) => Ok(Some(variables)),
+            Ok(None) => Err(UserError(format!(
+                "Variables configuration \"{id}\" not found."
+            ))),
+            Err(error) => Err(UserError(chain(&error))),
+        }
     }
 
     /// After a successful run of a stored configuration in run mode, each task's

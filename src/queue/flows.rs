@@ -23,7 +23,7 @@ pub(super) struct Overrides {
 }
 
 impl Overrides {
-    fn of(orchestration: &Job) -> Overrides {
+    pub(super) fn of(orchestration: &Job) -> Overrides {
         Overrides {
             branch_id: orchestration.branch_id.clone(),
             parallelism: orchestration.parallelism,
@@ -32,7 +32,7 @@ impl Overrides {
     }
 
     /// The create request of `task`'s job, a child of run `parent` (none when only validated).
-    fn request(&self, task: &Task, parent: Option<&str>) -> Result<NewJob, QueueError> {
+    pub(super) fn request(&self, task: &Task, parent: Option<&str>) -> Result<NewJob, QueueError> {
         let job = task.task_job().map_err(|error| QueueError::Invalid {
             field: "configData",
             message: error.to_string(),
@@ -69,7 +69,7 @@ pub struct MatchedTask {
 }
 
 /// A task that cannot become a job: the message names it.
-fn task_error(task: &Task, error: QueueError) -> QueueError {
+pub(super) fn task_error(task: &Task, error: QueueError) -> QueueError {
     QueueError::Invalid {
         field: "configData",
         message: format!("Task \"{}\" ({}) cannot run: {error}", task.name, task.id),
@@ -77,7 +77,7 @@ fn task_error(task: &Task, error: QueueError) -> QueueError {
 }
 
 /// How many orchestrations deep `job` runs: 1 for a root orchestration, 2 for one run as a task.
-fn depth_of(orchestration: &Job) -> usize {
+pub(super) fn depth_of(orchestration: &Job) -> usize {
     1 + usize::from(orchestration.orchestration_job_id.is_some())
 }
 
@@ -93,27 +93,42 @@ impl Queue {
         depth: usize,
         only: &[String],
     ) -> Result<Orchestration, QueueError> {
-        let invalid = |message: String| QueueError::Invalid {
-            field: "configData",
-            message,
-        };
-        if depth > MAX_NESTING {
-            return Err(invalid(format!(
-                "Orchestrations may run orchestrations {MAX_NESTING} levels deep at most; \
-                 run the inner orchestration on its own."
-            )));
-        }
         let orchestration = Orchestration::parse(definition)
             .and_then(|orchestration| orchestration.only(only))
-            .map_err(|error| invalid(error.to_string()))?;
-        for task in orchestration.tasks.iter().filter(|t| t.enabled) {
+            .map_err(|error| QueueError::Invalid {
+                field: "configData",
+                message: error.to_string(),
+            })?;
+        let enabled = orchestration.tasks.iter().filter(|t| t.enabled);
+        self.check_tasks(enabled, overrides, depth)?;
+        Ok(orchestration)
+    }
+
+    /// Checks, for a flow at `depth`, that each of `tasks` would make a valid job (registered
+    /// component, existing and enabled configuration, known rows, flows nested `MAX_NESTING`
+    /// deep at most). Only the validation matters: the jobs are made when their phase starts.
+    pub(super) fn check_tasks<'a>(
+        &self,
+        tasks: impl IntoIterator<Item = &'a Task>,
+        overrides: &Overrides,
+        depth: usize,
+    ) -> Result<(), QueueError> {
+        if depth > MAX_NESTING {
+            return Err(QueueError::Invalid {
+                field: "configData",
+                message: format!(
+                    "Orchestrations may run orchestrations {MAX_NESTING} levels deep at most; \
+                     run the inner orchestration on its own."
+                ),
+            });
+        }
+        for task in tasks {
             let request = overrides.request(task, None)?;
-            // Only the validation matters: the jobs are made when the phase starts.
             let (_count, _make) = self
                 .new_jobs(request, "", "", depth + 1)
                 .map_err(|error| task_error(task, error))?;
         }
-        Ok(orchestration)
+        Ok(())
     }
 
     /// Starts an orchestration job (`from` its status): in one transaction it goes `processing`
@@ -121,6 +136,9 @@ impl Queue {
     /// orchestration whose configuration became invalid ends with that user error. Returns
     /// whether it started.
     pub(super) fn start_orchestration(&self, job: &Job) -> Result<bool, QueueError> {
+        if job.component == crate::model::FLOW {
+            return self.start_flow(job);
+        }
         let checked = self.definition_of(job).and_then(|definition| {
             let only = &job.only_orchestration_task_ids;
             self.check_orchestration(&definition, &Overrides::of(job), depth_of(job), only)
@@ -247,29 +265,17 @@ impl Queue {
                     )
                 });
             match made {
-                Ok((count, make)) => makers.push((task, count, make)),
+                Ok((count, make)) => {
+                    makers.push((task.id.as_str(), task.phase.as_str(), count, make))
+                }
                 Err(error) => {
                     let error = UserError(task_error(task, error).to_string());
                     return self.end(phase.id, Ending::UserError(error));
                 }
             }
         }
-        let count = makers.iter().map(|(_, count, _)| count).sum();
-        let make = |_: &Job, ids: &[u64]| {
-            let mut jobs = Vec::new();
-            let mut rest = ids;
-            for (task, count, make) in &makers {
-                let (own, after) = rest.split_at(*count);
-                rest = after;
-                let mut tree = make(own);
-                // The task's job (a container's rows are its children, not tasks).
-                tree[0].orchestration_job_id = Some(orchestration.id);
-                tree[0].orchestration_task_id = Some(task.id.clone());
-                tree[0].orchestration_phase_id = Some(task.phase.clone());
-                jobs.extend(tree);
-            }
-            jobs
-        };
+        let count = makers.iter().map(|(_, _, count, _)| count).sum();
+        let make = |_: &Job, ids: &[u64]| task_jobs_of(&makers, orchestration.id, ids);
         let Some((started, jobs)) = self.start_creating(phase, count, make)? else {
             return Ok(());
         };
@@ -439,12 +445,7 @@ impl Queue {
             _ => format!("Phases did not succeed: {failed}."),
         };
         let mut result = ended_result(message, status);
-        result
-            .other
-            .insert("tasks".to_string(), Value::Array(tasks));
-        result
-            .other
-            .insert("phases".to_string(), Value::Array(phases));
+        insert_document(&mut result, tasks, phases);
         Ok((status, result))
     }
 
@@ -452,7 +453,9 @@ impl Queue {
     /// held (in phase order, then configuration order), each with the job it got.
     pub fn rerun_plan(&self, id: &str) -> Result<(Job, Vec<MatchedTask>), QueueError> {
         let job = self.job(id)?;
-        if job.job_type != JobType::OrchestrationContainer {
+        if job.job_type != JobType::OrchestrationContainer
+            || job.component != crate::model::ORCHESTRATOR
+        {
             return Err(QueueError::Invalid {
                 field: "jobId",
                 message: format!(
@@ -486,7 +489,7 @@ impl Queue {
 
     /// What orchestration job `job` runs: its stored configuration as it is now, else its
     /// `configData`.
-    fn definition_of(&self, job: &Job) -> Result<Value, QueueError> {
+    pub(super) fn definition_of(&self, job: &Job) -> Result<Value, QueueError> {
         let stored = self.stored_configuration_of(job)?;
         Ok(stored.map_or_else(|| job.config_data.clone(), |s| s.configuration))
     }
@@ -518,6 +521,45 @@ fn child_of(parent: &Job, id: u64, now: i64) -> Job {
         only_orchestration_task_ids: Vec::new(),
         ..parent.clone()
     }
+}
+
+/// Marks `job` as the job of task `task` (of phase `phase`) of orchestration job
+/// `orchestration`: the first job of a task's tree (a container's rows are its children, not
+/// tasks).
+fn child_of_task(job: &mut Job, orchestration: u64, task: &str, phase: &str) {
+    job.orchestration_job_id = Some(orchestration);
+    job.orchestration_task_id = Some(task.to_string());
+    job.orchestration_phase_id = Some(phase.to_string());
+}
+
+/// Puts a flow result document's `tasks` and `phases` into `result`.
+pub(super) fn insert_document(result: &mut JobResult, tasks: Vec<Value>, phases: Vec<Value>) {
+    result
+        .other
+        .insert("tasks".to_string(), Value::Array(tasks));
+    result
+        .other
+        .insert("phases".to_string(), Value::Array(phases));
+}
+
+/// The jobs of tasks `makers` (task id, phase id, how many jobs its tree has, the maker of its
+/// tree) from their `ids`, in order; the first job of each tree is the task's job of
+/// orchestration job `orchestration`.
+pub(super) fn task_jobs_of<M: Fn(&[u64]) -> Vec<Job>>(
+    makers: &[(&str, &str, usize, M)],
+    orchestration: u64,
+    ids: &[u64],
+) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let mut rest = ids;
+    for (task, phase, count, make) in makers {
+        let (own, after) = rest.split_at(*count);
+        rest = after;
+        let mut tree = make(own);
+        child_of_task(&mut tree[0], orchestration, task, phase);
+        jobs.extend(tree);
+    }
+    jobs
 }
 
 /// A phase job's phase id (`configData.phaseId`).

@@ -5,6 +5,7 @@ mod create;
 mod end;
 mod event_writer;
 mod execute;
+mod flow_runs;
 mod flows;
 mod recovery;
 mod scheduler;
@@ -31,6 +32,7 @@ use tokio::sync::{watch, Notify};
 use crate::metrics::{Metrics, Snapshot};
 use tokio_util::sync::CancellationToken;
 
+pub use flow_runs::{WebhookSender, WEBHOOK_TIMEOUT};
 pub use flows::MatchedTask;
 
 /// A create request after the HTTP layer parsed its body and headers.
@@ -117,6 +119,12 @@ pub struct Queue {
     engine_answered: Mutex<Option<Instant>>,
     /// Wakes the schedule timer: a schedule was activated.
     schedules_changed: Notify,
+    /// Flow jobs whose current phase's notifications wait to be sent, with those tasks.
+    notifying: Mutex<HashMap<u64, Vec<crate::model::FlowTask>>>,
+    /// Flow jobs whose notifications are being sent.
+    sending: Mutex<HashSet<u64>>,
+    /// How webhooks are sent (set by the daemon; without it a webhook notification fails).
+    webhook_sender: std::sync::OnceLock<WebhookSender>,
 }
 
 /// A page of `Queue::follow_events`.
@@ -163,6 +171,9 @@ impl Queue {
             recovered: AtomicBool::new(false),
             engine_answered: Mutex::new(None),
             schedules_changed: Notify::new(),
+            notifying: Mutex::new(HashMap::new()),
+            sending: Mutex::new(HashSet::new()),
+            webhook_sender: std::sync::OnceLock::new(),
         })
     }
 
@@ -188,6 +199,11 @@ impl Queue {
             events_written: self.store.events_written(),
             data_dir_free_bytes: crate::disk::free_bytes(&self.settings.data_dir).ok(),
         })
+    }
+
+    /// Sets how the queue sends webhooks (once; later calls are ignored).
+    pub fn set_webhook_sender(&self, sender: WebhookSender) {
+        let _ = self.webhook_sender.set(sender);
     }
 
     /// Where the HTTP server records its requests.
@@ -498,6 +514,20 @@ impl Queue {
 
     fn lock_told_low_space(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
         self.told_low_space
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_notifying(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<crate::model::FlowTask>>> {
+        self.notifying
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_sending(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.sending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -152,6 +152,7 @@ impl Queue {
         engine_down: bool,
         low_space: Option<String>,
     ) -> Result<Pass, QueueError> {
+        self.send_notifications();
         let now = now_micros();
         let mut pass = Pass {
             engine_down,

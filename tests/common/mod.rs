@@ -545,4 +545,11 @@ impl TestDaemon {
         self.settings = format!("{lines}\n{}", self.settings);
         self.restart();
     }
+
+    /// Restarts the daemon with `tables` (like `[[components]]` entries) added at the end of
+    /// its settings.
+    pub fn restart_with_tables(&mut self, tables: &str) {
+        self.settings = format!("{}\n{tables}", self.settings);
+        self.restart();
+    }
 }
