@@ -104,6 +104,8 @@ pub struct Queue {
     running: Mutex<HashMap<u64, CancellationToken>>,
     /// Jobs told (by an event) that they wait for free space, until space returns.
     told_low_space: Mutex<HashSet<u64>>,
+    /// Jobs told (by an event) that they wait for an unreachable image registry.
+    told_registry_unreachable: Mutex<HashSet<u64>>,
 }
 
 /// How long the scheduler waits before retrying when the engine is unreachable.
@@ -131,6 +133,7 @@ impl Queue {
             changes: watch::Sender::new(0),
             running: Mutex::new(HashMap::new()),
             told_low_space: Mutex::new(HashSet::new()),
+            told_registry_unreachable: Mutex::new(HashSet::new()),
         })
     }
 
