@@ -719,6 +719,24 @@ impl Runner {
         Ok(())
     }
 
+    /// The default images (`image:tag`) of `components` that the engine lacks.
+    pub async fn missing_images<'a>(
+        &self,
+        components: &'a [Component],
+    ) -> Result<Vec<(&'a Component, String)>, RunnerError> {
+        let docker = self.docker().await?;
+        let mut missing = Vec::new();
+        for component in components {
+            let image = component.image_reference(&component.tag);
+            match docker.inspect_image(&image).await {
+                Ok(_) => {}
+                Err(error) if is_not_found(&error) => missing.push((component, image)),
+                Err(error) => return Err(self.unreachable(error)),
+            }
+        }
+        Ok(missing)
+    }
+
     /// Removes a container, whatever its state; a failure is logged, not fatal.
     pub async fn remove_container(&self, container_id: &str) {
         match self.docker().await {

@@ -8,6 +8,7 @@ pub mod binary;
 pub mod disk;
 pub mod engine;
 pub mod python;
+pub mod registry;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -429,12 +430,18 @@ impl TestDaemon {
     /// Starts a daemon with the fixture registered (see `settings`), after building the fixture
     /// image unless `options` say the test runs no container.
     pub async fn start(options: Options) -> TestDaemon {
+        TestDaemon::start_with(options, "", "").await
+    }
+
+    /// Starts a daemon like `start` with more settings: `top` (top-level keys) before the
+    /// harness's, `tables` (like `[[components]]` entries) after them.
+    pub async fn start_with(options: Options, top: &str, tables: &str) -> TestDaemon {
         options.build_fixture_image().await;
         let data_dir = tempfile::Builder::new()
             .prefix("jobq-test-")
             .tempdir()
             .expect("a temporary data dir");
-        let settings = settings(data_dir.path(), &options);
+        let settings = format!("{top}\n{}\n{tables}", settings(data_dir.path(), &options));
         let daemon = Daemon::start(Settings::parse(&settings).expect("valid settings"))
             .expect("the daemon starts");
         TestDaemon {
