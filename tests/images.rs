@@ -276,8 +276,12 @@ async fn with_wait_for_registry_an_unreachable_registry_keeps_the_job_created() 
     let expected = format!(
         "Cannot pull image \"{unreachable}/{repo}:1\": the registry {unreachable} is unreachable: "
     );
-    t.wait_for_message(&id, "The job stays created and tries again (wait_for_registry).")
-        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let waits = "The job stays created and tries again (wait_for_registry).";
+    while !t.messages(&id).await.iter().any(|m| m.ends_with(waits)) {
+        assert!(std::time::Instant::now() < deadline, "{:#?}", t.messages(&id).await);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     // It went on trying for a while: still created, told once.
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let job = t.job(&id).await;
