@@ -297,6 +297,14 @@ impl Settings {
         raw.validate()
     }
 
+    /// The secret of the token with `id`, if it is still listed.
+    pub fn token_of(&self, id: &str) -> Option<&str> {
+        self.tokens
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| t.token.as_str())
+    }
+
     /// The credentials of the image registry at `host`, if the settings give any.
     pub fn registry(&self, host: &str) -> Option<&Registry> {
         self.registries.iter().find(|r| r.host == host)
@@ -776,7 +784,6 @@ impl RawComponent {
                      (a local image), not both",
                 ))
             }
-            (None, _, None) => return Err(invalid(key("tag"), "is missing beside `image`")),
             (None, None, _) => {
                 return Err(invalid(
                     key("definition"),
@@ -784,6 +791,7 @@ impl RawComponent {
                      registry) or `image` and `tag` (a local image)",
                 ))
             }
+            (None, Some(_), None) => return Err(invalid(key("tag"), "is missing beside `image`")),
         };
         let memory_bytes = parse_memory(&self.memory).ok_or_else(|| {
             invalid(
@@ -1118,6 +1126,123 @@ mod tests {
         }
         let number = error_of(&format!("job_retention = 90\n{base}"));
         assert!(number.contains("job_retention"), "{number}");
+    }
+
+    #[test]
+    fn definitions_name_an_image_of_a_registry_with_keboolas_defaults() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let digest = "ab".repeat(32);
+        let text = format!(
+            "{base}[[components]]\nid = \"a\"\ndefinition = {{ type = \"dockerhub\", uri = \"keboola/ex\" }}\n\
+             [[components]]\nid = \"b\"\nnetwork = \"no-internet\"\ndefault_bucket_stage = \"out\"\n\
+             forward_token = true\n\
+             definition = {{ type = \"quayio\", uri = \"keboola/ex\", tag = \"2\", digest = \"sha256:{digest}\" }}\n\
+             [[components]]\nid = \"c\"\ndefinition = {{ type = \"registry\", uri = \"127.0.0.1:5000/team/ex\", tag = \"3\" }}\n"
+        );
+        let settings = Settings::parse(&text).unwrap();
+        let a = settings.component("a").unwrap();
+        assert_eq!(a.image_reference(&a.tag), "keboola/ex:latest");
+        let registry = |host: &str, digest: Option<&str>| ImageSource::Registry {
+            host: host.into(),
+            digest: digest.map(str::to_string),
+        };
+        assert_eq!(a.source, registry(DEFAULT_REGISTRY, None));
+        assert_eq!((a.memory_bytes, a.network), (256_000_000, Network::Bridge));
+        assert_eq!(a.default_bucket_stage, BucketStage::In);
+        assert!(!a.forward_token);
+        let b = settings.component("b").unwrap();
+        assert_eq!(b.image_reference(&b.tag), "quay.io/keboola/ex:2");
+        assert_eq!(b.source, registry("quay.io", Some(&digest)));
+        assert_eq!(b.network, Network::NoInternet);
+        assert_eq!(b.default_bucket_stage, BucketStage::Out);
+        assert!(b.forward_token);
+        let c = settings.component("c").unwrap();
+        assert_eq!(c.image_reference(&c.tag), "127.0.0.1:5000/team/ex:3");
+        assert_eq!(c.source, registry("127.0.0.1:5000", None));
+        let local = Settings::parse(EXAMPLE).unwrap();
+        assert_eq!(
+            local.component("keboola.ex-sample").unwrap().source,
+            ImageSource::Local
+        );
+    }
+
+    #[test]
+    fn bad_definitions_name_their_key() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n[[components]]\nid = \"c\"\n";
+        let cases = [
+            (
+                "definition = { type = \"ftp\", uri = \"x/y\" }",
+                "`components[0].definition.type`",
+            ),
+            (
+                "definition = { type = \"registry\", uri = \"team/x\" }",
+                "`components[0].definition.uri`",
+            ),
+            (
+                "definition = { type = \"dockerhub\", uri = \"h.io/x\" }",
+                "`components[0].definition.uri`",
+            ),
+            (
+                "definition = { type = \"dockerhub\", uri = \"x/y:1\" }",
+                "`components[0].definition.uri`",
+            ),
+            (
+                "definition = { type = \"dockerhub\", uri = \"x\", digest = \"abc\" }",
+                "`components[0].definition.digest`",
+            ),
+            (
+                "definition = { type = \"dockerhub\", uri = \"x\" }\nimage = \"i\"\ntag = \"1\"",
+                "`components[0].definition`",
+            ),
+            ("image = \"i\"", "`components[0].tag`"),
+            ("", "`components[0].definition`"),
+            (
+                "image = \"i\"\ntag = \"1\"\ndefault_bucket_stage = \"up\"",
+                "`components[0].default_bucket_stage`",
+            ),
+        ];
+        for (lines, key) in cases {
+            let message = error_of(&format!("{base}{lines}\n"));
+            assert!(message.contains(key), "{key} not named in: {message}");
+        }
+        let registry = format!(
+            "{base}image = \"i\"\ntag = \"1\"\n[[registries]]\nhost = \"h\"\nusername = \"u\"\n"
+        );
+        let message = error_of(&registry);
+        assert!(message.contains("`registries[0].host`"), "{message}");
+    }
+
+    #[test]
+    fn registry_passwords_never_in_debug_output_and_docker_configs_are_read() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        // "puller:pw-2" and an entry with plain fields, keyed by URL.
+        std::fs::write(
+            &config,
+            r#"{"auths": {"h1:5000": {"auth": "cHVsbGVyOnB3LTI="},
+                          "https://h2/v1/": {"username": "u3", "password": "pw-3"}}}"#,
+        )
+        .unwrap();
+        let text = format!(
+            "{base}[[registries]]\nhost = \"h0\"\nusername = \"u\"\npassword = \"pw-1-secret\"\n\
+             [[registries]]\nhost = \"h1:5000\"\ndocker_config = \"{path}\"\n\
+             [[registries]]\nhost = \"h2\"\ndocker_config = \"{path}\"\n\
+             [[registries]]\nhost = \"h3\"\ndocker_config = \"{path}\"\n",
+            path = config.display()
+        );
+        let settings = Settings::parse(&text).unwrap();
+        assert!(!format!("{settings:?}").contains("pw-1-secret"));
+        let login = |host: &str| settings.registry(host).unwrap().login();
+        assert_eq!(login("h0").unwrap(), ("u".into(), "pw-1-secret".into()));
+        assert_eq!(login("h1:5000").unwrap(), ("puller".into(), "pw-2".into()));
+        assert_eq!(login("h2").unwrap(), ("u3".into(), "pw-3".into()));
+        let missing = login("h3").unwrap_err().to_string();
+        assert!(
+            missing.contains("no usable `auths` entry for registry h3"),
+            "{missing}"
+        );
+        assert!(settings.registry("elsewhere").is_none());
     }
 
     #[test]

@@ -73,7 +73,10 @@ async fn an_image_is_pulled_once_with_progress_and_its_digest_in_the_result() {
         "a few progress events: {messages:#?}"
     );
     assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
-    assert!(progress.iter().all(|p| (25..=100).contains(p)), "{progress:?}");
+    assert!(
+        progress.iter().all(|p| (25..=100).contains(p)),
+        "{progress:?}"
+    );
     let pulled = format!("Pulled image \"{reference}\" (digests: {host}/{repo}@{digest}).");
     assert_eq!(messages.last(), Some(&pulled), "{messages:#?}");
     assert_eq!(messages.len(), progress.len() + 2, "{messages:#?}");
@@ -90,7 +93,10 @@ async fn an_image_is_pulled_once_with_progress_and_its_digest_in_the_result() {
         .run(json!({"component": "test.pulled", "configData": {"parameters": {}}}))
         .await;
     assert_eq!(again["status"], "success", "{again:#}");
-    assert_eq!(pull_messages(&t, &common::id(&again)).await, Vec::<String>::new());
+    assert_eq!(
+        pull_messages(&t, &common::id(&again)).await,
+        Vec::<String>::new()
+    );
     assert_eq!(again["result"]["images"], job["result"]["images"]);
     assert_eq!(registry.count(&layer), 1);
 }
@@ -128,7 +134,10 @@ async fn a_pinned_digest_pulls_the_newer_image_pushed_under_the_same_tag() {
     let second_digest = registry.push(&repo, "stable", &second);
     // Without a digest the local image is used as it is.
     let unpinned = t.run(run("test.unpinned")).await;
-    assert_eq!(pull_messages(&t, &common::id(&unpinned)).await, Vec::<String>::new());
+    assert_eq!(
+        pull_messages(&t, &common::id(&unpinned)).await,
+        Vec::<String>::new()
+    );
     assert_eq!(
         unpinned["result"]["images"][0][0]["digests"],
         json!([format!("{repo}@{first_digest}")])
@@ -150,7 +159,10 @@ async fn a_pinned_digest_pulls_the_newer_image_pushed_under_the_same_tag() {
         json!([format!("{repo}@{second_digest}")])
     );
     assert_eq!(
-        registry.count(&format!("GET /v2/{repo}/blobs/{}", second.own_layer_digest())),
+        registry.count(&format!(
+            "GET /v2/{repo}/blobs/{}",
+            second.own_layer_digest()
+        )),
         1
     );
 }
@@ -216,7 +228,10 @@ async fn registry_credentials_come_from_the_settings_and_stay_hidden() {
         let job = t.job(&id).await;
         assert!(!job.to_string().contains(password), "{job:#}");
         let events = t.events(&id).await;
-        assert!(!Value::from(events.clone()).to_string().contains(password), "{events:#?}");
+        assert!(
+            !Value::from(events.clone()).to_string().contains(password),
+            "{events:#?}"
+        );
     }
 }
 
@@ -269,9 +284,7 @@ async fn with_wait_for_registry_an_unreachable_registry_keeps_the_job_created() 
         &component("test.unreachable", &unreachable, &repo, "1", None),
     )
     .await;
-    let job = t
-        .create("test.unreachable", json!({}))
-        .await;
+    let job = t.create("test.unreachable", json!({})).await;
     let id = common::id(&job);
     let expected = format!(
         "Cannot pull image \"{unreachable}/{repo}:1\": the registry {unreachable} is unreachable: "
@@ -279,7 +292,11 @@ async fn with_wait_for_registry_an_unreachable_registry_keeps_the_job_created() 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let waits = "The job stays created and tries again (wait_for_registry).";
     while !t.messages(&id).await.iter().any(|m| m.ends_with(waits)) {
-        assert!(std::time::Instant::now() < deadline, "{:#?}", t.messages(&id).await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:#?}",
+            t.messages(&id).await
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // It went on trying for a while: still created, told once.
@@ -363,15 +380,49 @@ async fn serve_says_at_start_which_images_are_missing_and_how_they_are_obtained(
     };
     let remote_line = line(&remote);
     assert!(remote_line.contains("WARN"), "{remote_line}");
-    assert!(remote_line.contains(&format!("{}/{repo}:2", registry.host())), "{remote_line}");
+    assert!(
+        remote_line.contains(&format!("{}/{repo}:2", registry.host())),
+        "{remote_line}"
+    );
     let local_line = line("test.local-missing");
     assert!(local_line.contains("WARN"), "{local_line}");
     assert!(
-        local_line.contains("jobq cannot obtain it (a local image): its jobs will fail until it is built or loaded"),
+        local_line.contains(
+            "jobq cannot obtain it (a local image): its jobs will fail until it is built or loaded"
+        ),
         "{local_line}"
     );
     // The registered fixture is there: no warning names it.
-    assert!(!text.contains(&format!("image={}:", common::FIXTURE_IMAGE)), "{text}");
+    assert!(
+        !text.contains(&format!("image={}:", common::FIXTURE_IMAGE)),
+        "{text}"
+    );
     assert!(!text.contains("pw-never-logged"), "{text}");
     assert!(served.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forward_token_gives_the_component_the_job_token_and_url() {
+    let tables = format!(
+        "[[components]]\nid = \"test.token\"\nimage = \"{}\"\ntag = \"{}\"\nnetwork = \"none\"\n\
+         forward_token = true\n",
+        common::FIXTURE_IMAGE,
+        common::FIXTURE_TAG
+    );
+    let t = TestDaemon::start_with(Options::default(), "", &tables).await;
+    let forwarded = t
+        .run(json!({"component": "test.token", "configData": {"parameters": {}}}))
+        .await;
+    assert_eq!(forwarded["status"], "success", "{forwarded:#}");
+    let env = &t.echo(&common::id(&forwarded))["env"];
+    assert_eq!(env["KBC_TOKEN"], common::TOKEN);
+    let url = env["KBC_URL"].as_str().unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let plain = t
+        .run(json!({"component": common::COMPONENT, "configData": {"parameters": {}}}))
+        .await;
+    let env = &t.echo(&common::id(&plain))["env"];
+    assert_eq!(env.get("KBC_TOKEN"), None);
+    assert_eq!(env.get("KBC_URL"), None);
 }

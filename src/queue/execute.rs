@@ -211,6 +211,10 @@ impl Queue {
                 })
                 .map_err(|error| Stop::Fail(UserError(chain(&error))))?;
         }
+        // A component that gets the job's token (`forward_token`) may print it.
+        if let Some(token) = self.settings.token_of(&job.token_id) {
+            found.push(token.to_string());
+        }
         let registration = secrets::register(&found);
         self.lock_redactors()
             .insert(job.id, Arc::new(Redactor::new(&found)));

@@ -291,6 +291,12 @@ pub fn environment(
     if let Some(row) = &task.row_id {
         pairs.push(("KBC_CONFIGROWID", row.clone()));
     }
+    if component.forward_token {
+        if let Some(token) = settings.token_of(&job.token_id) {
+            pairs.push(("KBC_TOKEN", token.to_string()));
+            pairs.push(("KBC_URL", settings.public_url.clone()));
+        }
+    }
     pairs
         .into_iter()
         .map(|(name, value)| format!("{name}={value}"))

@@ -32,7 +32,10 @@ const OWN_LAYER_BYTES: usize = 4 << 20;
 pub enum Mode {
     Open,
     /// Every request needs these credentials (`WWW-Authenticate: Basic` otherwise).
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// Every request is answered 500.
     Failing,
 }
@@ -192,7 +195,9 @@ impl Registry {
             .blobs
             .insert(digest(&image.config), Bytes::from(image.config.clone()));
         for layer in &image.layers {
-            state.blobs.insert(digest(layer), Bytes::from(layer.clone()));
+            state
+                .blobs
+                .insert(digest(layer), Bytes::from(layer.clone()));
         }
         for reference in [tag, manifest_digest.as_str()] {
             state.manifests.insert(
@@ -210,7 +215,11 @@ impl Registry {
 
     /// How many times `METHOD path` was answered.
     pub fn count(&self, request: &str) -> usize {
-        self.lock().requests.iter().filter(|r| *r == request).count()
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| *r == request)
+            .count()
     }
 
     /// Every request answered so far, `METHOD path`.
@@ -325,7 +334,11 @@ fn answer(
         let key = (repository.to_string(), reference.to_string());
         return match state.manifests.get(&key) {
             Some((digest, body)) => found(MANIFEST_TYPE, digest, body.clone()),
-            None => error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown"),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                "manifest unknown",
+            ),
         };
     }
     if let Some((_, digest)) = rest.rsplit_once("/blobs/") {
