@@ -697,28 +697,18 @@ impl RawSettings {
             ));
         }
 
-        let mut components: Vec<Component> = Vec::new();
-        for (i, raw) in self.components.into_iter().enumerate() {
-            let component = raw.validate(i)?;
-            if components.iter().any(|c| c.id == component.id) {
-                return Err(invalid(
-                    format!("components[{i}].id"),
-                    format!("component \"{}\" is listed twice", component.id),
-                ));
-            }
-            components.push(component);
-        }
-        let mut registries: Vec<Registry> = Vec::new();
-        for (i, raw) in self.registries.into_iter().enumerate() {
-            let registry = raw.validate(i)?;
-            if registries.iter().any(|r| r.host == registry.host) {
-                return Err(invalid(
-                    format!("registries[{i}].host"),
-                    format!("registry \"{}\" is listed twice", registry.host),
-                ));
-            }
-            registries.push(registry);
-        }
+        let components = unique_entries(
+            "components",
+            self.components,
+            RawComponent::validate,
+            ("id", |c| &c.id),
+        )?;
+        let registries = unique_entries(
+            "registries",
+            self.registries,
+            RawRegistry::validate,
+            ("host", |r| &r.host),
+        )?;
 
         Ok(Settings {
             listen,
@@ -763,6 +753,28 @@ impl RawSettings {
             encryption_key,
         })
     }
+}
+
+/// The entries of the list setting `list` (`components`, `registries`), each validated with its
+/// index; a second entry with the same `key` (the field `field`) is refused.
+fn unique_entries<R, T>(
+    list: &str,
+    raws: Vec<R>,
+    validate: fn(R, usize) -> Result<T, SettingsError>,
+    (field, key): (&str, fn(&T) -> &String),
+) -> Result<Vec<T>, SettingsError> {
+    let mut entries: Vec<T> = Vec::new();
+    for (i, raw) in raws.into_iter().enumerate() {
+        let entry = validate(raw, i)?;
+        if entries.iter().any(|e| key(e) == key(&entry)) {
+            return Err(invalid(
+                format!("{list}[{i}].{field}"),
+                format!("\"{}\" is listed twice", key(&entry)),
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
 }
 
 impl RawComponent {
@@ -1210,6 +1222,12 @@ mod tests {
         );
         let message = error_of(&registry);
         assert!(message.contains("`registries[0].host`"), "{message}");
+        let twice = "[[registries]]\nhost = \"h\"\ndocker_config = \"c.json\"\n";
+        let message = error_of(&format!("{base}image = \"i\"\ntag = \"1\"\n{twice}{twice}"));
+        assert_eq!(
+            message,
+            "setting `registries[1].host` is not valid: \"h\" is listed twice"
+        );
     }
 
     #[test]

@@ -33,6 +33,17 @@ async fn pull_messages(t: &TestDaemon, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs a job of `component` and asserts it failed with an application error; its message.
+async fn failed_pull(t: &TestDaemon, component: &str) -> (String, String) {
+    let job = t
+        .run(json!({"component": component, "configData": {"parameters": {}}}))
+        .await;
+    assert_eq!(job["status"], "error", "{job:#}");
+    assert_eq!(job["result"]["error"]["type"], "application", "{job:#}");
+    let message = job["result"]["message"].as_str().unwrap().to_string();
+    (common::id(&job), message)
+}
+
 fn hex(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap()
 }
@@ -200,12 +211,7 @@ async fn registry_credentials_come_from_the_settings_and_stay_hidden() {
     );
     let t = TestDaemon::start_with(Options::default(), "", &tables).await;
 
-    let refused = t
-        .run(json!({"component": "test.wrong", "configData": {"parameters": {}}}))
-        .await;
-    assert_eq!(refused["status"], "error", "{refused:#}");
-    assert_eq!(refused["result"]["error"]["type"], "application");
-    let message = refused["result"]["message"].as_str().unwrap();
+    let (refused, message) = failed_pull(&t, "test.wrong").await;
     let reference = format!("{}/{repo}:1", wrong.host());
     assert!(
         message.starts_with(&format!("Cannot pull image \"{reference}\": ")),
@@ -224,7 +230,7 @@ async fn registry_credentials_come_from_the_settings_and_stay_hidden() {
         .count();
     assert!(authorized >= 1, "{:?}", right.requests());
 
-    for id in [common::id(&refused), common::id(&pulled)] {
+    for id in [refused, common::id(&pulled)] {
         let job = t.job(&id).await;
         assert!(!job.to_string().contains(password), "{job:#}");
         let events = t.events(&id).await;
@@ -250,22 +256,13 @@ async fn a_registry_that_fails_or_cannot_be_reached_fails_the_job_naming_image_a
     .concat();
     let t = TestDaemon::start_with(Options::default(), "", &tables).await;
 
-    let job = t
-        .run(json!({"component": "test.failing", "configData": {"parameters": {}}}))
-        .await;
-    assert_eq!(job["status"], "error", "{job:#}");
-    assert_eq!(job["result"]["error"]["type"], "application");
-    let message = job["result"]["message"].as_str().unwrap();
+    let (_, message) = failed_pull(&t, "test.failing").await;
     let prefix = format!("Cannot pull image \"{}/{repo}:1\": ", failing.host());
     assert!(message.starts_with(&prefix), "{message}");
     assert!(message.contains("500 Internal Server Error"), "{message}");
     assert!(!failing.requests().is_empty());
 
-    let job = t
-        .run(json!({"component": "test.unreachable", "configData": {"parameters": {}}}))
-        .await;
-    assert_eq!(job["status"], "error", "{job:#}");
-    let message = job["result"]["message"].as_str().unwrap();
+    let (_, message) = failed_pull(&t, "test.unreachable").await;
     let prefix = format!(
         "Cannot pull image \"{unreachable}/{repo}:1\": the registry {unreachable} is unreachable: "
     );

@@ -499,21 +499,30 @@ impl Drop for TestDaemon {
         };
         let instance = daemon.instance_id().to_string();
         drop(daemon);
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let runner = Runner::new(host.as_deref(), &instance).ok()?;
-                for (container, _) in runner.labelled_containers().await.ok()? {
-                    runner.remove_container(&container).await;
-                }
-                Some(())
-            })
+        cleanup(move || async move {
+            let runner = Runner::new(host.as_deref(), &instance).ok()?;
+            for (container, _) in runner.labelled_containers().await.ok()? {
+                runner.remove_container(&container).await;
+            }
+            Some(())
         });
-        let _ = cleanup.join();
     }
+}
+
+/// Runs `work` to its end on a runtime of its own in a thread of its own, as a `Drop` cleans
+/// up (inside a test's runtime or not); it stops at its first `None`.
+pub fn cleanup<F>(work: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = Option<()>>,
+{
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(work())
+    });
+    let _ = thread.join();
 }
 
 /// Containers of the store `instance` still labelled with `job_id` in the engine.

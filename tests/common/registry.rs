@@ -238,25 +238,18 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.server.abort();
         let references = std::mem::take(&mut self.lock().references);
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        super::cleanup(move || async move {
+            let docker = bollard::Docker::connect_with_local_defaults()
+                .ok()?
+                .negotiate_version()
+                .await
                 .ok()?;
-            runtime.block_on(async {
-                let docker = bollard::Docker::connect_with_local_defaults()
-                    .ok()?
-                    .negotiate_version()
-                    .await
-                    .ok()?;
-                for reference in references {
-                    let options = RemoveImageOptionsBuilder::default().force(true).build();
-                    let _ = docker.remove_image(&reference, Some(options), None).await;
-                }
-                Some(())
-            })
+            for reference in references {
+                let options = RemoveImageOptionsBuilder::default().force(true).build();
+                let _ = docker.remove_image(&reference, Some(options), None).await;
+            }
+            Some(())
         });
-        let _ = cleanup.join();
     }
 }
 
