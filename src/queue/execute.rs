@@ -140,7 +140,7 @@ impl Queue {
         let prepared = self.prepare(job, attach_to.is_none())?;
         let (component, plan) = (prepared.component, &prepared.plan);
         if attach_to.is_none() {
-            self.ensure_images(job, component, plan).await?;
+            self.ensure_images(job, component, plan, cancel).await?;
         }
         let total = plan.tasks.len();
         let mut job = job.clone();
@@ -233,12 +233,14 @@ impl Queue {
 
     /// Phase 1, images: every image the job's rows still to run need is in the engine, pulled
     /// when needed with its progress as job events. An unreachable registry fails the job
-    /// unless `wait_for_registry` keeps it `created` (told once by an event).
+    /// unless `wait_for_registry` keeps it `created` (told once by an event). A kill ends the
+    /// wait.
     async fn ensure_images(
         &self,
         job: &Job,
         component: &Component,
         plan: &Plan,
+        cancel: &CancellationToken,
     ) -> Result<(), Stop> {
         let mut seen = std::collections::HashSet::new();
         for task in plan.tasks.iter().skip(job.rows_done as usize) {
@@ -248,10 +250,20 @@ impl Queue {
                     continue;
                 }
                 let told = |message: &str| self.event(job, EventType::Info, message);
-                let ensured = self
-                    .runner
-                    .ensure_image(&image.reference, image.component, &self.settings, &told)
-                    .await;
+                let ensuring = self.runner.ensure_image(
+                    &image.reference,
+                    image.component,
+                    &self.settings,
+                    &told,
+                );
+                // A kill does not wait for the pull (which goes on for other jobs): back to
+                // `created`, where `requeue` ends the killed job `terminated`.
+                let ensured = tokio::select! {
+                    ensured = ensuring => ensured,
+                    () = cancel.cancelled() => {
+                        return Err(Stop::Requeue("killed while its images were made ready".into()))
+                    }
+                };
                 match ensured {
                     Ok(()) => {}
                     Err(ImageFailure::Job(error)) => return Err(Stop::Fail(error)),
