@@ -296,10 +296,11 @@ async fn with_wait_for_registry_an_unreachable_registry_keeps_the_job_created() 
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    // It went on trying for a while: still created, told once.
+    // It went on trying for a while (`processing` only during each try): not finished, back
+    // in created, told once.
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    let job = t.job(&id).await;
-    assert_eq!(job["status"], "created", "{job:#}");
+    let job = t.wait_status(&id, "created").await;
+    assert_eq!(job["isFinished"], false, "{job:#}");
     let told: Vec<String> = t
         .messages(&id)
         .await
