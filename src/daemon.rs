@@ -14,7 +14,7 @@ use crate::notifications::Notifications;
 use crate::queue::{Queue, QueueError};
 use crate::runner::{Runner, RunnerError};
 use crate::secrets::{Secrets, SecretsError};
-use crate::settings::Settings;
+use crate::settings::{ImageSource, Settings};
 use crate::storage::{Storage, StorageError};
 use crate::store::{Store, StoreError};
 
@@ -48,6 +48,35 @@ pub enum DaemonError {
     Runtime(#[source] std::io::Error),
     #[error("the daemon's thread stopped unexpectedly")]
     Crashed,
+}
+
+/// Logs which registered images the engine lacks and how each will be obtained (a warning, not
+/// fatal: a job pulls its image when it needs it, or fails saying it is missing).
+async fn check_images(runner: Arc<Runner>, settings: Arc<Settings>) {
+    let components = &settings.components;
+    let missing = match runner.missing_images(components).await {
+        Ok(missing) => missing,
+        Err(error) => {
+            let error = crate::error::chain(&error);
+            tracing::warn!(%error, "cannot check which component images are in the Docker engine");
+            return;
+        }
+    };
+    for (component, image) in missing {
+        match &component.source {
+            ImageSource::Registry { host, .. } => tracing::warn!(
+                component = %component.id,
+                %image,
+                "image missing from the Docker engine: it will be pulled from {host} when a job needs it"
+            ),
+            ImageSource::Local => tracing::warn!(
+                component = %component.id,
+                %image,
+                "image missing from the Docker engine and jobq cannot obtain it (a local image): \
+                 its jobs will fail until it is built or loaded"
+            ),
+        }
+    }
 }
 
 /// Runs the daemon on the current (multi-threaded) runtime until `shutdown` is cancelled.
@@ -85,6 +114,7 @@ pub async fn run(
         settings.public_url = format!("http://{addr}");
     }
     let settings = Arc::new(settings);
+    tokio::spawn(check_images(Arc::clone(&runner), Arc::clone(&settings)));
     let storage = Arc::new(Storage::open(Arc::clone(&store), &settings.data_dir)?);
     let actions = Actions::new(
         Arc::clone(&settings),

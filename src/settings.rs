@@ -50,6 +50,11 @@ pub struct Settings {
     pub project: Project,
     pub tokens: Vec<Token>,
     pub components: Vec<Component>,
+    /// Credentials of image registries, by host.
+    pub registries: Vec<Registry>,
+    /// An image registry that cannot be reached keeps the job `created` (retried) instead of
+    /// failing it.
+    pub wait_for_registry: bool,
     /// The key `#` values are encrypted with; `None`: the key file in `data_dir`.
     pub encryption_key: Option<Key>,
     /// For a component developer's own machine: ad-hoc runs of unregistered images
@@ -106,21 +111,29 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// A registered component: which local image runs it, with which limits.
+/// A registered component: which image runs it, where that image comes from, with which
+/// limits (Keboola's component definition, the parts that matter on one host).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Component {
     pub id: String,
+    /// The image's repository as the engine names it, registry host included when there is one
+    /// (`local/x`, `keboola/x`, `quay.io/keboola/x`, `127.0.0.1:5000/x`).
     pub image: String,
+    /// The tag a job runs unless it names its own.
     pub tag: String,
+    pub source: ImageSource,
     pub memory_bytes: i64,
     pub process_timeout: Duration,
     pub network: Network,
     /// The component's own `image_parameters`, given to it in `config.json`.
     pub image_parameters: serde_json::Value,
-    /// Output tables without a destination go to `in.c-<component>-<config>`.
+    /// Output tables without a destination go to `<default_bucket_stage>.c-<component>-<config>`.
     pub default_bucket: bool,
     /// The actions `POST /actions` may run (the developer portal's `synchronous_actions`).
     pub synchronous_actions: Vec<String>,
+    pub default_bucket_stage: BucketStage,
+    /// The job's token goes to the component as `KBC_TOKEN` (with `KBC_URL`).
+    pub forward_token: bool,
 }
 
 impl Component {
@@ -141,6 +154,9 @@ impl Component {
             image_parameters: serde_json::json!({}),
             default_bucket: false,
             synchronous_actions: Vec::new(),
+            source: ImageSource::Local,
+            default_bucket_stage: BucketStage::In,
+            forward_token: false,
         }
     }
 
@@ -150,19 +166,150 @@ impl Component {
     }
 }
 
+/// Where a component's image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// `image` and `tag`: built or loaded into the engine by hand, never pulled.
+    Local,
+    /// `definition`: pulled from the registry at `host` when the engine lacks it, or lacks
+    /// `digest` (hex, without `sha256:`).
+    Registry {
+        host: String,
+        digest: Option<String>,
+    },
+}
+
+/// The host the engine pulls an image without a host in its name from (Docker Hub).
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
     Bridge,
     None,
+    /// Keboola's network without internet access; accepted here, run only once jobq has it.
+    NoInternet,
 }
 
 impl Network {
-    pub fn docker_mode(self) -> &'static str {
+    /// The engine's network mode, `None` for a network jobq cannot give a container yet.
+    pub fn docker_mode(self) -> Option<&'static str> {
         match self {
-            Network::Bridge => "bridge",
-            Network::None => "none",
+            Network::Bridge => Some("bridge"),
+            Network::None => Some("none"),
+            Network::NoInternet => None,
         }
     }
+}
+
+/// The stage of a component's default bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketStage {
+    In,
+    Out,
+}
+
+impl BucketStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BucketStage::In => "in",
+            BucketStage::Out => "out",
+        }
+    }
+}
+
+/// The credentials jobq logs in with to the image registry at `host`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Registry {
+    /// `host[:port]` as image names start with it; `docker.io` for Docker Hub.
+    pub host: String,
+    pub credentials: Credentials,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Password {
+        username: String,
+        password: String,
+    },
+    /// A Docker client's `config.json`, read at each pull (its `auths` entry of the host).
+    DockerConfig(PathBuf),
+}
+
+// The password stays out of any debug output (and so out of logs).
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let credentials = match &self.credentials {
+            Credentials::Password { username, .. } => format!("{username} / [hidden]"),
+            Credentials::DockerConfig(path) => path.display().to_string(),
+        };
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .field("credentials", &credentials)
+            .finish()
+    }
+}
+
+/// Why a registry's credentials cannot be read from a Docker `config.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("cannot read the Docker config file {path} of registry {host}; check `registries[].docker_config`")]
+    Read {
+        host: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the Docker config file {path} has no usable `auths` entry for registry {host}; log in \
+         with `docker login {host}` or give `username` and `password` instead"
+    )]
+    Missing { host: String, path: PathBuf },
+}
+
+impl Registry {
+    /// The user name and password to pull with.
+    pub fn login(&self) -> Result<(String, String), CredentialsError> {
+        match &self.credentials {
+            Credentials::Password { username, password } => {
+                Ok((username.clone(), password.clone()))
+            }
+            Credentials::DockerConfig(path) => {
+                let text = std::fs::read(path).map_err(|source| CredentialsError::Read {
+                    host: self.host.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+                docker_config_login(&text, &self.host).ok_or_else(|| CredentialsError::Missing {
+                    host: self.host.clone(),
+                    path: path.clone(),
+                })
+            }
+        }
+    }
+}
+
+/// The `auths` entry of `host` in a Docker `config.json`: `auth` (base64 of `user:password`),
+/// else `username` and `password`. Its keys may be URLs (`https://host/v1/`).
+fn docker_config_login(text: &[u8], host: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let config: serde_json::Value = serde_json::from_slice(text).ok()?;
+    let auths = config.get("auths")?.as_object()?;
+    let entry = auths.iter().find_map(|(key, entry)| {
+        let key = key
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        let key = key.split('/').next().unwrap_or_default();
+        let same = key == host || (host == DEFAULT_REGISTRY && key == "index.docker.io");
+        same.then_some(entry)
+    })?;
+    if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth)
+            .ok()?;
+        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        return Some((user.to_string(), password.to_string()));
+    }
+    let field = |name: &str| entry.get(name)?.as_str().map(str::to_string);
+    Some((field("username")?, field("password")?))
 }
 
 /// Why the settings file cannot be used. Each message names the file or the key.
@@ -204,6 +351,19 @@ impl Settings {
             message: error.to_string(),
         })?;
         raw.validate()
+    }
+
+    /// The secret of the token with `id`, if it is still listed.
+    pub fn token_of(&self, id: &str) -> Option<&str> {
+        self.tokens
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| t.token.as_str())
+    }
+
+    /// The credentials of the image registry at `host`, if the settings give any.
+    pub fn registry(&self, host: &str) -> Option<&Registry> {
+        self.registries.iter().find(|r| r.host == host)
     }
 
     /// The registered component `id`, if any.
@@ -297,6 +457,10 @@ struct RawSettings {
     tokens: Vec<RawToken>,
     #[serde(default)]
     components: Vec<RawComponent>,
+    #[serde(default)]
+    registries: Vec<RawRegistry>,
+    #[serde(default)]
+    wait_for_registry: bool,
     encryption_key: Option<String>,
     #[serde(default)]
     dev_mode: bool,
@@ -340,8 +504,10 @@ struct RawToken {
 #[serde(deny_unknown_fields)]
 struct RawComponent {
     id: String,
-    image: String,
-    tag: String,
+    /// A local image (with `tag`); `definition` names a registry's instead.
+    image: Option<String>,
+    tag: Option<String>,
+    definition: Option<RawDefinition>,
     #[serde(default = "default_memory")]
     memory: String,
     #[serde(default = "default_process_timeout")]
@@ -354,6 +520,32 @@ struct RawComponent {
     default_bucket: bool,
     #[serde(default)]
     synchronous_actions: Vec<String>,
+    #[serde(default = "default_bucket_stage")]
+    default_bucket_stage: String,
+    #[serde(default)]
+    forward_token: bool,
+}
+
+/// Keboola's `data.definition` of a component.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefinition {
+    #[serde(rename = "type")]
+    kind: String,
+    uri: String,
+    #[serde(default = "default_definition_tag")]
+    tag: String,
+    #[serde(default)]
+    digest: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    host: String,
+    username: Option<String>,
+    password: Option<String>,
+    docker_config: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -426,6 +618,12 @@ fn default_process_timeout() -> i64 {
 }
 fn default_network() -> String {
     "bridge".into()
+}
+fn default_bucket_stage() -> String {
+    "in".into()
+}
+fn default_definition_tag() -> String {
+    "latest".into()
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> SettingsError {
@@ -616,47 +814,18 @@ impl RawSettings {
             ));
         }
 
-        let mut components: Vec<Component> = Vec::new();
-        for (i, raw) in self.components.into_iter().enumerate() {
-            let key = |name: &str| format!("components[{i}].{name}");
-            let id = not_empty(key("id"), raw.id)?;
-            if components.iter().any(|c| c.id == id) {
-                return Err(invalid(
-                    key("id"),
-                    format!("component \"{id}\" is listed twice"),
-                ));
-            }
-            let memory_bytes = parse_memory(&raw.memory).ok_or_else(|| {
-                invalid(
-                    key("memory"),
-                    format!("\"{}\" is not a size like 256m or 1g", raw.memory),
-                )
-            })?;
-            let network = match raw.network.as_str() {
-                "bridge" => Network::Bridge,
-                "none" => Network::None,
-                other => {
-                    return Err(invalid(
-                        key("network"),
-                        format!("\"{other}\" is not one of bridge, none"),
-                    ))
-                }
-            };
-            let timeout = positive(&key("process_timeout"), raw.process_timeout)?;
-            let image_parameters = serde_json::to_value(&raw.image_parameters)
-                .map_err(|e| invalid(key("image_parameters"), e.to_string()))?;
-            components.push(Component {
-                id,
-                image: not_empty(key("image"), raw.image)?,
-                tag: not_empty(key("tag"), raw.tag)?,
-                memory_bytes,
-                process_timeout: Duration::from_secs(timeout as u64),
-                network,
-                image_parameters,
-                default_bucket: raw.default_bucket,
-                synchronous_actions: raw.synchronous_actions,
-            });
-        }
+        let components = unique_entries(
+            "components",
+            self.components,
+            RawComponent::validate,
+            ("id", |c| &c.id),
+        )?;
+        let registries = unique_entries(
+            "registries",
+            self.registries,
+            RawRegistry::validate,
+            ("host", |r| &r.host),
+        )?;
 
         Ok(Settings {
             listen,
@@ -708,12 +877,200 @@ impl RawSettings {
             },
             tokens,
             components,
+            registries,
+            wait_for_registry: self.wait_for_registry,
             encryption_key,
             dev_mode: self.dev_mode,
             action_time_limit: duration("action_time_limit", &self.action_time_limit)?,
             max_concurrent_actions: positive("max_concurrent_actions", self.max_concurrent_actions)?
                 as usize,
         })
+    }
+}
+
+/// The entries of the list setting `list` (`components`, `registries`), each validated with its
+/// index; a second entry with the same `key` (the field `field`) is refused.
+fn unique_entries<R, T>(
+    list: &str,
+    raws: Vec<R>,
+    validate: fn(R, usize) -> Result<T, SettingsError>,
+    (field, key): (&str, fn(&T) -> &String),
+) -> Result<Vec<T>, SettingsError> {
+    let mut entries: Vec<T> = Vec::new();
+    for (i, raw) in raws.into_iter().enumerate() {
+        let entry = validate(raw, i)?;
+        if entries.iter().any(|e| key(e) == key(&entry)) {
+            return Err(invalid(
+                format!("{list}[{i}].{field}"),
+                format!("\"{}\" is listed twice", key(&entry)),
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+impl RawComponent {
+    /// The component of `components[i]`.
+    fn validate(self, i: usize) -> Result<Component, SettingsError> {
+        let key = |name: &str| format!("components[{i}].{name}");
+        let id = not_empty(key("id"), self.id)?;
+        let (image, tag, source) = match (self.definition, self.image, self.tag) {
+            (Some(definition), None, None) => definition.validate(&key("definition"))?,
+            (None, Some(image), Some(tag)) => (
+                not_empty(key("image"), image)?,
+                not_empty(key("tag"), tag)?,
+                ImageSource::Local,
+            ),
+            (Some(_), _, _) => {
+                return Err(invalid(
+                    key("definition"),
+                    "give either `definition` (an image from a registry) or `image` and `tag` \
+                     (a local image), not both",
+                ))
+            }
+            (None, None, _) => {
+                return Err(invalid(
+                    key("definition"),
+                    "is missing: give `definition = { type, uri, tag }` (an image from a \
+                     registry) or `image` and `tag` (a local image)",
+                ))
+            }
+            (None, Some(_), None) => return Err(invalid(key("tag"), "is missing beside `image`")),
+        };
+        let memory_bytes = parse_memory(&self.memory).ok_or_else(|| {
+            invalid(
+                key("memory"),
+                format!("\"{}\" is not a size like 256m or 1g", self.memory),
+            )
+        })?;
+        let network = match self.network.as_str() {
+            "bridge" => Network::Bridge,
+            "none" => Network::None,
+            "no-internet" => Network::NoInternet,
+            other => {
+                return Err(invalid(
+                    key("network"),
+                    format!("\"{other}\" is not one of bridge, none, no-internet"),
+                ))
+            }
+        };
+        let default_bucket_stage = match self.default_bucket_stage.as_str() {
+            "in" => BucketStage::In,
+            "out" => BucketStage::Out,
+            other => {
+                return Err(invalid(
+                    key("default_bucket_stage"),
+                    format!("\"{other}\" is not one of in, out"),
+                ))
+            }
+        };
+        let timeout = positive(&key("process_timeout"), self.process_timeout)?;
+        let image_parameters = serde_json::to_value(&self.image_parameters)
+            .map_err(|e| invalid(key("image_parameters"), e.to_string()))?;
+        Ok(Component {
+            id,
+            image,
+            tag,
+            source,
+            memory_bytes,
+            process_timeout: Duration::from_secs(timeout as u64),
+            network,
+            image_parameters,
+            default_bucket: self.default_bucket,
+            default_bucket_stage,
+            forward_token: self.forward_token,
+            synchronous_actions: self.synchronous_actions,
+        })
+    }
+}
+
+impl RawDefinition {
+    /// The repository, default tag and source of `definition` (named `key`), as Keboola
+    /// composes them: `dockerhub` and `quayio` name a repository there, `aws-ecr` and `registry`
+    /// a full one starting with its host.
+    fn validate(self, key: &str) -> Result<(String, String, ImageSource), SettingsError> {
+        let uri = not_empty(format!("{key}.uri"), self.uri)?;
+        let tag = not_empty(format!("{key}.tag"), self.tag)?;
+        let digest = self.digest.trim();
+        let digest = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let digest = match digest {
+            "" => None,
+            hex if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Some(hex.to_ascii_lowercase())
+            }
+            other => {
+                return Err(invalid(
+                    format!("{key}.digest"),
+                    format!("\"{other}\" is not a sha256 digest (64 hex characters)"),
+                ))
+            }
+        };
+        let first = uri.split('/').next().unwrap_or_default();
+        let has_host = uri.contains('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost");
+        let (image, host) = match self.kind.as_str() {
+            "dockerhub" if !has_host => (uri.clone(), DEFAULT_REGISTRY.to_string()),
+            "quayio" if !has_host => (format!("quay.io/{uri}"), "quay.io".to_string()),
+            "aws-ecr" | "registry" if has_host => (uri.clone(), first.to_string()),
+            "dockerhub" | "quayio" => {
+                return Err(invalid(
+                    format!("{key}.uri"),
+                    format!(
+                        "\"{uri}\" names a registry host; a `{}` uri is the repository only \
+                         (like keboola/ex-sample), or use type \"registry\"",
+                        self.kind
+                    ),
+                ))
+            }
+            "aws-ecr" | "registry" => {
+                return Err(invalid(
+                    format!("{key}.uri"),
+                    format!(
+                        "\"{uri}\" must start with the registry's host, like \
+                         127.0.0.1:5000/team/ex-sample"
+                    ),
+                ))
+            }
+            other => {
+                return Err(invalid(
+                    format!("{key}.type"),
+                    format!("\"{other}\" is not one of dockerhub, quayio, aws-ecr, registry"),
+                ))
+            }
+        };
+        if image.contains('@') || image.rsplit('/').next().unwrap_or_default().contains(':') {
+            return Err(invalid(
+                format!("{key}.uri"),
+                format!(
+                    "\"{uri}\" must not carry a tag or digest; give them as `tag` and `digest`"
+                ),
+            ));
+        }
+        Ok((image, tag, ImageSource::Registry { host, digest }))
+    }
+}
+
+impl RawRegistry {
+    /// The registry of `registries[i]`.
+    fn validate(self, i: usize) -> Result<Registry, SettingsError> {
+        let key = |name: &str| format!("registries[{i}].{name}");
+        let host = not_empty(key("host"), self.host)?;
+        let credentials = match (self.username, self.password, self.docker_config) {
+            (Some(username), Some(password), None) => Credentials::Password {
+                username: not_empty(key("username"), username)?,
+                password,
+            },
+            (None, None, Some(path)) => Credentials::DockerConfig(path),
+            _ => {
+                return Err(invalid(
+                    key("host"),
+                    "give either `username` and `password`, or `docker_config` (the path of a \
+                     Docker client's config.json)",
+                ))
+            }
+        };
+        Ok(Registry { host, credentials })
     }
 }
 
@@ -944,6 +1301,129 @@ mod tests {
         }
         let number = error_of(&format!("job_retention = 90\n{base}"));
         assert!(number.contains("job_retention"), "{number}");
+    }
+
+    #[test]
+    fn definitions_name_an_image_of_a_registry_with_keboolas_defaults() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let digest = "ab".repeat(32);
+        let text = format!(
+            "{base}[[components]]\nid = \"a\"\ndefinition = {{ type = \"dockerhub\", uri = \"keboola/ex\" }}\n\
+             [[components]]\nid = \"b\"\nnetwork = \"no-internet\"\ndefault_bucket_stage = \"out\"\n\
+             forward_token = true\n\
+             definition = {{ type = \"quayio\", uri = \"keboola/ex\", tag = \"2\", digest = \"sha256:{digest}\" }}\n\
+             [[components]]\nid = \"c\"\ndefinition = {{ type = \"registry\", uri = \"127.0.0.1:5000/team/ex\", tag = \"3\" }}\n"
+        );
+        let settings = Settings::parse(&text).unwrap();
+        let a = settings.component("a").unwrap();
+        assert_eq!(a.image_reference(&a.tag), "keboola/ex:latest");
+        let registry = |host: &str, digest: Option<&str>| ImageSource::Registry {
+            host: host.into(),
+            digest: digest.map(str::to_string),
+        };
+        assert_eq!(a.source, registry(DEFAULT_REGISTRY, None));
+        assert_eq!((a.memory_bytes, a.network), (256_000_000, Network::Bridge));
+        assert_eq!(a.default_bucket_stage, BucketStage::In);
+        assert!(!a.forward_token);
+        let b = settings.component("b").unwrap();
+        assert_eq!(b.image_reference(&b.tag), "quay.io/keboola/ex:2");
+        assert_eq!(b.source, registry("quay.io", Some(&digest)));
+        assert_eq!(b.network, Network::NoInternet);
+        assert_eq!(b.default_bucket_stage, BucketStage::Out);
+        assert!(b.forward_token);
+        let c = settings.component("c").unwrap();
+        assert_eq!(c.image_reference(&c.tag), "127.0.0.1:5000/team/ex:3");
+        assert_eq!(c.source, registry("127.0.0.1:5000", None));
+        let local = Settings::parse(EXAMPLE).unwrap();
+        assert_eq!(
+            local.component("keboola.ex-sample").unwrap().source,
+            ImageSource::Local
+        );
+    }
+
+    #[test]
+    fn bad_definitions_name_their_key() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n[[components]]\nid = \"c\"\n";
+        let cases = [
+            (
+                "definition = { type = \"ftp\", uri = \"x/y\" }",
+                "`components[0].definition.type`",
+            ),
+            (
+                "definition = { type = \"registry\", uri = \"team/x\" }",
+                "`components[0].definition.uri`",
+            ),
+            (
+                "definition = { type = \"dockerhub\", uri = \"h.io/x\" }",
+                "`components[0].definition.uri`",
+            ),
+            (
+                "definition = { type = \"dockerhub\", uri = \"x/y:1\" }",
+                "`components[0].definition.uri`",
+            ),
+            (
+                "definition = { type = \"dockerhub\", uri = \"x\", digest = \"abc\" }",
+                "`components[0].definition.digest`",
+            ),
+            (
+                "definition = { type = \"dockerhub\", uri = \"x\" }\nimage = \"i\"\ntag = \"1\"",
+                "`components[0].definition`",
+            ),
+            ("image = \"i\"", "`components[0].tag`"),
+            ("", "`components[0].definition`"),
+            (
+                "image = \"i\"\ntag = \"1\"\ndefault_bucket_stage = \"up\"",
+                "`components[0].default_bucket_stage`",
+            ),
+        ];
+        for (lines, key) in cases {
+            let message = error_of(&format!("{base}{lines}\n"));
+            assert!(message.contains(key), "{key} not named in: {message}");
+        }
+        let registry = format!(
+            "{base}image = \"i\"\ntag = \"1\"\n[[registries]]\nhost = \"h\"\nusername = \"u\"\n"
+        );
+        let message = error_of(&registry);
+        assert!(message.contains("`registries[0].host`"), "{message}");
+        let twice = "[[registries]]\nhost = \"h\"\ndocker_config = \"c.json\"\n";
+        let message = error_of(&format!("{base}image = \"i\"\ntag = \"1\"\n{twice}{twice}"));
+        assert_eq!(
+            message,
+            "setting `registries[1].host` is not valid: \"h\" is listed twice"
+        );
+    }
+
+    #[test]
+    fn registry_passwords_never_in_debug_output_and_docker_configs_are_read() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        // "puller:pw-2" and an entry with plain fields, keyed by URL.
+        std::fs::write(
+            &config,
+            r#"{"auths": {"h1:5000": {"auth": "cHVsbGVyOnB3LTI="},
+                          "https://h2/v1/": {"username": "u3", "password": "pw-3"}}}"#,
+        )
+        .unwrap();
+        let text = format!(
+            "{base}[[registries]]\nhost = \"h0\"\nusername = \"u\"\npassword = \"pw-1-secret\"\n\
+             [[registries]]\nhost = \"h1:5000\"\ndocker_config = \"{path}\"\n\
+             [[registries]]\nhost = \"h2\"\ndocker_config = \"{path}\"\n\
+             [[registries]]\nhost = \"h3\"\ndocker_config = \"{path}\"\n",
+            path = config.display()
+        );
+        let settings = Settings::parse(&text).unwrap();
+        assert!(!format!("{settings:?}").contains("pw-1-secret"));
+        let login = |host: &str| settings.registry(host).unwrap().login();
+        assert_eq!(login("h0").unwrap(), ("u".into(), "pw-1-secret".into()));
+        assert_eq!(login("h1:5000").unwrap(), ("puller".into(), "pw-2".into()));
+        assert_eq!(login("h2").unwrap(), ("u3".into(), "pw-3".into()));
+        let missing = login("h3").unwrap_err().to_string();
+        assert!(
+            missing.contains("no usable `auths` entry for registry h3"),
+            "{missing}"
+        );
+        assert!(settings.registry("elsewhere").is_none());
     }
 
     #[test]

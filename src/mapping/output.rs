@@ -26,7 +26,7 @@ pub struct OutputMapping<'a> {
     pub storage: &'a Storage,
     /// The job's effective configuration (its `storage.output` entries).
     pub configuration: &'a Value,
-    /// `in.c-<component>-<config>`, when the component writes to its default bucket.
+    /// `<stage>.c-<component>-<config>`, when the component writes to its default bucket.
     pub default_bucket: Option<String>,
     /// The component failed: only tables marked `write_always` are loaded.
     pub failed: bool,
@@ -35,9 +35,9 @@ pub struct OutputMapping<'a> {
     pub load_id: String,
 }
 
-/// The default bucket of a component's configuration: `in.c-<component id with every character
-/// outside [a-zA-Z0-9-] replaced by ->-<config id>`.
-pub fn default_bucket(component: &str, config: &str) -> String {
+/// The default bucket of a component's configuration: `<stage>.c-<component id with every
+/// character outside [a-zA-Z0-9-] replaced by ->-<config id>`; `stage` is `in` or `out`.
+pub fn default_bucket(stage: &str, component: &str, config: &str) -> String {
     let component: String = component
         .chars()
         .map(|c| {
@@ -48,7 +48,7 @@ pub fn default_bucket(component: &str, config: &str) -> String {
             }
         })
         .collect();
-    format!("in.c-{component}-{config}")
+    format!("{stage}.c-{component}-{config}")
 }
 
 impl OutputMapping<'_> {
@@ -204,8 +204,12 @@ mod tests {
     #[test]
     fn default_bucket_replaces_characters_outside_the_allowed_set() {
         assert_eq!(
-            default_bucket("keboola.ex-db_snow", "123"),
+            default_bucket("in", "keboola.ex-db_snow", "123"),
             "in.c-keboola-ex-db-snow-123"
+        );
+        assert_eq!(
+            default_bucket("out", "keboola.ex-db_snow", "123"),
+            "out.c-keboola-ex-db-snow-123"
         );
     }
 }

@@ -17,6 +17,9 @@ pub(super) enum Ending {
     Recorded,
     /// A user error found outside a container; its message becomes `result.message`.
     UserError(UserError),
+    /// An application error found outside a container (an image that cannot be pulled); its
+    /// message becomes `result.message`.
+    ApplicationError(String),
     /// Killed before it started.
     Cancelled,
     /// Killed while nothing of it runs.
@@ -164,7 +167,7 @@ pub(super) fn failed_children(children: &[Job]) -> String {
 pub(super) fn ended_result(message: String, status: Status) -> JobResult {
     JobResult {
         message: Some(message),
-        error: (status == Status::Error).then(user_error),
+        error: (status == Status::Error).then(|| error_of(ErrorKind::User)),
         ..JobResult::default()
     }
 }
@@ -209,10 +212,14 @@ fn finish(job: &mut Job, ending: &Ending) -> Result<Option<(EventType, String)>,
     };
     let to = match ending {
         Ending::Recorded => killed_or(job.outcome.ok_or(LostRace)?, job),
-        Ending::UserError(error) => {
+        Ending::UserError(UserError(message)) | Ending::ApplicationError(message) => {
+            let kind = match ending {
+                Ending::ApplicationError(_) => ErrorKind::Application,
+                _ => ErrorKind::User,
+            };
             job.result.images.get_or_insert_with(Vec::new);
-            job.result.message = Some(error.to_string());
-            job.result.error = Some(user_error());
+            job.result.message = Some(message.clone());
+            job.result.error = Some(error_of(kind));
             job.outcome = Some(Status::Error);
             killed_or(Status::Error, job)
         }
@@ -246,9 +253,9 @@ fn finish(job: &mut Job, ending: &Ending) -> Result<Option<(EventType, String)>,
 }
 
 /// `result.error` of a user error found outside a container, under a new exception id.
-fn user_error() -> ResultError {
+fn error_of(kind: ErrorKind) -> ResultError {
     ResultError {
-        kind: ErrorKind::User,
+        kind,
         exception_id: outcome::new_exception_id(),
     }
 }

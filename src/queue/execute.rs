@@ -16,7 +16,7 @@ use crate::model::{
 use crate::plan::{self, Plan};
 use crate::runner::outcome::{self, Verdict};
 use crate::runner::workspace::{self, Workspace};
-use crate::runner::{Finished, Recorded, Run, RunObserver, RunOutcome, Task};
+use crate::runner::{Finished, ImageFailure, Recorded, Run, RunObserver, RunOutcome, Task};
 use crate::secrets::{self, Redactor, Registration, Scope};
 use crate::settings::Component;
 use crate::storage::StorageError;
@@ -53,6 +53,11 @@ impl Queue {
                     Err(Stop::Requeue(reason)) => self.requeue(&job, &reason).map(|()| true),
                     Err(Stop::Fail(error)) => {
                         self.end(job.id, Ending::UserError(error)).map(|()| false)
+                    }
+                    Err(Stop::Application(message)) => {
+                        tracing::error!(job_id = job.id, %message, "the job cannot get its image");
+                        self.end(job.id, Ending::ApplicationError(message))
+                            .map(|()| false)
                     }
                     Err(Stop::Store(error)) => Err(error),
                 }
@@ -107,7 +112,8 @@ impl Queue {
     /// One job's run, phase by phase:
     ///
     /// 1. **prepare**: resolve what it runs (stored configuration, rows, variables), decrypt
-    ///    its secrets and register them to be hidden in everything it records;
+    ///    its secrets and register them to be hidden in everything it records; then **images**:
+    ///    every image its rows run is in the engine (pulled when needed);
     /// 2. for each row not done yet (a resumed job goes on after `rows_done`):
     ///    1. **start row** (unless resuming inside it): a fresh folder with `in/state.json`,
     ///       then the input mapping, whose result is kept beside the folder;
@@ -133,6 +139,9 @@ impl Queue {
     ) -> Result<(), Stop> {
         let prepared = self.prepare(job, attach_to.is_none())?;
         let (component, plan) = (&*prepared.component, &prepared.plan);
+        if attach_to.is_none() {
+            self.ensure_images(job, component, plan, cancel).await?;
+        }
         let total = plan.tasks.len();
         let mut job = job.clone();
         for (index, task) in plan.tasks.iter().enumerate().skip(job.rows_done as usize) {
@@ -208,6 +217,10 @@ impl Queue {
                 })
                 .map_err(|error| Stop::Fail(UserError(chain(&error))))?;
         }
+        // A component that gets the job's token (`forward_token`) may print it.
+        if let Some(token) = self.settings.token_of(&job.token_id) {
+            found.push(token.to_string());
+        }
         let registration = secrets::register(&found);
         self.lock_redactors()
             .insert(job.id, Arc::new(Redactor::new(&found)));
@@ -222,6 +235,71 @@ impl Queue {
             plan,
             _logs_hide_secrets: registration,
         })
+    }
+
+    /// Phase 1, images: every image the job's rows still to run need is in the engine, pulled
+    /// when needed with its progress as job events. An unreachable registry fails the job
+    /// unless `wait_for_registry` keeps it `created` (told once by an event). A kill ends the
+    /// wait.
+    async fn ensure_images(
+        &self,
+        job: &Job,
+        component: &Component,
+        plan: &Plan,
+        cancel: &CancellationToken,
+    ) -> Result<(), Stop> {
+        let mut seen = std::collections::HashSet::new();
+        for task in plan.tasks.iter().skip(job.rows_done as usize) {
+            let images = self.images(job, component, task).map_err(Stop::Fail)?;
+            for image in images {
+                if !seen.insert(image.reference.clone()) {
+                    continue;
+                }
+                let told = |message: &str| self.event(job, EventType::Info, message);
+                let ensuring = self.runner.ensure_image(
+                    &image.reference,
+                    image.component,
+                    &self.settings,
+                    &told,
+                );
+                // A kill does not wait for the pull (which goes on for other jobs): back to
+                // `created`, where `requeue` ends the killed job `terminated`.
+                let ensured = tokio::select! {
+                    ensured = ensuring => ensured,
+                    () = cancel.cancelled() => {
+                        return Err(Stop::Requeue("killed while its images were made ready".into()))
+                    }
+                };
+                match ensured {
+                    Ok(()) => {}
+                    Err(ImageFailure::Job(error)) => return Err(Stop::Fail(error)),
+                    Err(ImageFailure::Engine(error)) => return Err(Stop::Requeue(chain(&error))),
+                    Err(ImageFailure::Unreachable(message)) if self.settings.wait_for_registry => {
+                        let first = self
+                            .told_registry_unreachable
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .insert(job.id);
+                        if first {
+                            let waits = format!(
+                                "{message}. The job stays created and tries again \
+                                 (wait_for_registry)."
+                            );
+                            self.event(job, EventType::Warn, &waits);
+                        }
+                        return Err(Stop::Requeue(message));
+                    }
+                    Err(ImageFailure::Unreachable(message) | ImageFailure::Pull(message)) => {
+                        return Err(Stop::Application(message))
+                    }
+                }
+            }
+        }
+        self.told_registry_unreachable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&job.id);
+        Ok(())
     }
 
     /// Phase 2.1: a fresh folder for the row, and its input mapping.
@@ -568,7 +646,10 @@ impl Queue {
                 .config
                 .as_deref()
                 .filter(|_| component.default_bucket)
-                .map(|config| output::default_bucket(&component.id, config)),
+                .map(|config| {
+                    let stage = component.default_bucket_stage.as_str();
+                    output::default_bucket(stage, &component.id, config)
+                }),
             failed: verdict.status != Status::Success,
             load_id,
         };
@@ -686,6 +767,8 @@ enum Stop {
     Requeue(String),
     /// A user error found outside a container: the job ends with it.
     Fail(UserError),
+    /// An application error found outside a container: the job ends with it.
+    Application(String),
     /// The store could not record the run.
     Store(QueueError),
 }

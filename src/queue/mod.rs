@@ -125,6 +125,8 @@ pub struct Queue {
     sending: Mutex<HashSet<u64>>,
     /// How webhooks are sent (set by the daemon; without it a webhook notification fails).
     webhook_sender: std::sync::OnceLock<WebhookSender>,
+    /// Jobs told (by an event) that they wait for an unreachable image registry.
+    told_registry_unreachable: Mutex<HashSet<u64>>,
 }
 
 /// A page of `Queue::follow_events`.
@@ -174,6 +176,7 @@ impl Queue {
             notifying: Mutex::new(HashMap::new()),
             sending: Mutex::new(HashSet::new()),
             webhook_sender: std::sync::OnceLock::new(),
+            told_registry_unreachable: Mutex::new(HashSet::new()),
         })
     }
 

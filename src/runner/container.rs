@@ -29,7 +29,12 @@ impl ContainerSpec {
             image: image.to_string(),
             user: user.to_string(),
             memory_bytes: component.memory_bytes,
-            network: component.network.docker_mode().to_string(),
+            // `no-internet` components are refused before a container is described.
+            network: component
+                .network
+                .docker_mode()
+                .unwrap_or("none")
+                .to_string(),
             env,
         }
     }

@@ -7,8 +7,12 @@ use bollard::query_parameters::{BuildImageOptionsBuilder, RemoveImageOptionsBuil
 use bollard::Docker;
 use futures_util::StreamExt;
 
-/// The statically linked fixture component, built by build.rs.
+/// The statically linked fixture component, built by build.rs for the host's own Linux target;
+/// empty where it could not be built (see [`FIXTURE_UNAVAILABLE`]).
 pub const FIXTURE_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fixture"));
+
+/// Why build.rs could not build the fixture component on this host; empty when it did.
+pub const FIXTURE_UNAVAILABLE: &str = env!("JOBQ_FIXTURE_UNAVAILABLE");
 
 /// Image label holding [`fixture_hash`] of the binary the image was built from.
 pub const HASH_LABEL: &str = "jobq.fixture.sha";
@@ -62,6 +66,12 @@ pub enum ImageError {
          remove the image (`docker rmi {reference}`) and restart jobq"
     )]
     NotBuilt { reference: String, expected: String },
+    /// This jobq was built on a host where the fixture component could not be built.
+    #[error(
+        "this jobq has no fixture component: {reason}; build jobq on x86_64 or aarch64 Linux \
+         with static glibc (libc6-dev) to run the demo and the tests that run containers"
+    )]
+    FixtureUnavailable { reason: String },
     /// The in-memory build context could not be assembled.
     #[error("cannot assemble the build context of the fixture image")]
     Context(#[from] std::io::Error),
@@ -79,6 +89,11 @@ pub fn fixture_hash() -> String {
 
 /// Makes sure `reference` (e.g. "local/jobq-fixture:1.0.0") is a local image of the fixture binary; builds it when missing or stale.
 pub async fn ensure_fixture_image(docker: &Docker, reference: &str) -> Result<(), ImageError> {
+    if FIXTURE_BINARY.is_empty() {
+        return Err(ImageError::FixtureUnavailable {
+            reason: FIXTURE_UNAVAILABLE.to_string(),
+        });
+    }
     let hash = fixture_hash();
     let stale_id = match docker.inspect_image(reference).await {
         Ok(image) => {
@@ -258,8 +273,20 @@ mod tests {
     }
 
     #[test]
-    fn embedded_fixture_is_a_static_elf_and_hash_is_stable() {
+    fn embedded_fixture_is_an_elf_of_this_machine_and_hash_is_stable() {
+        assert!(
+            !FIXTURE_BINARY.is_empty(),
+            "the fixture component was not built: {FIXTURE_UNAVAILABLE}"
+        );
         assert!(FIXTURE_BINARY.starts_with(b"\x7fELF"));
+        // e_machine, little-endian at offset 18: the engine runs it on this machine.
+        let machine = u16::from_le_bytes([FIXTURE_BINARY[18], FIXTURE_BINARY[19]]);
+        let expected = if cfg!(target_arch = "aarch64") {
+            0xb7
+        } else {
+            0x3e
+        };
+        assert_eq!(machine, expected);
         assert_eq!(fixture_hash(), fixture_hash());
         assert_eq!(fixture_hash().len(), 16);
     }

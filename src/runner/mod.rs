@@ -5,6 +5,7 @@ pub mod container;
 pub mod image;
 pub mod outcome;
 pub mod output;
+pub mod pull;
 pub mod workspace;
 
 use crate::blocking::blocking;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::chain;
 use crate::failpoint;
 use crate::model::{EventSource, EventType, Job, Status, UserError};
-use crate::settings::{Component, Settings};
+use crate::settings::{Component, ImageSource, Settings};
 use container::ContainerSpec;
 use outcome::{Exit, ExitContext, Verdict};
 use output::{HeadTail, LineBound, LineSplitter};
@@ -60,6 +61,20 @@ pub enum RunnerError {
     Engine(#[from] bollard::errors::Error),
     #[error(transparent)]
     Image(#[from] image::ImageError),
+}
+
+/// Why an image a job needs is not in the engine.
+#[derive(Debug)]
+pub enum ImageFailure {
+    /// The job cannot run as it is (a local image missing, a network jobq lacks): a user error.
+    Job(UserError),
+    /// The pull failed: an application error naming the image and the registry's answer.
+    Pull(String),
+    /// The registry could not be reached: the job fails (`Pull`) unless `wait_for_registry`
+    /// keeps it `created`.
+    Unreachable(String),
+    /// The engine could not be asked: the job stays `created`.
+    Engine(RunnerError),
 }
 
 /// Receives what happens during a run; the queue persists it.
@@ -160,6 +175,7 @@ pub struct Runner {
     negotiated: Mutex<Option<Docker>>,
     /// Who containers run as; found on the first run.
     identity: std::sync::OnceLock<workspace::Identity>,
+    pulls: pull::Pulls,
 }
 
 impl Runner {
@@ -181,6 +197,7 @@ impl Runner {
             instance_id: instance_id.to_string(),
             negotiated: Mutex::new(None),
             identity: std::sync::OnceLock::new(),
+            pulls: pull::Pulls::default(),
         })
     }
 
@@ -227,14 +244,18 @@ impl Runner {
                 }
             }
         };
-        let images = match self.image_result(&docker, image).await {
+        let images = match self.image_result(&docker, image, component).await {
             Ok(images) => images,
-            Err(ImageProblem::Missing) => return user_error(format!(
-                "Image \"{image}\" of component \"{}\" is not present in the local Docker engine; build or load it first.",
-                component.id
-            )),
-            Err(ImageProblem::Engine(error)) => return RunOutcome::Requeue { reason: chain(&error) },
+            Err(ImageProblem::Missing) => return user_error(missing_image(image, component)),
+            Err(ImageProblem::Engine(error)) => {
+                return RunOutcome::Requeue {
+                    reason: chain(&error),
+                }
+            }
         };
+        if component.network.docker_mode().is_none() {
+            return user_error(no_internet(component));
+        }
 
         let prepared = blocking(|| {
             let identity = self.identity(settings)?;
@@ -408,7 +429,7 @@ impl Runner {
                     ));
                 }
             }
-            let images = match self.image_result(&docker, image).await {
+            let images = match self.image_result(&docker, image, run.component).await {
                 Ok(images) => images,
                 Err(_) => json!([{"id": image, "digests": []}]),
             };
@@ -627,19 +648,138 @@ impl Runner {
         }
     }
 
-    /// `result.images` for one image: its name and repo digests (its id when it has none).
-    async fn image_result(&self, docker: &Docker, image: &str) -> Result<Value, ImageProblem> {
+    /// `result.images` for one image: its name and repo digests (its id when it has none). An
+    /// image of a registry is named as the platform prints it, without the first segment of
+    /// its path (`quay.io/keboola/x:1` -> `keboola/x:1`); a local one as it is.
+    async fn image_result(
+        &self,
+        docker: &Docker,
+        image: &str,
+        component: &Component,
+    ) -> Result<Value, ImageProblem> {
+        let shown = |name: &str| match component.source {
+            ImageSource::Local => name.to_string(),
+            ImageSource::Registry { .. } => pull::printable(name).to_string(),
+        };
         match docker.inspect_image(image).await {
             Ok(inspect) => Ok(json!([{
-                "id": image,
+                "id": shown(image),
                 "digests": inspect
                     .repo_digests
                     .filter(|digests| !digests.is_empty())
-                    .unwrap_or_else(|| inspect.id.into_iter().collect()),
+                    .map(|digests| digests.iter().map(|d| shown(d)).collect())
+                    .unwrap_or_else(|| inspect.id.into_iter().collect::<Vec<_>>()),
             }])),
             Err(error) if is_not_found(&error) => Err(ImageProblem::Missing),
             Err(error) => Err(ImageProblem::Engine(self.unreachable(error))),
         }
+    }
+
+    /// Makes sure `image` (`repository:tag`) of `component` is in the engine before a job runs
+    /// it: a local image must be there; an image of a registry is pulled when it is absent, or
+    /// when the component pins a `digest` the local image lacks. Pulls of one image are shared
+    /// by the jobs that need it; `told` hears the pull's start, a few progress steps and its
+    /// end. Credentials come from the settings and go only to the engine.
+    pub async fn ensure_image(
+        &self,
+        image: &str,
+        component: &Component,
+        settings: &Settings,
+        told: &(dyn Fn(&str) + Sync),
+    ) -> Result<(), ImageFailure> {
+        if component.network.docker_mode().is_none() {
+            return Err(ImageFailure::Job(UserError(no_internet(component))));
+        }
+        let docker = self.docker().await.map_err(ImageFailure::Engine)?;
+        let local = match docker.inspect_image(image).await {
+            Ok(inspect) => Some(inspect.repo_digests.unwrap_or_default()),
+            Err(error) if is_not_found(&error) => None,
+            Err(error) => return Err(ImageFailure::Engine(self.unreachable(error))),
+        };
+        let (host, digest) = match &component.source {
+            ImageSource::Local if local.is_some() => return Ok(()),
+            ImageSource::Local => {
+                return Err(ImageFailure::Job(UserError(missing_image(
+                    image, component,
+                ))))
+            }
+            ImageSource::Registry { host, digest } => (host, digest.as_deref()),
+        };
+        match (&local, digest) {
+            (Some(_), None) => return Ok(()),
+            (Some(digests), Some(digest)) if pull::has_digest(digests, digest) => return Ok(()),
+            (Some(_), Some(digest)) => told(&format!(
+                "Digest \"{digest}\" for image \"{image}\" not found locally; pulling it."
+            )),
+            (None, _) => {}
+        }
+        let credentials = match settings.registry(host).map(|r| r.login()).transpose() {
+            Ok(login) => login.map(|(username, password)| bollard::auth::DockerCredentials {
+                username: Some(username),
+                password: Some(password),
+                serveraddress: Some(host.clone()),
+                ..Default::default()
+            }),
+            Err(error) => {
+                return Err(ImageFailure::Pull(format!(
+                    "Cannot pull image \"{image}\": {}",
+                    chain(&error)
+                )))
+            }
+        };
+        told(&format!("Pulling image \"{image}\" from {host}."));
+        let progress = |percent: u8| told(&format!("Pulling image \"{image}\" ... {percent}%"));
+        match self
+            .pulls
+            .pull(&docker, image, credentials, &progress)
+            .await
+        {
+            Ok(()) => {}
+            Err(pull::PullError::Unreachable(answer)) => {
+                return Err(ImageFailure::Unreachable(format!(
+                    "Cannot pull image \"{image}\": the registry {host} is unreachable: {answer}"
+                )))
+            }
+            Err(pull::PullError::Failed(answer)) => {
+                return Err(ImageFailure::Pull(format!(
+                    "Cannot pull image \"{image}\": {answer}"
+                )))
+            }
+        }
+        let digests = match docker.inspect_image(image).await {
+            Ok(inspect) => inspect.repo_digests.unwrap_or_default(),
+            Err(error) => return Err(ImageFailure::Engine(self.unreachable(error))),
+        };
+        if let Some(digest) = digest.filter(|digest| !pull::has_digest(&digests, digest)) {
+            return Err(ImageFailure::Pull(format!(
+                "Image \"{image}\" pulled from {host} does not have the digest \"{digest}\" the \
+                 component pins (it has {}); push that image under the tag or fix the digest.",
+                digests.join(", ")
+            )));
+        }
+        told(&format!(
+            "Pulled image \"{image}\" (digests: {}).",
+            digests.join(", ")
+        ));
+        Ok(())
+    }
+
+    /// The default images (`image:tag`) of `components` that the engine lacks.
+    pub async fn missing_images<'a>(
+        &self,
+        components: &'a [Component],
+    ) -> Result<Vec<(&'a Component, String)>, RunnerError> {
+        let docker = self.docker().await?;
+        let mut missing = Vec::new();
+        for component in components {
+            let image = component.image_reference(&component.tag);
+            match docker.inspect_image(&image).await {
+                Ok(_) => {}
+                Err(error) if is_not_found(&error) => missing.push((component, image)),
+                Err(error) => return Err(self.unreachable(error)),
+            }
+        }
+        Ok(missing)
     }
 
     /// Removes a container, whatever its state; a failure is logged, not fatal.
@@ -997,6 +1137,23 @@ pub fn format_memory(bytes: i64) -> String {
         b if b % 1_000 == 0 => format!("{}k", b / 1_000),
         b => b.to_string(),
     }
+}
+
+/// The user error of a job whose local image is not in the engine.
+fn missing_image(image: &str, component: &Component) -> String {
+    format!(
+        "Image \"{image}\" of component \"{}\" is not present in the local Docker engine; build or load it first.",
+        component.id
+    )
+}
+
+/// The user error of a job whose component wants the `no-internet` network.
+fn no_internet(component: &Component) -> String {
+    format!(
+        "Network \"no-internet\" of component \"{}\" is not yet supported by jobq; register \
+         it with network \"none\" or \"bridge\".",
+        component.id
+    )
 }
 
 fn lost() -> RunOutcome {

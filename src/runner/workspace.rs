@@ -303,7 +303,14 @@ pub fn environment(
         run_mode: job.mode.component_run_mode(),
         row_id: task.row_id.as_deref(),
     };
-    kbc_environment(&context, settings)
+    let mut env = kbc_environment(&context, settings);
+    if component.forward_token {
+        if let Some(token) = settings.token_of(&job.token_id) {
+            env.push(format!("KBC_TOKEN={token}"));
+            env.push(format!("KBC_URL={}", settings.public_url));
+        }
+    }
+    env
 }
 
 /// The `KBC_*` environment of docs/runner.md (Environment) for `context`.

@@ -8,6 +8,7 @@ pub mod binary;
 pub mod disk;
 pub mod engine;
 pub mod python;
+pub mod registry;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -445,12 +446,18 @@ impl TestDaemon {
     /// Starts a daemon with the fixture registered (see `settings`), after building the fixture
     /// image unless `options` say the test runs no container.
     pub async fn start(options: Options) -> TestDaemon {
+        TestDaemon::start_with(options, "", "").await
+    }
+
+    /// Starts a daemon like `start` with more settings: `top` (top-level keys) before the
+    /// harness's, `tables` (like `[[components]]` entries) after them.
+    pub async fn start_with(options: Options, top: &str, tables: &str) -> TestDaemon {
         options.build_fixture_image().await;
         let data_dir = tempfile::Builder::new()
             .prefix("jobq-test-")
             .tempdir()
             .expect("a temporary data dir");
-        let settings = settings(data_dir.path(), &options);
+        let settings = format!("{top}\n{}\n{tables}", settings(data_dir.path(), &options));
         let daemon = Daemon::start(Settings::parse(&settings).expect("valid settings"))
             .expect("the daemon starts");
         TestDaemon {
@@ -508,21 +515,30 @@ impl Drop for TestDaemon {
         };
         let instance = daemon.instance_id().to_string();
         drop(daemon);
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let runner = Runner::new(host.as_deref(), &instance).ok()?;
-                for (container, _) in runner.labelled_containers().await.ok()? {
-                    runner.remove_container(&container).await;
-                }
-                Some(())
-            })
+        cleanup(move || async move {
+            let runner = Runner::new(host.as_deref(), &instance).ok()?;
+            for (container, _) in runner.labelled_containers().await.ok()? {
+                runner.remove_container(&container).await;
+            }
+            Some(())
         });
-        let _ = cleanup.join();
     }
+}
+
+/// Runs `work` to its end on a runtime of its own in a thread of its own, as a `Drop` cleans
+/// up (inside a test's runtime or not); it stops at its first `None`.
+pub fn cleanup<F>(work: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = Option<()>>,
+{
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(work())
+    });
+    let _ = thread.join();
 }
 
 /// Containers of the store `instance` still labelled with `job_id` in the engine.
