@@ -161,13 +161,7 @@ fn systemd_is_told_ready_once_the_daemon_listens() {
 
 #[test]
 fn the_systemd_unit_verifies() {
-    let analyze = std::process::Command::new("systemd-analyze")
-        .arg("--version")
-        .output();
-    assert!(
-        analyze.is_ok_and(|out| out.status.success()),
-        "systemd-analyze is needed to check contrib/jobq.service: install Debian's systemd"
-    );
+    common::tools::ensure(&["systemd-analyze", "--version"], "systemd");
     // The unit with this build's binary in place of /usr/bin/jobq, which verify looks for.
     let dir = tempfile::tempdir().unwrap();
     let unit =

@@ -40,6 +40,7 @@ impl Engine {
             .expect("a temporary folder for the second Docker engine")
             .keep();
         std::fs::write(dir.join("daemon.json"), "{}").expect("the engine's config file");
+        super::tools::ensure(&["ip", "-V"], "iproute2");
         let pid = std::process::id();
         let bridge = format!("jqbr{:x}", pid % 0x10000);
         let address = format!("10.213.{}.1/24", pid % 250);

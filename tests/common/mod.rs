@@ -9,6 +9,7 @@ pub mod disk;
 pub mod engine;
 pub mod python;
 pub mod registry;
+pub mod tools;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

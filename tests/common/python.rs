@@ -29,6 +29,7 @@ pub fn kbcstorage_python() -> PathBuf {
     if folder.exists() {
         std::fs::remove_dir_all(&folder).expect("an interrupted environment can be removed");
     }
+    super::tools::ensure(&["python3", "-c", "import venv, ensurepip"], "python3-venv");
     let made = run(Command::new("python3").arg("-m").arg("venv").arg(&folder)).and_then(|()| {
         run(Command::new(&python).args([
             "-m",
