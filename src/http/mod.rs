@@ -9,6 +9,7 @@ mod fields;
 mod health;
 mod jobs;
 mod notifications;
+mod openapi;
 pub mod query;
 pub mod render;
 mod request;
@@ -164,6 +165,7 @@ async fn respond(
         return Ok(match public {
             Public::Live => health::live(),
             Public::Ready => health::ready(services).await,
+            Public::OpenApi => openapi::answer(),
         });
     }
     if surface == Surface::Metrics {

@@ -32,6 +32,8 @@ impl Query {
 
     /// Every value given for `name` (an empty list when absent).
     pub fn all(&self, name: &str) -> &[String] {
+        #[cfg(test)]
+        tests::READ.with(|read| read.borrow_mut().insert(name.to_string()));
         self.values.get(name).map(Vec::as_slice).unwrap_or(&[])
     }
 
@@ -58,6 +60,37 @@ impl Query {
             .transpose()
     }
 }
+
+/// The query parameters `job_query` reads (`[]` forms and `From`/`To` suffixes included), as
+/// `/openapi.json` documents them.
+pub const JOB_FILTERS: &[&str] = &[
+    "id",
+    "runId",
+    "branchId",
+    "tokenId",
+    "tokenDescription",
+    "componentId",
+    "component",
+    "configId",
+    "config",
+    "configRowIds",
+    "mode",
+    "status",
+    "type",
+    "parentRunId",
+    "createdTimeFrom",
+    "createdTimeTo",
+    "startTimeFrom",
+    "startTimeTo",
+    "endTimeFrom",
+    "endTimeTo",
+    "durationSecondsFrom",
+    "durationSecondsTo",
+    "offset",
+    "limit",
+    "sortBy",
+    "sortOrder",
+];
 
 /// The filters of `GET /search/jobs` (and `GET /jobs`) as docs/queue.md (Listing jobs) lists them.
 pub fn job_query(query: &Query) -> Result<JobQuery, ApiError> {
@@ -180,6 +213,22 @@ fn time_range(query: &Query, name: &str) -> Result<TimeRange, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    thread_local! {
+        /// The names `Query::all` was asked for on this thread.
+        pub static READ: RefCell<BTreeSet<String>> = RefCell::default();
+    }
+
+    #[test]
+    fn job_filters_are_the_names_job_query_reads() {
+        READ.with(|read| read.borrow_mut().clear());
+        job_query(&Query::parse(None)).unwrap();
+        let read = READ.with(|read| read.borrow().clone());
+        let documented: BTreeSet<String> = JOB_FILTERS.iter().map(|n| n.to_string()).collect();
+        assert_eq!(read, documented);
+    }
 
     #[test]
     fn three_array_encodings_mean_the_same() {

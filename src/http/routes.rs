@@ -10,6 +10,7 @@ use hyper::{Method, StatusCode};
 
 use crate::http::answer::Answer;
 use crate::http::error::ApiError;
+use crate::http::query::JOB_FILTERS;
 use crate::http::request::{Params, Request};
 use crate::http::{
     actions, configurations, encrypt, health, jobs, notifications, schedules, storage, stream,
@@ -22,13 +23,13 @@ pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Answer, ApiError>> + Sen
 /// An `async fn(&Services, Request) -> Result<Answer, ApiError>`, boxed by `to!`.
 pub type Handler = for<'a> fn(&'a Services, Request) -> Reply<'a>;
 
-/// A handler function as a `Handler`.
+/// A handler function as a `Handler`, with its name (`jobs::create`).
 macro_rules! to {
     ($handler:path) => {{
         fn boxed(services: &Services, request: Request) -> Reply<'_> {
             Box::pin($handler(services, request))
         }
-        boxed as Handler
+        (boxed as Handler, stringify!($handler))
     }};
 }
 
@@ -38,6 +39,16 @@ pub struct Route {
     /// Segments of the path (without the leading `/`); `{name}` matches any one segment.
     pub pattern: String,
     pub handler: Handler,
+    /// The handler's name, `module::function`: the operation id in `/openapi.json`, its module
+    /// the operation's tag.
+    pub name: &'static str,
+    /// The query parameters the handler reads, for `/openapi.json` (empty: none documented).
+    pub query: &'static [&'static str],
+}
+
+/// Every route of the API, in table order.
+pub fn all() -> &'static [Route] {
+    &ROUTES
 }
 
 /// Every route, built once.
@@ -45,18 +56,23 @@ static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(table);
 
 #[rustfmt::skip] // one route a line
 fn table() -> Vec<Route> {
-    use configurations as c;
     use Method as M;
-    let route = |method: Method, pattern: &str, handler: Handler| Route {
+    let route = |method: Method, pattern: &str, (handler, name): (Handler, &'static str)| Route {
         method,
         pattern: pattern.to_string(),
         handler,
+        name,
+        query: &[],
+    };
+    let search = |pattern: &str| Route {
+        query: JOB_FILTERS,
+        ..route(M::GET, pattern, to!(jobs::search))
     };
     let mut routes = vec![
         // The Queue API.
         route(M::POST, "jobs", to!(jobs::create)),
-        route(M::GET, "jobs", to!(jobs::search)),
-        route(M::GET, "search/jobs", to!(jobs::search)),
+        search("jobs"),
+        search("search/jobs"),
         route(M::GET, "jobs/{id}", to!(jobs::get)),
         route(M::GET, "jobs/{id}/events/stream", to!(stream::events)),
         route(M::POST, "jobs/{id}/kill", to!(jobs::kill)),
@@ -98,10 +114,10 @@ fn table() -> Vec<Route> {
         route(M::GET, "v2/storage/files/{id}", to!(storage::file)),
         route(M::GET, "v2/storage/files/{id}/download", to!(storage::download)),
         // Stored configurations: dev branches, then components in the default or a named branch.
-        route(M::GET, "v2/storage/dev-branches", to!(c::branches)),
-        route(M::POST, "v2/storage/dev-branches", to!(c::create_branch)),
-        route(M::GET, "v2/storage/dev-branches/{id}", to!(c::branch)),
-        route(M::DELETE, "v2/storage/dev-branches/{id}", to!(c::delete_branch)),
+        route(M::GET, "v2/storage/dev-branches", to!(configurations::branches)),
+        route(M::POST, "v2/storage/dev-branches", to!(configurations::create_branch)),
+        route(M::GET, "v2/storage/dev-branches/{id}", to!(configurations::branch)),
+        route(M::DELETE, "v2/storage/dev-branches/{id}", to!(configurations::delete_branch)),
     ];
     for branch in ["v2/storage", "v2/storage/branch/{branch}"] {
         let configs = format!("{branch}/components/{{component}}/configs");
@@ -109,19 +125,19 @@ fn table() -> Vec<Route> {
         let rows = format!("{config}/rows");
         let row = format!("{rows}/{{row}}");
         routes.extend([
-            route(M::GET, &format!("{branch}/components"), to!(c::components)),
-            route(M::GET, &configs, to!(c::configurations)),
-            route(M::POST, &configs, to!(c::create_configuration)),
-            route(M::GET, &config, to!(c::configuration)),
-            route(M::PUT, &config, to!(c::update_configuration)),
-            route(M::DELETE, &config, to!(c::delete_configuration)),
-            route(M::PUT, &format!("{config}/state"), to!(c::set_state)),
-            route(M::GET, &rows, to!(c::rows)),
-            route(M::POST, &rows, to!(c::create_row)),
-            route(M::GET, &row, to!(c::row)),
-            route(M::PUT, &row, to!(c::update_row)),
-            route(M::DELETE, &row, to!(c::delete_row)),
-            route(M::PUT, &format!("{row}/state"), to!(c::set_row_state)),
+            route(M::GET, &format!("{branch}/components"), to!(configurations::components)),
+            route(M::GET, &configs, to!(configurations::configurations)),
+            route(M::POST, &configs, to!(configurations::create_configuration)),
+            route(M::GET, &config, to!(configurations::configuration)),
+            route(M::PUT, &config, to!(configurations::update_configuration)),
+            route(M::DELETE, &config, to!(configurations::delete_configuration)),
+            route(M::PUT, &format!("{config}/state"), to!(configurations::set_state)),
+            route(M::GET, &rows, to!(configurations::rows)),
+            route(M::POST, &rows, to!(configurations::create_row)),
+            route(M::GET, &row, to!(configurations::row)),
+            route(M::PUT, &row, to!(configurations::update_row)),
+            route(M::DELETE, &row, to!(configurations::delete_row)),
+            route(M::PUT, &format!("{row}/state"), to!(configurations::set_row_state)),
         ]);
     }
     routes
@@ -132,14 +148,18 @@ fn table() -> Vec<Route> {
 pub enum Public {
     Live,
     Ready,
+    OpenApi,
 }
+
+/// The `GET` routes that need no token, by pattern.
+pub const PUBLIC: [(&str, Public); 3] = [
+    ("health/live", Public::Live),
+    ("health/ready", Public::Ready),
+    ("openapi.json", Public::OpenApi),
+];
 
 /// The pattern and route of `GET <path>` when it is a public route.
 pub fn public(method: &Method, path: &str) -> Option<(&'static str, Public)> {
-    const PUBLIC: [(&str, Public); 2] = [
-        ("health/live", Public::Live),
-        ("health/ready", Public::Ready),
-    ];
     let path = path.trim_matches('/');
     PUBLIC
         .iter()
