@@ -277,7 +277,7 @@ async fn an_application_error_is_logged_under_its_exception_id_and_a_stop_remove
         "{line}"
     );
 
-    let api = Api::new(served.client.addr);
+    let api = Api::new(served.addr);
     let slow = tokio::spawn(async move { action(&api, "timeout", json!({})).await });
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while action_containers(&served.instance).is_empty() {

@@ -203,10 +203,10 @@ async fn oversized_body_is_413() {
     };
     // Declared too large: refused before any body byte is read.
     let too_large = "The request body is larger than the limit of 10485760 bytes.";
-    let answer = raw_exchange(t.client.addr, head("Content-Length: 11534336"), 0).await;
+    let answer = raw_exchange(t.addr, head("Content-Length: 11534336"), 0).await;
     assert_error(&answer, 413, too_large, json!({}));
     // Streamed without a length: refused once the limit (10 MiB) is passed.
-    let answer = raw_exchange(t.client.addr, head("Transfer-Encoding: chunked"), 12).await;
+    let answer = raw_exchange(t.addr, head("Transfer-Encoding: chunked"), 12).await;
     assert_error(&answer, 413, too_large, json!({}));
     assert_eq!(t.get("/search/jobs").await.json(), json!([]));
 }

@@ -95,7 +95,7 @@ async fn json_log_has_one_object_a_line_and_a_line_per_request() {
     let mut served = Served::start(&settings, &dir.path().join("jobq.log"), &[])
         .unwrap_or_else(|ended| panic!("{ended}"));
     assert_eq!(served.get("/v2/storage/tokens/verify").await.status, 200);
-    let anonymous = jobq::cli::client::ApiClient::new(served.client.addr, "");
+    let anonymous = jobq::cli::client::ApiClient::new(served.addr, "");
     assert_eq!(anonymous.get("/health/live").await.unwrap().status, 200);
     assert_eq!(anonymous.get("/nowhere").await.unwrap().status, 404);
     assert_eq!(anonymous.get("/jobs/1").await.unwrap().status, 401);

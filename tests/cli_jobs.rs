@@ -93,7 +93,9 @@ async fn run_prints_the_id_at_once_streams_events_and_exits_by_the_jobs_status()
     ]));
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
-        stderr.contains("cannot connect to jobq at 127.0.0.1:9"),
+        stderr.contains(
+            "cannot connect to jobq at http://127.0.0.1:9; check that the daemon runs there"
+        ),
         "{stderr}"
     );
 }

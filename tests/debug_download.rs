@@ -30,12 +30,7 @@ fn jobq_debug(t: &TestDaemon, job: &str, out: &std::path::Path) -> std::process:
     std::process::Command::new(env!("CARGO_BIN_EXE_jobq"))
         .args(["debug", job, "--out"])
         .arg(out)
-        .args([
-            "--url",
-            &format!("http://{}", t.client.addr),
-            "--token",
-            TOKEN,
-        ])
+        .args(["--url", &format!("http://{}", t.addr), "--token", TOKEN])
         .output()
         .unwrap()
 }

@@ -67,7 +67,7 @@ async fn setup(mib: u64, options: &Options, lines: &str, env: &[(&str, &str)]) -
 
 /// A client that sends a wrong token: the health routes need none.
 fn anonymous(served: &Served) -> ApiClient {
-    ApiClient::new(served.client.addr, "not-the-token")
+    ApiClient::new(served.addr, "not-the-token")
 }
 
 /// What `/health/ready` answers while the store takes writes: these daemons run without a Docker

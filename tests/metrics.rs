@@ -132,7 +132,7 @@ async fn metrics_listen_serves_metrics_without_a_token_and_nothing_else() {
         .unwrap_or_else(|| panic!("the log names the metrics address: {log}"))
         .parse()
         .unwrap();
-    let scraper = jobq::cli::client::ApiClient { addr, token: None };
+    let scraper = jobq::cli::client::ApiClient::anonymous(addr);
     let answer = scraper.get("/metrics").await.unwrap();
     assert_eq!(answer.status, 200);
     let samples = samples(std::str::from_utf8(&answer.body).unwrap());

@@ -677,7 +677,7 @@ async fn kbcstorage_client_reads_components_and_configurations() {
     .await;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kbcstorage_check.py");
-    let url = format!("http://{}", t.client.addr);
+    let url = format!("http://{}", t.addr);
     let stdout =
         succeeds(Command::new(&python).args([script, &url, TOKEN, COMPONENT, "kbc-check"]));
     assert_eq!(

@@ -43,7 +43,7 @@ fn bucket_object(t: &TestDaemon, seen: &Value, id: &str, rows: u64, bytes: u64) 
         is_time(&seen["created"]) && is_time(&seen["lastChangeDate"]),
         "{seen}"
     );
-    let url = format!("http://{}/v2/storage/buckets/{id}", t.client.addr);
+    let url = format!("http://{}/v2/storage/buckets/{id}", t.addr);
     let (stage, name) = id.split_once('.').unwrap();
     json!({
         "uri": url,
@@ -84,7 +84,7 @@ fn table_object(
     }
     let (bucket, name) = id.rsplit_once('.').unwrap();
     json!({
-        "uri": format!("http://{}/v2/storage/tables/{id}", t.client.addr),
+        "uri": format!("http://{}/v2/storage/tables/{id}", t.addr),
         "id": id,
         "name": name,
         "displayName": name,
@@ -331,7 +331,7 @@ async fn files_are_uploaded_listed_by_tags_and_downloaded() {
     let first = first.json();
     assert!(is_time(&first["created"]), "{first}");
     let id = first["id"].as_u64().expect("a numeric id");
-    let url = format!("http://{}/v2/storage/files/{id}/download", t.client.addr);
+    let url = format!("http://{}/v2/storage/files/{id}/download", t.addr);
     assert_eq!(
         first,
         json!({
@@ -387,10 +387,7 @@ async fn files_are_uploaded_listed_by_tags_and_downloaded() {
     let detail = t.get(&format!("/v2/storage/files/{id}")).await;
     assert_eq!((detail.status, detail.json()), (200, first.clone()));
     let download = t
-        .get(
-            url.strip_prefix(&format!("http://{}", t.client.addr))
-                .unwrap(),
-        )
+        .get(url.strip_prefix(&format!("http://{}", t.addr)).unwrap())
         .await;
     assert_eq!(download.status, 200);
     assert_eq!(download.headers["content-type"], "application/octet-stream");

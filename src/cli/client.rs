@@ -1,33 +1,34 @@
-//! A small client of the jobq API, used by `jobq demo`, `jobq load-table` and the integration
-//! tests.
+//! The client of the jobq API (reqwest: http and https, a base path, bodies read as they
+//! arrive), used by the CLI commands, `jobq demo` and the integration tests.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{HeaderMap, Method, Request};
-use hyper_util::rt::TokioIo;
+use reqwest::header::{HeaderMap, CONTENT_TYPE};
+use reqwest::Method;
 use serde_json::Value;
-use tokio::net::TcpStream;
 
 use crate::http::TOKEN_HEADER;
 
 /// Why a request to the API failed before an answer arrived.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to jobq at {addr}; check that the daemon runs there")]
-    Connect {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("the HTTP exchange with jobq failed")]
-    Http(#[from] hyper::Error),
-    #[error("cannot build the request")]
-    Request(#[from] hyper::http::Error),
-    #[error("\"{url}\" is not the address of a jobq: give http://<host>:<port>")]
+    #[error("cannot connect to jobq at {url}; check that the daemon runs there")]
+    Connect { url: String, source: reqwest::Error },
+    #[error("the HTTP exchange with jobq at {url} failed")]
+    Http { url: String, source: reqwest::Error },
+    #[error(
+        "\"{url}\" is not the address of a jobq: give http(s)://<host>[:<port>][/<base path>]"
+    )]
     Url { url: String },
+    #[error("cannot use {path} as the CA certificate: give a PEM file")]
+    Certificate {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// One answer: status, headers and the raw body.
@@ -51,24 +52,32 @@ impl Answer {
 pub struct Streaming {
     pub status: u16,
     pub headers: HeaderMap,
-    body: Incoming,
+    url: String,
+    response: reqwest::Response,
 }
 
 impl Streaming {
     /// The next piece of the body as it arrives; `None` at its end. A body shorter than its
     /// `Content-Length` is an error.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
-        while let Some(frame) = self.body.frame().await {
-            if let Ok(data) = frame?.into_data() {
-                return Ok(Some(data));
-            }
-        }
-        Ok(None)
+        let url = &self.url;
+        self.response
+            .chunk()
+            .await
+            .map_err(|source| ClientError::Http {
+                url: url.clone(),
+                source,
+            })
     }
 
     /// The rest of the body, read into an `Answer`.
     pub async fn collect(self) -> Result<Answer, ClientError> {
-        let body = self.body.collect().await?.to_bytes();
+        let url = self.url;
+        let body = self
+            .response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Http { url, source })?;
         Ok(Answer {
             status: self.status,
             headers: self.headers,
@@ -77,34 +86,89 @@ impl Streaming {
     }
 }
 
-/// Talks to one daemon with one token (`None`: send no token).
+/// Talks to one daemon (at a base URL: scheme, host, port and an optional base path) with one
+/// token (`None`: send no token).
 #[derive(Debug, Clone)]
 pub struct ApiClient {
-    pub addr: SocketAddr,
+    base: String,
     pub token: Option<String>,
+    http: reqwest::Client,
 }
 
 impl ApiClient {
+    /// A client of the daemon listening on `addr` (plain HTTP).
     pub fn new(addr: SocketAddr, token: &str) -> ApiClient {
-        ApiClient {
-            addr,
-            token: Some(token.to_string()),
-        }
+        ApiClient::at(format!("http://{addr}"), Some(token), None)
+            .expect("a client without a CA file builds")
     }
 
-    /// A client of the daemon at `url` (`http://<host>:<port>`, the host resolved now).
-    pub fn from_url(url: &str, token: &str) -> Result<ApiClient, ClientError> {
+    /// A client of the daemon on `addr` that sends no token.
+    pub fn anonymous(addr: SocketAddr) -> ApiClient {
+        ApiClient::at(format!("http://{addr}"), None, None)
+            .expect("a client without a CA file builds")
+    }
+
+    /// A client of the daemon at `url` (`http(s)://<host>[:<port>][/<base path>]`), trusting
+    /// the CA certificate in `ca_file` (PEM) besides the usual roots.
+    pub fn from_url(
+        url: &str,
+        token: &str,
+        ca_file: Option<&Path>,
+    ) -> Result<ApiClient, ClientError> {
         let invalid = || ClientError::Url {
             url: url.to_string(),
         };
-        let authority = url.strip_prefix("http://").ok_or_else(invalid)?;
-        let authority = authority.trim_end_matches('/');
-        let addr = authority
-            .to_socket_addrs()
-            .map_err(|_| invalid())?
-            .next()
-            .ok_or_else(invalid)?;
-        Ok(ApiClient::new(addr, token))
+        let parsed = reqwest::Url::parse(url).map_err(|_| invalid())?;
+        let fits = matches!(parsed.scheme(), "http" | "https")
+            && parsed.host_str().is_some()
+            && parsed.query().is_none()
+            && parsed.fragment().is_none();
+        if !fits {
+            return Err(invalid());
+        }
+        ApiClient::at(url.trim_end_matches('/').to_string(), Some(token), ca_file)
+    }
+
+    fn at(
+        base: String,
+        token: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> Result<ApiClient, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .no_proxy();
+        if let Some(path) = ca_file {
+            let certificate =
+                |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Certificate {
+                    path: path.display().to_string(),
+                    source,
+                };
+            let pem = std::fs::read(path).map_err(|e| certificate(e.into()))?;
+            let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| certificate(e.into()))?;
+            builder = builder.add_root_certificate(ca);
+        }
+        let http = builder.build().map_err(|source| ClientError::Http {
+            url: base.clone(),
+            source,
+        })?;
+        Ok(ApiClient {
+            base,
+            token: token.map(str::to_string),
+            http,
+        })
+    }
+
+    /// The absolute URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// This client with another token (`None`: none).
+    pub fn with_token(&self, token: Option<&str>) -> ApiClient {
+        ApiClient {
+            token: token.map(str::to_string),
+            ..self.clone()
+        }
     }
 
     /// Loads CSV (with a header) into a Storage table: creates the table (with `primary_key`)
@@ -165,7 +229,7 @@ impl ApiClient {
             .await
     }
 
-    /// Sends any request over a fresh connection.
+    /// Sends any request.
     pub async fn send(
         &self,
         method: Method,
@@ -179,7 +243,8 @@ impl ApiClient {
             .await
     }
 
-    /// `send`, leaving the answer's body to read as it arrives.
+    /// `send`, leaving the answer's body to read as it arrives. A POST without a
+    /// `Content-Type` is sent as JSON.
     pub async fn send_streaming(
         &self,
         method: Method,
@@ -187,39 +252,40 @@ impl ApiClient {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Streaming, ClientError> {
-        let stream =
-            TcpStream::connect(self.addr)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    addr: self.addr,
-                    source,
-                })?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let mut request = Request::builder().method(method).uri(path);
+        let url = self.url(path);
+        let is_post = method == Method::POST;
+        let mut request = self.http.request(method, &url);
+        if is_post
+            && !headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         if let Some(token) = &self.token {
             request = request.header(TOKEN_HEADER, token.as_str());
         }
-        let mut request = request.body(Full::new(body))?;
-        let host =
-            HeaderValue::from_str(&self.addr.to_string()).map_err(hyper::http::Error::from)?;
-        request.headers_mut().insert(HOST, host);
-        if !request.headers().contains_key(CONTENT_TYPE) && request.method() == Method::POST {
-            request
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        let response = sender.send_request(request).await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
+        let response = request.body(body).send().await.map_err(|source| {
+            if source.is_connect() {
+                ClientError::Connect {
+                    url: self.base.clone(),
+                    source,
+                }
+            } else {
+                ClientError::Http {
+                    url: self.base.clone(),
+                    source,
+                }
+            }
+        })?;
         Ok(Streaming {
-            status,
-            headers,
-            body: response.into_body(),
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            url,
+            response,
         })
     }
 }

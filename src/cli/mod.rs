@@ -45,12 +45,8 @@ enum Command {
     /// Load a CSV file (with a header) into a Storage table of a running daemon, creating the
     /// table (and its bucket) when missing; prints the table.
     LoadTable {
-        /// The daemon's address.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// An API token of the daemon.
-        #[arg(long)]
-        token: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
         /// The table id, like in.c-main.orders.
         #[arg(long, value_name = "TABLE_ID")]
         table: String,
@@ -229,12 +225,16 @@ struct RunArgs {
 /// `KBC_STORAGE_API_HOST` and `KBC_STORAGE_API_TOKEN` (as Keboola's own tools read them).
 #[derive(clap::Args)]
 struct DaemonArgs {
-    /// The daemon's address [default: http://127.0.0.1:8080].
+    /// The daemon's address, http or https, with a base path when a proxy serves it under one
+    /// [default: http://127.0.0.1:8080].
     #[arg(long, env = "JOBQ_URL")]
     url: Option<String>,
     /// An API token of the daemon.
     #[arg(long, env = "JOBQ_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https URL, besides the usual roots.
+    #[arg(long, env = "JOBQ_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 impl DaemonArgs {
@@ -254,7 +254,7 @@ impl DaemonArgs {
                     "no token: give --token or set JOBQ_TOKEN (or KBC_STORAGE_API_TOKEN)"
                 )
             })?;
-        Ok(ApiClient::from_url(&url, &token)?)
+        Ok(ApiClient::from_url(&url, &token, self.ca_cert.as_deref())?)
     }
 }
 
@@ -314,13 +314,12 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Serve { config } => serve(config),
         Command::Demo => demo::run().map(drop),
         Command::LoadTable {
-            url,
-            token,
+            daemon,
             table,
             file,
             incremental,
             primary_key,
-        } => load_table(&url, &token, &table, &file, incremental, &primary_key),
+        } => load_table(&daemon, &table, &file, incremental, &primary_key),
         Command::Debug {
             job,
             daemon,
@@ -445,8 +444,7 @@ fn serve(config: PathBuf) -> anyhow::Result<()> {
 }
 
 fn load_table(
-    url: &str,
-    token: &str,
+    daemon: &DaemonArgs,
     table: &str,
     file: &Path,
     incremental: bool,
@@ -454,7 +452,7 @@ fn load_table(
 ) -> anyhow::Result<()> {
     let csv = std::fs::read(file)
         .with_context(|| format!("cannot read {}; check the --file path", file.display()))?;
-    let client = crate::cli::client::ApiClient::from_url(url, token)?;
+    let client = daemon.client()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

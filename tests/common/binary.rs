@@ -49,7 +49,7 @@ impl Api {
     /// talk to a running daemon (`load-table`, `run`, `debug`) take them.
     pub fn jobq<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Command {
         let mut command = jobq(args);
-        let url = format!("http://{}", self.client.addr);
+        let url = format!("http://{}", self.addr);
         command.args(["--url", &url, "--token", TOKEN]);
         command
     }

@@ -240,12 +240,15 @@ pub fn assert_not_killable(answer: &Answer, id: &str, status: &str) {
 /// A client of one daemon, with the requests tests make; each expects the daemon to answer.
 pub struct Api {
     pub client: ApiClient,
+    /// The daemon's address, for raw exchanges and the URLs it answers with.
+    pub addr: std::net::SocketAddr,
 }
 
 impl Api {
     pub fn new(addr: std::net::SocketAddr) -> Api {
         Api {
             client: ApiClient::new(addr, TOKEN),
+            addr,
         }
     }
 
@@ -309,17 +312,14 @@ impl Api {
     /// Clients of this daemon that send no token, and a wrong one, each with the message of the
     /// 401 it gets.
     pub fn clients_without_a_valid_token(&self) -> [(ApiClient, &'static str); 2] {
-        let anonymous = ApiClient {
-            addr: self.client.addr,
-            token: None,
-        };
+        let anonymous = self.client.with_token(None);
         [
             (
                 anonymous,
                 "Access token must be set in the X-StorageApi-Token header.",
             ),
             (
-                ApiClient::new(self.client.addr, "not-the-token"),
+                self.client.with_token(Some("not-the-token")),
                 "Invalid access token.",
             ),
         ]
