@@ -24,6 +24,28 @@ fn run(command: &mut std::process::Command) -> (Option<i32>, String, String) {
     )
 }
 
+#[tokio::test]
+async fn run_on_a_terminal_shows_the_elapsed_time() {
+    let t = TestDaemon::start(Options::default()).await;
+    let data = parameters(json!({"sleep": 2, "print": ["slept"]}));
+    // `script` gives the command a terminal; its own stdout carries what the command wrote.
+    let (code, stdout, stderr) = run(std::process::Command::new("script")
+        .args([
+            "-qec",
+            r#""$JOBQ" run "$COMPONENT" --config-data "$DATA" --url "$URL" --token "$TOKEN""#,
+            "/dev/null",
+        ])
+        .env("JOBQ", common::binary::BINARY)
+        .env("COMPONENT", COMPONENT)
+        .env("DATA", &data)
+        .env("URL", format!("http://{}", t.addr))
+        .env("TOKEN", common::TOKEN));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("running for"), "{stdout}");
+    assert!(stdout.contains("info  slept"), "{stdout}");
+    assert!(stdout.contains("ended success after"), "{stdout}");
+}
+
 fn parameters(value: Value) -> String {
     json!({"parameters": value}).to_string()
 }
@@ -49,6 +71,10 @@ async fn run_prints_the_id_at_once_streams_events_and_exits_by_the_jobs_status()
     assert!(
         stderr.contains(&format!("Job {id} ended success after")),
         "{stderr}"
+    );
+    assert!(
+        !stderr.contains("running for"),
+        "no elapsed-time line when stderr is not a terminal: {stderr}"
     );
 
     // A failing job: exit code 1, its message in the summary.

@@ -546,7 +546,10 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let job = run::create(&client, &request).await?;
         let id = job["id"].as_str().unwrap_or_default().to_string();
-        eprintln!("Created job {id} ({})", job["url"].as_str().unwrap_or_default());
+        eprintln!(
+            "Created job {id} ({})",
+            job["url"].as_str().unwrap_or_default()
+        );
         if args.no_wait {
             match output {
                 Output::Json => println!("{job:#}"),
@@ -555,22 +558,33 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        let progress = elapsed_line(&id);
         let followed = jobs::follow(&client, &id, true, |event| {
             let elapsed = jobs::human_duration(started.elapsed().as_secs() as i64);
-            eprintln!(
-                "[{elapsed:>6}] {:<5} {}",
-                event["type"].as_str().unwrap_or_default(),
-                event["message"].as_str().unwrap_or_default()
-            );
+            progress.suspend(|| {
+                eprintln!(
+                    "[{elapsed:>6}] {:<5} {}",
+                    event["type"].as_str().unwrap_or_default(),
+                    event["message"].as_str().unwrap_or_default()
+                )
+            });
         });
         let limit = std::time::Duration::from_secs(args.timeout.unwrap_or(u64::MAX / 4));
-        tokio::select! {
-            followed = followed => { followed?; }
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("Stopped following job {id}: it keeps running. Kill it with: jobq kill {id}");
+        let ended = tokio::select! {
+            followed = followed => Ok(followed?),
+            _ = tokio::signal::ctrl_c() => Err(None),
+            () = tokio::time::sleep(limit) => Err(Some(limit)),
+        };
+        progress.finish_and_clear();
+        match ended {
+            Ok(_) => {}
+            Err(None) => {
+                eprintln!(
+                    "Stopped following job {id}: it keeps running. Kill it with: jobq kill {id}"
+                );
                 return Err(JobFailed(130).into());
             }
-            () = tokio::time::sleep(limit) => {
+            Err(Some(limit)) => {
                 eprintln!(
                     "Stopped following job {id} after {}s (--timeout): it keeps running. Kill it \
                      with: jobq kill {id}",
@@ -603,6 +617,18 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
             _ => Err(JobFailed(1).into()),
         }
     })
+}
+
+/// The line under `jobq run`'s events with the time since the job was created: drawn on a
+/// terminal only (indicatif hides it when stderr is not one).
+fn elapsed_line(id: &str) -> indicatif::ProgressBar {
+    let line = indicatif::ProgressBar::new_spinner().with_message(format!("job {id}"));
+    line.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} running for {elapsed}")
+            .expect("a valid template"),
+    );
+    line.enable_steady_tick(std::time::Duration::from_millis(200));
+    line
 }
 
 /// The `POST /jobs` body of `jobq run`'s arguments.
