@@ -63,7 +63,13 @@ pub fn container_size(
     backend: &Value,
 ) -> Result<Size, SizeError> {
     let (name, kind) = container_type(settings, backend)?;
-    let memory_bytes = (component.memory_bytes as f64 * kind.memory_factor) as i64;
+    // Whole megabytes, as the platform renders the scaled limit (`<bytes/10^6>M`).
+    let scaled = component.memory_bytes as f64 * kind.memory_factor;
+    let memory_bytes = if scaled >= 1e6 {
+        (scaled / 1e6).floor() as i64 * 1_000_000
+    } else {
+        scaled as i64
+    };
     if let Some(limit) = settings.max_container_memory {
         if memory_bytes > limit {
             return Err(SizeError::Memory {
