@@ -1288,6 +1288,16 @@ mod tests {
         assert_eq!(component.memory_bytes, 256_000_000);
         assert_eq!(component.process_timeout, Duration::from_secs(3600));
         assert_eq!(component.network, Network::Bridge);
+        assert_eq!(component.confinement, Confinement::default());
+        assert_eq!(settings.no_internet_network, "jobq-no-internet");
+        assert_eq!((settings.max_container_memory, settings.max_container_cpus), (None, None));
+        assert_eq!(
+            settings.container_types["large"],
+            ContainerType {
+                memory_factor: 7.1,
+                cpus: 14.0
+            }
+        );
         assert_eq!(component.image_reference("1.0.0"), "local/ex-sample:1.0.0");
     }
 
@@ -1374,6 +1384,34 @@ mod tests {
                 "`components[0].process_timeout`",
             ),
             ("listen = \"127.0.0.1:1\"\n".to_string(), "`tokens`"),
+            (
+                format!("{base}{component}pids_limit = 0\n"),
+                "`components[0].pids_limit`",
+            ),
+            (
+                format!("{base}{component}tmp_size = \"big\"\n"),
+                "`components[0].tmp_size`",
+            ),
+            (
+                format!("max_container_memory = \"lots\"\n{base}"),
+                "`max_container_memory`",
+            ),
+            (
+                format!("max_container_cpus = 0\n{base}"),
+                "`max_container_cpus`",
+            ),
+            (
+                format!("no_internet_network = \" \"\n{base}"),
+                "`no_internet_network`",
+            ),
+            (
+                format!("{base}[container_types.huge]\ncpus = 1\n"),
+                "`container_types.huge`",
+            ),
+            (
+                format!("{base}[container_types.small]\nmemory_factor = 0\n"),
+                "`container_types.small.memory_factor`",
+            ),
         ];
         for (text, key) in cases {
             let message = error_of(&text);
