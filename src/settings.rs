@@ -1290,7 +1290,10 @@ mod tests {
         assert_eq!(component.network, Network::Bridge);
         assert_eq!(component.confinement, Confinement::default());
         assert_eq!(settings.no_internet_network, "jobq-no-internet");
-        assert_eq!((settings.max_container_memory, settings.max_container_cpus), (None, None));
+        assert_eq!(
+            (settings.max_container_memory, settings.max_container_cpus),
+            (None, None)
+        );
         assert_eq!(
             settings.container_types["large"],
             ContainerType {

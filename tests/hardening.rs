@@ -29,6 +29,10 @@ const BIG: &str = "keboola.ex-big";
 const SETUID: &str = "keboola.ex-setuid";
 const SETUID_RELAXED: &str = "keboola.ex-setuid-relaxed";
 const SETUID_IMAGE: &str = "local/jobq-setuid-test";
+/// The fixture with a read-only root file system and a tmpfs `/tmp`.
+const READ_ONLY: &str = "keboola.ex-read-only";
+/// The fixture as the image's own user (root), with its capabilities.
+const ROOT: &str = "keboola.ex-root";
 
 /// The cgroup files (v1, then v2) that say a container's memory, CPU quota and process limit.
 const MEMORY_FILES: [&str; 2] = [
@@ -52,7 +56,11 @@ fn tables(image_tag: &str) -> String {
          network = \"none\"\n\
          [[components]]\nid = \"{SETUID_RELAXED}\"\nimage = \"{SETUID_IMAGE}\"\n\
          tag = \"{image_tag}\"\nnetwork = \"none\"\nno_new_privileges = false\n\
-         drop_capabilities = false\n"
+         drop_capabilities = false\n\
+         [[components]]\nid = \"{READ_ONLY}\"\n{fixture}\nnetwork = \"none\"\n\
+         read_only_rootfs = true\ntmp_size = \"16m\"\n\
+         [[components]]\nid = \"{ROOT}\"\n{fixture}\nnetwork = \"none\"\n\
+         container_root_user = true\ndrop_capabilities = false\n"
     )
 }
 
@@ -507,4 +515,51 @@ async fn a_no_internet_container_has_no_route_out_while_a_bridge_one_has() {
             "only through the internal network's gateway: {closed_routes:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_component_may_have_a_read_only_root_a_tmpfs_and_run_as_root() {
+    let t = daemon(Options::default(), "").await;
+    let mounts = |append_to: &str| {
+        json!({"read_files": ["/proc/self/mounts", "/proc/self/status"],
+               "append_run_id_to": append_to})
+    };
+    let written = t
+        .run(json!({"component": READ_ONLY, "configData": {"parameters": mounts("/tmp/run-id")}}))
+        .await;
+    assert_eq!(written["status"], "success", "{written:#}");
+    let files = files_read(&t, &id(&written)).await;
+    let mount = |point: &str| -> Vec<String> {
+        files["/proc/self/mounts"]
+            .lines()
+            .map(|line| {
+                line.split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .find(|fields| fields[1] == point)
+            .unwrap_or_else(|| panic!("{point} is mounted: {files:?}"))
+    };
+    assert!(
+        mount("/")[3].split(',').any(|option| option == "ro"),
+        "{:?}",
+        mount("/")
+    );
+    let tmp = mount("/tmp");
+    assert_eq!(tmp[2], "tmpfs");
+    // 16m in whole pages, as the kernel shows it.
+    let size = format!("size={}k", 16_000_000_u64.div_ceil(4096) * 4);
+    assert!(tmp[3].split(',').any(|option| option == size), "{tmp:?}");
+    assert_ne!(uids(&files)[0], 0);
+    // Outside /data and /tmp nothing can be written.
+    let refused = t
+        .run(json!({"component": READ_ONLY, "configData": {"parameters": mounts("/run-id")}}))
+        .await;
+    assert_eq!(refused["status"], "error", "{refused:#}");
+
+    let root = t
+        .run(json!({"component": ROOT, "configData": {"parameters": mounts("/tmp/run-id")}}))
+        .await;
+    assert_eq!(root["status"], "success", "{root:#}");
+    assert_eq!(uids(&files_read(&t, &id(&root)).await), [0, 0, 0, 0]);
 }
