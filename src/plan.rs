@@ -292,6 +292,27 @@ mod tests {
     use super::*;
     use crate::model::Row;
 
+    #[test]
+    fn a_configuration_timeout_above_zero_wins_up_to_a_day() {
+        let component = Component::development("c", "i:1");
+        let timeout = |runtime: Value| process_timeout(&json!({"runtime": runtime}), &component);
+        assert_eq!(
+            timeout(json!({"process_timeout": 5})),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            timeout(json!({"process_timeout": 100_000})),
+            Duration::from_secs(86_400)
+        );
+        for ignored in [
+            json!({"process_timeout": 0}),
+            json!({"process_timeout": "9"}),
+            json!({}),
+        ] {
+            assert_eq!(timeout(ignored), component.process_timeout);
+        }
+    }
+
     fn row(id: &str, disabled: bool, configuration: Value) -> Row {
         Row {
             id: id.into(),

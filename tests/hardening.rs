@@ -284,6 +284,16 @@ async fn a_type_over_the_host_caps_or_unknown_is_refused_naming_it() {
          \"large\".",
         json!({}),
     );
+    // An orchestration's backend reaches its tasks, so it is checked as it is created.
+    let orchestration = json!({"component": "keboola.orchestrator", "configData": {},
+                               "backend": {"containerType": "huge"}});
+    assert_error(
+        &t.post("/jobs", &orchestration).await,
+        400,
+        "Backend container type \"huge\" is unknown; use \"xsmall\", \"small\", \"medium\" or \
+         \"large\".",
+        json!({}),
+    );
     let fits = t.submit(create(BIG, "medium")).await;
     assert_eq!(fits["backend"], json!({"containerType": "medium"}));
 }
@@ -562,4 +572,23 @@ async fn a_component_may_have_a_read_only_root_a_tmpfs_and_run_as_root() {
         .await;
     assert_eq!(root["status"], "success", "{root:#}");
     assert_eq!(uids(&files_read(&t, &id(&root)).await), [0, 0, 0, 0]);
+}
+
+#[tokio::test]
+async fn a_configuration_runtime_process_timeout_replaces_the_components() {
+    let t = daemon(Options::default(), "").await;
+    // COMPONENT's own timeout is 60 s.
+    let job = t
+        .run(json!({"component": COMPONENT, "configData": {
+            "parameters": {"sleep": 30},
+            "runtime": {"process_timeout": 1},
+        }}))
+        .await;
+    assert_eq!(job["status"], "error", "{job:#}");
+    assert_eq!(
+        job["result"]["message"],
+        format!(
+            "Running {FIXTURE_IMAGE}:{FIXTURE_TAG} container exceeded the timeout of 1 seconds."
+        )
+    );
 }
