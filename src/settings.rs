@@ -84,9 +84,9 @@ pub struct ContainerType {
     pub cpus: f64,
 }
 
-/// The container types of the platform with its values, the default of `[container_types]`:
-/// the container type a job names when it names none.
+/// The container type of a job that names none.
 pub const DEFAULT_CONTAINER_TYPE: &str = "small";
+/// The platform's container types with its values: the defaults of `[container_types]`.
 const PLATFORM_CONTAINER_TYPES: [(&str, ContainerType); 4] = [
     (
         "xsmall",
