@@ -14,6 +14,7 @@ use crate::error::chain;
 use crate::runner::action::{ActionOutput, ActionRun, ActionRunError, MAX_ACTION_STDOUT};
 use crate::runner::container::ContainerSpec;
 use crate::runner::outcome::{self, ErrorKind, Exit, ExitContext};
+use crate::runner::size::{container_size, Size};
 use crate::runner::{workspace, Runner};
 use crate::secrets::{self, Redactor, Scope, Secrets, SecretsError};
 use crate::settings::{Component, Settings};
@@ -184,6 +185,9 @@ impl Actions {
         let id = format!("{:016x}", rand::random::<u64>());
         let folder = settings.data_dir.join(ACTIONS_DIR).join(&id);
         let image = component.image_reference(request.tag.as_deref().unwrap_or(&component.tag));
+        // An action runs in a container of the default type, as on the platform.
+        let size = container_size(settings, component, &json!({}))
+            .map_err(|error| ActionError::User(error.to_string()))?;
         let branch_id = match request.branch_id.as_deref() {
             None | Some("") | Some("default") => settings.project.default_branch_id.clone(),
             Some(branch) => branch.to_string(),
@@ -210,7 +214,14 @@ impl Actions {
                 row_id: None,
             };
             let env = workspace::kbc_environment(&context, settings);
-            Ok(ContainerSpec::new(&image, component, &identity.user, env))
+            Ok(ContainerSpec::new(
+                &image,
+                component,
+                size,
+                &identity.user,
+                env,
+                settings,
+            ))
         });
         let ran = match prepared {
             Ok(spec) => {
@@ -232,7 +243,7 @@ impl Actions {
             tracing::error!(%error, path = %folder.display(), "cannot remove the folder of an action; it holds its decrypted secrets");
         }
         let output = ran?;
-        answer(output, &image, component, settings, &redactor)
+        answer(output, &image, component, size, settings, &redactor)
     }
 }
 
@@ -252,6 +263,7 @@ fn answer(
     output: ActionOutput,
     image: &str,
     component: &Component,
+    size: Size,
     settings: &Settings,
     redactor: &Redactor,
 ) -> Result<Vec<u8>, ActionError> {
@@ -259,13 +271,14 @@ fn answer(
         return Err(ActionError::Stopping);
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let memory_limit = crate::runner::format_memory(component.memory_bytes);
+    let memory_limit = crate::runner::format_memory(size.memory_bytes);
     let verdict = outcome::classify(
         output.exit,
         &ExitContext {
             image,
             memory_limit: &memory_limit,
             timeout_seconds: settings.action_time_limit.as_secs(),
+            pids_limit: component.confinement.pids_limit,
             stdout: &stdout,
             stderr: &output.stderr,
         },

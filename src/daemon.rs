@@ -14,7 +14,7 @@ use crate::notifications::Notifications;
 use crate::queue::{Queue, QueueError};
 use crate::runner::{Runner, RunnerError};
 use crate::secrets::{Secrets, SecretsError};
-use crate::settings::{ImageSource, Settings};
+use crate::settings::{ImageSource, Network, Settings};
 use crate::storage::{Storage, StorageError};
 use crate::store::{Store, StoreError};
 
@@ -79,6 +79,30 @@ async fn check_images(runner: Arc<Runner>, settings: Arc<Settings>) {
     }
 }
 
+/// Creates the network of `no-internet` components when one is registered and the engine lacks
+/// it (a warning, not fatal: each such job makes sure of it again before its container).
+async fn create_networks(runner: Arc<Runner>, settings: Arc<Settings>) {
+    let wanted = settings
+        .components
+        .iter()
+        .any(|component| component.network == Network::NoInternet);
+    if !wanted {
+        return;
+    }
+    let created = match runner.docker().await {
+        Ok(docker) => {
+            runner
+                .ensure_network(&docker, &settings.no_internet_network)
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = created {
+        let error = crate::error::chain(&error);
+        tracing::warn!(%error, network = %settings.no_internet_network, "cannot make sure of the no-internet network");
+    }
+}
+
 /// Runs the daemon on the current (multi-threaded) runtime until `shutdown` is cancelled.
 /// `ready` is told the bound address and the store's instance id once the API answers.
 pub async fn run(
@@ -115,6 +139,7 @@ pub async fn run(
     }
     let settings = Arc::new(settings);
     tokio::spawn(check_images(Arc::clone(&runner), Arc::clone(&settings)));
+    tokio::spawn(create_networks(Arc::clone(&runner), Arc::clone(&settings)));
     let storage = Arc::new(Storage::open(Arc::clone(&store), &settings.data_dir)?);
     let actions = Actions::new(
         Arc::clone(&settings),

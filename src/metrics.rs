@@ -97,7 +97,7 @@ impl Metrics {
         r.register(
             "containers_ended",
             "Containers that ended, by how: exit (the component's own exit code), timeout, oom, \
-             killed (the job was killed), lost (gone from the engine).",
+             pids (the process limit reached), killed (the job was killed), lost (gone from the engine).",
             m.containers_ended.clone(),
         );
         r.register(
@@ -190,6 +190,7 @@ impl Metrics {
             Exit::Code(_) => "exit",
             Exit::TimedOut => "timeout",
             Exit::OutOfMemory => "oom",
+            Exit::ProcessLimit => "pids",
             Exit::Terminated => "killed",
             Exit::Lost => "lost",
         };

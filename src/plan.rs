@@ -2,12 +2,14 @@
 //! and deep-merged over the root, variables replaced, state attached).
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::model::{deep_merge, replace_placeholders, Configuration, Row};
 use crate::model::{Job, JobResult, UserError, Variable};
 use crate::runner::Task;
+use crate::settings::Component;
 
 /// The component whose configurations hold variable definitions and their value sets.
 pub const VARIABLES_COMPONENT: &str = "keboola.variables";
@@ -172,6 +174,23 @@ pub fn plan(
     })
 }
 
+/// The longest a job's component container may run: the configuration's
+/// `runtime.process_timeout` when above 0 (at most `MAX_PROCESS_TIMEOUT`), else the component's
+/// own, as the platform reads it (processors always run with their own).
+pub fn process_timeout(configuration: &Value, component: &Component) -> Duration {
+    match configuration
+        .pointer("/runtime/process_timeout")
+        .and_then(Value::as_f64)
+    {
+        Some(seconds) if seconds >= 1.0 => {
+            Duration::from_secs(seconds as u64).min(MAX_PROCESS_TIMEOUT)
+        }
+        _ => component.process_timeout,
+    }
+}
+
+/// The cap of a configuration's `runtime.process_timeout`: a day.
+pub const MAX_PROCESS_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// The `component` part of a stored state (`{}` when none).
 pub fn component_state(state: &Value) -> Value {
     match state.get("component") {
@@ -272,6 +291,27 @@ fn variable_values(
 mod tests {
     use super::*;
     use crate::model::Row;
+
+    #[test]
+    fn a_configuration_timeout_above_zero_wins_up_to_a_day() {
+        let component = Component::development("c", "i:1");
+        let timeout = |runtime: Value| process_timeout(&json!({"runtime": runtime}), &component);
+        assert_eq!(
+            timeout(json!({"process_timeout": 5})),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            timeout(json!({"process_timeout": 100_000})),
+            Duration::from_secs(86_400)
+        );
+        for ignored in [
+            json!({"process_timeout": 0}),
+            json!({"process_timeout": "9"}),
+            json!({}),
+        ] {
+            assert_eq!(timeout(ignored), component.process_timeout);
+        }
+    }
 
     fn row(id: &str, disabled: bool, configuration: Value) -> Row {
         Row {

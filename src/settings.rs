@@ -66,7 +66,91 @@ pub struct Settings {
     pub max_concurrent_actions: usize,
     /// What a schedule does at start-up about a fire missed while jobq was down.
     pub schedule_catch_up: CatchUp,
+    /// The container types a job's `backend.containerType` names, by name.
+    pub container_types: std::collections::BTreeMap<String, ContainerType>,
+    /// The most memory (bytes) a job's container may ask for; more is a user error.
+    pub max_container_memory: Option<i64>,
+    /// The most CPUs a job's container may ask for; more is a user error.
+    pub max_container_cpus: Option<f64>,
+    /// The engine network of `no-internet` components, created by jobq when absent.
+    pub no_internet_network: String,
 }
+
+/// A container type (`backend.containerType`): the factor of the component's memory and the
+/// CPUs its containers get.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContainerType {
+    pub memory_factor: f64,
+    pub cpus: f64,
+}
+
+/// The container type of a job that names none.
+pub const DEFAULT_CONTAINER_TYPE: &str = "small";
+/// The platform's container types with its values: the defaults of `[container_types]`.
+const PLATFORM_CONTAINER_TYPES: [(&str, ContainerType); 4] = [
+    (
+        "xsmall",
+        ContainerType {
+            memory_factor: 0.5,
+            cpus: 1.0,
+        },
+    ),
+    (
+        "small",
+        ContainerType {
+            memory_factor: 1.0,
+            cpus: 2.0,
+        },
+    ),
+    (
+        "medium",
+        ContainerType {
+            memory_factor: 2.0,
+            cpus: 4.0,
+        },
+    ),
+    (
+        "large",
+        ContainerType {
+            memory_factor: 7.1,
+            cpus: 14.0,
+        },
+    ),
+];
+
+/// How a component's containers are confined (each hardening an operator may relax per
+/// component); the same for its jobs, its actions and `jobq replay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Confinement {
+    /// Processes (tasks) the container may have at once; a fork past it fails.
+    pub pids_limit: i64,
+    /// Every capability dropped (`--cap-drop ALL`).
+    pub drop_capabilities: bool,
+    /// `no-new-privileges`: setuid binaries and file capabilities grant nothing.
+    pub no_new_privileges: bool,
+    /// The image's root file system is read-only (`/data` and `/tmp` stay writable).
+    pub read_only_rootfs: bool,
+    /// `/tmp` as a tmpfs of this many bytes; `None`: the job's own `tmp/` folder.
+    pub tmp_size: Option<i64>,
+    /// The container runs as the image's own user, root included (the platform's
+    /// `container-root-user` feature); otherwise as `container_user`, never root.
+    pub root_user: bool,
+}
+
+impl Default for Confinement {
+    fn default() -> Self {
+        Confinement {
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            drop_capabilities: true,
+            no_new_privileges: true,
+            read_only_rootfs: false,
+            tmp_size: None,
+            root_user: false,
+        }
+    }
+}
+
+const DEFAULT_PIDS_LIMIT: i64 = 1024;
 
 /// `log_format`: lines for people, or one JSON object a line for a log collector. Either way,
 /// colours only on a terminal.
@@ -134,6 +218,7 @@ pub struct Component {
     pub default_bucket_stage: BucketStage,
     /// The job's token goes to the component as `KBC_TOKEN` (with `KBC_URL`).
     pub forward_token: bool,
+    pub confinement: Confinement,
 }
 
 impl Component {
@@ -157,6 +242,7 @@ impl Component {
             source: ImageSource::Local,
             default_bucket_stage: BucketStage::In,
             forward_token: false,
+            confinement: Confinement::default(),
         }
     }
 
@@ -186,19 +272,9 @@ pub const DEFAULT_REGISTRY: &str = "docker.io";
 pub enum Network {
     Bridge,
     None,
-    /// Keboola's network without internet access; accepted here, run only once jobq has it.
+    /// Keboola's network without internet access: `no_internet_network`, an internal network
+    /// of jobq's own.
     NoInternet,
-}
-
-impl Network {
-    /// The engine's network mode, `None` for a network jobq cannot give a container yet.
-    pub fn docker_mode(self) -> Option<&'static str> {
-        match self {
-            Network::Bridge => Some("bridge"),
-            Network::None => Some("none"),
-            Network::NoInternet => None,
-        }
-    }
 }
 
 /// The stage of a component's default bucket.
@@ -468,6 +544,19 @@ struct RawSettings {
     action_time_limit: String,
     #[serde(default = "default_max_concurrent_actions")]
     max_concurrent_actions: i64,
+    #[serde(default)]
+    container_types: std::collections::BTreeMap<String, RawContainerType>,
+    max_container_memory: Option<String>,
+    max_container_cpus: Option<f64>,
+    #[serde(default = "default_no_internet_network")]
+    no_internet_network: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainerType {
+    memory_factor: Option<f64>,
+    cpus: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -524,6 +613,17 @@ struct RawComponent {
     default_bucket_stage: String,
     #[serde(default)]
     forward_token: bool,
+    #[serde(default = "default_pids_limit")]
+    pids_limit: i64,
+    #[serde(default = "default_true")]
+    drop_capabilities: bool,
+    #[serde(default = "default_true")]
+    no_new_privileges: bool,
+    #[serde(default)]
+    read_only_rootfs: bool,
+    tmp_size: Option<String>,
+    #[serde(default)]
+    container_root_user: bool,
 }
 
 /// Keboola's `data.definition` of a component.
@@ -624,6 +724,15 @@ fn default_bucket_stage() -> String {
 }
 fn default_definition_tag() -> String {
     "latest".into()
+}
+fn default_pids_limit() -> i64 {
+    DEFAULT_PIDS_LIMIT
+}
+fn default_true() -> bool {
+    true
+}
+fn default_no_internet_network() -> String {
+    "jobq-no-internet".into()
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> SettingsError {
@@ -884,8 +993,65 @@ impl RawSettings {
             action_time_limit: duration("action_time_limit", &self.action_time_limit)?,
             max_concurrent_actions: positive("max_concurrent_actions", self.max_concurrent_actions)?
                 as usize,
+            container_types: container_types(self.container_types)?,
+            max_container_memory: self
+                .max_container_memory
+                .map(|text| {
+                    parse_memory(&text).ok_or_else(|| {
+                        invalid(
+                            "max_container_memory",
+                            format!("\"{text}\" is not a size like 256m or 8g"),
+                        )
+                    })
+                })
+                .transpose()?,
+            max_container_cpus: self
+                .max_container_cpus
+                .map(|cpus| cpu_count("max_container_cpus", cpus))
+                .transpose()?,
+            no_internet_network: not_empty("no_internet_network".into(), self.no_internet_network)?,
         })
     }
+}
+
+/// `[container_types.<name>]`: the platform's four types, each value replaceable.
+fn container_types(
+    raw: std::collections::BTreeMap<String, RawContainerType>,
+) -> Result<std::collections::BTreeMap<String, ContainerType>, SettingsError> {
+    let mut types: std::collections::BTreeMap<String, ContainerType> = PLATFORM_CONTAINER_TYPES
+        .iter()
+        .map(|(name, kind)| (name.to_string(), *kind))
+        .collect();
+    for (name, given) in raw {
+        let key = |field: &str| format!("container_types.{name}.{field}");
+        let Some(kind) = types.get_mut(&name) else {
+            return Err(invalid(
+                format!("container_types.{name}"),
+                "is not a container type; the types are xsmall, small, medium and large",
+            ));
+        };
+        if let Some(factor) = given.memory_factor {
+            if !(factor > 0.0 && factor.is_finite()) {
+                return Err(invalid(
+                    key("memory_factor"),
+                    format!("must be above 0, not {factor}"),
+                ));
+            }
+            kind.memory_factor = factor;
+        }
+        if let Some(cpus) = given.cpus {
+            kind.cpus = cpu_count(&key("cpus"), cpus)?;
+        }
+    }
+    Ok(types)
+}
+
+/// A CPU count (fractions allowed, as `docker run --cpus`): at least 0.01.
+fn cpu_count(key: &str, cpus: f64) -> Result<f64, SettingsError> {
+    if !(cpus >= 0.01 && cpus.is_finite()) {
+        return Err(invalid(key, format!("must be at least 0.01, not {cpus}")));
+    }
+    Ok(cpus)
 }
 
 /// The entries of the list setting `list` (`components`, `registries`), each validated with its
@@ -944,6 +1110,18 @@ impl RawComponent {
                 format!("\"{}\" is not a size like 256m or 1g", self.memory),
             )
         })?;
+        let pids_limit = positive(&key("pids_limit"), self.pids_limit)?;
+        let tmp_size = self
+            .tmp_size
+            .map(|text| {
+                parse_memory(&text).ok_or_else(|| {
+                    invalid(
+                        key("tmp_size"),
+                        format!("\"{text}\" is not a size like 64m or 1g"),
+                    )
+                })
+            })
+            .transpose()?;
         let network = match self.network.as_str() {
             "bridge" => Network::Bridge,
             "none" => Network::None,
@@ -981,6 +1159,14 @@ impl RawComponent {
             default_bucket_stage,
             forward_token: self.forward_token,
             synchronous_actions: self.synchronous_actions,
+            confinement: Confinement {
+                pids_limit,
+                drop_capabilities: self.drop_capabilities,
+                no_new_privileges: self.no_new_privileges,
+                read_only_rootfs: self.read_only_rootfs,
+                tmp_size,
+                root_user: self.container_root_user,
+            },
         })
     }
 }
@@ -1102,6 +1288,19 @@ mod tests {
         assert_eq!(component.memory_bytes, 256_000_000);
         assert_eq!(component.process_timeout, Duration::from_secs(3600));
         assert_eq!(component.network, Network::Bridge);
+        assert_eq!(component.confinement, Confinement::default());
+        assert_eq!(settings.no_internet_network, "jobq-no-internet");
+        assert_eq!(
+            (settings.max_container_memory, settings.max_container_cpus),
+            (None, None)
+        );
+        assert_eq!(
+            settings.container_types["large"],
+            ContainerType {
+                memory_factor: 7.1,
+                cpus: 14.0
+            }
+        );
         assert_eq!(component.image_reference("1.0.0"), "local/ex-sample:1.0.0");
     }
 
@@ -1188,6 +1387,34 @@ mod tests {
                 "`components[0].process_timeout`",
             ),
             ("listen = \"127.0.0.1:1\"\n".to_string(), "`tokens`"),
+            (
+                format!("{base}{component}pids_limit = 0\n"),
+                "`components[0].pids_limit`",
+            ),
+            (
+                format!("{base}{component}tmp_size = \"big\"\n"),
+                "`components[0].tmp_size`",
+            ),
+            (
+                format!("max_container_memory = \"lots\"\n{base}"),
+                "`max_container_memory`",
+            ),
+            (
+                format!("max_container_cpus = 0\n{base}"),
+                "`max_container_cpus`",
+            ),
+            (
+                format!("no_internet_network = \" \"\n{base}"),
+                "`no_internet_network`",
+            ),
+            (
+                format!("{base}[container_types.huge]\ncpus = 1\n"),
+                "`container_types.huge`",
+            ),
+            (
+                format!("{base}[container_types.small]\nmemory_factor = 0\n"),
+                "`container_types.small.memory_factor`",
+            ),
         ];
         for (text, key) in cases {
             let message = error_of(&text);

@@ -88,6 +88,26 @@ async fn replay_prints_and_runs_the_exact_container_of_a_debug_stage() {
             "none"
         ]
     );
+    // The same confinement as the job's container: the small type's CPUs (capped by the
+    // host's cores) and the hardening defaults.
+    let cpus = std::thread::available_parallelism()
+        .unwrap()
+        .get()
+        .min(2)
+        .to_string();
+    assert_eq!(
+        words[12..20],
+        [
+            "--cpus",
+            cpus.as_str(),
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--pids-limit",
+            "1024"
+        ]
+    );
     // The environment is the job's (what its container saw), pair by pair.
     let env: BTreeMap<String, String> = words
         .windows(2)

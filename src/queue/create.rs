@@ -9,6 +9,7 @@ use crate::model::{
     Parallelism, RunId, Status, FLOW, ORCHESTRATOR,
 };
 use crate::plan;
+use crate::runner::size::{container_size, container_type};
 use crate::secrets::Scope;
 use crate::settings::{ad_hoc_image, Token};
 
@@ -187,6 +188,15 @@ impl Queue {
                 }
             }
         }
+        // The container type must be known, and fit this host's limits with the component's memory.
+        let sized = match self
+            .settings
+            .job_component(&request.component, &request.config_data)
+        {
+            Some(component) => container_size(&self.settings, &component, &backend).map(drop),
+            None => container_type(&self.settings, &backend).map(drop),
+        };
+        sized.map_err(|error| invalid("backend", error.to_string()))?;
         let parent_run_id = match &request.parent_run_id {
             Some(parent) if !parent.is_empty() => {
                 if self.store.job_by_run_id(parent)?.is_none() {

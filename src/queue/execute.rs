@@ -15,6 +15,7 @@ use crate::model::{
 };
 use crate::plan::{self, Plan};
 use crate::runner::outcome::{self, Verdict};
+use crate::runner::size::{container_size, Size};
 use crate::runner::workspace::{self, Workspace};
 use crate::runner::{Finished, ImageFailure, Recorded, Run, RunObserver, RunOutcome, Task};
 use crate::secrets::{self, Redactor, Registration, Scope};
@@ -344,7 +345,14 @@ impl Queue {
         if job.mode == Mode::Debug {
             let container = self
                 .runner
-                .job_container(job, task, &image.reference, image.component, &self.settings)
+                .job_container(
+                    job,
+                    task,
+                    &image.reference,
+                    image.component,
+                    image.size,
+                    &self.settings,
+                )
                 .map_err(|error| {
                     Stop::Requeue(format!("cannot prepare the next image: {error}"))
                 })?;
@@ -385,6 +393,8 @@ impl Queue {
             image_index,
             image: &image.reference,
             component: image.component,
+            size: image.size,
+            process_timeout: image.process_timeout,
             settings: &self.settings,
             observer: &observer,
         };
@@ -515,6 +525,10 @@ impl Queue {
         component: &'a Component,
         task: &Task,
     ) -> Result<Vec<Image<'a>>, UserError> {
+        let size_of = |component: &Component| {
+            container_size(&self.settings, component, &job.backend)
+                .map_err(|error| UserError(error.to_string()))
+        };
         let processors = |side: &str| -> Result<Vec<Image<'a>>, UserError> {
             task.configuration["processors"][side]
                 .as_array()
@@ -537,6 +551,8 @@ impl Queue {
                         reference: registered.image_reference(tag),
                         config: workspace::processor_config(&processor["parameters"], registered),
                         processor: true,
+                        size: size_of(registered)?,
+                        process_timeout: registered.process_timeout,
                     })
                 })
                 .collect()
@@ -547,6 +563,8 @@ impl Queue {
             reference: component.image_reference(&job.tag),
             config: workspace::config_json(job, component, task),
             processor: false,
+            size: size_of(component)?,
+            process_timeout: plan::process_timeout(&task.configuration, component),
         });
         images.extend(processors("after")?);
         Ok(images)
@@ -821,6 +839,9 @@ struct Image<'a> {
     reference: String,
     config: Value,
     processor: bool,
+    /// Its container's memory and CPUs: the job's container type.
+    size: Size,
+    process_timeout: Duration,
 }
 
 /// Adds an image's entry to `result.images`: a new inner list for a row's first image.

@@ -73,6 +73,7 @@ impl Runner {
             }
             Err(error) => return Err(self.unreachable(error).into()),
         }
+        self.ensure_network(&docker, &run.spec.network).await?;
         let body = self.container_body(run.spec, run.folder, &[(LABEL_ACTION, run.id.to_string())]);
         let name = format!("jobq-{}-action-{}", self.instance_id, run.id);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
@@ -134,7 +135,14 @@ impl Runner {
             }
         };
         let (waited, ()) = tokio::join!(
-            self.wait(&docker, container_id, deadline, run.grace, cancel),
+            self.wait(
+                &docker,
+                container_id,
+                deadline,
+                run.grace,
+                run.spec.confinement.pids_limit,
+                cancel
+            ),
             read
         );
         output.exit = match waited {

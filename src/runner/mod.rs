@@ -1,11 +1,13 @@
 //! Runs a job's component image through the Docker engine (the only module that knows bollard).
 
 pub mod action;
+pub mod confine;
 pub mod container;
 pub mod image;
 pub mod outcome;
 pub mod output;
 pub mod pull;
+pub mod size;
 pub mod workspace;
 
 use crate::blocking::blocking;
@@ -15,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -33,6 +35,7 @@ use crate::settings::{Component, ImageSource, Settings};
 use container::ContainerSpec;
 use outcome::{Exit, ExitContext, Verdict};
 use output::{HeadTail, LineBound, LineSplitter};
+use size::Size;
 pub use workspace::Task;
 
 /// Labels every jobq container carries, so that leftovers can be found.
@@ -43,6 +46,8 @@ pub const LABEL_RUN_ID: &str = "jobq.run-id";
 pub const LABEL_ROW_ID: &str = "jobq.row-id";
 /// Labels a synchronous action's container (never a job's), with the action's own id.
 pub const LABEL_ACTION: &str = "jobq.action";
+/// Labels the networks jobq creates.
+pub const LABEL_NETWORK: &str = "jobq.network";
 
 /// Why the engine could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +66,11 @@ pub enum RunnerError {
     Engine(#[from] bollard::errors::Error),
     #[error(transparent)]
     Image(#[from] image::ImageError),
+    #[error("cannot create the network \"{name}\" of no-internet components; check the engine's address pools (`docker network ls`)")]
+    Network {
+        name: String,
+        source: bollard::errors::Error,
+    },
 }
 
 /// Why an image a job needs is not in the engine.
@@ -123,6 +133,11 @@ pub struct Run<'a> {
     /// The image to run, `repository:tag` (a processor's tag is its own, not the job's).
     pub image: &'a str,
     pub component: &'a Component,
+    /// The container's memory and CPUs (the job's container type).
+    pub size: Size,
+    /// When the container is killed: the configuration's `runtime.process_timeout` for the
+    /// component, a processor's own.
+    pub process_timeout: Duration,
     pub settings: &'a Settings,
     pub observer: &'a dyn RunObserver,
 }
@@ -253,14 +268,10 @@ impl Runner {
                 }
             }
         };
-        if component.network.docker_mode().is_none() {
-            return user_error(no_internet(component));
-        }
-
         let prepared = blocking(|| {
             let identity = self.identity(settings)?;
             workspace::hand_over(&task.folder, identity.owner)?;
-            self.job_container(job, task, image, component, settings)
+            self.job_container(job, task, image, component, run.size, settings)
         });
         let spec = match prepared {
             Ok(spec) => spec,
@@ -275,6 +286,11 @@ impl Runner {
             (LABEL_RUN_ID, job.run_id.to_string()),
             (LABEL_ROW_ID, task.row_id.clone().unwrap_or_default()),
         ];
+        if let Err(error) = self.ensure_network(&docker, &spec.network).await {
+            return RunOutcome::Requeue {
+                reason: chain(&error),
+            };
+        }
         let body = self.container_body(&spec, &task.folder, &labels);
         let name = self.container_name(job, task, run.image_index);
         // A container of the same name is a leftover of an attempt that never started.
@@ -347,11 +363,52 @@ impl Runner {
         task: &Task,
         image: &str,
         component: &Component,
+        size: Size,
         settings: &Settings,
     ) -> std::io::Result<ContainerSpec> {
         let user = self.identity(settings)?.user;
         let env = workspace::environment(job, component, task, settings);
-        Ok(ContainerSpec::new(image, component, &user, env))
+        Ok(ContainerSpec::new(
+            image, component, size, &user, env, settings,
+        ))
+    }
+
+    /// Makes sure the engine has the network `name` (`no_internet_network`; `bridge` and `none`
+    /// always exist): created when absent as an internal network of jobq's own, which the
+    /// engine gives no route out of its subnet (see docs/runner.md, "Network").
+    pub async fn ensure_network(&self, docker: &Docker, name: &str) -> Result<(), RunnerError> {
+        if name == "bridge" || name == "none" {
+            return Ok(());
+        }
+        match docker.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => return Err(self.unreachable(error)),
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".to_string()),
+            internal: Some(true),
+            labels: Some(HashMap::from([(
+                LABEL_NETWORK.to_string(),
+                "no-internet".to_string(),
+            )])),
+            ..Default::default()
+        };
+        match docker.create_network(request).await {
+            Ok(_) => {
+                tracing::info!(network = name, "created the no-internet network");
+                Ok(())
+            }
+            // Created meanwhile by another job (or another jobq on the engine).
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(error) => Err(RunnerError::Network {
+                name: name.to_string(),
+                source: error,
+            }),
+        }
     }
 
     /// The engine's description of a container for `spec`, with `folder`'s `data/` at `/data`
@@ -364,6 +421,22 @@ impl Runner {
         labels: &[(&str, String)],
     ) -> ContainerCreateBody {
         let folders = workspace::Workspace::of(folder);
+        let mut binds = vec![format!("{}:/data", absolute(&folders.data))];
+        if spec.confinement.tmp_size.is_none() {
+            binds.push(format!("{}:/tmp", absolute(&folders.tmp)));
+        }
+        let mut host_config = HostConfig {
+            binds: Some(binds),
+            memory: Some(spec.memory_bytes),
+            memory_swap: Some(spec.memory_bytes),
+            network_mode: Some(spec.network.clone()),
+            // An init process as PID 1 forwards SIGTERM, so components without a handler stop
+            // at a kill instead of waiting out the grace period.
+            init: Some(true),
+            log_config: Some(job_log_config()),
+            ..Default::default()
+        };
+        confine::apply(spec, &mut host_config);
         let mut all_labels =
             HashMap::from([(LABEL_INSTANCE.to_string(), self.instance_id.clone())]);
         all_labels.extend(
@@ -374,22 +447,9 @@ impl Runner {
         ContainerCreateBody {
             image: Some(spec.image.clone()),
             env: Some(spec.env.clone()),
-            user: Some(spec.user.clone()),
+            user: spec.container_user().map(str::to_string),
             labels: Some(all_labels),
-            host_config: Some(HostConfig {
-                binds: Some(vec![
-                    format!("{}:/data", absolute(&folders.data)),
-                    format!("{}:/tmp", absolute(&folders.tmp)),
-                ]),
-                memory: Some(spec.memory_bytes),
-                memory_swap: Some(spec.memory_bytes),
-                network_mode: Some(spec.network.clone()),
-                // An init process as PID 1 forwards SIGTERM, so components without a handler stop
-                // at a kill instead of waiting out the grace period.
-                init: Some(true),
-                log_config: Some(job_log_config()),
-                ..Default::default()
-            }),
+            host_config: Some(host_config),
             ..Default::default()
         }
     }
@@ -464,8 +524,7 @@ impl Runner {
         } = *run;
         let image = run.image;
         let elapsed = Duration::from_micros((crate::model::now_micros() - started).max(0) as u64);
-        let deadline =
-            tokio::time::Instant::now() + component.process_timeout.saturating_sub(elapsed);
+        let deadline = tokio::time::Instant::now() + run.process_timeout.saturating_sub(elapsed);
         let (exit, mut log) = loop {
             let (docker, was_lost) = self.wait_for_engine(job.id).await;
             if was_lost {
@@ -480,6 +539,7 @@ impl Runner {
                     container_id,
                     deadline,
                     settings.kill_grace,
+                    component.confinement.pids_limit,
                     &cancel
                 ),
                 log.read(&docker, container_id, attached.take()),
@@ -510,13 +570,14 @@ impl Runner {
         };
         failpoint::hit(failpoint::CONTAINER_ENDED);
 
-        let memory_limit = format_memory(component.memory_bytes);
+        let memory_limit = format_memory(run.size.memory_bytes);
         let mut verdict = outcome::classify(
             exit,
             &ExitContext {
                 image,
                 memory_limit: &memory_limit,
-                timeout_seconds: component.process_timeout.as_secs(),
+                timeout_seconds: run.process_timeout.as_secs(),
+                pids_limit: component.confinement.pids_limit,
                 stdout: &stdout.text(),
                 stderr: &stderr.text(),
             },
@@ -558,13 +619,15 @@ impl Runner {
         })
     }
 
-    /// Waits for the container to end, enforcing `deadline` and honouring `cancel`.
+    /// Waits for the container to end, enforcing `deadline` and the process limit `pids_limit`
+    /// (a container that reaches it is killed: a fork bomb) and honouring `cancel`.
     async fn wait(
         &self,
         docker: &Docker,
         container_id: &str,
         deadline: tokio::time::Instant,
         grace: Duration,
+        pids_limit: i64,
         cancel: &CancellationToken,
     ) -> Waited {
         let options = WaitContainerOptionsBuilder::default()
@@ -587,6 +650,11 @@ impl Runner {
                 let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
                 let _ = docker.kill_container(container_id, Some(kill)).await;
                 (Some(Exit::TimedOut), ended.await)
+            }
+            () = confine::process_limit_reached(docker, container_id, pids_limit) => {
+                let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+                let _ = docker.kill_container(container_id, Some(kill)).await;
+                (Some(Exit::ProcessLimit), ended.await)
             }
             () = cancel.cancelled() => {
                 let stop = StopContainerOptionsBuilder::default().t(grace.as_secs() as i32).build();
@@ -687,9 +755,6 @@ impl Runner {
         settings: &Settings,
         told: &(dyn Fn(&str) + Sync),
     ) -> Result<(), ImageFailure> {
-        if component.network.docker_mode().is_none() {
-            return Err(ImageFailure::Job(UserError(no_internet(component))));
-        }
         let docker = self.docker().await.map_err(ImageFailure::Engine)?;
         let local = match docker.inspect_image(image).await {
             Ok(inspect) => Some(inspect.repo_digests.unwrap_or_default()),
@@ -1143,15 +1208,6 @@ pub fn format_memory(bytes: i64) -> String {
 fn missing_image(image: &str, component: &Component) -> String {
     format!(
         "Image \"{image}\" of component \"{}\" is not present in the local Docker engine; build or load it first.",
-        component.id
-    )
-}
-
-/// The user error of a job whose component wants the `no-internet` network.
-fn no_internet(component: &Component) -> String {
-    format!(
-        "Network \"no-internet\" of component \"{}\" is not yet supported by jobq; register \
-         it with network \"none\" or \"bridge\".",
         component.id
     )
 }

@@ -12,6 +12,8 @@ pub enum Exit {
     OutOfMemory,
     /// The daemon killed it at the process timeout.
     TimedOut,
+    /// The daemon killed it when it reached its process limit (a fork bomb).
+    ProcessLimit,
     /// The daemon stopped it because the job was killed.
     Terminated,
     /// The container no longer exists in the engine.
@@ -32,6 +34,8 @@ pub struct ExitContext<'a> {
     pub image: &'a str,
     pub memory_limit: &'a str,
     pub timeout_seconds: u64,
+    /// The container's process limit, named by the message of a container that reached it.
+    pub pids_limit: i64,
     pub stdout: &'a str,
     pub stderr: &'a str,
 }
@@ -66,6 +70,11 @@ pub fn classify(exit: Exit, context: &ExitContext<'_>) -> Verdict {
         Exit::TimedOut => user(format!(
             "Running {} container exceeded the timeout of {} seconds.",
             context.image, context.timeout_seconds
+        )),
+        Exit::ProcessLimit => user(format!(
+            "Component reached its process limit ({} processes) and was stopped; a component \
+             must not start more processes at once (the component's pids_limit setting).",
+            context.pids_limit
         )),
         Exit::Code(137) | Exit::Code(125) => {
             user("Component terminated. Possibly due to out of memory error".into())
@@ -130,6 +139,7 @@ mod tests {
                 image: "local/ex:1.0.0",
                 memory_limit: "32m",
                 timeout_seconds: 5,
+                pids_limit: 1024,
                 stdout,
                 stderr,
             },
@@ -157,6 +167,17 @@ mod tests {
         assert_eq!(
             verdict.message,
             "Running local/ex:1.0.0 container exceeded the timeout of 5 seconds."
+        );
+        assert_eq!(verdict.error, Some(ErrorKind::User));
+    }
+
+    #[test]
+    fn the_process_limit_is_a_user_error_naming_it() {
+        let verdict = check(Exit::ProcessLimit, "", "");
+        assert_eq!(
+            verdict.message,
+            "Component reached its process limit (1024 processes) and was stopped; a component \
+             must not start more processes at once (the component's pids_limit setting)."
         );
         assert_eq!(verdict.error, Some(ErrorKind::User));
     }
