@@ -66,6 +66,50 @@ pub struct Settings {
     pub max_concurrent_actions: usize,
     /// What a schedule does at start-up about a fire missed while jobq was down.
     pub schedule_catch_up: CatchUp,
+    /// A PEM file of CA certificates trusted beside the system's by webhooks over https and
+    /// the SMTP server's TLS (for receivers with certificates of an on-prem CA).
+    pub trusted_ca_file: Option<PathBuf>,
+    /// The SMTP server notification emails are sent through; `None`: email is recorded only.
+    pub smtp: Option<Smtp>,
+}
+
+/// `[smtp]`: the mail server notification emails go through.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Smtp {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// User name and password to log in with, when the server wants a login.
+    pub login: Option<(String, String)>,
+    /// The `From` address of every email.
+    pub from: String,
+}
+
+/// `smtp.security`: how the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain SMTP (a relay on the host or a trusted network only).
+    None,
+    /// Plain connection upgraded with STARTTLS, which must succeed.
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+}
+
+// The password stays out of any debug output (and so out of logs).
+impl std::fmt::Debug for Smtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Smtp")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field(
+                "login",
+                &self.login.as_ref().map(|(user, _)| (user, "[hidden]")),
+            )
+            .field("from", &self.from)
+            .finish()
+    }
 }
 
 /// `log_format`: lines for people, or one JSON object a line for a log collector. Either way,
@@ -468,6 +512,20 @@ struct RawSettings {
     action_time_limit: String,
     #[serde(default = "default_max_concurrent_actions")]
     max_concurrent_actions: i64,
+    trusted_ca_file: Option<PathBuf>,
+    smtp: Option<RawSmtp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: Option<i64>,
+    #[serde(default = "default_smtp_security")]
+    security: String,
+    username: Option<String>,
+    password: Option<String>,
+    from: String,
 }
 
 #[derive(Deserialize)]
@@ -600,6 +658,9 @@ fn default_log_format() -> LogFormat {
 }
 fn default_schedule_catch_up() -> String {
     "once".into()
+}
+fn default_smtp_security() -> String {
+    "starttls".into()
 }
 fn default_project_id() -> String {
     "1".into()
@@ -884,6 +945,62 @@ impl RawSettings {
             action_time_limit: duration("action_time_limit", &self.action_time_limit)?,
             max_concurrent_actions: positive("max_concurrent_actions", self.max_concurrent_actions)?
                 as usize,
+            trusted_ca_file: self.trusted_ca_file,
+            smtp: self.smtp.map(RawSmtp::validate).transpose()?,
+        })
+    }
+}
+
+impl RawSmtp {
+    fn validate(self) -> Result<Smtp, SettingsError> {
+        let security = match self.security.as_str() {
+            "none" => SmtpSecurity::None,
+            "starttls" => SmtpSecurity::StartTls,
+            "tls" => SmtpSecurity::Tls,
+            other => {
+                return Err(invalid(
+                    "smtp.security",
+                    format!("\"{other}\" is not one of none, starttls, tls"),
+                ))
+            }
+        };
+        let default_port = match security {
+            SmtpSecurity::None => 25,
+            SmtpSecurity::StartTls => 587,
+            SmtpSecurity::Tls => 465,
+        };
+        let port = match self.port {
+            None => default_port,
+            Some(port) => u16::try_from(port)
+                .ok()
+                .filter(|port| *port > 0)
+                .ok_or_else(|| invalid("smtp.port", format!("{port} is not a port (1-65535)")))?,
+        };
+        let login = match (self.username, self.password) {
+            (Some(username), Some(password)) => {
+                Some((not_empty("smtp.username".into(), username)?, password))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "smtp.username",
+                    "give both `username` and `password`, or neither (a server without login)",
+                ))
+            }
+        };
+        let from = not_empty("smtp.from".into(), self.from)?;
+        if !from.contains('@') {
+            return Err(invalid(
+                "smtp.from",
+                format!("\"{from}\" is not an email address like jobq@example.com"),
+            ));
+        }
+        Ok(Smtp {
+            host: not_empty("smtp.host".into(), self.host)?,
+            port,
+            security,
+            login,
+            from,
         })
     }
 }
@@ -1424,6 +1541,34 @@ mod tests {
             "{missing}"
         );
         assert!(settings.registry("elsewhere").is_none());
+    }
+
+    #[test]
+    fn smtp_settings_have_port_defaults_and_hide_the_password() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let none = Settings::parse(base).unwrap();
+        assert_eq!((none.smtp, none.trusted_ca_file), (None, None));
+        let with = |smtp: &str| Settings::parse(&format!("{base}[smtp]\n{smtp}"));
+        let smtp = with("host = \"mail\"\nfrom = \"jobq@example.com\"\nusername = \"u\"\npassword = \"smtp-pw-3\"\n")
+            .unwrap()
+            .smtp
+            .unwrap();
+        assert_eq!((smtp.security, smtp.port), (SmtpSecurity::StartTls, 587));
+        assert_eq!(smtp.login, Some(("u".to_string(), "smtp-pw-3".to_string())));
+        assert!(!format!("{smtp:?}").contains("smtp-pw-3"), "{smtp:?}");
+        let tls = with("host = \"mail\"\nfrom = \"a@b.c\"\nsecurity = \"tls\"\n").unwrap();
+        assert_eq!(tls.smtp.unwrap().port, 465);
+        let plain = with("host = \"mail\"\nfrom = \"a@b.c\"\nsecurity = \"none\"\nport = 2525\n");
+        assert_eq!(plain.unwrap().smtp.unwrap().port, 2525);
+        for (smtp, message) in [
+            ("host = \"m\"\nfrom = \"a@b.c\"\nsecurity = \"ssl\"\n", "setting `smtp.security` is not valid: \"ssl\" is not one of none, starttls, tls"),
+            ("host = \"m\"\nfrom = \"a@b.c\"\nport = 70000\n", "setting `smtp.port` is not valid: 70000 is not a port (1-65535)"),
+            ("host = \"m\"\nfrom = \"nobody\"\n", "setting `smtp.from` is not valid: \"nobody\" is not an email address like jobq@example.com"),
+            ("host = \"m\"\nfrom = \"a@b.c\"\nusername = \"u\"\n", "setting `smtp.username` is not valid: give both `username` and `password`, or neither (a server without login)"),
+            ("host = \"\"\nfrom = \"a@b.c\"\n", "setting `smtp.host` is not valid: must not be empty"),
+        ] {
+            assert_eq!(with(smtp).unwrap_err().to_string(), message);
+        }
     }
 
     #[test]

@@ -38,7 +38,8 @@ fn unknown_keys_and_bad_values_stop_the_daemon_naming_the_key() {
              `kill_grace_seconds`, `job_retention`, `job_folder_retention`, \
              `job_folder_retention_hours`, `sweep_interval`, `stack_id`, `container_user`, \
              `max_events_per_job`, `min_free_space`, `cache_size_mib`, `log_format`, `metrics_listen`, `schedule_catch_up`, `project`, `tokens`, `components`, \
-             `registries`, `wait_for_registry`, `encryption_key`, `dev_mode`, `action_time_limit`, `max_concurrent_actions`\n\n"
+             `registries`, `wait_for_registry`, `encryption_key`, `dev_mode`, `action_time_limit`, `max_concurrent_actions`, \
+             `trusted_ca_file`, `smtp`\n\n"
         )
     );
     let (stderr, _) = serve_fails_with(&format!("max_concurrent_jobs = -2\n{token}"));

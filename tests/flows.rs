@@ -841,7 +841,7 @@ async fn a_conditional_flow_notifies_sets_variables_and_follows_its_conditions()
         "Flow started.".to_string(),
         "Phase \"Extract\" (A) started.".to_string(),
         format!("Notification \"Flow started\" of task \"hello\" sent to {url} (HTTP 200)."),
-        "Notification \"Flow started\" of task \"hello\" for ops@example.com recorded: jobq sends no mail.".to_string(),
+        format!("Notification \"Flow started\" of task \"hello\" for ops@example.com recorded, {}.", jobq::model::NO_SMTP),
         "Variable \"env\" set to \"prod\".".to_string(),
         format!("Task \"print\" started as job {}.", ids[0]),
         format!("Task \"a1\" (job {}) ended success.", ids[0]),

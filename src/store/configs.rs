@@ -12,7 +12,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::tables::*;
 use super::{codec, next_in_sequence, Fail, Store, StoreError, UpdateError};
-use crate::model::{Branch, Configuration};
+use crate::model::{Branch, Configuration, Job};
 
 impl Store {
     /// When the store file was made (Unix microseconds): the default branch's `created`.
@@ -118,6 +118,16 @@ impl Store {
         self.read("reading a configuration", |txn| {
             load_configuration(&txn.open_table(CONFIGURATIONS)?, (branch_id, component, id))
         })
+    }
+
+    /// The name of the stored configuration `job` belongs to (its `config`, whatever
+    /// `configData` it runs), if there is one.
+    pub fn configuration_name(&self, job: &Job) -> Result<Option<String>, StoreError> {
+        let Some(config) = &job.config else {
+            return Ok(None);
+        };
+        let found = self.configuration(&job.branch_id, &job.component, config)?;
+        Ok(found.map(|configuration| configuration.name))
     }
 
     /// Stores `new` as a new configuration with `version` 1. An empty `new.id` gets the next id of
