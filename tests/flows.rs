@@ -952,8 +952,8 @@ async fn invalid_conditional_flows_are_refused_naming_the_unsupported_part() {
             "Phase \"A\", transition \"t\" (#1): it names task \"zz\", which the flow does not have; fix the condition.",
         ),
         (
-            json!({"phases": phases(json!(null)), "tasks": [{"id": "n", "phase": "A", "task": {"type": "notification", "title": "x", "recipients": [{"channel": "webhook", "address": "https://example.com/hook"}]}}]}),
-            "Task \"n\", recipient #1: jobq does not support webhook address \"https://example.com/hook\"; use one of an http:// URL.",
+            json!({"phases": phases(json!(null)), "tasks": [{"id": "n", "phase": "A", "task": {"type": "notification", "title": "x", "recipients": [{"channel": "webhook", "address": "ftp://example.com/hook"}]}}]}),
+            "Task \"n\", recipient #1: jobq does not support webhook address \"ftp://example.com/hook\"; use one of an http:// or https:// URL.",
         ),
         (
             json!({"phases": phases(json!(null)), "tasks": [{"id": "u", "name": "unknown", "phase": "A", "task": {"type": "job", "componentId": "keboola.unknown", "configData": {}, "mode": "run"}}]}),
