@@ -304,7 +304,7 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_across_a_restart() {
     assert_eq!(one_of(&bodies, "job-succeeded")["job"]["id"], ok["id"]);
     assert_eq!(one_of(&bodies, "job-failed")["job"]["id"], broken["id"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(receiver.bodies().len(), 2, "an event came twice");
+    assert_eq!(receiver.all().len(), 2, "an event came twice");
     for subscription in [&succeeded, &failed] {
         let done = deliveries(&t, subscription).await;
         assert_eq!(done.len(), 1);
@@ -347,7 +347,7 @@ async fn a_job_running_past_its_configurations_average_raises_processing_long_on
         (first["status"].as_str(), second["status"].as_str()),
         (Some("success"), Some("success"))
     );
-    assert_eq!(receiver.bodies(), Vec::<Value>::new());
+    assert_eq!(receiver.all(), Vec::<Value>::new());
     let seconds = |job: &Value| job["durationSeconds"].as_f64().unwrap();
     let answer = t
         .send_json(
@@ -482,7 +482,7 @@ async fn a_failed_job_is_emailed_through_the_smtp_server_once() {
     assert_eq!(done[0]["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(done[0]["attempts"][0]["statusCode"], 250);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(sink.mails().len(), 1, "an email came twice");
+    assert_eq!(sink.all().len(), 1, "an email came twice");
 }
 
 #[tokio::test]
@@ -563,7 +563,7 @@ async fn https_webhooks_trust_the_ca_of_trusted_ca_file_and_no_other() {
     assert_eq!(done[0]["attempts"][0]["statusCode"], 200);
 
     // A certificate of another CA: a failed attempt saying why, retried later.
-    assert_eq!(bad.bodies(), Vec::<Value>::new());
+    assert_eq!(bad.all(), Vec::<Value>::new());
     let failed = deliveries(&t, &to_bad).await;
     assert_eq!(failed[0]["state"], "pending", "{failed:?}");
     let attempt = &failed[0]["attempts"][0];
@@ -672,4 +672,48 @@ async fn a_flows_phase_jobs_raise_the_phase_job_events_their_filters_select() {
             "{subscription}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_flows_email_notification_task_goes_through_the_smtp_server() {
+    let sink = SmtpSink::start().await;
+    let t = TestDaemon::start_with(Options::default(), "", &smtp_settings(&sink)).await;
+    let flow = json!({
+        "phases": [{"id": "A", "name": "Extract", "next": [{"id": "end", "goto": null}]}],
+        "tasks": [
+            {"id": "n1", "name": "hello", "phase": "A", "task": {"type": "notification",
+             "title": "Flow started", "message": "Extracting now",
+             "recipients": [{"channel": "email", "address": "ops@example.com"}]}},
+            {"id": "a1", "name": "extract", "phase": "A", "task": {"type": "job",
+             "componentId": COMPONENT, "configData": {"parameters": {}}, "mode": "run"}}
+        ]
+    });
+    let answer = t
+        .post(
+            "/v2/storage/components/keboola.flow/configs",
+            &json!({"configurationId": "mailing", "name": "Mailing flow", "configuration": flow}),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    let job = t
+        .run(json!({"component": "keboola.flow", "config": "mailing"}))
+        .await;
+    assert_eq!(job["status"], "success", "{job:#}");
+    let id = job["id"].as_str().unwrap();
+    let mails = sink.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0].to, ["ops@example.com"]);
+    assert_eq!(mails[0].header("Subject").as_deref(), Some("Flow started"));
+    let body = mails[0].body();
+    assert!(body.starts_with("Extracting now\r\n"), "{body}");
+    assert!(
+        body.contains(&format!(
+            "Flow job {id} (keboola.flow, configuration mailing), phase \"A\", task \"hello\"."
+        )),
+        "{body}"
+    );
+    assert!(t.messages(id).await.contains(
+        &"Notification \"Flow started\" of task \"hello\" sent to ops@example.com (SMTP 250)."
+            .to_string()
+    ));
 }

@@ -16,12 +16,58 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 
+/// What a test server received, and the server's task (stopped when dropped).
+pub struct Inbox<T> {
+    received: Arc<Mutex<Vec<T>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T: Clone> Inbox<T> {
+    /// Runs the server `serve` makes of the list it fills.
+    fn start<F>(serve: impl FnOnce(Arc<Mutex<Vec<T>>>) -> F) -> Inbox<T>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(serve(Arc::clone(&received)));
+        Inbox { received, task }
+    }
+
+    /// Everything received so far, in order.
+    pub fn all(&self) -> Vec<T> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `limit`) for `count` items, then a second more for any extra one.
+    pub async fn wait_for(&self, count: usize, limit: Duration) -> Vec<T> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.all().len() < count && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.all()
+    }
+}
+
+impl<T> Drop for Inbox<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A webhook receiver: every JSON body it got, answered 200.
 pub struct Receiver {
     /// Where it listens: `http://` or `https://127.0.0.1:<port>/hook`.
     pub url: String,
-    received: Arc<Mutex<Vec<Value>>>,
-    task: tokio::task::JoinHandle<()>,
+    inbox: Inbox<Value>,
+}
+
+impl std::ops::Deref for Receiver {
+    type Target = Inbox<Value>;
+
+    fn deref(&self) -> &Inbox<Value> {
+        &self.inbox
+    }
 }
 
 /// A test CA and a server certificate for 127.0.0.1 it signed.
@@ -73,10 +119,8 @@ impl Receiver {
     fn serve(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{}/hook", listener.local_addr().unwrap());
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let bodies = Arc::clone(&received);
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-        let task = tokio::spawn(async move {
+        let inbox = Inbox::start(|bodies| async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
@@ -111,31 +155,7 @@ impl Receiver {
                 }
             }
         });
-        Receiver {
-            url,
-            received,
-            task,
-        }
-    }
-
-    pub fn bodies(&self) -> Vec<Value> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Waits (at most `limit`) for `count` bodies, then a second more for any extra one.
-    pub async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.bodies().len() < count && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        self.bodies()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
+        Receiver { url, inbox }
     }
 }
 
@@ -172,46 +192,27 @@ impl Mail {
 /// An SMTP server without TLS or login that accepts every message (250) and keeps it.
 pub struct SmtpSink {
     pub port: u16,
-    received: Arc<Mutex<Vec<Mail>>>,
-    task: tokio::task::JoinHandle<()>,
+    inbox: Inbox<Mail>,
 }
 
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let mails = Arc::clone(&received);
-        let task = tokio::spawn(async move {
+        let inbox = Inbox::start(|mails| async move {
             while let Ok((stream, _)) = listener.accept().await {
                 tokio::spawn(session(stream, Arc::clone(&mails)));
             }
         });
-        SmtpSink {
-            port,
-            received,
-            task,
-        }
-    }
-
-    pub fn mails(&self) -> Vec<Mail> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Waits (at most `limit`) for `count` messages, then a second more for any extra one.
-    pub async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Mail> {
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.mails().len() < count && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        self.mails()
+        SmtpSink { port, inbox }
     }
 }
 
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        self.task.abort();
+impl std::ops::Deref for SmtpSink {
+    type Target = Inbox<Mail>;
+
+    fn deref(&self) -> &Inbox<Mail> {
+        &self.inbox
     }
 }
 
