@@ -717,3 +717,69 @@ async fn a_flows_email_notification_task_goes_through_the_smtp_server() {
             .to_string()
     ));
 }
+
+#[tokio::test]
+async fn a_phase_running_past_its_average_raises_phase_job_processing_long() {
+    let t = TestDaemon::start(Options::default()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = Receiver::start(listener).await;
+    let hook = json!({"channel": "webhook", "url": receiver.url});
+    let long = |phase: &str| {
+        json!({"event": "phase-job-processing-long", "recipient": hook,
+               "filters": [{"field": "phase.id", "value": phase},
+                           {"field": "durationOvertimePercentage", "operator": ">=", "value": 1}]})
+    };
+    let slow_phase = subscribe(&t, long("A")).await;
+    let other_phase = subscribe(&t, long("B")).await;
+    let flow = |sleep: u64| {
+        json!({
+            "phases": [{"id": "A", "name": "Extract"}, {"id": "B", "name": "Load", "dependsOn": ["A"]}],
+            "tasks": [
+                {"id": 1, "name": "t1", "phase": "A", "enabled": true,
+                 "task": {"componentId": COMPONENT, "configData": {"parameters": {"sleep": sleep}}, "mode": "run"}},
+                {"id": 2, "name": "t2", "phase": "B", "enabled": true,
+                 "task": {"componentId": COMPONENT, "configData": {"parameters": {}}, "mode": "run"}}
+            ]
+        })
+    };
+    let base = "/v2/storage/components/keboola.orchestrator/configs";
+    let answer = t
+        .post(
+            base,
+            &json!({"configurationId": "slow", "name": "Slow flow", "configuration": flow(1)}),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    let run = || t.run(json!({"component": "keboola.orchestrator", "config": "slow"}));
+    for _ in 0..2 {
+        assert_eq!(run().await["status"], "success");
+    }
+    assert_eq!(receiver.all(), Vec::<Value>::new());
+    let answer = t
+        .send_json(
+            hyper::Method::PUT,
+            &format!("{base}/slow"),
+            &json!({"configuration": flow(12)}),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let job = run().await;
+    assert_eq!(job["status"], "success");
+    let bodies = receiver.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let body = &bodies[0];
+    assert_eq!(body["eventType"], "phase-job-processing-long");
+    assert_eq!(body["phase"], json!({"id": "A", "name": "Extract"}));
+    assert_eq!(body["job"]["component"]["id"], "keboola.orchestrator");
+    assert_ne!(
+        body["job"]["id"], job["id"],
+        "the phase job, not the orchestration"
+    );
+    assert_eq!(body["uniqueId"], body["job"]["id"]);
+    assert!(
+        body["durationOvertimePercentage"].as_f64().unwrap() >= 1.0,
+        "{body}"
+    );
+    assert_eq!(deliveries(&t, &slow_phase).await.len(), 1);
+    assert_eq!(deliveries(&t, &other_phase).await, Vec::<Value>::new());
+}
