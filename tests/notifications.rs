@@ -36,6 +36,18 @@ async fn configure(api: &Api, id: &str, configuration: Value, rows: &[(&str, Val
     }
 }
 
+/// Stores configuration `id` (named "<id> name") of flow `component` and runs it to its end; the job.
+async fn store_and_run(t: &TestDaemon, component: &str, id: &str, configuration: Value) -> Value {
+    let answer = t
+        .post(
+            &format!("/v2/storage/components/{component}/configs"),
+            &json!({"configurationId": id, "name": format!("{id} name"), "configuration": configuration}),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    t.run(json!({"component": component, "config": id})).await
+}
+
 async fn deliveries(api: &Api, subscription: &str) -> Vec<Value> {
     let answer = api
         .get(&format!("/project-subscriptions/{subscription}/deliveries"))
@@ -618,16 +630,7 @@ async fn a_flows_phase_jobs_raise_the_phase_job_events_their_filters_select() {
                    {"id": "B", "name": "Load", "dependsOn": ["A"]}],
         "tasks": [task(11, "A", json!({})), may_fail, task(31, "B", json!({"exit_code": 1}))],
     });
-    let answer = t
-        .post(
-            "/v2/storage/components/keboola.orchestrator/configs",
-            &json!({"configurationId": "phased", "name": "Phased flow", "configuration": flow}),
-        )
-        .await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    let job = t
-        .run(json!({"component": "keboola.orchestrator", "config": "phased"}))
-        .await;
+    let job = store_and_run(&t, "keboola.orchestrator", "phased", flow).await;
     assert_eq!(job["status"], "error");
 
     let bodies = receiver.wait_for(3, Duration::from_secs(20)).await;
@@ -642,7 +645,7 @@ async fn a_flows_phase_jobs_raise_the_phase_job_events_their_filters_select() {
         assert_eq!(body["job"]["component"]["id"], "keboola.orchestrator");
         assert_eq!(
             body["job"]["configuration"],
-            json!({"id": "phased", "name": "Phased flow"})
+            json!({"id": "phased", "name": "phased name"})
         );
         assert_eq!(
             body["project"],
@@ -688,16 +691,7 @@ async fn a_flows_email_notification_task_goes_through_the_smtp_server() {
              "componentId": COMPONENT, "configData": {"parameters": {}}, "mode": "run"}}
         ]
     });
-    let answer = t
-        .post(
-            "/v2/storage/components/keboola.flow/configs",
-            &json!({"configurationId": "mailing", "name": "Mailing flow", "configuration": flow}),
-        )
-        .await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
-    let job = t
-        .run(json!({"component": "keboola.flow", "config": "mailing"}))
-        .await;
+    let job = store_and_run(&t, "keboola.flow", "mailing", flow).await;
     assert_eq!(job["status"], "success", "{job:#}");
     let id = job["id"].as_str().unwrap();
     let mails = sink.wait_for(1, Duration::from_secs(10)).await;
@@ -742,23 +736,15 @@ async fn a_phase_running_past_its_average_raises_phase_job_processing_long() {
             ]
         })
     };
-    let base = "/v2/storage/components/keboola.orchestrator/configs";
-    let answer = t
-        .post(
-            base,
-            &json!({"configurationId": "slow", "name": "Slow flow", "configuration": flow(1)}),
-        )
-        .await;
-    assert_eq!(answer.status, 201, "{}", answer.json());
     let run = || t.run(json!({"component": "keboola.orchestrator", "config": "slow"}));
-    for _ in 0..2 {
-        assert_eq!(run().await["status"], "success");
-    }
+    let first = store_and_run(&t, "keboola.orchestrator", "slow", flow(1)).await;
+    assert_eq!(first["status"], "success");
+    assert_eq!(run().await["status"], "success");
     assert_eq!(receiver.all(), Vec::<Value>::new());
     let answer = t
         .send_json(
             hyper::Method::PUT,
-            &format!("{base}/slow"),
+            "/v2/storage/components/keboola.orchestrator/configs/slow",
             &json!({"configuration": flow(12)}),
         )
         .await;
