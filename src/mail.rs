@@ -41,6 +41,12 @@ pub enum MailError {
         #[source]
         source: lettre::error::Error,
     },
+    #[error("the SMTP server {server} did not take the email to {address} within {seconds} s")]
+    Timeout {
+        server: String,
+        address: String,
+        seconds: u64,
+    },
     #[error("the SMTP server {server} did not take the email to {address}; check `[smtp]` and that the server accepts mail from jobq")]
     Send {
         server: String,
@@ -96,8 +102,8 @@ impl Mailer {
         })
     }
 
-    /// Sends a plain-text email to `address`; the server's reply code once it took the message
-    /// (250).
+    /// Sends a plain-text email to `address` within the attempt timeout (the whole exchange);
+    /// the server's reply code once it took the message (250).
     pub async fn send(&self, address: &str, subject: &str, text: &str) -> Result<u16, MailError> {
         let to: Mailbox = address.parse().map_err(|source| MailError::To {
             address: address.to_string(),
@@ -113,15 +119,17 @@ impl Mailer {
                 address: address.to_string(),
                 source,
             })?;
-        let response = self
-            .transport
-            .send(message)
-            .await
-            .map_err(|source| MailError::Send {
-                server: self.server.clone(),
-                address: address.to_string(),
-                source,
-            })?;
+        let sent = tokio::time::timeout(ATTEMPT_TIMEOUT, self.transport.send(message)).await;
+        let sent = sent.map_err(|_| MailError::Timeout {
+            server: self.server.clone(),
+            address: address.to_string(),
+            seconds: ATTEMPT_TIMEOUT.as_secs(),
+        })?;
+        let response = sent.map_err(|source| MailError::Send {
+            server: self.server.clone(),
+            address: address.to_string(),
+            source,
+        })?;
         Ok(u16::from(response.code()))
     }
 }
