@@ -697,6 +697,30 @@ mod tests {
     }
 
     #[test]
+    fn an_email_says_which_job_did_what() {
+        let email = subscription(json!({"event": "phase-job-failed",
+                                        "recipient": {"channel": "email", "address": "a@b.c"}}));
+        let payload = json!({
+            "job": {"id": "42", "url": "http://jobq/jobs/42", "component": {"id": "keboola.orchestrator"},
+                    "configuration": {"id": "9", "name": "Nightly"}, "startTime": "2030-01-01T00:00:00+00:00"},
+            "project": {"id": "1", "name": "Local"}, "branch": {"id": "1"},
+            "phase": {"id": "load", "name": "Load"}, "errorMessage": "Task failed.",
+        });
+        let (subject, text) = Delivery::new(&email, "phase-job-failed", &payload, 0).email();
+        assert_eq!(
+            subject,
+            "[Local] Job 42 failed: keboola.orchestrator \"Nightly\", phase \"Load\""
+        );
+        assert_eq!(
+            text,
+            "Job 42 (keboola.orchestrator \"Nightly\", phase \"Load\") failed.\n\n\
+             Event: phase-job-failed\nJob: http://jobq/jobs/42\n\
+             Started: 2030-01-01T00:00:00+00:00\nError: Task failed.\n\
+             Project: Local (1)\nBranch: 1\n"
+        );
+    }
+
+    #[test]
     fn ended_jobs_raise_job_or_phase_events() {
         let mut job = Job::example();
         job.status = Status::Error;
