@@ -103,6 +103,8 @@ pub async fn run(
     for warning in &settings.deprecations {
         tracing::warn!("{warning}");
     }
+    // Before anything is written: a trusted_ca_file or [smtp] that cannot be used stops here.
+    let channels = channels(&settings)?;
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| DaemonError::DataDir {
         path: settings.data_dir.clone(),
         source,
@@ -143,7 +145,6 @@ pub async fn run(
         Arc::clone(&settings),
         runner,
     );
-    let channels = channels(&settings)?;
     queue.set_channels(Arc::clone(&channels));
     let scheduler = match queue.recover().await {
         // A full or failing disk: serve (reads work, writes answer 507/503) and recover once
