@@ -8,8 +8,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::Actions;
+use crate::channels::Channels;
 use crate::configurations::Configurations;
+use crate::http::webhook::{WebhookError, Webhooks};
 use crate::http::{Services, Surface};
+use crate::mail::{MailError, Mailer};
 use crate::notifications::Notifications;
 use crate::queue::{Queue, QueueError};
 use crate::runner::{Runner, RunnerError};
@@ -48,6 +51,17 @@ pub enum DaemonError {
     Runtime(#[source] std::io::Error),
     #[error("the daemon's thread stopped unexpectedly")]
     Crashed,
+    #[error(
+        "cannot read setting `trusted_ca_file` {path}; give a readable PEM file of CA certificates"
+    )]
+    TrustedCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Webhooks(#[from] WebhookError),
+    #[error(transparent)]
+    Mail(#[from] MailError),
 }
 
 /// Logs which registered images the engine lacks and how each will be obtained (a warning, not
@@ -113,6 +127,8 @@ pub async fn run(
     for warning in &settings.deprecations {
         tracing::warn!("{warning}");
     }
+    // Before anything is written: a trusted_ca_file or [smtp] that cannot be used stops here.
+    let channels = channels(&settings)?;
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| DaemonError::DataDir {
         path: settings.data_dir.clone(),
         source,
@@ -154,9 +170,7 @@ pub async fn run(
         Arc::clone(&settings),
         runner,
     );
-    queue.set_webhook_sender(Arc::new(|url: String, body: serde_json::Value| {
-        post_webhook(url, body, crate::queue::WEBHOOK_TIMEOUT)
-    }));
+    queue.set_channels(Arc::clone(&channels));
     let scheduler = match queue.recover().await {
         // A full or failing disk: serve (reads work, writes answer 507/503) and recover once
         // the store takes writes again.
@@ -172,7 +186,7 @@ pub async fn run(
     // Before any new action can start: what actions of an earlier process left goes.
     let leftovers = std::time::Duration::from_secs(10);
     let _ = tokio::time::timeout(leftovers, actions.remove_leftovers()).await;
-    let notifications = Notifications::new(Arc::clone(&store), Arc::clone(&settings), post_webhook);
+    let notifications = Notifications::new(Arc::clone(&store), Arc::clone(&settings), channels);
     let deliveries = tokio::spawn(Arc::clone(&notifications).run(shutdown.clone()));
     tracing::info!(instance = %instance_id, %addr, "jobq is listening");
     ready(addr, &instance_id);
@@ -208,18 +222,34 @@ pub async fn run(
     Ok(())
 }
 
-/// The HTTP layer's webhook client for the notifications and flows' notification tasks, its
-/// error as one line.
-fn post_webhook(
-    url: String,
-    body: serde_json::Value,
-    timeout: std::time::Duration,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u16, String>> + Send>> {
-    Box::pin(async move {
-        crate::http::webhook::post_json(&url, &body, timeout)
-            .await
-            .map_err(|error| crate::error::chain(&error))
-    })
+/// How notifications and flows' notification tasks are sent: the HTTP layer's webhook client
+/// (its error as one line) and, with `[smtp]`, the SMTP client; both trust `trusted_ca_file`.
+fn channels(settings: &Settings) -> Result<Arc<Channels>, DaemonError> {
+    let trusted_ca = match &settings.trusted_ca_file {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|source| DaemonError::TrustedCa {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let webhooks = Webhooks::new(trusted_ca.as_deref())?;
+    let mail = match &settings.smtp {
+        Some(smtp) => Some(Mailer::new(smtp, trusted_ca.as_deref())?),
+        None => None,
+    };
+    let post = Arc::new(move |url: String, body: serde_json::Value| {
+        let webhooks = webhooks.clone();
+        let sent = async move {
+            webhooks
+                .post_json(&url, &body)
+                .await
+                .map_err(|error| crate::error::chain(&error))
+        };
+        Box::pin(sent) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+    });
+    Ok(Channels::new(post, mail))
 }
 
 /// A daemon on its own thread and runtime: what `jobq demo` and the tests start.

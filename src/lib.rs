@@ -2,6 +2,7 @@
 
 mod actions;
 mod blocking;
+mod channels;
 pub mod cli;
 mod configurations;
 pub mod daemon;
@@ -10,6 +11,7 @@ mod disk;
 pub mod error;
 pub mod failpoint;
 mod http;
+mod mail;
 mod mapping;
 mod metrics;
 pub mod model;

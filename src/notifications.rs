@@ -1,11 +1,9 @@
 //! Notifications: project subscriptions, and the delivery of the outbox the queue fills when
-//! jobs end. Each due delivery is sent by a task of its own with a timeout, so a slow or dead
-//! webhook delays only its own deliveries, never the queue or other recipients. The HTTP call
-//! itself is the `Post` function the daemon gives (only `http/` knows HTTP).
+//! jobs end. Each due delivery is sent by a task of its own through `Channels` (a webhook, or
+//! an email through the `[smtp]` server) with a timeout, so a slow or dead receiver delays only
+//! its own deliveries, never the queue or other recipients.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,22 +11,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::blocking::blocking;
+use crate::channels::{Channels, Message, SendError};
 use crate::error::chain;
-use crate::model::{now_micros, processing_long_event, processing_long_payload};
-use crate::model::{Delivery, InvalidSubscription, Job, JobQuery, Status, Subscription};
+use crate::model::{now_micros, phase_of, processing_long_event, processing_long_payload};
+use crate::model::{Delivery, InvalidSubscription, Job, JobQuery, Status, Subscription, NO_SMTP};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 
-/// Sends one webhook delivery: POSTs the JSON body to the URL within the timeout; the answer's
-/// status code, or what went wrong.
-pub type Post = fn(
-    String,
-    Value,
-    Duration,
-) -> Pin<Box<dyn Future<Output = std::result::Result<u16, String>> + Send>>;
-
-/// How long one webhook attempt may take (Keboola's own notifications wait 5 s).
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many recent successful runs make a configuration's average run time.
 const AVERAGE_OVER: usize = 20;
 /// How often the outbox is looked at for due deliveries (and running jobs for long runs).
@@ -51,17 +40,21 @@ type Result<T> = std::result::Result<T, NotificationsError>;
 pub struct Notifications {
     store: Arc<Store>,
     settings: Arc<Settings>,
-    post: Post,
+    channels: Arc<Channels>,
     /// Deliveries whose attempt is under way in this process.
     in_flight: Mutex<HashSet<u64>>,
 }
 
 impl Notifications {
-    pub fn new(store: Arc<Store>, settings: Arc<Settings>, post: Post) -> Arc<Notifications> {
+    pub fn new(
+        store: Arc<Store>,
+        settings: Arc<Settings>,
+        channels: Arc<Channels>,
+    ) -> Arc<Notifications> {
         Arc::new(Notifications {
             store,
             settings,
-            post,
+            channels,
             in_flight: Mutex::new(HashSet::new()),
         })
     }
@@ -155,13 +148,7 @@ impl Notifications {
             if current <= average {
                 continue;
             }
-            let name = match &job.config {
-                Some(config) => self
-                    .store
-                    .configuration(&job.branch_id, &job.component, config)?
-                    .map(|c| c.name),
-                None => None,
-            };
+            let name = self.store.configuration_name(&job)?;
             let payload = processing_long_payload(
                 &event,
                 &job,
@@ -198,7 +185,7 @@ impl Notifications {
             .store
             .search(&query)?
             .iter()
-            .filter(|run| run.orchestration_phase_id == job.orchestration_phase_id)
+            .filter(|run| phase_of(run) == phase_of(job))
             .filter_map(|run| Some(run.end_time? - run.start_time?))
             .take(AVERAGE_OVER)
             .collect();
@@ -207,16 +194,26 @@ impl Notifications {
 
     /// One attempt of `delivery`, recorded.
     async fn attempt(self: Arc<Self>, mut delivery: Delivery) {
-        let url = delivery.recipient.address.clone();
-        let answer = (self.post)(url, delivery.payload.clone(), ATTEMPT_TIMEOUT).await;
+        let (subject, text) = delivery.email();
+        let message = Message {
+            body: &delivery.payload,
+            subject: &subject,
+            text: &text,
+        };
+        let answer = self.channels.send(&delivery.recipient, message).await;
         tracing::info!(
             delivery_id = delivery.id,
             subscription_id = delivery.subscription_id,
             event = %delivery.event_type,
+            channel = delivery.recipient.channel.as_str(),
             answer = ?answer,
-            "webhook delivery attempted"
+            "delivery attempted"
         );
-        delivery.record_attempt(now_micros(), answer);
+        match answer {
+            Ok(code) => delivery.record_attempt(now_micros(), Ok(code)),
+            Err(SendError::Failed(error)) => delivery.record_attempt(now_micros(), Err(error)),
+            Err(SendError::NoSmtp) => delivery.record_unsendable(now_micros(), NO_SMTP),
+        }
         if let Err(error) = blocking(|| self.store.save_delivery(&delivery)) {
             tracing::warn!(delivery_id = delivery.id, error = %chain(&error), "cannot record a delivery attempt; it is made again");
         }

@@ -74,6 +74,50 @@ pub struct Settings {
     pub max_container_cpus: Option<f64>,
     /// The engine network of `no-internet` components, created by jobq when absent.
     pub no_internet_network: String,
+    /// A PEM file of CA certificates trusted beside the system's by webhooks over https and
+    /// the SMTP server's TLS (for receivers with certificates of an on-prem CA).
+    pub trusted_ca_file: Option<PathBuf>,
+    /// The SMTP server notification emails are sent through; `None`: email is recorded only.
+    pub smtp: Option<Smtp>,
+}
+
+/// `[smtp]`: the mail server notification emails go through.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Smtp {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// User name and password to log in with, when the server wants a login.
+    pub login: Option<(String, String)>,
+    /// The `From` address of every email.
+    pub from: String,
+}
+
+/// `smtp.security`: how the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain SMTP (a relay on the host or a trusted network only).
+    None,
+    /// Plain connection upgraded with STARTTLS, which must succeed.
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+}
+
+// The password stays out of any debug output (and so out of logs).
+impl std::fmt::Debug for Smtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Smtp")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field(
+                "login",
+                &self.login.as_ref().map(|(user, _)| (user, "[hidden]")),
+            )
+            .field("from", &self.from)
+            .finish()
+    }
 }
 
 /// A container type (`backend.containerType`): the factor of the component's memory and the
@@ -550,6 +594,8 @@ struct RawSettings {
     max_container_cpus: Option<f64>,
     #[serde(default = "default_no_internet_network")]
     no_internet_network: String,
+    trusted_ca_file: Option<PathBuf>,
+    smtp: Option<RawSmtp>,
 }
 
 #[derive(Deserialize)]
@@ -557,6 +603,18 @@ struct RawSettings {
 struct RawContainerType {
     memory_factor: Option<f64>,
     cpus: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: Option<i64>,
+    #[serde(default = "default_smtp_security")]
+    security: String,
+    username: Option<String>,
+    password: Option<String>,
+    from: String,
 }
 
 #[derive(Deserialize)]
@@ -700,6 +758,9 @@ fn default_log_format() -> LogFormat {
 }
 fn default_schedule_catch_up() -> String {
     "once".into()
+}
+fn default_smtp_security() -> String {
+    "starttls".into()
 }
 fn default_project_id() -> String {
     "1".into()
@@ -1010,6 +1071,62 @@ impl RawSettings {
                 .map(|cpus| cpu_count("max_container_cpus", cpus))
                 .transpose()?,
             no_internet_network: not_empty("no_internet_network".into(), self.no_internet_network)?,
+            trusted_ca_file: self.trusted_ca_file,
+            smtp: self.smtp.map(RawSmtp::validate).transpose()?,
+        })
+    }
+}
+
+impl RawSmtp {
+    fn validate(self) -> Result<Smtp, SettingsError> {
+        let security = match self.security.as_str() {
+            "none" => SmtpSecurity::None,
+            "starttls" => SmtpSecurity::StartTls,
+            "tls" => SmtpSecurity::Tls,
+            other => {
+                return Err(invalid(
+                    "smtp.security",
+                    format!("\"{other}\" is not one of none, starttls, tls"),
+                ))
+            }
+        };
+        let default_port = match security {
+            SmtpSecurity::None => 25,
+            SmtpSecurity::StartTls => 587,
+            SmtpSecurity::Tls => 465,
+        };
+        let port = match self.port {
+            None => default_port,
+            Some(port) => u16::try_from(port)
+                .ok()
+                .filter(|port| *port > 0)
+                .ok_or_else(|| invalid("smtp.port", format!("{port} is not a port (1-65535)")))?,
+        };
+        let login = match (self.username, self.password) {
+            (Some(username), Some(password)) => {
+                Some((not_empty("smtp.username".into(), username)?, password))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "smtp.username",
+                    "give both `username` and `password`, or neither (a server without login)",
+                ))
+            }
+        };
+        let from = not_empty("smtp.from".into(), self.from)?;
+        if !from.contains('@') {
+            return Err(invalid(
+                "smtp.from",
+                format!("\"{from}\" is not an email address like jobq@example.com"),
+            ));
+        }
+        Ok(Smtp {
+            host: not_empty("smtp.host".into(), self.host)?,
+            port,
+            security,
+            login,
+            from,
         })
     }
 }
@@ -1651,6 +1768,34 @@ mod tests {
             "{missing}"
         );
         assert!(settings.registry("elsewhere").is_none());
+    }
+
+    #[test]
+    fn smtp_settings_have_port_defaults_and_hide_the_password() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let none = Settings::parse(base).unwrap();
+        assert_eq!((none.smtp, none.trusted_ca_file), (None, None));
+        let with = |smtp: &str| Settings::parse(&format!("{base}[smtp]\n{smtp}"));
+        let smtp = with("host = \"mail\"\nfrom = \"jobq@example.com\"\nusername = \"u\"\npassword = \"smtp-pw-3\"\n")
+            .unwrap()
+            .smtp
+            .unwrap();
+        assert_eq!((smtp.security, smtp.port), (SmtpSecurity::StartTls, 587));
+        assert_eq!(smtp.login, Some(("u".to_string(), "smtp-pw-3".to_string())));
+        assert!(!format!("{smtp:?}").contains("smtp-pw-3"), "{smtp:?}");
+        let tls = with("host = \"mail\"\nfrom = \"a@b.c\"\nsecurity = \"tls\"\n").unwrap();
+        assert_eq!(tls.smtp.unwrap().port, 465);
+        let plain = with("host = \"mail\"\nfrom = \"a@b.c\"\nsecurity = \"none\"\nport = 2525\n");
+        assert_eq!(plain.unwrap().smtp.unwrap().port, 2525);
+        for (smtp, message) in [
+            ("host = \"m\"\nfrom = \"a@b.c\"\nsecurity = \"ssl\"\n", "setting `smtp.security` is not valid: \"ssl\" is not one of none, starttls, tls"),
+            ("host = \"m\"\nfrom = \"a@b.c\"\nport = 70000\n", "setting `smtp.port` is not valid: 70000 is not a port (1-65535)"),
+            ("host = \"m\"\nfrom = \"nobody\"\n", "setting `smtp.from` is not valid: \"nobody\" is not an email address like jobq@example.com"),
+            ("host = \"m\"\nfrom = \"a@b.c\"\nusername = \"u\"\n", "setting `smtp.username` is not valid: give both `username` and `password`, or neither (a server without login)"),
+            ("host = \"\"\nfrom = \"a@b.c\"\n", "setting `smtp.host` is not valid: must not be empty"),
+        ] {
+            assert_eq!(with(smtp).unwrap_err().to_string(), message);
+        }
     }
 
     #[test]

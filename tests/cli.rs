@@ -39,7 +39,8 @@ fn unknown_keys_and_bad_values_stop_the_daemon_naming_the_key() {
              `job_folder_retention_hours`, `sweep_interval`, `stack_id`, `container_user`, \
              `max_events_per_job`, `min_free_space`, `cache_size_mib`, `log_format`, `metrics_listen`, `schedule_catch_up`, `project`, `tokens`, `components`, \
              `registries`, `wait_for_registry`, `encryption_key`, `dev_mode`, `action_time_limit`, `max_concurrent_actions`, \
-             `container_types`, `max_container_memory`, `max_container_cpus`, `no_internet_network`\n\n"
+             `container_types`, `max_container_memory`, `max_container_cpus`, `no_internet_network`, \
+             `trusted_ca_file`, `smtp`\n\n"
         )
     );
     let (stderr, _) = serve_fails_with(&format!("max_concurrent_jobs = -2\n{token}"));
@@ -64,6 +65,41 @@ fn a_data_dir_that_cannot_be_made_is_named_with_its_cause_once() {
         stderr,
         "jobq: cannot create data_dir /proc/jobq-data; choose a writable `data_dir`: No such file \
          or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn a_trusted_ca_file_that_cannot_be_used_stops_the_daemon_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = |ca: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ntrusted_ca_file = \"{ca}\"\n\
+             [[tokens]]\nid = \"1\"\ntoken = \"t\"\n",
+            dir.path().join("data").display()
+        )
+    };
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let (stderr, _) = serve_fails_with(&settings(&missing));
+    assert_eq!(
+        stderr,
+        format!(
+            "jobq: cannot read setting `trusted_ca_file` {missing}; give a readable PEM file of \
+             CA certificates: No such file or directory (os error 2)\n"
+        )
+    );
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let (stderr, _) = serve_fails_with(&settings(&garbage.display().to_string()));
+    assert!(
+        stderr.starts_with(
+            "jobq: setting `trusted_ca_file` holds no PEM certificates the webhook client can use; \
+             give a PEM file of CA certificates: "
+        ),
+        "{stderr}"
     );
 }
 

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::receivers::Receiver;
 use common::{assert_error, id, Options, TestDaemon, COMPONENT, FIXTURE_TAG};
 use hyper::Method;
 use serde_json::{json, Value};
@@ -589,51 +590,6 @@ fn compare(operator: &str, left: Value, right: &str) -> Value {
     json!({"type": "operator", "operator": operator, "operands": [left, {"type": "const", "value": right}]})
 }
 
-/// A loopback webhook receiver: each POST it gets comes out of the channel as (path, body).
-async fn webhook_receiver() -> (
-    String,
-    tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks/flow", listener.local_addr().unwrap());
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut request = Vec::new();
-            let mut buffer = [0u8; 4096];
-            let (head, body) = loop {
-                let read = stream.read(&mut buffer).await.unwrap();
-                assert!(read > 0, "the request ended early");
-                request.extend_from_slice(&buffer[..read]);
-                let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&request[..end]).to_string();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
-                    })
-                    .unwrap_or(0);
-                if request.len() >= end + 4 + length {
-                    break (head, request[end + 4..end + 4 + length].to_vec());
-                }
-            };
-            let path = head.split(' ').nth(1).unwrap_or_default().to_string();
-            assert!(head.starts_with("POST "), "{head}");
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await
-                .unwrap();
-            let _ = sender.send((path, serde_json::from_slice(&body).unwrap()));
-        }
-    });
-    (url, receiver)
-}
-
 /// `value` without what changes from run to run: times, durations, task jobs' own results and
 /// the configuration copied into the record.
 fn stable(value: &Value) -> Value {
@@ -689,7 +645,8 @@ async fn a_conditional_flow_notifies_sets_variables_and_follows_its_conditions()
         &[],
     )
     .await;
-    let (url, mut hooks) = webhook_receiver().await;
+    let hooks = Receiver::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let url = hooks.url.clone();
     let task_status = |task: &str| json!({"type": "task", "task": task, "value": "status"});
     let configuration = json!({
         "phases": [
@@ -749,10 +706,10 @@ async fn a_conditional_flow_notifies_sets_variables_and_follows_its_conditions()
         .contains(&"env is prod".to_string()));
 
     // The webhook got the notification.
-    let (path, body) = hooks.recv().await.unwrap();
-    assert_eq!(path, "/hooks/flow");
+    let bodies = hooks.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
     assert_eq!(
-        body,
+        bodies[0],
         json!({"title": "Flow started", "message": "Extracting",
                "job": {"id": f, "component": FLOW, "config": "cond", "url": null},
                "project": {"id": "123", "name": "Test project"},
@@ -841,7 +798,7 @@ async fn a_conditional_flow_notifies_sets_variables_and_follows_its_conditions()
         "Flow started.".to_string(),
         "Phase \"Extract\" (A) started.".to_string(),
         format!("Notification \"Flow started\" of task \"hello\" sent to {url} (HTTP 200)."),
-        "Notification \"Flow started\" of task \"hello\" for ops@example.com recorded: jobq sends no mail.".to_string(),
+        format!("Notification \"Flow started\" of task \"hello\" for ops@example.com recorded, {}.", jobq::model::NO_SMTP),
         "Variable \"env\" set to \"prod\".".to_string(),
         format!("Task \"print\" started as job {}.", ids[0]),
         format!("Task \"a1\" (job {}) ended success.", ids[0]),
@@ -952,8 +909,8 @@ async fn invalid_conditional_flows_are_refused_naming_the_unsupported_part() {
             "Phase \"A\", transition \"t\" (#1): it names task \"zz\", which the flow does not have; fix the condition.",
         ),
         (
-            json!({"phases": phases(json!(null)), "tasks": [{"id": "n", "phase": "A", "task": {"type": "notification", "title": "x", "recipients": [{"channel": "webhook", "address": "https://example.com/hook"}]}}]}),
-            "Task \"n\", recipient #1: jobq does not support webhook address \"https://example.com/hook\"; use one of an http:// URL.",
+            json!({"phases": phases(json!(null)), "tasks": [{"id": "n", "phase": "A", "task": {"type": "notification", "title": "x", "recipients": [{"channel": "webhook", "address": "ftp://example.com/hook"}]}}]}),
+            "Task \"n\", recipient #1: jobq does not support webhook address \"ftp://example.com/hook\"; use one of an http:// or https:// URL.",
         ),
         (
             json!({"phases": phases(json!(null)), "tasks": [{"id": "u", "name": "unknown", "phase": "A", "task": {"type": "job", "componentId": "keboola.unknown", "configData": {}, "mode": "run"}}]}),

@@ -1,79 +1,17 @@
 //! Notifications through the real daemon and real containers: a webhook receiver in the test (a
-//! loopback hyper server) gets the failed, warning and succeeded events its subscriptions'
-//! filters select, once each; a receiver that is down for a while, across a restart of jobq,
-//! gets every event once when it comes up.
+//! loopback hyper server, plain or https) gets the failed, warning and succeeded events its
+//! subscriptions' filters select, once each; a receiver that is down for a while, across a
+//! restart of jobq, gets every event once when it comes up; an SMTP server in the test gets the
+//! emails; a flow's phase jobs raise the phase-job events.
 
 mod common;
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::receivers::{Receiver, SmtpSink, TestCa};
 use common::{assert_error, Api, Options, TestDaemon, COMPONENT};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-
-/// A webhook receiver: every JSON body it got, answered 200.
-struct Receiver {
-    received: Arc<Mutex<Vec<Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(listener: TcpListener) -> Receiver {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let bodies = Arc::clone(&received);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let bodies = Arc::clone(&bodies);
-                let service =
-                    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                        let bodies = Arc::clone(&bodies);
-                        async move {
-                            let body = request.into_body().collect().await.unwrap().to_bytes();
-                            bodies
-                                .lock()
-                                .unwrap()
-                                .push(serde_json::from_slice(&body).unwrap());
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("ok"))))
-                        }
-                    });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
-            }
-        });
-        Receiver { received, task }
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Waits (at most `limit`) for `count` bodies, then a second more for any extra one.
-    async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.bodies().len() < count && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        self.bodies()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 async fn subscribe(api: &Api, body: Value) -> String {
     let answer = api.post("/project-subscriptions", &body).await;
@@ -96,6 +34,18 @@ async fn configure(api: &Api, id: &str, configuration: Value, rows: &[(&str, Val
             .await;
         assert_eq!(answer.status, 201);
     }
+}
+
+/// Stores configuration `id` (named "<id> name") of flow `component` and runs it to its end; the job.
+async fn store_and_run(t: &TestDaemon, component: &str, id: &str, configuration: Value) -> Value {
+    let answer = t
+        .post(
+            &format!("/v2/storage/components/{component}/configs"),
+            &json!({"configurationId": id, "name": format!("{id} name"), "configuration": configuration}),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    t.run(json!({"component": component, "config": id})).await
 }
 
 async fn deliveries(api: &Api, subscription: &str) -> Vec<Value> {
@@ -239,12 +189,15 @@ async fn a_webhook_gets_the_failed_warning_and_succeeded_events_its_filters_sele
     assert_eq!(deliveries(&t, &failed).await.len(), 1);
     assert_eq!(deliveries(&t, &warning).await.len(), 1);
     assert_eq!(deliveries(&t, &other).await, Vec::<Value>::new());
-    // Email: recorded for both successes, not sent (jobq sends no email).
+    // Email without [smtp] settings: recorded for both successes, not sent, saying why.
     let emails = deliveries(&t, &email).await;
     assert_eq!(emails.len(), 2);
     for delivery in &emails {
         assert_eq!(delivery["state"], "notSent");
-        assert_eq!(delivery["attempts"], json!([]));
+        let attempts = delivery["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{delivery}");
+        assert_eq!(attempts[0]["statusCode"], Value::Null);
+        assert_eq!(attempts[0]["error"], jobq::model::NO_SMTP);
     }
     assert_eq!(emails[0]["payload"]["job"]["id"], plain["id"]);
 
@@ -363,7 +316,7 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_across_a_restart() {
     assert_eq!(one_of(&bodies, "job-succeeded")["job"]["id"], ok["id"]);
     assert_eq!(one_of(&bodies, "job-failed")["job"]["id"], broken["id"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(receiver.bodies().len(), 2, "an event came twice");
+    assert_eq!(receiver.all().len(), 2, "an event came twice");
     for subscription in [&succeeded, &failed] {
         let done = deliveries(&t, subscription).await;
         assert_eq!(done.len(), 1);
@@ -406,7 +359,7 @@ async fn a_job_running_past_its_configurations_average_raises_processing_long_on
         (first["status"].as_str(), second["status"].as_str()),
         (Some("success"), Some("success"))
     );
-    assert_eq!(receiver.bodies(), Vec::<Value>::new());
+    assert_eq!(receiver.all(), Vec::<Value>::new());
     let seconds = |job: &Value| job["durationSeconds"].as_f64().unwrap();
     let answer = t
         .send_json(
@@ -490,4 +443,329 @@ async fn a_sigkill_right_after_a_job_ended_loses_no_event() {
     let done = deliveries(&served, &subscription).await;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["state"], "delivered");
+}
+
+/// `[smtp]` settings for the sink: plain SMTP on its port.
+fn smtp_settings(sink: &SmtpSink) -> String {
+    format!(
+        "[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"jobq@example.com\"\n",
+        sink.port
+    )
+}
+
+#[tokio::test]
+async fn a_failed_job_is_emailed_through_the_smtp_server_once() {
+    let sink = SmtpSink::start().await;
+    let t = TestDaemon::start_with(Options::default(), "", &smtp_settings(&sink)).await;
+    let email = subscribe(
+        &t,
+        json!({"event": "job-failed", "recipient": {"channel": "email", "address": "ops@example.com"}}),
+    )
+    .await;
+    let broken = t
+        .run(json!({"component": COMPONENT, "configData": {"parameters": {"exit_code": 1}}}))
+        .await;
+    assert_eq!(broken["status"], "error");
+    let id = broken["id"].as_str().unwrap();
+
+    let mails = sink.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert_eq!(mail.from, "jobq@example.com");
+    assert_eq!(mail.to, ["ops@example.com"]);
+    assert_eq!(mail.header("To").as_deref(), Some("ops@example.com"));
+    assert_eq!(
+        mail.header("Subject"),
+        Some(format!("[Test project] Job {id} failed: {COMPONENT}"))
+    );
+    let body = mail.body();
+    assert!(
+        body.contains(&format!("Job {id} ({COMPONENT}) failed.")),
+        "{body}"
+    );
+    assert!(body.contains("Event: job-failed"), "{body}");
+    let message = broken["result"]["message"].as_str().unwrap();
+    assert!(body.contains(&format!("Error: {message}")), "{body}");
+    assert!(body.contains(broken["url"].as_str().unwrap()), "{body}");
+
+    let done = deliveries(&t, &email).await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["state"], "delivered", "{done:?}");
+    assert_eq!(done[0]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(done[0]["attempts"][0]["statusCode"], 250);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.all().len(), 1, "an email came twice");
+}
+
+#[tokio::test]
+async fn an_email_is_retried_until_the_smtp_server_takes_it() {
+    // A port nothing listens on, for now.
+    let reserved = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = reserved.local_addr().unwrap().port();
+    drop(reserved);
+    let settings = format!(
+        "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\nfrom = \"jobq@example.com\"\nusername = \"jobq\"\npassword = \"smtp-secret-81\"\n"
+    );
+    let t = TestDaemon::start_with(Options::default(), "", &settings).await;
+    let email = subscribe(
+        &t,
+        json!({"event": "job-succeeded", "recipient": {"channel": "email", "address": "ops@example.com"}}),
+    )
+    .await;
+    let ok = t
+        .run(json!({"component": COMPONENT, "configData": {"parameters": {}}}))
+        .await;
+    assert_eq!(ok["status"], "success");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pending = deliveries(&t, &email).await;
+    assert_eq!(pending[0]["state"], "pending", "{pending:?}");
+    let error = pending[0]["attempts"][0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "the SMTP server 127.0.0.1:{port} did not take the email to ops@example.com"
+        )),
+        "{error}"
+    );
+    assert!(!pending
+        .iter()
+        .any(|d| d.to_string().contains("smtp-secret-81")));
+}
+
+/// Writes `pem` to a file in `dir`; its path.
+fn pem_file(dir: &std::path::Path, pem: &str) -> String {
+    let path = dir.join("trusted-ca.pem");
+    std::fs::write(&path, pem).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn https_webhooks_trust_the_ca_of_trusted_ca_file_and_no_other() {
+    let trusted = TestCa::new();
+    let stranger = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let top = format!(
+        "trusted_ca_file = \"{}\"",
+        pem_file(dir.path(), &trusted.ca_pem)
+    );
+    let t = TestDaemon::start_with(Options::default(), &top, "").await;
+    let good = Receiver::start_tls(&trusted).await;
+    let bad = Receiver::start_tls(&stranger).await;
+    assert!(good.url.starts_with("https://127.0.0.1:"), "{}", good.url);
+    let to_good = subscribe(
+        &t,
+        json!({"event": "job-succeeded", "recipient": {"channel": "webhook", "url": good.url}}),
+    )
+    .await;
+    let to_bad = subscribe(
+        &t,
+        json!({"event": "job-succeeded", "recipient": {"channel": "webhook", "url": bad.url}}),
+    )
+    .await;
+    let ok = t
+        .run(json!({"component": COMPONENT, "configData": {"parameters": {}}}))
+        .await;
+    assert_eq!(ok["status"], "success");
+
+    let bodies = good.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["eventType"], "job-succeeded");
+    assert_eq!(bodies[0]["job"]["id"], ok["id"]);
+    let done = deliveries(&t, &to_good).await;
+    assert_eq!(done[0]["state"], "delivered", "{done:?}");
+    assert_eq!(done[0]["attempts"][0]["statusCode"], 200);
+
+    // A certificate of another CA: a failed attempt saying why, retried later.
+    assert_eq!(bad.all(), Vec::<Value>::new());
+    let failed = deliveries(&t, &to_bad).await;
+    assert_eq!(failed[0]["state"], "pending", "{failed:?}");
+    let attempt = &failed[0]["attempts"][0];
+    assert_eq!(attempt["statusCode"], Value::Null);
+    let error = attempt["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "cannot connect to the webhook at {}; check that it listens, and for https that its \
+             certificate is valid for the host and issued by a CA the system or \
+             `trusted_ca_file` trusts",
+            bad.url
+        )),
+        "{error}"
+    );
+    assert!(error.contains("UnknownIssuer"), "{error}");
+}
+
+#[tokio::test]
+async fn a_flows_phase_jobs_raise_the_phase_job_events_their_filters_select() {
+    let t = TestDaemon::start(Options::default()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = Receiver::start(listener).await;
+    let hook = json!({"channel": "webhook", "url": receiver.url});
+    let phase = |event: &str, field: &str, value: &str| {
+        json!({"event": event, "recipient": hook,
+               "filters": [{"field": field, "value": value}]})
+    };
+    let failed_b = subscribe(&t, phase("phase-job-failed", "phase.id", "B")).await;
+    let failed_a = subscribe(&t, phase("phase-job-failed", "phase.id", "A")).await;
+    let succeeded = subscribe(&t, phase("phase-job-succeeded", "phase.name", "Extract")).await;
+    let succeeded_b = subscribe(&t, phase("phase-job-succeeded", "phase.id", "B")).await;
+    let warned = subscribe(
+        &t,
+        phase("phase-job-succeeded-with-warning", "phase.id", "W"),
+    )
+    .await;
+    let warned_a = subscribe(
+        &t,
+        phase("phase-job-succeeded-with-warning", "phase.id", "A"),
+    )
+    .await;
+
+    let task = |id: u64, phase: &str, parameters: Value| {
+        json!({"id": id, "name": format!("t{id}"), "phase": phase, "enabled": true,
+               "task": {"componentId": COMPONENT, "configData": {"parameters": parameters}, "mode": "run"}})
+    };
+    let mut may_fail = task(21, "W", json!({"exit_code": 1}));
+    may_fail["continueOnFailure"] = json!(true);
+    let flow = json!({
+        "phases": [{"id": "A", "name": "Extract"},
+                   {"id": "W", "name": "Check", "dependsOn": ["A"]},
+                   {"id": "B", "name": "Load", "dependsOn": ["A"]}],
+        "tasks": [task(11, "A", json!({})), may_fail, task(31, "B", json!({"exit_code": 1}))],
+    });
+    let job = store_and_run(&t, "keboola.orchestrator", "phased", flow).await;
+    assert_eq!(job["status"], "error");
+
+    let bodies = receiver.wait_for(3, Duration::from_secs(20)).await;
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    for (event, id, name) in [
+        ("phase-job-succeeded", "A", "Extract"),
+        ("phase-job-succeeded-with-warning", "W", "Check"),
+        ("phase-job-failed", "B", "Load"),
+    ] {
+        let body = one_of(&bodies, event);
+        assert_eq!(body["phase"], json!({"id": id, "name": name}), "{body}");
+        assert_eq!(body["job"]["component"]["id"], "keboola.orchestrator");
+        assert_eq!(
+            body["job"]["configuration"],
+            json!({"id": "phased", "name": "phased name"})
+        );
+        assert_eq!(
+            body["project"],
+            json!({"id": "123", "name": "Test project"})
+        );
+        assert_eq!(body["branch"], json!({"id": "456"}));
+        assert_ne!(
+            body["job"]["id"], job["id"],
+            "a phase job of its own: {body}"
+        );
+        assert_eq!(
+            body.get("errorMessage").is_some(),
+            event != "phase-job-succeeded"
+        );
+    }
+    for (subscription, count) in [
+        (&failed_b, 1),
+        (&failed_a, 0),
+        (&succeeded, 1),
+        (&succeeded_b, 0),
+        (&warned, 1),
+        (&warned_a, 0),
+    ] {
+        assert_eq!(
+            deliveries(&t, subscription).await.len(),
+            count,
+            "{subscription}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_flows_email_notification_task_goes_through_the_smtp_server() {
+    let sink = SmtpSink::start().await;
+    let t = TestDaemon::start_with(Options::default(), "", &smtp_settings(&sink)).await;
+    let flow = json!({
+        "phases": [{"id": "A", "name": "Extract", "next": [{"id": "end", "goto": null}]}],
+        "tasks": [
+            {"id": "n1", "name": "hello", "phase": "A", "task": {"type": "notification",
+             "title": "Flow started", "message": "Extracting now",
+             "recipients": [{"channel": "email", "address": "ops@example.com"}]}},
+            {"id": "a1", "name": "extract", "phase": "A", "task": {"type": "job",
+             "componentId": COMPONENT, "configData": {"parameters": {}}, "mode": "run"}}
+        ]
+    });
+    let job = store_and_run(&t, "keboola.flow", "mailing", flow).await;
+    assert_eq!(job["status"], "success", "{job:#}");
+    let id = job["id"].as_str().unwrap();
+    let mails = sink.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0].to, ["ops@example.com"]);
+    assert_eq!(mails[0].header("Subject").as_deref(), Some("Flow started"));
+    let body = mails[0].body();
+    assert!(body.starts_with("Extracting now\r\n"), "{body}");
+    assert!(
+        body.contains(&format!(
+            "Flow job {id} (keboola.flow, configuration mailing), phase \"A\", task \"hello\"."
+        )),
+        "{body}"
+    );
+    assert!(t.messages(id).await.contains(
+        &"Notification \"Flow started\" of task \"hello\" sent to ops@example.com (SMTP 250)."
+            .to_string()
+    ));
+}
+
+#[tokio::test]
+async fn a_phase_running_past_its_average_raises_phase_job_processing_long() {
+    let t = TestDaemon::start(Options::default()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = Receiver::start(listener).await;
+    let hook = json!({"channel": "webhook", "url": receiver.url});
+    let long = |phase: &str| {
+        json!({"event": "phase-job-processing-long", "recipient": hook,
+               "filters": [{"field": "phase.id", "value": phase},
+                           {"field": "durationOvertimePercentage", "operator": ">=", "value": 1}]})
+    };
+    let slow_phase = subscribe(&t, long("A")).await;
+    let other_phase = subscribe(&t, long("B")).await;
+    let flow = |sleep: u64| {
+        json!({
+            "phases": [{"id": "A", "name": "Extract"}, {"id": "B", "name": "Load", "dependsOn": ["A"]}],
+            "tasks": [
+                {"id": 1, "name": "t1", "phase": "A", "enabled": true,
+                 "task": {"componentId": COMPONENT, "configData": {"parameters": {"sleep": sleep}}, "mode": "run"}},
+                {"id": 2, "name": "t2", "phase": "B", "enabled": true,
+                 "task": {"componentId": COMPONENT, "configData": {"parameters": {}}, "mode": "run"}}
+            ]
+        })
+    };
+    let run = || t.run(json!({"component": "keboola.orchestrator", "config": "slow"}));
+    let first = store_and_run(&t, "keboola.orchestrator", "slow", flow(1)).await;
+    assert_eq!(first["status"], "success");
+    assert_eq!(run().await["status"], "success");
+    assert_eq!(receiver.all(), Vec::<Value>::new());
+    let answer = t
+        .send_json(
+            hyper::Method::PUT,
+            "/v2/storage/components/keboola.orchestrator/configs/slow",
+            &json!({"configuration": flow(12)}),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let job = run().await;
+    assert_eq!(job["status"], "success");
+    let bodies = receiver.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let body = &bodies[0];
+    assert_eq!(body["eventType"], "phase-job-processing-long");
+    assert_eq!(body["phase"], json!({"id": "A", "name": "Extract"}));
+    assert_eq!(body["job"]["component"]["id"], "keboola.orchestrator");
+    assert_ne!(
+        body["job"]["id"], job["id"],
+        "the phase job, not the orchestration"
+    );
+    assert_eq!(body["uniqueId"], body["job"]["id"]);
+    assert!(
+        body["durationOvertimePercentage"].as_f64().unwrap() >= 1.0,
+        "{body}"
+    );
+    assert_eq!(deliveries(&t, &slow_phase).await.len(), 1);
+    assert_eq!(deliveries(&t, &other_phase).await, Vec::<Value>::new());
 }

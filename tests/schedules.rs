@@ -155,6 +155,43 @@ async fn an_every_minute_schedule_fires_within_its_minute_with_the_scheduler_tok
 }
 
 #[tokio::test]
+async fn a_schedule_activated_at_an_older_version_fires_that_versions_target() {
+    let t = TestDaemon::start(Options::default()).await;
+    configure_target(&t, "first").await;
+    configure_target(&t, "second").await;
+    configure_schedule(&t, "pinned", definition("* * * * *", "first")).await;
+    let answer = t
+        .send_json(
+            hyper::Method::PUT,
+            &format!("/v2/storage/components/{SCHEDULER}/configs/pinned"),
+            &json!({"configuration": definition("* * * * *", "second")}),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["version"], 2);
+    let answer = t
+        .post(
+            "/schedules",
+            &json!({"configurationId": "pinned", "configurationVersionId": "1"}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let schedule = answer.json();
+    assert_eq!(schedule["configurationVersionId"], "1");
+    assert_eq!(schedule["target"]["configurationId"], "first");
+    let due = minute_after(Utc::now());
+    let limit = (due - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(10);
+    let jobs = wait_for_jobs(&t, "first", 1, limit).await;
+    assert_eq!(
+        jobs.len(),
+        1,
+        "no job of version 1's target within its minute"
+    );
+    assert_eq!(jobs[0]["token"]["description"], "[_internal] Scheduler");
+    assert_eq!(jobs_of(&t, "second").await, Vec::<Value>::new());
+}
+
+#[tokio::test]
 async fn activation_checks_the_configuration_and_names_the_field() {
     let t = TestDaemon::start(Options::without_docker()).await;
     configure_target(&t, "target").await;
@@ -245,19 +282,33 @@ async fn activation_checks_the_configuration_and_names_the_field() {
     // Not re-activated: still the pinned version.
     let pinned = t.get("/schedules/1").await.json();
     assert_eq!(pinned["schedule"]["cronTab"], "0 6 * * 1-5");
+    for version in ["3", "0", "one"] {
+        let answer = t
+            .post(
+                "/schedules",
+                &json!({"configurationId": "good", "configurationVersionId": version}),
+            )
+            .await;
+        assert_error(
+            &answer,
+            400,
+            &format!(
+                "Version \"{version}\" of configuration \"good\" does not exist; give a version \
+                 from 1 to 2, or leave \"configurationVersionId\" out for the current one."
+            ),
+            json!({}),
+        );
+    }
+    // The older version, activated again: its own definition.
     let answer = t
         .post(
             "/schedules",
             &json!({"configurationId": "good", "configurationVersionId": "1"}),
         )
         .await;
-    assert_error(
-        &answer,
-        400,
-        "Version \"1\" of configuration \"good\" cannot be activated: jobq keeps only the current \
-         version, 2; leave \"configurationVersionId\" out or give 2.",
-        json!({}),
-    );
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    assert_eq!(answer.json()["configurationVersionId"], "1");
+    assert_eq!(answer.json()["schedule"]["cronTab"], "0 6 * * 1-5");
     let answer = t
         .post(
             "/schedules",

@@ -8,7 +8,7 @@ use crate::http::answer::Answer;
 use crate::http::error::ApiError;
 use crate::http::request::Request;
 use crate::http::{blocking, Services};
-use crate::model::{format_time, Delivery, Subscription};
+use crate::model::{format_time, Channel, Delivery, Subscription};
 
 type Reply = Result<Answer, ApiError>;
 
@@ -53,10 +53,9 @@ pub async fn deliveries(services: &Services, request: Request) -> Reply {
 /// webhook's URL as `url`.
 fn subscription_object(subscription: &Subscription) -> Value {
     let recipient = &subscription.recipient;
-    let key = if recipient.channel == "webhook" {
-        "url"
-    } else {
-        "address"
+    let key = match recipient.channel {
+        Channel::Webhook => "url",
+        Channel::Email => "address",
     };
     let filters = subscription.filters.iter().map(
         |filter| json!({"field": filter.field, "operator": filter.operator, "value": filter.value}),
@@ -65,7 +64,7 @@ fn subscription_object(subscription: &Subscription) -> Value {
         "id": subscription.id.to_string(),
         "event": subscription.event,
         "filters": filters.collect::<Vec<_>>(),
-        "recipient": {"channel": recipient.channel, key: recipient.address},
+        "recipient": {"channel": recipient.channel.as_str(), key: recipient.address},
         "expiresAt": subscription.expires_at.map(format_time),
         "createdAt": format_time(subscription.created),
     })

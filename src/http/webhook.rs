@@ -1,91 +1,96 @@
-//! The webhook client: one JSON `POST` over a fresh HTTP/1.1 connection, bounded by a timeout.
-//! Plain `http://` only: jobq carries no TLS stack.
+//! The webhook client (reqwest, rustls): one JSON `POST` to an `http://` or `https://` URL,
+//! bounded by the attempt timeout. Certificates are checked against the system's trust store
+//! and the CA certificates of `trusted_ca_file`.
 
-use std::time::Duration;
+use crate::model::ATTEMPT_TIMEOUT;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-
-/// Why a webhook call got no answer.
+/// Why the webhook client cannot be made or a call got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    #[error(
-        "\"{url}\" is not a webhook URL jobq can call; give http://<host>[:<port>]/<path> \
-         (jobq has no TLS, so https:// URLs need a proxy on the host)"
-    )]
+    #[error("setting `trusted_ca_file` holds no PEM certificates the webhook client can use; give a PEM file of CA certificates")]
+    TrustedCa {
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot make the webhook client")]
+    Client {
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("\"{url}\" is not a webhook URL jobq can call; give http(s)://<host>[:<port>]/<path>")]
     Url { url: String },
-    #[error("cannot connect to the webhook at {url}; check that it listens")]
+    #[error("the webhook at {url} did not answer within {seconds} s")]
+    Timeout { url: String, seconds: u64 },
+    #[error(
+        "cannot connect to the webhook at {url}; check that it listens, and for https that its \
+         certificate is valid for the host and issued by a CA the system or `trusted_ca_file` \
+         trusts"
+    )]
     Connect {
         url: String,
         #[source]
-        source: std::io::Error,
+        source: reqwest::Error,
     },
-    #[error("the webhook at {url} did not answer within {seconds} s")]
-    Timeout { url: String, seconds: u64 },
     #[error("the HTTP exchange with the webhook at {url} failed")]
     Http {
         url: String,
         #[source]
-        source: hyper::Error,
+        source: reqwest::Error,
     },
 }
 
-/// POSTs `body` as JSON to `url` and returns the answer's status code, whatever it is; an
-/// error when the URL is not `http://`, the connection fails or no answer came within `timeout`.
-pub async fn post_json(
-    url: &str,
-    body: &serde_json::Value,
-    timeout: Duration,
-) -> Result<u16, WebhookError> {
-    let bad_url = || WebhookError::Url {
-        url: url.to_string(),
-    };
-    let uri: Uri = url.parse().map_err(|_| bad_url())?;
-    let authority = uri.authority().filter(|_| uri.scheme_str() == Some("http"));
-    let authority = authority.ok_or_else(bad_url)?.clone();
-    let address = format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(80)
-    );
-    let path = uri
-        .path_and_query()
-        .map_or("/".to_string(), |p| p.as_str().to_string());
-    let exchange = async {
-        let stream =
-            TcpStream::connect(&address)
-                .await
-                .map_err(|source| WebhookError::Connect {
-                    url: url.to_string(),
-                    source,
-                })?;
-        let http = |source| WebhookError::Http {
+/// Calls webhooks; cheap to clone (one connection pool).
+#[derive(Clone)]
+pub struct Webhooks {
+    client: reqwest::Client,
+}
+
+impl Webhooks {
+    /// A client trusting the system's CA certificates and those of `trusted_ca` (PEM).
+    pub fn new(trusted_ca: Option<&[u8]>) -> Result<Webhooks, WebhookError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(ATTEMPT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = trusted_ca {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|source| WebhookError::TrustedCa { source })?;
+            builder = builder.tls_certs_merge(certificates);
+        }
+        let client = builder
+            .build()
+            .map_err(|source| WebhookError::Client { source })?;
+        Ok(Webhooks { client })
+    }
+
+    /// POSTs `body` as JSON to `url` and returns the answer's status code, whatever it is; an
+    /// error when the URL is not `http(s)://`, the connection (or its TLS) fails or no answer
+    /// came within the attempt timeout.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<u16, WebhookError> {
+        let parsed = reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+        let parsed = parsed.ok_or_else(|| WebhookError::Url {
             url: url.to_string(),
-            source,
+        })?;
+        let answer = self.client.post(parsed).json(body).send().await;
+        let error = match answer {
+            Ok(answer) => return Ok(answer.status().as_u16()),
+            Err(error) => error,
         };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
-        tokio::spawn(connection);
-        let mut request = Request::new(Full::new(Bytes::from(body.to_string())));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = path.parse().map_err(|_| bad_url())?;
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad_url())?;
-        request.headers_mut().insert(HOST, host);
-        request
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let answer = sender.send_request(request).await.map_err(http)?;
-        Ok(answer.status().as_u16())
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| WebhookError::Timeout {
-            url: url.to_string(),
-            seconds: timeout.as_secs(),
-        })?
+        let url = url.to_string();
+        Err(if error.is_timeout() {
+            WebhookError::Timeout {
+                url,
+                seconds: ATTEMPT_TIMEOUT.as_secs(),
+            }
+        } else if error.is_connect() {
+            WebhookError::Connect { url, source: error }
+        } else {
+            WebhookError::Http { url, source: error }
+        })
+    }
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::condition::{Condition, Facts, PartError, Reference};
 use super::event::EventType;
+use super::notification::{Channel, Recipient};
 use super::orchestration::{bool_of, id_of, text_of, OrchestrationError, Task};
 use super::status::Status;
 
@@ -72,13 +73,6 @@ pub enum TaskKind {
     },
     /// Sets flow variable `name` to the value of `source`.
     Variable { name: String, source: Condition },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recipient {
-    Email(String),
-    /// An `http://` URL that gets the notification as a JSON POST.
-    Webhook(String),
 }
 
 /// A linear retry: up to `max_retries` more jobs, each `delay` seconds after the failure, for
@@ -454,18 +448,9 @@ fn task_kind(
                 let address = text_of(recipient.get("address"))
                     .or_else(|| text_of(recipient.get("url")))
                     .ok_or_else(|| invalid(&at, "it needs an \"address\"".to_string()))?;
-                recipients.push(match recipient["channel"].as_str() {
-                    Some("email") => Recipient::Email(address),
-                    Some("webhook") if address.starts_with("http://") => {
-                        Recipient::Webhook(address)
-                    }
-                    Some("webhook") => {
-                        return Err(FlowError::Part(PartError::Unsupported {
-                            at,
-                            what: format!("webhook address \"{address}\""),
-                            supported: "an http:// URL",
-                        }))
-                    }
+                let channel = match recipient["channel"].as_str() {
+                    Some("email") => Channel::Email,
+                    Some("webhook") => Channel::Webhook,
                     _ => {
                         return Err(FlowError::Part(PartError::Unsupported {
                             at,
@@ -473,7 +458,18 @@ fn task_kind(
                             supported: "email, webhook",
                         }))
                     }
-                });
+                };
+                if !channel.takes(&address) {
+                    return Err(FlowError::Part(PartError::Unsupported {
+                        at,
+                        what: format!("{} address \"{address}\"", channel.as_str()),
+                        supported: match channel {
+                            Channel::Webhook => "an http:// or https:// URL",
+                            Channel::Email => "an email address",
+                        },
+                    }));
+                }
+                recipients.push(Recipient { channel, address });
             }
             if recipients.is_empty() && enabled {
                 return Err(invalid(
@@ -1245,7 +1241,7 @@ mod tests {
             (json!({"phases": phases, "tasks": [task("1", "q", job("c"))]}), "Task \"1\" belongs to phase \"q\", which does not exist; set its \"phase\" to the id of one of the phases."),
             (json!({"phases": phases, "tasks": [task("1", "a", json!({"type": "script"}))]}), "Task \"1\": jobq does not support task type \"script\"; use one of job, notification, variable."),
             (json!({"phases": phases, "tasks": [task("1", "a", json!({"type": "notification", "title": "x", "recipients": [{"channel": "slack", "address": "x"}]}))]}), "Task \"1\", recipient #1: jobq does not support channel \"slack\"; use one of email, webhook."),
-            (json!({"phases": phases, "tasks": [task("1", "a", json!({"type": "notification", "title": "x", "recipients": [{"channel": "webhook", "address": "https://x"}]}))]}), "Task \"1\", recipient #1: jobq does not support webhook address \"https://x\"; use one of an http:// URL."),
+            (json!({"phases": phases, "tasks": [task("1", "a", json!({"type": "notification", "title": "x", "recipients": [{"channel": "webhook", "address": "ftp://x"}]}))]}), "Task \"1\", recipient #1: jobq does not support webhook address \"ftp://x\"; use one of an http:// or https:// URL."),
             (json!({"phases": [{"id": "a", "retry": {"strategy": "exponential"}}], "tasks": []}), "Phase \"a\", retry: jobq does not support retry strategy \"exponential\"; use one of linear."),
             (json!({"phases": [{"id": "a", "next": [{"id": "t", "goto": null, "condition": {"type": "variable", "value": "v"}}]}], "tasks": []}), "Phase \"a\", transition \"t\" (#1): it reads variable \"v\", which no variable task of the flow sets; fix the condition."),
             (json!({"phases": [{"id": "a", "next": [{"id": "t", "goto": null, "condition": {"type": "phase", "phase": "q", "value": "status"}}]}], "tasks": []}), "Phase \"a\", transition \"t\" (#1): it names phase \"q\", which the flow does not have; fix the condition."),

@@ -19,8 +19,8 @@ pub use configuration::{
 };
 pub use event::{Event, EventSource, EventType, NewEvent};
 pub use flow::{
-    document, notified, step, Flow, FlowRun, FlowTask, Recipient, Stage, Step, TaskJobFacts,
-    TaskKind, TaskNote, FLOW,
+    document, notified, step, Flow, FlowRun, FlowTask, Stage, Step, TaskJobFacts, TaskKind,
+    TaskNote, FLOW,
 };
 pub(crate) use job::json_text;
 pub use job::{
@@ -28,8 +28,9 @@ pub use job::{
     Parallelism, RunId, SortKey, TimeRange,
 };
 pub use notification::{
-    ended_event, event_payload, processing_long_event, processing_long_payload, Attempt, Delivery,
-    DeliveryState, Filter, InvalidSubscription, Subscription, EVENT_TYPES,
+    ended_event, event_payload, phase_of, processing_long_event, processing_long_payload, Attempt,
+    Channel, Delivery, DeliveryState, Filter, InvalidSubscription, Recipient, Subscription,
+    ATTEMPT_TIMEOUT, EVENT_TYPES, NO_SMTP,
 };
 pub use orchestration::{
     orchestration_outcome, phase_outcome, phase_start, Orchestration, OrchestrationError, Phase,

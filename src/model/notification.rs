@@ -21,8 +21,16 @@ pub const EVENT_TYPES: [&str; 8] = [
     "phase-job-processing-long",
 ];
 
-/// How long a webhook delivery is retried after its event.
+/// How long a delivery is retried after its event.
 pub const RETRY_PERIOD_MICROS: i64 = 24 * 3600 * 1_000_000;
+
+/// How long one attempt to deliver may take: a webhook's answer, an SMTP exchange
+/// (Keboola's own notifications wait 5 s).
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a delivery to an email recipient records when jobq has no SMTP server to send it.
+pub const NO_SMTP: &str =
+    "not sent: no [smtp] settings; add an [smtp] table to jobq's settings to send email";
 
 /// A project subscription: which event, the filters its payload must pass, who gets it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,12 +53,58 @@ pub struct Filter {
     pub value: Value,
 }
 
+/// Who gets a notification: a subscription's recipient, or one of a flow's notification task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
-    /// `webhook` or `email`.
-    pub channel: String,
+    pub channel: Channel,
     /// The webhook's URL or the email address.
     pub address: String,
+}
+
+/// How a notification leaves jobq. Stored as its name (`webhook`, `email`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Channel {
+    /// A JSON `POST` to an `http://` or `https://` URL.
+    Webhook,
+    /// A plain-text email through the `[smtp]` server.
+    Email,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Webhook => "webhook",
+            Channel::Email => "email",
+        }
+    }
+
+    /// Whether `address` is one this channel can deliver to: an `http(s)://` URL for a
+    /// webhook, something with an `@` for email.
+    pub fn takes(self, address: &str) -> bool {
+        match self {
+            Channel::Webhook => address.starts_with("http://") || address.starts_with("https://"),
+            Channel::Email => address.contains('@'),
+        }
+    }
+}
+
+impl From<Channel> for String {
+    fn from(channel: Channel) -> String {
+        channel.as_str().to_string()
+    }
+}
+
+impl TryFrom<String> for Channel {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Channel, String> {
+        match name.as_str() {
+            "webhook" => Ok(Channel::Webhook),
+            "email" => Ok(Channel::Email),
+            _ => Err(format!("unknown channel \"{name}\"")),
+        }
+    }
 }
 
 /// Why a subscription request was refused; `field` names the part.
@@ -138,27 +192,27 @@ impl Subscription {
         let recipient = match channel {
             Some("webhook") => {
                 let url = text("url").or_else(|| text("address")).unwrap_or_default();
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                if !Channel::Webhook.takes(url) {
                     return Err(invalid(
                         "recipient.url",
                         format!("Field \"recipient.url\" must be an http:// or https:// URL; \"{url}\" given."),
                     ));
                 }
                 Recipient {
-                    channel: "webhook".into(),
+                    channel: Channel::Webhook,
                     address: url.to_string(),
                 }
             }
             Some("email") => {
                 let address = text("address").unwrap_or_default();
-                if !address.contains('@') {
+                if !Channel::Email.takes(address) {
                     return Err(invalid(
                         "recipient.address",
                         format!("Field \"recipient.address\" must be an email address; \"{address}\" given."),
                     ));
                 }
                 Recipient {
-                    channel: "email".into(),
+                    channel: Channel::Email,
                     address: address.to_string(),
                 }
             }
@@ -247,15 +301,10 @@ impl Filter {
 }
 
 impl Delivery {
-    /// A new delivery of `payload` (with `eventType` added) to `subscription`, due at `now`;
-    /// an email is recorded as not sent (jobq sends no email).
+    /// A new delivery of `payload` (with `eventType` added) to `subscription`, due at `now`.
     pub fn new(subscription: &Subscription, event: &str, payload: &Value, now: i64) -> Delivery {
         let mut payload = payload.clone();
         payload["eventType"] = json!(event);
-        let state = match subscription.recipient.channel.as_str() {
-            "webhook" => DeliveryState::Pending,
-            _ => DeliveryState::NotSent,
-        };
         Delivery {
             id: 0,
             subscription_id: subscription.id,
@@ -263,14 +312,80 @@ impl Delivery {
             payload,
             recipient: subscription.recipient.clone(),
             created: now,
-            state,
+            state: DeliveryState::Pending,
             attempts: Vec::new(),
             next_attempt: now,
         }
     }
 
+    /// Records that jobq has no way to send it (`why`, like `NO_SMTP`), as an attempt at `now`
+    /// without an answer: it leaves the outbox as not sent.
+    pub fn record_unsendable(&mut self, now: i64, why: &str) {
+        self.attempts.push(Attempt {
+            time: now,
+            status_code: None,
+            error: Some(why.to_string()),
+        });
+        self.state = DeliveryState::NotSent;
+    }
+
+    /// The subject and text of its email: what happened to which job, its status and error
+    /// message, and where to read it.
+    pub fn email(&self) -> (String, String) {
+        let payload = &self.payload;
+        let text = |pointer: &str| payload.pointer(pointer).and_then(Value::as_str);
+        let job_id = text("/job/id").unwrap_or_default();
+        let component = text("/job/component/id").unwrap_or_default();
+        let what = match text("/job/configuration/name") {
+            Some(name) => format!("{component} \"{name}\""),
+            None => component.to_string(),
+        };
+        let happened = match self
+            .event_type
+            .trim_start_matches("phase-job-")
+            .trim_start_matches("job-")
+        {
+            "failed" => "failed",
+            "succeeded" => "succeeded",
+            "succeeded-with-warning" => "succeeded with a warning",
+            _ => "is running longer than usual",
+        };
+        let phase = match text("/phase/name").or_else(|| text("/phase/id")) {
+            Some(phase) => format!(", phase \"{phase}\""),
+            None => String::new(),
+        };
+        let project = text("/project/name").unwrap_or_default();
+        let subject = format!("[{project}] Job {job_id} {happened}: {what}{phase}");
+        let mut body = format!(
+            "Job {job_id} ({what}{phase}) {happened}.\n\nEvent: {}\nJob: {}\n",
+            self.event_type,
+            text("/job/url").unwrap_or_default()
+        );
+        for (label, pointer) in [
+            ("Started", "/job/startTime"),
+            ("Ended", "/job/endTime"),
+            ("Error", "/errorMessage"),
+        ] {
+            if let Some(value) = text(pointer).filter(|v| !v.is_empty()) {
+                body.push_str(&format!("{label}: {value}\n"));
+            }
+        }
+        if let Some(seconds) = payload["currentDuration"].as_f64() {
+            let average = payload["averageDuration"].as_f64().unwrap_or_default();
+            body.push_str(&format!(
+                "Running for {seconds:.0} s; its configuration's average is {average:.0} s.\n"
+            ));
+        }
+        body.push_str(&format!(
+            "Project: {project} ({})\nBranch: {}\n",
+            text("/project/id").unwrap_or_default(),
+            text("/branch/id").unwrap_or_default()
+        ));
+        (subject, body)
+    }
+
     /// Records an attempt at `now` that got `answer` (a status code, or an error): a 2xx
-    /// delivers it for good; otherwise the next attempt comes after a backoff (1 s, doubling,
+    /// (an SMTP server's 250 too) delivers it for good; otherwise the next attempt comes after a backoff (1 s, doubling,
     /// at most 10 minutes), unless the retry period since the event has passed.
     pub fn record_attempt(&mut self, now: i64, answer: Result<u16, String>) {
         let (status_code, error) = match answer {
@@ -387,11 +502,24 @@ pub fn event_payload(
         payload["errorMessage"] = json!(job.result.message.clone().unwrap_or_default());
     }
     if event.starts_with("phase-") {
-        let id = job.orchestration_phase_id.clone().unwrap_or_default();
-        let name = job.config_data.get("name").cloned().unwrap_or(json!(id));
+        let id = phase_of(job).unwrap_or_default();
+        let name = job
+            .config_data
+            .get("phaseName")
+            .cloned()
+            .unwrap_or(json!(id));
         payload["phase"] = json!({"id": id, "name": name});
     }
     payload
+}
+
+/// The phase a job belongs to: a phase job's own (`configData.phaseId`), a task job's
+/// `orchestrationPhaseId`; none for other jobs.
+pub fn phase_of(job: &Job) -> Option<&str> {
+    match job.job_type {
+        JobType::PhaseContainer => job.config_data.get("phaseId").and_then(Value::as_str),
+        _ => job.orchestration_phase_id.as_deref(),
+    }
 }
 
 /// An absolute time (`2023-01-07 14:00:00+01:00`, or what `parse_time` reads) or a relative
@@ -561,9 +689,34 @@ mod tests {
 
         let email = subscription(json!({"event": "job-failed",
                                         "recipient": {"channel": "email", "address": "a@b.c"}}));
+        let mut unsent = Delivery::new(&email, "job-failed", &json!({}), 0);
+        assert_eq!(unsent.state, DeliveryState::Pending);
+        unsent.record_unsendable(5, NO_SMTP);
+        assert_eq!(unsent.state, DeliveryState::NotSent);
+        assert_eq!(unsent.attempts[0].error.as_deref(), Some(NO_SMTP));
+    }
+
+    #[test]
+    fn an_email_says_which_job_did_what() {
+        let email = subscription(json!({"event": "phase-job-failed",
+                                        "recipient": {"channel": "email", "address": "a@b.c"}}));
+        let payload = json!({
+            "job": {"id": "42", "url": "http://jobq/jobs/42", "component": {"id": "keboola.orchestrator"},
+                    "configuration": {"id": "9", "name": "Nightly"}, "startTime": "2030-01-01T00:00:00+00:00"},
+            "project": {"id": "1", "name": "Local"}, "branch": {"id": "1"},
+            "phase": {"id": "load", "name": "Load"}, "errorMessage": "Task failed.",
+        });
+        let (subject, text) = Delivery::new(&email, "phase-job-failed", &payload, 0).email();
         assert_eq!(
-            Delivery::new(&email, "job-failed", &json!({}), 0).state,
-            DeliveryState::NotSent
+            subject,
+            "[Local] Job 42 failed: keboola.orchestrator \"Nightly\", phase \"Load\""
+        );
+        assert_eq!(
+            text,
+            "Job 42 (keboola.orchestrator \"Nightly\", phase \"Load\") failed.\n\n\
+             Event: phase-job-failed\nJob: http://jobq/jobs/42\n\
+             Started: 2030-01-01T00:00:00+00:00\nError: Task failed.\n\
+             Project: Local (1)\nBranch: 1\n"
         );
     }
 

@@ -39,11 +39,7 @@ impl Queue {
         let mut configuration_name = None;
         if let Some(job) = self.store.job(id)? {
             self.seal_job_folder(&job);
-            configuration_name = self
-                .stored_configuration_of(&job)
-                .ok()
-                .flatten()
-                .map(|c| c.name);
+            configuration_name = self.store.configuration_name(&job).ok().flatten();
         }
         let public_url = &self.settings.public_url;
         let outbox = |job: &Job, subscriptions: &[Subscription]| -> Vec<Delivery> {

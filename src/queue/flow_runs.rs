@@ -8,29 +8,16 @@ use super::end::Ending;
 use super::flows::{depth_of, insert_document, task_error, task_jobs_of, Overrides};
 use super::{Queue, QueueError};
 use crate::blocking::blocking;
+use crate::channels::{Message, SendError};
 use crate::model::{
-    document, format_time, notified, now_micros, step, DesiredStatus, EventType, Flow, FlowRun,
-    FlowTask, Job, JobResult, Recipient, Stage, Status, Step, TaskJobFacts, TaskKind, TaskNote,
-    UserError,
+    document, format_time, notified, now_micros, step, Channel, DesiredStatus, EventType, Flow,
+    FlowRun, FlowTask, Job, JobResult, Stage, Status, Step, TaskJobFacts, TaskKind, TaskNote,
+    UserError, NO_SMTP,
 };
 use crate::store::UpdateError;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Sends one webhook: a JSON POST to a URL, answered by a status code or an error message.
-/// The daemon gives the queue one built on `http::webhook::post_json`.
-pub type WebhookSender = Arc<
-    dyn Fn(String, Value) -> Pin<Box<dyn Future<Output = Result<u16, String>> + Send>>
-        + Send
-        + Sync,
->;
-
-/// How long a webhook receiver may take to answer.
-pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The key of `result` that holds a flow run's record.
 const RECORD: &str = "flow";
@@ -404,9 +391,9 @@ impl Queue {
         }
     }
 
-    /// Sends the notifications of `tasks` for flow job `id`: webhooks get a JSON POST; email
-    /// is recorded as an event (jobq sends no mail). A failed webhook is a warning, never a
-    /// failure of the flow.
+    /// Sends the notifications of `tasks` for flow job `id` through the channels: webhooks get a
+    /// JSON POST, email addresses the title and message (only recorded without `[smtp]`). A
+    /// failed one is a warning, never a failure of the flow.
     async fn notify(&self, id: u64, tasks: &[FlowTask]) -> Vec<TaskNote> {
         let Ok(Some(job)) = self.store.job(id) else {
             return Vec::new();
@@ -437,29 +424,46 @@ impl Queue {
                 "project": {"id": job.project_id, "name": job.project_name},
                 "flow": {"phase": phase, "task": task.id},
             });
+            let text = format!(
+                "{}\n\nFlow job {} ({}, configuration {}), phase \"{phase}\", task \"{}\".\n",
+                message.as_deref().unwrap_or(title),
+                job.id,
+                job.component,
+                job.config.as_deref().unwrap_or("-"),
+                task.name
+            );
             let mut failed = Vec::new();
             let mut sent = Vec::new();
             for recipient in recipients {
-                match recipient {
-                    Recipient::Email(address) => {
-                        let text = format!("Notification \"{title}\" of task \"{}\" for {address} recorded: jobq sends no mail.", task.name);
+                let to = &recipient.address;
+                let message = Message {
+                    body: &body,
+                    subject: title,
+                    text: &text,
+                };
+                let answer = match self.channels.get() {
+                    Some(channels) => channels.send(recipient, message).await,
+                    None => Err(SendError::Failed("this jobq has no sender".to_string())),
+                };
+                let protocol = match recipient.channel {
+                    Channel::Webhook => "HTTP",
+                    Channel::Email => "SMTP",
+                };
+                match answer {
+                    Ok(code) if (200..300).contains(&code) => {
+                        let text = format!("Notification \"{title}\" of task \"{}\" sent to {to} ({protocol} {code}).", task.name);
                         self.event(&job, EventType::Info, &text);
-                        sent.push(address.clone());
+                        sent.push(to.clone());
                     }
-                    Recipient::Webhook(url) => {
-                        let answer = match self.webhook_sender.get() {
-                            Some(send) => send(url.clone(), body.clone()).await,
-                            None => Err("this jobq has no webhook sender".to_string()),
-                        };
-                        match answer {
-                            Ok(code) if (200..300).contains(&code) => {
-                                let text = format!("Notification \"{title}\" of task \"{}\" sent to {url} (HTTP {code}).", task.name);
-                                self.event(&job, EventType::Info, &text);
-                                sent.push(url.clone());
-                            }
-                            Ok(code) => failed.push(format!("{url} answered HTTP {code}")),
-                            Err(error) => failed.push(format!("{url}: {error}")),
-                        }
+                    Ok(code) => failed.push(format!("{to} answered {protocol} {code}")),
+                    Err(SendError::Failed(error)) => failed.push(format!("{to}: {error}")),
+                    Err(SendError::NoSmtp) => {
+                        let text = format!(
+                            "Notification \"{title}\" of task \"{}\" for {to} recorded, {NO_SMTP}.",
+                            task.name
+                        );
+                        self.event(&job, EventType::Info, &text);
+                        sent.push(to.clone());
                     }
                 }
             }

@@ -165,6 +165,7 @@ impl Queue {
                         config_data: json!({
                             "tasks": tasks,
                             "phaseId": phase.id,
+                            "phaseName": phase.name,
                             "dependsOn": phase.depends_on,
                             "orchestrationJobId": parent.id.to_string(),
                         }),

@@ -32,7 +32,6 @@ use tokio::sync::{watch, Notify};
 use crate::metrics::{Metrics, Snapshot};
 use tokio_util::sync::CancellationToken;
 
-pub use flow_runs::{WebhookSender, WEBHOOK_TIMEOUT};
 pub use flows::MatchedTask;
 
 /// A create request after the HTTP layer parsed its body and headers.
@@ -123,8 +122,8 @@ pub struct Queue {
     notifying: Mutex<HashMap<u64, Vec<crate::model::FlowTask>>>,
     /// Flow jobs whose notifications are being sent.
     sending: Mutex<HashSet<u64>>,
-    /// How webhooks are sent (set by the daemon; without it a webhook notification fails).
-    webhook_sender: std::sync::OnceLock<WebhookSender>,
+    /// How flows' notifications are sent (set by the daemon; without it they fail).
+    channels: std::sync::OnceLock<Arc<crate::channels::Channels>>,
     /// Jobs told (by an event) that they wait for an unreachable image registry.
     told_registry_unreachable: Mutex<HashSet<u64>>,
 }
@@ -175,7 +174,7 @@ impl Queue {
             schedules_changed: Notify::new(),
             notifying: Mutex::new(HashMap::new()),
             sending: Mutex::new(HashSet::new()),
-            webhook_sender: std::sync::OnceLock::new(),
+            channels: std::sync::OnceLock::new(),
             told_registry_unreachable: Mutex::new(HashSet::new()),
         })
     }
@@ -204,9 +203,9 @@ impl Queue {
         })
     }
 
-    /// Sets how the queue sends webhooks (once; later calls are ignored).
-    pub fn set_webhook_sender(&self, sender: WebhookSender) {
-        let _ = self.webhook_sender.set(sender);
+    /// Sets how the queue sends flows' notifications (once; later calls are ignored).
+    pub fn set_channels(&self, channels: Arc<crate::channels::Channels>) {
+        let _ = self.channels.set(channels);
     }
 
     /// Where the HTTP server records its requests.

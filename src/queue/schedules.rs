@@ -1,4 +1,4 @@
-//! Schedules: activation of a `keboola.scheduler` configuration (its current version pinned),
+//! Schedules: activation of a `keboola.scheduler` configuration (a stored version pinned),
 //! listings, deactivation, and the timer that fires due schedules. Each fire creates an
 //! ordinary job of the schedule's target, and advances the schedule's next fire time in the
 //! same store transaction: a fire happens at most once for one instant, across crashes too.
@@ -23,9 +23,10 @@ const TIMER_RETRY: Duration = Duration::from_secs(2);
 
 impl Queue {
     /// `POST /schedules`: activates the `keboola.scheduler` configuration `configuration_id`
-    /// of the default branch at its current version (`version`, when given, must be it: jobq
-    /// keeps no older versions), replacing its previous activation. The schedule runs with
-    /// `token`'s id; its first fire is the first instant after now its cron expression names.
+    /// of the default branch at `version` (a stored version of it; its current one when not
+    /// given), replacing its previous activation: the schedule runs that version's definition
+    /// until activated again. It runs with `token`'s id; its first fire is the first instant
+    /// after now its cron expression names.
     pub async fn activate_schedule(
         &self,
         configuration_id: &str,
@@ -34,26 +35,42 @@ impl Queue {
     ) -> Result<Schedule, QueueError> {
         let invalid = |field: &'static str, message: String| QueueError::Invalid { field, message };
         let branch = &self.settings.project.default_branch_id;
-        let stored = blocking(|| {
+        let current = blocking(|| {
             self.store
                 .configuration(branch, SCHEDULER, configuration_id)
         })?;
-        let stored = stored.ok_or_else(|| QueueError::ConfigurationNotFound {
+        let current = current.ok_or_else(|| QueueError::ConfigurationNotFound {
             component: SCHEDULER.to_string(),
             config: configuration_id.to_string(),
             branch: branch.clone(),
         })?;
-        if let Some(version) = version.filter(|v| *v != stored.version.to_string()) {
-            return Err(invalid(
-                "configurationVersionId",
-                format!(
-                    "Version \"{version}\" of configuration \"{configuration_id}\" cannot be \
-                     activated: jobq keeps only the current version, {}; leave \
-                     \"configurationVersionId\" out or give {}.",
-                    stored.version, stored.version
-                ),
-            ));
-        }
+        let stored = match version {
+            None => current,
+            Some(text) => {
+                let pinned = match text.trim().parse::<u64>() {
+                    Ok(number) => blocking(|| {
+                        self.store.configuration_version(
+                            branch,
+                            SCHEDULER,
+                            configuration_id,
+                            number,
+                        )
+                    })?,
+                    Err(_) => None,
+                };
+                pinned.ok_or_else(|| {
+                    invalid(
+                        "configurationVersionId",
+                        format!(
+                            "Version \"{text}\" of configuration \"{configuration_id}\" does not \
+                             exist; give a version from 1 to {}, or leave \
+                             \"configurationVersionId\" out for the current one.",
+                            current.version
+                        ),
+                    )
+                })?
+            }
+        };
         let definition = ScheduleDefinition::parse(&stored.configuration)
             .map_err(|error| invalid(error.field, error.message))?;
         let component = &definition.target.component_id;

@@ -4,7 +4,9 @@
 //! independently in every branch. Ids the client does not choose (configurations, rows, dev
 //! branches) come from one sequence in `meta`, skipping ids already taken. The default branch is
 //! not stored: it is the settings' `project.default_branch_id`, and its configurations are
-//! stored under that id.
+//! stored under that id. A change that raises a configuration's version keeps the version it
+//! replaced in `CONFIGURATION_VERSIONS` (a schedule runs the version it was activated with);
+//! they go with the configuration.
 
 use std::cmp::Ordering;
 
@@ -12,7 +14,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::tables::*;
 use super::{codec, next_in_sequence, Fail, Store, StoreError, UpdateError};
-use crate::model::{Branch, Configuration};
+use crate::model::{Branch, Configuration, Job};
 
 impl Store {
     /// When the store file was made (Unix microseconds): the default branch's `created`.
@@ -85,6 +87,7 @@ impl Store {
             let mut table = txn.open_table(CONFIGURATIONS)?;
             for configuration in configurations_in(&table, id, None)? {
                 table.remove(key(&configuration))?;
+                remove_versions(txn, key(&configuration))?;
             }
             Ok(true)
         })
@@ -118,6 +121,42 @@ impl Store {
         self.read("reading a configuration", |txn| {
             load_configuration(&txn.open_table(CONFIGURATIONS)?, (branch_id, component, id))
         })
+    }
+
+    /// Version `version` of configuration `id` of `component` in `branch_id`: the current one,
+    /// or one a later change replaced; `None` when there is no such version (any more).
+    pub fn configuration_version(
+        &self,
+        branch_id: &str,
+        component: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<Configuration>, StoreError> {
+        self.read("reading a configuration version", |txn| {
+            let current =
+                load_configuration(&txn.open_table(CONFIGURATIONS)?, (branch_id, component, id))?;
+            let Some(current) = current else {
+                return Ok(None);
+            };
+            if current.version == version {
+                return Ok(Some(current));
+            }
+            let versions = txn.open_table(CONFIGURATION_VERSIONS)?;
+            match versions.get((branch_id, component, id, version))? {
+                Some(record) => Ok(Some(codec::decode_configuration(record.value())?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// The name of the stored configuration `job` belongs to (its `config`, whatever
+    /// `configData` it runs), if there is one.
+    pub fn configuration_name(&self, job: &Job) -> Result<Option<String>, StoreError> {
+        let Some(config) = &job.config else {
+            return Ok(None);
+        };
+        let found = self.configuration(&job.branch_id, &job.component, config)?;
+        Ok(found.map(|configuration| configuration.name))
     }
 
     /// Stores `new` as a new configuration with `version` 1. An empty `new.id` gets the next id of
@@ -204,6 +243,7 @@ impl Store {
         self.write("deleting a configuration", |txn| {
             let mut table = txn.open_table(CONFIGURATIONS)?;
             let removed = table.remove((branch_id, component, id))?.is_some();
+            remove_versions(txn, (branch_id, component, id))?;
             Ok(removed)
         })
     }
@@ -232,12 +272,16 @@ impl Store {
                 return Ok(Err(rejection));
             }
             row_ids.finish(txn)?;
+            if bump {
+                configuration.version = old.version + 1;
+                txn.open_table(CONFIGURATION_VERSIONS)?.insert(
+                    (branch_id, component, id, old.version),
+                    codec::encode_configuration(&old)?.as_slice(),
+                )?;
+            }
             configuration.branch_id = old.branch_id;
             configuration.component = old.component;
             configuration.id = old.id;
-            if bump {
-                configuration.version = old.version + 1;
-            }
             check_row_ids(&configuration)?;
             table.insert(
                 key(&configuration),
@@ -253,6 +297,7 @@ impl Store {
 pub(super) fn prepare(txn: &WriteTransaction) -> Result<(), Fail> {
     txn.open_table(BRANCHES)?;
     txn.open_table(CONFIGURATIONS)?;
+    txn.open_table(CONFIGURATION_VERSIONS)?;
     let mut meta = txn.open_table(META)?;
     if meta.get(META_CREATED_TIME)?.is_none() {
         meta.insert(META_CREATED_TIME, crate::model::now_micros().max(0) as u64)?;
@@ -316,6 +361,16 @@ fn configurations_in(
         found.push(codec::decode_configuration(record.value())?);
     }
     Ok(found)
+}
+
+/// Removes the replaced versions kept of configuration `key`.
+fn remove_versions(txn: &WriteTransaction, (branch, component, id): Key<'_>) -> Result<(), Fail> {
+    let mut versions = txn.open_table(CONFIGURATION_VERSIONS)?;
+    versions.retain_in(
+        (branch, component, id, 0)..=(branch, component, id, u64::MAX),
+        |_, _| false,
+    )?;
+    Ok(())
 }
 
 fn check_row_ids(configuration: &Configuration) -> Result<(), StoreError> {

@@ -379,3 +379,45 @@ fn a_configuration_from_a_newer_jobq_is_refused() {
         .expect_err("newer record");
     assert!(error.to_string().contains("too old"), "{error}");
 }
+
+#[test]
+fn replaced_versions_are_kept_until_the_configuration_goes() {
+    let (_dir, store) = open_temp();
+    create(&store, "1", "c", "7");
+    let rename = |name: &str| {
+        store
+            .update_configuration("1", "c", "7", |configuration, _| {
+                configuration.name = name.to_string();
+                Ok::<(), Infallible>(())
+            })
+            .expect("update")
+    };
+    rename("second");
+    let third = rename("third");
+    // State is not versioned: no version is kept for it.
+    store
+        .update_state("1", "c", "7", |configuration| {
+            configuration.state = json!({"cursor": 1});
+            Ok::<(), Infallible>(())
+        })
+        .expect("state");
+    let name_at = |version| {
+        store
+            .configuration_version("1", "c", "7", version)
+            .unwrap()
+            .map(|c| (c.version, c.name))
+    };
+    assert_eq!(name_at(1), Some((1, "c 7".to_string())));
+    assert_eq!(name_at(2), Some((2, "second".to_string())));
+    assert_eq!(name_at(3), Some((3, third.name)));
+    assert_eq!(name_at(4), None);
+    assert_eq!(store.configuration_version("2", "c", "7", 1).unwrap(), None);
+    assert!(store.delete_configuration("1", "c", "7").unwrap());
+    assert_eq!(name_at(1), None);
+    create(&store, "1", "c", "7");
+    assert_eq!(
+        name_at(2),
+        None,
+        "a new configuration of the same id has no old versions"
+    );
+}

@@ -69,6 +69,11 @@ pub(super) const BRANCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(super) const CONFIGURATIONS: TableDefinition<(&str, &str, &str), &[u8]> =
     TableDefinition::new("configurations");
 
+/// (branch id, component, configuration id, version) -> the configuration record as it was at
+/// that version, for each version a change replaced (the current one is in `CONFIGURATIONS`).
+pub(super) const CONFIGURATION_VERSIONS: TableDefinition<(&str, &str, &str, u64), &[u8]> =
+    TableDefinition::new("configuration_versions");
+
 /// `meta` key: the last id handed out to a Storage file (0 before the first).
 pub(super) const META_LAST_STORAGE_FILE_ID: &str = "last_storage_file_id";
 /// `meta` key: records (jobs, events, load ids) retention deleted since the store last measured

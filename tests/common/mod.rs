@@ -8,6 +8,7 @@ pub mod binary;
 pub mod disk;
 pub mod engine;
 pub mod python;
+pub mod receivers;
 pub mod registry;
 pub mod tools;
 
