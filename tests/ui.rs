@@ -283,6 +283,35 @@ async fn the_page_in_a_real_browser() {
         .await;
     assert_eq!(debugged["status"], "success", "{debugged:#}");
 
+    // A container job with a child job per row.
+    let rows = format!("{configs}/ui-rows/rows");
+    let created = t
+        .post(
+            &configs,
+            &json!({"configurationId": "ui-rows", "name": "rows"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.json());
+    for row in ["first", "second"] {
+        let configuration = json!({"parameters": {"print": [format!("row {row}")]}});
+        let body = json!({"rowId": row, "name": row, "configuration": configuration});
+        let created = t.post(&rows, &body).await;
+        assert_eq!(created.status, 201, "{}", created.json());
+    }
+    let container = t
+        .run(json!({"component": COMPONENT, "config": "ui-rows", "parallelism": "2"}))
+        .await;
+    assert_eq!(container["status"], "success", "{container:#}");
+    let children = t
+        .get(&format!(
+            "/search/jobs?parentRunId={}&sortOrder=asc",
+            container["runId"].as_str().unwrap()
+        ))
+        .await
+        .json();
+    let children: Vec<String> = children.as_array().unwrap().iter().map(id).collect();
+    assert_eq!(children.len(), 2, "{children:?}");
+
     // Running jobs: one whose last line comes while the page looks, one to kill.
     let live = t
         .create(
@@ -307,7 +336,9 @@ async fn the_page_in_a_real_browser() {
             "debugged": id(&debugged),
             "live": id(&live),
             "kill": id(&to_kill),
+            "container": id(&container),
         },
+        "children": children,
         "component": COMPONENT,
     });
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui_browser.py");

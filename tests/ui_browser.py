@@ -2,8 +2,8 @@
 
 Its one argument is a JSON object: the page's `url`, the API `token`, the `chromium` binary,
 the `screenshots` and `downloads` folders, and the ids of the `jobs` the Rust test made
-(`succeeded`, `failed`, `debugged`, `live` (running, its last line still to come) and `kill`
-(running)). Every check asserts exact visible text; the first failure ends the script with a
+(`succeeded`, `failed`, `debugged`, `container` (of two rows, whose job ids are `children`),
+`live` (running, its last line still to come) and `kill` (running)). Every check asserts exact visible text; the first failure ends the script with a
 non-zero exit and says what differed. It prints "all pages checked" at the end.
 """
 
@@ -90,8 +90,12 @@ def check_live_events(page):
     expect(messages(page, "late line")).to_have_count(1)
 
 
+def newest_first(ids):
+    return sorted(ids, key=int, reverse=True)
+
+
 def check_list_and_filters(page):
-    every = [JOBS[name] for name in ["kill", "live", "debugged", "failed", "succeeded"]]
+    every = newest_first(list(JOBS.values()) + SPEC["children"])
     page.goto(SPEC["url"] + "#/")
     expect(page.locator("#count")).to_have_text(f"{len(every)} jobs")
     assert listed_ids(page) == every, listed_ids(page)
@@ -129,8 +133,11 @@ def check_list_and_filters(page):
 
     # The filter controls.
     page.select_option("#status", "success")
-    expect(page.locator("#count")).to_have_text("3 jobs")
-    assert listed_ids(page) == [JOBS["live"], JOBS["debugged"], JOBS["succeeded"]]
+    succeeded = newest_first(
+        [JOBS[name] for name in ["live", "debugged", "succeeded", "container"]] + SPEC["children"]
+    )
+    expect(page.locator("#count")).to_have_text(f"{len(succeeded)} jobs")
+    assert listed_ids(page) == succeeded, listed_ids(page)
     page.fill("#config", "ui-config")
     page.click("#filters button[type=submit]")
     expect(page.locator("#count")).to_have_text("1 job")
@@ -181,6 +188,27 @@ def check_archives(page):
     with zipfile.ZipFile(path) as archive:
         config = json.loads(archive.read("config.json"))
     assert config["parameters"] == {"print": ["debugging"]}, config
+
+
+def check_children(page):
+    container = JOBS["container"]
+    page.goto(SPEC["url"] + f"#/jobs/{container}")
+    expect(fact(page, "Type")).to_have_text("container")
+    rows = page.locator("#children tbody tr")
+    expect(rows).to_have_count(2)
+    ids = rows.evaluate_all("rows => rows.map(r => r.dataset.id)")
+    assert ids == SPEC["children"], ids
+    expect(rows.locator("td:nth-child(4)")).to_have_text(["success", "success"])
+    # The tree's events: each row's printed line.
+    expect(messages(page, "row first")).to_have_count(1)
+    expect(messages(page, "row second")).to_have_count(1)
+    shot(page, "job-children")
+    run_id = fact(page, "Run ID").inner_text()
+    rows.nth(0).locator("a").click()
+    expect(page.locator("h1")).to_contain_text(f"Job {SPEC['children'][0]}")
+    expect(fact(page, "Parent run ID")).to_have_text(run_id)
+    expect(messages(page, "row first")).to_have_count(1)
+    expect(messages(page, "row second")).to_have_count(0)
 
 
 def check_kill(page):
@@ -238,6 +266,7 @@ def main():
         check_list_and_filters(page)
         check_secrets_and_tables(page)
         check_archives(page)
+        check_children(page)
         check_kill(page)
         check_logout(page, context)
         assert errors == [], errors
