@@ -114,7 +114,7 @@ async fn the_login_sets_a_strict_http_only_cookie_that_only_the_pages_api_takes(
     );
     // Unknown routes are 404 before the session is looked at.
     let missing = send(&page, Method::GET, "/ui/api/nowhere", &[]).await;
-    assert_error(&missing, 404, "Route GET nowhere not found.", json!({}));
+    assert_error(&missing, 404, "Route GET /nowhere not found.", json!({}));
 
     // A change by cookie needs the page's header, which another site cannot send.
     let kill = format!("/ui/api/jobs/{}/kill", id(&job));
@@ -380,4 +380,17 @@ async fn the_page_in_a_real_browser() {
         .await;
     let downloaded = std::fs::read(downloads.path().join("stage_0.zip")).unwrap();
     assert!(downloaded == stored.body.as_ref(), "the download differs");
+}
+
+#[tokio::test]
+async fn behind_https_the_cookie_is_secure() {
+    let top = r#"public_url = "https://jobq.example.com""#;
+    let t = TestDaemon::start_with(Options::without_docker(), top, "").await;
+    let answer = log_in(&anonymous(&t), TOKEN).await;
+    assert_eq!(answer.status, 200);
+    let set_cookie = header(&answer, "set-cookie").expect("a cookie");
+    assert_eq!(
+        set_cookie.split_once("; ").unwrap().1,
+        "Path=/ui; Max-Age=28800; HttpOnly; SameSite=Strict; Secure"
+    );
 }

@@ -15,7 +15,7 @@ use crate::http::{request, Services};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ui<'a> {
     Page(Page),
-    /// `/ui/api/<path>`: the API route of `/<path>`, by cookie.
+    /// `/ui/api/<path>`: the API route of `/<path>` (given with its `/`), by cookie.
     Api(&'a str),
 }
 
@@ -65,8 +65,8 @@ const CONTENT_SECURITY_POLICY: &str =
 
 /// What `path` is when it is under `/ui`; `None` for every other path.
 pub fn route(path: &str) -> Option<Ui<'_>> {
-    if let Some(api) = path.strip_prefix("/ui/api/") {
-        return Some(Ui::Api(api));
+    if path.starts_with("/ui/api/") {
+        return Some(Ui::Api(&path["/ui/api".len()..]));
     }
     let page = match path {
         "/ui" => Page::Root,
@@ -173,7 +173,8 @@ mod tests {
         assert_eq!(page("/ui/"), Some("/ui/"));
         assert_eq!(page("/ui/style.css"), Some("/ui/style.css"));
         assert_eq!(page("/ui/session"), Some("ui/session"));
-        assert_eq!(page("/ui/api/jobs/3"), Some("jobs/3"));
+        assert_eq!(page("/ui/api/jobs/3"), Some("/jobs/3"));
+        assert_eq!(page("/ui/apix"), Some("(none)"));
         assert_eq!(page("/ui/nothing"), Some("(none)"));
         assert_eq!(page("/uix"), None);
         assert_eq!(page("/jobs"), None);

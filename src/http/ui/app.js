@@ -9,6 +9,7 @@ const EVENT_TYPES = ["info", "warn", "error"];
 const LIST_REFRESH_MS = 5000;
 const STRIP_REFRESH_MS = 10000;
 const JOB_REFRESH_MS = 2000;
+const MAX_EVENTS = 5000;
 
 // What the current view started (timers, event streams), stopped when the view changes.
 let stops = [];
@@ -512,7 +513,8 @@ async function renderArchives(job, where) {
     const tag = (file.tags || []).find((t) => t.startsWith("rowId:"));
     return tag ? tag.slice("rowId:".length) : "";
   };
-  files.sort((a, b) => (rowOf(a) + a.name).localeCompare(rowOf(b) + b.name));
+  files.sort((a, b) => (rowOf(a) + " " + a.name)
+    .localeCompare(rowOf(b) + " " + b.name, "en", { numeric: true }));
   const commands = [`jobq debug ${job.id}`];
   for (const file of files) {
     const stage = /^stage_(\d+)\.zip$/.exec(file.name);
@@ -536,7 +538,7 @@ async function renderArchives(job, where) {
 // The job's events (its tree's), live from the event stream until the job ends.
 function followEvents(job, body, typeFilter, state, ended) {
   const all = [];
-  const row = (event) => el("tr", { class: "event " + event.type, "data-type": event.type },
+  const row = (event) => el("tr", { class: "event " + event.type, "data-event": event.id },
     el("td", {}, time(event.created)), el("td", {}, event.type), el("td", {}, event.runId),
     el("td", { class: "message" }, event.message));
   const visible = (event) => !typeFilter.value || event.type === typeFilter.value;
@@ -550,6 +552,13 @@ function followEvents(job, body, typeFilter, state, ended) {
     const event = JSON.parse(message.data);
     all.push(event);
     if (visible(event)) body.append(row(event));
+    // A long job's page keeps its newest events only.
+    if (all.length > MAX_EVENTS) {
+      const dropped = all.shift();
+      const first = body.firstElementChild;
+      if (first && first.dataset.event === dropped.id) first.remove();
+      state.textContent = `(live; the newest ${MAX_EVENTS} events)`;
+    }
   };
   source.addEventListener("end", () => {
     source.close();
