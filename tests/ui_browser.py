@@ -3,8 +3,9 @@
 Its one argument is a JSON object: the page's `url`, the API `token`, the `chromium` binary,
 the `screenshots` and `downloads` folders, and the ids of the `jobs` the Rust test made
 (`succeeded`, `failed`, `debugged`, `container` (of two rows, whose job ids are `children`),
-`live` (running, its last line still to come) and `kill` (running)). Every check asserts exact visible text; the first failure ends the script with a
-non-zero exit and says what differed. It prints "all pages checked" at the end.
+and `kill` (running)). It makes one more job itself, `live`, to watch its lines come. Every
+check asserts exact visible text; the first failure ends the script with a non-zero exit and
+says what differed. It prints "all pages checked" at the end.
 """
 
 import json
@@ -67,16 +68,27 @@ def check_login(page, context):
     assert stored == '[{},{},""]', stored
 
 
+CREATE_LIVE_JOB = """component => fetch("api/jobs", {
+    method: "POST",
+    headers: {"X-Jobq-Page": "1", "Content-Type": "application/json"},
+    body: JSON.stringify({component, configData: {parameters: {
+        print: ["started"], sleep: 8, print_after_sleep: ["late line"]}}}),
+}).then(answer => answer.json())"""
+
+
 def check_live_events(page):
-    live = JOBS["live"]
+    # A job made now through the page's API (its cookie and header): its first line comes once
+    # its container runs, its last 8 s later, both while the page looks.
+    live = page.evaluate(CREATE_LIVE_JOB, SPEC["component"])["id"]
+    JOBS["live"] = live
     page.goto(SPEC["url"] + f"#/jobs/{live}")
-    expect(page.locator("#job-status")).to_have_text("processing")
-    expect(messages(page, "started")).to_have_count(1)
-    assert messages(page, "late line").count() == 0, "the late line came too early"
     expect(page.locator("#stream-state")).to_have_text("(live)")
+    expect(messages(page, "started")).to_have_count(1, timeout=TIMEOUT_MS)
+    assert messages(page, "late line").count() == 0, "the late line came too early"
+    expect(page.locator("#job-status")).to_have_text("processing")
     shot(page, "job-running")
     # The line the container prints after its sleep appears without a reload.
-    expect(messages(page, "late line")).to_have_count(1, timeout=60_000)
+    expect(messages(page, "late line")).to_have_count(1, timeout=TIMEOUT_MS)
     expect(page.locator("#job-status")).to_have_text("success", timeout=TIMEOUT_MS)
     expect(page.locator("#stream-state")).to_have_text("(job ended)")
     # The type filter: a successful job has no warnings; every line it printed is info.
