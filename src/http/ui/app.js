@@ -40,7 +40,7 @@ function el(tag, props = {}, ...children) {
     if (value === undefined || value === null || value === false) continue;
     if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else if (key === "class") node.className = value;
-    else if (key in node && key !== "list") node[key] = value;
+    else if (key in node) node[key] = value;
     else node.setAttribute(key, value === true ? "" : value);
   }
   for (const child of children.flat()) {
@@ -80,9 +80,12 @@ function duration(seconds) {
   return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
+// Runs `work` every `ms` until the view changes, or until the stop it returns is called.
 function every(ms, work) {
   const timer = setInterval(work, ms);
-  stops.push(() => clearInterval(timer));
+  const stop = () => clearInterval(timer);
+  stops.push(stop);
+  return stop;
 }
 
 function failed(error, where) {
@@ -370,11 +373,13 @@ async function jobPage(id) {
     renderTables(job, tables);
     renderArchives(job, archives);
   });
+  // Status changes before the end (the end itself comes with the event stream's last message).
   if (!job.isFinished) {
-    every(JOB_REFRESH_MS, async () => {
+    const stop = every(JOB_REFRESH_MS, async () => {
       const before = job.status;
-      await load();
+      if (!(await load())) return;
       if (job.status !== before) renderChildren(job, children);
+      if (job.isFinished) stop();
     });
   }
 }
