@@ -48,6 +48,9 @@ def search(page, text):
 def check_login(page, context):
     page.goto(SPEC["url"])
     expect(page.locator("#login h1")).to_have_text("Log in to jobq")
+    # Nothing of the project before the login.
+    for hidden in ["#strip", "#who", "#logout"]:
+        expect(page.locator(hidden)).to_be_hidden()
     shot(page, "login")
     page.fill("#token", "not-the-token")
     page.click("#login button")
@@ -257,6 +260,7 @@ def check_logout(page, context):
     page.goto(SPEC["url"] + "#/")
     page.click("#logout")
     expect(page.locator("#login-error")).to_have_text("Logged out.")
+    expect(page.locator("#strip")).to_be_hidden()
     assert context.cookies() == [], context.cookies()
     status = page.evaluate("() => fetch('api/search/jobs').then(a => a.status)")
     assert status == 401, status
