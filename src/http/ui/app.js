@@ -398,6 +398,7 @@ function renderHead(job, head, reload) {
         failed(problem, document.getElementById("job-error"));
       }
       reload();
+      refreshStrip();
     } }, "Kill");
   head.replaceChildren(el("h1", {}, `Job ${job.id} `, el("span", { id: "job-status" },
     badge(job.status))), kill);
