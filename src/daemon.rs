@@ -198,6 +198,7 @@ pub async fn run(
         secrets,
         actions: Arc::clone(&actions),
         notifications,
+        sessions: Default::default(),
     };
     let services = Arc::new(services);
     let metrics = metrics_listener.map(|(listener, addr)| {

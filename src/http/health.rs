@@ -1,5 +1,5 @@
 //! The operator's endpoints: liveness and readiness (the store takes writes), which need no
-//! token, and metrics in the OpenMetrics text format.
+//! token, metrics in the OpenMetrics text format, and the overview of `GET /status`.
 
 use hyper::StatusCode;
 use serde_json::json;
@@ -40,4 +40,22 @@ pub fn metrics_text(services: &Services) -> Answer {
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
         services.queue.metrics_text(),
     )
+}
+
+/// `GET /status`: the operator's overview the page's status strip shows: slots used and their
+/// maximum, whether the Docker engine answers, and the components whose image it lacks
+/// (`missingImages` is null while the engine does not answer).
+pub async fn status(services: &Services, _request: Request) -> Result<Answer, ApiError> {
+    let overview = services.queue.overview().await;
+    let missing = overview.missing_images.map(|missing| {
+        missing
+            .into_iter()
+            .map(|(component, image)| json!({"component": component, "image": image}))
+            .collect::<Vec<_>>()
+    });
+    Ok(Answer::ok(&json!({
+        "slots": {"used": overview.slots_used, "max": overview.slots_max},
+        "engine": {"up": overview.engine_up},
+        "missingImages": missing,
+    })))
 }

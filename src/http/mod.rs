@@ -1,4 +1,5 @@
-//! The HTTP API on hyper (the only module that knows hyper): routing, tokens, bodies, answers.
+//! The HTTP API on hyper (the only module that knows hyper): routing, tokens, bodies, answers,
+//! and the web page (`/ui/`) with its sessions.
 
 mod actions;
 mod answer;
@@ -15,8 +16,10 @@ pub mod render;
 mod request;
 mod routes;
 mod schedules;
+mod session;
 mod storage;
 mod stream;
+mod ui;
 pub mod webhook;
 
 use routes::Public;
@@ -41,6 +44,7 @@ use crate::storage::Storage;
 use answer::{Answer, Body};
 use error::ApiError;
 use request::Request;
+use session::Sessions;
 
 /// The header carrying the API token.
 pub const TOKEN_HEADER: &str = "X-StorageApi-Token";
@@ -52,7 +56,7 @@ pub const RUN_ID_HEADER: &str = "X-KBC-RunId";
 /// What the API answers from, built once by the daemon: the queue answers the job routes,
 /// `configurations` the configuration routes, `storage` the bucket, table and file routes,
 /// `secrets` `/encrypt`, `actions` the synchronous actions, `notifications` the project
-/// subscriptions.
+/// subscriptions; `sessions` are the web page's logins.
 pub struct Services {
     pub settings: Arc<Settings>,
     pub queue: Arc<Queue>,
@@ -61,6 +65,7 @@ pub struct Services {
     pub secrets: Arc<Secrets>,
     pub actions: Arc<Actions>,
     pub notifications: Arc<Notifications>,
+    pub sessions: Sessions,
 }
 
 /// What a listener serves.
@@ -152,7 +157,8 @@ async fn answer(
 }
 
 /// Finds the route (404 and 405 before the token check, so that a probe of an unknown path needs
-/// no secret), checks the token and lets the route's handler answer; public routes need no token.
+/// no secret), checks the token (or, under `/ui/api/`, the page's session) and lets the route's
+/// handler answer; public routes and the page's files need no token.
 /// `route` is set to the matched pattern for the request's log line.
 async fn respond(
     services: &Services,
@@ -183,9 +189,28 @@ async fn respond(
             )),
         };
     }
-    let (route, params) = routes::find(request.method(), request.uri().path())?;
+    let ui = ui::route(request.uri().path());
+    if let Some(ui::Ui::Page(page)) = ui {
+        *route_pattern = page.pattern();
+        return page.answer(services, request.method(), request.headers());
+    }
+    let (route, params) = match ui {
+        Some(ui::Ui::Api(path)) => routes::find(request.method(), path)?,
+        _ => routes::find(request.method(), request.uri().path())?,
+    };
     *route_pattern = &route.pattern;
-    let token = request::authenticate(&services.settings, request.headers())?;
+    // The page's requests carry its session cookie, never a token; those that change
+    // something also carry the page's header (against cross-site requests).
+    let token = match ui {
+        Some(ui::Ui::Api(_)) => {
+            let token = services.sessions.token(request.headers())?;
+            if request.method() != hyper::Method::GET {
+                session::require_page_header(request.headers())?;
+            }
+            token
+        }
+        _ => request::authenticate(&services.settings, request.headers())?,
+    };
     let (parts, body) = request.into_parts();
     let limit = services.settings.max_body_bytes;
     let request = Request::new(parts, body, token, params, limit);

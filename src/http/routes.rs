@@ -83,6 +83,7 @@ fn table() -> Vec<Route> {
         route(M::GET, "v2/storage/tokens/verify", to!(jobs::verify_token)),
         route(M::POST, "encrypt", to!(encrypt::encrypt)),
         route(M::GET, "metrics", to!(health::metrics)),
+        route(M::GET, "status", to!(health::status)),
         // Synchronous actions.
         route(M::POST, "actions", to!(actions::run)),
         route(M::GET, "actions", to!(actions::list)),

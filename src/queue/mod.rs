@@ -128,6 +128,16 @@ pub struct Queue {
     told_registry_unreachable: Mutex<HashSet<u64>>,
 }
 
+/// What `Queue::overview` tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overview {
+    pub slots_used: usize,
+    pub slots_max: usize,
+    pub engine_up: bool,
+    /// Each component without its default image, and that image.
+    pub missing_images: Option<Vec<(String, String)>>,
+}
+
 /// A page of `Queue::follow_events`.
 pub struct Followed {
     /// Oldest first.
@@ -236,6 +246,34 @@ impl Queue {
             return Some("The Docker engine does not answer; jobs stay created.".into());
         }
         None
+    }
+
+    /// The operator's overview: slots used and their maximum, whether the engine answers now,
+    /// and the registered components whose default image the engine lacks (`None` when the
+    /// engine does not answer).
+    pub async fn overview(&self) -> Overview {
+        let engine_up = self.engine_answers().await;
+        let missing_images = match engine_up {
+            false => None,
+            true => match self.runner.missing_images(&self.settings.components).await {
+                Ok(missing) => Some(
+                    missing
+                        .into_iter()
+                        .map(|(component, image)| (component.id.clone(), image))
+                        .collect(),
+                ),
+                Err(error) => {
+                    tracing::warn!(error = %chain(&error), "cannot list the missing images");
+                    None
+                }
+            },
+        };
+        Overview {
+            slots_used: self.running_count(),
+            slots_max: self.settings.max_concurrent_jobs,
+            engine_up,
+            missing_images,
+        }
     }
 
     pub fn job(&self, id: &str) -> Result<Job, QueueError> {
