@@ -46,6 +46,59 @@ async fn run_on_a_terminal_shows_the_elapsed_time() {
     assert!(stdout.contains("ended success after"), "{stdout}");
 }
 
+// Multi-threaded: the proxy's tasks answer while the test's thread waits for the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_a_daemon_over_https_under_a_base_path() {
+    let t = TestDaemon::start(Options::default()).await;
+    let ca = common::receivers::TestCa::new();
+    let proxy = common::proxy::TlsProxy::start(&ca, "/jobq", t.addr).await;
+    let ca_file = t.data_dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let ca_file = ca_file.to_str().unwrap();
+    let over_https = |args: &[&str]| {
+        let mut command = common::binary::jobq(args);
+        command.args(["--url", &proxy.url, "--token", common::TOKEN]);
+        command
+    };
+    let data = parameters(json!({"print": ["through the proxy"]}));
+    let (code, stdout, stderr) = run(over_https(&[
+        "run",
+        COMPONENT,
+        "--config-data",
+        &data,
+        "--ca-cert",
+        ca_file,
+    ])
+    .arg("--output")
+    .arg("json"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("info  through the proxy"),
+        "events streamed: {stderr}"
+    );
+    let job: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(job["status"], "success");
+    let (code, stdout, stderr) = run(&mut over_https(&[
+        "jobs",
+        "--ca-cert",
+        ca_file,
+        "--output",
+        "json",
+    ]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed[0]["id"], job["id"]);
+
+    // Without the CA the certificate is not trusted: jobq is unreachable (3), saying why.
+    let (code, _, stderr) = run(&mut over_https(&["jobs"]));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to jobq at {}", proxy.url)),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+}
+
 fn parameters(value: Value) -> String {
     json!({"parameters": value}).to_string()
 }
@@ -234,10 +287,49 @@ async fn jobs_status_logs_and_components_in_table_and_json() {
         !stdout.is_empty() && stdout.lines().all(|l| l.contains(" error ")),
         "{stdout}"
     );
+}
 
+#[tokio::test]
+async fn components_say_whether_the_engine_has_each_image() {
+    let absent = "[[components]]\nid = \"keboola.ex-absent\"\nimage = \"local/jobq-absent\"\ntag = \"1.0.0\"\n";
+    let t = TestDaemon::start_with(Options::default(), "", absent).await;
     let (code, stdout, _) = run(&mut t.jobq(["components", "--output", "table"]));
     assert_eq!(code, Some(0));
-    assert!(stdout.lines().any(|l| l.starts_with(COMPONENT)), "{stdout}");
+    let line = |id: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .unwrap_or_else(|| panic!("{id} listed: {stdout}"))
+            .to_string()
+    };
+    assert!(line(COMPONENT).ends_with("present"), "{stdout}");
+    assert!(line("keboola.ex-absent").ends_with("missing"), "{stdout}");
+    let (_, stdout, _) = run(&mut t.jobq(["components", "--output", "json"]));
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    let present = |id: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()["imagePresent"]
+            .clone()
+    };
+    assert_eq!(
+        (present(COMPONENT), present("keboola.ex-absent")),
+        (json!(true), json!(false))
+    );
+
+    let without_engine = TestDaemon::start(Options::without_docker()).await;
+    let (code, stdout, _) = run(&mut without_engine.jobq(["components", "--output", "table"]));
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout
+            .lines()
+            .skip(1)
+            .all(|l| l.ends_with("unknown (engine down)")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]

@@ -254,19 +254,44 @@ pub async fn kill(client: &ApiClient, ids: &[String], output: Output) -> Result<
     failed.map_or(Ok(()), Err)
 }
 
-/// `jobq components`: the components this daemon may run.
+/// `jobq components`: the components this daemon may run, each with whether the engine has its
+/// image (`imagePresent`: null while the engine does not answer).
 pub async fn components(client: &ApiClient, output: Output) -> Result<(), CommandError> {
-    let components = get(client, "/v2/storage/components", "the component listing").await?;
+    let mut components = get(client, "/v2/storage/components", "the component listing").await?;
+    let status = get(client, "/status", "the daemon's status").await?;
+    let missing: Option<Vec<&str>> = status["missingImages"].as_array().map(|missing| {
+        missing
+            .iter()
+            .filter_map(|m| m["component"].as_str())
+            .collect()
+    });
+    for component in components.as_array_mut().into_iter().flatten() {
+        let id = component["id"].as_str().unwrap_or_default();
+        let present = missing.as_ref().map(|missing| !missing.contains(&id));
+        component["imagePresent"] = present.map_or(Value::Null, Value::Bool);
+    }
     match output {
         Output::Json => println!("{components:#}"),
         Output::Table => {
+            let image = |c: &Value| match c["imagePresent"].as_bool() {
+                Some(true) => "present",
+                Some(false) => "missing",
+                None => "unknown (engine down)",
+            };
             let rows: Vec<Vec<String>> = components
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|c| vec![text(&c["id"]), text(&c["type"]), text(&c["name"])])
+                .map(|c| {
+                    vec![
+                        text(&c["id"]),
+                        text(&c["type"]),
+                        text(&c["name"]),
+                        image(c).to_string(),
+                    ]
+                })
                 .collect();
-            print!("{}", table(&["COMPONENT", "TYPE", "NAME"], &rows));
+            print!("{}", table(&["COMPONENT", "TYPE", "NAME", "IMAGE"], &rows));
         }
     }
     Ok(())

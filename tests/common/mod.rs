@@ -7,6 +7,7 @@
 pub mod binary;
 pub mod disk;
 pub mod engine;
+pub mod proxy;
 pub mod python;
 pub mod receivers;
 pub mod registry;

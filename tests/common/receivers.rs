@@ -74,7 +74,8 @@ impl std::ops::Deref for Receiver {
 pub struct TestCa {
     /// The CA's certificate (PEM): what `trusted_ca_file` holds to trust the receiver.
     pub ca_pem: String,
-    server: Arc<rustls::ServerConfig>,
+    /// The TLS settings of a server with the certificate for 127.0.0.1.
+    pub server: Arc<rustls::ServerConfig>,
 }
 
 impl TestCa {
