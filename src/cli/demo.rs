@@ -1,12 +1,10 @@
 //! `jobq demo`: builds the demo component image, runs one job through a real queue, shows it live.
 
-use std::io::Write;
-use std::time::{Duration, Instant};
-
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use crate::cli::client::ApiClient;
+use crate::cli::jobs;
 use crate::daemon::Daemon;
 use crate::runner::Runner;
 use crate::settings::Settings;
@@ -119,43 +117,21 @@ then start it and create a job:
     )
 }
 
-/// Polls the job to its end, printing a progress line and each new event once.
+/// Follows the job to its end, printing each event (and the elapsed time on a terminal); the
+/// finished job.
 async fn follow(client: &ApiClient, id: &str) -> anyhow::Result<Value> {
-    let started = Instant::now();
-    let mut last_event: Option<u64> = None;
-    loop {
-        let job = client.get(&format!("/jobs/{id}")).await?.json();
-        let since = last_event
-            .map(|id| format!("&sinceId={id}"))
-            .unwrap_or_default();
-        let events = client
-            .get(&format!("/v2/storage/events?runId={id}{since}&limit=1000"))
-            .await?
-            .json();
-        let mut events: Vec<Value> = events.as_array().cloned().unwrap_or_default();
-        events.reverse();
-        for event in &events {
-            print!("\r\x1b[2K");
+    let progress = jobs::elapsed_line(id);
+    let followed = jobs::follow(client, id, false, |event| {
+        progress.suspend(|| {
             println!(
                 "  [{}] {}",
                 event["type"].as_str().unwrap_or(""),
                 event["message"].as_str().unwrap_or("")
-            );
-            last_event = event["id"]
-                .as_str()
-                .and_then(|id| id.parse().ok())
-                .or(last_event);
-        }
-        print!(
-            "\r\x1b[2K  {:>5.1}s  job {id}: {}",
-            started.elapsed().as_secs_f64(),
-            job["status"].as_str().unwrap_or("?")
-        );
-        std::io::stdout().flush().ok();
-        if job["isFinished"] == true {
-            println!();
-            return Ok(job);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+            )
+        })
+    })
+    .await;
+    progress.finish_and_clear();
+    followed?;
+    Ok(jobs::get(client, &format!("/jobs/{id}"), &format!("job {id}")).await?)
 }

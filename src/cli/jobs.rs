@@ -179,6 +179,19 @@ pub async fn logs(
     Ok(())
 }
 
+/// The line under a followed job's events with the time since following began: drawn on a
+/// terminal only (indicatif hides it when stderr is not one). Print events through its
+/// `suspend`.
+pub fn elapsed_line(id: &str) -> indicatif::ProgressBar {
+    let line = indicatif::ProgressBar::new_spinner().with_message(format!("job {id}"));
+    line.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} running for {elapsed}")
+            .expect("a valid template"),
+    );
+    line.enable_steady_tick(std::time::Duration::from_millis(200));
+    line
+}
+
 /// Follows the job's event stream, giving each event to `each`; the job's final status.
 pub async fn follow(
     client: &ApiClient,

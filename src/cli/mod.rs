@@ -558,7 +558,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let progress = elapsed_line(&id);
+        let progress = jobs::elapsed_line(&id);
         let followed = jobs::follow(&client, &id, true, |event| {
             let elapsed = jobs::human_duration(started.elapsed().as_secs() as i64);
             progress.suspend(|| {
@@ -617,18 +617,6 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
             _ => Err(JobFailed(1).into()),
         }
     })
-}
-
-/// The line under `jobq run`'s events with the time since the job was created: drawn on a
-/// terminal only (indicatif hides it when stderr is not one).
-fn elapsed_line(id: &str) -> indicatif::ProgressBar {
-    let line = indicatif::ProgressBar::new_spinner().with_message(format!("job {id}"));
-    line.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} running for {elapsed}")
-            .expect("a valid template"),
-    );
-    line.enable_steady_tick(std::time::Duration::from_millis(200));
-    line
 }
 
 /// The `POST /jobs` body of `jobq run`'s arguments.
