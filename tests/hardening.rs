@@ -60,7 +60,7 @@ fn tables(image_tag: &str) -> String {
          [[components]]\nid = \"{READ_ONLY}\"\n{fixture}\nnetwork = \"none\"\n\
          read_only_rootfs = true\ntmp_size = \"16m\"\n\
          [[components]]\nid = \"{ROOT}\"\n{fixture}\nnetwork = \"none\"\n\
-         container_root_user = true\ndrop_capabilities = false\n"
+         container_root_user = true\n"
     )
 }
 
@@ -571,7 +571,14 @@ async fn a_component_may_have_a_read_only_root_a_tmpfs_and_run_as_root() {
         .run(json!({"component": ROOT, "configData": {"parameters": mounts("/tmp/run-id")}}))
         .await;
     assert_eq!(root["status"], "success", "{root:#}");
-    assert_eq!(uids(&files_read(&t, &id(&root)).await), [0, 0, 0, 0]);
+    let files = files_read(&t, &id(&root)).await;
+    assert_eq!(uids(&files), [0, 0, 0, 0]);
+    // Every capability dropped but DAC_OVERRIDE (bit 1), which lets root reach its job folder.
+    let effective = files["/proc/self/status"]
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .map(str::trim);
+    assert_eq!(effective, Some("0000000000000002"));
 }
 
 #[tokio::test]

@@ -19,6 +19,9 @@ pub fn apply(spec: &ContainerSpec, host: &mut HostConfig) {
     host.pids_limit = Some(confinement.pids_limit);
     if confinement.drop_capabilities {
         host.cap_drop = Some(vec!["ALL".to_string()]);
+        if confinement.root_user {
+            host.cap_add = Some(vec![ROOT_CAPABILITY.to_string()]);
+        }
     }
     if confinement.no_new_privileges {
         host.security_opt = Some(vec!["no-new-privileges".to_string()]);
@@ -38,6 +41,9 @@ pub fn run_flags(spec: &ContainerSpec) -> Vec<String> {
     }
     if confinement.drop_capabilities {
         flags.extend(["--cap-drop", "ALL"].map(str::to_string));
+        if confinement.root_user {
+            flags.extend(["--cap-add", ROOT_CAPABILITY].map(str::to_string));
+        }
     }
     if confinement.no_new_privileges {
         flags.extend(["--security-opt", "no-new-privileges"].map(str::to_string));
@@ -79,6 +85,10 @@ pub async fn process_limit_reached(docker: &Docker, container_id: &str, limit: i
         }
     }
 }
+
+/// The one capability a root container keeps when all are dropped: without it root could not
+/// reach its own job folder, which belongs to `container_user` with mode 0700.
+const ROOT_CAPABILITY: &str = "DAC_OVERRIDE";
 
 /// How often a running container's process count is read.
 const PROCESS_WATCH_INTERVAL: Duration = Duration::from_millis(500);
