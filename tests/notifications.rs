@@ -347,8 +347,9 @@ async fn a_job_running_past_its_configurations_average_raises_processing_long_on
         "filters": [{"field": "durationOvertimePercentage", "operator": ">=", "value": 100}]}),
     )
     .await;
-    // No history yet: a job of a new configuration never runs long.
-    configure(&t, "slow", json!({"parameters": {"sleep": 1}}), &[]).await;
+    // No history yet: a job of a new configuration never runs long. (2 s each: a loaded
+    // machine's jitter never doubles the second run.)
+    configure(&t, "slow", json!({"parameters": {"sleep": 2}}), &[]).await;
     let first = t
         .run(json!({"component": COMPONENT, "config": "slow"}))
         .await;
@@ -731,13 +732,14 @@ async fn a_phase_running_past_its_average_raises_phase_job_processing_long() {
             "tasks": [
                 {"id": 1, "name": "t1", "phase": "A", "enabled": true,
                  "task": {"componentId": COMPONENT, "configData": {"parameters": {"sleep": sleep}}, "mode": "run"}},
+                // Phase B takes 4 s each time: a loaded machine's jitter never doubles it.
                 {"id": 2, "name": "t2", "phase": "B", "enabled": true,
-                 "task": {"componentId": COMPONENT, "configData": {"parameters": {}}, "mode": "run"}}
+                 "task": {"componentId": COMPONENT, "configData": {"parameters": {"sleep": 4}}, "mode": "run"}}
             ]
         })
     };
     let run = || t.run(json!({"component": "keboola.orchestrator", "config": "slow"}));
-    let first = store_and_run(&t, "keboola.orchestrator", "slow", flow(1)).await;
+    let first = store_and_run(&t, "keboola.orchestrator", "slow", flow(2)).await;
     assert_eq!(first["status"], "success");
     assert_eq!(run().await["status"], "success");
     assert_eq!(receiver.all(), Vec::<Value>::new());
