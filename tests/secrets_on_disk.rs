@@ -93,7 +93,13 @@ async fn no_decrypted_secret_stays_on_disk_after_a_job_ends_however_it_ends() {
     t.wait_for_message(id, "Running component keboola.ex-fixture (row 1 of 1)")
         .await;
     t.restart();
-    assert_eq!(t.wait_finished(id).await["status"], "success");
+    let job = t.wait_finished(id).await;
+    assert_eq!(
+        job["status"],
+        "success",
+        "{job:#} {:?}",
+        t.messages(id).await
+    );
     assert_no_secret_on_disk(&t, "job re-attached after a restart");
 
     // Job folders are private to their owner.
