@@ -3,6 +3,7 @@
 pub mod action;
 pub mod confine;
 pub mod container;
+pub mod executor;
 pub mod image;
 pub mod outcome;
 pub mod output;
@@ -33,6 +34,7 @@ use crate::failpoint;
 use crate::model::{EventSource, EventType, Job, Status, UserError};
 use crate::settings::{Component, ImageSource, Settings};
 use container::ContainerSpec;
+pub use executor::Executor;
 use outcome::{Exit, ExitContext, Verdict};
 use output::{HeadTail, LineBound, LineSplitter};
 use size::Size;
@@ -66,6 +68,8 @@ pub enum RunnerError {
     Engine(#[from] bollard::errors::Error),
     #[error(transparent)]
     Image(#[from] image::ImageError),
+    #[error("setting `executor` is \"swarm\", which this jobq cannot run yet; set `executor = \"docker\"`")]
+    SwarmUnavailable,
     #[error("cannot create the network \"{name}\" of no-internet components; check the engine's address pools (`docker network ls`)")]
     Network {
         name: String,
