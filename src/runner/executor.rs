@@ -129,7 +129,11 @@ impl Executor for Runner {
         size: Size,
         settings: &Settings,
     ) -> std::io::Result<ContainerSpec> {
-        self.job_container(job, task, image, component, size, settings)
+        let user = self.identity(settings)?.user;
+        let env = super::workspace::environment(job, component, task, settings);
+        Ok(ContainerSpec::new(
+            image, component, size, &user, env, settings,
+        ))
     }
 
     fn start<'a>(&'a self, run: &'a Run<'a>, cancel: CancellationToken) -> Pending<'a, RunOutcome> {

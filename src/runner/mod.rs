@@ -275,7 +275,7 @@ impl Runner {
         let prepared = blocking(|| {
             let identity = self.identity(settings)?;
             workspace::hand_over(&task.folder, identity.owner)?;
-            self.job_container(job, task, image, component, run.size, settings)
+            self.prepare(job, task, image, component, run.size, settings)
         });
         let spec = match prepared {
             Ok(spec) => spec,
@@ -357,24 +357,6 @@ impl Runner {
         }
         let identity = workspace::container_identity(settings)?;
         Ok(self.identity.get_or_init(|| identity).clone())
-    }
-
-    /// The container of `image` for `job`'s `task`: what `run` starts, and what a debug stage
-    /// archive records for `jobq replay`.
-    pub fn job_container(
-        &self,
-        job: &Job,
-        task: &Task,
-        image: &str,
-        component: &Component,
-        size: Size,
-        settings: &Settings,
-    ) -> std::io::Result<ContainerSpec> {
-        let user = self.identity(settings)?.user;
-        let env = workspace::environment(job, component, task, settings);
-        Ok(ContainerSpec::new(
-            image, component, size, &user, env, settings,
-        ))
     }
 
     /// Makes sure the engine has the network `name` (`no_internet_network`; `bridge` and `none`

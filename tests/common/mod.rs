@@ -10,6 +10,7 @@ pub mod engine;
 pub mod python;
 pub mod receivers;
 pub mod registry;
+pub mod swarm;
 pub mod tools;
 
 use std::path::Path;
