@@ -3,9 +3,15 @@
 
 mod common;
 
+use std::path::Path;
+
+use bollard::container::LogOutput;
+use bollard::exec::StartExecResults;
+use bollard::models::ExecConfig;
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use common::swarm::{Swarm, LABEL_SWARM, NODES};
 use common::{FIXTURE_IMAGE, FIXTURE_TAG};
+use futures_util::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swarm_comes_up_with_three_ready_nodes_and_goes_without_a_trace() {
@@ -29,6 +35,8 @@ async fn a_swarm_comes_up_with_three_ready_nodes_and_goes_without_a_trace() {
         let info = engine.info().await.unwrap();
         let state = info.swarm.and_then(|swarm| swarm.local_node_state);
         assert_eq!(state.map(|state| state.to_string()), Some("active".into()));
+        let seen = node_reads(&swarm.nodes()[index].name, &marker).await;
+        assert_eq!(seen, "shared", "node{index} does not see the shared folder");
     }
     let label = format!("{LABEL_SWARM}={:x}", std::process::id());
     drop(swarm);
@@ -54,4 +62,31 @@ async fn a_swarm_comes_up_with_three_ready_nodes_and_goes_without_a_trace() {
         .await
         .unwrap();
     assert_eq!(networks.len(), 0, "{networks:?}");
+}
+
+/// What the node container `node` reads at `path` (`cat` run in the node itself).
+async fn node_reads(node: &str, path: &Path) -> String {
+    let host = bollard::Docker::connect_with_local_defaults().unwrap();
+    let exec = ExecConfig {
+        cmd: Some(vec!["cat".into(), path.display().to_string()]),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let exec = host.create_exec(node, exec).await.unwrap();
+    let StartExecResults::Attached { mut output, .. } =
+        host.start_exec(&exec.id, None).await.unwrap()
+    else {
+        panic!("the exec in {node} did not attach");
+    };
+    let mut read = Vec::new();
+    while let Some(chunk) = output.next().await {
+        match chunk.unwrap() {
+            LogOutput::StdOut { message } | LogOutput::StdErr { message } => {
+                read.extend_from_slice(&message)
+            }
+            _ => {}
+        }
+    }
+    String::from_utf8_lossy(&read).into_owned()
 }
