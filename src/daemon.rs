@@ -145,7 +145,7 @@ pub async fn run(
     )?);
     let instance_id = store.instance_id().to_string();
     let runner = Arc::new(Runner::new(settings.docker_host.as_deref(), &instance_id)?);
-    let executor = executor::connect(&settings, Arc::clone(&runner))?;
+    let executor = executor::connect(&settings, Arc::clone(&runner), &instance_id)?;
     let (listener, addr) = bind("listen", settings.listen).await?;
     let metrics_listener = match settings.metrics_listen {
         Some(address) => Some(bind("metrics_listen", address).await?),

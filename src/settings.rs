@@ -99,6 +99,9 @@ pub struct Swarm {
     pub manager: String,
     /// The client certificate, its key and the CA of a `tcp://` manager (TLS is required).
     pub tls: Option<SwarmTls>,
+    /// How long a job's task may sit on a node the manager sees `Down` before the job ends
+    /// with an application error naming the node.
+    pub node_lost_timeout: Duration,
 }
 
 /// The PEM files of a TLS connection to a `tcp://` Swarm manager.
@@ -636,6 +639,8 @@ struct RawSwarm {
     ca_file: Option<PathBuf>,
     cert_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
+    #[serde(default = "default_node_lost_timeout")]
+    node_lost_timeout: String,
 }
 
 #[derive(Deserialize)]
@@ -832,6 +837,10 @@ fn default_pids_limit() -> i64 {
 fn default_true() -> bool {
     true
 }
+fn default_node_lost_timeout() -> String {
+    "60s".into()
+}
+
 fn default_executor() -> String {
     "docker".into()
 }
@@ -1177,6 +1186,7 @@ impl RawSwarm {
         Ok(Swarm {
             manager: self.manager,
             tls,
+            node_lost_timeout: duration("swarm.node_lost_timeout", &self.node_lost_timeout)?,
         })
     }
 }
@@ -1914,6 +1924,7 @@ mod tests {
             ExecutorKind::Swarm(Swarm {
                 manager: manager.into(),
                 tls,
+                node_lost_timeout: Duration::from_secs(60),
             })
         };
         assert_eq!(unix, swarm("unix:///run/m.sock", None));

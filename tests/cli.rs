@@ -58,17 +58,18 @@ fn unknown_keys_and_bad_values_stop_the_daemon_naming_the_key() {
 }
 
 #[test]
-fn the_swarm_executor_is_refused_until_this_jobq_can_run_it() {
+fn a_tcp_swarm_manager_is_refused_until_tls_is_built_in() {
     let data = tempfile::tempdir().unwrap();
     let (stderr, _) = serve_fails_with(&format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nexecutor = \"swarm\"\n[swarm]\n\
-         manager = \"unix:///nonexistent/manager.sock\"\n[[tokens]]\nid = \"1\"\ntoken = \"t\"\n",
+         manager = \"tcp://swarm.example.com:2376\"\nca_file = \"/c\"\ncert_file = \"/e\"\n\
+         key_file = \"/k\"\n[[tokens]]\nid = \"1\"\ntoken = \"t\"\n",
         data.path().display()
     ));
     assert_eq!(
         stderr,
-        "jobq: setting `executor` is \"swarm\", which this jobq cannot run yet; set \
-         `executor = \"docker\"`\n"
+        "jobq: setting `swarm.manager` is a tcp:// address, which this jobq cannot use yet (TLS \
+         is not built in); reach the manager through a unix:// socket\n"
     );
 }
 

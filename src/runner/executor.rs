@@ -86,16 +86,23 @@ pub trait Executor: Send + Sync {
 /// writes anything.
 pub fn check(settings: &Settings) -> Result<(), RunnerError> {
     match &settings.executor {
-        ExecutorKind::Docker => Ok(()),
-        ExecutorKind::Swarm(_) => Err(RunnerError::SwarmUnavailable),
+        ExecutorKind::Swarm(swarm) if swarm.tls.is_some() => Err(RunnerError::SwarmTcp),
+        ExecutorKind::Docker | ExecutorKind::Swarm(_) => Ok(()),
     }
 }
 
-/// The executor `settings.executor` names, over `runner` (the Docker engine of this host, which
-/// synchronous actions always use).
-pub fn connect(settings: &Settings, runner: Arc<Runner>) -> Result<Arc<dyn Executor>, RunnerError> {
+/// The executor `settings.executor` names: `runner` (the Docker engine of this host, which
+/// synchronous actions always use), or a swarm through its manager.
+pub fn connect(
+    settings: &Settings,
+    runner: Arc<Runner>,
+    instance_id: &str,
+) -> Result<Arc<dyn Executor>, RunnerError> {
     check(settings)?;
-    Ok(runner)
+    Ok(match &settings.executor {
+        ExecutorKind::Docker => runner,
+        ExecutorKind::Swarm(swarm) => Arc::new(super::swarm::Swarm::new(swarm, instance_id)?),
+    })
 }
 
 impl Executor for Runner {

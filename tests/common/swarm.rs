@@ -87,8 +87,11 @@ impl Swarm {
             .tempdir()
             .expect("a temporary folder for the swarm")
             .keep();
-        let id = format!("{:x}", std::process::id());
+        // Unique on the host: the process and its count of swarms.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let count = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
+        let id = format!("{pid:x}-{count}");
         let mut swarm = Swarm {
             network: format!("jobq-swarm-{id}"),
             nodes: Vec::new(),
@@ -96,7 +99,7 @@ impl Swarm {
             id,
         };
         std::fs::create_dir_all(swarm.shared()).expect("the swarm's shared folder");
-        let subnet = format!("10.231.{}", pid % 250);
+        let subnet = format!("10.231.{}", (pid + count * 97) % 250);
         swarm.create_network(&host, &subnet).await;
         for index in 0..NODES {
             let node = swarm.start_node(&host, &subnet, index).await;
@@ -105,6 +108,11 @@ impl Swarm {
         swarm.form().await;
         swarm.load_fixture_images(&host).await;
         swarm
+    }
+
+    /// The value of its `LABEL_SWARM`.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The manager's engine address, for `[swarm] manager`.
@@ -246,6 +254,48 @@ impl Swarm {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Drains node `index`: the manager places no task on it.
+    pub async fn drain(&self, index: usize) {
+        let manager = self.engine(0);
+        let hostname = format!("node{index}");
+        let node = manager
+            .list_nodes(None::<ListNodesOptions>)
+            .await
+            .expect("the manager lists its nodes")
+            .into_iter()
+            .find(|node| {
+                node.description
+                    .as_ref()
+                    .and_then(|d| d.hostname.as_deref())
+                    == Some(&hostname)
+            })
+            .expect("the node is in the swarm");
+        let mut spec = node.spec.expect("the node's spec");
+        spec.availability = Some(bollard::models::NodeSpecAvailabilityEnum::DRAIN);
+        let version = node
+            .version
+            .and_then(|v| v.index)
+            .expect("the node's version");
+        let options = bollard::query_parameters::UpdateNodeOptionsBuilder::default()
+            .version(version as i64)
+            .build();
+        manager
+            .update_node(&node.id.expect("the node's id"), spec, options)
+            .await
+            .unwrap_or_else(|error| panic!("cannot drain {hostname}: {error}"));
+    }
+
+    /// Stops node `index`'s container (its engine and tasks with it), as a worker that fails.
+    pub async fn stop_node(&self, index: usize) {
+        let host = host_engine().await;
+        host.stop_container(
+            &self.nodes[index].name,
+            None::<bollard::query_parameters::StopContainerOptions>,
+        )
+        .await
+        .unwrap_or_else(|error| panic!("cannot stop node{index}: {error}"));
     }
 
     /// The host names of the nodes the manager sees `Ready`.
