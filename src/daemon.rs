@@ -1,4 +1,4 @@
-//! Wires settings, store, runner, queue and HTTP server into one running daemon.
+//! Wires settings, store, runner and executor, queue and HTTP server into one running daemon.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use crate::http::{Services, Surface};
 use crate::mail::{MailError, Mailer};
 use crate::notifications::Notifications;
 use crate::queue::{Queue, QueueError};
-use crate::runner::{Runner, RunnerError};
+use crate::runner::{executor, Executor, Runner, RunnerError};
 use crate::secrets::{Secrets, SecretsError};
 use crate::settings::{ImageSource, Network, Settings};
 use crate::storage::{Storage, StorageError};
@@ -66,9 +66,9 @@ pub enum DaemonError {
 
 /// Logs which registered images the engine lacks and how each will be obtained (a warning, not
 /// fatal: a job pulls its image when it needs it, or fails saying it is missing).
-async fn check_images(runner: Arc<Runner>, settings: Arc<Settings>) {
+async fn check_images(executor: Arc<dyn Executor>, settings: Arc<Settings>) {
     let components = &settings.components;
-    let missing = match runner.missing_images(components).await {
+    let missing = match executor.missing_images(components).await {
         Ok(missing) => missing,
         Err(error) => {
             let error = crate::error::chain(&error);
@@ -127,8 +127,10 @@ pub async fn run(
     for warning in &settings.deprecations {
         tracing::warn!("{warning}");
     }
-    // Before anything is written: a trusted_ca_file or [smtp] that cannot be used stops here.
+    // Before anything is written: a trusted_ca_file, [smtp] or executor that cannot be used
+    // stops here.
     let channels = channels(&settings)?;
+    executor::check(&settings)?;
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| DaemonError::DataDir {
         path: settings.data_dir.clone(),
         source,
@@ -143,6 +145,7 @@ pub async fn run(
     )?);
     let instance_id = store.instance_id().to_string();
     let runner = Arc::new(Runner::new(settings.docker_host.as_deref(), &instance_id)?);
+    let executor = executor::connect(&settings, Arc::clone(&runner), &instance_id)?;
     let (listener, addr) = bind("listen", settings.listen).await?;
     let metrics_listener = match settings.metrics_listen {
         Some(address) => Some(bind("metrics_listen", address).await?),
@@ -154,7 +157,7 @@ pub async fn run(
         settings.public_url = format!("http://{addr}");
     }
     let settings = Arc::new(settings);
-    tokio::spawn(check_images(Arc::clone(&runner), Arc::clone(&settings)));
+    tokio::spawn(check_images(Arc::clone(&executor), Arc::clone(&settings)));
     tokio::spawn(create_networks(Arc::clone(&runner), Arc::clone(&settings)));
     let storage = Arc::new(Storage::open(Arc::clone(&store), &settings.data_dir)?);
     let actions = Actions::new(
@@ -168,7 +171,7 @@ pub async fn run(
         Arc::clone(&storage),
         Arc::clone(&secrets),
         Arc::clone(&settings),
-        runner,
+        executor,
     );
     queue.set_channels(Arc::clone(&channels));
     let scheduler = match queue.recover().await {

@@ -17,6 +17,8 @@ pub struct Settings {
     pub public_url: String,
     /// `None`: `DOCKER_HOST`, else the local socket.
     pub docker_host: Option<String>,
+    /// Where jobs' containers run (`executor`, `[swarm]`).
+    pub executor: ExecutorKind,
     pub max_concurrent_jobs: usize,
     pub max_body_bytes: usize,
     /// Time between SIGTERM and SIGKILL when a running job is killed.
@@ -79,6 +81,35 @@ pub struct Settings {
     pub trusted_ca_file: Option<PathBuf>,
     /// The SMTP server notification emails are sent through; `None`: email is recorded only.
     pub smtp: Option<Smtp>,
+}
+
+/// `executor`: where jobs' containers run. Synchronous actions always run on `docker_host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// The Docker engine at `docker_host` (the default).
+    Docker,
+    /// A Docker Swarm cluster, through its manager (`[swarm]`).
+    Swarm(Swarm),
+}
+
+/// `[swarm]`: the manager of the Docker Swarm cluster jobs run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swarm {
+    /// `unix:///path/to/docker.sock` or `tcp://host:port`.
+    pub manager: String,
+    /// The client certificate, its key and the CA of a `tcp://` manager (TLS is required).
+    pub tls: Option<SwarmTls>,
+    /// How long a job's task may sit on a node the manager sees `Down` before the job ends
+    /// with an application error naming the node.
+    pub node_lost_timeout: Duration,
+}
+
+/// The PEM files of a TLS connection to a `tcp://` Swarm manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// `[smtp]`: the mail server notification emails go through.
@@ -544,6 +575,8 @@ struct RawSettings {
     data_dir: PathBuf,
     public_url: Option<String>,
     docker_host: Option<String>,
+    #[serde(default = "default_executor")]
+    executor: String,
     #[serde(default = "default_max_concurrent_jobs")]
     max_concurrent_jobs: i64,
     #[serde(default = "default_max_body_bytes")]
@@ -596,6 +629,18 @@ struct RawSettings {
     no_internet_network: String,
     trusted_ca_file: Option<PathBuf>,
     smtp: Option<RawSmtp>,
+    swarm: Option<RawSwarm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSwarm {
+    manager: String,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    #[serde(default = "default_node_lost_timeout")]
+    node_lost_timeout: String,
 }
 
 #[derive(Deserialize)]
@@ -792,6 +837,14 @@ fn default_pids_limit() -> i64 {
 fn default_true() -> bool {
     true
 }
+fn default_node_lost_timeout() -> String {
+    "60s".into()
+}
+
+fn default_executor() -> String {
+    "docker".into()
+}
+
 fn default_no_internet_network() -> String {
     "jobq-no-internet".into()
 }
@@ -1002,6 +1055,7 @@ impl RawSettings {
             data_dir: self.data_dir,
             public_url,
             docker_host: self.docker_host,
+            executor: executor(&self.executor, self.swarm)?,
             max_concurrent_jobs: positive("max_concurrent_jobs", self.max_concurrent_jobs)?
                 as usize,
             max_body_bytes: positive("max_body_bytes", self.max_body_bytes)? as usize,
@@ -1073,6 +1127,66 @@ impl RawSettings {
             no_internet_network: not_empty("no_internet_network".into(), self.no_internet_network)?,
             trusted_ca_file: self.trusted_ca_file,
             smtp: self.smtp.map(RawSmtp::validate).transpose()?,
+        })
+    }
+}
+
+/// `executor` and `[swarm]` together: a swarm needs its manager, and `[swarm]` without
+/// `executor = "swarm"` is a mistake worth telling.
+fn executor(kind: &str, swarm: Option<RawSwarm>) -> Result<ExecutorKind, SettingsError> {
+    match (kind, swarm) {
+        ("docker", None) => Ok(ExecutorKind::Docker),
+        ("docker", Some(_)) => Err(invalid(
+            "swarm",
+            "is used only with `executor = \"swarm\"`; set that or remove [swarm]",
+        )),
+        ("swarm", Some(swarm)) => Ok(ExecutorKind::Swarm(swarm.validate()?)),
+        ("swarm", None) => Err(invalid(
+            "executor",
+            "\"swarm\" needs a [swarm] section with the manager's `manager` address",
+        )),
+        (other, _) => Err(invalid(
+            "executor",
+            format!("\"{other}\" is not one of docker, swarm"),
+        )),
+    }
+}
+
+impl RawSwarm {
+    fn validate(self) -> Result<Swarm, SettingsError> {
+        let files = (self.ca_file, self.cert_file, self.key_file);
+        let tls =
+            if self.manager.starts_with("unix://") {
+                if files != (None, None, None) {
+                    return Err(invalid(
+                        "swarm.ca_file",
+                        "TLS files are for a tcp:// manager; remove them for a unix:// one",
+                    ));
+                }
+                None
+            } else if self.manager.starts_with("tcp://") {
+                match files {
+                    (Some(ca_file), Some(cert_file), Some(key_file)) => Some(SwarmTls {
+                        ca_file,
+                        cert_file,
+                        key_file,
+                    }),
+                    _ => return Err(invalid(
+                        "swarm.ca_file",
+                        "a tcp:// manager needs TLS: give `ca_file`, `cert_file` and `key_file` \
+                         (PEM files of the manager's CA and of jobq's client certificate)",
+                    )),
+                }
+            } else {
+                return Err(invalid(
+                    "swarm.manager",
+                    format!("\"{}\" must start with unix:// or tcp://", self.manager),
+                ));
+            };
+        Ok(Swarm {
+            manager: self.manager,
+            tls,
+            node_lost_timeout: duration("swarm.node_lost_timeout", &self.node_lost_timeout)?,
         })
     }
 }
@@ -1795,6 +1909,46 @@ mod tests {
             ("host = \"\"\nfrom = \"a@b.c\"\n", "setting `smtp.host` is not valid: must not be empty"),
         ] {
             assert_eq!(with(smtp).unwrap_err().to_string(), message);
+        }
+    }
+
+    #[test]
+    fn executor_is_docker_unless_a_swarm_manager_is_given() {
+        let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
+        let with = |text: &str| Settings::parse(&format!("{text}\n{base}"));
+        assert_eq!(with("").unwrap().executor, ExecutorKind::Docker);
+        let unix = with("executor = \"swarm\"\n[swarm]\nmanager = \"unix:///run/m.sock\"")
+            .unwrap()
+            .executor;
+        let swarm = |manager: &str, tls| {
+            ExecutorKind::Swarm(Swarm {
+                manager: manager.into(),
+                tls,
+                node_lost_timeout: Duration::from_secs(60),
+            })
+        };
+        assert_eq!(unix, swarm("unix:///run/m.sock", None));
+        let tcp = with(
+            "executor = \"swarm\"\n[swarm]\nmanager = \"tcp://m:2376\"\nca_file = \"/c\"\n\
+             cert_file = \"/e\"\nkey_file = \"/k\"",
+        )
+        .unwrap()
+        .executor;
+        let tls = SwarmTls {
+            ca_file: "/c".into(),
+            cert_file: "/e".into(),
+            key_file: "/k".into(),
+        };
+        assert_eq!(tcp, swarm("tcp://m:2376", Some(tls)));
+        for (text, message) in [
+            ("executor = \"k8s\"", "setting `executor` is not valid: \"k8s\" is not one of docker, swarm"),
+            ("executor = \"swarm\"", "setting `executor` is not valid: \"swarm\" needs a [swarm] section with the manager's `manager` address"),
+            ("[swarm]\nmanager = \"unix:///m\"", "setting `swarm` is not valid: is used only with `executor = \"swarm\"`; set that or remove [swarm]"),
+            ("executor = \"swarm\"\n[swarm]\nmanager = \"m:2376\"", "setting `swarm.manager` is not valid: \"m:2376\" must start with unix:// or tcp://"),
+            ("executor = \"swarm\"\n[swarm]\nmanager = \"tcp://m:2376\"\nca_file = \"/c\"", "setting `swarm.ca_file` is not valid: a tcp:// manager needs TLS: give `ca_file`, `cert_file` and `key_file` (PEM files of the manager's CA and of jobq's client certificate)"),
+            ("executor = \"swarm\"\n[swarm]\nmanager = \"unix:///m\"\nkey_file = \"/k\"", "setting `swarm.ca_file` is not valid: TLS files are for a tcp:// manager; remove them for a unix:// one"),
+        ] {
+            assert_eq!(with(text).unwrap_err().to_string(), message, "{text}");
         }
     }
 

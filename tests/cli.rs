@@ -34,13 +34,13 @@ fn unknown_keys_and_bad_values_stop_the_daemon_naming_the_key() {
         format!(
             "jobq: the settings file {path} is not valid: TOML parse error at line 1, column 1\n  \
              |\n1 | workers = 3\n  | ^^^^^^^\nunknown field `workers`, expected one of `listen`, \
-             `data_dir`, `public_url`, `docker_host`, `max_concurrent_jobs`, `max_body_bytes`, \
+             `data_dir`, `public_url`, `docker_host`, `executor`, `max_concurrent_jobs`, `max_body_bytes`, \
              `kill_grace_seconds`, `job_retention`, `job_folder_retention`, \
              `job_folder_retention_hours`, `sweep_interval`, `stack_id`, `container_user`, \
              `max_events_per_job`, `min_free_space`, `cache_size_mib`, `log_format`, `metrics_listen`, `schedule_catch_up`, `project`, `tokens`, `components`, \
              `registries`, `wait_for_registry`, `encryption_key`, `dev_mode`, `action_time_limit`, `max_concurrent_actions`, \
              `container_types`, `max_container_memory`, `max_container_cpus`, `no_internet_network`, \
-             `trusted_ca_file`, `smtp`\n\n"
+             `trusted_ca_file`, `smtp`, `swarm`\n\n"
         )
     );
     let (stderr, _) = serve_fails_with(&format!("max_concurrent_jobs = -2\n{token}"));
@@ -54,6 +54,22 @@ fn unknown_keys_and_bad_values_stop_the_daemon_naming_the_key() {
     assert_eq!(
         stderr,
         "jobq: setting `components[0].memory` is not valid: \"big\" is not a size like 256m or 1g\n"
+    );
+}
+
+#[test]
+fn a_tcp_swarm_manager_is_refused_until_tls_is_built_in() {
+    let data = tempfile::tempdir().unwrap();
+    let (stderr, _) = serve_fails_with(&format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nexecutor = \"swarm\"\n[swarm]\n\
+         manager = \"tcp://swarm.example.com:2376\"\nca_file = \"/c\"\ncert_file = \"/e\"\n\
+         key_file = \"/k\"\n[[tokens]]\nid = \"1\"\ntoken = \"t\"\n",
+        data.path().display()
+    ));
+    assert_eq!(
+        stderr,
+        "jobq: setting `swarm.manager` is a tcp:// address, which this jobq cannot use yet (TLS \
+         is not built in); reach the manager through a unix:// socket\n"
     );
 }
 

@@ -257,7 +257,7 @@ impl Queue {
                     continue;
                 }
                 let told = |message: &str| self.event(job, EventType::Info, message);
-                let ensuring = self.runner.ensure_image(
+                let ensuring = self.executor.ensure_image(
                     &image.reference,
                     image.component,
                     &self.settings,
@@ -344,8 +344,8 @@ impl Queue {
         .map_err(|error| Stop::Requeue(format!("cannot prepare the next image: {error}")))?;
         if job.mode == Mode::Debug {
             let container = self
-                .runner
-                .job_container(
+                .executor
+                .prepare(
                     job,
                     task,
                     &image.reference,
@@ -400,11 +400,11 @@ impl Queue {
         };
         let outcome = match reattach {
             Some(container_id) => {
-                self.runner
-                    .attach(&run, &container_id, cancel.clone())
+                self.executor
+                    .reattach(&run, &container_id, cancel.clone())
                     .await
             }
-            None => self.runner.run(&run, cancel.clone()).await,
+            None => self.executor.start(&run, cancel.clone()).await,
         };
         match outcome {
             RunOutcome::Finished(finished) => Ok(finished),
@@ -439,7 +439,7 @@ impl Queue {
             job.container_id = None;
         })?;
         if let Some(container_id) = ran.container_id {
-            self.runner.remove_container(&container_id).await;
+            self.executor.remove(&container_id).await;
         }
         Ok(job)
     }
@@ -508,7 +508,7 @@ impl Queue {
             }
         })?;
         if let Some(container_id) = ran.container_id {
-            self.runner.remove_container(&container_id).await;
+            self.executor.remove(&container_id).await;
         }
         if !ends {
             return Ok(RowEnd::Next(Box::new(job)));

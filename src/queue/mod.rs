@@ -17,7 +17,7 @@ use crate::model::TransitionForbidden;
 use crate::model::{
     now_micros, DesiredStatus, Event, EventSource, EventType, Job, JobQuery, Mode, NewEvent, Status,
 };
-use crate::runner::Runner;
+use crate::runner::Executor;
 use crate::secrets::{Redactor, Secrets};
 use crate::settings::Settings;
 use crate::storage::Storage;
@@ -102,7 +102,8 @@ pub struct Queue {
     /// Per running job: its decrypted secrets, hidden in everything it records.
     redactors: Mutex<HashMap<u64, Arc<Redactor>>>,
     settings: Arc<Settings>,
-    runner: Arc<Runner>,
+    /// Where jobs' containers run.
+    executor: Arc<dyn Executor>,
     /// Wakes the scheduler: a job was created, killed or finished.
     wake: Notify,
     /// Ticks on every job change; long polls wait on it.
@@ -164,7 +165,7 @@ impl Queue {
         storage: Arc<Storage>,
         secrets: Arc<Secrets>,
         settings: Arc<Settings>,
-        runner: Arc<Runner>,
+        executor: Arc<dyn Executor>,
     ) -> Arc<Queue> {
         Arc::new(Queue {
             creations: Creations::start(Arc::clone(&store)),
@@ -173,7 +174,7 @@ impl Queue {
             secrets,
             redactors: Mutex::new(HashMap::new()),
             settings,
-            runner,
+            executor,
             wake: Notify::new(),
             changes: watch::Sender::new(0),
             running: Mutex::new(HashMap::new()),
@@ -255,7 +256,11 @@ impl Queue {
         let engine_up = self.engine_answers().await;
         let missing_images = match engine_up {
             false => None,
-            true => match self.runner.missing_images(&self.settings.components).await {
+            true => match self
+                .executor
+                .missing_images(&self.settings.components)
+                .await
+            {
                 Ok(missing) => Some(
                     missing
                         .into_iter()

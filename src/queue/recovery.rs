@@ -125,7 +125,7 @@ impl Queue {
     /// Ends a job whose outcome is recorded: its container removed, then `end`.
     pub(super) async fn end_recorded(&self, job: &Job) -> Result<(), QueueError> {
         if let Some(container_id) = &job.container_id {
-            self.runner.remove_container(container_id).await;
+            self.executor.remove(container_id).await;
         }
         blocking(|| self.end(job.id, Ending::Recorded))
     }
@@ -133,7 +133,7 @@ impl Queue {
     /// Removes containers of this store that no running job owns, and folders of jobs
     /// finished longer ago than `job_folder_retention`.
     pub(super) async fn sweep(&self) {
-        let containers = match self.runner.labelled_containers().await {
+        let containers = match self.executor.ours().await {
             Ok(containers) => containers,
             Err(error) => {
                 tracing::debug!(error = %chain(&error), "cannot list containers to sweep");
@@ -150,7 +150,7 @@ impl Queue {
             };
             if !owned {
                 tracing::info!(%container_id, %job_id, "removing a container no running job owns");
-                self.runner.remove_container(&container_id).await;
+                self.executor.remove(&container_id).await;
             }
         }
         blocking(|| self.sweep_folders());

@@ -302,7 +302,7 @@ impl Queue {
     }
 
     pub(super) async fn engine_answers(&self) -> bool {
-        let up = match self.runner.ping().await {
+        let up = match self.executor.ping().await {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(error = %chain(&error), "jobs stay created until the engine answers");

@@ -15,7 +15,9 @@ fn queue(dir: &tempfile::TempDir) -> Arc<Queue> {
     let store = Arc::new(Store::open(&settings.database_path()).unwrap());
     let storage = Arc::new(Storage::open(Arc::clone(&store), &settings.data_dir).unwrap());
     let secrets = Arc::new(Secrets::open(&settings.data_dir, None).unwrap());
-    let runner = Arc::new(Runner::new(Some("tcp://127.0.0.1:9"), store.instance_id()).unwrap());
+    let runner = Arc::new(
+        crate::runner::Runner::new(Some("tcp://127.0.0.1:9"), store.instance_id()).unwrap(),
+    );
     Queue::new(store, storage, secrets, Arc::new(settings), runner)
 }
 

@@ -3,11 +3,13 @@
 pub mod action;
 pub mod confine;
 pub mod container;
+pub mod executor;
 pub mod image;
 pub mod outcome;
 pub mod output;
 pub mod pull;
 pub mod size;
+pub mod swarm;
 pub mod workspace;
 
 use crate::blocking::blocking;
@@ -33,6 +35,7 @@ use crate::failpoint;
 use crate::model::{EventSource, EventType, Job, Status, UserError};
 use crate::settings::{Component, ImageSource, Settings};
 use container::ContainerSpec;
+pub use executor::Executor;
 use outcome::{Exit, ExitContext, Verdict};
 use output::{HeadTail, LineBound, LineSplitter};
 use size::Size;
@@ -66,6 +69,8 @@ pub enum RunnerError {
     Engine(#[from] bollard::errors::Error),
     #[error(transparent)]
     Image(#[from] image::ImageError),
+    #[error("setting `swarm.manager` is a tcp:// address, which this jobq cannot use yet (TLS is not built in); reach the manager through a unix:// socket")]
+    SwarmTcp,
     #[error("cannot create the network \"{name}\" of no-internet components; check the engine's address pools (`docker network ls`)")]
     Network {
         name: String,
@@ -271,7 +276,7 @@ impl Runner {
         let prepared = blocking(|| {
             let identity = self.identity(settings)?;
             workspace::hand_over(&task.folder, identity.owner)?;
-            self.job_container(job, task, image, component, run.size, settings)
+            self.prepare(job, task, image, component, run.size, settings)
         });
         let spec = match prepared {
             Ok(spec) => spec,
@@ -353,24 +358,6 @@ impl Runner {
         }
         let identity = workspace::container_identity(settings)?;
         Ok(self.identity.get_or_init(|| identity).clone())
-    }
-
-    /// The container of `image` for `job`'s `task`: what `run` starts, and what a debug stage
-    /// archive records for `jobq replay`.
-    pub fn job_container(
-        &self,
-        job: &Job,
-        task: &Task,
-        image: &str,
-        component: &Component,
-        size: Size,
-        settings: &Settings,
-    ) -> std::io::Result<ContainerSpec> {
-        let user = self.identity(settings)?.user;
-        let env = workspace::environment(job, component, task, settings);
-        Ok(ContainerSpec::new(
-            image, component, size, &user, env, settings,
-        ))
     }
 
     /// Makes sure the engine has the network `name` (`no_internet_network`; `bridge` and `none`
@@ -516,13 +503,11 @@ impl Runner {
     ) -> RunOutcome {
         let Run {
             job,
-            task,
             component,
             settings,
             observer,
             ..
         } = *run;
-        let image = run.image;
         let elapsed = Duration::from_micros((crate::model::now_micros() - started).max(0) as u64);
         let deadline = tokio::time::Instant::now() + run.process_timeout.saturating_sub(elapsed);
         let (exit, mut log) = loop {
@@ -556,7 +541,7 @@ impl Runner {
         // off) is read now, and every event is stored before the result is.
         let (stdout, stderr) = loop {
             let (docker, _) = self.wait_for_engine(job.id).await;
-            match log.read_rest(&docker, container_id).await {
+            match log.read_rest(&docker, LogOf::Container(container_id)).await {
                 Ok(()) => break log.finish(container_id),
                 Err(error) if is_not_found(&error) => {
                     tracing::warn!(job_id = job.id, %error, "the container vanished before the end of its log was read");
@@ -569,54 +554,7 @@ impl Runner {
             }
         };
         failpoint::hit(failpoint::CONTAINER_ENDED);
-
-        let memory_limit = format_memory(run.size.memory_bytes);
-        let mut verdict = outcome::classify(
-            exit,
-            &ExitContext {
-                image,
-                memory_limit: &memory_limit,
-                timeout_seconds: run.process_timeout.as_secs(),
-                pids_limit: component.confinement.pids_limit,
-                stdout: &stdout.text(),
-                stderr: &stderr.text(),
-            },
-        );
-        let exception_id = outcome::new_exception_id();
-        if settings.dev_mode {
-            outcome::show_stderr(&mut verdict, &stderr.text());
-        }
-        if verdict.status == Status::Success {
-            let stderr = stderr.text();
-            if !stderr.trim().is_empty() {
-                observer.event(
-                    EventType::Error,
-                    EventSource::Stderr,
-                    &output::event_text(stderr.trim_end()),
-                );
-            }
-        }
-        if verdict.error == Some(outcome::ErrorKind::Application) {
-            tracing::error!(
-                job_id = job.id,
-                exception_id = %exception_id,
-                ?exit,
-                stderr = %stderr.text(),
-                "component failed with an application error"
-            );
-            observer.event(EventType::Error, EventSource::Jobq, &verdict.message);
-        }
-        observer.flush();
-        let folders = workspace::Workspace::of(&task.folder);
-        let usage_data = blocking(|| workspace::usage_data(&folders));
-        RunOutcome::Finished(Finished {
-            verdict,
-            exit: Some(exit),
-            images: images.clone(),
-            exception_id,
-            usage_data,
-            container_id: (exit != Exit::Lost).then(|| container_id.to_string()),
-        })
+        conclude(run, container_id, images, exit, (stdout, stderr))
     }
 
     /// Waits for the container to end, enforcing `deadline` and the process limit `pids_limit`
@@ -968,6 +906,22 @@ const ATTACHED_PATIENCE: Duration = Duration::from_secs(1);
 /// that nothing is left to read.
 const LOG_CHECK_ENTRIES: usize = 16;
 
+/// Whose log a `LogReader` reads: a container's, or a swarm task's (through the manager).
+#[derive(Debug, Clone, Copy)]
+enum LogOf<'a> {
+    Container(&'a str),
+    Task(&'a str),
+}
+
+impl LogOf<'_> {
+    fn stream(self, docker: &Docker, options: bollard::query_parameters::LogsOptions) -> LogStream {
+        match self {
+            LogOf::Container(id) => Box::pin(docker.logs(id, Some(options))),
+            LogOf::Task(id) => Box::pin(docker.task_logs(id, Some(options))),
+        }
+    }
+}
+
 /// A container's output as the engine streams it.
 type LogStream = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 
@@ -1026,7 +980,7 @@ impl<'a> LogReader<'a> {
             }
             self.restart();
         }
-        self.follow(docker, container_id).await;
+        self.follow(docker, LogOf::Container(container_id)).await;
     }
 
     /// Reads the attached output to its end (true), or until it breaks off or the event writer
@@ -1056,18 +1010,18 @@ impl<'a> LogReader<'a> {
 
     /// Follows the engine's log from its start until the container ends (the engine ends the
     /// stream then) or the stream breaks off.
-    async fn follow(&mut self, docker: &Docker, container_id: &str) {
+    async fn follow(&mut self, docker: &Docker, of: LogOf<'_>) {
         let options = LogsOptionsBuilder::default()
             .follow(true)
             .stdout(true)
             .stderr(true)
             .build();
-        let mut stream = docker.logs(container_id, Some(options));
+        let mut stream = of.stream(docker, options);
         while let Some(item) = stream.next().await {
             match item {
                 Ok(entry) => self.take(entry),
                 Err(error) => {
-                    tracing::warn!(container_id, %error, "the container's log stream broke off");
+                    tracing::warn!(?of, %error, "the log stream broke off");
                     return;
                 }
             }
@@ -1081,7 +1035,7 @@ impl<'a> LogReader<'a> {
     async fn read_rest(
         &mut self,
         docker: &Docker,
-        container_id: &str,
+        of: LogOf<'_>,
     ) -> Result<(), bollard::errors::Error> {
         let options = LogsOptionsBuilder::default()
             .stdout(true)
@@ -1089,7 +1043,7 @@ impl<'a> LogReader<'a> {
             .tail(&LOG_CHECK_ENTRIES.to_string())
             .build();
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let mut end = docker.logs(container_id, Some(options));
+        let mut end = of.stream(docker, options);
         while let Some(entry) = end.next().await {
             match entry? {
                 LogOutput::StdOut { message } | LogOutput::Console { message } => {
@@ -1103,15 +1057,15 @@ impl<'a> LogReader<'a> {
             return Ok(());
         }
         tracing::info!(
-            container_id,
-            "the end of the container's log was not read yet; reading the log again"
+            ?of,
+            "the end of the log was not read yet; reading the log again"
         );
         self.restart();
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
             .build();
-        let mut stream = docker.logs(container_id, Some(options));
+        let mut stream = of.stream(docker, options);
         while let Some(entry) = stream.next().await {
             self.take(entry?);
         }
@@ -1192,6 +1146,74 @@ impl<'a> LogReader<'a> {
         self.observer.flush();
         (self.stdout, self.stderr)
     }
+}
+
+/// A run's end, whatever ran it: the exit classified (docs/runner.md), the stderr of a success
+/// and an application error's message as events, every event stored, `usageData` read. The
+/// unit stays for the queue to remove once the result is stored (unless it is lost).
+fn conclude(
+    run: &Run<'_>,
+    unit_id: &str,
+    images: &Value,
+    exit: Exit,
+    (stdout, stderr): (HeadTail, HeadTail),
+) -> RunOutcome {
+    let Run {
+        job,
+        task,
+        component,
+        settings,
+        observer,
+        ..
+    } = *run;
+    let image = run.image;
+    let memory_limit = format_memory(run.size.memory_bytes);
+    let mut verdict = outcome::classify(
+        exit,
+        &ExitContext {
+            image,
+            memory_limit: &memory_limit,
+            timeout_seconds: run.process_timeout.as_secs(),
+            pids_limit: component.confinement.pids_limit,
+            stdout: &stdout.text(),
+            stderr: &stderr.text(),
+        },
+    );
+    let exception_id = outcome::new_exception_id();
+    if settings.dev_mode {
+        outcome::show_stderr(&mut verdict, &stderr.text());
+    }
+    if verdict.status == Status::Success {
+        let stderr = stderr.text();
+        if !stderr.trim().is_empty() {
+            observer.event(
+                EventType::Error,
+                EventSource::Stderr,
+                &output::event_text(stderr.trim_end()),
+            );
+        }
+    }
+    if verdict.error == Some(outcome::ErrorKind::Application) {
+        tracing::error!(
+            job_id = job.id,
+            exception_id = %exception_id,
+            ?exit,
+            stderr = %stderr.text(),
+            "component failed with an application error"
+        );
+        observer.event(EventType::Error, EventSource::Jobq, &verdict.message);
+    }
+    observer.flush();
+    let folders = workspace::Workspace::of(&task.folder);
+    let usage_data = blocking(|| workspace::usage_data(&folders));
+    RunOutcome::Finished(Finished {
+        verdict,
+        exit: Some(exit),
+        images: images.clone(),
+        exception_id,
+        usage_data,
+        container_id: (exit != Exit::Lost).then(|| unit_id.to_string()),
+    })
 }
 
 /// `256m`-style text of a byte count, as the settings wrote it.

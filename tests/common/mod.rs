@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod python;
 pub mod receivers;
 pub mod registry;
+pub mod swarm;
 pub mod tools;
 
 use std::path::Path;
@@ -60,6 +61,13 @@ pub enum Docker {
     Local,
     /// The engine at this address, like a test's own `engine::Engine`.
     At(String),
+    /// A swarm (`swarm::Swarm`) through its manager; the data dir goes under `shared`, the
+    /// folder every node sees at the same path. Fixture images are built on the host (the
+    /// swarm loaded them into its nodes).
+    Swarm {
+        manager: String,
+        shared: std::path::PathBuf,
+    },
     /// None: for a test of the API alone, which never runs a container. The daemon's engine
     /// address leads nowhere, so the test needs no engine and every job it makes stays
     /// `created`.
@@ -98,7 +106,7 @@ impl Options {
     /// Builds the fixture image in the daemon's engine, if it has one.
     pub async fn build_fixture_image(&self) {
         match &self.docker {
-            Docker::Local => fixture_image(None).await,
+            Docker::Local | Docker::Swarm { .. } => fixture_image(None).await,
             Docker::At(host) => fixture_image(Some(host)).await,
             Docker::Without => {}
         }
@@ -113,6 +121,13 @@ pub fn settings(data_dir: &Path, options: &Options) -> String {
         Docker::Local => String::new(),
         Docker::At(host) => format!("docker_host = \"{host}\""),
         Docker::Without => format!("docker_host = \"unix://{data_dir}/no-docker-engine.sock\""),
+        Docker::Swarm { .. } => "executor = \"swarm\"".to_string(),
+    };
+    let swarm = match &options.docker {
+        Docker::Swarm { manager, .. } => {
+            format!("[swarm]\nmanager = \"{manager}\"\nnode_lost_timeout = \"3s\"\n")
+        }
+        _ => String::new(),
     };
     format!(
         r#"
@@ -169,7 +184,7 @@ id = "{PROCESSOR_TAGGED}"
 image = "{PROCESSOR_IMAGE}"
 tag = "{PROCESSOR_TAG}"
 network = "none"
-"#,
+{swarm}"#,
         max = options.max_concurrent_jobs,
         grace = options.kill_grace_seconds,
         timeout = options.timeout_seconds,
@@ -456,10 +471,13 @@ impl TestDaemon {
     /// harness's, `tables` (like `[[components]]` entries) after them.
     pub async fn start_with(options: Options, top: &str, tables: &str) -> TestDaemon {
         options.build_fixture_image().await;
-        let data_dir = tempfile::Builder::new()
-            .prefix("jobq-test-")
-            .tempdir()
-            .expect("a temporary data dir");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("jobq-test-");
+        let data_dir = match &options.docker {
+            Docker::Swarm { shared, .. } => builder.tempdir_in(shared),
+            _ => builder.tempdir(),
+        }
+        .expect("a temporary data dir");
         let settings = format!("{top}\n{}\n{tables}", settings(data_dir.path(), &options));
         let daemon = Daemon::start(Settings::parse(&settings).expect("valid settings"))
             .expect("the daemon starts");
@@ -514,7 +532,8 @@ impl Drop for TestDaemon {
         let host = match &self.docker {
             Docker::Local => None,
             Docker::At(host) => Some(host.clone()),
-            Docker::Without => return,
+            // The swarm goes with the test, its services with it.
+            Docker::Without | Docker::Swarm { .. } => return,
         };
         let instance = daemon.instance_id().to_string();
         drop(daemon);

@@ -1,0 +1,294 @@
+//! The Docker Swarm the swarm executor's tests run on: three nodes that come up `Ready` with the
+//! fixture images and the shared folder, and leave nothing behind.
+
+mod common;
+
+use std::path::Path;
+
+use bollard::container::LogOutput;
+use bollard::exec::StartExecResults;
+use bollard::models::ExecConfig;
+use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+use common::swarm::{Swarm, LABEL_SWARM, NODES};
+use common::{id, Options, TestDaemon, COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG, SMALL_COMPONENT};
+use futures_util::StreamExt;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swarm_comes_up_with_three_ready_nodes_and_goes_without_a_trace() {
+    let swarm = Swarm::start().await;
+    let mut ready = swarm.ready_nodes().await;
+    ready.sort();
+    assert_eq!(ready, ["node0", "node1", "node2"]);
+    let manager = swarm.engine(0).inspect_swarm().await.unwrap();
+    assert!(manager.id.is_some(), "{manager:?}");
+    let marker = swarm.shared().join("seen-by-every-node");
+    std::fs::write(&marker, "shared").unwrap();
+    for index in 0..NODES {
+        let engine = swarm.engine(index);
+        let image = engine
+            .inspect_image(&format!("{FIXTURE_IMAGE}:{FIXTURE_TAG}"))
+            .await;
+        assert!(
+            image.is_ok(),
+            "node{index} lacks the fixture image: {image:?}"
+        );
+        let info = engine.info().await.unwrap();
+        let state = info.swarm.and_then(|swarm| swarm.local_node_state);
+        assert_eq!(state.map(|state| state.to_string()), Some("active".into()));
+        let seen = node_reads(&swarm.nodes()[index].name, &marker).await;
+        assert_eq!(seen, "shared", "node{index} does not see the shared folder");
+    }
+    let label = format!("{LABEL_SWARM}={}", swarm.id());
+    drop(swarm);
+    assert!(!marker.exists());
+    let host = bollard::Docker::connect_with_local_defaults().unwrap();
+    let filters = std::collections::HashMap::from([("label".to_string(), vec![label])]);
+    let containers = host
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(containers.len(), 0, "{containers:?}");
+    let networks = host
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(networks.len(), 0, "{networks:?}");
+}
+
+/// What the node container `node` reads at `path` (`cat` run in the node itself).
+async fn node_reads(node: &str, path: &Path) -> String {
+    let host = bollard::Docker::connect_with_local_defaults().unwrap();
+    let exec = ExecConfig {
+        cmd: Some(vec!["cat".into(), path.display().to_string()]),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let exec = host.create_exec(node, exec).await.unwrap();
+    let StartExecResults::Attached { mut output, .. } =
+        host.start_exec(&exec.id, None).await.unwrap()
+    else {
+        panic!("the exec in {node} did not attach");
+    };
+    let mut read = Vec::new();
+    while let Some(chunk) = output.next().await {
+        match chunk.unwrap() {
+            LogOutput::StdOut { message } | LogOutput::StdErr { message } => {
+                read.extend_from_slice(&message)
+            }
+            _ => {}
+        }
+    }
+    String::from_utf8_lossy(&read).into_owned()
+}
+
+/// A daemon whose jobs run as services of `swarm`.
+async fn daemon_on(swarm: &Swarm) -> TestDaemon {
+    let docker = common::Docker::Swarm {
+        manager: swarm.manager(),
+        shared: swarm.shared(),
+    };
+    TestDaemon::start(Options {
+        docker,
+        max_concurrent_jobs: 6,
+        ..Options::default()
+    })
+    .await
+}
+
+/// The services of the store of `t` the manager still has.
+async fn services_left(swarm: &Swarm, t: &TestDaemon) -> Vec<String> {
+    let instance = t.daemon.as_ref().unwrap().instance_id().to_string();
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![format!("jobq.instance={instance}")],
+    )]);
+    let options = bollard::query_parameters::ListServicesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    swarm
+        .engine(0)
+        .list_services(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|service| service.spec?.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spine_scenarios_end_alike_on_a_swarm() {
+    let swarm = Swarm::start().await;
+    let t = daemon_on(&swarm).await;
+    let lines: Vec<String> = (1..=20).map(|i| format!("line {i}")).collect();
+    let success = id(&t.create(COMPONENT, json!({"print": lines})).await);
+    let user = id(&t
+        .create(
+            COMPONENT,
+            json!({"print": ["working"], "stderr": ["Table \"x\" is missing."], "exit_code": 1}),
+        )
+        .await);
+    let application = id(&t
+        .create(
+            COMPONENT,
+            json!({"stderr": ["internal details"], "exit_code": 2}),
+        )
+        .await);
+    let timeout = id(&t.create(SMALL_COMPONENT, json!({"sleep": 30})).await);
+    let oom = id(&t
+        .create(SMALL_COMPONENT, json!({"allocate_mib": 200}))
+        .await);
+    let killed = id(&t
+        .create(COMPONENT, json!({"print": ["up"], "sleep": 60}))
+        .await);
+    t.wait_for_message(&killed, "up").await;
+    assert_eq!(t.kill(&killed).await.status, 202);
+
+    let job = t.wait_finished(&success).await;
+    assert_eq!(job["status"], "success", "{job}");
+    let messages = t.messages(&success).await;
+    let printed: Vec<&String> = messages.iter().filter(|m| m.starts_with("line ")).collect();
+    assert_eq!(printed, lines.iter().collect::<Vec<_>>());
+
+    let job = t.wait_finished(&user).await;
+    assert_eq!(job["status"], "error");
+    assert_eq!(job["result"]["message"], "Table \"x\" is missing.");
+    assert_eq!(job["result"]["error"]["type"], "user");
+
+    let job = t.wait_finished(&application).await;
+    assert_eq!(job["result"]["message"], "Application error");
+    assert_eq!(job["result"]["error"]["type"], "application");
+
+    let job = t.wait_finished(&timeout).await;
+    assert_eq!(
+        job["result"]["message"],
+        "Running local/jobq-fixture:1.0.0 container exceeded the timeout of 3 seconds."
+    );
+
+    let job = t.wait_finished(&oom).await;
+    assert_eq!(
+        job["result"]["message"],
+        "Component out of memory (exceeded 32m)"
+    );
+
+    let job = t.wait_finished(&killed).await;
+    assert_eq!(job["status"], "terminated", "{job}");
+
+    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_jobs_spread_over_the_three_nodes() {
+    let swarm = Swarm::start().await;
+    let t = daemon_on(&swarm).await;
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let job = t
+            .create(
+                COMPONENT,
+                json!({"read_files": ["/etc/hostname"], "sleep": 0.5}),
+            )
+            .await;
+        ids.push(id(&job));
+    }
+    let mut nodes = std::collections::BTreeSet::new();
+    for job_id in &ids {
+        let job = t.wait_finished(job_id).await;
+        assert_eq!(job["status"], "success", "{job}");
+        let messages = t.messages(job_id).await;
+        let read = messages
+            .iter()
+            .find_map(|m| m.strip_prefix("read /etc/hostname: "))
+            .unwrap_or_else(|| panic!("job {job_id} did not print its host name: {messages:?}"));
+        nodes.insert(read.to_string());
+    }
+    let expected: std::collections::BTreeSet<String> = (0..NODES)
+        .map(|index| format!("\"node{index}\\n\""))
+        .collect();
+    assert_eq!(nodes, expected);
+    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_task_and_a_lost_worker_end_their_jobs_naming_the_node() {
+    let swarm = Swarm::start().await;
+    // Jobs run on the workers only, so a worker can be stopped without the manager.
+    swarm.drain(0).await;
+    // An image the manager has (so the job starts) and no worker has.
+    swarm
+        .engine(0)
+        .tag_image(
+            &format!("{FIXTURE_IMAGE}:{FIXTURE_TAG}"),
+            Some(
+                bollard::query_parameters::TagImageOptionsBuilder::default()
+                    .repo("local/jobq-manager-only")
+                    .tag("1")
+                    .build(),
+            ),
+        )
+        .await
+        .unwrap();
+    let docker = common::Docker::Swarm {
+        manager: swarm.manager(),
+        shared: swarm.shared(),
+    };
+    let t = TestDaemon::start_with(
+        Options {
+            docker,
+            ..Options::default()
+        },
+        "",
+        "[[components]]\nid = \"keboola.manager-only\"\nimage = \"local/jobq-manager-only\"\n\
+         tag = \"1\"\nnetwork = \"none\"\n",
+    )
+    .await;
+    let rejected = id(&t.create("keboola.manager-only", json!({})).await);
+    let job = t.wait_finished(&rejected).await;
+    assert_eq!(job["status"], "error", "{job}");
+    let message = job["result"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("The swarm node node1 rejected")
+            || message.starts_with("The swarm node node2 rejected"),
+        "{message}"
+    );
+    assert!(message.contains("local/jobq-manager-only"), "{message}");
+
+    let lost = id(&t
+        .create(
+            COMPONENT,
+            json!({"print": ["up"], "read_files": ["/etc/hostname"], "sleep": 120}),
+        )
+        .await);
+    let node = loop {
+        let messages = t.messages(&lost).await;
+        if let Some(read) = messages
+            .iter()
+            .find(|m| m.starts_with("read /etc/hostname"))
+        {
+            break if read.contains("node1") { 1 } else { 2 };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    swarm.stop_node(node).await;
+    let job = t.wait_finished(&lost).await;
+    assert_eq!(job["status"], "error", "{job}");
+    assert_eq!(job["result"]["error"]["type"], "application");
+    let message = job["result"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "The swarm node node{node} running the job was lost"
+        )),
+        "{message}"
+    );
+    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+}
