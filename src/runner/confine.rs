@@ -11,18 +11,14 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::container::ContainerSpec;
+use crate::settings::Confinement;
 
 /// `spec`'s confinement in the engine's terms, added to `host`.
 pub fn apply(spec: &ContainerSpec, host: &mut HostConfig) {
     let confinement = &spec.confinement;
     host.nano_cpus = (spec.nano_cpus > 0).then_some(spec.nano_cpus);
     host.pids_limit = Some(confinement.pids_limit);
-    if confinement.drop_capabilities {
-        host.cap_drop = Some(vec!["ALL".to_string()]);
-        if confinement.root_user {
-            host.cap_add = Some(vec![ROOT_CAPABILITY.to_string()]);
-        }
-    }
+    (host.cap_drop, host.cap_add) = capabilities(confinement);
     if confinement.no_new_privileges {
         host.security_opt = Some(vec!["no-new-privileges".to_string()]);
     }
@@ -32,6 +28,18 @@ pub fn apply(spec: &ContainerSpec, host: &mut HostConfig) {
     }
 }
 
+/// The capabilities dropped and added back: all dropped under `drop_capabilities`, and a root
+/// container keeps `ROOT_CAPABILITY`.
+pub fn capabilities(confinement: &Confinement) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    if !confinement.drop_capabilities {
+        return (None, None);
+    }
+    let added = confinement
+        .root_user
+        .then(|| vec![ROOT_CAPABILITY.to_string()]);
+    (Some(vec!["ALL".to_string()]), added)
+}
+
 /// The same confinement as `docker run` flags.
 pub fn run_flags(spec: &ContainerSpec) -> Vec<String> {
     let confinement = &spec.confinement;
@@ -39,10 +47,10 @@ pub fn run_flags(spec: &ContainerSpec) -> Vec<String> {
     if spec.nano_cpus > 0 {
         flags.extend(["--cpus".to_string(), cpus_text(spec.nano_cpus)]);
     }
-    if confinement.drop_capabilities {
-        flags.extend(["--cap-drop", "ALL"].map(str::to_string));
-        if confinement.root_user {
-            flags.extend(["--cap-add", ROOT_CAPABILITY].map(str::to_string));
+    let (dropped, added) = capabilities(confinement);
+    for (flag, names) in [("--cap-drop", dropped), ("--cap-add", added)] {
+        for name in names.into_iter().flatten() {
+            flags.extend([flag.to_string(), name]);
         }
     }
     if confinement.no_new_privileges {

@@ -365,6 +365,7 @@ fn service_spec(
         ..Default::default()
     };
     let confinement = &spec.confinement;
+    let (capability_drop, capability_add) = super::confine::capabilities(confinement);
     let mut mounts = vec![bind(&folders.data, "/data")];
     mounts.push(match confinement.tmp_size {
         None => bind(&folders.tmp, "/tmp"),
@@ -392,9 +393,8 @@ fn service_spec(
                 mounts: Some(mounts),
                 init: Some(true),
                 stop_grace_period: Some(grace.as_nanos() as i64),
-                capability_drop: confinement
-                    .drop_capabilities
-                    .then(|| vec!["ALL".to_string()]),
+                capability_drop,
+                capability_add,
                 read_only: Some(confinement.read_only_rootfs),
                 ..Default::default()
             }),
