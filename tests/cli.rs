@@ -58,18 +58,50 @@ fn unknown_keys_and_bad_values_stop_the_daemon_naming_the_key() {
 }
 
 #[test]
-fn a_tcp_swarm_manager_is_refused_until_tls_is_built_in() {
-    let data = tempfile::tempdir().unwrap();
-    let (stderr, _) = serve_fails_with(&format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nexecutor = \"swarm\"\n[swarm]\n\
-         manager = \"tcp://swarm.example.com:2376\"\nca_file = \"/c\"\ncert_file = \"/e\"\n\
-         key_file = \"/k\"\n[[tokens]]\nid = \"1\"\ntoken = \"t\"\n",
-        data.path().display()
-    ));
+fn swarm_tls_files_that_cannot_be_used_stop_the_daemon_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = |name: &str, label: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("-----BEGIN {label}-----\nMAA=\n-----END {label}-----\n"),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let certificate = pem("cert.pem", "CERTIFICATE");
+    let key = pem("key.pem", "PRIVATE KEY");
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let data = dir.path().join("data");
+    let settings = |ca: &str, key: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nexecutor = \"swarm\"\n[swarm]\n\
+             manager = \"tcp://swarm.example.com:2376\"\nca_file = \"{ca}\"\n\
+             cert_file = \"{certificate}\"\nkey_file = \"{key}\"\n[[tokens]]\nid = \"1\"\n\
+             token = \"t\"\n",
+            data.display()
+        )
+    };
+    let (stderr, _) = serve_fails_with(&settings(&missing, &key));
     assert_eq!(
         stderr,
-        "jobq: setting `swarm.manager` is a tcp:// address, which this jobq cannot use yet (TLS \
-         is not built in); reach the manager through a unix:// socket\n"
+        format!(
+            "jobq: cannot use `swarm.ca_file` {missing} (I/O error: No such file or directory \
+             (os error 2)); it must be a PEM file of the CA certificate that signed the \
+             manager's certificate\n"
+        )
+    );
+    let (stderr, _) = serve_fails_with(&settings(&certificate, &certificate));
+    assert_eq!(
+        stderr,
+        format!(
+            "jobq: cannot use `swarm.key_file` {certificate} (no items found); it must be a PEM \
+             file of the private key of `swarm.cert_file`\n"
+        )
+    );
+    assert!(
+        !data.exists(),
+        "nothing is written before the files are checked"
     );
 }
 

@@ -9,9 +9,13 @@ use bollard::container::LogOutput;
 use bollard::exec::StartExecResults;
 use bollard::models::ExecConfig;
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
-use common::swarm::{Swarm, LABEL_SWARM, NODES};
+use common::binary::Served;
+use common::receivers::TestCa;
+use common::registry::{Mode, Registry, RegistryImage};
+use common::swarm::{Extras, Swarm, LABEL_SWARM, NODES};
 use common::{id, Options, TestDaemon, COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG, SMALL_COMPONENT};
 use futures_util::StreamExt;
+use jobq::settings::SwarmTls;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +100,7 @@ async fn node_reads(node: &str, path: &Path) -> String {
 async fn daemon_on(swarm: &Swarm) -> TestDaemon {
     let docker = common::Docker::Swarm {
         manager: swarm.manager(),
+        tls: None,
         shared: swarm.shared(),
     };
     TestDaemon::start(Options {
@@ -103,6 +108,24 @@ async fn daemon_on(swarm: &Swarm) -> TestDaemon {
         max_concurrent_jobs: 6,
         ..Options::default()
     })
+    .await
+}
+
+/// A daemon whose jobs run as services of `swarm`, with `tables` after its settings.
+async fn daemon_with(swarm: &Swarm, tables: &str) -> TestDaemon {
+    let docker = common::Docker::Swarm {
+        manager: swarm.manager(),
+        tls: None,
+        shared: swarm.shared(),
+    };
+    TestDaemon::start_with(
+        Options {
+            docker,
+            ..Options::default()
+        },
+        "",
+        tables,
+    )
     .await
 }
 
@@ -238,16 +261,8 @@ async fn a_rejected_task_and_a_lost_worker_end_their_jobs_naming_the_node() {
         )
         .await
         .unwrap();
-    let docker = common::Docker::Swarm {
-        manager: swarm.manager(),
-        shared: swarm.shared(),
-    };
-    let t = TestDaemon::start_with(
-        Options {
-            docker,
-            ..Options::default()
-        },
-        "",
+    let t = daemon_with(
+        &swarm,
         "[[components]]\nid = \"keboola.manager-only\"\nimage = \"local/jobq-manager-only\"\n\
          tag = \"1\"\nnetwork = \"none\"\n",
     )
@@ -290,5 +305,181 @@ async fn a_rejected_task_and_a_lost_worker_end_their_jobs_naming_the_node() {
         )),
         "{message}"
     );
+    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+}
+
+/// PEM files of a client of the manager in `dir/<name>-*.pem`: `ca` (the CA jobq trusts the
+/// manager's certificate by) and a client certificate `issuer` signed.
+fn client_files(dir: &Path, name: &str, ca: &TestCa, issuer: &TestCa) -> SwarmTls {
+    let (certificate, key) = issuer.issue("jobq");
+    let write = |file: &str, pem: &str| {
+        let path = dir.join(format!("{name}-{file}"));
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    SwarmTls {
+        ca_file: write("ca.pem", &ca.ca_pem),
+        cert_file: write("cert.pem", &certificate),
+        key_file: write("key.pem", &key),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_manager_runs_jobs_over_mutual_tls_and_certificates_of_another_ca_keep_them_created()
+{
+    let ca = TestCa::new();
+    let swarm = Swarm::start_with(Extras {
+        tls: Some(&ca),
+        ..Extras::default()
+    })
+    .await;
+    let files = tempfile::tempdir_in(swarm.shared()).unwrap();
+    let manager = swarm.tcp_manager();
+    let options = |tls: SwarmTls| Options {
+        docker: common::Docker::Swarm {
+            manager: manager.clone(),
+            tls: Some(tls),
+            shared: swarm.shared(),
+        },
+        ..Options::default()
+    };
+
+    let t = TestDaemon::start(options(client_files(files.path(), "ours", &ca, &ca))).await;
+    let job = id(&t
+        .create(
+            COMPONENT,
+            json!({"print": ["over TLS"], "read_files": ["/etc/hostname"]}),
+        )
+        .await);
+    let job = t.wait_finished(&job).await;
+    assert_eq!(job["status"], "success", "{job}");
+    let messages = t.messages(job["id"].as_str().unwrap()).await;
+    assert!(messages.contains(&"over TLS".to_string()), "{messages:?}");
+    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+
+    // A client certificate of another CA (the manager refuses it), or a CA that did not sign
+    // the manager's certificate (jobq refuses that): jobs stay created, and the log says why,
+    // naming the manager and the TLS problem.
+    let stranger = TestCa::new();
+    let cases = [
+        (
+            "foreign-client",
+            &ca,
+            &stranger,
+            "received fatal alert: BadCertificate",
+        ),
+        (
+            "foreign-ca",
+            &stranger,
+            &ca,
+            "invalid peer certificate: UnknownIssuer",
+        ),
+    ];
+    for (name, trusted, issuer, problem) in cases {
+        let dir = tempfile::tempdir_in(swarm.shared()).unwrap();
+        let refused = options(client_files(files.path(), name, trusted, issuer));
+        let served = Served::fresh(dir.path(), &refused, "info").await;
+        let job = id(&served.create(COMPONENT, json!({})).await);
+        let told = format!(
+            "jobs stay created until the engine answers error=the swarm manager at {manager} \
+             does not answer over TLS; check that its engine listens there with --tlsverify, \
+             that `swarm.ca_file` signed its certificate, and that it trusts the CA of \
+             `swarm.cert_file`: "
+        );
+        let started = std::time::Instant::now();
+        let line = loop {
+            let log = served.log();
+            if let Some(line) = log.lines().find(|line| line.contains(&told)) {
+                break line.to_string();
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "{name}: no line of the log says why jobs stay created: {log}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        assert!(line.ends_with(problem), "{name}: {line}");
+        assert_eq!(served.job(&job).await["status"], "created", "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_pull_a_registry_image_with_the_credentials_of_the_settings() {
+    let swarm = Swarm::start_with(Extras {
+        pull: true,
+        ..Extras::default()
+    })
+    .await;
+    // Jobs run on the workers, which must pull the image themselves.
+    swarm.drain(0).await;
+    let password = "swarm-registry-password";
+    let mode = Mode::Basic {
+        username: "puller".into(),
+        password: password.into(),
+    };
+    let right = Registry::start_on(mode.clone(), &swarm.gateway()).await;
+    let wrong = Registry::start_on(mode, &swarm.gateway()).await;
+    let repo = format!("jobq-test/swarm-{:08x}", rand::random::<u32>());
+    let image = RegistryImage::fixture(&repo).await;
+    let digest = right.push(&repo, "1", &image);
+    wrong.push(&repo, "1", &image);
+    let component = |id: &str, host: &str| {
+        format!(
+            "[[components]]\nid = \"{id}\"\nnetwork = \"none\"\n\
+             definition = {{ type = \"registry\", uri = \"{host}/{repo}\", tag = \"1\" }}\n"
+        )
+    };
+    let tables = format!(
+        "{}{}[[registries]]\nhost = \"{}\"\nusername = \"puller\"\npassword = \"{password}\"\n\
+         [[registries]]\nhost = \"{}\"\nusername = \"puller\"\npassword = \"not-{password}\"\n",
+        component("test.right", &right.host()),
+        component("test.wrong", &wrong.host()),
+        right.host(),
+        wrong.host(),
+    );
+    let t = daemon_with(&swarm, &tables).await;
+
+    let pulled = id(&t
+        .create("test.right", json!({"read_files": ["/etc/hostname"]}))
+        .await);
+    let job = t.wait_finished(&pulled).await;
+    assert_eq!(job["status"], "success", "{job}");
+    let messages = t.messages(&pulled).await;
+    let worker = if messages.contains(&"read /etc/hostname: \"node1\\n\"".to_string()) {
+        &swarm.nodes()[1]
+    } else {
+        assert!(
+            messages.contains(&"read /etc/hostname: \"node2\\n\"".to_string()),
+            "the job did not run on a worker: {messages:?}"
+        );
+        &swarm.nodes()[2]
+    };
+    // The manager pulled the image before the job started (as the Docker executor does), and
+    // the worker pulled it again with the credentials the service carried (the registry
+    // answers 401 to a request without them).
+    let manifest = format!("GET /v2/{repo}/manifests/{digest}");
+    let own_layer = format!("GET /v2/{repo}/blobs/{}", image.own_layer_digest());
+    for node in [&swarm.nodes()[0], worker] {
+        let answered = right.answered_to(node.address.parse().unwrap());
+        for request in [&manifest, &own_layer] {
+            assert!(
+                answered.contains(&(request.clone(), 200)),
+                "{} was not answered {request}: {answered:?}",
+                node.name
+            );
+        }
+    }
+
+    let refused = id(&t.create("test.wrong", json!({})).await);
+    let job = t.wait_finished(&refused).await;
+    assert_eq!(job["status"], "error", "{job}");
+    assert_eq!(job["result"]["error"]["type"], "application", "{job}");
+    let message = job["result"]["message"].as_str().unwrap();
+    let reference = format!("{}/{repo}:1", wrong.host());
+    assert!(
+        message.starts_with(&format!("Cannot pull image \"{reference}\": ")),
+        "{message}"
+    );
+    assert!(message.contains("unauthorized"), "{message}");
     assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
 }

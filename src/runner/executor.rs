@@ -12,7 +12,7 @@ use super::container::ContainerSpec;
 use super::size::Size;
 use super::{ImageFailure, Run, RunOutcome, Runner, RunnerError, Task};
 use crate::model::Job;
-use crate::settings::{Component, ExecutorKind, Settings};
+use crate::settings::{self, Component, ExecutorKind, Settings};
 
 /// A future an executor hands back: boxed, so that `Executor` can be used as `dyn Executor`.
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -82,11 +82,11 @@ pub trait Executor: Send + Sync {
     fn ours(&self) -> Pending<'_, Result<Vec<(String, String)>, RunnerError>>;
 }
 
-/// Whether this jobq can run the executor `settings.executor` names; the daemon asks before it
-/// writes anything.
+/// Whether this jobq can run the executor `settings.executor` names (a `tcp://` manager's TLS
+/// files hold what they must); the daemon asks before it writes anything.
 pub fn check(settings: &Settings) -> Result<(), RunnerError> {
     match &settings.executor {
-        ExecutorKind::Swarm(swarm) if swarm.tls.is_some() => Err(RunnerError::SwarmTcp),
+        ExecutorKind::Swarm(settings::Swarm { tls: Some(tls), .. }) => super::tls::check(tls),
         ExecutorKind::Docker | ExecutorKind::Swarm(_) => Ok(()),
     }
 }

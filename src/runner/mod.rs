@@ -10,6 +10,7 @@ pub mod output;
 pub mod pull;
 pub mod size;
 pub mod swarm;
+pub mod tls;
 pub mod workspace;
 
 use crate::blocking::blocking;
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::chain;
 use crate::failpoint;
 use crate::model::{EventSource, EventType, Job, Status, UserError};
-use crate::settings::{Component, ImageSource, Settings};
+use crate::settings::{Component, ImageSource, Settings, SwarmTls};
 use container::ContainerSpec;
 pub use executor::Executor;
 use outcome::{Exit, ExitContext, Verdict};
@@ -69,8 +70,18 @@ pub enum RunnerError {
     Engine(#[from] bollard::errors::Error),
     #[error(transparent)]
     Image(#[from] image::ImageError),
-    #[error("setting `swarm.manager` is a tcp:// address, which this jobq cannot use yet (TLS is not built in); reach the manager through a unix:// socket")]
-    SwarmTcp,
+    #[error("the swarm manager at {host} does not answer over TLS; check that its engine listens there with --tlsverify, that `swarm.ca_file` signed its certificate, and that it trusts the CA of `swarm.cert_file`")]
+    ManagerTls {
+        host: String,
+        source: bollard::errors::Error,
+    },
+    #[error("cannot use `{setting}` {} ({problem}); it must be a PEM file of {expected}", path.display())]
+    TlsFile {
+        setting: &'static str,
+        path: std::path::PathBuf,
+        expected: &'static str,
+        problem: String,
+    },
     #[error("cannot create the network \"{name}\" of no-internet components; check the engine's address pools (`docker network ls`)")]
     Network {
         name: String,
@@ -191,6 +202,8 @@ pub struct Finished {
 /// A connection to the Docker engine, made and negotiated on first use.
 pub struct Runner {
     host: String,
+    /// The TLS files of a `tcp://` Swarm manager.
+    tls: Option<SwarmTls>,
     instance_id: String,
     negotiated: Mutex<Option<Docker>>,
     /// Who containers run as; found on the first run.
@@ -208,12 +221,31 @@ impl Runner {
             .map(str::to_string)
             .or_else(|| std::env::var("DOCKER_HOST").ok())
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
-        match Docker::connect_with_host(&host) {
+        Runner::connecting(host, None, instance_id)
+    }
+
+    /// A client of the engine of a Swarm manager at `host`, with mutual TLS when `tls` is
+    /// given (its files checked by `tls::check`).
+    pub fn manager(
+        host: &str,
+        tls: Option<&SwarmTls>,
+        instance_id: &str,
+    ) -> Result<Runner, RunnerError> {
+        Runner::connecting(host.to_string(), tls.cloned(), instance_id)
+    }
+
+    fn connecting(
+        host: String,
+        tls: Option<SwarmTls>,
+        instance_id: &str,
+    ) -> Result<Runner, RunnerError> {
+        match connect(&host, tls.as_ref()) {
             Ok(_) | Err(bollard::errors::Error::SocketNotFoundError(_)) => {}
             Err(source) => return Err(RunnerError::Connect { host, source }),
         }
         Ok(Runner {
             host,
+            tls,
             instance_id: instance_id.to_string(),
             negotiated: Mutex::new(None),
             identity: std::sync::OnceLock::new(),
@@ -226,7 +258,7 @@ impl Runner {
         if let Some(docker) = self.lock().clone() {
             return Ok(docker);
         }
-        let docker = Docker::connect_with_host(&self.host)
+        let docker = connect(&self.host, self.tls.as_ref())
             .map_err(|source| self.unreachable(source))?
             .negotiate_version()
             .await
@@ -716,13 +748,8 @@ impl Runner {
             )),
             (None, _) => {}
         }
-        let credentials = match settings.registry(host).map(|r| r.login()).transpose() {
-            Ok(login) => login.map(|(username, password)| bollard::auth::DockerCredentials {
-                username: Some(username),
-                password: Some(password),
-                serveraddress: Some(host.clone()),
-                ..Default::default()
-            }),
+        let credentials = match pull::credentials(component, settings) {
+            Ok(credentials) => credentials,
             Err(error) => {
                 return Err(ImageFailure::Pull(format!(
                     "Cannot pull image \"{image}\": {}",
@@ -851,9 +878,10 @@ impl Runner {
     }
 
     fn unreachable(&self, source: bollard::errors::Error) -> RunnerError {
-        RunnerError::Unreachable {
-            host: self.host.clone(),
-            source,
+        let host = self.host.clone();
+        match self.tls {
+            None => RunnerError::Unreachable { host, source },
+            Some(_) => RunnerError::ManagerTls { host, source },
         }
     }
 
@@ -1252,6 +1280,14 @@ fn without_container(verdict: Verdict) -> RunOutcome {
         usage_data: None,
         container_id: None,
     })
+}
+
+/// A client of the engine at `host`: over mutual TLS with `tls`, else as the address says.
+fn connect(host: &str, tls: Option<&SwarmTls>) -> Result<Docker, bollard::errors::Error> {
+    match tls {
+        Some(tls) => tls::connect(host, tls),
+        None => Docker::connect_with_host(host),
+    }
 }
 
 fn is_not_found(error: &bollard::errors::Error) -> bool {

@@ -10,6 +10,8 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
+use crate::settings::{Component, CredentialsError, ImageSource, Registry, Settings};
+
 /// Progress percentages a waiting job is told about (besides the pull's start and end): a few
 /// events per pull, not one per chunk.
 const PROGRESS_STEPS: [u8; 3] = [25, 50, 75];
@@ -191,6 +193,24 @@ async fn pull(
         }
     }
     Ok(())
+}
+
+/// The credentials `settings.registries` give for the registry `component`'s image comes from
+/// (`None` for a local image, or a registry without credentials).
+pub fn credentials(
+    component: &Component,
+    settings: &Settings,
+) -> Result<Option<DockerCredentials>, CredentialsError> {
+    let ImageSource::Registry { host, .. } = &component.source else {
+        return Ok(None);
+    };
+    let login = settings.registry(host).map(Registry::login).transpose()?;
+    Ok(login.map(|(username, password)| DockerCredentials {
+        username: Some(username),
+        password: Some(password),
+        serveraddress: Some(host.clone()),
+        ..Default::default()
+    }))
 }
 
 /// `repository` and `tag` of `repository:tag` (a port in the host is not a tag).

@@ -19,9 +19,9 @@ use super::executor::{Executor, Pending};
 use super::outcome::{ErrorKind, Exit, Verdict};
 use super::size::Size;
 use super::{
-    absolute, conclude, is_not_found, without_container, workspace, ImageFailure, LogOf, LogReader,
-    Run, RunOutcome, Runner, RunnerError, Task as JobTask, LABEL_INSTANCE, LABEL_JOB_ID,
-    LABEL_ROW_ID, LABEL_RUN_ID,
+    absolute, conclude, is_not_found, pull, user_error, without_container, workspace, ImageFailure,
+    LogOf, LogReader, Run, RunOutcome, Runner, RunnerError, Task as JobTask, LABEL_INSTANCE,
+    LABEL_JOB_ID, LABEL_ROW_ID, LABEL_RUN_ID,
 };
 use crate::blocking::blocking;
 use crate::error::chain;
@@ -52,7 +52,7 @@ enum Watched {
 impl Swarm {
     pub fn new(swarm: &settings::Swarm, instance_id: &str) -> Result<Swarm, RunnerError> {
         Ok(Swarm {
-            manager: Runner::new(Some(&swarm.manager), instance_id)?,
+            manager: Runner::manager(&swarm.manager, swarm.tls.as_ref(), instance_id)?,
             instance_id: instance_id.to_string(),
             node_lost_timeout: swarm.node_lost_timeout,
         })
@@ -108,7 +108,7 @@ impl Swarm {
 
     /// Creates the service of `run`: its job folder's `data/` bind-mounted at `/data` (the
     /// same path on every node), the container's user, environment, memory and CPUs, labels,
-    /// one task that is never restarted.
+    /// one task that is never restarted, and the image registry's credentials.
     async fn create(&self, docker: &Docker, run: &Run<'_>, name: &str) -> Result<(), RunOutcome> {
         let Run {
             job,
@@ -135,9 +135,18 @@ impl Swarm {
                 task.row_id.clone().unwrap_or_default(),
             ),
         ]);
+        // The registry's credentials go with the service (`X-Registry-Auth`): the node that
+        // runs its task pulls the image with them.
+        let credentials = pull::credentials(component, settings).map_err(|error| {
+            user_error(format!(
+                "Cannot pull image \"{}\": {}",
+                run.image,
+                chain(&error)
+            ))
+        })?;
         let service = service_spec(name, &spec, &task.folder, labels, settings.kill_grace);
         docker
-            .create_service(service, None)
+            .create_service(service, credentials)
             .await
             .map(|_| ())
             .map_err(|error| RunOutcome::Requeue {

@@ -61,11 +61,12 @@ pub enum Docker {
     Local,
     /// The engine at this address, like a test's own `engine::Engine`.
     At(String),
-    /// A swarm (`swarm::Swarm`) through its manager; the data dir goes under `shared`, the
-    /// folder every node sees at the same path. Fixture images are built on the host (the
-    /// swarm loaded them into its nodes).
+    /// A swarm (`swarm::Swarm`) through its manager (over mutual TLS with `tls`); the data
+    /// dir goes under `shared`, the folder every node sees at the same path. Fixture images are
+    /// built on the host (the swarm loaded them into its nodes).
     Swarm {
         manager: String,
+        tls: Option<jobq::settings::SwarmTls>,
         shared: std::path::PathBuf,
     },
     /// None: for a test of the API alone, which never runs a container. The daemon's engine
@@ -124,8 +125,16 @@ pub fn settings(data_dir: &Path, options: &Options) -> String {
         Docker::Swarm { .. } => "executor = \"swarm\"".to_string(),
     };
     let swarm = match &options.docker {
-        Docker::Swarm { manager, .. } => {
-            format!("[swarm]\nmanager = \"{manager}\"\nnode_lost_timeout = \"3s\"\n")
+        Docker::Swarm { manager, tls, .. } => {
+            let tls = tls.as_ref().map_or(String::new(), |tls| {
+                format!(
+                    "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                    tls.ca_file.display(),
+                    tls.cert_file.display(),
+                    tls.key_file.display()
+                )
+            });
+            format!("[swarm]\nmanager = \"{manager}\"\n{tls}node_lost_timeout = \"3s\"\n")
         }
         _ => String::new(),
     };

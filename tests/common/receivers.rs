@@ -70,12 +70,13 @@ impl std::ops::Deref for Receiver {
     }
 }
 
-/// A test CA and a server certificate for 127.0.0.1 it signed.
+/// A test CA and a server certificate for 127.0.0.1 it signed; it signs more on demand.
 pub struct TestCa {
     /// The CA's certificate (PEM): what `trusted_ca_file` holds to trust the receiver.
     pub ca_pem: String,
     /// The TLS settings of a server with the certificate for 127.0.0.1.
     pub server: Arc<rustls::ServerConfig>,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
 impl TestCa {
@@ -87,22 +88,39 @@ impl TestCa {
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.distinguished_name.push(DnType::CommonName, name);
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
+        let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let (leaf, key) = leaf(&issuer, "127.0.0.1");
         let private_key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
         let server = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(vec![leaf.der().clone()], private_key)
             .unwrap();
         TestCa {
-            ca_pem: ca.pem(),
+            ca_pem: issuer.pem(),
             server: Arc::new(server),
+            issuer,
         }
     }
+
+    /// A certificate this CA signed for `name` (a host name or an IP address: a server's, or
+    /// any for a client's) and its private key, both PEM.
+    pub fn issue(&self, name: &str) -> (String, String) {
+        let (leaf, key) = leaf(&self.issuer, name);
+        (leaf.pem(), key.serialize_pem())
+    }
+}
+
+/// A certificate `issuer` signed for `name`, with its new key.
+fn leaf(
+    issuer: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    name: &str,
+) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .signed_by(&key, issuer)
+        .unwrap();
+    (leaf, key)
 }
 
 impl Receiver {

@@ -1,15 +1,16 @@
 //! A minimal Docker Registry (HTTP API v2) on 127.0.0.1:<port>, which the real engine pulls from
-//! (it pulls from loopback registries without TLS): `/v2/`, manifests by tag and by digest,
+//! (it pulls from loopback registries without TLS), or on another address of this host (a test
+//! swarm's network, whose engines are told to pull from it without TLS): `/v2/`, manifests by tag and by digest,
 //! blobs, GET and HEAD, with their Content-Type and Docker-Content-Digest. Its images are the
 //! fixture image as the engine exports it (`docker save`), turned into a schema 2 manifest,
 //! its config and gzipped layer blobs, plus one layer of its own per pushed image, so every
 //! pull downloads something new. It may require basic auth or answer 500 to everything. It
-//! counts the requests it answered, and when dropped removes from the engine every image it
+//! keeps the requests it answered (with who asked and the answer's status), and when dropped removes from the engine every image it
 //! served (by tag and by digest: only its own repositories).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -136,11 +137,19 @@ struct State {
     manifests: HashMap<(String, String), (String, Bytes)>,
     /// Every pushed (repository, tag) and (repository, digest), to remove from the engine.
     references: Vec<String>,
-    /// Every request answered: `METHOD path`.
-    requests: Vec<String>,
+    /// Every request answered.
+    requests: Vec<Answered>,
 }
 
-/// A registry serving on 127.0.0.1 until dropped.
+/// A request the registry answered.
+struct Answered {
+    from: IpAddr,
+    /// `METHOD path`.
+    request: String,
+    status: u16,
+}
+
+/// A registry serving until dropped.
 pub struct Registry {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
@@ -148,8 +157,14 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry on 127.0.0.1.
     pub async fn start(mode: Mode) -> Registry {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Registry::start_on(mode, "127.0.0.1").await
+    }
+
+    /// A registry on a port of `address` (one of this host's).
+    pub async fn start_on(mode: Mode, address: &str) -> Registry {
+        let listener = tokio::net::TcpListener::bind((address, 0))
             .await
             .expect("a port for the test registry");
         let addr = listener.local_addr().unwrap();
@@ -157,7 +172,7 @@ impl Registry {
         let shared = Arc::clone(&state);
         let server = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let state = Arc::clone(&shared);
@@ -165,6 +180,11 @@ impl Registry {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let answer = answer(&state, &mode, &request);
+                        lock(&state).requests.push(Answered {
+                            from: peer.ip(),
+                            request: format!("{} {}", request.method(), request.uri().path()),
+                            status: answer.status().as_u16(),
+                        });
                         async move { Ok::<_, std::convert::Infallible>(answer) }
                     });
                     // The engine tries TLS first: that connection fails here, then it speaks HTTP.
@@ -181,7 +201,7 @@ impl Registry {
         }
     }
 
-    /// `127.0.0.1:<port>`, the host of this registry's image names.
+    /// `<address>:<port>`, the host of this registry's image names.
     pub fn host(&self) -> String {
         self.addr.to_string()
     }
@@ -218,17 +238,31 @@ impl Registry {
         self.lock()
             .requests
             .iter()
-            .filter(|r| *r == request)
+            .filter(|r| r.request == request)
             .count()
     }
 
     /// Every request answered so far, `METHOD path`.
     pub fn requests(&self) -> Vec<String> {
-        self.lock().requests.clone()
+        self.lock()
+            .requests
+            .iter()
+            .map(|r| r.request.clone())
+            .collect()
+    }
+
+    /// The requests answered so far to `from`, as `METHOD path` and the answer's status.
+    pub fn answered_to(&self, from: IpAddr) -> Vec<(String, u16)> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.from == from)
+            .map(|r| (r.request.clone(), r.status))
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 }
 
@@ -260,8 +294,7 @@ fn answer(
 ) -> Response<Full<Bytes>> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-    state.requests.push(format!("{method} {path}"));
+    let state = lock(state);
     let reply = |status: StatusCode| {
         Response::builder()
             .status(status)
@@ -341,6 +374,10 @@ fn answer(
         };
     }
     error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "not found")
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `sha256:<hex>` of `data`.

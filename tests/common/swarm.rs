@@ -8,7 +8,9 @@
 //! mounted at the same path, as job folders must be on a real cluster (NFS or similar). The
 //! host reaches each node's engine through a second socket the node serves in a folder mounted
 //! from the host. Dropping the swarm removes its nodes (with their engines' data volumes), its
-//! network and its folders; the node image stays for the next test.
+//! network and its folders; the node image stays for the next test. A swarm may also serve its
+//! manager's engine on `tcp://` with mutual TLS, and let its nodes pull services' images from a
+//! registry on the host's address on the swarm's network (`Extras`).
 //!
 //! What this host needs of a node container (measured on Docker 20.10, cgroup v1): not
 //! `--privileged` (the host's capability bounding set lacks CAP_SYS_RESOURCE, so it fails with
@@ -33,11 +35,12 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::TryStreamExt;
 
+use super::receivers::TestCa;
 use super::tools::ensure;
 use super::{FIXTURE_IMAGE, FIXTURE_TAG, PROCESSOR_IMAGE, PROCESSOR_TAG};
 
 /// The node image, tagged with the version of its recipe: change the tag with the recipe.
-pub const NODE_IMAGE: &str = "local/jobq-swarm-node:1";
+pub const NODE_IMAGE: &str = "local/jobq-swarm-node:2";
 /// The label of everything a swarm of the tests creates in the host's engine, with the
 /// swarm's own id as its value.
 pub const LABEL_SWARM: &str = "jobq.test-swarm";
@@ -45,11 +48,15 @@ pub const LABEL_SWARM: &str = "jobq.test-swarm";
 pub const NODES: usize = 3;
 /// The folder a node serves its engine's second socket in (mounted from the host).
 const NODE_SOCKET_DIR: &str = "/jobq-socket";
+/// The port the manager's engine serves mutual TLS on (with `Extras::tls`).
+const TLS_PORT: u16 = 2376;
 /// How long nodes may take to answer, join and be `Ready`.
 const SWARM_LIMIT: Duration = Duration::from_secs(90);
 
 /// The node's entry point: the remounts the node's engine needs, then `dockerd` under `tini`,
-/// serving its usual socket and a second one in `NODE_SOCKET_DIR`.
+/// serving its usual socket and a second one in `NODE_SOCKET_DIR`, with the container's command
+/// as more arguments. The engine uses the images it has for services' tasks without pulling,
+/// unless the container's environment sets `DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=0`.
 const ENTRYPOINT: &str = r#"#!/bin/sh
 mount -o remount,rw /sys
 mount -o remount,rw /sys/fs/cgroup 2>/dev/null
@@ -57,8 +64,8 @@ for controller in /sys/fs/cgroup/*; do
     mount -o remount,bind,rw "$controller" 2>/dev/null
 done
 rm -f /jobq-socket/docker.sock
-export DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
-exec tini -- dockerd -H unix:///var/run/docker.sock -H unix:///jobq-socket/docker.sock
+export DOCKER_SERVICE_PREFER_OFFLINE_IMAGE="${DOCKER_SERVICE_PREFER_OFFLINE_IMAGE:-1}"
+exec tini -- dockerd -H unix:///var/run/docker.sock -H unix:///jobq-socket/docker.sock "$@"
 "#;
 
 /// A running swarm of `NODES` nodes; dropped, it is removed.
@@ -67,6 +74,20 @@ pub struct Swarm {
     dir: PathBuf,
     nodes: Vec<Node>,
     network: String,
+    /// The first three bytes of the network's addresses (`10.231.7`).
+    subnet: String,
+}
+
+/// What a swarm's nodes do besides running tasks of the images they were given.
+#[derive(Default)]
+pub struct Extras<'a> {
+    /// The manager's engine also serves `tcp_manager()` with mutual TLS: a server certificate
+    /// of this CA for the manager's address, and clients must show a certificate of it.
+    pub tls: Option<&'a TestCa>,
+    /// The nodes pull a service's image (with the credentials the service was created with)
+    /// from registries at the host's address on the swarm's network (`gateway()`), without
+    /// TLS, instead of using only the images they have.
+    pub pull: bool,
 }
 
 /// One node: its container in the host's engine, its address on the swarm's network, and the
@@ -80,6 +101,11 @@ pub struct Node {
 impl Swarm {
     /// Starts a swarm; fails the test, saying why, when this machine cannot run one.
     pub async fn start() -> Swarm {
+        Swarm::start_with(Extras::default()).await
+    }
+
+    /// Starts a swarm whose nodes also do what `extras` asks.
+    pub async fn start_with(extras: Extras<'_>) -> Swarm {
         let host = host_engine().await;
         node_image(&host).await;
         let dir = tempfile::Builder::new()
@@ -97,12 +123,12 @@ impl Swarm {
             nodes: Vec::new(),
             dir,
             id,
+            subnet: format!("10.231.{}", (pid + count * 97) % 250),
         };
         std::fs::create_dir_all(swarm.shared()).expect("the swarm's shared folder");
-        let subnet = format!("10.231.{}", (pid + count * 97) % 250);
-        swarm.create_network(&host, &subnet).await;
+        swarm.create_network(&host).await;
         for index in 0..NODES {
-            let node = swarm.start_node(&host, &subnet, index).await;
+            let node = swarm.start_node(&host, index, &extras).await;
             swarm.nodes.push(node);
         }
         swarm.form().await;
@@ -120,6 +146,16 @@ impl Swarm {
         self.nodes[0].host()
     }
 
+    /// The manager's engine address over mutual TLS (with `Extras::tls`), for `[swarm] manager`.
+    pub fn tcp_manager(&self) -> String {
+        format!("tcp://{}:{TLS_PORT}", self.nodes[0].address)
+    }
+
+    /// The host's address on the swarm's network, which every node reaches.
+    pub fn gateway(&self) -> String {
+        format!("{}.1", self.subnet)
+    }
+
     /// The folder every node sees at the same path (job folders go under it).
     pub fn shared(&self) -> PathBuf {
         self.dir.join("shared")
@@ -134,14 +170,14 @@ impl Swarm {
         self.nodes[index].engine()
     }
 
-    async fn create_network(&self, host: &Docker, subnet: &str) {
+    async fn create_network(&self, host: &Docker) {
         let request = NetworkCreateRequest {
             name: self.network.clone(),
             driver: Some("bridge".into()),
             internal: Some(true),
             ipam: Some(Ipam {
                 config: Some(vec![IpamConfig {
-                    subnet: Some(format!("{subnet}.0/24")),
+                    subnet: Some(format!("{}.0/24", self.subnet)),
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -154,11 +190,34 @@ impl Swarm {
             .unwrap_or_else(|error| panic!("cannot create the swarm's network: {error}"));
     }
 
-    async fn start_node(&self, host: &Docker, subnet: &str, index: usize) -> Node {
+    async fn start_node(&self, host: &Docker, index: usize, extras: &Extras<'_>) -> Node {
         let name = format!("jobq-swarm-{}-node{index}", self.id);
-        let address = format!("{subnet}.{}", 10 + index);
+        let address = format!("{}.{}", self.subnet, 10 + index);
         let socket_dir = self.dir.join(format!("node{index}"));
         std::fs::create_dir_all(&socket_dir).expect("the node's socket folder");
+        let mut arguments = Vec::new();
+        let mut env = Vec::new();
+        if let (0, Some(ca)) = (index, extras.tls) {
+            let (certificate, key) = ca.issue(&address);
+            for (file, pem) in [
+                ("ca.pem", ca.ca_pem.as_str()),
+                ("server.pem", &certificate),
+                ("server-key.pem", &key),
+            ] {
+                std::fs::write(socket_dir.join(file), pem).expect("the manager's TLS files");
+            }
+            arguments.extend([
+                format!("-H=tcp://0.0.0.0:{TLS_PORT}"),
+                "--tlsverify".into(),
+                format!("--tlscacert={NODE_SOCKET_DIR}/ca.pem"),
+                format!("--tlscert={NODE_SOCKET_DIR}/server.pem"),
+                format!("--tlskey={NODE_SOCKET_DIR}/server-key.pem"),
+            ]);
+        }
+        if extras.pull {
+            arguments.push(format!("--insecure-registry={}.0/24", self.subnet));
+            env.push("DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=0".to_string());
+        }
         let shared = self.shared().display().to_string();
         let host_config = HostConfig {
             cap_add: Some(vec!["ALL".into()]),
@@ -188,6 +247,8 @@ impl Swarm {
         };
         let body = ContainerCreateBody {
             image: Some(NODE_IMAGE.into()),
+            cmd: Some(arguments),
+            env: Some(env),
             hostname: Some(format!("node{index}")),
             labels: Some(HashMap::from([(LABEL_SWARM.into(), self.id.clone())])),
             host_config: Some(host_config),
