@@ -10,7 +10,7 @@ use bollard::exec::StartExecResults;
 use bollard::models::ExecConfig;
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use common::swarm::{Swarm, LABEL_SWARM, NODES};
-use common::{id, Options, TestDaemon, COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG, SMALL_COMPONENT};
+use common::{id, scenarios, Options, TestDaemon, COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -100,91 +100,22 @@ async fn daemon_on(swarm: &Swarm) -> TestDaemon {
     };
     TestDaemon::start(Options {
         docker,
-        max_concurrent_jobs: 6,
+        max_concurrent_jobs: 8,
         ..Options::default()
     })
     .await
 }
 
-/// The services of the store of `t` the manager still has.
-async fn services_left(swarm: &Swarm, t: &TestDaemon) -> Vec<String> {
-    let instance = t.daemon.as_ref().unwrap().instance_id().to_string();
-    let filters = std::collections::HashMap::from([(
-        "label".to_string(),
-        vec![format!("jobq.instance={instance}")],
-    )]);
-    let options = bollard::query_parameters::ListServicesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    swarm
-        .engine(0)
-        .list_services(Some(options))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|service| service.spec?.name)
-        .collect()
-}
-
+/// The scenarios the local tests run too (tests/run_jobs.rs), on one swarm: first those that
+/// keep the daemon running, at the same time, then those that restart it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_spine_scenarios_end_alike_on_a_swarm() {
+async fn the_queue_keeps_its_promises_on_a_swarm() {
     let swarm = Swarm::start().await;
-    let t = daemon_on(&swarm).await;
-    let lines: Vec<String> = (1..=20).map(|i| format!("line {i}")).collect();
-    let success = id(&t.create(COMPONENT, json!({"print": lines})).await);
-    let user = id(&t
-        .create(
-            COMPONENT,
-            json!({"print": ["working"], "stderr": ["Table \"x\" is missing."], "exit_code": 1}),
-        )
-        .await);
-    let application = id(&t
-        .create(
-            COMPONENT,
-            json!({"stderr": ["internal details"], "exit_code": 2}),
-        )
-        .await);
-    let timeout = id(&t.create(SMALL_COMPONENT, json!({"sleep": 30})).await);
-    let oom = id(&t
-        .create(SMALL_COMPONENT, json!({"allocate_mib": 200}))
-        .await);
-    let killed = id(&t
-        .create(COMPONENT, json!({"print": ["up"], "sleep": 60}))
-        .await);
-    t.wait_for_message(&killed, "up").await;
-    assert_eq!(t.kill(&killed).await.status, 202);
-
-    let job = t.wait_finished(&success).await;
-    assert_eq!(job["status"], "success", "{job}");
-    let messages = t.messages(&success).await;
-    let printed: Vec<&String> = messages.iter().filter(|m| m.starts_with("line ")).collect();
-    assert_eq!(printed, lines.iter().collect::<Vec<_>>());
-
-    let job = t.wait_finished(&user).await;
-    assert_eq!(job["status"], "error");
-    assert_eq!(job["result"]["message"], "Table \"x\" is missing.");
-    assert_eq!(job["result"]["error"]["type"], "user");
-
-    let job = t.wait_finished(&application).await;
-    assert_eq!(job["result"]["message"], "Application error");
-    assert_eq!(job["result"]["error"]["type"], "application");
-
-    let job = t.wait_finished(&timeout).await;
-    assert_eq!(
-        job["result"]["message"],
-        "Running local/jobq-fixture:1.0.0 container exceeded the timeout of 3 seconds."
-    );
-
-    let job = t.wait_finished(&oom).await;
-    assert_eq!(
-        job["result"]["message"],
-        "Component out of memory (exceeded 32m)"
-    );
-
-    let job = t.wait_finished(&killed).await;
-    assert_eq!(job["status"], "terminated", "{job}");
-
-    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+    let mut t = daemon_on(&swarm).await;
+    scenarios::every_ending(&t).await;
+    scenarios::reattach_after_a_restart_keeps_every_line_once(&mut t).await;
+    scenarios::timeout_after_a_restart_counts_from_the_start(&mut t).await;
+    assert_eq!(t.units().await, Vec::<(String, String)>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +147,7 @@ async fn thirty_jobs_spread_over_the_three_nodes() {
         .map(|index| format!("\"node{index}\\n\""))
         .collect();
     assert_eq!(nodes, expected);
-    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+    assert_eq!(t.units().await, Vec::<(String, String)>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,5 +221,5 @@ async fn a_rejected_task_and_a_lost_worker_end_their_jobs_naming_the_node() {
         )),
         "{message}"
     );
-    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+    assert_eq!(t.units().await, Vec::<(String, String)>::new());
 }
