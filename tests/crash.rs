@@ -328,7 +328,7 @@ async fn no_container_runs_on_the_nodes(swarm: &Swarm, instance: &str) {
                 .await
                 .unwrap();
             for container in containers {
-                use bollard::models::ContainerSummaryStateEnum::{EXITED, DEAD, CREATED};
+                use bollard::models::ContainerSummaryStateEnum::{CREATED, DEAD, EXITED};
                 match container.state {
                     Some(EXITED | DEAD | CREATED) => ended += 1,
                     state => running.push(format!("node{index}: {:?} {state:?}", container.names)),

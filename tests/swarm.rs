@@ -223,3 +223,57 @@ async fn a_rejected_task_and_a_lost_worker_end_their_jobs_naming_the_node() {
     );
     assert_eq!(t.units().await, Vec::<(String, String)>::new());
 }
+
+/// The manager stops while a job runs on a worker: a new job stays `created` (the executor does
+/// not answer, as `/status` says), the daemon restarted meanwhile re-attaches to the running
+/// job once the manager is back, and both jobs succeed with all their lines, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_manager_is_away_jobs_stay_created_and_running_ones_are_reattached() {
+    let swarm = Swarm::start().await;
+    // Jobs run on the workers only, so the manager can stop while one runs.
+    swarm.drain(0).await;
+    let mut t = daemon_on(&swarm).await;
+    let running = id(&t
+        .create(
+            COMPONENT,
+            json!({"print": ["before the outage"], "sleep": 20,
+                   "print_after_sleep": ["after the outage"], "append_run_id_to": "/tmp/ran.txt"}),
+        )
+        .await);
+    t.wait_for_message(&running, "before the outage").await;
+    swarm.stop_node(0).await;
+
+    let waiting = id(&t.create(COMPONENT, json!({"print": ["ran"]})).await);
+    let status = t.get("/status").await.json();
+    assert_eq!(status["engine"], json!({"up": false}), "{status}");
+    t.restart();
+    let status = t.get("/status").await.json();
+    assert_eq!(status["engine"], json!({"up": false}), "{status}");
+    // A few passes of the scheduler.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let job = t.job(&waiting).await;
+    assert_eq!(job["status"], "created", "{job:#}");
+    assert_eq!(t.messages(&waiting).await, Vec::<String>::new());
+    assert_eq!(t.job(&running).await["status"], "processing");
+
+    swarm.restart_node(0).await;
+    let job = t.wait_finished(&waiting).await;
+    assert_eq!(job["status"], "success", "{job:#}");
+    assert!(t.messages(&waiting).await.contains(&"ran".to_string()));
+    let job = t.wait_finished(&running).await;
+    let messages = t.messages(&running).await;
+    assert_eq!(job["status"], "success", "{job:#} {messages:?}");
+    let lines: Vec<&String> = messages
+        .iter()
+        .filter(|m| m.contains(" the outage"))
+        .collect();
+    assert_eq!(lines, ["before the outage", "after the outage"]);
+    let ran = std::fs::read_to_string(
+        t.data_dir
+            .path()
+            .join(format!("jobs/{running}/tmp/ran.txt")),
+    )
+    .unwrap();
+    assert_eq!(ran, format!("{running}\n"), "the job ran once");
+    assert_eq!(t.units().await, Vec::<(String, String)>::new());
+}

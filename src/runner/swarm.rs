@@ -181,12 +181,22 @@ impl Swarm {
             }
             Watched::Failed(verdict) => return without_container(verdict),
         };
-        // A task's followed log does not end when the task does: the watch ends the follow.
+        // A task's followed log does not end when the task does: the watch ends the follow. A
+        // follow that breaks off (the manager away) starts again once the manager answers,
+        // from the log's start, passing over the lines already read.
+        let follow = async {
+            loop {
+                log.follow(docker, LogOf::Task(&task_id)).await;
+                tokio::time::sleep(POLL).await;
+                while docker.ping().await.is_err() {
+                    tokio::time::sleep(POLL).await;
+                }
+                log.restart();
+            }
+        };
         let watched = tokio::select! {
             watched = self.watch(docker, name, Some(&task_id), deadline, &cancel) => watched,
-            () = log.follow(docker, LogOf::Task(&task_id)) => {
-                self.watch(docker, name, Some(&task_id), deadline, &cancel).await
-            }
+            never = follow => never,
         };
         match watched {
             Watched::Ended(exit, _) => {

@@ -299,6 +299,19 @@ impl Swarm {
         .unwrap_or_else(|error| panic!("cannot stop node{index}: {error}"));
     }
 
+    /// Starts node `index`'s stopped container again and waits until its engine answers (its
+    /// swarm state is on its volume; `/run` is a tmpfs, so no stale pid file stops it).
+    pub async fn restart_node(&self, index: usize) {
+        let host = host_engine().await;
+        host.start_container(
+            &self.nodes[index].name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .unwrap_or_else(|error| panic!("cannot start node{index} again: {error}"));
+        self.nodes[index].wait_for_engine().await;
+    }
+
     /// The host names of the nodes the manager sees `Ready`.
     pub async fn ready_nodes(&self) -> Vec<String> {
         let nodes = self
