@@ -2,25 +2,8 @@
 
 mod common;
 
-use common::{assert_not_killable, scenarios, Options, TestDaemon, COMPONENT};
+use common::{assert_not_killable, is_iso_time, keys, scenarios, Options, TestDaemon, COMPONENT};
 use serde_json::{json, Value};
-
-fn keys(value: &Value) -> Vec<String> {
-    let mut keys: Vec<String> = value
-        .as_object()
-        .expect("an object")
-        .keys()
-        .cloned()
-        .collect();
-    keys.sort();
-    keys
-}
-
-fn is_iso_time(value: &Value) -> bool {
-    value
-        .as_str()
-        .is_some_and(|t| t.ends_with("+00:00") && chrono::DateTime::parse_from_rfc3339(t).is_ok())
-}
 
 #[tokio::test]
 async fn created_job_runs_to_success_with_the_exact_job_json() {

@@ -268,12 +268,6 @@ async fn while_the_manager_is_away_jobs_stay_created_and_running_ones_are_reatta
         .filter(|m| m.contains(" the outage"))
         .collect();
     assert_eq!(lines, ["before the outage", "after the outage"]);
-    let ran = std::fs::read_to_string(
-        t.data_dir
-            .path()
-            .join(format!("jobs/{running}/tmp/ran.txt")),
-    )
-    .unwrap();
-    assert_eq!(ran, format!("{running}\n"), "the job ran once");
+    scenarios::assert_ran_once(&t, &running);
     assert_eq!(t.units().await, Vec::<(String, String)>::new());
 }

@@ -215,6 +215,25 @@ pub async fn fixture_image(docker_host: Option<&str>) {
     }
 }
 
+/// The keys of the JSON object `value`, sorted.
+pub fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Whether `value` is a time as the API writes them (RFC 3339, UTC as `+00:00`).
+pub fn is_iso_time(value: &Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|t| t.ends_with("+00:00") && chrono::DateTime::parse_from_rfc3339(t).is_ok())
+}
+
 /// The id of `job` (a job as the API answers it).
 pub fn id(job: &Value) -> String {
     job["id"].as_str().expect("a job with an id").to_string()

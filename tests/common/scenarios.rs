@@ -5,30 +5,22 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{id, TestDaemon, COMPONENT, SMALL_COMPONENT};
+use super::{id, is_iso_time, keys, TestDaemon, COMPONENT, SMALL_COMPONENT};
 
 /// The message of the fixture's timeout (`SMALL_COMPONENT`'s 3 s, or a job's own).
 fn timeout_message(seconds: u64) -> String {
     format!("Running local/jobq-fixture:1.0.0 container exceeded the timeout of {seconds} seconds.")
 }
 
-fn keys(value: &Value) -> Vec<String> {
-    let mut keys: Vec<String> = value
-        .as_object()
-        .expect("an object")
-        .keys()
-        .cloned()
-        .collect();
-    keys.sort();
-    keys
-}
-
-fn is_iso_time(value: &Value) -> bool {
-    value
-        .as_str()
-        .is_some_and(|t| t.ends_with("+00:00") && chrono::DateTime::parse_from_rfc3339(t).is_ok())
+/// Asserts that job `id`, whose component appended its run id to `/tmp/ran.txt`
+/// (`append_run_id_to`), ran once.
+#[track_caller]
+pub fn assert_ran_once(t: &TestDaemon, id: &str) {
+    let ran = std::fs::read_to_string(t.data_dir.path().join(format!("jobs/{id}/tmp/ran.txt")))
+        .expect("the job's run record");
+    assert_eq!(ran, format!("{id}\n"), "job {id} ran once");
 }
 
 /// Asserts that job `id` has no unit left in its executor.
@@ -238,9 +230,7 @@ pub async fn reattach_after_a_restart_keeps_every_line_once(t: &mut TestDaemon) 
         ["before the restart", "after the restart"],
         "{messages:?}"
     );
-    let ran = std::fs::read_to_string(t.data_dir.path().join(format!("jobs/{id}/tmp/ran.txt")))
-        .expect("the job's run record");
-    assert_eq!(ran, format!("{id}\n"), "the job ran once");
+    assert_ran_once(t, &id);
     assert_no_unit_of(t, &id).await;
 }
 
