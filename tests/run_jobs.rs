@@ -2,27 +2,8 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{assert_not_killable, Options, TestDaemon, COMPONENT, SMALL_COMPONENT};
+use common::{assert_not_killable, is_iso_time, keys, scenarios, Options, TestDaemon, COMPONENT};
 use serde_json::{json, Value};
-
-fn keys(value: &Value) -> Vec<String> {
-    let mut keys: Vec<String> = value
-        .as_object()
-        .expect("an object")
-        .keys()
-        .cloned()
-        .collect();
-    keys.sort();
-    keys
-}
-
-fn is_iso_time(value: &Value) -> bool {
-    value
-        .as_str()
-        .is_some_and(|t| t.ends_with("+00:00") && chrono::DateTime::parse_from_rfc3339(t).is_ok())
-}
 
 #[tokio::test]
 async fn created_job_runs_to_success_with_the_exact_job_json() {
@@ -197,32 +178,6 @@ async fn container_sees_the_data_folder_config_and_environment_of_the_contract()
 }
 
 #[tokio::test]
-async fn exit_one_is_a_user_error_with_the_stderr_message() {
-    let t = TestDaemon::start(Options::default()).await;
-    let job = t
-        .create(
-            COMPONENT,
-            json!({"print": ["working"], "stderr": ["Table \"x\" is missing."], "exit_code": 1}),
-        )
-        .await;
-    let id = job["id"].as_str().unwrap();
-    let job = t.wait_finished(id).await;
-    assert_eq!(job["status"], "error");
-    assert_eq!(job["result"]["message"], "Table \"x\" is missing.");
-    assert_eq!(job["result"]["error"]["type"], "user");
-    assert!(job["result"]["error"]["exceptionId"]
-        .as_str()
-        .unwrap()
-        .starts_with("exception-"));
-    let messages = t.messages(id).await;
-    assert_eq!(
-        messages.last().unwrap(),
-        &format!("Job \"{id}\" ended with user error: \"Table \"x\" is missing.\"")
-    );
-    assert!(messages.contains(&"working".to_string()));
-}
-
-#[tokio::test]
 async fn exit_one_without_stderr_uses_stdout() {
     let t = TestDaemon::start(Options::default()).await;
     let job = t
@@ -230,128 +185,6 @@ async fn exit_one_without_stderr_uses_stdout() {
         .await;
     let job = t.wait_finished(job["id"].as_str().unwrap()).await;
     assert_eq!(job["result"]["message"], "only stdout");
-}
-
-#[tokio::test]
-async fn exit_two_is_an_application_error() {
-    let t = TestDaemon::start(Options::default()).await;
-    let job = t
-        .create(
-            COMPONENT,
-            json!({"stderr": ["internal details"], "exit_code": 2}),
-        )
-        .await;
-    let id = job["id"].as_str().unwrap();
-    let job = t.wait_finished(id).await;
-    assert_eq!(job["status"], "error");
-    assert_eq!(job["result"]["message"], "Application error");
-    assert_eq!(job["result"]["error"]["type"], "application");
-    let events = t.events(id).await;
-    assert!(events
-        .iter()
-        .any(|e| e["type"] == "error" && e["message"] == "Application error"));
-    assert!(
-        !events
-            .iter()
-            .any(|e| e["message"].as_str().unwrap().contains("internal details")),
-        "an application error's details stay in the daemon log"
-    );
-}
-
-#[tokio::test]
-async fn timeout_kills_the_container_with_a_user_error() {
-    let t = TestDaemon::start(Options::default()).await;
-    let job = t.create(SMALL_COMPONENT, json!({"sleep": 30})).await;
-    let id = job["id"].as_str().unwrap();
-    let job = t.wait_finished(id).await;
-    assert_eq!(job["status"], "error");
-    assert_eq!(
-        job["result"]["message"],
-        "Running local/jobq-fixture:1.0.0 container exceeded the timeout of 3 seconds."
-    );
-    assert_eq!(job["result"]["error"]["type"], "user");
-    assert!(job["durationSeconds"].as_i64().unwrap() < 30);
-    assert_eq!(t.containers_of_job(id).await, Vec::<String>::new());
-}
-
-#[tokio::test]
-async fn out_of_memory_is_a_user_error_naming_the_limit() {
-    let t = TestDaemon::start(Options::default()).await;
-    let job = t
-        .create(SMALL_COMPONENT, json!({"allocate_mib": 200}))
-        .await;
-    let job = t.wait_finished(job["id"].as_str().unwrap()).await;
-    assert_eq!(job["status"], "error");
-    assert_eq!(
-        job["result"]["message"],
-        "Component out of memory (exceeded 32m)"
-    );
-    assert_eq!(job["result"]["error"]["type"], "user");
-}
-
-#[tokio::test]
-async fn stdout_lines_become_info_events_in_order() {
-    let t = TestDaemon::start(Options::default()).await;
-    let lines: Vec<String> = (1..=20).map(|i| format!("line {i}")).collect();
-    let job = t
-        .create(
-            COMPONENT,
-            json!({"print": lines, "stderr": ["a warning on stderr"]}),
-        )
-        .await;
-    let id = job["id"].as_str().unwrap();
-    assert_eq!(t.wait_finished(id).await["status"], "success");
-
-    let events = t.events(id).await;
-    let messages: Vec<&str> = events
-        .iter()
-        .map(|e| e["message"].as_str().unwrap())
-        .collect();
-    let mut expected = vec![format!("Running component {COMPONENT} (row 1 of 1)")];
-    expected.extend(lines);
-    expected.push("a warning on stderr".into());
-    expected.push("Output mapping done.".into());
-    assert_eq!(messages, expected);
-    for event in &events {
-        assert_eq!(
-            keys(event),
-            ["component", "created", "id", "message", "runId", "type"]
-        );
-        assert_eq!(event["runId"], id);
-        assert_eq!(event["component"], COMPONENT);
-        assert!(is_iso_time(&event["created"]));
-    }
-    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    let stderr_at = events.len() - 2;
-    assert_eq!(
-        types[stderr_at], "error",
-        "stderr after success is one error event"
-    );
-    assert!(types
-        .iter()
-        .enumerate()
-        .all(|(i, t)| i == stderr_at || *t == "info"));
-    let ids: Vec<u64> = events
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
-        .collect();
-    assert!(
-        ids.windows(2).all(|w| w[0] < w[1]),
-        "ids grow with time: {ids:?}"
-    );
-
-    // Newest first, paged.
-    let page = t
-        .get(&format!("/v2/storage/events?runId={id}&limit=2&offset=1"))
-        .await
-        .json();
-    let page: Vec<&str> = page
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap())
-        .collect();
-    assert_eq!(page, ["a warning on stderr", "line 20"]);
 }
 
 #[tokio::test]
@@ -382,30 +215,6 @@ async fn kill_of_created_job_cancels_it() {
     assert_not_killable(&again, queued, "cancelled");
     t.kill(blocker).await;
     t.wait_finished(blocker).await;
-}
-
-#[tokio::test]
-async fn kill_of_processing_job_terminates_it_and_removes_its_container() {
-    let t = TestDaemon::start(Options::default()).await;
-    let job = t
-        .create(COMPONENT, json!({"print": ["started"], "sleep": 60}))
-        .await;
-    let id = job["id"].as_str().unwrap();
-    t.wait_for(id, Duration::from_secs(60), |job| {
-        job["status"] == "processing"
-    })
-    .await;
-    // The container really runs once its first line arrived.
-    t.wait_for_message(id, "started").await;
-    assert_eq!(t.containers_of_job(id).await.len(), 1);
-
-    let killed = t.kill(id).await;
-    assert_eq!(killed.status, 202);
-    assert_eq!(killed.json()["desiredStatus"], "terminating");
-    let job = t.wait_finished(id).await;
-    assert_eq!(job["status"], "terminated");
-    assert!(job["durationSeconds"].as_i64().unwrap() < 60);
-    assert_eq!(t.containers_of_job(id).await, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -440,6 +249,44 @@ async fn capacity_keeps_jobs_created_until_a_slot_frees() {
     assert!(third_job["startTime"].as_str().unwrap() >= second_job["endTime"].as_str().unwrap());
 }
 
+// The scenarios the swarm's tests run too (tests/swarm.rs), here on the local engine.
+
+#[tokio::test]
+async fn stdout_lines_become_info_events_in_order() {
+    let t = TestDaemon::start(Options::default()).await;
+    scenarios::success_with_every_line_as_events_in_order(&t).await;
+}
+
+#[tokio::test]
+async fn exit_one_is_a_user_error_with_the_stderr_message() {
+    let t = TestDaemon::start(Options::default()).await;
+    scenarios::exit_one_is_a_user_error_with_the_stderr_message(&t).await;
+}
+
+#[tokio::test]
+async fn exit_two_is_an_application_error() {
+    let t = TestDaemon::start(Options::default()).await;
+    scenarios::exit_two_is_an_application_error(&t).await;
+}
+
+#[tokio::test]
+async fn timeout_kills_the_container_with_a_user_error() {
+    let t = TestDaemon::start(Options::default()).await;
+    scenarios::timeout_kills_the_unit_with_a_user_error(&t).await;
+}
+
+#[tokio::test]
+async fn out_of_memory_is_a_user_error_naming_the_limit() {
+    let t = TestDaemon::start(Options::default()).await;
+    scenarios::out_of_memory_is_a_user_error_naming_the_limit(&t).await;
+}
+
+#[tokio::test]
+async fn kill_of_processing_job_terminates_it_and_removes_its_container() {
+    let t = TestDaemon::start(Options::default()).await;
+    scenarios::kill_terminates_a_running_job(&t, false).await;
+}
+
 #[tokio::test]
 async fn kill_of_a_component_ignoring_sigterm_ends_terminated_after_the_grace_period() {
     let t = TestDaemon::start(Options {
@@ -447,17 +294,17 @@ async fn kill_of_a_component_ignoring_sigterm_ends_terminated_after_the_grace_pe
         ..Options::default()
     })
     .await;
-    let job = t
-        .create(
-            COMPONENT,
-            json!({"ignore_sigterm": true, "print": ["up"], "sleep": 60}),
-        )
-        .await;
-    let id = job["id"].as_str().unwrap();
-    t.wait_for_message(id, "up").await;
-    assert_eq!(t.kill(id).await.status, 202);
-    let job = t.wait_finished(id).await;
-    assert_eq!(job["status"], "terminated");
-    assert!(job["durationSeconds"].as_i64().unwrap() < 60);
-    assert_eq!(t.containers_of_job(id).await, Vec::<String>::new());
+    scenarios::kill_terminates_a_running_job(&t, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_daemon_reattaches_and_keeps_every_line_once() {
+    let mut t = TestDaemon::start(Options::default()).await;
+    scenarios::reattach_after_a_restart_keeps_every_line_once(&mut t).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_counts_from_the_container_start_across_a_restart() {
+    let mut t = TestDaemon::start(Options::default()).await;
+    scenarios::timeout_after_a_restart_counts_from_the_start(&mut t).await;
 }

@@ -12,8 +12,8 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOption
 use common::binary::Served;
 use common::receivers::TestCa;
 use common::registry::{Mode, Registry, RegistryImage};
-use common::swarm::{Extras, Swarm, LABEL_SWARM, NODES};
-use common::{id, Options, TestDaemon, COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG, SMALL_COMPONENT};
+use common::swarm::{services_of_instance, Extras, Swarm, LABEL_SWARM, NODES};
+use common::{id, scenarios, Options, TestDaemon, COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG};
 use futures_util::StreamExt;
 use jobq::settings::SwarmTls;
 use serde_json::json;
@@ -105,7 +105,7 @@ async fn daemon_on(swarm: &Swarm) -> TestDaemon {
     };
     TestDaemon::start(Options {
         docker,
-        max_concurrent_jobs: 6,
+        max_concurrent_jobs: 8,
         ..Options::default()
     })
     .await
@@ -129,85 +129,16 @@ async fn daemon_with(swarm: &Swarm, tables: &str) -> TestDaemon {
     .await
 }
 
-/// The services of the store of `t` the manager still has.
-async fn services_left(swarm: &Swarm, t: &TestDaemon) -> Vec<String> {
-    let instance = t.daemon.as_ref().unwrap().instance_id().to_string();
-    let filters = std::collections::HashMap::from([(
-        "label".to_string(),
-        vec![format!("jobq.instance={instance}")],
-    )]);
-    let options = bollard::query_parameters::ListServicesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    swarm
-        .engine(0)
-        .list_services(Some(options))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|service| service.spec?.name)
-        .collect()
-}
-
+/// The scenarios the local tests run too (tests/run_jobs.rs), on one swarm: first those that
+/// keep the daemon running, at the same time, then those that restart it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_spine_scenarios_end_alike_on_a_swarm() {
+async fn the_queue_keeps_its_promises_on_a_swarm() {
     let swarm = Swarm::start().await;
-    let t = daemon_on(&swarm).await;
-    let lines: Vec<String> = (1..=20).map(|i| format!("line {i}")).collect();
-    let success = id(&t.create(COMPONENT, json!({"print": lines})).await);
-    let user = id(&t
-        .create(
-            COMPONENT,
-            json!({"print": ["working"], "stderr": ["Table \"x\" is missing."], "exit_code": 1}),
-        )
-        .await);
-    let application = id(&t
-        .create(
-            COMPONENT,
-            json!({"stderr": ["internal details"], "exit_code": 2}),
-        )
-        .await);
-    let timeout = id(&t.create(SMALL_COMPONENT, json!({"sleep": 30})).await);
-    let oom = id(&t
-        .create(SMALL_COMPONENT, json!({"allocate_mib": 200}))
-        .await);
-    let killed = id(&t
-        .create(COMPONENT, json!({"print": ["up"], "sleep": 60}))
-        .await);
-    t.wait_for_message(&killed, "up").await;
-    assert_eq!(t.kill(&killed).await.status, 202);
-
-    let job = t.wait_finished(&success).await;
-    assert_eq!(job["status"], "success", "{job}");
-    let messages = t.messages(&success).await;
-    let printed: Vec<&String> = messages.iter().filter(|m| m.starts_with("line ")).collect();
-    assert_eq!(printed, lines.iter().collect::<Vec<_>>());
-
-    let job = t.wait_finished(&user).await;
-    assert_eq!(job["status"], "error");
-    assert_eq!(job["result"]["message"], "Table \"x\" is missing.");
-    assert_eq!(job["result"]["error"]["type"], "user");
-
-    let job = t.wait_finished(&application).await;
-    assert_eq!(job["result"]["message"], "Application error");
-    assert_eq!(job["result"]["error"]["type"], "application");
-
-    let job = t.wait_finished(&timeout).await;
-    assert_eq!(
-        job["result"]["message"],
-        "Running local/jobq-fixture:1.0.0 container exceeded the timeout of 3 seconds."
-    );
-
-    let job = t.wait_finished(&oom).await;
-    assert_eq!(
-        job["result"]["message"],
-        "Component out of memory (exceeded 32m)"
-    );
-
-    let job = t.wait_finished(&killed).await;
-    assert_eq!(job["status"], "terminated", "{job}");
-
-    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+    let mut t = daemon_on(&swarm).await;
+    scenarios::every_ending(&t).await;
+    scenarios::reattach_after_a_restart_keeps_every_line_once(&mut t).await;
+    scenarios::timeout_after_a_restart_counts_from_the_start(&mut t).await;
+    assert_eq!(t.units().await, Vec::<(String, String)>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +170,7 @@ async fn thirty_jobs_spread_over_the_three_nodes() {
         .map(|index| format!("\"node{index}\\n\""))
         .collect();
     assert_eq!(nodes, expected);
-    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+    assert_eq!(t.units().await, Vec::<(String, String)>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,7 +236,55 @@ async fn a_rejected_task_and_a_lost_worker_end_their_jobs_naming_the_node() {
         )),
         "{message}"
     );
-    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+    assert_eq!(t.units().await, Vec::<(String, String)>::new());
+}
+
+/// The manager stops while a job runs on a worker: a new job stays `created` (the executor does
+/// not answer, as `/status` says), the daemon restarted meanwhile re-attaches to the running
+/// job once the manager is back, and both jobs succeed with all their lines, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_manager_is_away_jobs_stay_created_and_running_ones_are_reattached() {
+    let swarm = Swarm::start().await;
+    // Jobs run on the workers only, so the manager can stop while one runs.
+    swarm.drain(0).await;
+    let mut t = daemon_on(&swarm).await;
+    let running = id(&t
+        .create(
+            COMPONENT,
+            json!({"print": ["before the outage"], "sleep": 20,
+                   "print_after_sleep": ["after the outage"], "append_run_id_to": "/tmp/ran.txt"}),
+        )
+        .await);
+    t.wait_for_message(&running, "before the outage").await;
+    swarm.stop_node(0).await;
+
+    let waiting = id(&t.create(COMPONENT, json!({"print": ["ran"]})).await);
+    let status = t.get("/status").await.json();
+    assert_eq!(status["engine"], json!({"up": false}), "{status}");
+    t.restart();
+    let status = t.get("/status").await.json();
+    assert_eq!(status["engine"], json!({"up": false}), "{status}");
+    // A few passes of the scheduler.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let job = t.job(&waiting).await;
+    assert_eq!(job["status"], "created", "{job:#}");
+    assert_eq!(t.messages(&waiting).await, Vec::<String>::new());
+    assert_eq!(t.job(&running).await["status"], "processing");
+
+    swarm.restart_node(0).await;
+    let job = t.wait_finished(&waiting).await;
+    assert_eq!(job["status"], "success", "{job:#}");
+    assert!(t.messages(&waiting).await.contains(&"ran".to_string()));
+    let job = t.wait_finished(&running).await;
+    let messages = t.messages(&running).await;
+    assert_eq!(job["status"], "success", "{job:#} {messages:?}");
+    let lines: Vec<&String> = messages
+        .iter()
+        .filter(|m| m.contains(" the outage"))
+        .collect();
+    assert_eq!(lines, ["before the outage", "after the outage"]);
+    scenarios::assert_ran_once(&t, &running);
+    assert_eq!(t.units().await, Vec::<(String, String)>::new());
 }
 
 /// PEM files of a client of the manager in `dir/<name>-*.pem`: `ca` (the CA jobq trusts the
@@ -355,7 +334,9 @@ async fn a_tcp_manager_runs_jobs_over_mutual_tls_and_certificates_of_another_ca_
     assert_eq!(job["status"], "success", "{job}");
     let messages = t.messages(job["id"].as_str().unwrap()).await;
     assert!(messages.contains(&"over TLS".to_string()), "{messages:?}");
-    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+    // The test's own look at the manager, through its socket (`units` knows no TLS).
+    let instance = t.daemon.as_ref().unwrap().instance_id();
+    assert_eq!(services_of_instance(&swarm.manager(), instance).await, []);
 
     // A client certificate of another CA (the manager refuses it), or a CA that did not sign
     // the manager's certificate (jobq refuses that): jobs stay created, and the log says why,
@@ -481,5 +462,5 @@ async fn workers_pull_a_registry_image_with_the_credentials_of_the_settings() {
         "{message}"
     );
     assert!(message.contains("unauthorized"), "{message}");
-    assert_eq!(services_left(&swarm, &t).await, Vec::<String>::new());
+    assert_eq!(t.units().await, Vec::<(String, String)>::new());
 }

@@ -1074,11 +1074,9 @@ impl<'a> LogReader<'a> {
         let mut end = of.stream(docker, options);
         while let Some(entry) = end.next().await {
             match entry? {
-                LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    stdout.extend_from_slice(&message)
-                }
+                LogOutput::StdOut { message } => stdout.extend_from_slice(&message),
                 LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
-                LogOutput::StdIn { .. } => {}
+                LogOutput::Console { .. } | LogOutput::StdIn { .. } => {}
             }
         }
         if self.stdout.ends_with(&stdout) && self.stderr.ends_with(&stderr) {
@@ -1113,13 +1111,20 @@ impl<'a> LogReader<'a> {
 
     fn take(&mut self, chunk: LogOutput) {
         match chunk {
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            LogOutput::StdOut { message } => {
                 self.stdout.push(&message);
                 for line in self.lines.push(&message) {
                     self.line(line);
                 }
             }
             LogOutput::StdErr { message } => self.stderr.push(&message),
+            // A container without a terminal has framed output only: an unframed chunk is the
+            // engine's own word in the stream (a swarm's task log says so when it breaks off,
+            // "Error grabbing logs: ..."), never the component's line.
+            LogOutput::Console { message } => {
+                let said = String::from_utf8_lossy(&message);
+                tracing::warn!(said = %said.trim(), "the engine reported an error in a log stream");
+            }
             LogOutput::StdIn { .. } => {}
         }
     }
@@ -1422,6 +1427,31 @@ mod tests {
         );
         assert_eq!(err.text(), "oops\n");
         assert!(out.ends_with(b"line 5\nline 6") && err.ends_with(b"oops\n"));
+    }
+
+    #[test]
+    fn an_error_the_engine_writes_into_a_log_stream_is_no_line_of_the_component() {
+        // A swarm's task log broken off by the manager's absence: a frame of stream 3, which
+        // bollard hands over unframed, header and all.
+        let said = LogOutput::Console {
+            message: bytes::Bytes::from_static(
+                b"\x03\0\0\0\0\0\0GError grabbing logs: rpc error: code = Unknown desc = context canceled\n",
+            ),
+        };
+        let observer = Recorder::new(usize::MAX);
+        let settings = settings(100);
+        let mut log = LogReader::new(&observer, Recorded::default(), &settings);
+        log.take(stdout("line 1\n"));
+        log.take(said);
+        // Followed again from the start, the first line is passed over, the second is new.
+        log.restart();
+        log_entries().into_iter().for_each(|entry| log.take(entry));
+        let (out, _) = log.finish("c1");
+        assert_eq!(observer.messages(), lines(1..=6));
+        assert_eq!(
+            out.text(),
+            "line 1\nline 2\n\nline 3\nline 4\nline 5\nline 6"
+        );
     }
 
     #[tokio::test]

@@ -78,32 +78,42 @@ impl Swarm {
         if let Err(outcome) = self.create(&docker, run, &name).await {
             return outcome;
         }
-        self.follow(&docker, run, &name, cancel).await
+        failpoint::hit(failpoint::CONTAINER_STARTED);
+        self.follow(&docker, run, &name, crate::model::now_micros(), cancel)
+            .await
     }
 
     async fn reattach(&self, run: &Run<'_>, name: &str, cancel: CancellationToken) -> RunOutcome {
         let (docker, _) = self.manager.wait_for_engine(run.job.id).await;
-        match docker
+        // The timeout counts from the service's creation, as it did for the process that
+        // created it (not from this re-attach).
+        let created = match docker
             .inspect_service(
                 name,
                 None::<bollard::query_parameters::InspectServiceOptions>,
             )
             .await
         {
-            Ok(_) => {}
+            Ok(service) => service
+                .created_at
+                .and_then(|created| chrono::DateTime::parse_from_rfc3339(&created).ok())
+                .map_or_else(crate::model::now_micros, |created| {
+                    created.timestamp_micros()
+                }),
             // Stored but never created: nothing ran, so it is created now.
             Err(error) if is_not_found(&error) => {
                 if let Err(outcome) = self.create(&docker, run, name).await {
                     return outcome;
                 }
+                crate::model::now_micros()
             }
             Err(error) => {
                 return RunOutcome::Requeue {
                     reason: format!("cannot inspect the service {name}: {error}"),
                 }
             }
-        }
-        self.follow(&docker, run, name, cancel).await
+        };
+        self.follow(&docker, run, name, created, cancel).await
     }
 
     /// Creates the service of `run`: its job folder's `data/` bind-mounted at `/data` (the
@@ -155,14 +165,18 @@ impl Swarm {
     }
 
     /// Waits for the task to run, follows its log while it runs, and classifies its end.
+    /// `created` (Unix microseconds) is when the service was created: its timeout counts from
+    /// there.
     async fn follow(
         &self,
         docker: &Docker,
         run: &Run<'_>,
         name: &str,
+        created: i64,
         cancel: CancellationToken,
     ) -> RunOutcome {
-        let deadline = tokio::time::Instant::now() + run.process_timeout;
+        let elapsed = Duration::from_micros((crate::model::now_micros() - created).max(0) as u64);
+        let deadline = tokio::time::Instant::now() + run.process_timeout.saturating_sub(elapsed);
         let images = json!([{"id": run.image, "digests": []}]);
         let observer = run.observer;
         run.observer.flush();
@@ -176,12 +190,22 @@ impl Swarm {
             }
             Watched::Failed(verdict) => return without_container(verdict),
         };
-        // A task's followed log does not end when the task does: the watch ends the follow.
+        // A task's followed log does not end when the task does: the watch ends the follow. A
+        // follow that breaks off (the manager away) starts again once the manager answers,
+        // from the log's start, passing over the lines already read.
+        let follow = async {
+            loop {
+                log.follow(docker, LogOf::Task(&task_id)).await;
+                tokio::time::sleep(POLL).await;
+                while docker.ping().await.is_err() {
+                    tokio::time::sleep(POLL).await;
+                }
+                log.restart();
+            }
+        };
         let watched = tokio::select! {
             watched = self.watch(docker, name, Some(&task_id), deadline, &cancel) => watched,
-            () = log.follow(docker, LogOf::Task(&task_id)) => {
-                self.watch(docker, name, Some(&task_id), deadline, &cancel).await
-            }
+            never = follow => never,
         };
         match watched {
             Watched::Ended(exit, _) => {

@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod python;
 pub mod receivers;
 pub mod registry;
+pub mod scenarios;
 pub mod swarm;
 pub mod tools;
 
@@ -221,6 +222,25 @@ pub async fn fixture_image(docker_host: Option<&str>) {
             .await
             .expect("the fixture image builds");
     }
+}
+
+/// The keys of the JSON object `value`, sorted.
+pub fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Whether `value` is a time as the API writes them (RFC 3339, UTC as `+00:00`).
+pub fn is_iso_time(value: &Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|t| t.ends_with("+00:00") && chrono::DateTime::parse_from_rfc3339(t).is_ok())
 }
 
 /// The id of `job` (a job as the API answers it).
@@ -501,13 +521,43 @@ impl TestDaemon {
 
     /// Stops the daemon gracefully and starts a new one on the same data dir.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops the daemon gracefully; the units of its jobs go on running.
+    pub fn stop(&mut self) {
         if let Some(daemon) = self.daemon.take() {
             daemon.stop().expect("the daemon stops cleanly");
         }
+    }
+
+    /// Starts a new daemon on the data dir of the stopped one.
+    pub fn start_again(&mut self) {
         let daemon = Daemon::start(Settings::parse(&self.settings).expect("valid settings"))
             .expect("the daemon starts again");
         self.api = Api::new(daemon.addr());
         self.daemon = Some(daemon);
+    }
+
+    /// The units of this daemon's store its executor still has (containers in the engine,
+    /// services on the swarm's manager), as (unit, job id).
+    pub async fn units(&self) -> Vec<(String, String)> {
+        let instance = self
+            .daemon
+            .as_ref()
+            .expect("a running daemon")
+            .instance_id();
+        units_of_instance(&self.docker, instance).await
+    }
+
+    /// The units of job `job_id` its executor still has.
+    pub async fn units_of_job(&self, job_id: &str) -> Vec<String> {
+        let units = self.units().await.into_iter();
+        units
+            .filter(|(_, job)| job == job_id)
+            .map(|(unit, _)| unit)
+            .collect()
     }
 
     /// What the fixture echoed: its KBC_ environment, config.json, uid and `in/` listing.
@@ -570,6 +620,24 @@ where
         runtime.block_on(work())
     });
     let _ = thread.join();
+}
+
+/// The units of the store `instance` that `docker` still has, as (unit, job id): containers
+/// labelled with the instance in an engine, services labelled with it on a swarm's manager.
+pub async fn units_of_instance(docker: &Docker, instance: &str) -> Vec<(String, String)> {
+    let host = match docker {
+        Docker::Local => None,
+        Docker::At(host) => Some(host.as_str()),
+        Docker::Swarm { manager, .. } => {
+            return swarm::services_of_instance(manager, instance).await
+        }
+        Docker::Without => return Vec::new(),
+    };
+    Runner::new(host, instance)
+        .expect("a Docker client")
+        .labelled_containers()
+        .await
+        .expect("the engine lists containers")
 }
 
 /// Containers of the store `instance` still labelled with `job_id` in the engine.

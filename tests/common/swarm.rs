@@ -30,7 +30,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptions,
-    ListContainersOptionsBuilder, ListNodesOptions, RemoveContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNodesOptions, ListServicesOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::TryStreamExt;
@@ -359,6 +360,19 @@ impl Swarm {
         .unwrap_or_else(|error| panic!("cannot stop node{index}: {error}"));
     }
 
+    /// Starts node `index`'s stopped container again and waits until its engine answers (its
+    /// swarm state is on its volume; `/run` is a tmpfs, so no stale pid file stops it).
+    pub async fn restart_node(&self, index: usize) {
+        let host = host_engine().await;
+        host.start_container(
+            &self.nodes[index].name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .unwrap_or_else(|error| panic!("cannot start node{index} again: {error}"));
+        self.nodes[index].wait_for_engine().await;
+    }
+
     /// The host names of the nodes the manager sees `Ready`.
     pub async fn ready_nodes(&self) -> Vec<String> {
         let nodes = self
@@ -465,6 +479,29 @@ impl Drop for Swarm {
         });
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The services of the store `instance` the manager at `manager` has, as (service name, job
+/// id).
+pub async fn services_of_instance(manager: &str, instance: &str) -> Vec<(String, String)> {
+    let engine = Docker::connect_with_host(manager).expect("a client of the manager's engine");
+    let label = format!("{}={instance}", jobq::runner::LABEL_INSTANCE);
+    let filters = HashMap::from([("label".to_string(), vec![label])]);
+    let options = ListServicesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let services = engine
+        .list_services(Some(options))
+        .await
+        .expect("the manager lists its services");
+    services
+        .into_iter()
+        .filter_map(|service| {
+            let spec = service.spec?;
+            let job = spec.labels?.get(jobq::runner::LABEL_JOB_ID)?.clone();
+            Some((spec.name?, job))
+        })
+        .collect()
 }
 
 /// The host's engine; fails the test when it does not answer.
