@@ -63,7 +63,7 @@ fn a_tcp_swarm_manager_is_refused_until_tls_is_built_in() {
     let (stderr, _) = serve_fails_with(&format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nexecutor = \"swarm\"\n[swarm]\n\
          manager = \"tcp://swarm.example.com:2376\"\nca_file = \"/c\"\ncert_file = \"/e\"\n\
-         key_file = \"/k\"\n[[tokens]]\nid = \"1\"\ntoken = \"t\"\n",
+         key_file = \"/k\"\nprobe_image = \"busybox:1.36\"\n[[tokens]]\nid = \"1\"\ntoken = \"t\"\n",
         data.path().display()
     ));
     assert_eq!(

@@ -7,6 +7,7 @@ pub mod executor;
 pub mod image;
 pub mod outcome;
 pub mod output;
+pub mod probe;
 pub mod pull;
 pub mod size;
 pub mod swarm;
@@ -69,6 +70,8 @@ pub enum RunnerError {
     Engine(#[from] bollard::errors::Error),
     #[error(transparent)]
     Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Probe(#[from] probe::ProbeError),
     #[error("setting `swarm.manager` is a tcp:// address, which this jobq cannot use yet (TLS is not built in); reach the manager through a unix:// socket")]
     SwarmTcp,
     #[error("cannot create the network \"{name}\" of no-internet components; check the engine's address pools (`docker network ls`)")]

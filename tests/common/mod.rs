@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod python;
 pub mod receivers;
 pub mod registry;
+pub mod shell;
 pub mod swarm;
 pub mod tools;
 
@@ -125,7 +126,11 @@ pub fn settings(data_dir: &Path, options: &Options) -> String {
     };
     let swarm = match &options.docker {
         Docker::Swarm { manager, .. } => {
-            format!("[swarm]\nmanager = \"{manager}\"\nnode_lost_timeout = \"3s\"\n")
+            let probe = shell::SHELL_IMAGE;
+            format!(
+                "[swarm]\nmanager = \"{manager}\"\nnode_lost_timeout = \"3s\"\n\
+                 probe_image = \"{probe}\"\n"
+            )
         }
         _ => String::new(),
     };

@@ -4,8 +4,9 @@
 //! is made once from Debian's packages (`debootstrap` of a minimal Debian with `docker.io`,
 //! imported into the host's engine) and kept under `NODE_IMAGE`. The nodes sit on an internal
 //! network of their own (no route out) with fixed addresses; the first is the manager, the
-//! others join it. Every node gets the fixture images (nodes cannot pull) and one host folder
-//! mounted at the same path, as job folders must be on a real cluster (NFS or similar). The
+//! others join it. Every node gets the fixture images and the shell image of the storage probe
+//! (nodes cannot pull) and one host folder mounted at the same path, as job folders must be on a
+//! real cluster (NFS or similar; `SwarmOptions::unshared_node` leaves one node without it). The
 //! host reaches each node's engine through a second socket the node serves in a folder mounted
 //! from the host. Dropping the swarm removes its nodes (with their engines' data volumes), its
 //! network and its folders; the node image stays for the next test.
@@ -33,6 +34,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::TryStreamExt;
 
+use super::shell::{shell_image, SHELL_IMAGE};
 use super::tools::ensure;
 use super::{FIXTURE_IMAGE, FIXTURE_TAG, PROCESSOR_IMAGE, PROCESSOR_TAG};
 
@@ -61,6 +63,14 @@ export DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
 exec tini -- dockerd -H unix:///var/run/docker.sock -H unix:///jobq-socket/docker.sock
 "#;
 
+/// How a test's swarm differs from the usual one.
+#[derive(Debug, Default)]
+pub struct SwarmOptions {
+    /// A node that does not get the shared folder (as a node without the cluster's shared
+    /// storage).
+    pub unshared_node: Option<usize>,
+}
+
 /// A running swarm of `NODES` nodes; dropped, it is removed.
 pub struct Swarm {
     id: String,
@@ -80,6 +90,11 @@ pub struct Node {
 impl Swarm {
     /// Starts a swarm; fails the test, saying why, when this machine cannot run one.
     pub async fn start() -> Swarm {
+        Swarm::start_with(SwarmOptions::default()).await
+    }
+
+    /// Starts a swarm as `options` say.
+    pub async fn start_with(options: SwarmOptions) -> Swarm {
         let host = host_engine().await;
         node_image(&host).await;
         let dir = tempfile::Builder::new()
@@ -102,7 +117,8 @@ impl Swarm {
         let subnet = format!("10.231.{}", (pid + count * 97) % 250);
         swarm.create_network(&host, &subnet).await;
         for index in 0..NODES {
-            let node = swarm.start_node(&host, &subnet, index).await;
+            let shared = options.unshared_node != Some(index);
+            let node = swarm.start_node(&host, &subnet, index, shared).await;
             swarm.nodes.push(node);
         }
         swarm.form().await;
@@ -154,12 +170,16 @@ impl Swarm {
             .unwrap_or_else(|error| panic!("cannot create the swarm's network: {error}"));
     }
 
-    async fn start_node(&self, host: &Docker, subnet: &str, index: usize) -> Node {
+    async fn start_node(&self, host: &Docker, subnet: &str, index: usize, shared: bool) -> Node {
         let name = format!("jobq-swarm-{}-node{index}", self.id);
         let address = format!("{subnet}.{}", 10 + index);
         let socket_dir = self.dir.join(format!("node{index}"));
         std::fs::create_dir_all(&socket_dir).expect("the node's socket folder");
-        let shared = self.shared().display().to_string();
+        let mut binds = vec![format!("{}:{NODE_SOCKET_DIR}", socket_dir.display())];
+        if shared {
+            let shared = self.shared().display().to_string();
+            binds.push(format!("{shared}:{shared}"));
+        }
         let host_config = HostConfig {
             cap_add: Some(vec!["ALL".into()]),
             cap_drop: Some(vec!["SYS_RESOURCE".into()]),
@@ -172,10 +192,7 @@ impl Swarm {
             masked_paths: Some(Vec::new()),
             readonly_paths: Some(Vec::new()),
             tmpfs: Some(HashMap::from([("/run".into(), String::new())])),
-            binds: Some(vec![
-                format!("{}:{NODE_SOCKET_DIR}", socket_dir.display()),
-                format!("{shared}:{shared}"),
-            ]),
+            binds: Some(binds),
             network_mode: Some(self.network.clone()),
             ..Default::default()
         };
@@ -258,6 +275,23 @@ impl Swarm {
 
     /// Drains node `index`: the manager places no task on it.
     pub async fn drain(&self, index: usize) {
+        self.update_node(index, |spec| {
+            spec.availability = Some(bollard::models::NodeSpecAvailabilityEnum::DRAIN);
+        })
+        .await;
+    }
+
+    /// Gives node `index` the node label `key=value` (for placement constraints).
+    pub async fn label_node(&self, index: usize, key: &str, value: &str) {
+        self.update_node(index, |spec| {
+            let labels = spec.labels.get_or_insert_with(HashMap::new);
+            labels.insert(key.to_string(), value.to_string());
+        })
+        .await;
+    }
+
+    /// Changes node `index`'s spec through the manager.
+    async fn update_node(&self, index: usize, change: impl FnOnce(&mut bollard::models::NodeSpec)) {
         let manager = self.engine(0);
         let hostname = format!("node{index}");
         let node = manager
@@ -273,7 +307,7 @@ impl Swarm {
             })
             .expect("the node is in the swarm");
         let mut spec = node.spec.expect("the node's spec");
-        spec.availability = Some(bollard::models::NodeSpecAvailabilityEnum::DRAIN);
+        change(&mut spec);
         let version = node
             .version
             .and_then(|v| v.index)
@@ -284,7 +318,7 @@ impl Swarm {
         manager
             .update_node(&node.id.expect("the node's id"), spec, options)
             .await
-            .unwrap_or_else(|error| panic!("cannot drain {hostname}: {error}"));
+            .unwrap_or_else(|error| panic!("cannot update {hostname}: {error}"));
     }
 
     /// Stops node `index`'s container (its engine and tasks with it), as a worker that fails.
@@ -314,13 +348,15 @@ impl Swarm {
             .collect()
     }
 
-    /// Copies the fixture images from the host's engine into every node (`docker save` and
-    /// `docker load`): nodes cannot pull.
+    /// Copies the fixture images and the storage probe's shell image from the host's engine
+    /// into every node (`docker save` and `docker load`): nodes cannot pull.
     async fn load_fixture_images(&self, host: &Docker) {
         super::fixture_image(None).await;
+        shell_image(host).await;
         let images = [
             format!("{FIXTURE_IMAGE}:{FIXTURE_TAG}"),
             format!("{PROCESSOR_IMAGE}:{PROCESSOR_TAG}"),
+            SHELL_IMAGE.to_string(),
         ];
         let names: Vec<&str> = images.iter().map(String::as_str).collect();
         let saved: Vec<bytes::Bytes> = host
