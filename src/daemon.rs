@@ -17,7 +17,7 @@ use crate::notifications::Notifications;
 use crate::queue::{Queue, QueueError};
 use crate::runner::{executor, Executor, Runner, RunnerError};
 use crate::secrets::{Secrets, SecretsError};
-use crate::settings::{ImageSource, Network, Settings};
+use crate::settings::{ExecutorKind, ImageSource, Network, Settings};
 use crate::storage::{Storage, StorageError};
 use crate::store::{Store, StoreError};
 
@@ -117,6 +117,25 @@ async fn create_networks(runner: Arc<Runner>, settings: Arc<Settings>) {
     }
 }
 
+/// Warns that the local engine ignores the `placement` of components (a Swarm's constraints).
+fn warn_unused_placement(settings: &Settings) {
+    if settings.executor != ExecutorKind::Docker {
+        return;
+    }
+    let placed: Vec<&str> = settings
+        .components
+        .iter()
+        .filter(|component| !component.placement.is_empty())
+        .map(|component| component.id.as_str())
+        .collect();
+    if !placed.is_empty() {
+        tracing::warn!(
+            components = %placed.join(", "),
+            "`placement` is ignored with executor = \"docker\": it places services on a swarm"
+        );
+    }
+}
+
 /// Runs the daemon on the current (multi-threaded) runtime until `shutdown` is cancelled.
 /// `ready` is told the bound address and the store's instance id once the API answers.
 pub async fn run(
@@ -146,6 +165,8 @@ pub async fn run(
     let instance_id = store.instance_id().to_string();
     let runner = Arc::new(Runner::new(settings.docker_host.as_deref(), &instance_id)?);
     let executor = executor::connect(&settings, Arc::clone(&runner), &instance_id)?;
+    warn_unused_placement(&settings);
+    executor.check_data_dir(&settings).await?;
     let (listener, addr) = bind("listen", settings.listen).await?;
     let metrics_listener = match settings.metrics_listen {
         Some(address) => Some(bind("metrics_listen", address).await?),

@@ -102,6 +102,9 @@ pub struct Swarm {
     /// How long a job's task may sit on a node the manager sees `Down` before the job ends
     /// with an application error naming the node.
     pub node_lost_timeout: Duration,
+    /// An image with `/bin/sh` present on every node: the start-up probe that every node sees
+    /// `data_dir` runs it.
+    pub probe_image: String,
 }
 
 /// The PEM files of a TLS connection to a `tcp://` Swarm manager.
@@ -294,6 +297,9 @@ pub struct Component {
     /// The job's token goes to the component as `KBC_TOKEN` (with `KBC_URL`).
     pub forward_token: bool,
     pub confinement: Confinement,
+    /// Swarm constraint expressions (`node.labels.jobq == true`) the component's services are
+    /// placed by; the local engine ignores them.
+    pub placement: Vec<String>,
 }
 
 impl Component {
@@ -318,6 +324,7 @@ impl Component {
             default_bucket_stage: BucketStage::In,
             forward_token: false,
             confinement: Confinement::default(),
+            placement: Vec::new(),
         }
     }
 
@@ -641,6 +648,7 @@ struct RawSwarm {
     key_file: Option<PathBuf>,
     #[serde(default = "default_node_lost_timeout")]
     node_lost_timeout: String,
+    probe_image: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -727,6 +735,8 @@ struct RawComponent {
     tmp_size: Option<String>,
     #[serde(default)]
     container_root_user: bool,
+    #[serde(default)]
+    placement: Vec<String>,
 }
 
 /// Keboola's `data.definition` of a component.
@@ -1183,10 +1193,19 @@ impl RawSwarm {
                     format!("\"{}\" must start with unix:// or tcp://", self.manager),
                 ));
             };
+        let probe_image = self.probe_image.ok_or_else(|| {
+            invalid(
+                "swarm.probe_image",
+                "is missing: name an image with /bin/sh that every node has (such as \
+                 busybox:1.36); jobq runs it on every node at start to check that each sees \
+                 `data_dir`",
+            )
+        })?;
         Ok(Swarm {
             manager: self.manager,
             tls,
             node_lost_timeout: duration("swarm.node_lost_timeout", &self.node_lost_timeout)?,
+            probe_image: not_empty("swarm.probe_image".into(), probe_image)?,
         })
     }
 }
@@ -1377,6 +1396,15 @@ impl RawComponent {
         let timeout = positive(&key("process_timeout"), self.process_timeout)?;
         let image_parameters = serde_json::to_value(&self.image_parameters)
             .map_err(|e| invalid(key("image_parameters"), e.to_string()))?;
+        if let Some(bad) = self.placement.iter().find(|c| !is_constraint(c)) {
+            return Err(invalid(
+                key("placement"),
+                format!(
+                    "\"{bad}\" is not a Swarm constraint like \"node.labels.jobq == true\" \
+                     (an attribute, == or !=, a value)"
+                ),
+            ));
+        }
         Ok(Component {
             id,
             image,
@@ -1398,8 +1426,16 @@ impl RawComponent {
                 tmp_size,
                 root_user: self.container_root_user,
             },
+            placement: self.placement,
         })
     }
+}
+
+/// Whether `text` has the shape of a Swarm placement constraint: an attribute, `==` or `!=`,
+/// a value (the manager checks the attribute itself when a service is created).
+fn is_constraint(text: &str) -> bool {
+    let split = text.split_once("==").or_else(|| text.split_once("!="));
+    split.is_some_and(|(attribute, value)| !attribute.trim().is_empty() && !value.trim().is_empty())
 }
 
 impl RawDefinition {
@@ -1520,6 +1556,7 @@ mod tests {
         assert_eq!(component.process_timeout, Duration::from_secs(3600));
         assert_eq!(component.network, Network::Bridge);
         assert_eq!(component.confinement, Confinement::default());
+        assert_eq!(component.placement, Vec::<String>::new());
         assert_eq!(settings.no_internet_network, "jobq-no-internet");
         assert_eq!(
             (settings.max_container_memory, settings.max_container_cpus),
@@ -1917,21 +1954,25 @@ mod tests {
         let base = "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n";
         let with = |text: &str| Settings::parse(&format!("{text}\n{base}"));
         assert_eq!(with("").unwrap().executor, ExecutorKind::Docker);
-        let unix = with("executor = \"swarm\"\n[swarm]\nmanager = \"unix:///run/m.sock\"")
-            .unwrap()
-            .executor;
+        let probe = "probe_image = \"busybox:1.36\"";
+        let unix = with(&format!(
+            "executor = \"swarm\"\n[swarm]\nmanager = \"unix:///run/m.sock\"\n{probe}"
+        ))
+        .unwrap()
+        .executor;
         let swarm = |manager: &str, tls| {
             ExecutorKind::Swarm(Swarm {
                 manager: manager.into(),
                 tls,
                 node_lost_timeout: Duration::from_secs(60),
+                probe_image: "busybox:1.36".into(),
             })
         };
         assert_eq!(unix, swarm("unix:///run/m.sock", None));
-        let tcp = with(
+        let tcp = with(&format!(
             "executor = \"swarm\"\n[swarm]\nmanager = \"tcp://m:2376\"\nca_file = \"/c\"\n\
-             cert_file = \"/e\"\nkey_file = \"/k\"",
-        )
+             cert_file = \"/e\"\nkey_file = \"/k\"\n{probe}"
+        ))
         .unwrap()
         .executor;
         let tls = SwarmTls {
@@ -1947,8 +1988,42 @@ mod tests {
             ("executor = \"swarm\"\n[swarm]\nmanager = \"m:2376\"", "setting `swarm.manager` is not valid: \"m:2376\" must start with unix:// or tcp://"),
             ("executor = \"swarm\"\n[swarm]\nmanager = \"tcp://m:2376\"\nca_file = \"/c\"", "setting `swarm.ca_file` is not valid: a tcp:// manager needs TLS: give `ca_file`, `cert_file` and `key_file` (PEM files of the manager's CA and of jobq's client certificate)"),
             ("executor = \"swarm\"\n[swarm]\nmanager = \"unix:///m\"\nkey_file = \"/k\"", "setting `swarm.ca_file` is not valid: TLS files are for a tcp:// manager; remove them for a unix:// one"),
+            ("executor = \"swarm\"\n[swarm]\nmanager = \"unix:///m\"", "setting `swarm.probe_image` is not valid: is missing: name an image with /bin/sh that every node has (such as busybox:1.36); jobq runs it on every node at start to check that each sees `data_dir`"),
+            ("executor = \"swarm\"\n[swarm]\nmanager = \"unix:///m\"\nprobe_image = \" \"", "setting `swarm.probe_image` is not valid: must not be empty"),
         ] {
             assert_eq!(with(text).unwrap_err().to_string(), message, "{text}");
+        }
+    }
+
+    #[test]
+    fn placement_is_a_list_of_swarm_constraints() {
+        let component = |placement: &str| {
+            Settings::parse(&format!(
+                "[[tokens]]\nid = \"1\"\ntoken = \"t\"\n[[components]]\nid = \"c\"\n\
+                 image = \"i\"\ntag = \"1\"\n{placement}"
+            ))
+        };
+        assert_eq!(
+            component("").unwrap().components[0].placement,
+            Vec::<String>::new()
+        );
+        let placed =
+            component("placement = [\"node.labels.jobq == true\", \"node.role!=manager\"]");
+        assert_eq!(
+            placed.unwrap().components[0].placement,
+            ["node.labels.jobq == true", "node.role!=manager"]
+        );
+        for bad in ["node.labels.jobq", "", "== true", "node.role != "] {
+            let text = format!("placement = [\"node.role == worker\", \"{bad}\"]");
+            assert_eq!(
+                component(&text).unwrap_err().to_string(),
+                format!(
+                    "setting `components[0].placement` is not valid: \"{bad}\" is not a Swarm \
+                     constraint like \"node.labels.jobq == true\" (an attribute, == or !=, a \
+                     value)"
+                ),
+                "{bad}"
+            );
         }
     }
 

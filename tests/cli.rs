@@ -77,7 +77,8 @@ fn swarm_tls_files_that_cannot_be_used_stop_the_daemon_naming_the_setting() {
         format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nexecutor = \"swarm\"\n[swarm]\n\
              manager = \"tcp://swarm.example.com:2376\"\nca_file = \"{ca}\"\n\
-             cert_file = \"{certificate}\"\nkey_file = \"{key}\"\n[[tokens]]\nid = \"1\"\n\
+             cert_file = \"{certificate}\"\nkey_file = \"{key}\"\n\
+             probe_image = \"busybox:1.36\"\n[[tokens]]\nid = \"1\"\n\
              token = \"t\"\n",
             data.display()
         )

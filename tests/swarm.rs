@@ -12,6 +12,7 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOption
 use common::binary::Served;
 use common::receivers::TestCa;
 use common::registry::{Mode, Registry, RegistryImage};
+use common::shell::SHELL_IMAGE;
 use common::swarm::{services_of_instance, Extras, Swarm, LABEL_SWARM, NODES};
 use common::{id, scenarios, Options, TestDaemon, COMPONENT, FIXTURE_IMAGE, FIXTURE_TAG};
 use futures_util::StreamExt;
@@ -71,9 +72,14 @@ async fn a_swarm_comes_up_with_three_ready_nodes_and_goes_without_a_trace() {
 
 /// What the node container `node` reads at `path` (`cat` run in the node itself).
 async fn node_reads(node: &str, path: &Path) -> String {
+    node_runs(node, &["cat", &path.display().to_string()]).await
+}
+
+/// What `command` prints, run in the node container `node` itself.
+async fn node_runs(node: &str, command: &[&str]) -> String {
     let host = bollard::Docker::connect_with_local_defaults().unwrap();
     let exec = ExecConfig {
-        cmd: Some(vec!["cat".into(), path.display().to_string()]),
+        cmd: Some(command.iter().map(|word| word.to_string()).collect()),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         ..Default::default()
@@ -98,35 +104,26 @@ async fn node_reads(node: &str, path: &Path) -> String {
 
 /// A daemon whose jobs run as services of `swarm`.
 async fn daemon_on(swarm: &Swarm) -> TestDaemon {
-    let docker = common::Docker::Swarm {
-        manager: swarm.manager(),
-        tls: None,
-        shared: swarm.shared(),
-    };
-    TestDaemon::start(Options {
-        docker,
-        max_concurrent_jobs: 8,
-        ..Options::default()
-    })
-    .await
+    daemon_with(swarm, "").await
 }
 
-/// A daemon whose jobs run as services of `swarm`, with `tables` after its settings.
+/// A daemon whose jobs run as services of `swarm`, with `tables` (`[[components]]` entries)
+/// after the harness's settings.
 async fn daemon_with(swarm: &Swarm, tables: &str) -> TestDaemon {
-    let docker = common::Docker::Swarm {
-        manager: swarm.manager(),
-        tls: None,
-        shared: swarm.shared(),
-    };
-    TestDaemon::start_with(
-        Options {
-            docker,
-            ..Options::default()
+    TestDaemon::start_with(on_swarm(swarm), "", tables).await
+}
+
+/// The options of a daemon on `swarm`.
+fn on_swarm(swarm: &Swarm) -> Options {
+    Options {
+        docker: common::Docker::Swarm {
+            manager: swarm.manager(),
+            tls: None,
+            shared: swarm.shared(),
         },
-        "",
-        tables,
-    )
-    .await
+        max_concurrent_jobs: 8,
+        ..Options::default()
+    }
 }
 
 /// The scenarios the local tests run too (tests/run_jobs.rs), on one swarm: first those that
@@ -145,17 +142,23 @@ async fn the_queue_keeps_its_promises_on_a_swarm() {
 async fn thirty_jobs_spread_over_the_three_nodes() {
     let swarm = Swarm::start().await;
     let t = daemon_on(&swarm).await;
+    let nodes: std::collections::BTreeSet<String> =
+        nodes_of_jobs(&t, COMPONENT, 30).await.into_iter().collect();
+    let expected: std::collections::BTreeSet<String> =
+        (0..NODES).map(|index| format!("node{index}")).collect();
+    assert_eq!(nodes, expected);
+    assert_eq!(t.units().await, Vec::<(String, String)>::new());
+}
+
+/// Runs `count` jobs of `component` (the fixture) at once that print their container's host
+/// name, which is its node's: the node of each job, once all succeeded.
+async fn nodes_of_jobs(t: &TestDaemon, component: &str, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
-    for _ in 0..30 {
-        let job = t
-            .create(
-                COMPONENT,
-                json!({"read_files": ["/etc/hostname"], "sleep": 0.5}),
-            )
-            .await;
-        ids.push(id(&job));
+    for _ in 0..count {
+        let parameters = json!({"read_files": ["/etc/hostname"], "sleep": 0.5});
+        ids.push(id(&t.create(component, parameters).await));
     }
-    let mut nodes = std::collections::BTreeSet::new();
+    let mut nodes = Vec::new();
     for job_id in &ids {
         let job = t.wait_finished(job_id).await;
         assert_eq!(job["status"], "success", "{job}");
@@ -164,13 +167,10 @@ async fn thirty_jobs_spread_over_the_three_nodes() {
             .iter()
             .find_map(|m| m.strip_prefix("read /etc/hostname: "))
             .unwrap_or_else(|| panic!("job {job_id} did not print its host name: {messages:?}"));
-        nodes.insert(read.to_string());
+        let hostname: String = serde_json::from_str(read).expect("a JSON string");
+        nodes.push(hostname.trim().to_string());
     }
-    let expected: std::collections::BTreeSet<String> = (0..NODES)
-        .map(|index| format!("\"node{index}\\n\""))
-        .collect();
-    assert_eq!(nodes, expected);
-    assert_eq!(t.units().await, Vec::<(String, String)>::new());
+    nodes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,5 +462,128 @@ async fn workers_pull_a_registry_image_with_the_credentials_of_the_settings() {
         "{message}"
     );
     assert!(message.contains("unauthorized"), "{message}");
+    assert_eq!(t.units().await, Vec::<(String, String)>::new());
+}
+
+/// Starts a daemon on `swarm` keeping its data in `data_dir` with the probe image
+/// `probe_image`, which must fail: the error's message and the services left in the swarm.
+async fn failed_start(swarm: &Swarm, data_dir: &Path, probe_image: &str) -> (String, usize) {
+    let text = common::settings(data_dir, &on_swarm(swarm)).replace(SHELL_IMAGE, probe_image);
+    let settings = jobq::settings::Settings::parse(&text).unwrap();
+    let started = tokio::task::spawn_blocking(move || jobq::daemon::Daemon::start(settings))
+        .await
+        .unwrap();
+    let error = started.err().expect("the daemon does not start");
+    let services = swarm
+        .engine(0)
+        .list_services(None::<bollard::query_parameters::ListServicesOptions>)
+        .await
+        .unwrap();
+    (error.to_string(), services.len())
+}
+
+/// A data dir in the swarm's shared folder.
+fn shared_data_dir(swarm: &Swarm) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("jobq-test-")
+        .tempdir_in(swarm.shared())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_see_data_dir_stops_the_start_naming_it() {
+    let swarm = Swarm::start_with(Extras {
+        unshared_node: Some(2),
+        ..Extras::default()
+    })
+    .await;
+    let dir = shared_data_dir(&swarm);
+    let (message, services) = failed_start(&swarm, dir.path(), SHELL_IMAGE).await;
+    let data_dir = dir.path().display();
+    assert_eq!(
+        message,
+        format!(
+            "{PROBE_FAILED} {data_dir} (the same shared storage, NFS or similar, mounted at the \
+             same path on every node) failed: node2 has no such path (invalid mount config for \
+             type \"bind\": bind source path does not exist: {data_dir}/swarm-probe); \
+             {PROBE_ADVICE}"
+        )
+    );
+    assert_eq!(services, 0);
+    assert!(!Path::new(&format!("{data_dir}/swarm-probe")).exists());
+
+    // The path on node2's own disk: another folder, without the token.
+    let node2 = &swarm.nodes()[2].name;
+    node_runs(node2, &["mkdir", "-p", &format!("{data_dir}/swarm-probe")]).await;
+    let (message, services) = failed_start(&swarm, dir.path(), SHELL_IMAGE).await;
+    assert_eq!(
+        message,
+        format!(
+            "{PROBE_FAILED} {data_dir} (the same shared storage, NFS or similar, mounted at the \
+             same path on every node) failed: node2 finds no probe token there: its path is \
+             another folder, not the shared storage, or the containers' user may not read it; \
+             {PROBE_ADVICE}"
+        )
+    );
+    assert_eq!(services, 0);
+    assert!(!Path::new(&format!("{data_dir}/swarm-probe")).exists());
+}
+
+/// How a failed storage probe's message starts and ends.
+const PROBE_FAILED: &str = "the check that every swarm node sees data_dir";
+const PROBE_ADVICE: &str =
+    "fix these nodes or drain them (`docker node update --availability drain <node>`)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_image_missing_on_nodes_stops_the_start_saying_to_load_it() {
+    let swarm = Swarm::start().await;
+    let manager_only = "local/jobq-manager-only-shell:1";
+    let (repo, tag) = manager_only.split_once(':').unwrap();
+    let options = bollard::query_parameters::TagImageOptionsBuilder::default()
+        .repo(repo)
+        .tag(tag)
+        .build();
+    swarm
+        .engine(0)
+        .tag_image(SHELL_IMAGE, Some(options))
+        .await
+        .unwrap();
+    let dir = shared_data_dir(&swarm);
+    let (message, services) = failed_start(&swarm, dir.path(), manager_only).await;
+    let data_dir = dir.path().display();
+    let lacks = |node: &str| {
+        format!(
+            "{node} lacks the probe image {manager_only}; load it on every node or set \
+             `swarm.probe_image` to an image every node has (No such image: {manager_only})"
+        )
+    };
+    assert_eq!(
+        message,
+        format!(
+            "{PROBE_FAILED} {data_dir} (the same shared storage, NFS or similar, mounted at the \
+             same path on every node) failed: {}; {}; {PROBE_ADVICE}",
+            lacks("node1"),
+            lacks("node2")
+        )
+    );
+    assert_eq!(services, 0);
+    assert!(!Path::new(&format!("{data_dir}/swarm-probe")).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_component_runs_only_on_the_nodes_its_constraints_name() {
+    let swarm = Swarm::start().await;
+    swarm.label_node(2, "jobq", "true").await;
+    let t = daemon_with(
+        &swarm,
+        &format!(
+            "[[components]]\nid = \"keboola.ex-placed\"\nimage = \"{FIXTURE_IMAGE}\"\n\
+             tag = \"{FIXTURE_TAG}\"\nnetwork = \"none\"\n\
+             placement = [\"node.labels.jobq == true\"]\n"
+        ),
+    )
+    .await;
+    let nodes = nodes_of_jobs(&t, "keboola.ex-placed", 6).await;
+    assert_eq!(nodes, ["node2"; 6]);
     assert_eq!(t.units().await, Vec::<(String, String)>::new());
 }

@@ -80,6 +80,11 @@ pub trait Executor: Send + Sync {
 
     /// Every unit of this store, as (unit id, job id), for the sweep of leftovers.
     fn ours(&self) -> Pending<'_, Result<Vec<(String, String)>, RunnerError>>;
+
+    /// Makes sure, at start, that every place a unit may run sees `data_dir` at its path (job
+    /// folders are bind-mounted from there); the daemon does not start when one does not.
+    fn check_data_dir<'a>(&'a self, settings: &'a Settings)
+        -> Pending<'a, Result<(), RunnerError>>;
 }
 
 /// Whether this jobq can run the executor `settings.executor` names (a `tcp://` manager's TLS
@@ -162,5 +167,10 @@ impl Executor for Runner {
 
     fn ours(&self) -> Pending<'_, Result<Vec<(String, String)>, RunnerError>> {
         Box::pin(self.labelled_containers())
+    }
+
+    /// The engine's containers mount this host's own paths.
+    fn check_data_dir<'a>(&'a self, _: &'a Settings) -> Pending<'a, Result<(), RunnerError>> {
+        Box::pin(async { Ok(()) })
     }
 }

@@ -7,6 +7,7 @@ pub mod executor;
 pub mod image;
 pub mod outcome;
 pub mod output;
+pub mod probe;
 pub mod pull;
 pub mod size;
 pub mod swarm;
@@ -70,6 +71,8 @@ pub enum RunnerError {
     Engine(#[from] bollard::errors::Error),
     #[error(transparent)]
     Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Probe(#[from] probe::ProbeError),
     #[error("the swarm manager at {host} does not answer over TLS; check that its engine listens there with --tlsverify, that `swarm.ca_file` signed its certificate, and that it trusts the CA of `swarm.cert_file`")]
     ManagerTls {
         host: String,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bollard::models::{
     Limit, Mount, MountType, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicatedJob, Task,
-    TaskSpec, TaskSpecContainerSpec, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
@@ -19,9 +19,9 @@ use super::executor::{Executor, Pending};
 use super::outcome::{ErrorKind, Exit, Verdict};
 use super::size::Size;
 use super::{
-    absolute, conclude, is_not_found, pull, user_error, without_container, workspace, ImageFailure,
-    LogOf, LogReader, Run, RunOutcome, Runner, RunnerError, Task as JobTask, LABEL_INSTANCE,
-    LABEL_JOB_ID, LABEL_ROW_ID, LABEL_RUN_ID,
+    absolute, conclude, is_not_found, probe, pull, user_error, without_container, workspace,
+    ImageFailure, LogOf, LogReader, Run, RunOutcome, Runner, RunnerError, Task as JobTask,
+    LABEL_INSTANCE, LABEL_JOB_ID, LABEL_ROW_ID, LABEL_RUN_ID,
 };
 use crate::blocking::blocking;
 use crate::error::chain;
@@ -38,6 +38,7 @@ pub struct Swarm {
     manager: Runner,
     instance_id: String,
     node_lost_timeout: Duration,
+    probe_image: String,
 }
 
 /// Where a task is.
@@ -55,6 +56,7 @@ impl Swarm {
             manager: Runner::manager(&swarm.manager, swarm.tls.as_ref(), instance_id)?,
             instance_id: instance_id.to_string(),
             node_lost_timeout: swarm.node_lost_timeout,
+            probe_image: swarm.probe_image.clone(),
         })
     }
 
@@ -154,7 +156,14 @@ impl Swarm {
                 chain(&error)
             ))
         })?;
-        let service = service_spec(name, &spec, &task.folder, labels, settings.kill_grace);
+        let service = service_spec(
+            name,
+            &spec,
+            &task.folder,
+            labels,
+            &component.placement,
+            settings.kill_grace,
+        );
         docker
             .create_service(service, credentials)
             .await
@@ -388,6 +397,7 @@ fn service_spec(
     spec: &ContainerSpec,
     folder: &std::path::Path,
     labels: HashMap<String, String>,
+    placement: &[String],
     grace: Duration,
 ) -> ServiceSpec {
     let folders = workspace::Workspace::of(folder);
@@ -442,6 +452,10 @@ fn service_spec(
             restart_policy: Some(TaskSpecRestartPolicy {
                 condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
                 max_attempts: Some(1),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(placement.to_vec()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -533,6 +547,16 @@ impl Executor for Swarm {
                     Some((spec.name?, job_id))
                 })
                 .collect())
+        })
+    }
+
+    fn check_data_dir<'a>(
+        &'a self,
+        settings: &'a Settings,
+    ) -> Pending<'a, Result<(), RunnerError>> {
+        Box::pin(async move {
+            let (image, instance_id) = (&self.probe_image, &self.instance_id);
+            Ok(probe::check(&self.manager, settings, image, instance_id).await?)
         })
     }
 }

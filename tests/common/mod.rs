@@ -12,6 +12,7 @@ pub mod python;
 pub mod receivers;
 pub mod registry;
 pub mod scenarios;
+pub mod shell;
 pub mod swarm;
 pub mod tools;
 
@@ -135,7 +136,11 @@ pub fn settings(data_dir: &Path, options: &Options) -> String {
                     tls.key_file.display()
                 )
             });
-            format!("[swarm]\nmanager = \"{manager}\"\n{tls}node_lost_timeout = \"3s\"\n")
+            let probe = shell::SHELL_IMAGE;
+            format!(
+                "[swarm]\nmanager = \"{manager}\"\n{tls}node_lost_timeout = \"3s\"\n\
+                 probe_image = \"{probe}\"\n"
+            )
         }
         _ => String::new(),
     };

@@ -4,8 +4,9 @@
 //! is made once from Debian's packages (`debootstrap` of a minimal Debian with `docker.io`,
 //! imported into the host's engine) and kept under `NODE_IMAGE`. The nodes sit on an internal
 //! network of their own (no route out) with fixed addresses; the first is the manager, the
-//! others join it. Every node gets the fixture images (nodes cannot pull) and one host folder
-//! mounted at the same path, as job folders must be on a real cluster (NFS or similar). The
+//! others join it. Every node gets the fixture images and the shell image of the storage probe
+//! (nodes cannot pull) and one host folder mounted at the same path, as job folders must be on a
+//! real cluster (NFS or similar; `Extras::unshared_node` leaves one node without it). The
 //! host reaches each node's engine through a second socket the node serves in a folder mounted
 //! from the host. Dropping the swarm removes its nodes (with their engines' data volumes), its
 //! network and its folders; the node image stays for the next test. A swarm may also serve its
@@ -37,6 +38,7 @@ use bollard::Docker;
 use futures_util::TryStreamExt;
 
 use super::receivers::TestCa;
+use super::shell::{shell_image, SHELL_IMAGE};
 use super::tools::ensure;
 use super::{FIXTURE_IMAGE, FIXTURE_TAG, PROCESSOR_IMAGE, PROCESSOR_TAG};
 
@@ -79,7 +81,7 @@ pub struct Swarm {
     subnet: String,
 }
 
-/// What a swarm's nodes do besides running tasks of the images they were given.
+/// How a test's swarm differs from the usual one.
 #[derive(Default)]
 pub struct Extras<'a> {
     /// The manager's engine also serves `tcp_manager()` with mutual TLS: a server certificate
@@ -89,6 +91,9 @@ pub struct Extras<'a> {
     /// from registries at the host's address on the swarm's network (`gateway()`), without
     /// TLS, instead of using only the images they have.
     pub pull: bool,
+    /// A node that does not get the shared folder (as a node without the cluster's shared
+    /// storage).
+    pub unshared_node: Option<usize>,
 }
 
 /// One node: its container in the host's engine, its address on the swarm's network, and the
@@ -219,7 +224,11 @@ impl Swarm {
             arguments.push(format!("--insecure-registry={}.0/24", self.subnet));
             env.push("DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=0".to_string());
         }
-        let shared = self.shared().display().to_string();
+        let mut binds = vec![format!("{}:{NODE_SOCKET_DIR}", socket_dir.display())];
+        if extras.unshared_node != Some(index) {
+            let shared = self.shared().display().to_string();
+            binds.push(format!("{shared}:{shared}"));
+        }
         let host_config = HostConfig {
             cap_add: Some(vec!["ALL".into()]),
             cap_drop: Some(vec!["SYS_RESOURCE".into()]),
@@ -232,10 +241,7 @@ impl Swarm {
             masked_paths: Some(Vec::new()),
             readonly_paths: Some(Vec::new()),
             tmpfs: Some(HashMap::from([("/run".into(), String::new())])),
-            binds: Some(vec![
-                format!("{}:{NODE_SOCKET_DIR}", socket_dir.display()),
-                format!("{shared}:{shared}"),
-            ]),
+            binds: Some(binds),
             network_mode: Some(self.network.clone()),
             ..Default::default()
         };
@@ -320,6 +326,23 @@ impl Swarm {
 
     /// Drains node `index`: the manager places no task on it.
     pub async fn drain(&self, index: usize) {
+        self.update_node(index, |spec| {
+            spec.availability = Some(bollard::models::NodeSpecAvailabilityEnum::DRAIN);
+        })
+        .await;
+    }
+
+    /// Gives node `index` the node label `key=value` (for placement constraints).
+    pub async fn label_node(&self, index: usize, key: &str, value: &str) {
+        self.update_node(index, |spec| {
+            let labels = spec.labels.get_or_insert_with(HashMap::new);
+            labels.insert(key.to_string(), value.to_string());
+        })
+        .await;
+    }
+
+    /// Changes node `index`'s spec through the manager.
+    async fn update_node(&self, index: usize, change: impl FnOnce(&mut bollard::models::NodeSpec)) {
         let manager = self.engine(0);
         let hostname = format!("node{index}");
         let node = manager
@@ -335,7 +358,7 @@ impl Swarm {
             })
             .expect("the node is in the swarm");
         let mut spec = node.spec.expect("the node's spec");
-        spec.availability = Some(bollard::models::NodeSpecAvailabilityEnum::DRAIN);
+        change(&mut spec);
         let version = node
             .version
             .and_then(|v| v.index)
@@ -346,7 +369,7 @@ impl Swarm {
         manager
             .update_node(&node.id.expect("the node's id"), spec, options)
             .await
-            .unwrap_or_else(|error| panic!("cannot drain {hostname}: {error}"));
+            .unwrap_or_else(|error| panic!("cannot update {hostname}: {error}"));
     }
 
     /// Stops node `index`'s container (its engine and tasks with it), as a worker that fails.
@@ -389,13 +412,15 @@ impl Swarm {
             .collect()
     }
 
-    /// Copies the fixture images from the host's engine into every node (`docker save` and
-    /// `docker load`): nodes cannot pull.
+    /// Copies the fixture images and the storage probe's shell image from the host's engine
+    /// into every node (`docker save` and `docker load`): nodes cannot pull.
     async fn load_fixture_images(&self, host: &Docker) {
         super::fixture_image(None).await;
+        shell_image(host).await;
         let images = [
             format!("{FIXTURE_IMAGE}:{FIXTURE_TAG}"),
             format!("{PROCESSOR_IMAGE}:{PROCESSOR_TAG}"),
+            SHELL_IMAGE.to_string(),
         ];
         let names: Vec<&str> = images.iter().map(String::as_str).collect();
         let saved: Vec<bytes::Bytes> = host
