@@ -79,7 +79,13 @@ pub struct Swarm {
     network: String,
     /// The first three bytes of the network's addresses (`10.231.7`).
     subnet: String,
+    /// Its turn among the swarms of this test process, held until it is removed.
+    _turn: tokio::sync::SemaphorePermit<'static>,
 }
+
+/// How many swarms a test process runs at once: each is three engines, and more on a machine
+/// of two cores slow every node (and each job's start) past what the tests allow.
+static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// How a test's swarm differs from the usual one.
 #[derive(Default)]
@@ -112,6 +118,7 @@ impl Swarm {
 
     /// Starts a swarm whose nodes also do what `extras` asks.
     pub async fn start_with(extras: Extras<'_>) -> Swarm {
+        let turn = TURNS.acquire().await.expect("the swarms' turns stay open");
         let host = host_engine().await;
         node_image(&host).await;
         let dir = tempfile::Builder::new()
@@ -130,6 +137,7 @@ impl Swarm {
             dir,
             id,
             subnet: format!("10.231.{}", (pid + count * 97) % 250),
+            _turn: turn,
         };
         std::fs::create_dir_all(swarm.shared()).expect("the swarm's shared folder");
         swarm.create_network(&host).await;
