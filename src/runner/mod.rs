@@ -49,6 +49,9 @@ pub const LABEL_INSTANCE: &str = "jobq.instance";
 pub const LABEL_JOB_ID: &str = "jobq.job-id";
 pub const LABEL_RUN_ID: &str = "jobq.run-id";
 pub const LABEL_ROW_ID: &str = "jobq.row-id";
+/// The image's place among its task's images (`0`, `1`, ...), as in the debug archive
+/// `stage_<n>.zip` made before it.
+pub const LABEL_STAGE: &str = "jobq.stage";
 /// Labels a synchronous action's container (never a job's), with the action's own id.
 pub const LABEL_ACTION: &str = "jobq.action";
 /// Labels the networks jobq creates.
@@ -321,11 +324,7 @@ impl Runner {
                 }
             }
         };
-        let labels = [
-            (LABEL_JOB_ID, job.id.to_string()),
-            (LABEL_RUN_ID, job.run_id.to_string()),
-            (LABEL_ROW_ID, task.row_id.clone().unwrap_or_default()),
-        ];
+        let labels = unit_labels(run);
         if let Err(error) = self.ensure_network(&docker, &spec.network).await {
             return RunOutcome::Requeue {
                 reason: chain(&error),
@@ -1288,6 +1287,17 @@ fn without_container(verdict: Verdict) -> RunOutcome {
         usage_data: None,
         container_id: None,
     })
+}
+
+/// The labels of `run`'s unit (a container, a service) besides its store's: its job, run, row
+/// and stage.
+fn unit_labels(run: &Run<'_>) -> [(&'static str, String); 4] {
+    [
+        (LABEL_JOB_ID, run.job.id.to_string()),
+        (LABEL_RUN_ID, run.job.run_id.to_string()),
+        (LABEL_ROW_ID, run.task.row_id.clone().unwrap_or_default()),
+        (LABEL_STAGE, run.image_index.to_string()),
+    ]
 }
 
 /// A client of the engine at `host`: over mutual TLS with `tls`, else as the address says.

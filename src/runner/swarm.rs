@@ -19,9 +19,9 @@ use super::executor::{Executor, Pending};
 use super::outcome::{ErrorKind, Exit, Verdict};
 use super::size::Size;
 use super::{
-    absolute, conclude, is_not_found, probe, pull, user_error, without_container, workspace,
-    ImageFailure, LogOf, LogReader, Run, RunOutcome, Runner, RunnerError, Task as JobTask,
-    LABEL_INSTANCE, LABEL_JOB_ID, LABEL_ROW_ID, LABEL_RUN_ID,
+    absolute, conclude, is_not_found, probe, pull, unit_labels, user_error, without_container,
+    workspace, ImageFailure, LogOf, LogReader, Run, RunOutcome, Runner, RunnerError,
+    Task as JobTask, LABEL_INSTANCE, LABEL_JOB_ID,
 };
 use crate::blocking::blocking;
 use crate::error::chain;
@@ -138,15 +138,11 @@ impl Swarm {
         let spec = prepared.map_err(|error| RunOutcome::Requeue {
             reason: format!("cannot hand the job folder to the container's user: {error}"),
         })?;
-        let labels = HashMap::from([
-            (LABEL_INSTANCE.to_string(), self.instance_id.clone()),
-            (LABEL_JOB_ID.to_string(), job.id.to_string()),
-            (LABEL_RUN_ID.to_string(), job.run_id.to_string()),
-            (
-                LABEL_ROW_ID.to_string(),
-                task.row_id.clone().unwrap_or_default(),
-            ),
-        ]);
+        let labels: HashMap<String, String> = unit_labels(run)
+            .into_iter()
+            .map(|(label, value)| (label.to_string(), value))
+            .chain([(LABEL_INSTANCE.to_string(), self.instance_id.clone())])
+            .collect();
         // The registry's credentials go with the service (`X-Registry-Auth`): the node that
         // runs its task pulls the image with them.
         let credentials = pull::credentials(component, settings).map_err(|error| {

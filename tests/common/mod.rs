@@ -556,6 +556,25 @@ impl TestDaemon {
         units_of_instance(&self.docker, instance).await
     }
 
+    /// The labels of each unit of job `job_id` its executor still has.
+    pub async fn unit_labels_of_job(
+        &self,
+        job_id: &str,
+    ) -> Vec<std::collections::HashMap<String, String>> {
+        let instance = self
+            .daemon
+            .as_ref()
+            .expect("a running daemon")
+            .instance_id();
+        let units = labelled_units(&self.docker, instance).await.into_iter();
+        units
+            .map(|(_, labels)| labels)
+            .filter(|labels| {
+                labels.get(jobq::runner::LABEL_JOB_ID).map(String::as_str) == Some(job_id)
+            })
+            .collect()
+    }
+
     /// The units of job `job_id` its executor still has.
     pub async fn units_of_job(&self, job_id: &str) -> Vec<String> {
         let units = self.units().await.into_iter();
@@ -630,6 +649,18 @@ where
 /// The units of the store `instance` that `docker` still has, as (unit, job id): containers
 /// labelled with the instance in an engine, services labelled with it on a swarm's manager.
 pub async fn units_of_instance(docker: &Docker, instance: &str) -> Vec<(String, String)> {
+    let units = labelled_units(docker, instance).await.into_iter();
+    units
+        .filter_map(|(unit, mut labels)| Some((unit, labels.remove(jobq::runner::LABEL_JOB_ID)?)))
+        .collect()
+}
+
+/// The units of the store `instance` that `docker` still has, with all their labels, as the
+/// engine (or the swarm's manager) lists them.
+pub async fn labelled_units(
+    docker: &Docker,
+    instance: &str,
+) -> Vec<(String, std::collections::HashMap<String, String>)> {
     let host = match docker {
         Docker::Local => None,
         Docker::At(host) => Some(host.as_str()),
@@ -638,11 +669,25 @@ pub async fn units_of_instance(docker: &Docker, instance: &str) -> Vec<(String, 
         }
         Docker::Without => return Vec::new(),
     };
-    Runner::new(host, instance)
-        .expect("a Docker client")
-        .labelled_containers()
+    let engine = match host {
+        Some(host) => bollard::Docker::connect_with_host(host),
+        None => bollard::Docker::connect_with_local_defaults(),
+    }
+    .expect("a Docker client");
+    let label = format!("{}={instance}", jobq::runner::LABEL_INSTANCE);
+    let filters = std::collections::HashMap::from([("label".to_string(), vec![label])]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let containers = engine
+        .list_containers(Some(options))
         .await
-        .expect("the engine lists containers")
+        .expect("the engine lists containers");
+    containers
+        .into_iter()
+        .filter_map(|container| Some((container.id?, container.labels?)))
+        .collect()
 }
 
 /// Containers of the store `instance` still labelled with `job_id` in the engine.

@@ -197,7 +197,14 @@ pub async fn kill_terminates_a_running_job(t: &TestDaemon, ignore_sigterm: bool)
     // The unit really runs once its first line arrived.
     t.wait_for_message(&id, "up").await;
     assert_eq!(t.job(&id).await["status"], "processing");
-    assert_eq!(t.units_of_job(&id).await.len(), 1);
+    let labels = t.unit_labels_of_job(&id).await;
+    assert_eq!(labels.len(), 1, "{labels:?}");
+    let instance = t.daemon.as_ref().unwrap().instance_id();
+    let label = |name: &str| labels[0].get(name).map(String::as_str);
+    assert_eq!(label(jobq::runner::LABEL_INSTANCE), Some(instance));
+    assert_eq!(label(jobq::runner::LABEL_RUN_ID), Some(id.as_str()));
+    assert_eq!(label(jobq::runner::LABEL_ROW_ID), Some(""));
+    assert_eq!(label(jobq::runner::LABEL_STAGE), Some("0"));
 
     let killed = t.kill(&id).await;
     assert_eq!(killed.status, 202);

@@ -514,9 +514,12 @@ impl Drop for Swarm {
     }
 }
 
-/// The services of the store `instance` the manager at `manager` has, as (service name, job
-/// id).
-pub async fn services_of_instance(manager: &str, instance: &str) -> Vec<(String, String)> {
+/// The services of the store `instance` the manager at `manager` has, as (service name, its
+/// labels).
+pub async fn services_of_instance(
+    manager: &str,
+    instance: &str,
+) -> Vec<(String, HashMap<String, String>)> {
     let engine = Docker::connect_with_host(manager).expect("a client of the manager's engine");
     let label = format!("{}={instance}", jobq::runner::LABEL_INSTANCE);
     let filters = HashMap::from([("label".to_string(), vec![label])]);
@@ -531,8 +534,7 @@ pub async fn services_of_instance(manager: &str, instance: &str) -> Vec<(String,
         .into_iter()
         .filter_map(|service| {
             let spec = service.spec?;
-            let job = spec.labels?.get(jobq::runner::LABEL_JOB_ID)?.clone();
-            Some((spec.name?, job))
+            Some((spec.name?, spec.labels?))
         })
         .collect()
 }
