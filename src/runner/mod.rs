@@ -289,7 +289,6 @@ impl Runner {
             job,
             task,
             component,
-            settings,
             observer,
             ..
         } = *run;
@@ -311,18 +310,9 @@ impl Runner {
                 }
             }
         };
-        let prepared = blocking(|| {
-            let identity = self.identity(settings)?;
-            workspace::hand_over(&task.folder, identity.owner)?;
-            self.prepare(job, task, image, component, run.size, settings)
-        });
-        let spec = match prepared {
+        let spec = match self.handed_over(run) {
             Ok(spec) => spec,
-            Err(error) => {
-                return RunOutcome::Requeue {
-                    reason: format!("cannot hand the job folder to the container's user: {error}"),
-                }
-            }
+            Err(reason) => return RunOutcome::Requeue { reason },
         };
         let labels = unit_labels(run);
         if let Err(error) = self.ensure_network(&docker, &spec.network).await {
@@ -392,6 +382,25 @@ impl Runner {
         }
         let identity = workspace::container_identity(settings)?;
         Ok(self.identity.get_or_init(|| identity).clone())
+    }
+
+    /// The container of `run` (as `Executor::prepare` makes it), its job folder handed to the
+    /// container's user first; when that fails, the reason to put the run back in the queue.
+    fn handed_over(&self, run: &Run<'_>) -> Result<ContainerSpec, String> {
+        let Run {
+            job,
+            task,
+            component,
+            settings,
+            ..
+        } = *run;
+        let prepared = blocking(|| {
+            let identity = self.identity(settings)?;
+            workspace::hand_over(&task.folder, identity.owner)?;
+            self.prepare(job, task, run.image, component, run.size, settings)
+        });
+        prepared
+            .map_err(|error| format!("cannot hand the job folder to the container's user: {error}"))
     }
 
     /// Makes sure the engine has the network `name` (`no_internet_network`; `bridge` and `none`

@@ -15,7 +15,7 @@ use bollard::query_parameters::{ListNodesOptions, ListTasksOptionsBuilder};
 use bollard::Docker;
 
 use super::workspace::Identity;
-use super::{absolute, is_not_found, Runner, LABEL_INSTANCE};
+use super::{absolute, Runner, LABEL_INSTANCE};
 use crate::blocking::blocking;
 use crate::error::chain;
 use crate::settings::Settings;
@@ -134,14 +134,14 @@ async fn run(
 ) -> Result<(), ProbeError> {
     let folder = data_dir.join(PROBE_FOLDER);
     // A probe a crashed jobq left behind goes first.
-    remove_service(docker, name).await;
+    super::swarm::remove_service(docker, name).await;
     let token = format!("{:032x}", rand::random::<u128>());
     blocking(|| prepare(&folder, &token, identity)).map_err(|source| ProbeError::Folder {
         path: folder.clone(),
         source,
     })?;
     let probed = probe(docker, &folder, identity, image, name, instance_id).await;
-    remove_service(docker, name).await;
+    super::swarm::remove_service(docker, name).await;
     let verdicts = probed.map(|ended| {
         let unseen = |(node, ended): (Node, Ended)| {
             Some((node.hostname, unseen(&folder, &token, &node.id, ended)?))
@@ -401,16 +401,6 @@ fn service_spec(
             ..Default::default()
         }),
         ..Default::default()
-    }
-}
-
-async fn remove_service(docker: &Docker, name: &str) {
-    match docker.delete_service(name).await {
-        Ok(()) => {}
-        Err(error) if is_not_found(&error) => {}
-        Err(error) => {
-            tracing::warn!(service = name, %error, "cannot remove the storage probe's service")
-        }
     }
 }
 

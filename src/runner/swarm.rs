@@ -23,7 +23,6 @@ use super::{
     workspace, ImageFailure, LogOf, LogReader, Run, RunOutcome, Runner, RunnerError,
     Task as JobTask, LABEL_INSTANCE, LABEL_JOB_ID,
 };
-use crate::blocking::blocking;
 use crate::error::chain;
 use crate::failpoint;
 use crate::model::{Job, Status};
@@ -123,21 +122,13 @@ impl Swarm {
     /// one task that is never restarted, and the image registry's credentials.
     async fn create(&self, docker: &Docker, run: &Run<'_>, name: &str) -> Result<(), RunOutcome> {
         let Run {
-            job,
             task,
             component,
             settings,
             ..
         } = *run;
-        let prepared = blocking(|| {
-            let identity = self.manager.identity(settings)?;
-            workspace::hand_over(&task.folder, identity.owner)?;
-            self.manager
-                .prepare(job, task, run.image, component, run.size, settings)
-        });
-        let spec = prepared.map_err(|error| RunOutcome::Requeue {
-            reason: format!("cannot hand the job folder to the container's user: {error}"),
-        })?;
+        let spec =
+            (self.manager.handed_over(run)).map_err(|reason| RunOutcome::Requeue { reason })?;
         let labels: HashMap<String, String> = unit_labels(run)
             .into_iter()
             .map(|(label, value)| (label.to_string(), value))
@@ -263,11 +254,11 @@ impl Swarm {
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
                 () = tokio::time::sleep_until(deadline) => {
-                    self.delete(docker, name).await;
+                    remove_service(docker, name).await;
                     return Watched::Ended(Exit::TimedOut, None);
                 }
                 () = cancel.cancelled() => {
-                    self.delete(docker, name).await;
+                    remove_service(docker, name).await;
                     return Watched::Ended(Exit::Terminated, None);
                 }
             }
@@ -281,10 +272,10 @@ impl Swarm {
                 }
             };
             let status = task.status.clone().unwrap_or_default();
-            let node = self.node_name(docker, &task).await;
             match status.state {
                 Some(TaskState::REJECTED) => {
-                    self.delete(docker, name).await;
+                    remove_service(docker, name).await;
+                    let (node, _) = node_of(docker, &task).await;
                     let reason = status.err.unwrap_or_default();
                     return Watched::Failed(super::outcome::user_verdict(crate::model::UserError(
                         format!("The swarm node {node} rejected the task of the service {name}: {reason}"),
@@ -309,10 +300,11 @@ impl Swarm {
                     if running.is_none() {
                         return Watched::Running(task.id.unwrap_or_default());
                     }
-                    if self.node_down(docker, &task).await {
+                    let (node, down) = node_of(docker, &task).await;
+                    if down {
                         let since = *lost_since.get_or_insert_with(tokio::time::Instant::now);
                         if since.elapsed() >= self.node_lost_timeout {
-                            self.delete(docker, name).await;
+                            remove_service(docker, name).await;
                             return Watched::Failed(Verdict {
                                 status: Status::Error,
                                 message: format!(
@@ -332,58 +324,55 @@ impl Swarm {
         }
     }
 
-    /// The service's newest task.
+    /// The service's newest task (`None` while it has none); a not-found error when the
+    /// service is gone.
     async fn task(
         &self,
         docker: &Docker,
         name: &str,
     ) -> Result<Option<Task>, bollard::errors::Error> {
-        docker
-            .inspect_service(
-                name,
-                None::<bollard::query_parameters::InspectServiceOptions>,
-            )
-            .await?;
         let filters = HashMap::from([("service".to_string(), vec![name.to_string()])]);
         let options = ListTasksOptionsBuilder::default().filters(&filters).build();
         let mut tasks = docker.list_tasks(Some(options)).await?;
+        if tasks.is_empty() {
+            // No task yet, or no service any more: only the service tells which.
+            docker
+                .inspect_service(
+                    name,
+                    None::<bollard::query_parameters::InspectServiceOptions>,
+                )
+                .await?;
+        }
         tasks.sort_by_key(|task| task.created_at.clone());
         Ok(tasks.pop())
     }
+}
 
-    async fn node_down(&self, docker: &Docker, task: &Task) -> bool {
-        let Some(node_id) = &task.node_id else {
-            return false;
-        };
-        match docker.inspect_node(node_id).await {
-            Ok(node) => {
-                node.status.and_then(|status| status.state)
-                    == Some(bollard::models::NodeState::DOWN)
-            }
-            Err(_) => false,
-        }
+/// Removes the service `name`, whatever its state (gone already is fine); a failure is logged.
+pub(super) async fn remove_service(docker: &Docker, name: &str) {
+    match docker.delete_service(name).await {
+        Ok(()) => {}
+        Err(error) if is_not_found(&error) => {}
+        Err(error) => tracing::warn!(service = name, %error, "cannot remove a service"),
     }
+}
 
-    /// The host name of the task's node (its id when the manager does not say).
-    async fn node_name(&self, docker: &Docker, task: &Task) -> String {
-        let Some(node_id) = &task.node_id else {
-            return "(none)".into();
-        };
-        match docker.inspect_node(node_id).await {
-            Ok(node) => node
+/// The host name of `task`'s node (its id when the manager does not say), and whether the
+/// manager sees that node `Down`; one question to the manager.
+async fn node_of(docker: &Docker, task: &Task) -> (String, bool) {
+    let Some(node_id) = &task.node_id else {
+        return ("(none)".into(), false);
+    };
+    match docker.inspect_node(node_id).await {
+        Ok(node) => {
+            let down = node.status.and_then(|status| status.state)
+                == Some(bollard::models::NodeState::DOWN);
+            let name = node
                 .description
-                .and_then(|description| description.hostname)
-                .unwrap_or_else(|| node_id.clone()),
-            Err(_) => node_id.clone(),
+                .and_then(|description| description.hostname);
+            (name.unwrap_or_else(|| node_id.clone()), down)
         }
-    }
-
-    async fn delete(&self, docker: &Docker, name: &str) {
-        match docker.delete_service(name).await {
-            Ok(()) => {}
-            Err(error) if is_not_found(&error) => {}
-            Err(error) => tracing::warn!(service = name, %error, "cannot remove a service"),
-        }
+        Err(_) => (node_id.clone(), false),
     }
 }
 
@@ -518,7 +507,7 @@ impl Executor for Swarm {
     fn remove<'a>(&'a self, id: &'a str) -> Pending<'a, ()> {
         Box::pin(async move {
             match self.manager.docker().await {
-                Ok(docker) => self.delete(&docker, id).await,
+                Ok(docker) => remove_service(&docker, id).await,
                 Err(error) => {
                     tracing::warn!(service = id, error = %chain(&error), "cannot remove a service")
                 }
