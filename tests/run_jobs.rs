@@ -304,6 +304,12 @@ async fn a_restarted_daemon_reattaches_and_keeps_every_line_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_container_no_job_owns_is_removed_at_start() {
+    let mut t = TestDaemon::start(Options::default()).await;
+    scenarios::a_unit_no_job_owns_is_removed_at_start(&mut t).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_counts_from_the_container_start_across_a_restart() {
     let mut t = TestDaemon::start(Options::default()).await;
     scenarios::timeout_after_a_restart_counts_from_the_start(&mut t).await;

@@ -135,6 +135,7 @@ async fn the_queue_keeps_its_promises_on_a_swarm() {
     scenarios::every_ending(&t).await;
     scenarios::reattach_after_a_restart_keeps_every_line_once(&mut t).await;
     scenarios::timeout_after_a_restart_counts_from_the_start(&mut t).await;
+    scenarios::a_unit_no_job_owns_is_removed_at_start(&mut t).await;
     assert_eq!(t.units().await, Vec::<(String, String)>::new());
 }
 

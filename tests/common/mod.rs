@@ -556,6 +556,46 @@ impl TestDaemon {
         units_of_instance(&self.docker, instance).await
     }
 
+    /// Makes a unit of this store in its executor, labelled with job `job_id`, as a jobq that
+    /// crashed could leave it (a container never started; a service of no task): its id.
+    pub async fn plant_unit(&self, job_id: &str) -> String {
+        let instance = self
+            .daemon
+            .as_ref()
+            .expect("a running daemon")
+            .instance_id();
+        let labels = std::collections::HashMap::from([
+            (
+                jobq::runner::LABEL_INSTANCE.to_string(),
+                instance.to_string(),
+            ),
+            (jobq::runner::LABEL_JOB_ID.to_string(), job_id.to_string()),
+        ]);
+        let image = format!("{FIXTURE_IMAGE}:{FIXTURE_TAG}");
+        let engine = match &self.docker {
+            Docker::Swarm { manager, .. } => {
+                return swarm::plant_service(manager, &image, labels).await
+            }
+            Docker::Local => bollard::Docker::connect_with_local_defaults(),
+            Docker::At(host) => bollard::Docker::connect_with_host(host),
+            Docker::Without => panic!("a daemon without an engine has no units"),
+        }
+        .expect("a Docker client");
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        engine
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .expect("the engine creates the planted container")
+            .id
+    }
+
     /// The labels of each unit of job `job_id` its executor still has.
     pub async fn unit_labels_of_job(
         &self,

@@ -270,6 +270,27 @@ pub async fn timeout_after_a_restart_counts_from_the_start(t: &mut TestDaemon) {
     assert_no_unit_of(t, &id).await;
 }
 
+/// A unit of this store that no job owns (a crashed jobq's, of a job since gone) is removed
+/// when the daemon starts.
+pub async fn a_unit_no_job_owns_is_removed_at_start(t: &mut TestDaemon) {
+    let unit = t.plant_unit("999999").await;
+    assert!(
+        t.units()
+            .await
+            .contains(&(unit.clone(), "999999".to_string())),
+        "the planted unit {unit} is not listed"
+    );
+    t.restart();
+    let started = std::time::Instant::now();
+    while t.units().await.iter().any(|(listed, _)| *listed == unit) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the unit {unit} no job owns is still there 30 s after the start"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Every scenario above that keeps the daemon running, at the same time.
 pub async fn every_ending(t: &TestDaemon) {
     tokio::join!(

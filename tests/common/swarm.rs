@@ -539,6 +539,34 @@ pub async fn services_of_instance(
         .collect()
 }
 
+/// Creates a service of `image` with `labels` and no task (replicated, 0 replicas) through
+/// the manager at `manager`: its name.
+pub async fn plant_service(manager: &str, image: &str, labels: HashMap<String, String>) -> String {
+    let engine = Docker::connect_with_host(manager).expect("a client of the manager's engine");
+    let name = format!("jobq-planted-{:08x}", rand::random::<u32>());
+    let spec = bollard::models::ServiceSpec {
+        name: Some(name.clone()),
+        labels: Some(labels),
+        task_template: Some(bollard::models::TaskSpec {
+            container_spec: Some(bollard::models::TaskSpecContainerSpec {
+                image: Some(image.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        mode: Some(bollard::models::ServiceSpecMode {
+            replicated: Some(bollard::models::ServiceSpecModeReplicated { replicas: Some(0) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    engine
+        .create_service(spec, None)
+        .await
+        .expect("the manager creates the planted service");
+    name
+}
+
 /// The host's engine; fails the test when it does not answer.
 async fn host_engine() -> Docker {
     let host = Docker::connect_with_local_defaults().expect("a client of the host's engine");
